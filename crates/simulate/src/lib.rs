@@ -1,1 +1,404 @@
-//! placeholder
+//! # medtwin-simulate
+//!
+//! Integrates any [`OdeModel`] over intervals on which its inputs are held constant (zero-order
+//! hold), the way infusion pumps, meal models and controllers act on patient models.
+//!
+//! ## Method choice
+//! The built-in integrator is the explicit embedded Runge–Kutta pair of Dormand & Prince, 5(4)
+//! ("DOPRI5"; Dormand & Prince 1980, J Comput Appl Math 6:19–26; Hairer, Nørsett & Wanner,
+//! *Solving ODEs I*, §II.5 Table 5.2) with FSAL, the standard PI-free step-size controller
+//! `h ← h·min(10, max(0.2, 0.9·err^(−1/5)))` and the mixed error norm
+//! `sqrt(mean((e_i / (atol + rtol·max(|y_i|, |ŷ_i|)))²))`.
+//! Why this method for the patient models shipped today:
+//! * UVA/Padova and similar physiological models are non-stiff at the 1-minute scale their
+//!   inputs change on (fastest time constant ≈ 1/kmax ≈ 10–60 min), so an explicit method with
+//!   few right-hand-side evaluations is cheapest;
+//! * the inputs change every minute, so the integrator is restarted every minute: a
+//!   fixed-size, allocation-free explicit method restarts for free (an implicit BDF method would
+//!   restart at order 1 and pay for a Jacobian factorisation each time);
+//! * simglucose, the reference implementation of UVA/Padova, integrates with scipy's `dopri5`,
+//!   so the same scheme with tighter tolerances reproduces it to far below the verification bound.
+//!
+//! Stiff models (large SBML networks, PDE twins) need an implicit method; the [`Integrator`]
+//! trait is the seam where such a backend (e.g. diffsol's BDF/ESDIRK) plugs in without changing
+//! the models or anything above this crate.
+//!
+//! Failures (non-finite state, step-size underflow, step budget exhausted) are returned as
+//! [`SolveError`] values, never panics.
+
+use medtwin_core::OdeModel;
+use thiserror::Error;
+
+/// Why an integration failed.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum SolveError {
+    /// The right-hand side or the solution became NaN/inf.
+    #[error("solver produced a non-finite value in state '{state}' at t = {t_min} min")]
+    NonFinite {
+        /// Name of the first offending state.
+        state: String,
+        /// Time reached, minutes.
+        t_min: f64,
+    },
+    /// The step size fell below the resolvable minimum.
+    #[error("step size underflow at t = {t_min} min (h = {h_min} min): the model is too stiff or discontinuous for DOPRI5")]
+    StepTooSmall {
+        /// Time reached, minutes.
+        t_min: f64,
+        /// Step size tried, minutes.
+        h_min: f64,
+    },
+    /// More than `max_steps` steps were needed for one interval.
+    #[error("more than {max_steps} steps needed between t = {t0_min} and {t1_min} min")]
+    TooManySteps {
+        /// Interval start, minutes.
+        t0_min: f64,
+        /// Interval end, minutes.
+        t1_min: f64,
+        /// The step budget.
+        max_steps: usize,
+    },
+}
+
+/// Tolerances and limits of an integrator.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SolverOptions {
+    /// Relative tolerance (dimensionless).
+    pub rtol: f64,
+    /// Absolute tolerance (in each state's unit).
+    pub atol: f64,
+    /// Largest step, minutes.
+    pub h_max_min: f64,
+    /// Step budget per call to [`Integrator::integrate`].
+    pub max_steps: usize,
+}
+
+impl Default for SolverOptions {
+    /// rtol 1e-8, atol 1e-8, h_max 60 min, 10 000 steps: converged well below 1e-4 mg/dL on
+    /// UVA/Padova (verified against simglucose in the t1d crate's tests).
+    fn default() -> Self {
+        SolverOptions { rtol: 1e-8, atol: 1e-8, h_max_min: 60.0, max_steps: 10_000 }
+    }
+}
+
+/// Counters of work done, for benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SolverStats {
+    /// Right-hand-side evaluations.
+    pub rhs_evals: u64,
+    /// Accepted steps.
+    pub accepted: u64,
+    /// Rejected steps.
+    pub rejected: u64,
+}
+
+/// Something that advances a model's state from `t0` to `t1` with the inputs `u` held constant.
+pub trait Integrator {
+    /// Advance `x` (in place) from `t0_min` to `t1_min` under inputs `u`.
+    /// Errors: see [`SolveError`]; on error `x` is left at the last accepted state.
+    fn integrate<M: OdeModel + ?Sized>(
+        &mut self,
+        model: &M,
+        t0_min: f64,
+        t1_min: f64,
+        x: &mut [f64],
+        u: &[f64],
+    ) -> Result<(), SolveError>;
+    /// Forget step-size history (call after a discontinuous change of state).
+    fn reset(&mut self);
+    /// Work counters since creation.
+    fn stats(&self) -> SolverStats;
+}
+
+// Dormand–Prince 5(4) coefficients (Hairer, Nørsett & Wanner, Table II.5.2).
+const C2: f64 = 1.0 / 5.0;
+const C3: f64 = 3.0 / 10.0;
+const C4: f64 = 4.0 / 5.0;
+const C5: f64 = 8.0 / 9.0;
+const A21: f64 = 1.0 / 5.0;
+const A31: f64 = 3.0 / 40.0;
+const A32: f64 = 9.0 / 40.0;
+const A41: f64 = 44.0 / 45.0;
+const A42: f64 = -56.0 / 15.0;
+const A43: f64 = 32.0 / 9.0;
+const A51: f64 = 19372.0 / 6561.0;
+const A52: f64 = -25360.0 / 2187.0;
+const A53: f64 = 64448.0 / 6561.0;
+const A54: f64 = -212.0 / 729.0;
+const A61: f64 = 9017.0 / 3168.0;
+const A62: f64 = -355.0 / 33.0;
+const A63: f64 = 46732.0 / 5247.0;
+const A64: f64 = 49.0 / 176.0;
+const A65: f64 = -5103.0 / 18656.0;
+const A71: f64 = 35.0 / 384.0;
+const A73: f64 = 500.0 / 1113.0;
+const A74: f64 = 125.0 / 192.0;
+const A75: f64 = -2187.0 / 6784.0;
+const A76: f64 = 11.0 / 84.0;
+const E1: f64 = 71.0 / 57600.0;
+const E3: f64 = -71.0 / 16695.0;
+const E4: f64 = 71.0 / 1920.0;
+const E5: f64 = -17253.0 / 339200.0;
+const E6: f64 = 22.0 / 525.0;
+const E7: f64 = -1.0 / 40.0;
+
+/// Adaptive Dormand–Prince 5(4) integrator with preallocated work space (no allocation per call).
+///
+/// The step size carries over from one call to the next; the first call uses Hairer's automatic
+/// initial step guess.
+#[derive(Debug, Clone)]
+pub struct Dopri5 {
+    opts: SolverOptions,
+    k: [Vec<f64>; 7],
+    y1: Vec<f64>,
+    tmp: Vec<f64>,
+    h: f64,
+    stats: SolverStats,
+}
+
+impl Dopri5 {
+    /// Work space for a model with `n_states` states.
+    pub fn new(n_states: usize, opts: SolverOptions) -> Self {
+        let v = || vec![0.0; n_states];
+        Dopri5 {
+            opts,
+            k: [v(), v(), v(), v(), v(), v(), v()],
+            y1: v(),
+            tmp: v(),
+            h: 0.0,
+            stats: SolverStats::default(),
+        }
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> SolverOptions {
+        self.opts
+    }
+
+    fn err_norm(&self, x: &[f64]) -> f64 {
+        let n = x.len() as f64;
+        let mut s = 0.0;
+        for i in 0..x.len() {
+            let sc = self.opts.atol + self.opts.rtol * x[i].abs().max(self.y1[i].abs());
+            let r = self.tmp[i] / sc;
+            s += r * r;
+        }
+        (s / n).sqrt()
+    }
+
+    fn initial_step<M: OdeModel + ?Sized>(&mut self, model: &M, t: f64, x: &[f64], u: &[f64], span: f64) -> f64 {
+        // Hairer, Nørsett & Wanner II.4 "starting step size" algorithm.
+        let n = x.len() as f64;
+        let sc = |v: f64, o: &SolverOptions| o.atol + o.rtol * v.abs();
+        let (mut d0, mut d1) = (0.0, 0.0);
+        for i in 0..x.len() {
+            let s = sc(x[i], &self.opts);
+            d0 += (x[i] / s).powi(2);
+            d1 += (self.k[0][i] / s).powi(2);
+        }
+        let (d0, d1) = ((d0 / n).sqrt(), (d1 / n).sqrt());
+        let mut h0 = if d0 < 1e-5 || d1 < 1e-5 { 1e-6 } else { 0.01 * d0 / d1 };
+        h0 = h0.min(span);
+        for i in 0..x.len() {
+            self.y1[i] = x[i] + h0 * self.k[0][i];
+        }
+        let (k0, rest) = self.k.split_at_mut(1);
+        model.rhs(t + h0, &self.y1, u, &mut rest[0]);
+        self.stats.rhs_evals += 1;
+        let mut d2 = 0.0;
+        for i in 0..x.len() {
+            let s = sc(x[i], &self.opts);
+            d2 += ((rest[0][i] - k0[0][i]) / s).powi(2);
+        }
+        let d2 = (d2 / n).sqrt() / h0;
+        let h1 = if d1.max(d2) <= 1e-15 { (h0 * 1e-3).max(1e-6) } else { (0.01 / d1.max(d2)).powf(0.2) };
+        (100.0 * h0).min(h1).min(span)
+    }
+}
+
+impl Integrator for Dopri5 {
+    fn integrate<M: OdeModel + ?Sized>(
+        &mut self,
+        model: &M,
+        t0_min: f64,
+        t1_min: f64,
+        x: &mut [f64],
+        u: &[f64],
+    ) -> Result<(), SolveError> {
+        let n = x.len();
+        let span = t1_min - t0_min;
+        if span <= 0.0 {
+            return Ok(());
+        }
+        let mut t = t0_min;
+        model.rhs(t, x, u, &mut self.k[0]);
+        self.stats.rhs_evals += 1;
+        if self.h <= 0.0 {
+            self.h = self.initial_step(model, t, x, u, span);
+        }
+        let mut steps = 0usize;
+        let h_min = 1e-10 * span.max(1.0);
+        loop {
+            let remaining = t1_min - t;
+            if remaining <= 1e-12 * span.max(1.0) {
+                break;
+            }
+            if steps >= self.opts.max_steps {
+                return Err(SolveError::TooManySteps { t0_min, t1_min, max_steps: self.opts.max_steps });
+            }
+            steps += 1;
+            let last = self.h >= remaining;
+            let h = if last { remaining } else { self.h.min(self.opts.h_max_min) };
+            if h < h_min {
+                return Err(SolveError::StepTooSmall { t_min: t, h_min: h });
+            }
+            let [k1, k2, k3, k4, k5, k6, k7] = &mut self.k;
+            let y1 = &mut self.y1;
+            for i in 0..n {
+                y1[i] = x[i] + h * A21 * k1[i];
+            }
+            model.rhs(t + C2 * h, y1, u, k2);
+            for i in 0..n {
+                y1[i] = x[i] + h * (A31 * k1[i] + A32 * k2[i]);
+            }
+            model.rhs(t + C3 * h, y1, u, k3);
+            for i in 0..n {
+                y1[i] = x[i] + h * (A41 * k1[i] + A42 * k2[i] + A43 * k3[i]);
+            }
+            model.rhs(t + C4 * h, y1, u, k4);
+            for i in 0..n {
+                y1[i] = x[i] + h * (A51 * k1[i] + A52 * k2[i] + A53 * k3[i] + A54 * k4[i]);
+            }
+            model.rhs(t + C5 * h, y1, u, k5);
+            for i in 0..n {
+                y1[i] = x[i] + h * (A61 * k1[i] + A62 * k2[i] + A63 * k3[i] + A64 * k4[i] + A65 * k5[i]);
+            }
+            model.rhs(t + h, y1, u, k6);
+            for i in 0..n {
+                y1[i] = x[i] + h * (A71 * k1[i] + A73 * k3[i] + A74 * k4[i] + A75 * k5[i] + A76 * k6[i]);
+            }
+            model.rhs(t + h, y1, u, k7);
+            for i in 0..n {
+                self.tmp[i] = h * (E1 * k1[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i] + E6 * k6[i] + E7 * k7[i]);
+            }
+            self.stats.rhs_evals += 6;
+            let err = self.err_norm(x);
+            if !err.is_finite() {
+                // Non-finite trial: shrink hard and retry, unless the current state itself is bad.
+                if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+                    return Err(SolveError::NonFinite { state: state_name(model, i), t_min: t });
+                }
+                self.stats.rejected += 1;
+                self.h = h * 0.1;
+                continue;
+            }
+            if err <= 1.0 {
+                self.stats.accepted += 1;
+                t = if last { t1_min } else { t + h };
+                x.copy_from_slice(&self.y1);
+                let (first, rest) = self.k.split_at_mut(1);
+                first[0].copy_from_slice(&rest[5]);
+                let fac = if err == 0.0 { 10.0 } else { (0.9 * err.powf(-0.2)).clamp(0.2, 10.0) };
+                // Keep the step memory from the full step, not the clipped last one.
+                let h_next = (h * fac).min(self.opts.h_max_min);
+                if !last || h_next < self.h {
+                    self.h = h_next;
+                }
+            } else {
+                self.stats.rejected += 1;
+                self.h = h * (0.9 * err.powf(-0.2)).clamp(0.2, 1.0);
+            }
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(SolveError::NonFinite { state: state_name(model, i), t_min: t1_min });
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.h = 0.0;
+    }
+
+    fn stats(&self) -> SolverStats {
+        self.stats
+    }
+}
+
+fn state_name<M: OdeModel + ?Sized>(model: &M, i: usize) -> String {
+    model.info().states.get(i).map(|s| s.name.clone()).unwrap_or_else(|| format!("#{i}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medtwin_core::{ModelInfo, VariableInfo};
+
+    /// dx/dt = -k x + u, analytic x(t) = u/k + (x0 - u/k) e^{-kt}; plus a harmonic oscillator.
+    struct Test {
+        info: ModelInfo,
+        k: f64,
+    }
+    fn var(n: &str) -> VariableInfo {
+        VariableInfo { name: n.into(), unit: "1".into(), description: String::new() }
+    }
+    impl OdeModel for Test {
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+        fn rhs(&self, _t: f64, x: &[f64], u: &[f64], dx: &mut [f64]) {
+            dx[0] = -self.k * x[0] + u[0];
+            dx[1] = x[2];
+            dx[2] = -x[1];
+        }
+        fn observe(&self, x: &[f64], out: &mut [f64]) {
+            out[0] = x[0];
+        }
+    }
+    fn model(k: f64) -> Test {
+        Test {
+            info: ModelInfo {
+                states: vec![var("a"), var("p"), var("v")],
+                inputs: vec![var("u")],
+                observables: vec![var("a")],
+                ..Default::default()
+            },
+            k,
+        }
+    }
+
+    #[test]
+    fn matches_analytic_solutions_with_zoh_inputs() {
+        let m = model(0.3);
+        let mut s = Dopri5::new(3, SolverOptions { rtol: 1e-10, atol: 1e-12, ..Default::default() });
+        let mut x = [2.0, 0.0, 1.0];
+        // input 1.0 on [0, 10), 0.0 on [10, 20)
+        s.integrate(&m, 0.0, 10.0, &mut x, &[1.0]).unwrap();
+        let a10 = 1.0 / 0.3 + (2.0 - 1.0 / 0.3) * (-3.0f64).exp();
+        assert!((x[0] - a10).abs() < 1e-8, "{} vs {}", x[0], a10);
+        s.integrate(&m, 10.0, 20.0, &mut x, &[0.0]).unwrap();
+        assert!((x[0] - a10 * (-3.0f64).exp()).abs() < 1e-8);
+        assert!((x[1] - 20f64.sin()).abs() < 1e-8 && (x[2] - 20f64.cos()).abs() < 1e-8);
+        assert!(s.stats().accepted > 0);
+    }
+
+    #[test]
+    fn non_finite_is_an_error_not_a_panic() {
+        struct Blow(ModelInfo);
+        impl OdeModel for Blow {
+            fn info(&self) -> &ModelInfo {
+                &self.0
+            }
+            fn rhs(&self, _t: f64, x: &[f64], _u: &[f64], dx: &mut [f64]) {
+                dx[0] = x[0] * x[0]; // blows up at t = 1 for x0 = 1
+            }
+            fn observe(&self, x: &[f64], out: &mut [f64]) {
+                out[0] = x[0];
+            }
+        }
+        let m = Blow(ModelInfo { states: vec![var("x")], ..Default::default() });
+        let mut s = Dopri5::new(1, SolverOptions::default());
+        let mut x = [1.0];
+        let r = s.integrate(&m, 0.0, 2.0, &mut x, &[]);
+        assert!(r.is_err(), "finite-time blow-up must be reported: {r:?}");
+    }
+}

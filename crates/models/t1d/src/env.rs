@@ -1,0 +1,114 @@
+//! The closed-loop environment: patient, sensor, pump and controller advanced minute by minute
+//! with simglucose 0.2.11's exact alignment (`simulation/env.py`, `sim_engine.py`; shared
+//! NOTES.md §3.8):
+//! * the environment step is the sensor sample time; the controller is called once per step with
+//!   the CGM and the announced meal averaged over the step's 1-minute mini-steps, and its action
+//!   is held for the whole step;
+//! * each mini-step: announced meal → pump conversion → patient step (1 min) → sensor measure;
+//! * at reset the sensor is read twice at t = 0 (as `env.reset()` does).
+//!
+//! Output is streamed row by row ([`MinuteRow`]), so memory stays constant per patient.
+
+use crate::controller::{ControlAction, Controller, ControllerInput, ControllerSpec};
+use crate::model::VirtualPatient;
+use crate::params::PatientParams;
+use crate::scenario::{Scenario, BASAL_U_PER_H, BOLUS_U, CARBS_G};
+use crate::sensor::CgmSensor;
+use medtwin_simulate::{SolveError, SolverOptions};
+
+/// One row of a trajectory: values at `t_min` and the inputs applied over `[t, t+1)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MinuteRow {
+    /// Minutes since the start.
+    pub t_min: u64,
+    /// Plasma glucose `Gp/Vg`, mg/dL.
+    pub plasma_glucose_mg_dl: f64,
+    /// Subcutaneous glucose `Gs/Vg`, mg/dL.
+    pub sc_glucose_mg_dl: f64,
+    /// CGM reading in force at `t_min` (held between samples), mg/dL.
+    pub cgm_mg_dl: f64,
+    /// Whether the sensor sampled at `t_min` (`t_min % sample_time == 0`).
+    pub cgm_sampled: bool,
+    /// Insulin delivered over `[t, t+1)`, U/min (0 on the last row).
+    pub insulin_u_per_min: f64,
+    /// Carbohydrate eaten over `[t, t+1)`, g/min (0 on the last row).
+    pub carbs_g_per_min: f64,
+}
+
+/// Derive the per-patient sensor seed from the scenario seed and the patient's index in the
+/// scenario, so results do not depend on thread count or order of execution.
+pub fn patient_seed(scenario_seed: u64, patient_index: usize) -> u64 {
+    scenario_seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(patient_index as u64)
+}
+
+/// Simulate one patient through `scenario`, calling `sink` for each of the
+/// `duration_min + 1` rows in time order. `sensor_seed` seeds the CGM noise.
+/// Errors: solver failure, with the time reached.
+pub fn simulate_patient(
+    params: &PatientParams,
+    scenario: &Scenario,
+    sensor_seed: u64,
+    opts: SolverOptions,
+    mut sink: impl FnMut(&MinuteRow),
+) -> Result<(), SolveError> {
+    let mut patient = VirtualPatient::new(params.clone(), opts);
+    let mut sensor = CgmSensor::new(scenario.sensor, scenario.sensor_noise, sensor_seed);
+    let pump = scenario.pump.params();
+    let mut controller = Controller::new(&scenario.controller, params);
+    let open_loop = scenario.controller == ControllerSpec::OpenLoop;
+    let st = sensor.sample_time_min() as u64;
+    let g0 = patient.sc_glucose_mg_dl();
+    sensor.measure(0, g0);
+    let mut cgm = sensor.measure(0, g0);
+    let mut obs = ControllerInput { cgm_mg_dl: cgm, meal_g_per_min: 0.0, sample_time_min: st as f64 };
+    let tl = &scenario.timeline;
+    let duration = scenario.duration_min;
+    let mut t: u64 = 0;
+    let mut sampled = true;
+    while t < duration {
+        let action: ControlAction = controller.policy(&obs);
+        let (mut meal_avg, mut cgm_avg) = (0.0, 0.0);
+        for _ in 0..st {
+            if t >= duration {
+                break;
+            }
+            let tf = t as f64;
+            let announced = tl.doses_in(CARBS_G, tf, tf + 1.0);
+            let mut insulin = pump.basal(action.basal_u_per_min) + pump.bolus(action.bolus_u_per_min);
+            let extra_bolus = tl.doses_in(BOLUS_U, tf, tf + 1.0);
+            if extra_bolus > 0.0 {
+                insulin += pump.bolus(extra_bolus);
+            }
+            if open_loop {
+                insulin += pump.basal(tl.rate_at(BASAL_U_PER_H, tf).unwrap_or(0.0) / 60.0);
+            }
+            let row_pre = (patient.plasma_glucose_mg_dl(), patient.sc_glucose_mg_dl());
+            let eaten = patient.step(announced, insulin)?;
+            sink(&MinuteRow {
+                t_min: t,
+                plasma_glucose_mg_dl: row_pre.0,
+                sc_glucose_mg_dl: row_pre.1,
+                cgm_mg_dl: cgm,
+                cgm_sampled: sampled,
+                insulin_u_per_min: insulin,
+                carbs_g_per_min: eaten,
+            });
+            t += 1;
+            cgm = sensor.measure(t, patient.sc_glucose_mg_dl());
+            sampled = t % st == 0;
+            meal_avg += announced / st as f64;
+            cgm_avg += cgm / st as f64;
+        }
+        obs = ControllerInput { cgm_mg_dl: cgm_avg, meal_g_per_min: meal_avg, sample_time_min: st as f64 };
+    }
+    sink(&MinuteRow {
+        t_min: t,
+        plasma_glucose_mg_dl: patient.plasma_glucose_mg_dl(),
+        sc_glucose_mg_dl: patient.sc_glucose_mg_dl(),
+        cgm_mg_dl: cgm,
+        cgm_sampled: sampled,
+        insulin_u_per_min: 0.0,
+        carbs_g_per_min: 0.0,
+    });
+    Ok(())
+}
