@@ -154,6 +154,11 @@ pub struct Dopri5 {
     tmp: Vec<f64>,
     h: f64,
     stats: SolverStats,
+    // FSAL reuse across calls: k[0] = f(fsal_t, fsal_x, fsal_u) when `fsal_valid`.
+    fsal_valid: bool,
+    fsal_t: f64,
+    fsal_x: Vec<f64>,
+    fsal_u: Vec<f64>,
 }
 
 impl Dopri5 {
@@ -167,6 +172,10 @@ impl Dopri5 {
             tmp: v(),
             h: 0.0,
             stats: SolverStats::default(),
+            fsal_valid: false,
+            fsal_t: f64::NAN,
+            fsal_x: v(),
+            fsal_u: Vec::new(),
         }
     }
 
@@ -231,8 +240,12 @@ impl Integrator for Dopri5 {
             return Ok(());
         }
         let mut t = t0_min;
-        model.rhs(t, x, u, &mut self.k[0]);
-        self.stats.rhs_evals += 1;
+        let reuse = self.fsal_valid && self.fsal_t == t && self.fsal_x == x && self.fsal_u == u;
+        if !reuse {
+            model.rhs(t, x, u, &mut self.k[0]);
+            self.stats.rhs_evals += 1;
+        }
+        self.fsal_valid = false;
         if self.h <= 0.0 {
             self.h = self.initial_step(model, t, x, u, span);
         }
@@ -312,11 +325,17 @@ impl Integrator for Dopri5 {
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
             return Err(SolveError::NonFinite { state: state_name(model, i), t_min: t1_min });
         }
+        self.fsal_valid = true;
+        self.fsal_t = t1_min;
+        self.fsal_x.copy_from_slice(x);
+        self.fsal_u.clear();
+        self.fsal_u.extend_from_slice(u);
         Ok(())
     }
 
     fn reset(&mut self) {
         self.h = 0.0;
+        self.fsal_valid = false;
     }
 
     fn stats(&self) -> SolverStats {

@@ -112,3 +112,43 @@ pub fn simulate_patient(
     });
     Ok(())
 }
+
+/// Streaming accumulator of a trajectory's outcome summary: glycaemic metrics on the
+/// CGM-sampled subcutaneous glucose (rows with `cgm_sampled`), total insulin and carbohydrate.
+/// Memory grows with the number of CGM samples only (one f64 each).
+#[derive(Debug, Clone, Default)]
+pub struct SummaryAccumulator {
+    sampled_sc_mg_dl: Vec<f64>,
+    total_insulin_u: f64,
+    total_carbs_g: f64,
+}
+
+/// Outcome summary of one simulated patient (the `--summary` row).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct TrajectorySummary {
+    /// Metrics on CGM-sampled subcutaneous glucose.
+    pub metrics: crate::metrics::GlycaemicMetrics,
+    /// Insulin delivered, U.
+    pub total_insulin_u: f64,
+    /// Carbohydrate eaten, g.
+    pub total_carbs_g: f64,
+}
+
+impl SummaryAccumulator {
+    /// Add one row.
+    pub fn push(&mut self, r: &MinuteRow) {
+        if r.cgm_sampled {
+            self.sampled_sc_mg_dl.push(r.sc_glucose_mg_dl);
+        }
+        self.total_insulin_u += r.insulin_u_per_min;
+        self.total_carbs_g += r.carbs_g_per_min;
+    }
+    /// The summary; `None` if no sample was seen.
+    pub fn finish(&self) -> Option<TrajectorySummary> {
+        crate::metrics::glycaemic_metrics(&self.sampled_sc_mg_dl).map(|metrics| TrajectorySummary {
+            metrics,
+            total_insulin_u: self.total_insulin_u,
+            total_carbs_g: self.total_carbs_g,
+        })
+    }
+}

@@ -47,7 +47,11 @@ pub enum SensorKind {
 
 impl SensorKind {
     /// All sensors, in `sensor_params.csv` order.
-    pub const ALL: [SensorKind; 3] = [SensorKind::Dexcom, SensorKind::GuardianRt, SensorKind::Navigator];
+    pub const ALL: [SensorKind; 3] = [
+        SensorKind::Dexcom,
+        SensorKind::GuardianRt,
+        SensorKind::Navigator,
+    ];
 
     /// Parses `"dexcom"`, `"guardian-rt"` or `"navigator"`, case-insensitively. simglucose's own
     /// spelling `"GuardianRT"` (any case) is accepted too. Returns `None` for anything else.
@@ -132,11 +136,14 @@ pub struct SensorParams {
 /// Source of the N(0,1) draws of the driving process.
 #[derive(Debug, Clone)]
 enum NormalSource {
-    Rng(ChaCha8Rng),
+    /// Seeded ChaCha8 generator (boxed: it is large).
+    Rng(Box<ChaCha8Rng>),
+    /// Given draws (numpy's, for replaying simglucose).
     Replay(std::vec::IntoIter<f64>),
 }
 
 impl NormalSource {
+    /// Next N(0,1) draw, `None` when a replay is exhausted.
     fn next_normal(&mut self) -> Option<f64> {
         match self {
             NormalSource::Rng(rng) => Some(rng.sample(StandardNormal)),
@@ -163,7 +170,9 @@ impl NormalSource {
 /// If `s` does not divide 150 the grid restarts at each block's knot 0, as in simglucose.
 #[derive(Debug, Clone)]
 pub struct CgmNoise {
+    /// Sensor parameters (noise and sample time).
     params: SensorParams,
+    /// Where the N(0,1) draws come from.
     source: NormalSource,
     /// Driving process state `e_k`; `None` before the first draw.
     e: Option<f64>,
@@ -171,6 +180,7 @@ pub struct CgmNoise {
     knot_last: Option<f64>,
     /// Noise values of the current block not yet returned.
     block: Vec<f64>,
+    /// Index of the next value of `block` to return.
     pos: usize,
 }
 
@@ -180,7 +190,10 @@ impl CgmNoise {
     /// # Panics
     /// If `params.sample_time_min` is 0 or greater than 150 (simglucose fails on those too).
     pub fn new(params: SensorParams, seed: u64) -> Self {
-        Self::with_source(params, NormalSource::Rng(ChaCha8Rng::seed_from_u64(seed)))
+        Self::with_source(
+            params,
+            NormalSource::Rng(Box::new(ChaCha8Rng::seed_from_u64(seed))),
+        )
     }
 
     /// Noise process driven by the given N(0,1) draws, in the order simglucose's
@@ -194,6 +207,7 @@ impl CgmNoise {
         Self::with_source(params, NormalSource::Replay(normals.into_iter()))
     }
 
+    /// Common constructor; checks the sample time.
     fn with_source(params: SensorParams, source: NormalSource) -> Self {
         let block_min = NOISE_BLOCK_LEN as u32 * NOISE_MODEL_STEP_MIN;
         assert!(
@@ -201,7 +215,14 @@ impl CgmNoise {
             "CGM sample time must be 1..={block_min} min, got {}",
             params.sample_time_min
         );
-        Self { params, source, e: None, knot_last: None, block: Vec::new(), pos: 0 }
+        Self {
+            params,
+            source,
+            e: None,
+            knot_last: None,
+            block: Vec::new(),
+            pos: 0,
+        }
     }
 
     /// The sensor parameters of this process.
@@ -268,7 +289,10 @@ impl Iterator for CgmNoise {
 /// If `y.len() < 4` or `h <= 0`.
 pub fn interp_cubic_not_a_knot(h: f64, y: &[f64], t: &[f64]) -> Vec<f64> {
     let n = y.len();
-    assert!(n >= 4, "not-a-knot cubic spline needs at least 4 knots, got {n}");
+    assert!(
+        n >= 4,
+        "not-a-knot cubic spline needs at least 4 knots, got {n}"
+    );
     assert!(h > 0.0, "knot spacing must be positive, got {h}");
     // Unknowns: second derivatives m[0..n] at the knots.
     //   row 0:     m0 − 2 m1 + m2 = 0                       (not-a-knot at x1)
@@ -315,8 +339,9 @@ fn solve_dense(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
         for row in col + 1..n {
             let f = a[row][col] / a[col][col];
             if f != 0.0 {
-                for k in col..n {
-                    a[row][k] -= f * a[col][k];
+                let (top, bottom) = a.split_at_mut(row);
+                for (x, p) in bottom[0][col..].iter_mut().zip(&top[col][col..]) {
+                    *x -= f * p;
                 }
                 b[row] -= f * b[col];
             }
@@ -336,10 +361,15 @@ fn solve_dense(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
 /// one new value of [`CgmNoise`]; between samples the last reading is held.
 #[derive(Debug, Clone)]
 pub struct CgmSensor {
+    /// Sensor parameters.
     params: SensorParams,
+    /// Seed of the noise process (kept for `reset`).
     seed: u64,
+    /// Whether readings are noisy.
     noise_on: bool,
+    /// The noise process; `None` when noise is off.
     noise: Option<CgmNoise>,
+    /// Last reading, mg/dL (held between samples; 0 before the first).
     last_mg_dl: f64,
 }
 
@@ -357,8 +387,17 @@ impl CgmSensor {
     /// If `noise` is true and `params.sample_time_min` is not in `1..=150`, or if `noise` is
     /// false and the sample time is 0.
     pub fn from_params(params: SensorParams, noise: bool, seed: u64) -> Self {
-        assert!(params.sample_time_min > 0, "CGM sample time must be positive");
-        let mut s = Self { params, seed, noise_on: noise, noise: None, last_mg_dl: 0.0 };
+        assert!(
+            params.sample_time_min > 0,
+            "CGM sample time must be positive"
+        );
+        let mut s = Self {
+            params,
+            seed,
+            noise_on: noise,
+            noise: None,
+            last_mg_dl: 0.0,
+        };
         s.reset();
         s
     }
@@ -389,7 +428,7 @@ impl CgmSensor {
     /// call at a sample time consumes one noise value, also repeated calls at the same `t_min`
     /// (simglucose's `env.reset()` measures twice at `t = 0`). NaN input gives NaN, as in Python.
     pub fn measure(&mut self, t_min: u64, gsub_mg_dl: f64) -> f64 {
-        if t_min % u64::from(self.params.sample_time_min) != 0 {
+        if !t_min.is_multiple_of(u64::from(self.params.sample_time_min)) {
             return self.last_mg_dl;
         }
         let raw = match self.noise.as_mut() {
@@ -397,8 +436,16 @@ impl CgmSensor {
             None => gsub_mg_dl,
         };
         // Python `min(max(raw, lo), hi)`, including its NaN behaviour.
-        let v = if self.params.min_mg_dl > raw { self.params.min_mg_dl } else { raw };
-        let v = if self.params.max_mg_dl < v { self.params.max_mg_dl } else { v };
+        let v = if self.params.min_mg_dl > raw {
+            self.params.min_mg_dl
+        } else {
+            raw
+        };
+        let v = if self.params.max_mg_dl < v {
+            self.params.max_mg_dl
+        } else {
+            v
+        };
         self.last_mg_dl = v;
         v
     }

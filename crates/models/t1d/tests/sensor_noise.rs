@@ -17,12 +17,11 @@ const REFERENCE: &str = include_str!(concat!(
 ));
 
 // ---------------------------------------------------------------------------------------------
-// A minimal JSON reader (the crate has no serde_json dependency).
+// A minimal JSON reader (the crate has no serde_json dependency); the reference file has only
+// objects, arrays, strings without escapes and numbers.
 
 #[derive(Debug, Clone)]
 enum Json {
-    Null,
-    Bool(bool),
     Num(f64),
     Str(String),
     Arr(Vec<Json>),
@@ -40,7 +39,9 @@ impl Json {
     }
     fn get(&self, key: &str) -> &Json {
         match self {
-            Json::Obj(m) => m.get(key).unwrap_or_else(|| panic!("JSON key {key:?} missing")),
+            Json::Obj(m) => m
+                .get(key)
+                .unwrap_or_else(|| panic!("JSON key {key:?} missing")),
             _ => panic!("not a JSON object when looking up {key:?}"),
         }
     }
@@ -82,7 +83,9 @@ fn parse_value(b: &[u8], i: &mut usize) -> Json {
                     *i += 1;
                     return Json::Obj(m);
                 }
-                let Json::Str(k) = parse_value(b, i) else { panic!("JSON object key is not a string") };
+                let Json::Str(k) = parse_value(b, i) else {
+                    panic!("JSON object key is not a string")
+                };
                 skip_ws(b, i);
                 assert_eq!(b[*i], b':');
                 *i += 1;
@@ -120,25 +123,16 @@ fn parse_value(b: &[u8], i: &mut usize) -> Json {
             *i += 1;
             Json::Str(String::from_utf8(b[start..*i - 1].to_vec()).unwrap())
         }
-        b't' if b[*i..].starts_with(b"true") => {
-            *i += 4;
-            Json::Bool(true)
-        }
-        b'f' if b[*i..].starts_with(b"false") => {
-            *i += 5;
-            Json::Bool(false)
-        }
-        b'n' if b[*i..].starts_with(b"null") => {
-            *i += 4;
-            Json::Null
-        }
         _ => {
             let start = *i;
             while *i < b.len() && matches!(b[*i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
                 *i += 1;
             }
             let s = std::str::from_utf8(&b[start..*i]).unwrap();
-            Json::Num(s.parse().unwrap_or_else(|_| panic!("bad JSON number {s:?}")))
+            Json::Num(
+                s.parse()
+                    .unwrap_or_else(|_| panic!("bad JSON number {s:?}")),
+            )
         }
     }
 }
@@ -150,8 +144,21 @@ fn reference() -> Json {
 // ---------------------------------------------------------------------------------------------
 // Statistics, with exactly the definitions of make_sensor_noise_reference.py.
 
-const STAT_KEYS: [&str; 13] =
-    ["mean", "sd", "skewness", "q01", "q05", "q25", "q50", "q75", "q95", "q99", "acf1", "acf5", "diff_acf1"];
+const STAT_KEYS: [&str; 13] = [
+    "mean",
+    "sd",
+    "skewness",
+    "q01",
+    "q05",
+    "q25",
+    "q50",
+    "q75",
+    "q95",
+    "q99",
+    "acf1",
+    "acf5",
+    "diff_acf1",
+];
 
 /// Pooled autocorrelation at lag `k` of equally long series (lags never cross series), about `m`.
 fn acf(series: &[Vec<f64>], k: usize, m: f64) -> f64 {
@@ -182,14 +189,25 @@ fn statistics(series: &[Vec<f64>]) -> BTreeMap<&'static str, f64> {
     let m2 = flat.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n;
     let m3 = flat.iter().map(|x| (x - m).powi(3)).sum::<f64>() / n;
     flat.sort_by(f64::total_cmp);
-    let diffs: Vec<Vec<f64>> = series.iter().map(|x| x.windows(2).map(|w| w[1] - w[0]).collect()).collect();
+    let diffs: Vec<Vec<f64>> = series
+        .iter()
+        .map(|x| x.windows(2).map(|w| w[1] - w[0]).collect())
+        .collect();
     let dn = diffs.iter().map(Vec::len).sum::<usize>() as f64;
     let dm = diffs.iter().flatten().sum::<f64>() / dn;
     let mut out = BTreeMap::new();
     out.insert("mean", m);
     out.insert("sd", m2.sqrt());
     out.insert("skewness", m3 / m2.powf(1.5));
-    for (key, q) in [("q01", 0.01), ("q05", 0.05), ("q25", 0.25), ("q50", 0.5), ("q75", 0.75), ("q95", 0.95), ("q99", 0.99)] {
+    for (key, q) in [
+        ("q01", 0.01),
+        ("q05", 0.05),
+        ("q25", 0.25),
+        ("q50", 0.5),
+        ("q75", 0.75),
+        ("q95", 0.95),
+        ("q99", 0.99),
+    ] {
         out.insert(key, quantile(&flat, q));
     }
     out.insert("acf1", acf(series, 1, m));
@@ -214,8 +232,19 @@ fn statistics_with_se(series: &[Vec<f64>], n_batches: usize) -> BTreeMap<&'stati
 }
 
 /// Draws the reference design (`n_seeds` seeds × `days` days) from our generator.
-fn draw_design(params: SensorParams, first_seed: u64, n_seeds: usize, n_per_seed: usize) -> Vec<Vec<f64>> {
-    (0..n_seeds as u64).map(|i| CgmNoise::new(params, first_seed + i).take(n_per_seed).collect()).collect()
+fn draw_design(
+    params: SensorParams,
+    first_seed: u64,
+    n_seeds: usize,
+    n_per_seed: usize,
+) -> Vec<Vec<f64>> {
+    (0..n_seeds as u64)
+        .map(|i| {
+            CgmNoise::new(params, first_seed + i)
+                .take(n_per_seed)
+                .collect()
+        })
+        .collect()
 }
 
 /// Allowed |ours − simglucose| in units of the combined Monte-Carlo standard error
@@ -234,26 +263,54 @@ fn noise_statistics_match_simglucose() {
     let first_seed = design.get("first_seed").num() as u64;
     let n_batches = design.get("n_batches").num() as usize;
     let mut failures = Vec::new();
-    println!("{:<11} {:<10} {:>12} {:>9} {:>12} {:>9} {:>7}", "sensor", "statistic", "simglucose", "se", "medtwin", "se", "z");
+    println!(
+        "{:<11} {:<10} {:>12} {:>9} {:>12} {:>9} {:>7}",
+        "sensor", "statistic", "simglucose", "se", "medtwin", "se", "z"
+    );
     for kind in SensorKind::ALL {
         let entry = r.get("stats").get(kind.simglucose_name());
         let params = kind.params();
-        assert_eq!(entry.get("sample_time").num(), f64::from(params.sample_time_min));
+        assert_eq!(
+            entry.get("sample_time").num(),
+            f64::from(params.sample_time_min)
+        );
         let n_per_seed = entry.get("n_per_seed").num() as usize;
-        assert_eq!(n_per_seed, (design.get("days").num() * 1440.0) as usize / params.sample_time_min as usize);
-        let ours = statistics_with_se(&draw_design(params, first_seed, n_seeds, n_per_seed), n_batches);
+        assert_eq!(
+            n_per_seed,
+            (design.get("days").num() * 1440.0) as usize / params.sample_time_min as usize
+        );
+        let ours = statistics_with_se(
+            &draw_design(params, first_seed, n_seeds, n_per_seed),
+            n_batches,
+        );
         for key in STAT_KEYS {
             let reference = entry.get("stats").get(key);
             let (rv, rse) = (reference.get("value").num(), reference.get("se").num());
             let (ov, ose) = ours[key];
             let z = (ov - rv) / (rse * rse + ose * ose).sqrt();
-            println!("{:<11} {:<10} {:>12.5} {:>9.5} {:>12.5} {:>9.5} {:>7.2}", kind.name(), key, rv, rse, ov, ose, z);
+            println!(
+                "{:<11} {:<10} {:>12.5} {:>9.5} {:>12.5} {:>9.5} {:>7.2}",
+                kind.name(),
+                key,
+                rv,
+                rse,
+                ov,
+                ose,
+                z
+            );
             if z.abs() > N_SE {
-                failures.push(format!("{} {key}: simglucose {rv} ± {rse}, ours {ov} ± {ose}, z = {z:.2}", kind.name()));
+                failures.push(format!(
+                    "{} {key}: simglucose {rv} ± {rse}, ours {ov} ± {ose}, z = {z:.2}",
+                    kind.name()
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "statistics differ from simglucose:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "statistics differ from simglucose:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -283,9 +340,16 @@ fn replay_matches_simglucose_exactly() {
         // The draws cover exactly the blocks simglucose computed; every value of those blocks is
         // produced, so ours is at least as long as what simglucose returned.
         let per_block = 150 / params.sample_time_min as usize;
-        assert_eq!(ours.len(), expected.len().div_ceil(per_block) * per_block, "{name}");
+        assert_eq!(
+            ours.len(),
+            expected.len().div_ceil(per_block) * per_block,
+            "{name}"
+        );
         for (j, (o, e)) in ours.iter().zip(&expected).enumerate() {
-            assert!((o - e).abs() <= 1e-9 * (1.0 + e.abs()), "{name} value {j}: ours {o}, simglucose {e}");
+            assert!(
+                (o - e).abs() <= 1e-9 * (1.0 + e.abs()),
+                "{name} value {j}: ours {o}, simglucose {e}"
+            );
         }
     }
 }
@@ -297,7 +361,9 @@ fn spline_matches_scipy_interp1d_cubic() {
     //   t = [0, 1, 3, 7.5, 14, 15, 22, 44.9, 75, 100, 133.3, 149, 150]
     //   scipy.interpolate.interp1d(x, y, kind="cubic")(t)
     // for the two y vectors below (the second is 20*sin(x/23) + 5*cos(x/7)).
-    let t = [0.0, 1.0, 3.0, 7.5, 14.0, 15.0, 22.0, 44.9, 75.0, 100.0, 133.3, 149.0, 150.0];
+    let t = [
+        0.0, 1.0, 3.0, 7.5, 14.0, 15.0, 22.0, 44.9, 75.0, 100.0, 133.3, 149.0, 150.0,
+    ];
     let cases: [([f64; 11], [f64; 13]); 2] = [
         (
             [1.5, -2.0, 3.25, 0.0, 10.0, -7.5, 4.0, 4.0, -1.0, 2.5, 6.0],
@@ -359,7 +425,11 @@ fn spline_matches_scipy_interp1d_cubic() {
     let y: Vec<f64> = (0..11).map(|i| f(15.0 * f64::from(i))).collect();
     let ts: Vec<f64> = (0..=150).map(f64::from).collect();
     for (g, ti) in interp_cubic_not_a_knot(15.0, &y, &ts).into_iter().zip(ts) {
-        assert!((g - f(ti)).abs() < 1e-9 * (1.0 + f(ti).abs()), "cubic at {ti}: {g} vs {}", f(ti));
+        assert!(
+            (g - f(ti)).abs() < 1e-9 * (1.0 + f(ti).abs()),
+            "cubic at {ti}: {g} vs {}",
+            f(ti)
+        );
     }
 }
 
@@ -385,20 +455,35 @@ fn block_structure() {
     assert!((v[29] - knots[10]).abs() < 1e-9);
     assert!((v[59] - knots[20]).abs() < 1e-9);
     assert!((v[2] - knots[1]).abs() < 1e-9); // t = 15
-    // Navigator: 150 values per block, 1-min grid.
-    assert_eq!(CgmNoise::from_normals(SensorKind::Navigator.params(), vec![0.1; 11]).count(), 150);
-    assert_eq!(CgmNoise::from_normals(SensorKind::Dexcom.params(), vec![0.1; 11]).count(), 50);
-    assert_eq!(CgmNoise::from_normals(SensorKind::Dexcom.params(), vec![0.1; 10]).count(), 0);
+                                             // Navigator: 150 values per block, 1-min grid.
+    assert_eq!(
+        CgmNoise::from_normals(SensorKind::Navigator.params(), vec![0.1; 11]).count(),
+        150
+    );
+    assert_eq!(
+        CgmNoise::from_normals(SensorKind::Dexcom.params(), vec![0.1; 11]).count(),
+        50
+    );
+    assert_eq!(
+        CgmNoise::from_normals(SensorKind::Dexcom.params(), vec![0.1; 10]).count(),
+        0
+    );
 }
 
 #[test]
 fn kinds_and_params() {
     for kind in SensorKind::ALL {
         assert_eq!(SensorKind::from_name(kind.name()), Some(kind));
-        assert_eq!(SensorKind::from_name(&kind.name().to_uppercase()), Some(kind));
+        assert_eq!(
+            SensorKind::from_name(&kind.name().to_uppercase()),
+            Some(kind)
+        );
         assert_eq!(SensorKind::from_name(kind.simglucose_name()), Some(kind));
         let p = kind.params();
-        assert_eq!((p.pacf, p.gamma, p.lambda, p.delta, p.xi, p.max_mg_dl), (0.7, -0.5444, 15.9574, 1.6898, -5.47, 600.0));
+        assert_eq!(
+            (p.pacf, p.gamma, p.lambda, p.delta, p.xi, p.max_mg_dl),
+            (0.7, -0.5444, 15.9574, 1.6898, -5.47, 600.0)
+        );
     }
     assert_eq!(SensorKind::from_name("libre"), None);
     assert_eq!(SensorKind::Dexcom.params().sample_time_min, 3);
@@ -407,13 +492,19 @@ fn kinds_and_params() {
     assert_eq!(SensorKind::Dexcom.params().min_mg_dl, 39.0);
     assert_eq!(SensorKind::GuardianRt.params().min_mg_dl, 39.0);
     assert_eq!(SensorKind::Navigator.params().min_mg_dl, 32.0);
-    assert_eq!(CgmSensor::new(SensorKind::GuardianRt, true, 1).sample_time_min(), 5);
+    assert_eq!(
+        CgmSensor::new(SensorKind::GuardianRt, true, 1).sample_time_min(),
+        5
+    );
 }
 
 #[test]
 fn noise_free_is_exact_and_clipped() {
     let mut s = CgmSensor::new(SensorKind::Dexcom, false, 0);
-    for (i, g) in [39.0, 40.5, 123.456789, 250.0, 599.999].into_iter().enumerate() {
+    for (i, g) in [39.0, 40.5, 123.456789, 250.0, 599.999]
+        .into_iter()
+        .enumerate()
+    {
         assert_eq!(s.measure(3 * i as u64, g), g);
     }
     assert_eq!(s.measure(30, 10.0), 39.0);

@@ -92,3 +92,17 @@ fn metrics_match_the_reference_summary() {
     }
     assert_eq!(checked, 30);
 }
+
+#[test]
+fn solver_work_per_patient_day() {
+    // Not a timing test: counts right-hand-side evaluations (deterministic) for the record.
+    let p = medtwin_t1d::patient("adult#001").unwrap();
+    let mut vp = medtwin_t1d::VirtualPatient::new(p.clone(), SolverOptions::default());
+    for t in 0..1440 {
+        let meal = if t == 720 { 70.0 } else { 0.0 };
+        vp.step(meal, p.basal_u_per_min()).unwrap();
+    }
+    let s = vp.solver_stats();
+    eprintln!("adult#001, basal + 70 g meal: {} RHS evaluations/day, {} accepted, {} rejected steps", s.rhs_evals, s.accepted, s.rejected);
+    assert!(s.rhs_evals < 25_000, "more RHS evaluations than simglucose's dopri5 (24.7k)");
+}

@@ -1,0 +1,320 @@
+//! Importer for Nightscout JSON exports (`entries.json`, `treatments.json`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+
+use crate::report::count_keys as keys;
+use crate::util::{clip, file_name, read_bytes, strip_bom};
+use crate::{ImportReport, IoError, PatientInfo, Record, RecordEntry, RecordKind};
+
+/// Treatment event types the importer understands (others are counted as unknown; their
+/// `insulin` and `carbs` fields are still imported).
+const KNOWN_TREATMENTS: [&str; 8] = [
+    "Meal Bolus",
+    "Snack Bolus",
+    "Correction Bolus",
+    "Bolus",
+    "Combo Bolus",
+    "Carb Correction",
+    "Temp Basal",
+    "BG Check",
+];
+
+/// Read a JSON file that must hold an array.
+fn read_json_array(path: &Path, what: &str) -> Result<Vec<Value>, IoError> {
+    let file = path.display().to_string();
+    let bytes = read_bytes(path)?;
+    let (data, _) = strip_bom(&bytes);
+    let value: Value = serde_json::from_slice(data)
+        .map_err(|e| IoError::Parse { file: file.clone(), reason: format!("invalid JSON: {e}") })?;
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(IoError::Parse {
+            file,
+            reason: format!("expected a JSON array of {what}, found {}", json_type(&other)),
+        }),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A number, or a string holding one; `None` for null, absent or anything else.
+fn number(obj: &Map<String, Value>, key: &str) -> Option<f64> {
+    match obj.get(key)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+}
+
+/// Epoch milliseconds to a timestamp.
+fn from_millis(ms: f64) -> Option<Timestamp> {
+    if !ms.is_finite() || ms.abs() > 1e17 {
+        return None;
+    }
+    // In range by the check above; rounding to whole milliseconds.
+    Timestamp::from_millisecond(ms.round() as i64).ok()
+}
+
+/// The first usable time among `keys`: strings are RFC 3339 / ISO 8601 with offset, numbers
+/// are epoch milliseconds.
+fn time_of(obj: &Map<String, Value>, keys: &[&str]) -> Option<Timestamp> {
+    keys.iter().find_map(|k| match obj.get(*k)? {
+        Value::String(s) => s.trim().parse::<Timestamp>().ok(),
+        Value::Number(n) => n.as_f64().and_then(from_millis),
+        _ => None,
+    })
+}
+
+/// Collects entries of one import, dropping exact duplicates.
+struct Collector {
+    entries: Vec<RecordEntry>,
+    seen: HashSet<(Timestamp, RecordKind, u64)>,
+    duplicates: BTreeMap<String, Vec<usize>>,
+}
+
+impl Collector {
+    fn push(&mut self, file: &str, index: usize, entry: RecordEntry) {
+        if self.seen.insert((entry.time, entry.kind, entry.value.to_bits())) {
+            self.entries.push(entry);
+        } else {
+            self.duplicates.entry(file.to_string()).or_default().push(index);
+        }
+    }
+}
+
+/// Import a Nightscout export: `entries.json` (glucose) and `treatments.json` (insulin, carbs,
+/// temporary basal rates), as produced by the Nightscout API (`/api/v1/entries.json`,
+/// `/api/v1/treatments.json`).
+///
+/// Mapping:
+///
+/// * entries (`type`, `date` epoch ms, else `dateString`): `sgv` (field `sgv`, mg/dL) → `cgm`;
+///   `mbg` (field `mbg`, mg/dL, finger stick) → `smbg`; `cal` skipped with a count; other types
+///   counted as unknown (`unknown_event_types`) and skipped;
+/// * treatments (`eventType`, `created_at` ISO 8601 with offset, else `timestamp`/`date`/
+///   `mills`): `insulin` > 0 → `bolus` (U); `carbs` > 0 → `carbs` (g), whatever the event
+///   type; `Temp Basal` with `absolute` (else `rate`) → `basal_rate` (U/h) (`temp_basals`);
+///   `BG Check` with `glucose` and `units` (`mg/dl` or `mmol`) → `smbg`. A `Temp Basal` with
+///   `duration` 0 and no rate (a cancel) is skipped and counted; one with only `percent` is
+///   rejected (it needs the profile). Unknown event types are counted per type and warned
+///   about (`unknown_event_types`). Known types with nothing to import are counted
+///   (`empty_treatments`).
+///
+/// A temporary basal ends after `duration` minutes and the pump falls back to the **profile**
+/// basal rate, which is not part of these exports: a `basal_rate` entry holds until the next
+/// one, so the time after each temp basal is not represented. One warning says so whenever a
+/// temp basal is imported; add the profile basal rates before simulating.
+///
+/// Exact duplicates (same instant, kind and value, common with several uploaders) are dropped
+/// (`duplicates_dropped`). Array order does not matter (the API returns newest first); entries
+/// are sorted by time. Issues carry no line (`line: None`); their message starts with the
+/// array index (`[12] ...`); sources read `nightscout:entries.json[12]`. The patient is empty.
+///
+/// Errors: a file unreadable ([`IoError::Read`]), not JSON, or not a JSON array
+/// ([`IoError::Parse`]).
+pub fn import_nightscout(entries_json: &Path, treatments_json: &Path) -> Result<(Record, ImportReport), IoError> {
+    let entries = read_json_array(entries_json, "entries")?;
+    let treatments = read_json_array(treatments_json, "treatments")?;
+    let mut report = ImportReport::default();
+    let mut out = Collector { entries: Vec::new(), seen: HashSet::new(), duplicates: BTreeMap::new() };
+    import_entries(entries_json, &entries, &mut out, &mut report);
+    import_treatments(treatments_json, &treatments, &mut out, &mut report);
+    report.add(keys::ROWS_READ, entries.len() + treatments.len());
+    report.add("rows_read_entries", entries.len());
+    report.add("rows_read_treatments", treatments.len());
+    let mut dups = 0;
+    for (file, idx) in &out.duplicates {
+        dups += idx.len();
+        let shown: Vec<String> = idx.iter().take(10).map(|i| i.to_string()).collect();
+        report.warn(
+            file,
+            None,
+            format!("{} exact duplicates (same time, kind and value) dropped (indices {})", idx.len(), shown.join(", ")),
+        );
+    }
+    report.add(keys::DUPLICATES_DROPPED, dups);
+    let record = Record::new(PatientInfo::default(), out.entries);
+    report.count_accepted(&record);
+    Ok((record, report))
+}
+
+fn import_entries(path: &Path, items: &[Value], out: &mut Collector, report: &mut ImportReport) {
+    let file = path.display().to_string();
+    let name = file_name(path);
+    let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
+    let mut calibrations = 0usize;
+    for (i, item) in items.iter().enumerate() {
+        let Some(obj) = item.as_object() else {
+            report.reject(&file, None, format!("[{i}] not a JSON object but {}", json_type(item)));
+            continue;
+        };
+        let ty = obj.get("type").and_then(Value::as_str).unwrap_or("");
+        let (kind, field) = match ty {
+            "sgv" => (RecordKind::Cgm, "sgv"),
+            "mbg" => (RecordKind::Smbg, "mbg"),
+            "cal" => {
+                calibrations += 1;
+                continue;
+            }
+            other => {
+                *unknown.entry(if other.is_empty() { "(none)".into() } else { clip(other, 40) }).or_insert(0) += 1;
+                continue;
+            }
+        };
+        let Some(time) = time_of(obj, &["date", "dateString", "sysTime"]) else {
+            report.reject(&file, None, format!("[{i}] {ty} entry without a usable time (`date` epoch ms or `dateString`)"));
+            continue;
+        };
+        let Some(v) = number(obj, field) else {
+            report.reject(&file, None, format!("[{i}] {ty} entry without a numeric `{field}`"));
+            continue;
+        };
+        match RecordEntry::new(time, kind, v, "mg/dL", None, format!("nightscout:{name}[{i}]")) {
+            Ok(e) => out.push(&file, i, e),
+            Err(e) => report.reject(&file, None, format!("[{i}] {}", e.reason)),
+        }
+    }
+    if calibrations > 0 {
+        report.add("calibrations_skipped", calibrations);
+        report.warn(&file, None, format!("{calibrations} calibration (`cal`) entries skipped"));
+    }
+    for (ty, n) in unknown {
+        report.add(keys::UNKNOWN_EVENT_TYPES, n);
+        report.warn(&file, None, format!("{n} entries of unknown type `{ty}` skipped"));
+    }
+}
+
+fn import_treatments(path: &Path, items: &[Value], out: &mut Collector, report: &mut ImportReport) {
+    let file = path.display().to_string();
+    let name = file_name(path);
+    let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
+    let mut empty: Vec<usize> = Vec::new();
+    let mut temp_basals = 0usize;
+    let mut cancels = 0usize;
+    for (i, item) in items.iter().enumerate() {
+        let Some(obj) = item.as_object() else {
+            report.reject(&file, None, format!("[{i}] not a JSON object but {}", json_type(item)));
+            continue;
+        };
+        let event = obj.get("eventType").and_then(Value::as_str).unwrap_or("(none)");
+        let known = KNOWN_TREATMENTS.contains(&event);
+        if !known {
+            *unknown.entry(clip(event, 40)).or_insert(0) += 1;
+        }
+        let Some(time) = time_of(obj, &["created_at", "timestamp", "date", "mills"]) else {
+            report.reject(
+                &file,
+                None,
+                format!("[{i}] `{}` treatment without a usable time (`created_at` with UTC offset)", clip(event, 40)),
+            );
+            continue;
+        };
+        let source = format!("nightscout:{name}[{i}]");
+        let mut produced = 0usize;
+        let mut add = |kind: RecordKind, v: f64, unit: &str, report: &mut ImportReport, out: &mut Collector| {
+            match RecordEntry::new(time, kind, v, unit, None, source.clone()) {
+                Ok(e) => {
+                    out.push(&file, i, e);
+                    produced += 1;
+                }
+                Err(e) => report.reject(&file, None, format!("[{i}] {}", e.reason)),
+            }
+        };
+        if let Some(u) = number(obj, "insulin") {
+            if u != 0.0 {
+                add(RecordKind::Bolus, u, "U", report, out);
+            }
+        }
+        if let Some(g) = number(obj, "carbs") {
+            if g != 0.0 {
+                add(RecordKind::Carbs, g, "g", report, out);
+            }
+        }
+        let mut handled = false;
+        if event == "Temp Basal" {
+            handled = true;
+            let rate = number(obj, "absolute").or_else(|| number(obj, "rate"));
+            let duration = number(obj, "duration");
+            match rate {
+                _ if duration == Some(0.0) => cancels += 1,
+                Some(r) => {
+                    temp_basals += 1;
+                    add(RecordKind::BasalRate, r, "U/h", report, out);
+                }
+                None if obj.contains_key("percent") => report.reject(
+                    &file,
+                    None,
+                    format!("[{i}] relative (percent) Temp Basal needs the profile basal rate, which is not in the export"),
+                ),
+                None => report.reject(&file, None, format!("[{i}] Temp Basal without `absolute` or `rate`")),
+            }
+        } else if event == "BG Check" {
+            if let Some(g) = number(obj, "glucose") {
+                handled = true;
+                let units = obj.get("units").and_then(Value::as_str).unwrap_or("mg/dl").trim().to_ascii_lowercase();
+                let unit = match units.as_str() {
+                    "mmol" | "mmol/l" => "mmol/L",
+                    _ => "mg/dL",
+                };
+                if units == "mg/dl" || unit == "mmol/L" {
+                    add(RecordKind::Smbg, g, unit, report, out);
+                } else {
+                    report.reject(&file, None, format!("[{i}] BG Check with unknown units `{}`", clip(&units, 20)));
+                }
+            }
+        }
+        if known && produced == 0 && !handled {
+            empty.push(i);
+        }
+    }
+    if temp_basals > 0 {
+        report.add(keys::TEMP_BASALS, temp_basals);
+        report.warn(
+            &file,
+            None,
+            format!(
+                "{temp_basals} Temp Basal rates imported as basal_rate; each ends after its `duration` and the pump \
+                 falls back to the profile basal rate, which is not in the Nightscout export: a basal_rate holds \
+                 until the next one, so add the profile basal rates before simulating"
+            ),
+        );
+    }
+    if cancels > 0 {
+        report.add("temp_basal_cancels", cancels);
+        report.warn(
+            &file,
+            None,
+            format!("{cancels} Temp Basal cancels (duration 0, back to the profile basal rate) skipped: the profile is not in the export"),
+        );
+    }
+    if !empty.is_empty() {
+        report.add(keys::EMPTY_TREATMENTS, empty.len());
+        let shown: Vec<String> = empty.iter().take(10).map(|i| i.to_string()).collect();
+        report.warn(
+            &file,
+            None,
+            format!("{} treatments with no insulin or carbs to import (indices {})", empty.len(), shown.join(", ")),
+        );
+    }
+    for (ty, n) in unknown {
+        report.add(keys::UNKNOWN_EVENT_TYPES, n);
+        report.warn(
+            &file,
+            None,
+            format!("{n} treatments with unknown eventType `{ty}` (their insulin/carbs, if any, were imported)"),
+        );
+    }
+}
