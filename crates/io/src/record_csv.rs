@@ -6,7 +6,7 @@ use std::path::Path;
 use jiff::Timestamp;
 
 use crate::report::count_keys as keys;
-use crate::util::{clip, csv_reader, error_line, fields_utf8, file_name, header_fields, read_bytes, strip_bom};
+use crate::util::{clip, csv_reader, fields_utf8, file_name, header_fields, read_bytes, strip_bom};
 use crate::{ImportReport, IoError, PatientInfo, Record, RecordEntry, RecordKind};
 
 /// The header written by [`write_record_csv`]. [`read_record_csv`] also accepts it without the
@@ -40,6 +40,7 @@ pub fn read_record_csv(path: &Path) -> Result<(Record, ImportReport), IoError> {
         report.warn(&file, Some(1), "UTF-8 byte-order mark stripped");
     }
     let expected = format!("{RECORD_HEADER} or {}", COLUMNS[..4].join(","));
+    let lines = crate::util::LineIndex::new(data);
     let mut rdr = csv_reader(data);
     let mut rows = rdr.byte_records();
     let ncols = match rows.next() {
@@ -70,11 +71,11 @@ pub fn read_record_csv(path: &Path) -> Result<(Record, ImportReport), IoError> {
         let rec = match row {
             Ok(r) => r,
             Err(e) => {
-                report.reject(&file, error_line(&e), format!("unreadable CSV row: {e}"));
+                report.reject(&file, lines.error_line(&e), format!("unreadable CSV row: {e}"));
                 continue;
             }
         };
-        let line = crate::util::record_line(&rec);
+        let line = lines.record_line(&rec);
         match parse_row(&rec, ncols, &name, line) {
             Err(reason) => report.reject(&file, line, reason),
             Ok(entry) => {

@@ -69,7 +69,8 @@ pub mod count_keys {
     pub const MISSING_FILES: &str = "missing_files";
     /// CGM instants carrying two or more different values (all kept).
     pub const CGM_SAME_TIME_CONFLICTS: &str = "cgm_same_time_conflicts";
-    /// T1D-UOM: large boluses equal to a nearby long-acting dose (kept, flagged).
+    /// T1D-UOM: large boluses, on a day without long-acting dose, equal to a nearby long-acting
+    /// dose (kept, flagged as possibly mislogged).
     pub const BOLUS_LIKE_LONG_ACTING: &str = "bolus_like_long_acting";
     /// T1D-UOM: UK days of the CGM span without any long-acting dose (when the participant
     /// logs long-acting doses at all).

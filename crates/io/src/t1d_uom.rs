@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::report::count_keys as keys;
 use crate::util::{
-    clip, csv_reader, error_line, fields_utf8, header_fields, list_lines, parse_number, record_line, strip_bom,
+    clip, csv_reader, fields_utf8, header_fields, list_lines, parse_number, strip_bom,
     NumberProblem,
 };
 use crate::{ImportReport, IoError, PatientInfo, Record, RecordEntry, RecordKind};
@@ -274,6 +274,7 @@ fn read_file(
     let header = kind.header();
     let ncols = header.len();
     let expected = header.join(",");
+    let lines = crate::util::LineIndex::new(data);
     let mut rdr = csv_reader(data);
     let mut records = rdr.byte_records();
     let mut trailing_lines: Vec<usize> = Vec::new();
@@ -316,11 +317,11 @@ fn read_file(
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
-                report.reject(&rel, error_line(&e), format!("unreadable CSV row: {e}"));
+                report.reject(&rel, lines.error_line(&e), format!("unreadable CSV row: {e}"));
                 continue;
             }
         };
-        let line = record_line(&rec).unwrap_or(0);
+        let line = lines.record_line(&rec).unwrap_or(0);
         let mut fields = match fields_utf8(&rec) {
             Ok(f) => f,
             Err(reason) => {
@@ -485,8 +486,8 @@ impl Span {
 /// * empty or `NaN` values are rejected with their line (`empty_value_rejected`); meal rows
 ///   with 0 or empty carbohydrates are skipped (`carbs_zero_or_empty_skipped`);
 /// * also flagged (kept): CGM instants with conflicting values (`cgm_same_time_conflicts`),
-///   boluses ≥ 20 U equal to a long-acting dose logged within 3 days
-///   (`bolus_like_long_acting`), days of the CGM span without any long-acting dose
+///   boluses ≥ 20 U on a day without any logged long-acting dose that
+///   equal a long-acting dose logged within 3 days (`bolus_like_long_acting`), days of the CGM span without any long-acting dose
 ///   (`long_acting_days_missing`).
 ///
 /// Sources read `t1d-uom:UoMGlucose2301.csv:17`; issues name the dataset-relative file
@@ -631,7 +632,7 @@ pub fn import_t1d_uom(dir: &Path, participant: &str) -> Result<(Record, ImportRe
     report.add(keys::OUT_OF_SPAN_REJECTED, out_of_span);
 
     let record = Record::new(PatientInfo { id: Some(format!("T1D-UOM-{participant}")), ..PatientInfo::default() }, entries);
-    report_bolus_like_long_acting(&record, &bolus_lines, &bolus_rel, &mut report);
+    report_bolus_like_long_acting(&record, &bolus_lines, &bolus_rel, &tz, &mut report);
     report_long_acting_gaps(&record, &tz, participant, &mut report);
     for key in [keys::DUPLICATES_DROPPED, keys::DST_AMBIGUOUS, keys::OUT_OF_SPAN_REJECTED] {
         report.add(key, 0);
@@ -664,17 +665,21 @@ fn report_cgm_conflicts(cgm: &[RecordEntry], file: &FileRows, report: &mut Impor
     }
 }
 
-/// Flag large boluses that equal a nearby long-acting dose (possibly mislogged injections).
+/// Flag large boluses that equal a nearby long-acting dose, on a UK day without any logged
+/// long-acting dose (possibly that day's injection logged as bolus).
 fn report_bolus_like_long_acting(
     record: &Record,
     boluses: &[(Timestamp, f64, usize)],
     rel: &str,
+    tz: &TimeZone,
     report: &mut ImportReport,
 ) {
     let window = SignedDuration::from_hours(24 * BOLUS_LIKE_LONG_ACTING_WINDOW_DAYS);
+    let la_days: BTreeSet<Date> =
+        record.of_kind(RecordKind::LongActing).map(|e| e.time.to_zoned(tz.clone()).date()).collect();
     let mut n = 0;
     for &(t, v, line) in boluses {
-        if v < BOLUS_LIKE_LONG_ACTING_MIN_U {
+        if v < BOLUS_LIKE_LONG_ACTING_MIN_U || la_days.contains(&t.to_zoned(tz.clone()).date()) {
             continue;
         }
         let near = record
@@ -686,8 +691,9 @@ fn report_bolus_like_long_acting(
                 rel,
                 Some(line),
                 format!(
-                    "bolus of {v} U equals a long-acting dose logged within {BOLUS_LIKE_LONG_ACTING_WINDOW_DAYS} days: \
-                     possibly a long-acting injection logged as bolus (kept as bolus)"
+                    "bolus of {v} U on a day without any logged long-acting dose equals a long-acting dose logged \
+                     within {BOLUS_LIKE_LONG_ACTING_WINDOW_DAYS} days: possibly that day's long-acting injection \
+                     logged as bolus (kept as bolus)"
                 ),
             );
         }

@@ -24,14 +24,42 @@ pub(crate) fn csv_reader(data: &[u8]) -> csv::Reader<&[u8]> {
     csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(data)
 }
 
-/// 1-based line where a CSV record starts.
-pub(crate) fn record_line(rec: &csv::ByteRecord) -> Option<usize> {
-    rec.position().and_then(|p| usize::try_from(p.line()).ok())
+/// Maps byte offsets of a CSV buffer to 1-based line numbers.
+///
+/// The `csv` crate's own line counter lags by one line on CRLF files (it counts the `\n` of a
+/// record's terminator when reading the next record), so lines are computed here from the byte
+/// offset of each record: leading line terminators (and blank lines, which the reader skips)
+/// are passed over, then newlines before the record are counted.
+pub(crate) struct LineIndex<'a> {
+    data: &'a [u8],
+    newlines: Vec<usize>,
 }
 
-/// Line of a CSV error, when it carries one.
-pub(crate) fn error_line(err: &csv::Error) -> Option<usize> {
-    err.position().and_then(|p| usize::try_from(p.line()).ok())
+impl<'a> LineIndex<'a> {
+    /// Index the newlines of `data`.
+    pub(crate) fn new(data: &'a [u8]) -> LineIndex<'a> {
+        let newlines = data.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i).collect();
+        LineIndex { data, newlines }
+    }
+
+    /// 1-based line of the first content byte at or after `byte`.
+    fn line_at(&self, byte: u64) -> usize {
+        let mut b = usize::try_from(byte).unwrap_or(usize::MAX).min(self.data.len());
+        while b < self.data.len() && matches!(self.data.get(b), Some(b'\r' | b'\n')) {
+            b += 1;
+        }
+        1 + self.newlines.partition_point(|&nl| nl < b)
+    }
+
+    /// Line where a record starts.
+    pub(crate) fn record_line(&self, rec: &csv::ByteRecord) -> Option<usize> {
+        rec.position().map(|p| self.line_at(p.byte()))
+    }
+
+    /// Line of a CSV error, when it carries a position.
+    pub(crate) fn error_line(&self, err: &csv::Error) -> Option<usize> {
+        err.position().map(|p| self.line_at(p.byte()))
+    }
 }
 
 /// Fields as trimmed strings, or the reason they are not text.

