@@ -9,6 +9,23 @@
 //! with a count), and named counts. File-level failures (unreadable file, wrong header, missing
 //! folder) are an [`IoError`]. No reader panics on any input.
 //!
+//! ## Quick start
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use medtwin_io::{import_t1d_uom, read_record_csv, write_record_csv, RecordKind, T1D_UOM_CITATION};
+//!
+//! let (record, report) = import_t1d_uom(Path::new("tests/data/t1d-uom"), "2313")?;
+//! for issue in report.warnings.iter().chain(&report.rejected) {
+//!     eprintln!("{issue}"); // file:line: message
+//! }
+//! println!("{} CGM readings; data: {T1D_UOM_CITATION}", record.of_kind(RecordKind::Cgm).count());
+//! write_record_csv(&record, Path::new("2313.csv"))?;
+//! let (again, _) = read_record_csv(Path::new("2313.csv"))?;
+//! assert_eq!(again.entries.len(), record.entries.len());
+//! # Ok::<(), medtwin_io::IoError>(())
+//! ```
+//!
 //! ## Canonical units
 //!
 //! Units are written as UCUM codes. [`RecordEntry::value`] is always in the canonical unit of
@@ -99,6 +116,8 @@
 //!   all handled explicitly and reported.
 //! * [`import_nightscout`]: Nightscout `entries.json` + `treatments.json` exports.
 
+#![warn(missing_docs)]
+
 mod error;
 mod nightscout;
 mod record;
@@ -109,14 +128,12 @@ mod util;
 
 pub use error::IoError;
 pub use nightscout::import_nightscout;
-pub use record::{
-    InvalidEntry, PatientInfo, Record, RecordEntry, RecordKind, GLUCOSE_MAX_MG_DL,
-};
+pub use record::{InvalidEntry, PatientInfo, Record, RecordEntry, RecordKind, GLUCOSE_MAX_MG_DL};
 pub use record_csv::{
     read_patient_toml, read_record_csv, write_patient_toml, write_record_csv, RECORD_HEADER,
 };
 pub use report::{count_keys, ImportReport, Issue};
 pub use t1d_uom::{
-    import_t1d_uom, T1D_UOM_CITATION, T1D_UOM_LONG_ACTING_LOOKBACK_DAYS, T1D_UOM_SPAN_TOLERANCE_DAYS,
-    T1D_UOM_TIME_ZONE,
+    import_t1d_uom, T1D_UOM_CITATION, T1D_UOM_LONG_ACTING_LOOKBACK_DAYS,
+    T1D_UOM_SPAN_TOLERANCE_DAYS, T1D_UOM_TIME_ZONE,
 };

@@ -28,13 +28,18 @@ fn read_json_array(path: &Path, what: &str) -> Result<Vec<Value>, IoError> {
     let file = path.display().to_string();
     let bytes = read_bytes(path)?;
     let (data, _) = strip_bom(&bytes);
-    let value: Value = serde_json::from_slice(data)
-        .map_err(|e| IoError::Parse { file: file.clone(), reason: format!("invalid JSON: {e}") })?;
+    let value: Value = serde_json::from_slice(data).map_err(|e| IoError::Parse {
+        file: file.clone(),
+        reason: format!("invalid JSON: {e}"),
+    })?;
     match value {
         Value::Array(items) => Ok(items),
         other => Err(IoError::Parse {
             file,
-            reason: format!("expected a JSON array of {what}, found {}", json_type(&other)),
+            reason: format!(
+                "expected a JSON array of {what}, found {}",
+                json_type(&other)
+            ),
         }),
     }
 }
@@ -87,10 +92,16 @@ struct Collector {
 
 impl Collector {
     fn push(&mut self, file: &str, index: usize, entry: RecordEntry) {
-        if self.seen.insert((entry.time, entry.kind, entry.value.to_bits())) {
+        if self
+            .seen
+            .insert((entry.time, entry.kind, entry.value.to_bits()))
+        {
             self.entries.push(entry);
         } else {
-            self.duplicates.entry(file.to_string()).or_default().push(index);
+            self.duplicates
+                .entry(file.to_string())
+                .or_default()
+                .push(index);
         }
     }
 }
@@ -125,11 +136,18 @@ impl Collector {
 ///
 /// Errors: a file unreadable ([`IoError::Read`]), not JSON, or not a JSON array
 /// ([`IoError::Parse`]).
-pub fn import_nightscout(entries_json: &Path, treatments_json: &Path) -> Result<(Record, ImportReport), IoError> {
+pub fn import_nightscout(
+    entries_json: &Path,
+    treatments_json: &Path,
+) -> Result<(Record, ImportReport), IoError> {
     let entries = read_json_array(entries_json, "entries")?;
     let treatments = read_json_array(treatments_json, "treatments")?;
     let mut report = ImportReport::default();
-    let mut out = Collector { entries: Vec::new(), seen: HashSet::new(), duplicates: BTreeMap::new() };
+    let mut out = Collector {
+        entries: Vec::new(),
+        seen: HashSet::new(),
+        duplicates: BTreeMap::new(),
+    };
     import_entries(entries_json, &entries, &mut out, &mut report);
     import_treatments(treatments_json, &treatments, &mut out, &mut report);
     report.add(keys::ROWS_READ, entries.len() + treatments.len());
@@ -142,7 +160,11 @@ pub fn import_nightscout(entries_json: &Path, treatments_json: &Path) -> Result<
         report.warn(
             file,
             None,
-            format!("{} exact duplicates (same time, kind and value) dropped (indices {})", idx.len(), shown.join(", ")),
+            format!(
+                "{} exact duplicates (same time, kind and value) dropped (indices {})",
+                idx.len(),
+                shown.join(", ")
+            ),
         );
     }
     report.add(keys::DUPLICATES_DROPPED, dups);
@@ -158,7 +180,11 @@ fn import_entries(path: &Path, items: &[Value], out: &mut Collector, report: &mu
     let mut calibrations = 0usize;
     for (i, item) in items.iter().enumerate() {
         let Some(obj) = item.as_object() else {
-            report.reject(&file, None, format!("[{i}] not a JSON object but {}", json_type(item)));
+            report.reject(
+                &file,
+                None,
+                format!("[{i}] not a JSON object but {}", json_type(item)),
+            );
             continue;
         };
         let ty = obj.get("type").and_then(Value::as_str).unwrap_or("");
@@ -170,30 +196,59 @@ fn import_entries(path: &Path, items: &[Value], out: &mut Collector, report: &mu
                 continue;
             }
             other => {
-                *unknown.entry(if other.is_empty() { "(none)".into() } else { clip(other, 40) }).or_insert(0) += 1;
+                *unknown
+                    .entry(if other.is_empty() {
+                        "(none)".into()
+                    } else {
+                        clip(other, 40)
+                    })
+                    .or_insert(0) += 1;
                 continue;
             }
         };
         let Some(time) = time_of(obj, &["date", "dateString", "sysTime"]) else {
-            report.reject(&file, None, format!("[{i}] {ty} entry without a usable time (`date` epoch ms or `dateString`)"));
+            report.reject(
+                &file,
+                None,
+                format!("[{i}] {ty} entry without a usable time (`date` epoch ms or `dateString`)"),
+            );
             continue;
         };
         let Some(v) = number(obj, field) else {
-            report.reject(&file, None, format!("[{i}] {ty} entry without a numeric `{field}`"));
+            report.reject(
+                &file,
+                None,
+                format!("[{i}] {ty} entry without a numeric `{field}`"),
+            );
             continue;
         };
-        match RecordEntry::new(time, kind, v, "mg/dL", None, format!("nightscout:{name}[{i}]")) {
+        match RecordEntry::new(
+            time,
+            kind,
+            v,
+            "mg/dL",
+            None,
+            format!("nightscout:{name}[{i}]"),
+        ) {
             Ok(e) => out.push(&file, i, e),
             Err(e) => report.reject(&file, None, format!("[{i}] {}", e.reason)),
         }
     }
     if calibrations > 0 {
-        report.add("calibrations_skipped", calibrations);
-        report.warn(&file, None, format!("{calibrations} calibration (`cal`) entries skipped"));
+        report.add(keys::CALIBRATIONS_SKIPPED, calibrations);
+        report.warn(
+            &file,
+            None,
+            format!("{calibrations} calibration (`cal`) entries skipped"),
+        );
     }
     for (ty, n) in unknown {
         report.add(keys::UNKNOWN_EVENT_TYPES, n);
-        report.warn(&file, None, format!("{n} entries of unknown type `{ty}` skipped"));
+        report.warn(
+            &file,
+            None,
+            format!("{n} entries of unknown type `{ty}` skipped"),
+        );
     }
 }
 
@@ -206,10 +261,17 @@ fn import_treatments(path: &Path, items: &[Value], out: &mut Collector, report: 
     let mut cancels = 0usize;
     for (i, item) in items.iter().enumerate() {
         let Some(obj) = item.as_object() else {
-            report.reject(&file, None, format!("[{i}] not a JSON object but {}", json_type(item)));
+            report.reject(
+                &file,
+                None,
+                format!("[{i}] not a JSON object but {}", json_type(item)),
+            );
             continue;
         };
-        let event = obj.get("eventType").and_then(Value::as_str).unwrap_or("(none)");
+        let event = obj
+            .get("eventType")
+            .and_then(Value::as_str)
+            .unwrap_or("(none)");
         let known = KNOWN_TREATMENTS.contains(&event);
         if !known {
             *unknown.entry(clip(event, 40)).or_insert(0) += 1;
@@ -218,18 +280,24 @@ fn import_treatments(path: &Path, items: &[Value], out: &mut Collector, report: 
             report.reject(
                 &file,
                 None,
-                format!("[{i}] `{}` treatment without a usable time (`created_at` with UTC offset)", clip(event, 40)),
+                format!(
+                    "[{i}] `{}` treatment without a usable time (`created_at` with UTC offset)",
+                    clip(event, 40)
+                ),
             );
             continue;
         };
         let source = format!("nightscout:{name}[{i}]");
-        let mut produced = 0usize;
-        let mut add = |kind: RecordKind, v: f64, unit: &str, report: &mut ImportReport, out: &mut Collector| {
+        // Values found (imported or rejected); a known treatment with none is "empty".
+        let mut found = 0usize;
+        let mut add = |kind: RecordKind,
+                       v: f64,
+                       unit: &str,
+                       report: &mut ImportReport,
+                       out: &mut Collector| {
+            found += 1;
             match RecordEntry::new(time, kind, v, unit, None, source.clone()) {
-                Ok(e) => {
-                    out.push(&file, i, e);
-                    produced += 1;
-                }
+                Ok(e) => out.push(&file, i, e),
                 Err(e) => report.reject(&file, None, format!("[{i}] {}", e.reason)),
             }
         };
@@ -264,7 +332,12 @@ fn import_treatments(path: &Path, items: &[Value], out: &mut Collector, report: 
         } else if event == "BG Check" {
             if let Some(g) = number(obj, "glucose") {
                 handled = true;
-                let units = obj.get("units").and_then(Value::as_str).unwrap_or("mg/dl").trim().to_ascii_lowercase();
+                let units = obj
+                    .get("units")
+                    .and_then(Value::as_str)
+                    .unwrap_or("mg/dl")
+                    .trim()
+                    .to_ascii_lowercase();
                 let unit = match units.as_str() {
                     "mmol" | "mmol/l" => "mmol/L",
                     _ => "mg/dL",
@@ -272,11 +345,15 @@ fn import_treatments(path: &Path, items: &[Value], out: &mut Collector, report: 
                 if units == "mg/dl" || unit == "mmol/L" {
                     add(RecordKind::Smbg, g, unit, report, out);
                 } else {
-                    report.reject(&file, None, format!("[{i}] BG Check with unknown units `{}`", clip(&units, 20)));
+                    report.reject(
+                        &file,
+                        None,
+                        format!("[{i}] BG Check with unknown units `{}`", clip(&units, 20)),
+                    );
                 }
             }
         }
-        if known && produced == 0 && !handled {
+        if known && found == 0 && !handled {
             empty.push(i);
         }
     }
@@ -293,7 +370,7 @@ fn import_treatments(path: &Path, items: &[Value], out: &mut Collector, report: 
         );
     }
     if cancels > 0 {
-        report.add("temp_basal_cancels", cancels);
+        report.add(keys::TEMP_BASAL_CANCELS, cancels);
         report.warn(
             &file,
             None,
@@ -306,7 +383,11 @@ fn import_treatments(path: &Path, items: &[Value], out: &mut Collector, report: 
         report.warn(
             &file,
             None,
-            format!("{} treatments with no insulin or carbs to import (indices {})", empty.len(), shown.join(", ")),
+            format!(
+                "{} treatments with no insulin or carbs to import (indices {})",
+                empty.len(),
+                shown.join(", ")
+            ),
         );
     }
     for (ty, n) in unknown {

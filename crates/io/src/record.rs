@@ -105,14 +105,23 @@ pub struct InvalidEntry {
 
 /// Convert `original_value` in `unit` to the canonical unit of `kind`, checking that the unit is
 /// allowed and the value possible.
-pub(crate) fn canonical_value(kind: RecordKind, original_value: f64, unit: &str) -> Result<f64, String> {
+pub(crate) fn canonical_value(
+    kind: RecordKind,
+    original_value: f64,
+    unit: &str,
+) -> Result<f64, String> {
     if !original_value.is_finite() {
-        return Err(format!("{kind} value {original_value} is not a finite number"));
+        return Err(format!(
+            "{kind} value {original_value} is not a finite number"
+        ));
     }
     let allowed = || kind.allowed_units().join(" or ");
     if kind.is_glucose() {
         let Some(gu) = GlucoseUnit::from_ucum(unit) else {
-            return Err(format!("unit `{unit}` not allowed for {kind} (expected {})", allowed()));
+            return Err(format!(
+                "unit `{unit}` not allowed for {kind} (expected {})",
+                allowed()
+            ));
         };
         let mg_dl = gu.to_mg_dl(original_value);
         if !(mg_dl > 0.0 && mg_dl <= GLUCOSE_MAX_MG_DL) {
@@ -123,10 +132,15 @@ pub(crate) fn canonical_value(kind: RecordKind, original_value: f64, unit: &str)
         Ok(mg_dl)
     } else {
         if !kind.allowed_units().contains(&unit) {
-            return Err(format!("unit `{unit}` not allowed for {kind} (expected {})", allowed()));
+            return Err(format!(
+                "unit `{unit}` not allowed for {kind} (expected {})",
+                allowed()
+            ));
         }
         if original_value < 0.0 {
-            return Err(format!("impossible negative {kind} value {original_value} {unit}"));
+            return Err(format!(
+                "impossible negative {kind} value {original_value} {unit}"
+            ));
         }
         Ok(original_value)
     }
@@ -161,6 +175,14 @@ impl RecordEntry {
     /// Errors ([`InvalidEntry`]): non-finite value; unit not allowed for `kind`
     /// ([`RecordKind::allowed_units`]); negative insulin, rate or carbs; glucose ≤ 0 or
     /// > [`GLUCOSE_MAX_MG_DL`] mg/dL after conversion.
+    ///
+    /// ```
+    /// use medtwin_io::{RecordEntry, RecordKind};
+    /// let t = "2023-10-29T01:30:00+01:00".parse().unwrap();
+    /// let e = RecordEntry::new(t, RecordKind::Cgm, 5.5, "mmol/L", None, "example").unwrap();
+    /// assert!((e.value - 99.0858).abs() < 1e-9); // mg/dL, via medtwin_core::units
+    /// assert!(RecordEntry::new(t, RecordKind::Bolus, -1.0, "U", None, "example").is_err());
+    /// ```
     pub fn new(
         time: Timestamp,
         kind: RecordKind,
@@ -169,15 +191,25 @@ impl RecordEntry {
         insulin: Option<String>,
         source: impl Into<String>,
     ) -> Result<RecordEntry, InvalidEntry> {
-        let value = canonical_value(kind, original_value, unit).map_err(|reason| InvalidEntry { reason })?;
-        Ok(RecordEntry { time, kind, value, unit: unit.to_string(), original_value, insulin, source: source.into() })
+        let value = canonical_value(kind, original_value, unit)
+            .map_err(|reason| InvalidEntry { reason })?;
+        Ok(RecordEntry {
+            time,
+            kind,
+            value,
+            unit: unit.to_string(),
+            original_value,
+            insulin,
+            source: source.into(),
+        })
     }
 
     /// Check an entry that may have been built field by field: the same rules as
     /// [`RecordEntry::new`], plus `value` must equal the conversion of `original_value` (to a
     /// relative 1e-9).
     pub fn validate(&self) -> Result<(), InvalidEntry> {
-        let v = canonical_value(self.kind, self.original_value, &self.unit).map_err(|reason| InvalidEntry { reason })?;
+        let v = canonical_value(self.kind, self.original_value, &self.unit)
+            .map_err(|reason| InvalidEntry { reason })?;
         let tol = 1e-9 * v.abs().max(1.0);
         if !self.value.is_finite() || (self.value - v).abs() > tol {
             return Err(InvalidEntry {
@@ -273,13 +305,20 @@ impl Record {
     pub fn between(&self, from: Timestamp, to: Timestamp) -> Record {
         Record {
             patient: self.patient.clone(),
-            entries: self.entries.iter().filter(|e| e.time >= from && e.time < to).cloned().collect(),
+            entries: self
+                .entries
+                .iter()
+                .filter(|e| e.time >= from && e.time < to)
+                .cloned()
+                .collect(),
         }
     }
 
     /// The `basal_rate` entry in effect at `t`: the last one with `time <= t` (in entry order
     /// for equal times). `None` when no basal rate was set yet.
     pub fn basal_rate_at(&self, t: Timestamp) -> Option<&RecordEntry> {
-        self.of_kind(RecordKind::BasalRate).filter(|e| e.time <= t).max_by_key(|e| e.time)
+        self.of_kind(RecordKind::BasalRate)
+            .filter(|e| e.time <= t)
+            .max_by_key(|e| e.time)
     }
 }

@@ -45,17 +45,29 @@ pub fn read_record_csv(path: &Path) -> Result<(Record, ImportReport), IoError> {
     let mut rows = rdr.byte_records();
     let ncols = match rows.next() {
         None => {
-            return Err(IoError::Header { file, expected, found: "(empty file)".into() });
+            return Err(IoError::Header {
+                file,
+                expected,
+                found: "(empty file)".into(),
+            });
         }
         Some(Err(e)) => {
-            return Err(IoError::Header { file, expected, found: format!("(unreadable: {e})") });
+            return Err(IoError::Header {
+                file,
+                expected,
+                found: format!("(unreadable: {e})"),
+            });
         }
         Some(Ok(h)) => {
             let found = header_fields(&h);
             if found == COLUMNS[..] || found == COLUMNS[..4] {
                 found.len()
             } else {
-                return Err(IoError::Header { file, expected, found: clip(&found.join(","), 200) });
+                return Err(IoError::Header {
+                    file,
+                    expected,
+                    found: clip(&found.join(","), 200),
+                });
             }
         }
     };
@@ -71,7 +83,11 @@ pub fn read_record_csv(path: &Path) -> Result<(Record, ImportReport), IoError> {
         let rec = match row {
             Ok(r) => r,
             Err(e) => {
-                report.reject(&file, lines.error_line(&e), format!("unreadable CSV row: {e}"));
+                report.reject(
+                    &file,
+                    lines.error_line(&e),
+                    format!("unreadable CSV row: {e}"),
+                );
                 continue;
             }
         };
@@ -135,12 +151,23 @@ pub fn read_record_csv(path: &Path) -> Result<(Record, ImportReport), IoError> {
 }
 
 /// Parse one data row of a record CSV.
-fn parse_row(rec: &csv::ByteRecord, ncols: usize, name: &str, line: Option<usize>) -> Result<RecordEntry, String> {
+fn parse_row(
+    rec: &csv::ByteRecord,
+    ncols: usize,
+    name: &str,
+    line: Option<usize>,
+) -> Result<RecordEntry, String> {
     if rec.len() != ncols {
-        return Err(format!("expected {ncols} columns ({}), found {}", COLUMNS[..ncols].join(","), rec.len()));
+        return Err(format!(
+            "expected {ncols} columns ({}), found {}",
+            COLUMNS[..ncols].join(","),
+            rec.len()
+        ));
     }
     let f = fields_utf8(rec)?;
-    let (Some(time_s), Some(kind_s), Some(value_s), Some(unit)) = (f.first(), f.get(1), f.get(2), f.get(3)) else {
+    let (Some(time_s), Some(kind_s), Some(value_s), Some(unit)) =
+        (f.first(), f.get(1), f.get(2), f.get(3))
+    else {
         return Err(format!("expected {ncols} columns"));
     };
     let time: Timestamp = time_s.parse().map_err(|_| {
@@ -151,9 +178,15 @@ fn parse_row(rec: &csv::ByteRecord, ncols: usize, name: &str, line: Option<usize
     })?;
     let kind = RecordKind::from_name(kind_s).ok_or_else(|| {
         let names: Vec<&str> = RecordKind::ALL.iter().map(|k| k.name()).collect();
-        format!("unknown kind `{}` (expected one of {})", clip(kind_s, 40), names.join(", "))
+        format!(
+            "unknown kind `{}` (expected one of {})",
+            clip(kind_s, 40),
+            names.join(", ")
+        )
     })?;
-    let value: f64 = value_s.parse().map_err(|_| format!("unparsable number `{}`", clip(value_s, 40)))?;
+    let value: f64 = value_s
+        .parse()
+        .map_err(|_| format!("unparsable number `{}`", clip(value_s, 40)))?;
     let insulin = f.get(4).filter(|s| !s.is_empty()).cloned();
     let source = format!("{name}:{}", line.unwrap_or(0));
     RecordEntry::new(time, kind, value, unit, insulin, source).map_err(|e| e.reason)
@@ -176,16 +209,29 @@ pub fn write_record_csv(record: &Record, path: &Path) -> Result<(), IoError> {
             reason: err.reason,
         })?;
     }
-    let write_err = |e: csv::Error| IoError::Write { file: file.clone(), source: std::io::Error::other(e.to_string()) };
+    let write_err = |e: csv::Error| IoError::Write {
+        file: file.clone(),
+        source: std::io::Error::other(e.to_string()),
+    };
     let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
     w.write_record(COLUMNS).map_err(write_err)?;
     for e in &record.entries {
         let time = e.time.to_string();
         let value = format!("{}", e.original_value);
         let insulin = e.insulin.as_deref().unwrap_or("");
-        w.write_record([time.as_str(), e.kind.name(), value.as_str(), e.unit.as_str(), insulin]).map_err(write_err)?;
+        w.write_record([
+            time.as_str(),
+            e.kind.name(),
+            value.as_str(),
+            e.unit.as_str(),
+            insulin,
+        ])
+        .map_err(write_err)?;
     }
-    let bytes = w.into_inner().map_err(|e| IoError::Write { file: file.clone(), source: std::io::Error::other(e.to_string()) })?;
+    let bytes = w.into_inner().map_err(|e| IoError::Write {
+        file: file.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     std::fs::write(path, bytes).map_err(|source| IoError::Write { file, source })
 }
 
@@ -199,10 +245,14 @@ pub fn read_patient_toml(path: &Path) -> Result<PatientInfo, IoError> {
     let file = path.display().to_string();
     let bytes = read_bytes(path)?;
     let (data, _) = strip_bom(&bytes);
-    let text = std::str::from_utf8(data)
-        .map_err(|e| IoError::Parse { file: file.clone(), reason: format!("not valid UTF-8: {e}") })?;
-    let info: PatientInfo =
-        toml::from_str(text).map_err(|e| IoError::Parse { file: file.clone(), reason: e.to_string().trim().to_string() })?;
+    let text = std::str::from_utf8(data).map_err(|e| IoError::Parse {
+        file: file.clone(),
+        reason: format!("not valid UTF-8: {e}"),
+    })?;
+    let info: PatientInfo = toml::from_str(text).map_err(|e| IoError::Parse {
+        file: file.clone(),
+        reason: e.to_string().trim().to_string(),
+    })?;
     let bad = |key: &str, v: f64, range: &str| IoError::Parse {
         file: file.clone(),
         reason: format!("key `{key}` = {v} is impossible (must be in {range})"),
@@ -227,6 +277,9 @@ pub fn read_patient_toml(path: &Path) -> Result<PatientInfo, IoError> {
 /// ([`IoError::Write`]).
 pub fn write_patient_toml(info: &PatientInfo, path: &Path) -> Result<(), IoError> {
     let file = path.display().to_string();
-    let text = toml::to_string(info).map_err(|e| IoError::Parse { file: file.clone(), reason: e.to_string() })?;
+    let text = toml::to_string(info).map_err(|e| IoError::Parse {
+        file: file.clone(),
+        reason: e.to_string(),
+    })?;
     std::fs::write(path, text).map_err(|source| IoError::Write { file, source })
 }

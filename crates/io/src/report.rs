@@ -20,7 +20,11 @@ pub struct Issue {
 impl Issue {
     /// A new issue.
     pub fn new(file: impl Into<String>, line: Option<usize>, message: impl Into<String>) -> Issue {
-        Issue { file: file.into(), line, message: message.into() }
+        Issue {
+            file: file.into(),
+            line,
+            message: message.into(),
+        }
     }
 }
 
@@ -35,7 +39,10 @@ impl fmt::Display for Issue {
 
 /// Names of the counts in [`ImportReport::counts`]. A count absent from the map is zero.
 /// Besides these, `accepted_<kind>` (e.g. `accepted_cgm`, `accepted_basal_rate`) counts the
-/// entries of each kind kept, and [`ImportReport::accepted_key`] builds that name.
+/// entries of each kind kept ([`ImportReport::accepted_key`] builds that name), and
+/// `rows_read_<file>` the rows read per source file (T1D-UOM: `rows_read_glucose`,
+/// `rows_read_basal`, `rows_read_bolus`, `rows_read_nutrition`; Nightscout:
+/// `rows_read_entries`, `rows_read_treatments`).
 pub mod count_keys {
     /// Data rows (CSV lines after the header, JSON array elements) read, over all files.
     pub const ROWS_READ: &str = "rows_read";
@@ -69,6 +76,8 @@ pub mod count_keys {
     pub const MISSING_FILES: &str = "missing_files";
     /// CGM instants carrying two or more different values (all kept).
     pub const CGM_SAME_TIME_CONFLICTS: &str = "cgm_same_time_conflicts";
+    /// T1D-UOM: distinct CGM instants less than 3 min after the previous one (all kept).
+    pub const CGM_CLOSE_READINGS: &str = "cgm_close_readings";
     /// T1D-UOM: large boluses, on a day without long-acting dose, equal to a nearby long-acting
     /// dose (kept, flagged as possibly mislogged).
     pub const BOLUS_LIKE_LONG_ACTING: &str = "bolus_like_long_acting";
@@ -79,6 +88,10 @@ pub mod count_keys {
     pub const UNKNOWN_EVENT_TYPES: &str = "unknown_event_types";
     /// Nightscout: temporary basal rates imported (their end is not represented).
     pub const TEMP_BASALS: &str = "temp_basals";
+    /// Nightscout: calibration (`cal`) entries skipped.
+    pub const CALIBRATIONS_SKIPPED: &str = "calibrations_skipped";
+    /// Nightscout: Temp Basal cancels (duration 0) skipped (the profile rate is unknown).
+    pub const TEMP_BASAL_CANCELS: &str = "temp_basal_cancels";
     /// Nightscout: treatments of a known type with nothing to import (no insulin, no carbs).
     pub const EMPTY_TREATMENTS: &str = "empty_treatments";
 }

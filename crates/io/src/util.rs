@@ -16,12 +16,18 @@ pub(crate) fn strip_bom(bytes: &[u8]) -> (&[u8], bool) {
 
 /// Read a whole file, mapping failures to [`IoError::Read`].
 pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>, IoError> {
-    std::fs::read(path).map_err(|source| IoError::Read { file: path.display().to_string(), source })
+    std::fs::read(path).map_err(|source| IoError::Read {
+        file: path.display().to_string(),
+        source,
+    })
 }
 
 /// A CSV reader over bytes: no header handling, rows of any length (checked by the caller).
 pub(crate) fn csv_reader(data: &[u8]) -> csv::Reader<&[u8]> {
-    csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(data)
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(data)
 }
 
 /// Maps byte offsets of a CSV buffer to 1-based line numbers.
@@ -38,13 +44,20 @@ pub(crate) struct LineIndex<'a> {
 impl<'a> LineIndex<'a> {
     /// Index the newlines of `data`.
     pub(crate) fn new(data: &'a [u8]) -> LineIndex<'a> {
-        let newlines = data.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i).collect();
+        let newlines = data
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
         LineIndex { data, newlines }
     }
 
     /// 1-based line of the first content byte at or after `byte`.
     fn line_at(&self, byte: u64) -> usize {
-        let mut b = usize::try_from(byte).unwrap_or(usize::MAX).min(self.data.len());
+        let mut b = usize::try_from(byte)
+            .unwrap_or(usize::MAX)
+            .min(self.data.len());
         while b < self.data.len() && matches!(self.data.get(b), Some(b'\r' | b'\n')) {
             b += 1;
         }
@@ -76,12 +89,16 @@ pub(crate) fn fields_utf8(rec: &csv::ByteRecord) -> Result<Vec<String>, String> 
 
 /// Header fields as trimmed text (invalid UTF-8 replaced, for the error message).
 pub(crate) fn header_fields(rec: &csv::ByteRecord) -> Vec<String> {
-    rec.iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect()
+    rec.iter()
+        .map(|f| String::from_utf8_lossy(f).trim().to_string())
+        .collect()
 }
 
 /// File name of a path (or the whole path when it has none).
 pub(crate) fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 /// `lines 3, 5, 9` with at most `max` numbers and `(+N more)` after.
@@ -91,7 +108,11 @@ pub(crate) fn list_lines(lines: &[usize], max: usize) -> String {
     }
     let shown: Vec<String> = lines.iter().take(max).map(|l| l.to_string()).collect();
     let word = if lines.len() == 1 { "line" } else { "lines" };
-    let more = if lines.len() > max { format!(" (+{} more)", lines.len() - max) } else { String::new() };
+    let more = if lines.len() > max {
+        format!(" (+{} more)", lines.len() - max)
+    } else {
+        String::new()
+    };
     format!("{word} {}{more}", shown.join(", "))
 }
 

@@ -22,13 +22,22 @@ struct Cell {
 
 impl Cell {
     fn text(s: &str) -> Self {
-        Cell { html: esc(s), class: "" }
+        Cell {
+            html: esc(s),
+            class: "",
+        }
     }
     fn num(s: String) -> Self {
-        Cell { html: esc(&s), class: "num" }
+        Cell {
+            html: esc(&s),
+            class: "num",
+        }
     }
     fn num_class(s: String, class: &'static str) -> Self {
-        Cell { html: esc(&s), class }
+        Cell {
+            html: esc(&s),
+            class,
+        }
     }
 }
 
@@ -49,11 +58,11 @@ impl Doc {
         match svg {
             Ok(svg) => {
                 self.fig_no += 1;
-                let _ = write!(
+                let _ = writeln!(
                     self.out,
                     "<figure id=\"fig-{n}\"><div class=\"plot\">{svg}</div>\
                      <figcaption><b>Figure {n}.</b> {caption_html} \
-                     <span class=\"file\">[{file}]</span></figcaption></figure>\n",
+                     <span class=\"file\">[{file}]</span></figcaption></figure>",
                     n = self.fig_no,
                     file = esc(file),
                 );
@@ -71,13 +80,21 @@ impl Doc {
 
     fn table(&mut self, caption_html: &str, header: &[(&str, bool)], rows: &[Vec<Cell>]) {
         self.tab_no += 1;
-        let _ = write!(
+        let _ =
+            write!(
             self.out,
-            "<div class=\"table-wrap\"><table><caption><b>Table {}.</b> {}</caption><thead><tr>",
-            self.tab_no, caption_html
+            "<div class=\"table-wrap\"><table{}><caption><b>Table {}.</b> {}</caption><thead><tr>",
+            if header.len() <= 2 { " class=\"kv\"" } else { "" },
+            self.tab_no,
+            caption_html
         );
         for (h, numeric) in header {
-            let _ = write!(self.out, "<th{}>{}</th>", if *numeric { " class=\"num\"" } else { "" }, esc(h));
+            let _ = write!(
+                self.out,
+                "<th{}>{}</th>",
+                if *numeric { " class=\"num\"" } else { "" },
+                esc(h)
+            );
         }
         self.out.push_str("</tr></thead><tbody>");
         for row in rows {
@@ -126,19 +143,36 @@ fn section(doc: &mut Doc, idx: usize) {
     if idx > 0 {
         doc.push("</section>\n");
     }
-    let _ = writeln!(doc.out, "<section id=\"{id}\"><h2><span class=\"secno\">{}</span>{title}</h2>", idx + 1);
+    let _ = writeln!(
+        doc.out,
+        "<section id=\"{id}\"><h2><span class=\"secno\">{}</span>{title}</h2>",
+        idx + 1
+    );
 }
 
 pub(crate) fn build(r: &TwinReport) -> Built {
-    let mut doc = Doc { out: String::with_capacity(1 << 20), svgs: Vec::new(), fig_no: 0, tab_no: 0 };
+    let mut doc = Doc {
+        out: String::with_capacity(1 << 20),
+        svgs: Vec::new(),
+        fig_no: 0,
+        tab_no: 0,
+    };
     let clean = stats::clean_series(&r.cgm);
     let cgm = &clean.points;
     let carbs = stats::clean_events(&r.carbs);
     let boluses = stats::clean_events(&r.boluses);
     let metrics = stats::cgm_metrics(cgm);
-    let origin_label = if r.origin_label.trim().is_empty() { "t = 0" } else { r.origin_label.trim() };
+    let origin_label = if r.origin_label.trim().is_empty() {
+        "t = 0"
+    } else {
+        r.origin_label.trim()
+    };
     let wall = stats::parse_origin(&r.origin_label);
-    let title = if r.title.trim().is_empty() { "Patient digital twin report" } else { r.title.trim() };
+    let title = if r.title.trim().is_empty() {
+        "Patient digital twin report"
+    } else {
+        r.title.trim()
+    };
 
     // Data-quality warnings collected while building, shown in the summary.
     let mut warnings: Vec<String> = Vec::new();
@@ -155,7 +189,9 @@ pub(crate) fn build(r: &TwinReport) -> Built {
     }
     let dropped_events = (r.carbs.len() - carbs.len()) + (r.boluses.len() - boluses.len());
     if dropped_events > 0 {
-        warnings.push(format!("{dropped_events} meal/bolus entries with non-finite values were ignored."));
+        warnings.push(format!(
+            "{dropped_events} meal/bolus entries with non-finite values were ignored."
+        ));
     }
 
     // ------------------------------------------------------------ head
@@ -178,7 +214,14 @@ pub(crate) fn build(r: &TwinReport) -> Built {
     let mut meta = |k: &str, v: String| {
         let _ = write!(doc.out, "<dt>{}</dt><dd>{}</dd>", esc(k), v);
     };
-    meta("Patient", esc(if r.patient_id.is_empty() { "—" } else { &r.patient_id }));
+    meta(
+        "Patient",
+        esc(if r.patient_id.is_empty() {
+            "—"
+        } else {
+            &r.patient_id
+        }),
+    );
     if let Some(m) = &metrics {
         meta(
             "Record",
@@ -192,7 +235,14 @@ pub(crate) fn build(r: &TwinReport) -> Built {
         );
     }
     meta("Time origin", format!("t = 0 is {}", esc(origin_label)));
-    meta("Data source", esc(if r.data_citation.is_empty() { "not given" } else { &r.data_citation }));
+    meta(
+        "Data source",
+        esc(if r.data_citation.is_empty() {
+            "not given"
+        } else {
+            &r.data_citation
+        }),
+    );
     doc.push("</dl></header>\n");
     doc.push(
         "<div class=\"disclaimer\"><b>Research use only.</b> This report describes a computational model \
@@ -207,7 +257,15 @@ pub(crate) fn build(r: &TwinReport) -> Built {
 
     // ------------------------------------------------------------ 1 summary
     section(&mut doc, 0);
-    summary(&mut doc, r, cgm, &carbs, &boluses, metrics.as_ref(), &warnings);
+    summary(
+        &mut doc,
+        r,
+        cgm,
+        &carbs,
+        &boluses,
+        metrics.as_ref(),
+        &warnings,
+    );
 
     // ------------------------------------------------------------ 2 CGM
     section(&mut doc, 1);
@@ -251,16 +309,36 @@ pub(crate) fn build(r: &TwinReport) -> Built {
         doc.para("No additional tables were supplied.");
     }
     for (caption, header, rows) in &r.tables {
-        let width = rows.iter().map(Vec::len).max().unwrap_or(0).max(header.len());
-        let mut h: Vec<(&str, bool)> = header.iter().map(|s| (s.as_str(), false)).collect();
-        h.resize(width, ("", false));
+        let width = rows
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
+            .max(header.len());
+        // A column is numeric (right-aligned, header too) when all its non-empty cells are numbers.
+        let numeric: Vec<bool> = (0..width)
+            .map(|k| {
+                let mut cells = rows
+                    .iter()
+                    .filter_map(|row| row.get(k))
+                    .filter(|s| !s.trim().is_empty());
+                let mut any = false;
+                cells.all(|s| {
+                    any = true;
+                    looks_numeric(s)
+                }) && any
+            })
+            .collect();
+        let h: Vec<(&str, bool)> = (0..width)
+            .map(|k| (header.get(k).map(String::as_str).unwrap_or(""), numeric[k]))
+            .collect();
         let cells: Vec<Vec<Cell>> = rows
             .iter()
             .map(|row| {
                 (0..width)
                     .map(|k| {
                         let s = row.get(k).map(String::as_str).unwrap_or("");
-                        if looks_numeric(s) {
+                        if numeric[k] {
                             Cell::num(s.to_string())
                         } else {
                             Cell::text(s)
@@ -302,7 +380,10 @@ pub(crate) fn build(r: &TwinReport) -> Built {
          this page (file name in square brackets).</footer>\n</main>\n</body>\n</html>\n",
         env!("CARGO_PKG_VERSION")
     );
-    Built { html: doc.out, svgs: doc.svgs }
+    Built {
+        html: doc.out,
+        svgs: doc.svgs,
+    }
 }
 
 fn looks_numeric(s: &str) -> bool {
@@ -330,7 +411,7 @@ fn summary(
     };
     // Key-figure cards.
     doc.push("<div class=\"cards\">");
-    let mut card = |label: &str, value: String, target: &str, ok: Option<bool>| {
+    let mut card = |label: &str, value: String, unit: &str, target: &str, ok: Option<bool>| {
         let cls = match ok {
             Some(true) => " ok",
             Some(false) => " off",
@@ -338,19 +419,56 @@ fn summary(
         };
         let _ = write!(
             doc.out,
-            "<div class=\"card{cls}\"><div class=\"l\">{}</div><div class=\"v\">{}</div><div class=\"t\">{}</div></div>",
+            "<div class=\"card{cls}\"><div class=\"l\">{}</div><div class=\"v\">{}<small>{}</small></div>\
+             <div class=\"t\">{}</div></div>",
             esc(label),
             esc(&value),
+            esc(unit),
             esc(target)
         );
     };
     let [vlow, low, tir, high, vhigh] = m.ranges;
-    card("Time in range 70–180", fmt_pct(tir, 0), "target > 70 %", Some(tir > 0.70));
-    card("Time below 70", fmt_pct(vlow + low, 1), "target < 4 %", Some(vlow + low < 0.04));
-    card("Time above 180", fmt_pct(high + vhigh, 0), "target < 25 %", Some(high + vhigh < 0.25));
-    card("Mean glucose", format!("{} mg/dL", fmt_f(m.mean, 0)), "", None);
-    card("GMI", format!("{} %", fmt_f(m.gmi, 1)), "target < 7 %", Some(m.gmi < 7.0));
-    card("Glucose CV", fmt_pct(m.cv, 0), "target ≤ 36 %", if m.cv.is_finite() { Some(m.cv <= 0.36) } else { None });
+    let pct = |f: f64, d: usize| fmt_f(f * 100.0, d);
+    card(
+        "In range 70–180",
+        pct(tir, 0),
+        " %",
+        "target > 70 %",
+        Some(tir > 0.70),
+    );
+    card(
+        "Below 70",
+        pct(vlow + low, 1),
+        " %",
+        "target < 4 %",
+        Some(vlow + low < 0.04),
+    );
+    card(
+        "Above 180",
+        pct(high + vhigh, 0),
+        " %",
+        "target < 25 %",
+        Some(high + vhigh < 0.25),
+    );
+    card("Mean glucose", fmt_f(m.mean, 0), " mg/dL", "", None);
+    card(
+        "GMI",
+        fmt_f(m.gmi, 1),
+        " %",
+        "target < 7 %",
+        Some(m.gmi < 7.0),
+    );
+    card(
+        "Glucose CV",
+        pct(m.cv, 0),
+        " %",
+        "target ≤ 36 %",
+        if m.cv.is_finite() {
+            Some(m.cv <= 0.36)
+        } else {
+            None
+        },
+    );
     doc.push("</div>\n");
 
     // AGP-style stacked time-in-ranges bar.
@@ -361,7 +479,9 @@ fn summary(
         (high, "r-high", "High 181–250"),
         (vhigh, "r-vhigh", "Very high > 250"),
     ];
-    doc.push("<div class=\"tir\"><div class=\"tirbar\" role=\"img\" aria-label=\"Time in ranges\">");
+    doc.push(
+        "<div class=\"tir\"><div class=\"tirbar\" role=\"img\" aria-label=\"Time in ranges\">",
+    );
     for (f, cls, label) in segs {
         if f > 0.0 {
             let _ = write!(
@@ -384,22 +504,72 @@ fn summary(
     }
     doc.push("</div></div>\n");
 
-    let status = |ok: bool| if ok { Cell::num_class("met".into(), "num good") } else { Cell::num_class("not met".into(), "num bad") };
+    let status = |ok: bool| {
+        if ok {
+            Cell::num_class("met".into(), "num good")
+        } else {
+            Cell::num_class("not met".into(), "num bad")
+        }
+    };
     let rows = vec![
-        vec![Cell::text("Time in range 70–180 mg/dL"), Cell::num(fmt_pct(tir, 1)), Cell::num("> 70 %".into()), status(tir > 0.70)],
-        vec![Cell::text("Time below 70 mg/dL (incl. < 54)"), Cell::num(fmt_pct(vlow + low, 1)), Cell::num("< 4 %".into()), status(vlow + low < 0.04)],
-        vec![Cell::text("Time below 54 mg/dL"), Cell::num(fmt_pct(vlow, 1)), Cell::num("< 1 %".into()), status(vlow < 0.01)],
-        vec![Cell::text("Time above 180 mg/dL (incl. > 250)"), Cell::num(fmt_pct(high + vhigh, 1)), Cell::num("< 25 %".into()), status(high + vhigh < 0.25)],
-        vec![Cell::text("Time above 250 mg/dL"), Cell::num(fmt_pct(vhigh, 1)), Cell::num("< 5 %".into()), status(vhigh < 0.05)],
-        vec![Cell::text("Mean glucose"), Cell::num(format!("{} mg/dL", fmt_f(m.mean, 0))), Cell::num("—".into()), Cell::num("".into())],
-        vec![Cell::text("Standard deviation"), Cell::num(format!("{} mg/dL", fmt_f(m.sd, 0))), Cell::num("—".into()), Cell::num("".into())],
+        vec![
+            Cell::text("Time in range 70–180 mg/dL"),
+            Cell::num(fmt_pct(tir, 1)),
+            Cell::num("> 70 %".into()),
+            status(tir > 0.70),
+        ],
+        vec![
+            Cell::text("Time below 70 mg/dL (incl. < 54)"),
+            Cell::num(fmt_pct(vlow + low, 1)),
+            Cell::num("< 4 %".into()),
+            status(vlow + low < 0.04),
+        ],
+        vec![
+            Cell::text("Time below 54 mg/dL"),
+            Cell::num(fmt_pct(vlow, 1)),
+            Cell::num("< 1 %".into()),
+            status(vlow < 0.01),
+        ],
+        vec![
+            Cell::text("Time above 180 mg/dL (incl. > 250)"),
+            Cell::num(fmt_pct(high + vhigh, 1)),
+            Cell::num("< 25 %".into()),
+            status(high + vhigh < 0.25),
+        ],
+        vec![
+            Cell::text("Time above 250 mg/dL"),
+            Cell::num(fmt_pct(vhigh, 1)),
+            Cell::num("< 5 %".into()),
+            status(vhigh < 0.05),
+        ],
+        vec![
+            Cell::text("Mean glucose"),
+            Cell::num(format!("{} mg/dL", fmt_f(m.mean, 0))),
+            Cell::num("—".into()),
+            Cell::num("".into()),
+        ],
+        vec![
+            Cell::text("Standard deviation"),
+            Cell::num(format!("{} mg/dL", fmt_f(m.sd, 0))),
+            Cell::num("—".into()),
+            Cell::num("".into()),
+        ],
         vec![
             Cell::text("Coefficient of variation"),
             Cell::num(fmt_pct(m.cv, 1)),
             Cell::num("≤ 36 %".into()),
-            if m.cv.is_finite() { status(m.cv <= 0.36) } else { Cell::num("—".into()) },
+            if m.cv.is_finite() {
+                status(m.cv <= 0.36)
+            } else {
+                Cell::num("—".into())
+            },
         ],
-        vec![Cell::text("Glucose management indicator (GMI)"), Cell::num(format!("{} %", fmt_f(m.gmi, 1))), Cell::num("< 7 %".into()), status(m.gmi < 7.0)],
+        vec![
+            Cell::text("Glucose management indicator (GMI)"),
+            Cell::num(format!("{} %", fmt_f(m.gmi, 1))),
+            Cell::num("< 7 %".into()),
+            status(m.gmi < 7.0),
+        ],
     ];
     let short = m.span_min < 14.0 * 1440.0;
     doc.table(
@@ -413,26 +583,71 @@ fn summary(
                 ""
             }
         ),
-        &[("Metric", false), ("Value", true), ("Target", true), ("Target", true)],
+        &[("Metric", false), ("Value", true), ("Target", true), ("Status", true)],
         &rows,
     );
 
     let days = (m.span_min / 1440.0).max(1e-9);
-    let per_day = |total: f64| if m.span_min >= 720.0 { format!("{} per day", fmt_f(total / days, 1)) } else { "—".into() };
+    let per_day = |total: f64, unit: &str| {
+        if m.span_min >= 720.0 {
+            format!("; {} {unit} per day", fmt_f(total / days, 1))
+        } else {
+            String::new()
+        }
+    };
     let ctot: f64 = carbs.iter().map(|c| c.1).sum();
     let btot: f64 = boluses.iter().map(|b| b.1).sum();
     let rows = vec![
-        vec![Cell::text("Record length"), Cell::num(format!("{} days ({})", fmt_f(days, 2), fmt_hours(m.span_min)))],
+        vec![
+            Cell::text("Record length"),
+            Cell::num(format!(
+                "{} days ({})",
+                fmt_f(days, 2),
+                fmt_hours(m.span_min)
+            )),
+        ],
         vec![Cell::text("CGM readings"), Cell::num(m.n.to_string())],
-        vec![Cell::text("Typical sampling interval"), Cell::num(format!("{} min", fmt_f(m.step_min, 0)))],
-        vec![Cell::text("CGM data coverage"), Cell::num(fmt_pct(m.coverage, 1))],
-        vec![Cell::text("Meals recorded"), Cell::num(format!("{} ({} g in total; {} g)", carbs.len(), fmt_f(ctot, 0), per_day(ctot)))],
-        vec![Cell::text("Boluses recorded"), Cell::num(format!("{} ({} U in total; {} U)", boluses.len(), fmt_f(btot, 1), per_day(btot)))],
-        vec![Cell::text("Forecast cones"), Cell::num(r.cones.len().to_string())],
-        vec![Cell::text("Calibrated parameters"), Cell::num(r.parameters.len().to_string())],
+        vec![
+            Cell::text("Typical sampling interval"),
+            Cell::num(format!("{} min", fmt_f(m.step_min, 0))),
+        ],
+        vec![
+            Cell::text("CGM data coverage"),
+            Cell::num(fmt_pct(m.coverage, 1)),
+        ],
+        vec![
+            Cell::text("Meals recorded"),
+            Cell::num(format!(
+                "{} ({} g in total{})",
+                carbs.len(),
+                fmt_f(ctot, 0),
+                per_day(ctot, "g")
+            )),
+        ],
+        vec![
+            Cell::text("Boluses recorded"),
+            Cell::num(format!(
+                "{} ({} U in total{})",
+                boluses.len(),
+                fmt_f(btot, 1),
+                per_day(btot, "U")
+            )),
+        ],
+        vec![
+            Cell::text("Forecast cones"),
+            Cell::num(r.cones.len().to_string()),
+        ],
+        vec![
+            Cell::text("Calibrated parameters"),
+            Cell::num(r.parameters.len().to_string()),
+        ],
     ];
     let _ = cgm;
-    doc.table("Record and treatment summary.", &[("Item", false), ("Value", true)], &rows);
+    doc.table(
+        "Record and treatment summary.",
+        &[("Item", false), ("Value", true)],
+        &rows,
+    );
 }
 
 // ---------------------------------------------------------------- forecasts
@@ -440,13 +655,23 @@ fn summary(
 fn cone_window(c: &Cone) -> Option<(f64, f64)> {
     let rows = stats::cone_rows(c);
     let (first, last) = (rows.first()?, rows.last()?);
-    let origin = if c.origin_min.is_finite() { c.origin_min.min(first.t) } else { first.t };
+    let origin = if c.origin_min.is_finite() {
+        c.origin_min.min(first.t)
+    } else {
+        first.t
+    };
     let horizon = last.t - origin;
     let lookback = (0.5 * horizon).clamp(120.0, 360.0);
     Some((origin - lookback, last.t + 10.0))
 }
 
-fn forecasts(doc: &mut Doc, r: &TwinReport, cgm: &[(f64, f64)], origin_label: &str, wall: Option<stats::WallOrigin>) {
+fn forecasts(
+    doc: &mut Doc,
+    r: &TwinReport,
+    cgm: &[(f64, f64)],
+    origin_label: &str,
+    wall: Option<stats::WallOrigin>,
+) {
     if r.cones.is_empty() {
         doc.para("No forecasts were supplied.");
         return;
@@ -469,7 +694,12 @@ fn forecasts(doc: &mut Doc, r: &TwinReport, cgm: &[(f64, f64)], origin_label: &s
             }
         }
         if hi - lo <= 7.0 * 1440.0 && hi > lo {
-            let numbered: Vec<(usize, &Cone)> = r.cones.iter().enumerate().map(|(i, c)| (i + 1, c)).collect();
+            let numbered: Vec<(usize, &Cone)> = r
+                .cones
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (i + 1, c))
+                .collect();
             let fig = plots::cone_figure(
                 "forecast overview",
                 cgm,
@@ -510,9 +740,15 @@ fn forecasts(doc: &mut Doc, r: &TwinReport, cgm: &[(f64, f64)], origin_label: &s
         .enumerate()
         .map(|(i, c)| {
             let s = stats::summarize_cone(c, cgm);
-            let mut row = vec![Cell::num((i + 1).to_string()), Cell::num(fmt_hours(c.origin_min))];
+            let mut row = vec![
+                Cell::num((i + 1).to_string()),
+                Cell::num(fmt_hours(c.origin_min)),
+            ];
             if let Some(w) = wall {
-                row.push(Cell::text(&stats::wall_clock(w, c.origin_min)));
+                row.push(Cell {
+                    html: esc(&stats::wall_clock(w, c.origin_min)),
+                    class: "nowrap",
+                });
             }
             match s {
                 Some(s) => {
@@ -562,11 +798,24 @@ fn forecasts(doc: &mut Doc, r: &TwinReport, cgm: &[(f64, f64)], origin_label: &s
         let num = i + 1;
         let file = format!("cone_{num}.svg");
         let title = match wall {
-            Some(w) => format!("Forecast #{num} from t = {} ({})", fmt_hours(c.origin_min), stats::wall_clock(w, c.origin_min)),
+            Some(w) => format!(
+                "Forecast #{num} from t = {} ({})",
+                fmt_hours(c.origin_min),
+                stats::wall_clock(w, c.origin_min)
+            ),
             None => format!("Forecast #{num} from t = {}", fmt_hours(c.origin_min)),
         };
         let fig = match cone_window(c) {
-            Some((a, b)) => plots::cone_figure(&format!("forecast #{num}"), cgm, &[(num, c)], a, b, &title, origin_label, (620, 440)),
+            Some((a, b)) => plots::cone_figure(
+                &format!("forecast #{num}"),
+                cgm,
+                &[(num, c)],
+                a,
+                b,
+                &title,
+                origin_label,
+                (560, 420),
+            ),
             None => Err(ReportError::NoData {
                 figure: format!("forecast #{num}"),
                 reason: "the cone has no row where the time and all quantiles are finite".into(),
@@ -842,7 +1091,8 @@ p{margin:8px 0 12px;max-width:80ch}
 .card.ok{border-top-color:#2f9e44}
 .card.off{border-top-color:#e8590c}
 .card .l{font-size:11.5px;color:var(--muted);text-transform:uppercase;letter-spacing:.04em;font-weight:600}
-.card .v{font-size:25px;font-weight:700;font-variant-numeric:tabular-nums;line-height:1.3}
+.card .v{font-size:25px;font-weight:700;font-variant-numeric:tabular-nums;line-height:1.3;white-space:nowrap}
+.card .v small{font-size:14px;font-weight:600;color:#495057}
 .card .t{font-size:12px;color:var(--muted);min-height:1em}
 .tir{margin:4px 0 18px}
 .tirbar{display:flex;height:20px;border-radius:4px;overflow:hidden;border:1px solid var(--line)}
@@ -851,11 +1101,13 @@ p{margin:8px 0 12px;max-width:80ch}
 .r-vlow{background:#a61e1e}.r-low{background:#e03131}.r-tir{background:#2f9e44}.r-high{background:#fab005}.r-vhigh{background:#e8590c}
 .table-wrap{overflow-x:auto;margin:10px 0 18px}
 table{border-collapse:collapse;width:100%;font-size:13.5px}
+table.kv{width:auto;min-width:60%}
 caption{caption-side:top;text-align:left;font-size:13.5px;color:#343a40;padding:0 0 6px;line-height:1.45}
 th{background:#f1f3f5;text-align:left;font-weight:600;border-bottom:2px solid #ced4da;padding:6px 9px;vertical-align:bottom}
 td{padding:5px 9px;border-bottom:1px solid #e9ecef;vertical-align:top}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 td.num{white-space:nowrap}
+td.nowrap{white-space:nowrap}
 td.empty{color:var(--muted);font-style:italic}
 tbody tr:nth-child(even){background:#fafbfc}
 .good{color:#2b8a3e;font-weight:600}.bad{color:#c92a2a;font-weight:600}.warnc{color:#d9480f;font-weight:600}.alert{color:#c92a2a;font-weight:600}
@@ -866,6 +1118,7 @@ figcaption{font-size:13px;color:#495057;margin:6px 4px 2px;line-height:1.45}
 figcaption .file{color:#adb5bd;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:11.5px}
 .grid2{display:grid;grid-template-columns:1fr 1fr;gap:14px;margin:14px 0}
 .grid2 figure{margin:0}
+.grid2 .callout{margin:0;align-self:start}
 .callout{border-left:4px solid #f08c00;background:#fff9db;padding:8px 12px;margin:12px 0;font-size:14px;border-radius:0 4px 4px 0}
 .notes p{white-space:normal;overflow-wrap:anywhere}
 footer{margin-top:44px;font-size:12px;color:var(--muted);border-top:1px solid var(--line);padding-top:12px}

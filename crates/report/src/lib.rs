@@ -286,7 +286,10 @@ mod tests {
 
     #[test]
     fn cone_plot_rejects_bad_window() {
-        let s = Series { t_min: vec![0.0, 5.0], values: vec![100.0, 110.0] };
+        let s = Series {
+            t_min: vec![0.0, 5.0],
+            values: vec![100.0, 110.0],
+        };
         assert!(matches!(
             cone_plot_svg(&s, &[], 10.0, 10.0, "x"),
             Err(ReportError::InvalidWindow { .. })

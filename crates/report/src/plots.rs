@@ -16,8 +16,7 @@ use crate::{BacktestRow, Cone, ParameterPosterior, ReportError};
 type Area<'b> = DrawingArea<SVGBackend<'b>, Shift>;
 type DErr = DrawingAreaErrorKind<std::io::Error>;
 type DRes<T = ()> = Result<T, DErr>;
-type TimeChart<'a, 'b> =
-    ChartContext<'a, SVGBackend<'b>, Cartesian2d<TickAxis, RangedCoordf64>>;
+type TimeChart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<TickAxis, RangedCoordf64>>;
 
 pub(crate) const INK: RGBColor = RGBColor(33, 37, 41);
 const MUTED: RGBColor = RGBColor(110, 117, 125);
@@ -74,13 +73,18 @@ pub(crate) fn render(
         let mut buf = String::new();
         let r = {
             let root = SVGBackend::with_string(&mut buf, size).into_drawing_area();
-            root.fill(&WHITE).and_then(|_| draw(&root)).and_then(|_| root.present())
+            root.fill(&WHITE)
+                .and_then(|_| draw(&root))
+                .and_then(|_| root.present())
         };
         r.map(|_| buf)
     }));
     match result {
         Ok(Ok(svg)) => Ok(svg),
-        Ok(Err(e)) => Err(ReportError::Plot { figure: figure.to_string(), message: e.to_string() }),
+        Ok(Err(e)) => Err(ReportError::Plot {
+            figure: figure.to_string(),
+            message: e.to_string(),
+        }),
         Err(_) => Err(ReportError::Plot {
             figure: figure.to_string(),
             message: "the plotting library panicked".to_string(),
@@ -89,7 +93,10 @@ pub(crate) fn render(
 }
 
 fn no_data(figure: &str, reason: &str) -> ReportError {
-    ReportError::NoData { figure: figure.to_string(), reason: reason.to_string() }
+    ReportError::NoData {
+        figure: figure.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 // ---------------------------------------------------------------- axis with explicit ticks
@@ -113,7 +120,7 @@ impl Ranged for TickAxis {
 
     fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
         let span = self.hi - self.lo;
-        if !(span > 0.0) || !v.is_finite() {
+        if span.is_nan() || span <= 0.0 || !v.is_finite() {
             return (limit.0 + limit.1) / 2;
         }
         let frac = (v - self.lo) / span;
@@ -156,39 +163,72 @@ enum Swatch {
 
 /// Title at the top left and a wrapping legend row below it.
 fn header(area: &Area<'_>, title: &str, items: &[(Swatch, String)]) -> DRes {
-    area.draw(&Text::new(title.to_string(), (14, 10), anchored(bold(15.0), HPos::Left, VPos::Top)))?;
+    area.draw(&Text::new(
+        title.to_string(),
+        (14, 10),
+        anchored(bold(15.0), HPos::Left, VPos::Top),
+    ))?;
     legend(area, 16, 44, items)
 }
 
-fn legend(area: &Area<'_>, x0: i32, y0: i32, items: &[(Swatch, String)]) -> DRes {
-    let width = area.dim_in_pixel().0 as i32;
+/// Top-left positions of the legend entries, wrapping at `width`.
+fn legend_layout(width: u32, x0: i32, y0: i32, items: &[(Swatch, String)]) -> Vec<(i32, i32)> {
+    let width = width as i32;
     let (mut x, mut y) = (x0, y0);
-    for (sw, label) in items {
-        let text_w = (label.chars().count() as f64 * 6.7).ceil() as i32;
-        let w = 30 + text_w + 20;
+    let mut out = Vec::with_capacity(items.len());
+    for (_, label) in items {
+        let text_w = (label.chars().count() as f64 * 6.5).ceil() as i32;
+        let w = 30 + text_w + 18;
         if x + w > width - 8 && x > x0 {
             x = x0;
             y += 20;
         }
+        out.push((x, y));
+        x += w;
+    }
+    out
+}
+
+/// Height of the header strip (title + legend rows) for a figure `width` wide.
+fn header_height(width: u32, items: &[(Swatch, String)]) -> u32 {
+    let last_y = legend_layout(width, 16, 44, items)
+        .last()
+        .map(|p| p.1)
+        .unwrap_or(44);
+    (last_y + 20).max(HEADER_H as i32) as u32
+}
+
+fn legend(area: &Area<'_>, x0: i32, y0: i32, items: &[(Swatch, String)]) -> DRes {
+    let pos = legend_layout(area.dim_in_pixel().0, x0, y0, items);
+    for ((sw, label), &(x, y)) in items.iter().zip(&pos) {
         match *sw {
-            Swatch::Band(c, a) => {
-                area.draw(&Rectangle::new([(x, y - 6), (x + 24, y + 6)], c.mix(a).filled()))?
-            }
-            Swatch::Line(c, w) => {
-                area.draw(&PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(w)))?
-            }
+            Swatch::Band(c, a) => area.draw(&Rectangle::new(
+                [(x, y - 6), (x + 24, y + 6)],
+                c.mix(a).filled(),
+            ))?,
+            Swatch::Line(c, w) => area.draw(&PathElement::new(
+                vec![(x, y), (x + 24, y)],
+                c.stroke_width(w),
+            ))?,
             Swatch::Dashed(c) => {
                 for (a, b) in [(0, 6), (9, 15), (18, 24)] {
-                    area.draw(&PathElement::new(vec![(x + a, y), (x + b, y)], c.stroke_width(2)))?;
+                    area.draw(&PathElement::new(
+                        vec![(x + a, y), (x + b, y)],
+                        c.stroke_width(2),
+                    ))?;
                 }
             }
             Swatch::Dot(c) => area.draw(&Circle::new((x + 12, y), 3, c.filled()))?,
             Swatch::Ring(c) => area.draw(&Circle::new((x + 12, y), 3, c.stroke_width(1)))?,
-            Swatch::Bar(c) => {
-                area.draw(&Rectangle::new([(x + 8, y - 7), (x + 16, y + 7)], c.filled()))?
-            }
+            Swatch::Bar(c) => area.draw(&Rectangle::new(
+                [(x + 8, y - 7), (x + 16, y + 7)],
+                c.filled(),
+            ))?,
             Swatch::Stem(c) => {
-                area.draw(&PathElement::new(vec![(x + 12, y + 7), (x + 12, y - 3)], c.stroke_width(2)))?;
+                area.draw(&PathElement::new(
+                    vec![(x + 12, y + 7), (x + 12, y - 3)],
+                    c.stroke_width(2),
+                ))?;
                 area.draw(&TriangleMarker::new((x + 12, y - 3), 5, c.filled()))?;
             }
         }
@@ -197,7 +237,6 @@ fn legend(area: &Area<'_>, x0: i32, y0: i32, items: &[(Swatch, String)]) -> DRes
             (x + 30, y),
             anchored(font_c(12.0, INK), HPos::Left, VPos::Center),
         ))?;
-        x += w;
     }
     Ok(())
 }
@@ -247,19 +286,33 @@ impl TimeAxis {
     pub(crate) fn new(from_min: f64, to_min: f64) -> Self {
         let span_h = (to_min - from_min) / 60.0;
         let (scale, unit, steps): (f64, &str, &[f64]) = if span_h > 96.0 {
-            (1440.0, "days", &[1.0, 2.0, 5.0, 7.0, 14.0, 28.0, 56.0, 91.0, 182.0, 365.0])
+            (
+                1440.0,
+                "days",
+                &[1.0, 2.0, 5.0, 7.0, 14.0, 28.0, 56.0, 91.0, 182.0, 365.0],
+            )
         } else {
             (60.0, "h", &[0.25, 0.5, 1.0, 2.0, 3.0, 6.0, 12.0, 24.0])
         };
         let (lo, hi) = (from_min / scale, to_min / scale);
-        let step = steps.iter().copied().find(|s| (hi - lo) / s <= 10.0).unwrap_or(steps[steps.len() - 1]);
+        let step = steps
+            .iter()
+            .copied()
+            .find(|s| (hi - lo) / s <= 10.0)
+            .unwrap_or(steps[steps.len() - 1]);
         let mut ticks = Vec::new();
         let mut k = (lo / step).ceil();
         while k * step <= hi + 1e-9 && ticks.len() < 200 {
             ticks.push(k * step);
             k += 1.0;
         }
-        TimeAxis { scale, lo, hi, ticks, unit }
+        TimeAxis {
+            scale,
+            lo,
+            hi,
+            ticks,
+            unit,
+        }
     }
 
     fn x(&self, t_min: f64) -> f64 {
@@ -289,7 +342,14 @@ fn time_chart<'a, 'b>(
     let mut b = ChartBuilder::on(area);
     // Extra right margin (instead of a label area, which plotters would fill
     // with a mirrored axis) keeps the plot aligned with a dual-axis panel below.
-    b.margin_left(6).margin_right(if o.right_area > 0 { 6 + o.right_area } else { 22 }).margin_top(8).margin_bottom(4);
+    b.margin_left(6)
+        .margin_right(if o.right_area > 0 {
+            6 + o.right_area
+        } else {
+            22
+        })
+        .margin_top(8)
+        .margin_bottom(4);
     if let Some(c) = o.caption {
         b.caption(c, bold(13.0));
     }
@@ -299,7 +359,8 @@ fn time_chart<'a, 'b>(
         (false, false) => 6,
     })
     .y_label_area_size(64);
-    let mut chart = b.build_cartesian_2d(TickAxis::new(ax.lo, ax.hi, ax.ticks.clone()), y.0..y.1)?;
+    let mut chart =
+        b.build_cartesian_2d(TickAxis::new(ax.lo, ax.hi, ax.ticks.clone()), y.0..y.1)?;
     let fx = |v: &f64| fmt_time_tick(*v);
     let fy = |v: &f64| stats::fmt_axis(*v);
     let mut mesh = chart.configure_mesh();
@@ -356,9 +417,17 @@ fn glucose_range<I: IntoIterator<Item = f64>>(values: I, min_hi: f64) -> (f64, f
             hi = hi.max(v);
         }
     }
-    let lo = if lo.is_finite() { (lo - 10.0).clamp(0.0, 40.0) } else { 40.0 };
+    let lo = if lo.is_finite() {
+        (lo - 10.0).clamp(0.0, 40.0)
+    } else {
+        40.0
+    };
     let lo = (lo / 10.0).floor() * 10.0;
-    let hi = if hi.is_finite() { (hi + 15.0).clamp(min_hi, 600.0) } else { min_hi };
+    let hi = if hi.is_finite() {
+        (hi + 15.0).clamp(min_hi, 600.0)
+    } else {
+        min_hi
+    };
     let hi = (hi / 20.0).ceil() * 20.0;
     (lo, hi.max(lo + 20.0))
 }
@@ -381,7 +450,11 @@ pub(crate) fn record_figure(
         (Some(a), Some(b)) => (a.0, b.0),
         _ => return Err(no_data(FIG, "the CGM series has no finite readings")),
     };
-    let (t0, t1) = if t1 - t0 < 30.0 { (t0 - 15.0, t1 + 15.0) } else { (t0, t1) };
+    let (t0, t1) = if t1 - t0 < 30.0 {
+        (t0 - 15.0, t1 + 15.0)
+    } else {
+        (t0, t1)
+    };
     let inside = |e: &&(f64, f64)| e.0 >= t0 && e.0 <= t1 && e.1 > 0.0;
     let carbs: Vec<(f64, f64)> = carbs.iter().filter(inside).copied().collect();
     let boluses: Vec<(f64, f64)> = boluses.iter().filter(inside).copied().collect();
@@ -392,16 +465,23 @@ pub(crate) fn record_figure(
     let height = if has_events { 560 } else { 430 };
     let mut items = vec![
         (Swatch::Line(CGM, 2), "Recorded CGM".to_string()),
-        (Swatch::Band(TARGET, 0.18), "Target range 70–180 mg/dL".to_string()),
+        (
+            Swatch::Band(TARGET, 0.18),
+            "Target range 70–180 mg/dL".to_string(),
+        ),
     ];
     if !carbs.is_empty() {
         items.push((Swatch::Bar(CARB), "Carbohydrate (g, left axis)".to_string()));
     }
     if !boluses.is_empty() {
-        items.push((Swatch::Stem(BOLUS), "Insulin bolus (U, right axis)".to_string()));
+        items.push((
+            Swatch::Stem(BOLUS),
+            "Insulin bolus (U, right axis)".to_string(),
+        ));
     }
-    render(FIG, (1000, height), |root| {
-        let (head, body) = root.split_vertically(HEADER_H);
+    let hh = header_height(1000, &items);
+    render(FIG, (1000, height + hh - HEADER_H), |root| {
+        let (head, body) = root.split_vertically(hh);
         header(&head, "Recorded continuous glucose monitoring", &items)?;
         let (top, bottom) = if has_events {
             let (a, b) = body.split_vertically(body.dim_in_pixel().1 - 150);
@@ -493,14 +573,21 @@ fn draw_events(
     let bw = (ax.hi - ax.lo) / 300.0;
     chart.draw_series(carbs.iter().map(|&(t, g)| {
         let x = ax.x(t);
-        Rectangle::new([(x - bw, 0.0), (x + bw, g.min(cy))], CARB.mix(0.85).filled())
+        Rectangle::new(
+            [(x - bw, 0.0), (x + bw, g.min(cy))],
+            CARB.mix(0.85).filled(),
+        )
     }))?;
     if carbs.len() <= 40 {
         chart.draw_series(carbs.iter().map(|&(t, g)| {
             Text::new(
                 format!("{} g", stats::fmt_f(g, 0)),
                 (ax.x(t) - 1.5 * bw, g.min(cy)),
-                anchored(font_c(10.0, RGBColor(160, 82, 0)), HPos::Right, VPos::Center),
+                anchored(
+                    font_c(10.0, RGBColor(160, 82, 0)),
+                    HPos::Right,
+                    VPos::Center,
+                ),
             )
         }))?;
     }
@@ -541,18 +628,29 @@ fn draw_cones(
     label_origins: bool,
 ) -> DRes {
     for &(num, cone) in cones {
-        let rows: Vec<ConeRow> =
-            stats::cone_rows(cone).into_iter().filter(|r| r.t >= from && r.t <= to).collect();
+        let rows: Vec<ConeRow> = stats::cone_rows(cone)
+            .into_iter()
+            .filter(|r| r.t >= from && r.t <= to)
+            .collect();
         let runs = split_rows(&rows);
         for (level, alpha) in BAND_ALPHA {
             for run in &runs {
                 if run.len() < 2 {
                     continue;
                 }
-                let mut poly: Vec<(f64, f64)> =
-                    run.iter().map(|r| (ax.x(r.t), clamp_y(r.band(level).1, y))).collect();
-                poly.extend(run.iter().rev().map(|r| (ax.x(r.t), clamp_y(r.band(level).0, y))));
-                chart.draw_series(std::iter::once(Polygon::new(poly, BAND.mix(alpha).filled())))?;
+                let mut poly: Vec<(f64, f64)> = run
+                    .iter()
+                    .map(|r| (ax.x(r.t), clamp_y(r.band(level).1, y)))
+                    .collect();
+                poly.extend(
+                    run.iter()
+                        .rev()
+                        .map(|r| (ax.x(r.t), clamp_y(r.band(level).0, y))),
+                );
+                chart.draw_series(std::iter::once(Polygon::new(
+                    poly,
+                    BAND.mix(alpha).filled(),
+                )))?;
             }
         }
         for run in &runs {
@@ -569,7 +667,11 @@ fn draw_cones(
                 4,
                 MUTED.stroke_width(1),
             ))?;
-            let label = if label_origins { format!(" #{num}") } else { " origin".to_string() };
+            let label = if label_origins {
+                format!(" #{num}")
+            } else {
+                " origin".to_string()
+            };
             chart.draw_series(std::iter::once(Text::new(
                 label,
                 (ax.x(o), y.1),
@@ -582,10 +684,18 @@ fn draw_cones(
 
 /// Splits cone rows at holes (dropped non-finite rows or gaps > 3 steps).
 fn split_rows(rows: &[ConeRow]) -> Vec<&[ConeRow]> {
-    let mut d: Vec<f64> = rows.windows(2).map(|w| w[1].t - w[0].t).filter(|d| *d > 0.0).collect();
+    let mut d: Vec<f64> = rows
+        .windows(2)
+        .map(|w| w[1].t - w[0].t)
+        .filter(|d| *d > 0.0)
+        .collect();
     d.sort_by(f64::total_cmp);
     let step = stats::quantile_sorted(&d, 0.5);
-    let max_gap = if step.is_finite() { (3.0 * step).max(1e-9) } else { f64::INFINITY };
+    let max_gap = if step.is_finite() {
+        (3.0 * step).max(1e-9)
+    } else {
+        f64::INFINITY
+    };
     let mut out = Vec::new();
     let mut start = 0;
     for i in 1..rows.len() {
@@ -625,9 +735,11 @@ fn draw_cgm_points(
             .filter(|p| p.0 <= split)
             .map(|&(t, v)| Circle::new((ax.x(t), clamp_y(v, y)), r, CGM.filled())),
     )?;
-    chart.draw_series(pts.iter().filter(|p| p.0 > split).map(|&(t, v)| {
-        Circle::new((ax.x(t), clamp_y(v, y)), r, WHITE.mix(0.6).filled())
-    }))?;
+    chart.draw_series(
+        pts.iter()
+            .filter(|p| p.0 > split)
+            .map(|&(t, v)| Circle::new((ax.x(t), clamp_y(v, y)), r, WHITE.mix(0.6).filled())),
+    )?;
     chart.draw_series(
         pts.iter()
             .filter(|p| p.0 > split)
@@ -643,7 +755,10 @@ fn single_origin(cones: &[(usize, &Cone)]) -> Option<f64> {
 
 fn cgm_legend(split: Option<f64>, many_points: bool, compact: bool) -> Vec<(Swatch, String)> {
     if compact && split.is_some() && !many_points {
-        vec![(Swatch::Dot(CGM), "CGM seen".into()), (Swatch::Ring(CGM), "CGM held out".into())]
+        vec![
+            (Swatch::Dot(CGM), "CGM seen".into()),
+            (Swatch::Ring(CGM), "CGM held out".into()),
+        ]
     } else if many_points {
         vec![(Swatch::Line(CGM, 1), "Recorded CGM".into())]
     } else if split.is_some() {
@@ -670,19 +785,31 @@ pub(crate) fn cone_figure(
     size: (u32, u32),
 ) -> Result<String, ReportError> {
     if !(from.is_finite() && to.is_finite() && to > from) {
-        return Err(ReportError::InvalidWindow { from_min: from, to_min: to });
+        return Err(ReportError::InvalidWindow {
+            from_min: from,
+            to_min: to,
+        });
     }
-    let pts: Vec<(f64, f64)> = cgm.iter().copied().filter(|p| p.0 >= from && p.0 <= to).collect();
+    let pts: Vec<(f64, f64)> = cgm
+        .iter()
+        .copied()
+        .filter(|p| p.0 >= from && p.0 <= to)
+        .collect();
     let rows: Vec<ConeRow> = cones
         .iter()
         .flat_map(|c| stats::cone_rows(c.1))
         .filter(|r| r.t >= from && r.t <= to)
         .collect();
     if pts.is_empty() && rows.is_empty() {
-        return Err(no_data(figure, "no finite CGM reading or forecast inside the time window"));
+        return Err(no_data(
+            figure,
+            "no finite CGM reading or forecast inside the time window",
+        ));
     }
     let y = glucose_range(
-        pts.iter().map(|p| p.1).chain(rows.iter().flat_map(|r| [r.min(), r.max()])),
+        pts.iter()
+            .map(|p| p.1)
+            .chain(rows.iter().flat_map(|r| [r.min(), r.max()])),
         300.0,
     );
     let ax = TimeAxis::new(from, to);
@@ -693,11 +820,22 @@ pub(crate) fn cone_figure(
     if !rows.is_empty() {
         items.extend(band_legend(compact));
     }
-    items.push((Swatch::Band(TARGET, 0.15), if compact { "70–180" } else { "Target 70–180" }.into()));
+    items.push((
+        Swatch::Band(TARGET, 0.15),
+        if compact {
+            "70–180"
+        } else {
+            "Target 70–180"
+        }
+        .into(),
+    ));
     if cones.iter().any(|c| c.1.origin_min.is_finite()) {
-        items.push((Swatch::Dashed(MUTED), if compact { "Origin" } else { "Forecast origin" }.into()));
+        items.push((
+            Swatch::Dashed(MUTED),
+            if compact { "Origin" } else { "Forecast origin" }.into(),
+        ));
     }
-    let header_h = if compact { HEADER_H + 20 } else { HEADER_H };
+    let header_h = header_height(size.0, &items);
     render(figure, size, |root| {
         let (head, body) = root.split_vertically(header_h);
         header(&head, title, &items)?;
@@ -714,7 +852,15 @@ pub(crate) fn cone_figure(
             },
         )?;
         draw_target_band(&mut chart, &ax, y)?;
-        draw_cones(&mut chart, &ax, y, cones, from, to, cones.len() > 1 && split.is_none())?;
+        draw_cones(
+            &mut chart,
+            &ax,
+            y,
+            cones,
+            from,
+            to,
+            cones.len() > 1 && split.is_none(),
+        )?;
         draw_cgm_points(&mut chart, &ax, y, &pts, split)
     })
 }
@@ -727,11 +873,14 @@ pub(crate) fn narrowing_window(items: &[(String, Cone)]) -> Option<(f64, f64)> {
     let mut hi = f64::NEG_INFINITY;
     let mut origin = f64::INFINITY;
     for (_, c) in items {
-        for r in stats::cone_rows(c) {
-            lo = lo.min(r.t);
-            hi = hi.max(r.t);
-        }
-        if c.origin_min.is_finite() {
+        let rows = stats::cone_rows(c);
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            continue; // an empty cone says nothing about the window
+        };
+        lo = lo.min(first.t);
+        hi = hi.max(last.t);
+        // Ignore origins implausibly far before the forecast itself.
+        if c.origin_min.is_finite() && c.origin_min >= first.t - 1440.0 {
             origin = origin.min(c.origin_min);
         }
     }
@@ -753,10 +902,19 @@ pub(crate) fn narrowing_figure(
     const FIG: &str = "narrowing";
     let (from, to) =
         narrowing_window(items).ok_or_else(|| no_data(FIG, "no cone has a finite forecast"))?;
-    let pts: Vec<(f64, f64)> = cgm.iter().copied().filter(|p| p.0 >= from && p.0 <= to).collect();
-    let all_rows: Vec<ConeRow> = items.iter().flat_map(|(_, c)| stats::cone_rows(c)).collect();
+    let pts: Vec<(f64, f64)> = cgm
+        .iter()
+        .copied()
+        .filter(|p| p.0 >= from && p.0 <= to)
+        .collect();
+    let all_rows: Vec<ConeRow> = items
+        .iter()
+        .flat_map(|(_, c)| stats::cone_rows(c))
+        .collect();
     let y = glucose_range(
-        pts.iter().map(|p| p.1).chain(all_rows.iter().flat_map(|r| [r.min(), r.max()])),
+        pts.iter()
+            .map(|p| p.1)
+            .chain(all_rows.iter().flat_map(|r| [r.min(), r.max()])),
         300.0,
     );
     let ax = TimeAxis::new(from, to);
@@ -766,21 +924,30 @@ pub(crate) fn narrowing_figure(
     let rows_n = n.div_ceil(cols);
     let cell_h = 330u32;
     let split = {
-        let o = items[0].1.origin_min;
-        (o.is_finite() && items.iter().all(|(_, c)| c.origin_min == o)).then_some(o)
+        let usable: Vec<f64> = items
+            .iter()
+            .filter(|(_, c)| !stats::cone_rows(c).is_empty())
+            .map(|(_, c)| c.origin_min)
+            .collect();
+        let o = usable.first().copied().unwrap_or(f64::NAN);
+        (o.is_finite() && usable.iter().all(|x| *x == o)).then_some(o)
     };
     let mut legend_items = cgm_legend(split, pts.len() > 700, false);
     legend_items.extend(band_legend(false));
     legend_items.push((Swatch::Band(TARGET, 0.15), "Target 70–180".into()));
     let title = "The same forecast window, from twins calibrated on more and more data";
-    render(FIG, (1000, HEADER_H + rows_n as u32 * cell_h), |root| {
-        let (head, body) = root.split_vertically(HEADER_H);
+    let hh = header_height(1000, &legend_items);
+    render(FIG, (1000, hh + rows_n as u32 * cell_h), |root| {
+        let (head, body) = root.split_vertically(hh);
         header(&head, title, &legend_items)?;
         let cells = body.split_evenly((rows_n, cols));
         for ((label, cone), cell) in items.iter().zip(cells.iter()) {
             let s = stats::summarize_cone(cone, cgm);
             let caption = match &s {
-                Some(s) => format!("{label} · mean 80 % width {} mg/dL", stats::fmt_f(s.mean_width[1], 0)),
+                Some(s) => format!(
+                    "{label} · mean 80 % width {} mg/dL",
+                    stats::fmt_f(s.mean_width[1], 0)
+                ),
                 None => format!("{label} · no finite forecast"),
             };
             let mut chart = time_chart(
@@ -797,16 +964,25 @@ pub(crate) fn narrowing_figure(
             )?;
             draw_target_band(&mut chart, &ax, y)?;
             draw_cones(&mut chart, &ax, y, &[(1, cone)], from, to, false)?;
-            draw_cgm_points(&mut chart, &ax, y, &pts, split.or(cone.origin_min.is_finite().then_some(cone.origin_min)))?;
+            draw_cgm_points(
+                &mut chart,
+                &ax,
+                y,
+                &pts,
+                split.or(cone.origin_min.is_finite().then_some(cone.origin_min)),
+            )?;
         }
         Ok(())
     })
 }
 
+/// Label, colour and `(lead h, 80 % width, 95 % width)` points of one twin.
+type WidthCurve = (String, RGBColor, Vec<(f64, f64, f64)>);
+
 /// Band width versus lead time, one colour per twin.
 pub(crate) fn narrowing_width_figure(items: &[(String, Cone)]) -> Result<String, ReportError> {
     const FIG: &str = "narrowing band width";
-    let curves: Vec<(String, RGBColor, Vec<(f64, f64, f64)>)> = items
+    let curves: Vec<WidthCurve> = items
         .iter()
         .enumerate()
         .map(|(i, (label, c))| {
@@ -816,16 +992,26 @@ pub(crate) fn narrowing_width_figure(items: &[(String, Cone)]) -> Result<String,
             } else {
                 rows.first().map(|r| r.t).unwrap_or(0.0)
             };
-            let pts = rows.iter().map(|r| ((r.t - o) / 60.0, r.hi80 - r.lo80, r.hi95 - r.lo95)).collect();
+            let pts = rows
+                .iter()
+                .map(|r| ((r.t - o) / 60.0, r.hi80 - r.lo80, r.hi95 - r.lo95))
+                .collect();
             (label.clone(), CAT[i % CAT.len()], pts)
         })
-        .filter(|c: &(String, RGBColor, Vec<(f64, f64, f64)>)| !c.2.is_empty())
+        .filter(|c: &WidthCurve| !c.2.is_empty())
         .collect();
     if curves.is_empty() {
         return Err(no_data(FIG, "no cone has a finite forecast"));
     }
-    let xmax = curves.iter().flat_map(|c| c.2.iter().map(|p| p.0)).fold(f64::NEG_INFINITY, f64::max);
-    let xmin = curves.iter().flat_map(|c| c.2.iter().map(|p| p.0)).fold(f64::INFINITY, f64::min).min(0.0);
+    let xmax = curves
+        .iter()
+        .flat_map(|c| c.2.iter().map(|p| p.0))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let xmin = curves
+        .iter()
+        .flat_map(|c| c.2.iter().map(|p| p.0))
+        .fold(f64::INFINITY, f64::min)
+        .min(0.0);
     let xmax = if xmax > xmin { xmax } else { xmin + 1.0 };
     let ymax = curves
         .iter()
@@ -833,12 +1019,15 @@ pub(crate) fn narrowing_width_figure(items: &[(String, Cone)]) -> Result<String,
         .fold(0.0, f64::max)
         .max(10.0)
         * 1.08;
-    let mut legend_items: Vec<(Swatch, String)> =
-        curves.iter().map(|(l, c, _)| (Swatch::Line(*c, 3), l.clone())).collect();
+    let mut legend_items: Vec<(Swatch, String)> = curves
+        .iter()
+        .map(|(l, c, _)| (Swatch::Line(*c, 3), l.clone()))
+        .collect();
     legend_items.push((Swatch::Line(MUTED, 2), "solid: 80 % band".into()));
     legend_items.push((Swatch::Dashed(MUTED), "dashed: 95 % band".into()));
-    render(FIG, (1000, 400), |root| {
-        let (head, body) = root.split_vertically(HEADER_H);
+    let hh = header_height(1000, &legend_items);
+    render(FIG, (1000, 338 + hh), |root| {
+        let (head, body) = root.split_vertically(hh);
         header(&head, "Forecast band width versus lead time", &legend_items)?;
         let mut chart = ChartBuilder::on(&body)
             .margin_left(6)
@@ -864,7 +1053,9 @@ pub(crate) fn narrowing_width_figure(items: &[(String, Cone)]) -> Result<String,
             .draw()?;
         for (_, color, pts) in &curves {
             chart.draw_series(DashedLineSeries::new(
-                pts.iter().map(|p| (p.0, p.2.clamp(0.0, ymax))).collect::<Vec<_>>(),
+                pts.iter()
+                    .map(|p| (p.0, p.2.clamp(0.0, ymax)))
+                    .collect::<Vec<_>>(),
                 7,
                 5,
                 color.mix(0.9).stroke_width(2),
@@ -897,12 +1088,18 @@ fn histograms(p: &ParameterPosterior) -> Option<Hist> {
     }
     let all_positive = prior.iter().chain(&post).all(|v| *v > 0.0);
     let q = |v: &[f64], q: f64| stats::quantile_sorted(v, q);
-    let lo = [q(&prior, 0.005), q(&post, 0.005)].into_iter().filter(|x| x.is_finite()).fold(f64::INFINITY, f64::min);
-    let hi = [q(&prior, 0.995), q(&post, 0.995)].into_iter().filter(|x| x.is_finite()).fold(f64::NEG_INFINITY, f64::max);
+    let lo = [q(&prior, 0.005), q(&post, 0.005)]
+        .into_iter()
+        .filter(|x| x.is_finite())
+        .fold(f64::INFINITY, f64::min);
+    let hi = [q(&prior, 0.995), q(&post, 0.995)]
+        .into_iter()
+        .filter(|x| x.is_finite())
+        .fold(f64::NEG_INFINITY, f64::max);
     let log = all_positive && lo > 0.0 && hi / lo > 50.0;
     let tf = |x: f64| if log { x.log10() } else { x };
     let (mut lo, mut hi) = (tf(lo), tf(hi));
-    if !(hi > lo) {
+    if hi.is_nan() || lo.is_nan() || hi <= lo {
         let pad = (lo.abs() * 0.05).max(1e-6);
         lo -= pad;
         hi += pad;
@@ -959,7 +1156,10 @@ pub(crate) fn posteriors_figure(params: &[ParameterPosterior]) -> Result<String,
     const FIG: &str = "parameter posteriors";
     let hists: Vec<Option<Hist>> = params.iter().map(histograms).collect();
     if hists.iter().all(Option::is_none) {
-        return Err(no_data(FIG, "no parameter has finite prior or posterior samples"));
+        return Err(no_data(
+            FIG,
+            "no parameter has finite prior or posterior samples",
+        ));
     }
     let n = params.len();
     let cols = n.clamp(1, 3);
@@ -970,9 +1170,14 @@ pub(crate) fn posteriors_figure(params: &[ParameterPosterior]) -> Result<String,
         (Swatch::Band(POST, 0.6), "Patient posterior".to_string()),
         (Swatch::Dashed(MEDIAN), "Posterior median".to_string()),
     ];
-    render(FIG, (1000, HEADER_H + rows as u32 * cell_h), |root| {
-        let (head, body) = root.split_vertically(HEADER_H);
-        header(&head, "Model parameters: population prior versus patient posterior", &items)?;
+    let hh = header_height(1000, &items);
+    render(FIG, (1000, hh + rows as u32 * cell_h), |root| {
+        let (head, body) = root.split_vertically(hh);
+        header(
+            &head,
+            "Model parameters: population prior versus patient posterior",
+            &items,
+        )?;
         let cells = body.split_evenly((rows, cols));
         for ((p, h), cell) in params.iter().zip(&hists).zip(cells.iter()) {
             let caption = if p.unit.trim().is_empty() {
@@ -988,15 +1193,27 @@ pub(crate) fn posteriors_figure(params: &[ParameterPosterior]) -> Result<String,
                 ))?;
                 continue;
             };
-            let ymax = h.prior.iter().chain(&h.post).fold(0.0, |a: f64, b| a.max(*b));
-            let ymax = if ymax > 0.0 && ymax.is_finite() { ymax * 1.1 } else { 1.0 };
+            let ymax = h
+                .prior
+                .iter()
+                .chain(&h.post)
+                .fold(0.0, |a: f64, b| a.max(*b));
+            let ymax = if ymax > 0.0 && ymax.is_finite() {
+                ymax * 1.1
+            } else {
+                1.0
+            };
             let x_desc = match (p.unit.trim().is_empty(), h.log) {
                 (true, false) => "value".to_string(),
                 (true, true) => "value (log scale)".to_string(),
                 (false, false) => p.unit.clone(),
                 (false, true) => format!("{} (log scale)", p.unit),
             };
-            let mut ticks = if h.log { log_ticks(h.lo, h.hi) } else { Vec::new() };
+            let mut ticks = if h.log {
+                log_ticks(h.lo, h.hi)
+            } else {
+                Vec::new()
+            };
             let log = h.log && ticks.len() >= 2;
             if !log {
                 ticks.clear();
@@ -1038,10 +1255,15 @@ pub(crate) fn posteriors_figure(params: &[ParameterPosterior]) -> Result<String,
             let bins = h.prior.len();
             let w = (h.hi - h.lo) / bins as f64;
             for (dens, color, alpha) in [(&h.prior, PRIOR, 0.45), (&h.post, POST, 0.6)] {
-                chart.draw_series(dens.iter().enumerate().filter(|(_, d)| **d > 0.0).map(|(k, d)| {
-                    let x0 = h.lo + k as f64 * w;
-                    Rectangle::new([(x0, 0.0), (x0 + w, d.min(ymax))], color.mix(alpha).filled())
-                }))?;
+                chart.draw_series(dens.iter().enumerate().filter(|(_, d)| **d > 0.0).map(
+                    |(k, d)| {
+                        let x0 = h.lo + k as f64 * w;
+                        Rectangle::new(
+                            [(x0, 0.0), (x0 + w, d.min(ymax))],
+                            color.mix(alpha).filled(),
+                        )
+                    },
+                ))?;
             }
             if h.post_median.is_finite() && h.post_median >= h.lo && h.post_median <= h.hi {
                 chart.draw_series(DashedLineSeries::new(
@@ -1059,12 +1281,16 @@ pub(crate) fn posteriors_figure(params: &[ParameterPosterior]) -> Result<String,
 /// "Nice" linear ticks (1-2-5 steps) inside `[lo, hi]`.
 fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     let span = hi - lo;
-    if !(span > 0.0) || !span.is_finite() {
+    if span.is_nan() || span <= 0.0 || !span.is_finite() {
         return vec![lo];
     }
     let raw = span / target.max(1) as f64;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
     let mut out = Vec::new();
     let mut k = (lo / step).ceil();
     while k * step <= hi + step * 1e-9 && out.len() < 50 {
@@ -1078,11 +1304,16 @@ fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
 // ---------------------------------------------------------------- figure 5: backtest
 
 /// RMSE and coverage versus horizon.
-pub(crate) fn backtest_figure(rows: &[BacktestRow], coverage_scale: f64) -> Result<String, ReportError> {
+pub(crate) fn backtest_figure(
+    rows: &[BacktestRow],
+    coverage_scale: f64,
+) -> Result<String, ReportError> {
     const FIG: &str = "backtest";
     let mut rows: Vec<&BacktestRow> = rows.iter().collect();
     rows.sort_by_key(|r| r.horizon_min);
-    let finite_err = rows.iter().any(|r| r.rmse_mg_dl.is_finite() || r.persistence_rmse_mg_dl.is_finite());
+    let finite_err = rows
+        .iter()
+        .any(|r| r.rmse_mg_dl.is_finite() || r.persistence_rmse_mg_dl.is_finite());
     if rows.is_empty() || !finite_err {
         return Err(no_data(FIG, "no backtest row has a finite error"));
     }
@@ -1119,8 +1350,9 @@ pub(crate) fn backtest_figure(rows: &[BacktestRow], coverage_scale: f64) -> Resu
         (Swatch::Line(CAT[3], 2), "Coverage of 95 % band".to_string()),
         (Swatch::Dashed(MUTED), "Nominal level".to_string()),
     ];
-    render(FIG, (1000, 400), |root| {
-        let (head, body) = root.split_vertically(HEADER_H);
+    let hh = header_height(1000, &items);
+    render(FIG, (1000, 338 + hh), |root| {
+        let (head, body) = root.split_vertically(hh);
         header(&head, "Rolling-origin forecast backtest", &items)?;
         let (left, right) = body.split_horizontally(500);
         let fx = |v: &f64| stats::fmt_tick(*v);
@@ -1159,7 +1391,12 @@ pub(crate) fn backtest_figure(rows: &[BacktestRow], coverage_scale: f64) -> Resu
             let pers = series(|r| r.persistence_rmse_mg_dl);
             chart.draw_series(LineSeries::new(pers.clone(), PERSIST.stroke_width(2)))?;
             chart.draw_series(pers.iter().map(|&p| Circle::new(p, 4, PERSIST.filled())))?;
-            chart.draw_series(DashedLineSeries::new(mae.clone(), 6, 4, BAND.stroke_width(2)))?;
+            chart.draw_series(DashedLineSeries::new(
+                mae.clone(),
+                6,
+                4,
+                BAND.stroke_width(2),
+            ))?;
             chart.draw_series(LineSeries::new(rmse.clone(), BAND.stroke_width(2)))?;
             chart.draw_series(rmse.iter().map(|&p| Circle::new(p, 4, BAND.filled())))?;
         }
@@ -1186,7 +1423,11 @@ pub(crate) fn backtest_figure(rows: &[BacktestRow], coverage_scale: f64) -> Resu
                 .y_desc("Observations inside band (%)")
                 .draw()?;
             for (nominal, color, f) in [
-                (80.0, CAT[1], (|r: &BacktestRow| r.coverage_80) as fn(&BacktestRow) -> f64),
+                (
+                    80.0,
+                    CAT[1],
+                    (|r: &BacktestRow| r.coverage_80) as fn(&BacktestRow) -> f64,
+                ),
                 (95.0, CAT[3], |r: &BacktestRow| r.coverage_95),
             ] {
                 if nominal >= cmin {
@@ -1219,7 +1460,10 @@ mod tests {
     fn time_axis_ticks() {
         let ax = TimeAxis::new(0.0, 48.0 * 60.0);
         assert_eq!(ax.unit, "h");
-        assert_eq!(ax.ticks, vec![0.0, 6.0, 12.0, 18.0, 24.0, 30.0, 36.0, 42.0, 48.0]);
+        assert_eq!(
+            ax.ticks,
+            vec![0.0, 6.0, 12.0, 18.0, 24.0, 30.0, 36.0, 42.0, 48.0]
+        );
         let ax = TimeAxis::new(0.0, 14.0 * 1440.0);
         assert_eq!(ax.unit, "days");
         assert_eq!(ax.ticks.len(), 8);
@@ -1229,7 +1473,10 @@ mod tests {
 
     #[test]
     fn ticks_helpers() {
-        assert_eq!(nice_ticks(0.0, 10.0, 5), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        assert_eq!(
+            nice_ticks(0.0, 10.0, 5),
+            vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+        );
         assert_eq!(nice_ticks(1.0, 1.0, 5), vec![1.0]);
         let lt = log_ticks(-1.0, 1.0);
         assert!(lt.contains(&0.0));

@@ -25,13 +25,20 @@ pub(crate) fn clean_series(s: &Series) -> CleanSeries {
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
     let length_mismatch =
         (s.t_min.len() != s.values.len()).then_some((s.t_min.len(), s.values.len()));
-    CleanSeries { points, length_mismatch, non_finite }
+    CleanSeries {
+        points,
+        length_mismatch,
+        non_finite,
+    }
 }
 
 /// Finite events sorted by time.
 pub(crate) fn clean_events(ev: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    let mut v: Vec<(f64, f64)> =
-        ev.iter().copied().filter(|(t, x)| t.is_finite() && x.is_finite()).collect();
+    let mut v: Vec<(f64, f64)> = ev
+        .iter()
+        .copied()
+        .filter(|(t, x)| t.is_finite() && x.is_finite())
+        .collect();
     v.sort_by(|a, b| a.0.total_cmp(&b.0));
     v
 }
@@ -156,7 +163,11 @@ pub(crate) fn summarize_cone(c: &Cone, cgm: &[(f64, f64)]) -> Option<ConeSummary
             .sum::<f64>()
             / n
     });
-    let start = if c.origin_min.is_finite() { c.origin_min.max(first.t) } else { first.t };
+    let start = if c.origin_min.is_finite() {
+        c.origin_min.max(first.t)
+    } else {
+        first.t
+    };
     let mut n_obs = 0usize;
     let (mut in80, mut in95, mut abs) = (0usize, 0usize, 0.0);
     for &(t, v) in cgm {
@@ -170,15 +181,29 @@ pub(crate) fn summarize_cone(c: &Cone, cgm: &[(f64, f64)]) -> Option<ConeSummary
             abs += (v - r.med).abs();
         }
     }
-    let frac = |k: usize| if n_obs > 0 { k as f64 / n_obs as f64 } else { f64::NAN };
-    let horizon_min = if c.origin_min.is_finite() { last.t - c.origin_min } else { last.t - first.t };
+    let frac = |k: usize| {
+        if n_obs > 0 {
+            k as f64 / n_obs as f64
+        } else {
+            f64::NAN
+        }
+    };
+    let horizon_min = if c.origin_min.is_finite() {
+        last.t - c.origin_min
+    } else {
+        last.t - first.t
+    };
     Some(ConeSummary {
         horizon_min,
         mean_width,
         n_obs,
         inside80: frac(in80),
         inside95: frac(in95),
-        mae: if n_obs > 0 { abs / n_obs as f64 } else { f64::NAN },
+        mae: if n_obs > 0 {
+            abs / n_obs as f64
+        } else {
+            f64::NAN
+        },
     })
 }
 
@@ -215,8 +240,11 @@ pub(crate) fn mean_sd(xs: &[f64]) -> (f64, f64) {
 
 /// Median spacing of consecutive sample times.
 pub(crate) fn median_step(points: &[(f64, f64)]) -> f64 {
-    let mut d: Vec<f64> =
-        points.windows(2).map(|w| w[1].0 - w[0].0).filter(|d| *d > 0.0).collect();
+    let mut d: Vec<f64> = points
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .filter(|d| *d > 0.0)
+        .collect();
     d.sort_by(f64::total_cmp);
     quantile_sorted(&d, 0.5)
 }
@@ -363,13 +391,21 @@ pub(crate) fn fmt_axis(x: f64) -> String {
         return String::new();
     }
     let a = x.abs();
-    if a != 0.0 && !(1e-3..1e5).contains(&a) {
-        format!("{x:.1e}")
-    } else if a != 0.0 && a < 0.1 {
-        fmt_sig(x, 2)
-    } else {
-        fmt_tick(x)
+    if a < 1e-12 {
+        return "0".to_string();
     }
+    if !(1e-4..1e6).contains(&a) {
+        return format!("{x:.1e}");
+    }
+    // Enough decimals for 4 significant digits, then trim trailing zeros.
+    let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+    let s = format!("{x:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
+    s.to_string()
 }
 
 /// "26.5 h" from minutes.
@@ -403,11 +439,20 @@ pub(crate) fn parse_origin(label: &str) -> Option<WallOrigin> {
     if b[4] != b'-' || b[7] != b'-' || !(b[10] == b' ' || b[10] == b'T') || b[13] != b':' {
         return None;
     }
-    let (y, m, d, hh, mm) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?);
+    let (y, m, d, hh, mm) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+    );
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 {
         return None;
     }
-    Some(WallOrigin { days: days_from_civil(y, m, d), minute: hh * 60 + mm })
+    Some(WallOrigin {
+        days: days_from_civil(y, m, d),
+        minute: hh * 60 + mm,
+    })
 }
 
 /// Approximate wall-clock time `t_min` after the origin (no DST handling).
@@ -421,7 +466,11 @@ pub(crate) fn wall_clock(o: WallOrigin, t_min: f64) -> String {
     let (y, m, d) = civil_from_days(days);
     const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     let wd = WD[days.rem_euclid(7) as usize];
-    format!("{wd} {y:04}-{m:02}-{d:02} {:02}:{:02}", mins / 60, mins % 60)
+    format!(
+        "{wd} {y:04}-{m:02}-{d:02} {:02}:{:02}",
+        mins / 60,
+        mins % 60
+    )
 }
 
 // Howard Hinnant's date algorithms.
@@ -466,6 +515,12 @@ mod tests {
         assert_eq!(fmt_tick(6.0), "6");
         assert_eq!(fmt_tick(0.25), "0.25");
         assert_eq!(fmt_pct(0.705, 1), "70.5 %");
+        assert_eq!(fmt_axis(0.05), "0.05");
+        assert_eq!(fmt_axis(0.001), "0.001");
+        assert_eq!(fmt_axis(0.15), "0.15");
+        assert_eq!(fmt_axis(250.0), "250");
+        assert_eq!(fmt_axis(-0.0), "0");
+        assert_eq!(fmt_axis(2.5e-7), "2.5e-7");
     }
 
     #[test]
@@ -479,8 +534,11 @@ mod tests {
 
     #[test]
     fn metrics_ranges() {
-        let pts: Vec<(f64, f64)> =
-            [50.0, 60.0, 100.0, 200.0, 300.0].iter().enumerate().map(|(i, v)| (i as f64 * 5.0, *v)).collect();
+        let pts: Vec<(f64, f64)> = [50.0, 60.0, 100.0, 200.0, 300.0]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as f64 * 5.0, *v))
+            .collect();
         let m = cgm_metrics(&pts).unwrap();
         assert_eq!(m.ranges, [0.2; 5]);
         assert!((m.coverage - 1.0).abs() < 1e-12);
@@ -489,7 +547,13 @@ mod tests {
 
     #[test]
     fn gaps_split() {
-        let pts = vec![(0.0, 1.0), (5.0, 1.0), (10.0, 1.0), (60.0, 1.0), (65.0, 1.0)];
+        let pts = vec![
+            (0.0, 1.0),
+            (5.0, 1.0),
+            (10.0, 1.0),
+            (60.0, 1.0),
+            (65.0, 1.0),
+        ];
         let segs = split_gaps(&pts, gap_threshold(&pts));
         assert_eq!(segs.len(), 2);
         assert_eq!(segs[1].len(), 2);

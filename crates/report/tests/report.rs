@@ -4,8 +4,8 @@ use std::f64::consts::PI;
 use std::path::PathBuf;
 
 use medtwin_report::{
-    cone_plot_svg, html_escape, write_twin_report, BacktestRow, Cone, ParameterPosterior, ReportError,
-    Series, TwinReport,
+    cone_plot_svg, html_escape, write_twin_report, BacktestRow, Cone, ParameterPosterior,
+    ReportError, Series, TwinReport,
 };
 
 /// A per-test output directory under the system temp dir.
@@ -15,6 +15,15 @@ fn out_dir(name: &str) -> PathBuf {
     d
 }
 
+/// Removes a test's output unless `MEDTWIN_KEEP_REPORT` is set (to look at it).
+fn cleanup(dir: &std::path::Path) {
+    if std::env::var_os("MEDTWIN_KEEP_REPORT").is_none() {
+        let _ = std::fs::remove_dir_all(dir);
+    } else {
+        eprintln!("kept {}", dir.display());
+    }
+}
+
 fn glucose(t: f64) -> f64 {
     // Daily rhythm plus meal-sized bumps every 6 h.
     140.0 + 55.0 * (2.0 * PI * t / 1440.0).sin() + 25.0 * (2.0 * PI * t / 360.0).sin()
@@ -22,7 +31,9 @@ fn glucose(t: f64) -> f64 {
 
 /// Deterministic pseudo-random numbers in [0, 1).
 fn lcg(seed: &mut u64) -> f64 {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (*seed >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -33,8 +44,14 @@ fn normal(seed: &mut u64) -> f64 {
 
 fn cone(origin: f64, horizon_min: usize, sharpness: f64) -> Cone {
     let t_min: Vec<f64> = (0..=horizon_min).map(|k| origin + k as f64).collect();
-    let median: Vec<f64> = t_min.iter().map(|&t| glucose(t) + 8.0 * ((t - origin) / 60.0)).collect();
-    let sd: Vec<f64> = t_min.iter().map(|&t| (4.0 + 0.25 * (t - origin)) * sharpness).collect();
+    let median: Vec<f64> = t_min
+        .iter()
+        .map(|&t| glucose(t) + 8.0 * ((t - origin) / 60.0))
+        .collect();
+    let sd: Vec<f64> = t_min
+        .iter()
+        .map(|&t| (4.0 + 0.25 * (t - origin)) * sharpness)
+        .collect();
     let band = |z: f64| -> Vec<f64> { median.iter().zip(&sd).map(|(m, s)| m + z * s).collect() };
     Cone {
         origin_min: origin,
@@ -52,33 +69,51 @@ fn cone(origin: f64, horizon_min: usize, sharpness: f64) -> Cone {
 }
 
 fn synthetic() -> TwinReport {
-    let t: Vec<f64> = (0..(2 * 288)).map(|k| k as f64 * 5.0).filter(|t| !(1500.0..1600.0).contains(t)).collect();
+    let t: Vec<f64> = (0..(2 * 288))
+        .map(|k| k as f64 * 5.0)
+        .filter(|t| !(1500.0..1600.0).contains(t))
+        .collect();
     let values = t.iter().map(|&t| glucose(t)).collect();
     let mut seed = 7u64;
-    let mut param = |name: &str, unit: &str, desc: &str, prior: (f64, f64), post: (f64, f64), log: bool| {
-        let draw = |(m, s): (f64, f64), seed: &mut u64| -> Vec<f64> {
-            (0..2000)
-                .map(|_| {
-                    let z = normal(seed);
-                    if log {
-                        (m + s * z).exp()
-                    } else {
-                        m + s * z
-                    }
-                })
-                .collect()
+    let mut param =
+        |name: &str, unit: &str, desc: &str, prior: (f64, f64), post: (f64, f64), log: bool| {
+            let draw = |(m, s): (f64, f64), seed: &mut u64| -> Vec<f64> {
+                (0..2000)
+                    .map(|_| {
+                        let z = normal(seed);
+                        if log {
+                            (m + s * z).exp()
+                        } else {
+                            m + s * z
+                        }
+                    })
+                    .collect()
+            };
+            ParameterPosterior {
+                name: name.into(),
+                unit: unit.into(),
+                description: desc.into(),
+                prior_samples: draw(prior, &mut seed),
+                posterior_samples: draw(post, &mut seed),
+            }
         };
-        ParameterPosterior {
-            name: name.into(),
-            unit: unit.into(),
-            description: desc.into(),
-            prior_samples: draw(prior, &mut seed),
-            posterior_samples: draw(post, &mut seed),
-        }
-    };
     let parameters = vec![
-        param("ISF", "mg/dL/U", "Insulin sensitivity factor", (40.0, 12.0), (52.0, 3.0), false),
-        param("k_abs", "1/min", "Carbohydrate absorption rate", (-4.0, 1.5), (-3.6, 0.3), true),
+        param(
+            "ISF",
+            "mg/dL/U",
+            "Insulin sensitivity factor",
+            (40.0, 12.0),
+            (52.0, 3.0),
+            false,
+        ),
+        param(
+            "k_abs",
+            "1/min",
+            "Carbohydrate absorption rate",
+            (-4.0, 1.5),
+            (-3.6, 0.3),
+            true,
+        ),
     ];
     TwinReport {
         title: "Digital twin of patient <P01> & friends".into(),
@@ -86,9 +121,25 @@ fn synthetic() -> TwinReport {
         data_citation: "Synthetic test data (sine waves), medtwin test suite.".into(),
         origin_label: "2023-11-13 00:00 Europe/London".into(),
         cgm: Series { t_min: t, values },
-        carbs: vec![(7.0 * 60.0, 45.0), (12.5 * 60.0, 60.0), (19.0 * 60.0, 70.0), (31.0 * 60.0, 40.0), (36.5 * 60.0, 55.0)],
-        boluses: vec![(6.9 * 60.0, 4.5), (12.4 * 60.0, 6.0), (18.9 * 60.0, 7.0), (31.0 * 60.0, 4.0), (36.4 * 60.0, 5.5)],
-        cones: vec![cone(8.0 * 60.0, 240, 1.0), cone(20.0 * 60.0, 240, 1.0), cone(33.0 * 60.0, 240, 1.0)],
+        carbs: vec![
+            (7.0 * 60.0, 45.0),
+            (12.5 * 60.0, 60.0),
+            (19.0 * 60.0, 70.0),
+            (31.0 * 60.0, 40.0),
+            (36.5 * 60.0, 55.0),
+        ],
+        boluses: vec![
+            (6.9 * 60.0, 4.5),
+            (12.4 * 60.0, 6.0),
+            (18.9 * 60.0, 7.0),
+            (31.0 * 60.0, 4.0),
+            (36.4 * 60.0, 5.5),
+        ],
+        cones: vec![
+            cone(8.0 * 60.0, 240, 1.0),
+            cone(20.0 * 60.0, 240, 1.0),
+            cone(33.0 * 60.0, 240, 1.0),
+        ],
         narrowing: vec![
             ("after 1 day".into(), cone(40.0 * 60.0, 180, 1.6)),
             ("after 3 days".into(), cone(40.0 * 60.0, 180, 1.0)),
@@ -124,7 +175,10 @@ fn synthetic() -> TwinReport {
         tables: vec![(
             "Imported files <raw>".into(),
             vec!["File".into(), "Rows".into()],
-            vec![vec!["cgm.csv".into(), "576".into()], vec!["meals & insulin.csv".into(), "10".into()]],
+            vec![
+                vec!["cgm.csv".into(), "576".into()],
+                vec!["meals & insulin.csv".into(), "10".into()],
+            ],
         )],
     }
 }
@@ -138,8 +192,20 @@ fn full_report_has_all_sections_and_files() {
 
     // Document structure.
     assert!(html.starts_with("<!DOCTYPE html>"));
-    for id in ["summary", "cgm", "forecasts", "narrowing", "parameters", "backtest", "tables", "notes"] {
-        assert!(html.contains(&format!("<section id=\"{id}\">")), "missing section {id}");
+    for id in [
+        "summary",
+        "cgm",
+        "forecasts",
+        "narrowing",
+        "parameters",
+        "backtest",
+        "tables",
+        "notes",
+    ] {
+        assert!(
+            html.contains(&format!("<section id=\"{id}\">")),
+            "missing section {id}"
+        );
     }
     assert!(html.contains("P01"));
     assert!(html.contains("2023-11-13 00:00 Europe/London"));
@@ -154,7 +220,11 @@ fn full_report_has_all_sections_and_files() {
     // Self-contained: no scripts or external resources.
     assert!(!html.contains("<script"));
     assert!(!html.contains("<link"));
-    assert!(!html.contains("http://") || html.matches("http://").count() == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count());
+    assert!(
+        !html.contains("http://")
+            || html.matches("http://").count()
+                == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count()
+    );
     assert!(!html.contains("https://"));
 
     // Figures: inline SVG with polygons (bands), paths (lines), text labels.
@@ -169,7 +239,10 @@ fn full_report_has_all_sections_and_files() {
     assert!(html.contains("95 % band"));
     assert!(html.contains("Population prior"));
     assert!(html.contains("ISF (mg/dL/U)"));
-    assert!(html.contains("log scale"), "k_abs spans decades and should use a log axis");
+    assert!(
+        html.contains("log scale"),
+        "k_abs spans decades and should use a log axis"
+    );
     assert!(!html.contains("Figure skipped"));
 
     // Tables: summary metrics, cones, backtest ratio column.
@@ -177,7 +250,10 @@ fn full_report_has_all_sections_and_files() {
     assert!(html.contains("RMSE ratio"));
     assert!(html.contains(">0.87<"), "30-min RMSE ratio 18.2/21.0");
     assert!(html.contains(">1.03<"), "120-min RMSE ratio 41.5/40.2");
-    assert!(html.contains("Tue 2023-11-14 09:00"), "wall-clock of cone #3 origin");
+    assert!(
+        html.contains("Tue 2023-11-14 09:00"),
+        "wall-clock of cone #3 origin"
+    );
 
     // Standalone SVG files next to the HTML.
     for f in [
@@ -192,10 +268,13 @@ fn full_report_has_all_sections_and_files() {
         "backtest.svg",
     ] {
         let svg = std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
-        assert!(svg.contains("<svg") && svg.contains("xmlns=\"http://www.w3.org/2000/svg\""), "{f}");
+        assert!(
+            svg.contains("<svg") && svg.contains("xmlns=\"http://www.w3.org/2000/svg\""),
+            "{f}"
+        );
         assert!(svg.trim_end().ends_with("</svg>"), "{f} not closed");
     }
-    eprintln!("report written to {}", index.display());
+    cleanup(&dir);
 }
 
 #[test]
@@ -219,7 +298,10 @@ fn nan_and_empty_inputs_do_not_panic() {
     }
     r.cones = vec![bad, ragged, holes, Cone::default()];
     r.narrowing.push(("empty".into(), Cone::default()));
-    r.parameters.push(ParameterPosterior { name: "empty".into(), ..Default::default() });
+    r.parameters.push(ParameterPosterior {
+        name: "empty".into(),
+        ..Default::default()
+    });
     r.parameters.push(ParameterPosterior {
         name: "constant".into(),
         unit: "".into(),
@@ -227,18 +309,35 @@ fn nan_and_empty_inputs_do_not_panic() {
         prior_samples: vec![1.0; 50],
         posterior_samples: vec![f64::NAN, 1.0, 1.0],
     });
-    r.backtest.push(BacktestRow { horizon_min: 60, n: 0, rmse_mg_dl: f64::NAN, ..Default::default() });
+    r.backtest.push(BacktestRow {
+        horizon_min: 60,
+        n: 0,
+        rmse_mg_dl: f64::NAN,
+        ..Default::default()
+    });
     r.carbs.push((f64::NAN, 20.0));
     r.boluses.push((100.0, f64::INFINITY));
-    r.tables.push(("ragged".into(), vec![], vec![vec!["a".into()], vec![], vec!["1".into(), "2".into(), "3".into()]]));
+    r.tables.push((
+        "ragged".into(),
+        vec![],
+        vec![
+            vec!["a".into()],
+            vec![],
+            vec!["1".into(), "2".into(), "3".into()],
+        ],
+    ));
 
     let index = write_twin_report(&r, &dir).expect("report written");
     let html = std::fs::read_to_string(index).unwrap();
     assert!(html.contains("Data warning"));
-    assert!(html.contains("Figure skipped"), "the all-NaN cone panel is skipped with a note");
+    assert!(
+        html.contains("Figure skipped"),
+        "the all-NaN cone panel is skipped with a note"
+    );
     assert!(html.contains("no finite forecast"));
     assert!(html.contains("empty: no finite samples"));
     assert!(html.contains("</html>"));
+    cleanup(&dir);
 }
 
 #[test]
@@ -253,7 +352,10 @@ fn completely_empty_report_still_renders() {
 
     // All-NaN CGM behaves like empty.
     let r = TwinReport {
-        cgm: Series { t_min: vec![f64::NAN; 5], values: vec![f64::NAN; 5] },
+        cgm: Series {
+            t_min: vec![f64::NAN; 5],
+            values: vec![f64::NAN; 5],
+        },
         parameters: vec![ParameterPosterior {
             name: "x".into(),
             prior_samples: vec![f64::NAN],
@@ -263,6 +365,8 @@ fn completely_empty_report_still_renders() {
         ..Default::default()
     };
     write_twin_report(&r, &out_dir("allnan")).expect("report written");
+    cleanup(&dir);
+    cleanup(&out_dir("allnan"));
 }
 
 #[test]
@@ -298,9 +402,39 @@ fn io_error_names_the_file() {
     let err = write_twin_report(&TwinReport::default(), &d2).unwrap_err();
     assert!(matches!(err, ReportError::Write { .. }));
     assert!(err.to_string().contains("index.html"), "{err}");
+    cleanup(&base);
 }
 
 #[test]
 fn escape_is_public() {
     assert_eq!(html_escape("a<b"), "a&lt;b");
+}
+
+#[test]
+fn long_record_uses_days_and_limits_panels() {
+    let dir = out_dir("long");
+    let mut r = synthetic();
+    let t: Vec<f64> = (0..(14 * 288)).map(|k| k as f64 * 5.0).collect();
+    r.cgm = Series {
+        values: t.iter().map(|&t| glucose(t)).collect(),
+        t_min: t,
+    };
+    r.carbs = (0..42)
+        .map(|k| (k as f64 * 480.0 + 420.0, 30.0 + (k % 3) as f64 * 20.0))
+        .collect();
+    r.boluses = r.carbs.iter().map(|&(t, g)| (t - 5.0, g / 10.0)).collect();
+    r.cones = (0..30)
+        .map(|k| cone(600.0 + k as f64 * 600.0, 120, 1.0))
+        .collect();
+    let index = write_twin_report(&r, &dir).expect("report written");
+    let html = std::fs::read_to_string(index).unwrap();
+    assert!(html.contains("Days since 2023-11-13 00:00 Europe/London"));
+    assert!(html.contains("Only the first 24 of 30 forecasts"));
+    assert!(dir.join("cone_24.svg").exists());
+    assert!(!dir.join("cone_25.svg").exists());
+    assert!(
+        !dir.join("cones_overview.svg").exists(),
+        "no overview for records over 7 days"
+    );
+    cleanup(&dir);
 }

@@ -1,1 +1,21 @@
-//! placeholder
+//! # medtwin-twin
+//!
+//! The type 1 diabetes **patient twin**: a UVA/Padova model calibrated to one person's record,
+//! updated as new CGM readings arrive, forecasting with honest uncertainty.
+//!
+//! Pipeline: [`inputs`] (record → minute grid) → [`prior`] (population prior from the 30
+//! virtual patients) → [`calibrate`] (MAP + Laplace on an initial window) → [`engine`]
+//! (particle-filter assimilation through `medtwin-infer`'s model-agnostic interface, forecasts,
+//! save/restore) → [`backtest`] (scored forecasts at rolling origins).
+
+pub mod backtest;
+pub mod calibrate;
+pub mod engine;
+pub mod inputs;
+pub mod model;
+pub mod prior;
+
+pub use backtest::{backtest, BacktestOptions, BacktestResult, HorizonScore};
+pub use engine::{Twin, TwinEngine, TwinError, TwinSettings};
+pub use inputs::InputSchedule;
+pub use model::{NoiseSettings, Plan};

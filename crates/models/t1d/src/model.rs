@@ -135,6 +135,25 @@ impl OdeModel for UvaPadova {
     }
 }
 
+/// The dynamic state of a [`VirtualPatient`] (serialisable).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PatientSnapshot {
+    /// ODE state (units of [`STATE_NAMES`]).
+    pub state: [f64; 13],
+    /// Minutes since start.
+    pub t_min: u64,
+    /// Announced carbohydrate not yet eaten, g.
+    pub planned_meal_g: f64,
+    /// Stomach content at the start of the current eating episode, mg.
+    pub last_qsto_mg: f64,
+    /// Carbohydrate eaten in the current episode, g.
+    pub last_foodtaken_g: f64,
+    /// Carbohydrate eaten in the previous minute, g/min.
+    pub last_cho_g_per_min: f64,
+    /// Whether an eating episode is in progress.
+    pub is_eating: bool,
+}
+
 /// Eating rate of the patient model, g/min (simglucose `T1DPatient.EAT_RATE`).
 pub const EAT_RATE_G_PER_MIN: f64 = 5.0;
 
@@ -239,6 +258,31 @@ impl VirtualPatient {
         self.solver.integrate(&self.model, t0, t0 + 1.0, &mut self.state, &u)?;
         self.t_min += 1;
         Ok(to_eat)
+    }
+
+    /// The patient's dynamic state: ODE state, clock and meal bookkeeping (for saving a twin).
+    pub fn snapshot(&self) -> PatientSnapshot {
+        PatientSnapshot {
+            state: self.state,
+            t_min: self.t_min,
+            planned_meal_g: self.planned_meal_g,
+            last_qsto_mg: self.last_qsto_mg,
+            last_foodtaken_g: self.last_foodtaken_g,
+            last_cho_g_per_min: self.last_cho_g_per_min,
+            is_eating: self.is_eating,
+        }
+    }
+
+    /// Restore a dynamic state saved by [`VirtualPatient::snapshot`].
+    pub fn restore(&mut self, s: &PatientSnapshot) {
+        self.state = s.state;
+        self.t_min = s.t_min;
+        self.planned_meal_g = s.planned_meal_g;
+        self.last_qsto_mg = s.last_qsto_mg;
+        self.last_foodtaken_g = s.last_foodtaken_g;
+        self.last_cho_g_per_min = s.last_cho_g_per_min;
+        self.is_eating = s.is_eating;
+        self.solver.reset();
     }
 
     /// Solver work counters.
