@@ -1,22 +1,482 @@
-//! Patient-twin commands (import, twin fit/forecast/backtest/report, demo).
+//! Patient-twin commands: import, twin fit / forecast / backtest / report, demo.
 
-use crate::error::CliError;
+use crate::error::{io_fail, CliError};
 use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use medtwin_io::{ImportReport, Record};
+use medtwin_twin::backtest::BacktestOptions;
+use medtwin_twin::report::{twin_report, ReportOptions};
+use medtwin_twin::{InputSchedule, Plan, Twin, TwinEngine, TwinSettings};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
-pub enum ImportCmd {}
+pub enum ImportCmd {
+    /// Convert a T1D-UOM study folder (Glucose Data/, Insulin Data/, Nutrition Data/) for one participant.
+    #[command(name = "t1d-uom")]
+    T1dUom {
+        /// The study folder.
+        dir: PathBuf,
+        /// Participant ID (e.g. 2313).
+        #[arg(long)]
+        participant: String,
+        /// Output record CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Convert a Nightscout export (entries.json, treatments.json).
+    Nightscout {
+        /// entries.json (sgv/mbg).
+        entries: PathBuf,
+        /// treatments.json.
+        treatments: PathBuf,
+        /// Output record CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
 
 #[derive(Subcommand)]
-pub enum TwinCmd {}
+pub enum TwinCmd {
+    /// Calibrate a twin on a record and assimilate it up to a time; save it as JSON.
+    Fit {
+        /// Record CSV (medtwin record format).
+        record: PathBuf,
+        /// Until: RFC 3339 time (2023-12-20T08:00:00Z), or an offset from the first CGM (36h, 5d).
+        #[arg(long)]
+        until: Option<String>,
+        /// Output twin JSON.
+        #[arg(long)]
+        out: PathBuf,
+        /// Particles.
+        #[arg(long, default_value_t = 500)]
+        particles: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Forecast from a saved twin, optionally with a planned future (TOML).
+    Forecast {
+        /// Twin JSON.
+        twin: PathBuf,
+        /// Plan TOML: [[meal]] at_min, carbs_g; [[bolus]] at_min, units; [[basal]] at_min, u_per_h (minutes after the twin's time).
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Horizon, minutes (≤ 720).
+        #[arg(long, default_value_t = 240)]
+        horizon: u32,
+        /// Output CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Backtest: rolling-origin forecasts scored against the recorded CGM.
+    Backtest {
+        /// Record CSV.
+        record: PathBuf,
+        /// First origin (RFC 3339 or offset like 2d); default: after the 24 h warm-up.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last origin (RFC 3339 or offset); default: end of record.
+        #[arg(long)]
+        to: Option<String>,
+        /// Minutes between origins.
+        #[arg(long, default_value_t = 60)]
+        origin_every: u32,
+        /// Horizons, minutes.
+        #[arg(long, value_delimiter = ',', default_value = "30,60,120")]
+        horizons: Vec<u32>,
+        /// Output metrics JSON.
+        #[arg(long)]
+        out: PathBuf,
+        /// Particles.
+        #[arg(long, default_value_t = 500)]
+        particles: usize,
+    },
+    /// Self-contained HTML report (backtest, cones, posteriors) for a record.
+    Report {
+        /// Record CSV.
+        record: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Days of the record to backtest after the warm-up (default: all).
+        #[arg(long)]
+        days: Option<f64>,
+    },
+}
+
+fn input_err(e: impl std::fmt::Display) -> CliError {
+    CliError::input(e.to_string())
+}
+
+fn print_import_report(rep: &ImportReport) {
+    for w in &rep.warnings {
+        eprintln!("warning: {w}");
+    }
+    let n = rep.rejected.len();
+    for r in rep.rejected.iter().take(20) {
+        eprintln!("rejected: {r}");
+    }
+    if n > 20 {
+        eprintln!("... and {} more rejected rows", n - 20);
+    }
+    let counts: Vec<String> = rep.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    eprintln!("counts: {}", counts.join(", "));
+}
+
+fn import_notes(rep: &ImportReport) -> Vec<String> {
+    let mut v: Vec<String> = rep.warnings.iter().map(|w| format!("Import warning: {w}")).collect();
+    if !rep.rejected.is_empty() {
+        v.push(format!("Import: {} rows rejected (first: {})", rep.rejected.len(), rep.rejected[0]));
+    }
+    v
+}
 
 pub fn import(c: ImportCmd) -> Result<(), CliError> {
-    match c {}
+    let (rec, rep, out) = match c {
+        ImportCmd::T1dUom { dir, participant, out } => {
+            let (r, rep) = medtwin_io::import_t1d_uom(&dir, &participant).map_err(input_err)?;
+            (r, rep, out)
+        }
+        ImportCmd::Nightscout { entries, treatments, out } => {
+            let (r, rep) = medtwin_io::import_nightscout(&entries, &treatments).map_err(input_err)?;
+            (r, rep, out)
+        }
+    };
+    print_import_report(&rep);
+    medtwin_io::write_record_csv(&rec, &out).map_err(|e| CliError::failure(e.to_string()))?;
+    if !rec.patient.is_empty() {
+        let toml = out.with_file_name("patient.toml");
+        medtwin_io::write_patient_toml(&rec.patient, &toml).map_err(|e| CliError::failure(e.to_string()))?;
+    }
+    eprintln!("wrote {} entries to {}", rec.entries.len(), out.display());
+    Ok(())
 }
+
+fn read_record(path: &Path) -> Result<(Record, ImportReport), CliError> {
+    let (rec, rep) = medtwin_io::read_record_csv(path).map_err(input_err)?;
+    print_import_report(&rep);
+    if rec.count_of(medtwin_io::RecordKind::Cgm) == 0 {
+        return Err(CliError::input(format!("{}: the record has no CGM readings", path.display())));
+    }
+    Ok((rec, rep))
+}
+
+/// Parse a time argument: RFC 3339, or an offset (`90m`, `36h`, `5d`) from the schedule origin.
+/// Returns minutes from the origin.
+fn parse_time(arg: &str, what: &str, sched: &InputSchedule) -> Result<f64, CliError> {
+    let s = arg.trim();
+    let off = |num: &str, mult: f64| num.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).map(|v| v * mult);
+    let rel = if let Some(n) = s.strip_suffix('d') {
+        off(n, 1440.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        off(n, 60.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        off(n, 1.0)
+    } else {
+        None
+    };
+    if let Some(v) = rel {
+        return Ok(v);
+    }
+    let ts: jiff::Timestamp = s.parse().map_err(|e| {
+        CliError::input(format!("--{what} '{arg}': not an RFC 3339 time (e.g. 2023-12-20T08:00:00Z) nor an offset like 36h or 5d: {e}"))
+    })?;
+    let origin = sched.origin().ok_or_else(|| CliError::failure("record origin is not a valid time"))?;
+    Ok((ts.as_second() - origin.as_second()) as f64 / 60.0)
+}
+
+fn bar(len: u64, msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}
+
+fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<(), CliError> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| CliError::failure(e.to_string()))?;
+    std::fs::write(path, s).map_err(|e| io_fail(path, e))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanToml {
+    #[serde(default)]
+    meal: Vec<PlanMeal>,
+    #[serde(default)]
+    bolus: Vec<PlanBolus>,
+    #[serde(default)]
+    basal: Vec<PlanBasal>,
+}
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanMeal {
+    at_min: f64,
+    carbs_g: f64,
+}
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanBolus {
+    at_min: f64,
+    units: f64,
+}
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanBasal {
+    at_min: f64,
+    u_per_h: f64,
+}
+
+/// Read a plan TOML; times are minutes after `t0`. Errors name the file, entry and value.
+fn read_plan(path: &Path, t0: f64, horizon: u32) -> Result<Plan, CliError> {
+    let f = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::input(format!("{f}: cannot read: {e}")))?;
+    let p: PlanToml = toml::from_str(&text).map_err(|e| CliError::input(format!("{f}: {}", e.message())))?;
+    let check = |what: String, at: f64, v: f64| -> Result<(), CliError> {
+        if !at.is_finite() || at < 0.0 || at > horizon as f64 {
+            return Err(CliError::input(format!("{f}: {what}.at_min = {at} is outside the horizon [0, {horizon}] min")));
+        }
+        if !v.is_finite() || v < 0.0 {
+            return Err(CliError::input(format!("{f}: {what} amount {v} must be finite and >= 0")));
+        }
+        Ok(())
+    };
+    let mut plan = Plan::default();
+    for (i, m) in p.meal.iter().enumerate() {
+        check(format!("meal[{i}]"), m.at_min, m.carbs_g)?;
+        plan.meals.push((t0 + m.at_min.round(), m.carbs_g));
+    }
+    for (i, b) in p.bolus.iter().enumerate() {
+        check(format!("bolus[{i}]"), b.at_min, b.units)?;
+        plan.boluses.push((t0 + b.at_min.round(), b.units));
+    }
+    for (i, b) in p.basal.iter().enumerate() {
+        check(format!("basal[{i}]"), b.at_min, b.u_per_h)?;
+        plan.basal_rates.push((t0 + b.at_min.round(), b.u_per_h));
+    }
+    plan.basal_rates.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(plan)
+}
+
 pub fn twin(c: TwinCmd) -> Result<(), CliError> {
-    match c {}
+    match c {
+        TwinCmd::Fit { record, until, out, particles, seed } => {
+            let (rec, _) = read_record(&record)?;
+            let sched = InputSchedule::from_record(&rec).ok_or_else(|| CliError::input("record has no CGM"))?;
+            let until_min = match until {
+                Some(u) => parse_time(&u, "until", &sched)?,
+                None => sched.last_cgm_min(),
+            };
+            if particles == 0 {
+                return Err(CliError::input("--particles must be >= 1"));
+            }
+            let settings = TwinSettings { n_particles: particles, seed, ..TwinSettings::default() };
+            if until_min < settings.calibration_window_min {
+                return Err(CliError::input(format!(
+                    "--until is {until_min:.0} min after the first CGM; the twin needs at least the {} min calibration window",
+                    settings.calibration_window_min
+                )));
+            }
+            let mut engine = TwinEngine::start(&sched, settings).map_err(|e| CliError::failure(e.to_string()))?;
+            let cal = &engine.calibration;
+            eprintln!(
+                "calibration: MAP RMSE {:.1} mg/dL (prior {:.1}), converged {}, insulin scale {:.2}",
+                cal.rmse_mg_dl, cal.prior_rmse_mg_dl, cal.converged, cal.insulin_scale
+            );
+            for d in &cal.diagnostics {
+                eprintln!("calibration diagnostic: {d}");
+            }
+            let pb = bar(((until_min - engine.filter.t_min) / 60.0).max(1.0) as u64, "assimilate");
+            let mut t = engine.filter.t_min;
+            while t < until_min {
+                t = (t + 60.0).min(until_min);
+                engine.assimilate_until(&sched, t).map_err(|e| CliError::failure(e.to_string()))?;
+                pb.inc(1);
+            }
+            pb.finish_and_clear();
+            let twin = engine.to_twin(&sched, rec.patient.id.clone());
+            write_json(&out, &twin)?;
+            eprintln!("twin at t = {:.0} min ({} particles) written to {}", twin.t_min, twin.particles.len(), out.display());
+            Ok(())
+        }
+        TwinCmd::Forecast { twin, plan, horizon, out } => {
+            if horizon == 0 || horizon > 720 {
+                return Err(CliError::input(format!("--horizon {horizon} must be in 1..=720 minutes")));
+            }
+            let text = std::fs::read_to_string(&twin).map_err(|e| CliError::input(format!("{}: {e}", twin.display())))?;
+            let doc: Twin = serde_json::from_str(&text).map_err(|e| CliError::input(format!("{}: not a twin document: {e}", twin.display())))?;
+            let engine = TwinEngine::from_twin(&doc).map_err(input_err)?;
+            let plan = match plan {
+                Some(p) => Some(read_plan(&p, doc.t_min, horizon)?),
+                None => None,
+            };
+            let f = engine.forecast(&doc.schedule, horizon, plan.as_ref(), doc.settings.seed).map_err(|e| CliError::failure(e.to_string()))?;
+            let origin = doc.schedule.origin();
+            let mut lines = vec!["time,t_min,median_mg_dl,lo50_mg_dl,hi50_mg_dl,lo80_mg_dl,hi80_mg_dl,lo95_mg_dl,hi95_mg_dl".to_string()];
+            for (t, b) in f.t_min.iter().zip(&f.bands) {
+                let time = origin
+                    .and_then(|o| jiff::Timestamp::from_second(o.as_second() + (*t as i64) * 60).ok())
+                    .map(|ts| ts.to_string())
+                    .unwrap_or_default();
+                lines.push(format!(
+                    "{time},{:.0},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2}",
+                    t - doc.t_min,
+                    b.median,
+                    b.lo50,
+                    b.hi50,
+                    b.lo80,
+                    b.hi80,
+                    b.lo95,
+                    b.hi95
+                ));
+            }
+            std::fs::write(&out, lines.join("\n") + "\n").map_err(|e| io_fail(&out, e))?;
+            println!("P(glucose < 70 mg/dL within {horizon} min) = {:.3}", f.p_below);
+            println!("P(glucose > 250 mg/dL within {horizon} min) = {:.3}", f.p_above);
+            Ok(())
+        }
+        TwinCmd::Backtest { record, from, to, origin_every, horizons, out, particles } => {
+            let (rec, _) = read_record(&record)?;
+            let sched = InputSchedule::from_record(&rec).ok_or_else(|| CliError::input("record has no CGM"))?;
+            if horizons.is_empty() || horizons.iter().any(|&h| h == 0 || h > 720) {
+                return Err(CliError::input("--horizons must be 1..=720 minutes each"));
+            }
+            if origin_every == 0 {
+                return Err(CliError::input("--origin-every must be >= 1"));
+            }
+            let from_min = match from {
+                Some(f) => parse_time(&f, "from", &sched)?,
+                None => 0.0,
+            };
+            let to_min = match to {
+                Some(t) => parse_time(&t, "to", &sched)?,
+                None => f64::INFINITY,
+            };
+            let opts = BacktestOptions {
+                from_min,
+                to_min,
+                origin_every_min: origin_every as f64,
+                horizons_min: horizons,
+                settings: TwinSettings { n_particles: particles.max(1), ..TwinSettings::default() },
+                n_cones: 0,
+                cone_horizon_min: 0,
+            };
+            let mut pb: Option<ProgressBar> = None;
+            let (r, _) = medtwin_twin::backtest(&sched, &opts, &mut |d, n| {
+                let p = pb.get_or_insert_with(|| bar(n as u64, "backtest"));
+                p.set_position(d as u64);
+            })
+            .map_err(|e| CliError::failure(e.to_string()))?;
+            if let Some(p) = pb {
+                p.finish_and_clear();
+            }
+            write_json(&out, &r)?;
+            for (h, s) in &r.horizons {
+                println!(
+                    "h={h:>3} min: RMSE {:.1} (persistence {:.1}, ratio {:.3}), MAE {:.1}, coverage80 {:.3}, coverage95 {:.3}, width80 {:.1}, n {}",
+                    s.rmse_mg_dl,
+                    s.persistence_rmse_mg_dl,
+                    s.rmse_mg_dl / s.persistence_rmse_mg_dl,
+                    s.mae_mg_dl,
+                    s.coverage_80,
+                    s.coverage_95,
+                    s.mean_width_80_mg_dl,
+                    s.n
+                );
+            }
+            eprintln!("{} origins in {:.1} s; mean assimilation update {:.2} ms", r.n_origins, r.wall_s, r.mean_update_ms);
+            Ok(())
+        }
+        TwinCmd::Report { record, out, days } => {
+            let (rec, rep) = read_record(&record)?;
+            let id = rec.patient.id.clone().unwrap_or_else(|| record.display().to_string());
+            report(&rec, &rep, &out, days, &id, "")
+        }
+    }
 }
-pub fn demo(_out: &Path, _days: u64) -> Result<(), CliError> {
-    let _ = PathBuf::new();
-    Err(CliError::failure("demo not yet implemented"))
+
+fn report(rec: &Record, rep: &ImportReport, out: &Path, days: Option<f64>, id: &str, citation: &str) -> Result<(), CliError> {
+    let settings = TwinSettings::default();
+    let origin_label = InputSchedule::from_record(rec)
+        .and_then(|s| s.origin())
+        .map(|o| o.to_zoned(jiff::tz::TimeZone::UTC).strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default();
+    let opts = ReportOptions {
+        backtest: BacktestOptions {
+            from_min: 0.0,
+            to_min: days.map(|d| settings.calibration_window_min + d * 1440.0).unwrap_or(f64::INFINITY),
+            origin_every_min: 60.0,
+            horizons_min: vec![30, 60, 120],
+            settings,
+            n_cones: 8,
+            cone_horizon_min: 240,
+        },
+        narrowing_days: vec![1.0, 3.0, 7.0],
+        patient_id: id.to_string(),
+        citation: citation.to_string(),
+        import_notes: import_notes(rep),
+        origin_label,
+    };
+    std::fs::create_dir_all(out).map_err(|e| io_fail(out, e))?;
+    let mut current: Option<(String, ProgressBar)> = None;
+    let result = twin_report(rec, &opts, &mut |stage, d, n| {
+        if current.as_ref().map(|c| c.0.as_str()) != Some(stage) {
+            if let Some((_, p)) = current.take() {
+                p.finish_and_clear();
+            }
+            current = Some((stage.to_string(), bar(n as u64, stage)));
+        }
+        if let Some((_, p)) = &current {
+            p.set_position(d as u64);
+        }
+    })
+    .map_err(|e| CliError::failure(e.to_string()))?;
+    if let Some((_, p)) = current {
+        p.finish_and_clear();
+    }
+    let index = medtwin_report::write_twin_report(&result.report, out).map_err(|e| CliError::failure(e.to_string()))?;
+    write_json(&out.join("metrics.json"), &result.backtest)?;
+    write_json(&out.join("twin.json"), &result.twin)?;
+    for (h, s) in &result.backtest.horizons {
+        println!(
+            "h={h:>3} min: RMSE {:.1} mg/dL (persistence {:.1}), coverage80 {:.2}, coverage95 {:.2}, n {}",
+            s.rmse_mg_dl, s.persistence_rmse_mg_dl, s.coverage_80, s.coverage_95, s.n
+        );
+    }
+    println!("report: {}", index.display());
+    Ok(())
+}
+
+/// Locate the bundled demo data: `tests/data/t1d-uom` under the working directory, else under
+/// the source tree the binary was built from.
+fn demo_data_dir() -> Option<PathBuf> {
+    let here = PathBuf::from("tests/data/t1d-uom");
+    if here.is_dir() {
+        return Some(here);
+    }
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/t1d-uom");
+    built.is_dir().then_some(built)
+}
+
+/// The bundled demo participant.
+pub const DEMO_PARTICIPANT: &str = "2313";
+
+pub fn demo(out: &Path, days: u64) -> Result<(), CliError> {
+    let dir = demo_data_dir().ok_or_else(|| CliError::input("bundled demo data tests/data/t1d-uom not found: run from the repository root"))?;
+    eprintln!("medtwin demo: T1D-UOM participant {DEMO_PARTICIPANT} (bundled, CC BY 4.0)");
+    let (rec, rep) = medtwin_io::import_t1d_uom(&dir, DEMO_PARTICIPANT).map_err(input_err)?;
+    print_import_report(&rep);
+    std::fs::create_dir_all(out).map_err(|e| io_fail(out, e))?;
+    medtwin_io::write_record_csv(&rec, &out.join("record.csv")).map_err(|e| CliError::failure(e.to_string()))?;
+    report(
+        &rec,
+        &rep,
+        out,
+        Some(days as f64),
+        &format!("T1D-UOM {DEMO_PARTICIPANT}"),
+        medtwin_io::T1D_UOM_CITATION,
+    )
 }

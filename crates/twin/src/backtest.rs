@@ -42,6 +42,8 @@ pub struct HorizonScore {
     pub coverage_95: f64,
     /// Mean width of the 80 % band, mg/dL.
     pub mean_width_80_mg_dl: f64,
+    /// Mean signed error of the median (forecast − recorded), mg/dL.
+    pub bias_mg_dl: f64,
     /// Number of scored forecasts.
     pub n: usize,
 }
@@ -106,6 +108,7 @@ pub fn score(points: &[ScoredPoint], horizons: &[u32]) -> BTreeMap<String, Horiz
             coverage_80: p.iter().filter(|p| p.observed_mg_dl >= p.lo80 && p.observed_mg_dl <= p.hi80).count() as f64 / nf,
             coverage_95: p.iter().filter(|p| p.observed_mg_dl >= p.lo95 && p.observed_mg_dl <= p.hi95).count() as f64 / nf,
             mean_width_80_mg_dl: p.iter().map(|p| p.hi80 - p.lo80).sum::<f64>() / nf,
+            bias_mg_dl: p.iter().map(|p| p.median_mg_dl - p.observed_mg_dl).sum::<f64>() / nf,
             n,
         };
         out.insert(h.to_string(), s);
@@ -119,14 +122,15 @@ fn nearest_cgm(schedule: &InputSchedule, t: f64, tol: f64) -> Option<f64> {
 }
 
 /// Run a backtest over `schedule`. `progress(done, total)` is called after each origin.
+/// Returns the scores and the twin as it stands after the last origin.
 pub fn backtest(
     schedule: &InputSchedule,
     opts: &BacktestOptions,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<BacktestResult, TwinError> {
+) -> Result<(BacktestResult, TwinEngine), TwinError> {
     let t_start = std::time::Instant::now();
     let mut engine = TwinEngine::start(schedule, opts.settings.clone())?;
-    let warm = opts.settings.calibration_window_min;
+    let warm = opts.settings.calibration_start_min + opts.settings.calibration_window_min;
     let first = opts.from_min.max(warm);
     let last = opts.to_min.min(schedule.last_cgm_min());
     if last < first {
@@ -197,14 +201,16 @@ pub fn backtest(
         }
         progress(k + 1, marks.len());
     }
-    Ok(BacktestResult {
+    let skipped_observations = engine.skipped_observations;
+    let result = BacktestResult {
         horizons: score(&points, &opts.horizons_min),
         points,
         cones,
         n_origins,
         skipped_origins: skipped,
-        skipped_observations: engine.skipped_observations,
+        skipped_observations,
         wall_s: t_start.elapsed().as_secs_f64(),
         mean_update_ms: if n_updates > 0 { 1e3 * update_time / n_updates as f64 } else { f64::NAN },
-    })
+    };
+    Ok((result, engine))
 }

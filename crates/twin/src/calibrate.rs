@@ -12,7 +12,7 @@
 use crate::inputs::InputSchedule;
 use crate::model::solver_options;
 use crate::prior::{apply_theta, Prior, N_THETA};
-use medtwin_infer::optim::{laplace, nelder_mead};
+use medtwin_infer::optim::{invert_spd, laplace, nelder_mead};
 use medtwin_t1d::model::PatientSnapshot;
 use medtwin_t1d::{PatientParams, VirtualPatient};
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,24 @@ pub struct Calibration {
     pub diagnostics: Vec<String>,
     /// Model state at the end of the window along the MAP trajectory.
     pub end_state: PatientSnapshot,
+    /// Insulin dose scale applied to the person's doses (see [`insulin_scale`]).
+    pub insulin_scale: f64,
+    /// The person's mean daily insulin over the window, U/day.
+    pub window_tdi_u_per_day: f64,
+}
+
+/// Dose scale mapping the person onto the base virtual patient when body weight and insulin
+/// sensitivity are unknown: `TDI_base / TDI_person`, clamped to [0.2, 5]. Rationale: insulin
+/// sensitivity is inversely proportional to total daily insulin (the "1800 rule", Davidson et
+/// al., Endocr Pract 9:308, 2003, and Walsh's correction-factor rules), so scaling doses by the
+/// TDI ratio gives the base patient the same relative insulin exposure; the calibrated Vmx then
+/// corrects what remains. Returns 1 when the person's TDI is unknown (no insulin recorded).
+pub fn insulin_scale(base: &PatientParams, person_tdi_u_per_day: f64) -> f64 {
+    if person_tdi_u_per_day > 1.0 {
+        (base.tdi_u_per_day / person_tdi_u_per_day).clamp(0.2, 5.0)
+    } else {
+        1.0
+    }
 }
 
 /// Why a calibration could not be done.
@@ -77,14 +95,16 @@ pub fn simulate_window(
     base: &PatientParams,
     schedule: &InputSchedule,
     theta: &[f64; N_THETA],
-    t_end: f64,
+    (t_start, t_end): (f64, f64),
+    insulin_scale: f64,
 ) -> Result<(Vec<(f64, f64)>, VirtualPatient), String> {
-    let first = schedule.cgm.first().map(|c| c.1).ok_or("no CGM")?;
+    let i0 = schedule.cgm.partition_point(|c| c.0 < t_start);
+    let first = schedule.cgm.get(i0).map(|c| c.1).ok_or("no CGM in the window")?;
     let mut vp = initial_patient(base, theta, first);
     let mut out = Vec::new();
-    let mut obs = schedule.cgm.iter().peekable();
+    let mut obs = schedule.cgm[i0..].iter().peekable();
     let n = t_end.round() as i64;
-    for t in 0..=n {
+    for t in t_start.round() as i64..=n {
         let tf = t as f64;
         while let Some(&&(to, y)) = obs.peek() {
             if to > tf {
@@ -99,7 +119,7 @@ pub fn simulate_window(
             break;
         }
         let carbs = schedule.carbs_g(tf, f64::INFINITY) * theta[3].exp();
-        let ins = schedule.insulin_u_per_min(tf, f64::INFINITY);
+        let ins = schedule.insulin_u_per_min(tf, f64::INFINITY) * insulin_scale;
         vp.step(carbs, ins).map_err(|e| e.to_string())?;
     }
     Ok((out, vp))
@@ -109,7 +129,7 @@ fn rmse(pairs: &[(f64, f64)]) -> f64 {
     (pairs.iter().map(|(y, g)| (y - g).powi(2)).sum::<f64>() / pairs.len().max(1) as f64).sqrt()
 }
 
-/// MAP calibration of θ on `[0, window_end_min]`.
+/// MAP calibration of θ on `[window_start_min, window_end_min]`.
 /// Errors: too few CGM readings; the model fails at the prior mean. A fit that does not
 /// converge or whose Hessian is not positive definite returns `Ok` with `diagnostics` saying so
 /// (and the prior covariance in place of the Laplace one).
@@ -117,17 +137,20 @@ pub fn calibrate(
     base: &PatientParams,
     prior: &Prior,
     schedule: &InputSchedule,
-    window_end_min: f64,
+    (window_start_min, window_end_min): (f64, f64),
 ) -> Result<Calibration, CalibrationError> {
-    let n_obs = schedule.cgm.iter().filter(|c| c.0 <= window_end_min).count();
+    let win = (window_start_min, window_end_min);
+    let n_obs = schedule.cgm.iter().filter(|c| c.0 >= window_start_min && c.0 <= window_end_min).count();
     if n_obs < MIN_CGM_IN_WINDOW {
-        return Err(CalibrationError::TooFewObservations(0.0, window_end_min, n_obs));
+        return Err(CalibrationError::TooFewObservations(window_start_min, window_end_min, n_obs));
     }
+    let tdi = schedule.mean_daily_insulin_u(window_start_min, window_end_min);
+    let scale = insulin_scale(base, tdi);
     let (prior_pairs, _) =
-        simulate_window(base, schedule, &prior.mean, window_end_min).map_err(CalibrationError::Simulation)?;
+        simulate_window(base, schedule, &prior.mean, win, scale).map_err(CalibrationError::Simulation)?;
     let nlp = |th: &[f64], sd: f64| -> f64 {
         let t: [f64; N_THETA] = std::array::from_fn(|i| th[i]);
-        match simulate_window(base, schedule, &t, window_end_min) {
+        match simulate_window(base, schedule, &t, win, scale) {
             Ok((pairs, _)) => {
                 pairs.iter().map(|(y, g)| 0.5 * ((y - g) / sd).powi(2)).sum::<f64>() + prior.neg_log_density(th)
             }
@@ -141,7 +164,8 @@ pub fn calibrate(
         diagnostics.push(format!("Nelder–Mead did not converge in {} evaluations (objective {:.2})", m.evals, m.f));
     }
     let theta_map: [f64; N_THETA] = std::array::from_fn(|i| m.x[i]);
-    let (pairs, vp) = simulate_window(base, schedule, &theta_map, window_end_min).map_err(CalibrationError::Simulation)?;
+    let (pairs, vp) =
+        simulate_window(base, schedule, &theta_map, win, scale).map_err(CalibrationError::Simulation)?;
     let res: Vec<f64> = pairs.iter().map(|(y, g)| y - g).collect();
     let sigma = (res.iter().map(|r| r * r).sum::<f64>() / res.len() as f64).sqrt().max(1.0);
     let mean_r = res.iter().sum::<f64>() / res.len() as f64;
@@ -153,15 +177,32 @@ pub fn calibrate(
     };
     let inflation = (1.0 + rho) / (1.0 - rho);
     let h: Vec<f64> = prior.sd.iter().map(|s| 0.05 * s).collect();
-    let cov = match laplace(&mut |th| nlp(th, sigma), &m.x, &h) {
-        Some(c) => c.iter().map(|v| v * inflation).collect(),
+    // Laplace on the likelihood part only: Σ = (H_lik / inflation + H_prior)⁻¹, so the
+    // autocorrelation correction never makes the posterior wider than the prior.
+    let prior_cov = || {
+        let mut c = vec![0.0; N_THETA * N_THETA];
+        for i in 0..N_THETA {
+            c[i * N_THETA + i] = prior.sd[i].powi(2);
+        }
+        c
+    };
+    let cov = match laplace(&mut |th| nlp(th, sigma), &m.x, &h).and_then(|c| invert_spd(&c, N_THETA)) {
+        Some(mut hess) => {
+            for i in 0..N_THETA {
+                for j in 0..N_THETA {
+                    let hp = if i == j { 1.0 / prior.sd[i].powi(2) } else { 0.0 };
+                    let hl = hess[i * N_THETA + j] - hp;
+                    hess[i * N_THETA + j] = hl / inflation + hp;
+                }
+            }
+            invert_spd(&hess, N_THETA).unwrap_or_else(|| {
+                diagnostics.push("deflated Hessian not positive definite: using the prior covariance".into());
+                prior_cov()
+            })
+        }
         None => {
             diagnostics.push("Hessian at the MAP is not positive definite: using the prior covariance".into());
-            let mut c = vec![0.0; N_THETA * N_THETA];
-            for i in 0..N_THETA {
-                c[i * N_THETA + i] = prior.sd[i].powi(2);
-            }
-            c
+            prior_cov()
         }
     };
     let map_rmse = rmse(&pairs);
@@ -176,7 +217,7 @@ pub fn calibrate(
         }
     }
     Ok(Calibration {
-        window_min: (0.0, window_end_min),
+        window_min: win,
         n_obs: pairs.len(),
         theta_map,
         cov,
@@ -187,5 +228,7 @@ pub fn calibrate(
         residual_rho: rho,
         diagnostics,
         end_state: vp.snapshot(),
+        insulin_scale: scale,
+        window_tdi_u_per_day: tdi,
     })
 }

@@ -31,6 +31,9 @@ pub struct TwinSettings {
     pub n_particles: usize,
     /// Seed of every random stream.
     pub seed: u64,
+    /// Start of the calibration window, minutes from the schedule origin.
+    #[serde(default)]
+    pub calibration_start_min: f64,
     /// Length of the initial calibration window, minutes.
     pub calibration_window_min: f64,
     /// Resample when ESS < this fraction of N.
@@ -46,6 +49,7 @@ impl Default for TwinSettings {
         TwinSettings {
             n_particles: 500,
             seed: 1,
+            calibration_start_min: 0.0,
             calibration_window_min: 1440.0,
             resample_frac: 0.5,
             noise: NoiseSettings::default(),
@@ -135,8 +139,8 @@ impl TwinEngine {
             return Err(TwinError::Record("no CGM readings".into()));
         }
         let base = prior.base().map_err(|e| TwinError::Params(e.to_string()))?;
-        let window = settings.calibration_window_min;
-        let calibration = calibrate(&base, &prior, schedule, window)?;
+        let window = settings.calibration_start_min + settings.calibration_window_min;
+        let calibration = calibrate(&base, &prior, schedule, (settings.calibration_start_min, window))?;
         let cov: Vec<f64> = calibration.cov.iter().map(|v| v * settings.init_cov_inflation).collect();
         let chol = cholesky(&cov, N_THETA).unwrap_or_else(|| {
             let mut c = vec![0.0; N_THETA * N_THETA];
@@ -151,6 +155,8 @@ impl TwinEngine {
             known_until: f64::INFINITY,
             plan: None,
             noise: settings.noise,
+            insulin_scale: calibration.insulin_scale,
+            theta_bounds: prior.bounds(),
             init_theta_mean: calibration.theta_map,
             init_theta_chol: chol,
             init_state: Some(calibration.end_state.clone()),
@@ -161,7 +167,7 @@ impl TwinEngine {
     }
 
     fn model<'a>(&'a self, schedule: &'a InputSchedule, known_until: f64, plan: Option<&'a Plan>) -> T1dTwinModel<'a> {
-        make_model(&self.base, self.settings.noise, schedule, known_until, plan)
+        make_model(&self.base, self.prior.bounds(), self.settings.noise, self.calibration.insulin_scale, schedule, known_until, plan)
     }
 
 
@@ -172,7 +178,7 @@ impl TwinEngine {
         let end = schedule.cgm.partition_point(|c| c.0 <= until_min);
         let frac = self.settings.resample_frac;
         for &(t, y) in &schedule.cgm[start..end] {
-            let model = make_model(&self.base, self.settings.noise, schedule, f64::INFINITY, None);
+            let model = make_model(&self.base, self.prior.bounds(), self.settings.noise, self.calibration.insulin_scale, schedule, f64::INFINITY, None);
             match self.filter.assimilate(&model, t, y, frac) {
                 Ok(()) => {}
                 // Zero likelihood under every particle (after propagation succeeded): the
@@ -181,7 +187,7 @@ impl TwinEngine {
                 Err(e) => return Err(e.into()),
             }
         }
-        let model = make_model(&self.base, self.settings.noise, schedule, f64::INFINITY, None);
+        let model = make_model(&self.base, self.prior.bounds(), self.settings.noise, self.calibration.insulin_scale, schedule, f64::INFINITY, None);
         self.filter.advance(&model, until_min.max(self.filter.t_min))?;
         Ok(())
     }
@@ -237,7 +243,16 @@ impl TwinEngine {
             return Err(TwinError::Document("weights must be finite, non-negative and not all zero".into()));
         }
         let base = t.prior.base().map_err(|e| TwinError::Document(e.to_string()))?;
-        let particles: Vec<TwinParticle> = t.particles.iter().map(|s| TwinParticle::new(&base, s.theta, Some(&s.patient))).collect();
+        let particles: Vec<TwinParticle> = t
+            .particles
+            .iter()
+            .map(|s| {
+                let mut p = TwinParticle::new(&base, s.theta, Some(&s.patient));
+                p.disturbance = s.disturbance;
+                p.sensor_bias = s.sensor_bias;
+                p
+            })
+            .collect();
         let mut filter = ParticleFilter::from_particles(particles, t.t_min, t.settings.seed);
         let s: f64 = t.weights.iter().sum();
         filter.weights = t.weights.iter().map(|w| w / s).collect();
@@ -258,7 +273,9 @@ impl TwinEngine {
 /// The twin's model for assimilation (`known_until = ∞`) or forecasting.
 fn make_model<'a>(
     base: &'a PatientParams,
+    theta_bounds: [(f64, f64); N_THETA],
     noise: NoiseSettings,
+    insulin_scale: f64,
     schedule: &'a InputSchedule,
     known_until: f64,
     plan: Option<&'a Plan>,
@@ -269,6 +286,8 @@ fn make_model<'a>(
         known_until,
         plan,
         noise,
+        theta_bounds,
+        insulin_scale,
         init_theta_mean: [0.0; N_THETA],
         init_theta_chol: vec![0.0; N_THETA * N_THETA],
         init_state: None,

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod inputs;
 pub mod model;
 pub mod prior;
+pub mod report;
 
 pub use backtest::{backtest, BacktestOptions, BacktestResult, HorizonScore};
 pub use engine::{Twin, TwinEngine, TwinError, TwinSettings};

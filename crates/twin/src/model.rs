@@ -5,13 +5,21 @@
 //! * **unrecorded meals**: with probability `unannounced_meal_rate_per_h / 60` per minute a
 //!   meal of Exp(mean `unannounced_meal_mean_g`) grams is announced to the particle's meal
 //!   model (people eat without logging; the filter decides from the CGM which particles ate);
-//! * **glucose disturbance**: `Gp += N(0, (σ_G·Vg)²)` with σ_G in mg/dL per √min (exercise,
-//!   stress, model error);
+//! * **glucose disturbance**: an Ornstein–Uhlenbeck rate `D` (mg/kg/min) added to plasma
+//!   glucose after each minute (`Gp += D·1 min`), with correlation time τ and stationary SD σ_D
+//!   — the unmeasured-disturbance state of model-predictive artificial-pancreas controllers
+//!   (e.g. Hovorka et al., Physiol Meas 25:905, 2004): unlogged snacks, exercise, stress and
+//!   model error appear as a persistent, decaying trend that forecasts carry forward;
+//! * **glucose noise**: `Gp += N(0, (σ_G·Vg)²)` per minute, σ_G in mg/dL per √min;
 //! * **slowly varying parameters**: θ0 (insulin sensitivity) and θ1 (glucose production) follow
 //!   random walks with SD `theta_rw_sd_per_sqrt_h` per √h (diurnal and day-to-day variation).
 //!
-//! Measurement: `CGM ~ N(Gs/Vg, σ²)`, `σ² = σ_abs² + (σ_rel·Gs/Vg)²` — CGM error grows with the
-//! level (MARD-type error; Facchinetti, J Diabetes Sci Technol 10:1132, 2016).
+//! Measurement: `CGM ~ N(Gs/Vg + B, σ²)`, `σ² = σ_abs² + (σ_rel·Gs/Vg)²` — white error that
+//! grows with the level (MARD-type error) on top of a **sensor bias** `B` (mg/dL), an
+//! Ornstein–Uhlenbeck process (stationary SD σ_B, correlation time τ_B): CGM error is strongly
+//! autocorrelated (Facchinetti et al., IEEE TBME 61:620, 2014; Breton & Kovatchev 2008 model it
+//! as an AR process, as simglucose's sensor does), and a bias state lets the filter separate
+//! sensor drift from physiology.
 
 use crate::inputs::InputSchedule;
 use crate::prior::{apply_theta, N_THETA};
@@ -31,8 +39,16 @@ pub struct NoiseSettings {
     pub sensor_sd_abs_mg_dl: f64,
     /// CGM error SD proportional to the level, fraction.
     pub sensor_sd_rel: f64,
-    /// Plasma glucose disturbance, mg/dL per √min.
+    /// Plasma glucose white noise, mg/dL per √min.
     pub glucose_sd_mg_dl_per_sqrt_min: f64,
+    /// Stationary SD of the disturbance rate D, mg/kg/min.
+    pub disturbance_sd_mg_kg_min: f64,
+    /// Correlation time of D, minutes.
+    pub disturbance_tau_min: f64,
+    /// Stationary SD of the sensor bias B, mg/dL.
+    pub sensor_bias_sd_mg_dl: f64,
+    /// Correlation time of B, minutes.
+    pub sensor_bias_tau_min: f64,
     /// Rate of unrecorded meals, per hour.
     pub unannounced_meal_rate_per_h: f64,
     /// Mean size of an unrecorded meal, g.
@@ -46,9 +62,13 @@ pub struct NoiseSettings {
 impl Default for NoiseSettings {
     fn default() -> Self {
         NoiseSettings {
-            sensor_sd_abs_mg_dl: 8.0,
-            sensor_sd_rel: 0.08,
-            glucose_sd_mg_dl_per_sqrt_min: 0.6,
+            sensor_sd_abs_mg_dl: 4.0,
+            sensor_sd_rel: 0.04,
+            glucose_sd_mg_dl_per_sqrt_min: 0.3,
+            disturbance_sd_mg_kg_min: 3.0,
+            disturbance_tau_min: 30.0,
+            sensor_bias_sd_mg_dl: 5.0,
+            sensor_bias_tau_min: 60.0,
             unannounced_meal_rate_per_h: 0.05,
             unannounced_meal_mean_g: 20.0,
             theta_rw_sd_per_sqrt_h: [0.03, 0.03],
@@ -64,6 +84,10 @@ pub struct TwinParticle {
     pub patient: VirtualPatient,
     /// Calibrated parameters (log scale).
     pub theta: [f64; N_THETA],
+    /// Disturbance rate D, mg/kg/min.
+    pub disturbance: f64,
+    /// Sensor bias B, mg/dL.
+    pub sensor_bias: f64,
 }
 
 /// A particle in serialisable form.
@@ -73,6 +97,12 @@ pub struct ParticleSnapshot {
     pub patient: PatientSnapshot,
     /// θ (log scale).
     pub theta: [f64; N_THETA],
+    /// Disturbance rate D, mg/kg/min.
+    #[serde(default)]
+    pub disturbance: f64,
+    /// Sensor bias B, mg/dL.
+    #[serde(default)]
+    pub sensor_bias: f64,
 }
 
 impl TwinParticle {
@@ -82,17 +112,29 @@ impl TwinParticle {
         if let Some(s) = snapshot {
             patient.restore(s);
         }
-        TwinParticle { patient, theta }
+        TwinParticle { patient, theta, disturbance: 0.0, sensor_bias: 0.0 }
     }
     /// Serialisable form.
     pub fn snapshot(&self) -> ParticleSnapshot {
-        ParticleSnapshot { patient: self.patient.snapshot(), theta: self.theta }
+        ParticleSnapshot {
+            patient: self.patient.snapshot(),
+            theta: self.theta,
+            disturbance: self.disturbance,
+            sensor_bias: self.sensor_bias,
+        }
     }
     /// Subcutaneous glucose, mg/dL.
     pub fn glucose_mg_dl(&self) -> f64 {
         self.patient.sc_glucose_mg_dl()
     }
-    fn set_theta(&mut self, theta: [f64; N_THETA]) {
+    /// Expected CGM reading: subcutaneous glucose plus sensor bias, mg/dL.
+    pub fn expected_cgm_mg_dl(&self) -> f64 {
+        self.patient.sc_glucose_mg_dl() + self.sensor_bias
+    }
+    fn set_theta(&mut self, mut theta: [f64; N_THETA], bounds: &[(f64, f64); N_THETA]) {
+        for (v, (lo, hi)) in theta.iter_mut().zip(bounds) {
+            *v = v.clamp(*lo, *hi);
+        }
         self.theta = theta;
         let p = self.patient.params_mut();
         p.vmx = theta[0].exp();
@@ -132,6 +174,10 @@ pub struct T1dTwinModel<'a> {
     pub plan: Option<&'a Plan>,
     /// Noise settings.
     pub noise: NoiseSettings,
+    /// Box constraints on θ (from [`crate::prior::Prior::bounds`]).
+    pub theta_bounds: [(f64, f64); N_THETA],
+    /// Scale applied to every insulin dose ([`crate::calibrate::insulin_scale`]).
+    pub insulin_scale: f64,
     /// Initial distribution for `rinit`: θ mean, θ Cholesky factor (row-major lower), state.
     pub init_theta_mean: [f64; N_THETA],
     /// Lower Cholesky factor of the initial θ covariance, row-major `N_THETA × N_THETA`.
@@ -154,7 +200,7 @@ impl T1dTwinModel<'_> {
                 insulin += r.1 / 60.0 - self.schedule.pump_basal_u_per_min(t, self.known_until);
             }
         }
-        (carbs, insulin.max(0.0))
+        (carbs, insulin.max(0.0) * self.insulin_scale)
     }
 
     /// Measurement SD at glucose `g`, mg/dL.
@@ -174,7 +220,11 @@ impl StateSpaceModel for T1dTwinModel<'_> {
                 theta[i] += self.init_theta_chol[i * N_THETA + j] * z[j];
             }
         }
+        for (v, (lo, hi)) in theta.iter_mut().zip(&self.theta_bounds) {
+            *v = v.clamp(*lo, *hi);
+        }
         let mut p = TwinParticle::new(self.base, theta, self.init_state.as_ref());
+        p.sensor_bias = self.noise.sensor_bias_sd_mg_dl * rng.sample::<f64, _>(StandardNormal);
         let e: f64 = rng.sample::<f64, _>(StandardNormal) * self.init_glucose_rel_sd;
         let s = p.patient.state_mut();
         for k in [3, 4, 12] {
@@ -190,6 +240,11 @@ impl StateSpaceModel for T1dTwinModel<'_> {
         let vg = x.patient.params().vg;
         let sg = self.noise.glucose_sd_mg_dl_per_sqrt_min * vg;
         let rw = self.noise.theta_rw_sd_per_sqrt_h.map(|s| s / 60f64.sqrt());
+        let tau = self.noise.disturbance_tau_min.max(1.0);
+        let phi = (-1.0 / tau).exp();
+        let sd_innov = self.noise.disturbance_sd_mg_kg_min * (1.0 - phi * phi).sqrt();
+        let phi_b = (-1.0 / self.noise.sensor_bias_tau_min.max(1.0)).exp();
+        let sd_b = self.noise.sensor_bias_sd_mg_dl * (1.0 - phi_b * phi_b).sqrt();
         for k in 0..n {
             let t = t0_min + k as f64;
             let (mut carbs, insulin) = self.inputs(t);
@@ -199,12 +254,14 @@ impl StateSpaceModel for T1dTwinModel<'_> {
             }
             x.patient.step(carbs, insulin).map_err(|e| ProcessError(e.to_string()))?;
             let s = x.patient.state_mut();
-            s[3] = (s[3] + sg * rng.sample::<f64, _>(StandardNormal)).max(1.0);
+            s[3] = (s[3] + x.disturbance + sg * rng.sample::<f64, _>(StandardNormal)).max(1.0);
+            x.disturbance = phi * x.disturbance + sd_innov * rng.sample::<f64, _>(StandardNormal);
+            x.sensor_bias = phi_b * x.sensor_bias + sd_b * rng.sample::<f64, _>(StandardNormal);
             if rw[0] > 0.0 || rw[1] > 0.0 {
                 let mut th = x.theta;
                 th[0] += rw[0] * rng.sample::<f64, _>(StandardNormal);
                 th[1] += rw[1] * rng.sample::<f64, _>(StandardNormal);
-                x.set_theta(th);
+                x.set_theta(th, &self.theta_bounds);
             }
         }
         Ok(())
@@ -213,12 +270,12 @@ impl StateSpaceModel for T1dTwinModel<'_> {
     fn dmeasure(&self, x: &TwinParticle, y: f64, _t_min: f64) -> f64 {
         let g = x.glucose_mg_dl();
         let sd = self.sensor_sd(g);
-        -0.5 * ((y - g) / sd).powi(2) - sd.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
+        -0.5 * ((y - g - x.sensor_bias) / sd).powi(2) - sd.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
     }
 
     fn rmeasure(&self, x: &TwinParticle, _t_min: f64, rng: &mut ChaCha8Rng) -> f64 {
         let g = x.glucose_mg_dl();
-        (g + self.sensor_sd(g) * rng.sample::<f64, _>(StandardNormal)).max(1.0)
+        (g + x.sensor_bias + self.sensor_sd(g) * rng.sample::<f64, _>(StandardNormal)).max(1.0)
     }
 
     fn jitter(&self, x: &mut TwinParticle, rng: &mut ChaCha8Rng) {
@@ -227,7 +284,7 @@ impl StateSpaceModel for T1dTwinModel<'_> {
             for v in th.iter_mut() {
                 *v += self.noise.jitter_sd * rng.sample::<f64, _>(StandardNormal);
             }
-            x.set_theta(th);
+            x.set_theta(th, &self.theta_bounds);
         }
     }
 }

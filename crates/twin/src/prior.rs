@@ -109,6 +109,27 @@ impl Prior {
         medtwin_t1d::patient(&self.base_patient)
     }
 
+    /// Plausible box for θ: the population range widened by one log unit on each side
+    /// (the carb factor: ×0.3 to ×2). Particles are kept inside it.
+    pub fn bounds(&self) -> [(f64, f64); N_THETA] {
+        std::array::from_fn(|k| {
+            if k == 3 {
+                ((0.3f64).ln(), (2.0f64).ln())
+            } else {
+                let lo = self.population.iter().map(|t| t[k]).fold(f64::INFINITY, f64::min);
+                let hi = self.population.iter().map(|t| t[k]).fold(f64::NEG_INFINITY, f64::max);
+                (lo - 1.0, hi + 1.0)
+            }
+        })
+    }
+
+    /// Clamp θ into [`Prior::bounds`].
+    pub fn clamp(&self, theta: &mut [f64; N_THETA]) {
+        for (v, (lo, hi)) in theta.iter_mut().zip(self.bounds()) {
+            *v = v.clamp(lo, hi);
+        }
+    }
+
     /// Negative log prior density of θ (up to a constant).
     pub fn neg_log_density(&self, theta: &[f64]) -> f64 {
         (0..N_THETA).map(|k| 0.5 * ((theta[k] - self.mean[k]) / self.sd[k]).powi(2)).sum()
