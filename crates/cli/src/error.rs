@@ -12,11 +12,17 @@ pub struct CliError {
 impl CliError {
     /// Bad input (exit code 2): the message names the file, field and value.
     pub fn input(msg: impl Into<String>) -> Self {
-        CliError { code: 2, msg: msg.into() }
+        CliError {
+            code: 2,
+            msg: msg.into(),
+        }
     }
     /// Any other failure (exit code 1).
     pub fn failure(msg: impl Into<String>) -> Self {
-        CliError { code: 1, msg: msg.into() }
+        CliError {
+            code: 1,
+            msg: msg.into(),
+        }
     }
     /// Process exit code.
     pub fn code(&self) -> i32 {

@@ -12,7 +12,11 @@ use error::CliError;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "medtwin", version, about = "Medical digital twins: simulate, calibrate, forecast")]
+#[command(
+    name = "medtwin",
+    version,
+    about = "Medical digital twins: simulate, calibrate, forecast"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,20 +74,34 @@ enum Command {
         /// Days of the record to backtest (after a 24 h warm-up).
         #[arg(long, default_value_t = 10)]
         days: u64,
+        /// Particles of the twin's filter.
+        #[arg(long, default_value_t = 500)]
+        particles: usize,
     },
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Patients => sim::patients(),
-        Command::Simulate { scenario, out, summary, no_trajectory } => {
-            sim::simulate(&scenario, out.as_deref(), summary.as_deref(), no_trajectory)
-        }
-        Command::Metrics { trajectory, json, sample_min } => sim::metrics(&trajectory, json, sample_min),
+        Command::Simulate {
+            scenario,
+            out,
+            summary,
+            no_trajectory,
+        } => sim::simulate(&scenario, out.as_deref(), summary.as_deref(), no_trajectory),
+        Command::Metrics {
+            trajectory,
+            json,
+            sample_min,
+        } => sim::metrics(&trajectory, json, sample_min),
         Command::Bench { days, reps } => sim::bench(days, reps),
         Command::Import(c) => twin::import(c),
         Command::Twin(c) => twin::twin(c),
-        Command::Demo { out, days } => twin::demo(&out, days),
+        Command::Demo {
+            out,
+            days,
+            particles,
+        } => twin::demo(&out, days, particles),
     }
 }
 

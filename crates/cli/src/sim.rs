@@ -2,7 +2,9 @@
 
 use crate::error::{io_fail, CliError};
 use medtwin_simulate::SolverOptions;
-use medtwin_t1d::env::{patient_seed, simulate_patient, MinuteRow, SummaryAccumulator, TrajectorySummary};
+use medtwin_t1d::env::{
+    patient_seed, simulate_patient, MinuteRow, SummaryAccumulator, TrajectorySummary,
+};
 use medtwin_t1d::metrics::glycaemic_metrics;
 use medtwin_t1d::scenario::Scenario;
 use rayon::prelude::*;
@@ -11,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Header of trajectory CSVs.
-pub const TRAJECTORY_HEADER: &str = "t_min,plasma_glucose_mg_dl,sc_glucose_mg_dl,cgm_mg_dl,insulin_u_per_min,carbs_g_per_min";
+pub const TRAJECTORY_HEADER: &str =
+    "t_min,plasma_glucose_mg_dl,sc_glucose_mg_dl,cgm_mg_dl,insulin_u_per_min,carbs_g_per_min";
 /// Header of summary CSVs.
 pub const SUMMARY_HEADER: &str = "patient,mean_mg_dl,sd_mg_dl,cv_pct,gmi_pct,tbr54_pct,tbr70_pct,tir_pct,tar180_pct,tar250_pct,lbgi,hbgi,risk_index,total_insulin_u,total_carbs_g";
 
@@ -85,18 +88,29 @@ fn run_one(
         None => None,
     };
     let mut write_err: Option<std::io::Error> = None;
-    let res = simulate_patient(&p, scen, patient_seed(scen.sensor_seed, index), SolverOptions::default(), |r: &MinuteRow| {
-        acc.push(r);
-        if let (Some((w, _)), None) = (writer.as_mut(), write_err.as_ref()) {
-            if let Err(e) = writeln!(
-                w,
-                "{},{},{},{},{},{}",
-                r.t_min, r.plasma_glucose_mg_dl, r.sc_glucose_mg_dl, r.cgm_mg_dl, r.insulin_u_per_min, r.carbs_g_per_min
-            ) {
-                write_err = Some(e);
+    let res = simulate_patient(
+        &p,
+        scen,
+        patient_seed(scen.sensor_seed, index),
+        SolverOptions::default(),
+        |r: &MinuteRow| {
+            acc.push(r);
+            if let (Some((w, _)), None) = (writer.as_mut(), write_err.as_ref()) {
+                if let Err(e) = writeln!(
+                    w,
+                    "{},{},{},{},{},{}",
+                    r.t_min,
+                    r.plasma_glucose_mg_dl,
+                    r.sc_glucose_mg_dl,
+                    r.cgm_mg_dl,
+                    r.insulin_u_per_min,
+                    r.carbs_g_per_min
+                ) {
+                    write_err = Some(e);
+                }
             }
-        }
-    });
+        },
+    );
     let cleanup = |w: &Option<(std::io::BufWriter<std::fs::File>, PathBuf)>| {
         if let Some((_, tmp)) = w {
             let _ = std::fs::remove_file(tmp);
@@ -108,23 +122,35 @@ fn run_one(
     }
     if let Some(e) = write_err {
         cleanup(&writer);
-        return Err(CliError::failure(format!("{name}: writing trajectory: {e}")));
+        return Err(CliError::failure(format!(
+            "{name}: writing trajectory: {e}"
+        )));
     }
     if let (Some((mut w, tmp)), Some(path)) = (writer, traj) {
         w.flush().map_err(|e| io_fail(&tmp, e))?;
         drop(w);
         std::fs::rename(&tmp, path).map_err(|e| io_fail(path, e))?;
     }
-    acc.finish().ok_or_else(|| CliError::failure(format!("{name}: no CGM sample produced")))
+    acc.finish()
+        .ok_or_else(|| CliError::failure(format!("{name}: no CGM sample produced")))
 }
 
-pub fn simulate(scenario: &Path, out: Option<&Path>, summary: Option<&Path>, no_traj: bool) -> Result<(), CliError> {
+pub fn simulate(
+    scenario: &Path,
+    out: Option<&Path>,
+    summary: Option<&Path>,
+    no_traj: bool,
+) -> Result<(), CliError> {
     let scen = Scenario::from_file(scenario).map_err(|e| CliError::input(e.to_string()))?;
     if out.is_none() && !no_traj {
-        return Err(CliError::input("--out PATH is required unless --no-trajectory is given"));
+        return Err(CliError::input(
+            "--out PATH is required unless --no-trajectory is given",
+        ));
     }
     if out.is_none() && summary.is_none() {
-        return Err(CliError::input("nothing to write: give --out and/or --summary"));
+        return Err(CliError::input(
+            "nothing to write: give --out and/or --summary",
+        ));
     }
     let several = scen.patients.len() > 1;
     let traj_paths: Vec<Option<PathBuf>> = scen
@@ -175,7 +201,11 @@ pub fn simulate(scenario: &Path, out: Option<&Path>, summary: Option<&Path>, no_
         std::fs::write(&tmp, lines.join("\n") + "\n").map_err(|e| io_fail(&tmp, e))?;
         std::fs::rename(&tmp, sp).map_err(|e| io_fail(sp, e))?;
     }
-    eprintln!("simulated {} patient(s) x {} min", scen.patients.len(), scen.duration_min);
+    eprintln!(
+        "simulated {} patient(s) x {} min",
+        scen.patients.len(),
+        scen.duration_min
+    );
     Ok(())
 }
 
@@ -183,14 +213,26 @@ pub fn metrics(path: &Path, json: bool, sample_min: u64) -> Result<(), CliError>
     if sample_min == 0 {
         return Err(CliError::input("--sample-min must be >= 1"));
     }
-    let mut rdr = csv::Reader::from_path(path).map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
-    let hdr = rdr.headers().map_err(|e| CliError::input(format!("{}: {e}", path.display())))?.clone();
+    let mut rdr = csv::Reader::from_path(path)
+        .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+    let hdr = rdr
+        .headers()
+        .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?
+        .clone();
     let col = |n: &str| {
-        hdr.iter()
-            .position(|h| h == n)
-            .ok_or_else(|| CliError::input(format!("{}: missing column '{n}' (expected header {TRAJECTORY_HEADER})", path.display())))
+        hdr.iter().position(|h| h == n).ok_or_else(|| {
+            CliError::input(format!(
+                "{}: missing column '{n}' (expected header {TRAJECTORY_HEADER})",
+                path.display()
+            ))
+        })
     };
-    let (ct, cg, ci, cc) = (col("t_min")?, col("sc_glucose_mg_dl")?, col("insulin_u_per_min")?, col("carbs_g_per_min")?);
+    let (ct, cg, ci, cc) = (
+        col("t_min")?,
+        col("sc_glucose_mg_dl")?,
+        col("insulin_u_per_min")?,
+        col("carbs_g_per_min")?,
+    );
     let mut g = Vec::new();
     let (mut ins, mut carbs) = (0.0, 0.0);
     for (i, rec) in rdr.records().enumerate() {
@@ -200,23 +242,40 @@ pub fn metrics(path: &Path, json: bool, sample_min: u64) -> Result<(), CliError>
             rec.get(c)
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .filter(|v| v.is_finite())
-                .ok_or_else(|| CliError::input(format!("{}:{line}: {what} '{}' is not a number", path.display(), rec.get(c).unwrap_or(""))))
+                .ok_or_else(|| {
+                    CliError::input(format!(
+                        "{}:{line}: {what} '{}' is not a number",
+                        path.display(),
+                        rec.get(c).unwrap_or("")
+                    ))
+                })
         };
         let t = num(ct, "t_min")?;
         let v = num(cg, "sc_glucose_mg_dl")?;
         if v <= 0.0 || v > 1000.0 {
-            return Err(CliError::input(format!("{}:{line}: glucose {v} mg/dL is impossible", path.display())));
+            return Err(CliError::input(format!(
+                "{}:{line}: glucose {v} mg/dL is impossible",
+                path.display()
+            )));
         }
-        if t >= 0.0 && t.fract() == 0.0 && (t as u64) % sample_min == 0 {
+        if t >= 0.0 && t.fract() == 0.0 && (t as u64).is_multiple_of(sample_min) {
             g.push(v);
         }
         ins += num(ci, "insulin_u_per_min")?;
         carbs += num(cc, "carbs_g_per_min")?;
     }
-    let m = glycaemic_metrics(&g).ok_or_else(|| CliError::input(format!("{}: no glucose samples", path.display())))?;
-    let s = TrajectorySummary { metrics: m, total_insulin_u: ins, total_carbs_g: carbs };
+    let m = glycaemic_metrics(&g)
+        .ok_or_else(|| CliError::input(format!("{}: no glucose samples", path.display())))?;
+    let s = TrajectorySummary {
+        metrics: m,
+        total_insulin_u: ins,
+        total_carbs_g: carbs,
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&s).map_err(|e| CliError::failure(e.to_string()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).map_err(|e| CliError::failure(e.to_string()))?
+        );
     } else {
         let hdr: Vec<&str> = SUMMARY_HEADER.split(',').skip(1).collect();
         let line = summary_line("x", &s);
@@ -243,11 +302,19 @@ pub fn bench(days: u64, reps: usize) -> Result<(), CliError> {
     }
     scen.timeline = tl;
     scen.duration_min = 1440 * days;
-    let params: Vec<_> = names.iter().map(|n| medtwin_t1d::patient(n)).collect::<Result<_, _>>().map_err(|e| CliError::failure(e.to_string()))?;
+    let params: Vec<_> = names
+        .iter()
+        .map(|n| medtwin_t1d::patient(n))
+        .collect::<Result<_, _>>()
+        .map_err(|e| CliError::failure(e.to_string()))?;
     let run = |p: &medtwin_t1d::PatientParams| -> Result<f64, CliError> {
         let mut acc = SummaryAccumulator::default();
-        simulate_patient(p, &scen, 1, SolverOptions::default(), |r| acc.push(r)).map_err(|e| CliError::failure(e.to_string()))?;
-        Ok(acc.finish().map(|s| s.metrics.mean_mg_dl).unwrap_or(f64::NAN))
+        simulate_patient(p, &scen, 1, SolverOptions::default(), |r| acc.push(r))
+            .map_err(|e| CliError::failure(e.to_string()))?;
+        Ok(acc
+            .finish()
+            .map(|s| s.metrics.mean_mg_dl)
+            .unwrap_or(f64::NAN))
     };
     let patient_days = (names.len() as u64 * days * reps as u64) as f64;
     // warm-up
@@ -270,8 +337,16 @@ pub fn bench(days: u64, reps: usize) -> Result<(), CliError> {
     let multi = t1.elapsed().as_secs_f64();
     let threads = rayon::current_num_threads();
     println!("reference scenario (3 meals/day, basal-bolus, noise-free Dexcom, Insulet), 30 patients x {days} day(s) x {reps} rep(s)");
-    println!("single thread : {:.3} ms per patient-day ({:.0} patient-days/s)", 1e3 * single / patient_days, patient_days / single);
-    println!("{threads} threads     : {:.3} ms per patient-day wall ({:.0} patient-days/s)", 1e3 * multi / patient_days, patient_days / multi);
+    println!(
+        "single thread : {:.3} ms per patient-day ({:.0} patient-days/s)",
+        1e3 * single / patient_days,
+        patient_days / single
+    );
+    println!(
+        "{threads} threads     : {:.3} ms per patient-day wall ({:.0} patient-days/s)",
+        1e3 * multi / patient_days,
+        patient_days / multi
+    );
     println!("simglucose 0.2.11 reference: 11.6 s CPU per patient-day -> speed-up x{:.0} single-threaded", 11.6 / (single / patient_days));
     println!("(checksum {:.3})", check);
     Ok(())

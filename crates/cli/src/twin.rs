@@ -101,6 +101,9 @@ pub enum TwinCmd {
         /// Days of the record to backtest after the warm-up (default: all).
         #[arg(long)]
         days: Option<f64>,
+        /// Particles.
+        #[arg(long, default_value_t = 500)]
+        particles: usize,
     },
 }
 
@@ -124,21 +127,38 @@ fn print_import_report(rep: &ImportReport) {
 }
 
 fn import_notes(rep: &ImportReport) -> Vec<String> {
-    let mut v: Vec<String> = rep.warnings.iter().map(|w| format!("Import warning: {w}")).collect();
+    let mut v: Vec<String> = rep
+        .warnings
+        .iter()
+        .map(|w| format!("Import warning: {w}"))
+        .collect();
     if !rep.rejected.is_empty() {
-        v.push(format!("Import: {} rows rejected (first: {})", rep.rejected.len(), rep.rejected[0]));
+        v.push(format!(
+            "Import: {} rows rejected (first: {})",
+            rep.rejected.len(),
+            rep.rejected[0]
+        ));
     }
     v
 }
 
 pub fn import(c: ImportCmd) -> Result<(), CliError> {
     let (rec, rep, out) = match c {
-        ImportCmd::T1dUom { dir, participant, out } => {
+        ImportCmd::T1dUom {
+            dir,
+            participant,
+            out,
+        } => {
             let (r, rep) = medtwin_io::import_t1d_uom(&dir, &participant).map_err(input_err)?;
             (r, rep, out)
         }
-        ImportCmd::Nightscout { entries, treatments, out } => {
-            let (r, rep) = medtwin_io::import_nightscout(&entries, &treatments).map_err(input_err)?;
+        ImportCmd::Nightscout {
+            entries,
+            treatments,
+            out,
+        } => {
+            let (r, rep) =
+                medtwin_io::import_nightscout(&entries, &treatments).map_err(input_err)?;
             (r, rep, out)
         }
     };
@@ -146,7 +166,8 @@ pub fn import(c: ImportCmd) -> Result<(), CliError> {
     medtwin_io::write_record_csv(&rec, &out).map_err(|e| CliError::failure(e.to_string()))?;
     if !rec.patient.is_empty() {
         let toml = out.with_file_name("patient.toml");
-        medtwin_io::write_patient_toml(&rec.patient, &toml).map_err(|e| CliError::failure(e.to_string()))?;
+        medtwin_io::write_patient_toml(&rec.patient, &toml)
+            .map_err(|e| CliError::failure(e.to_string()))?;
     }
     eprintln!("wrote {} entries to {}", rec.entries.len(), out.display());
     Ok(())
@@ -156,7 +177,10 @@ fn read_record(path: &Path) -> Result<(Record, ImportReport), CliError> {
     let (rec, rep) = medtwin_io::read_record_csv(path).map_err(input_err)?;
     print_import_report(&rep);
     if rec.count_of(medtwin_io::RecordKind::Cgm) == 0 {
-        return Err(CliError::input(format!("{}: the record has no CGM readings", path.display())));
+        return Err(CliError::input(format!(
+            "{}: the record has no CGM readings",
+            path.display()
+        )));
     }
     Ok((rec, rep))
 }
@@ -165,7 +189,12 @@ fn read_record(path: &Path) -> Result<(Record, ImportReport), CliError> {
 /// Returns minutes from the origin.
 fn parse_time(arg: &str, what: &str, sched: &InputSchedule) -> Result<f64, CliError> {
     let s = arg.trim();
-    let off = |num: &str, mult: f64| num.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).map(|v| v * mult);
+    let off = |num: &str, mult: f64| {
+        num.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .map(|v| v * mult)
+    };
     let rel = if let Some(n) = s.strip_suffix('d') {
         off(n, 1440.0)
     } else if let Some(n) = s.strip_suffix('h') {
@@ -181,7 +210,9 @@ fn parse_time(arg: &str, what: &str, sched: &InputSchedule) -> Result<f64, CliEr
     let ts: jiff::Timestamp = s.parse().map_err(|e| {
         CliError::input(format!("--{what} '{arg}': not an RFC 3339 time (e.g. 2023-12-20T08:00:00Z) nor an offset like 36h or 5d: {e}"))
     })?;
-    let origin = sched.origin().ok_or_else(|| CliError::failure("record origin is not a valid time"))?;
+    let origin = sched
+        .origin()
+        .ok_or_else(|| CliError::failure("record origin is not a valid time"))?;
     Ok((ts.as_second() - origin.as_second()) as f64 / 60.0)
 }
 
@@ -233,14 +264,20 @@ struct PlanBasal {
 /// Read a plan TOML; times are minutes after `t0`. Errors name the file, entry and value.
 fn read_plan(path: &Path, t0: f64, horizon: u32) -> Result<Plan, CliError> {
     let f = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| CliError::input(format!("{f}: cannot read: {e}")))?;
-    let p: PlanToml = toml::from_str(&text).map_err(|e| CliError::input(format!("{f}: {}", e.message())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::input(format!("{f}: cannot read: {e}")))?;
+    let p: PlanToml =
+        toml::from_str(&text).map_err(|e| CliError::input(format!("{f}: {}", e.message())))?;
     let check = |what: String, at: f64, v: f64| -> Result<(), CliError> {
         if !at.is_finite() || at < 0.0 || at > horizon as f64 {
-            return Err(CliError::input(format!("{f}: {what}.at_min = {at} is outside the horizon [0, {horizon}] min")));
+            return Err(CliError::input(format!(
+                "{f}: {what}.at_min = {at} is outside the horizon [0, {horizon}] min"
+            )));
         }
         if !v.is_finite() || v < 0.0 {
-            return Err(CliError::input(format!("{f}: {what} amount {v} must be finite and >= 0")));
+            return Err(CliError::input(format!(
+                "{f}: {what} amount {v} must be finite and >= 0"
+            )));
         }
         Ok(())
     };
@@ -263,9 +300,16 @@ fn read_plan(path: &Path, t0: f64, horizon: u32) -> Result<Plan, CliError> {
 
 pub fn twin(c: TwinCmd) -> Result<(), CliError> {
     match c {
-        TwinCmd::Fit { record, until, out, particles, seed } => {
+        TwinCmd::Fit {
+            record,
+            until,
+            out,
+            particles,
+            seed,
+        } => {
             let (rec, _) = read_record(&record)?;
-            let sched = InputSchedule::from_record(&rec).ok_or_else(|| CliError::input("record has no CGM"))?;
+            let sched = InputSchedule::from_record(&rec)
+                .ok_or_else(|| CliError::input("record has no CGM"))?;
             let until_min = match until {
                 Some(u) => parse_time(&u, "until", &sched)?,
                 None => sched.last_cgm_min(),
@@ -273,14 +317,19 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
             if particles == 0 {
                 return Err(CliError::input("--particles must be >= 1"));
             }
-            let settings = TwinSettings { n_particles: particles, seed, ..TwinSettings::default() };
+            let settings = TwinSettings {
+                n_particles: particles,
+                seed,
+                ..TwinSettings::default()
+            };
             if until_min < settings.calibration_window_min {
                 return Err(CliError::input(format!(
                     "--until is {until_min:.0} min after the first CGM; the twin needs at least the {} min calibration window",
                     settings.calibration_window_min
                 )));
             }
-            let mut engine = TwinEngine::start(&sched, settings).map_err(|e| CliError::failure(e.to_string()))?;
+            let mut engine = TwinEngine::start(&sched, settings)
+                .map_err(|e| CliError::failure(e.to_string()))?;
             let cal = &engine.calibration;
             eprintln!(
                 "calibration: MAP RMSE {:.1} mg/dL (prior {:.1}), converged {}, insulin scale {:.2}",
@@ -289,36 +338,60 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
             for d in &cal.diagnostics {
                 eprintln!("calibration diagnostic: {d}");
             }
-            let pb = bar(((until_min - engine.filter.t_min) / 60.0).max(1.0) as u64, "assimilate");
+            let pb = bar(
+                ((until_min - engine.filter.t_min) / 60.0).max(1.0) as u64,
+                "assimilate",
+            );
             let mut t = engine.filter.t_min;
             while t < until_min {
                 t = (t + 60.0).min(until_min);
-                engine.assimilate_until(&sched, t).map_err(|e| CliError::failure(e.to_string()))?;
+                engine
+                    .assimilate_until(&sched, t)
+                    .map_err(|e| CliError::failure(e.to_string()))?;
                 pb.inc(1);
             }
             pb.finish_and_clear();
             let twin = engine.to_twin(&sched, rec.patient.id.clone());
             write_json(&out, &twin)?;
-            eprintln!("twin at t = {:.0} min ({} particles) written to {}", twin.t_min, twin.particles.len(), out.display());
+            eprintln!(
+                "twin at t = {:.0} min ({} particles) written to {}",
+                twin.t_min,
+                twin.particles.len(),
+                out.display()
+            );
             Ok(())
         }
-        TwinCmd::Forecast { twin, plan, horizon, out } => {
+        TwinCmd::Forecast {
+            twin,
+            plan,
+            horizon,
+            out,
+        } => {
             if horizon == 0 || horizon > 720 {
-                return Err(CliError::input(format!("--horizon {horizon} must be in 1..=720 minutes")));
+                return Err(CliError::input(format!(
+                    "--horizon {horizon} must be in 1..=720 minutes"
+                )));
             }
-            let text = std::fs::read_to_string(&twin).map_err(|e| CliError::input(format!("{}: {e}", twin.display())))?;
-            let doc: Twin = serde_json::from_str(&text).map_err(|e| CliError::input(format!("{}: not a twin document: {e}", twin.display())))?;
+            let text = std::fs::read_to_string(&twin)
+                .map_err(|e| CliError::input(format!("{}: {e}", twin.display())))?;
+            let doc: Twin = serde_json::from_str(&text).map_err(|e| {
+                CliError::input(format!("{}: not a twin document: {e}", twin.display()))
+            })?;
             let engine = TwinEngine::from_twin(&doc).map_err(input_err)?;
             let plan = match plan {
                 Some(p) => Some(read_plan(&p, doc.t_min, horizon)?),
                 None => None,
             };
-            let f = engine.forecast(&doc.schedule, horizon, plan.as_ref(), doc.settings.seed).map_err(|e| CliError::failure(e.to_string()))?;
+            let f = engine
+                .forecast(&doc.schedule, horizon, plan.as_ref(), doc.settings.seed)
+                .map_err(|e| CliError::failure(e.to_string()))?;
             let origin = doc.schedule.origin();
             let mut lines = vec!["time,t_min,median_mg_dl,lo50_mg_dl,hi50_mg_dl,lo80_mg_dl,hi80_mg_dl,lo95_mg_dl,hi95_mg_dl".to_string()];
             for (t, b) in f.t_min.iter().zip(&f.bands) {
                 let time = origin
-                    .and_then(|o| jiff::Timestamp::from_second(o.as_second() + (*t as i64) * 60).ok())
+                    .and_then(|o| {
+                        jiff::Timestamp::from_second(o.as_second() + (*t as i64) * 60).ok()
+                    })
                     .map(|ts| ts.to_string())
                     .unwrap_or_default();
                 lines.push(format!(
@@ -334,13 +407,28 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
                 ));
             }
             std::fs::write(&out, lines.join("\n") + "\n").map_err(|e| io_fail(&out, e))?;
-            println!("P(glucose < 70 mg/dL within {horizon} min) = {:.3}", f.p_below);
-            println!("P(glucose > 250 mg/dL within {horizon} min) = {:.3}", f.p_above);
+            println!(
+                "P(glucose < 70 mg/dL within {horizon} min) = {:.3}",
+                f.p_below
+            );
+            println!(
+                "P(glucose > 250 mg/dL within {horizon} min) = {:.3}",
+                f.p_above
+            );
             Ok(())
         }
-        TwinCmd::Backtest { record, from, to, origin_every, horizons, out, particles } => {
+        TwinCmd::Backtest {
+            record,
+            from,
+            to,
+            origin_every,
+            horizons,
+            out,
+            particles,
+        } => {
             let (rec, _) = read_record(&record)?;
-            let sched = InputSchedule::from_record(&rec).ok_or_else(|| CliError::input("record has no CGM"))?;
+            let sched = InputSchedule::from_record(&rec)
+                .ok_or_else(|| CliError::input("record has no CGM"))?;
             if horizons.is_empty() || horizons.iter().any(|&h| h == 0 || h > 720) {
                 return Err(CliError::input("--horizons must be 1..=720 minutes each"));
             }
@@ -360,7 +448,10 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
                 to_min,
                 origin_every_min: origin_every as f64,
                 horizons_min: horizons,
-                settings: TwinSettings { n_particles: particles.max(1), ..TwinSettings::default() },
+                settings: TwinSettings {
+                    n_particles: particles.max(1),
+                    ..TwinSettings::default()
+                },
                 n_cones: 0,
                 cone_horizon_min: 0,
             };
@@ -387,27 +478,59 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
                     s.n
                 );
             }
-            eprintln!("{} origins in {:.1} s; mean assimilation update {:.2} ms", r.n_origins, r.wall_s, r.mean_update_ms);
+            eprintln!(
+                "{} origins in {:.1} s; mean assimilation update {:.2} ms",
+                r.n_origins, r.wall_s, r.mean_update_ms
+            );
             Ok(())
         }
-        TwinCmd::Report { record, out, days } => {
+        TwinCmd::Report {
+            record,
+            out,
+            days,
+            particles,
+        } => {
             let (rec, rep) = read_record(&record)?;
-            let id = rec.patient.id.clone().unwrap_or_else(|| record.display().to_string());
-            report(&rec, &rep, &out, days, &id, "")
+            let id = rec
+                .patient
+                .id
+                .clone()
+                .unwrap_or_else(|| record.display().to_string());
+            report(&rec, &rep, &out, days, particles, &id, "")
         }
     }
 }
 
-fn report(rec: &Record, rep: &ImportReport, out: &Path, days: Option<f64>, id: &str, citation: &str) -> Result<(), CliError> {
-    let settings = TwinSettings::default();
+fn report(
+    rec: &Record,
+    rep: &ImportReport,
+    out: &Path,
+    days: Option<f64>,
+    particles: usize,
+    id: &str,
+    citation: &str,
+) -> Result<(), CliError> {
+    if particles == 0 || days.is_some_and(|d| d.is_nan() || d <= 0.0) {
+        return Err(CliError::input("--particles and --days must be positive"));
+    }
+    let settings = TwinSettings {
+        n_particles: particles,
+        ..TwinSettings::default()
+    };
     let origin_label = InputSchedule::from_record(rec)
         .and_then(|s| s.origin())
-        .map(|o| o.to_zoned(jiff::tz::TimeZone::UTC).strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .map(|o| {
+            o.to_zoned(jiff::tz::TimeZone::UTC)
+                .strftime("%Y-%m-%d %H:%M UTC")
+                .to_string()
+        })
         .unwrap_or_default();
     let opts = ReportOptions {
         backtest: BacktestOptions {
             from_min: 0.0,
-            to_min: days.map(|d| settings.calibration_window_min + d * 1440.0).unwrap_or(f64::INFINITY),
+            to_min: days
+                .map(|d| settings.calibration_window_min + d * 1440.0)
+                .unwrap_or(f64::INFINITY),
             origin_every_min: 60.0,
             horizons_min: vec![30, 60, 120],
             settings,
@@ -437,7 +560,8 @@ fn report(rec: &Record, rep: &ImportReport, out: &Path, days: Option<f64>, id: &
     if let Some((_, p)) = current {
         p.finish_and_clear();
     }
-    let index = medtwin_report::write_twin_report(&result.report, out).map_err(|e| CliError::failure(e.to_string()))?;
+    let index = medtwin_report::write_twin_report(&result.report, out)
+        .map_err(|e| CliError::failure(e.to_string()))?;
     write_json(&out.join("metrics.json"), &result.backtest)?;
     write_json(&out.join("twin.json"), &result.twin)?;
     for (h, s) in &result.backtest.horizons {
@@ -464,18 +588,24 @@ fn demo_data_dir() -> Option<PathBuf> {
 /// The bundled demo participant.
 pub const DEMO_PARTICIPANT: &str = "2313";
 
-pub fn demo(out: &Path, days: u64) -> Result<(), CliError> {
-    let dir = demo_data_dir().ok_or_else(|| CliError::input("bundled demo data tests/data/t1d-uom not found: run from the repository root"))?;
+pub fn demo(out: &Path, days: u64, particles: usize) -> Result<(), CliError> {
+    let dir = demo_data_dir().ok_or_else(|| {
+        CliError::input(
+            "bundled demo data tests/data/t1d-uom not found: run from the repository root",
+        )
+    })?;
     eprintln!("medtwin demo: T1D-UOM participant {DEMO_PARTICIPANT} (bundled, CC BY 4.0)");
     let (rec, rep) = medtwin_io::import_t1d_uom(&dir, DEMO_PARTICIPANT).map_err(input_err)?;
     print_import_report(&rep);
     std::fs::create_dir_all(out).map_err(|e| io_fail(out, e))?;
-    medtwin_io::write_record_csv(&rec, &out.join("record.csv")).map_err(|e| CliError::failure(e.to_string()))?;
+    medtwin_io::write_record_csv(&rec, &out.join("record.csv"))
+        .map_err(|e| CliError::failure(e.to_string()))?;
     report(
         &rec,
         &rep,
         out,
         Some(days as f64),
+        particles,
         &format!("T1D-UOM {DEMO_PARTICIPANT}"),
         medtwin_io::T1D_UOM_CITATION,
     )

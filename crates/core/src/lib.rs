@@ -17,4 +17,4 @@ pub mod timeline;
 pub mod units;
 
 pub use model::{ModelInfo, OdeModel, ParameterInfo, VariableInfo};
-pub use timeline::{Timeline, TimelineError, TimedDose, TimedRate};
+pub use timeline::{TimedDose, TimedRate, Timeline, TimelineError};

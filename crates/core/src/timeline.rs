@@ -74,7 +74,11 @@ pub struct Timeline {
 impl Timeline {
     /// An empty timeline over `[0, span_min]` minutes.
     pub fn new(span_min: f64) -> Self {
-        Timeline { span_min, doses: Vec::new(), rates: Vec::new() }
+        Timeline {
+            span_min,
+            doses: Vec::new(),
+            rates: Vec::new(),
+        }
     }
 
     /// End of the span in minutes.
@@ -82,12 +86,28 @@ impl Timeline {
         self.span_min
     }
 
-    fn check(&self, what: &'static str, input: &str, at_min: f64, value: f64) -> Result<(), TimelineError> {
+    fn check(
+        &self,
+        what: &'static str,
+        input: &str,
+        at_min: f64,
+        value: f64,
+    ) -> Result<(), TimelineError> {
         if !value.is_finite() || value < 0.0 {
-            return Err(TimelineError::InvalidValue { what, input: input.into(), at_min, value });
+            return Err(TimelineError::InvalidValue {
+                what,
+                input: input.into(),
+                at_min,
+                value,
+            });
         }
         if !at_min.is_finite() || at_min < 0.0 || at_min > self.span_min {
-            return Err(TimelineError::OutOfSpan { what, input: input.into(), at_min, span_min: self.span_min });
+            return Err(TimelineError::OutOfSpan {
+                what,
+                input: input.into(),
+                at_min,
+                span_min: self.span_min,
+            });
         }
         Ok(())
     }
@@ -96,7 +116,14 @@ impl Timeline {
     pub fn add_dose(&mut self, at_min: f64, input: &str, amount: f64) -> Result<(), TimelineError> {
         self.check("dose", input, at_min, amount)?;
         let pos = self.doses.partition_point(|d| d.at_min <= at_min);
-        self.doses.insert(pos, TimedDose { at_min, input: input.into(), amount });
+        self.doses.insert(
+            pos,
+            TimedDose {
+                at_min,
+                input: input.into(),
+                amount,
+            },
+        );
         Ok(())
     }
 
@@ -104,7 +131,14 @@ impl Timeline {
     pub fn add_rate(&mut self, at_min: f64, input: &str, rate: f64) -> Result<(), TimelineError> {
         self.check("rate", input, at_min, rate)?;
         let pos = self.rates.partition_point(|r| r.at_min <= at_min);
-        self.rates.insert(pos, TimedRate { at_min, input: input.into(), rate });
+        self.rates.insert(
+            pos,
+            TimedRate {
+                at_min,
+                input: input.into(),
+                rate,
+            },
+        );
         Ok(())
     }
 
@@ -121,7 +155,11 @@ impl Timeline {
     /// The rate on `input` in force at `t_min` (the last change at or before `t_min`), or `None`
     /// if no rate was set on that input yet.
     pub fn rate_at(&self, input: &str, t_min: f64) -> Option<f64> {
-        self.rates.iter().rev().find(|r| r.input == input && r.at_min <= t_min).map(|r| r.rate)
+        self.rates
+            .iter()
+            .rev()
+            .find(|r| r.input == input && r.at_min <= t_min)
+            .map(|r| r.rate)
     }
 
     /// Sum of doses on `input` with `t0_min <= at_min < t1_min`.
@@ -167,9 +205,18 @@ mod tests {
     #[test]
     fn refuses_bad_entries() {
         let mut tl = Timeline::new(100.0);
-        assert!(matches!(tl.add_dose(5.0, "b", -1.0), Err(TimelineError::InvalidValue { .. })));
-        assert!(matches!(tl.add_dose(5.0, "b", f64::NAN), Err(TimelineError::InvalidValue { .. })));
-        assert!(matches!(tl.add_rate(101.0, "b", 1.0), Err(TimelineError::OutOfSpan { .. })));
+        assert!(matches!(
+            tl.add_dose(5.0, "b", -1.0),
+            Err(TimelineError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            tl.add_dose(5.0, "b", f64::NAN),
+            Err(TimelineError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            tl.add_rate(101.0, "b", 1.0),
+            Err(TimelineError::OutOfSpan { .. })
+        ));
         assert!(tl.doses().is_empty() && tl.rates().is_empty());
     }
 }

@@ -61,7 +61,13 @@ pub trait StateSpaceModel: Sync {
     /// Draw an initial particle at time `t0_min` from the prior.
     fn rinit(&self, t0_min: f64, rng: &mut ChaCha8Rng) -> Self::Particle;
     /// Simulate `x` forward from `t0_min` to `t1_min` (process noise included).
-    fn rprocess(&self, x: &mut Self::Particle, t0_min: f64, t1_min: f64, rng: &mut ChaCha8Rng) -> Result<(), ProcessError>;
+    fn rprocess(
+        &self,
+        x: &mut Self::Particle,
+        t0_min: f64,
+        t1_min: f64,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(), ProcessError>;
     /// Log density of observing `y` at `t_min` given `x`.
     fn dmeasure(&self, x: &Self::Particle, y: f64, t_min: f64) -> f64;
     /// Draw an observation given `x` (used for predictive bands that include measurement error).
@@ -118,7 +124,12 @@ pub struct ParticleFilter<P> {
 
 impl<P: Clone + Send + Sync> ParticleFilter<P> {
     /// `n` particles drawn from the model's `rinit` at `t0_min`.
-    pub fn new<M: StateSpaceModel<Particle = P>>(model: &M, n: usize, t0_min: f64, seed: u64) -> Self {
+    pub fn new<M: StateSpaceModel<Particle = P>>(
+        model: &M,
+        n: usize,
+        t0_min: f64,
+        seed: u64,
+    ) -> Self {
         let particles: Vec<P> = (0..n)
             .into_par_iter()
             .map(|i| model.rinit(t0_min, &mut stream_rng(seed, i as u64)))
@@ -144,14 +155,23 @@ impl<P: Clone + Send + Sync> ParticleFilter<P> {
     /// Use 0 is `rinit`'s; every propagation and resampling takes a fresh use number.
     fn next_rngs(&mut self, n: usize) -> Vec<ChaCha8Rng> {
         self.step += 1;
-        (0..n).map(|i| stream_rng(self.seed, (self.step << 24) | i as u64)).collect()
+        (0..n)
+            .map(|i| stream_rng(self.seed, (self.step << 24) | i as u64))
+            .collect()
     }
 
     /// Propagate every particle to `t1_min` without an observation.
     /// Particles whose simulation fails get weight zero; error if all fail.
-    pub fn advance<M: StateSpaceModel<Particle = P>>(&mut self, model: &M, t1_min: f64) -> Result<(), InferError> {
+    pub fn advance<M: StateSpaceModel<Particle = P>>(
+        &mut self,
+        model: &M,
+        t1_min: f64,
+    ) -> Result<(), InferError> {
         if t1_min < self.t_min {
-            return Err(InferError::OutOfOrder { t_min: t1_min, filter_t_min: self.t_min });
+            return Err(InferError::OutOfOrder {
+                t_min: t1_min,
+                filter_t_min: self.t_min,
+            });
         }
         if t1_min == self.t_min {
             return Ok(());
@@ -170,8 +190,11 @@ impl<P: Clone + Send + Sync> ParticleFilter<P> {
             }
         }
         let s: f64 = self.weights.iter().sum();
-        if !(s > 0.0) {
-            return Err(InferError::Degenerate { t_min: t1_min, why: "every particle's simulation failed".into() });
+        if s.is_nan() || s <= 0.0 {
+            return Err(InferError::Degenerate {
+                t_min: t1_min,
+                why: "every particle's simulation failed".into(),
+            });
         }
         for w in &mut self.weights {
             *w /= s;
@@ -194,11 +217,20 @@ impl<P: Clone + Send + Sync> ParticleFilter<P> {
             .particles
             .iter()
             .zip(&self.weights)
-            .map(|(p, &w)| if w > 0.0 { w.ln() + model.dmeasure(p, y, t_min) } else { f64::NEG_INFINITY })
+            .map(|(p, &w)| {
+                if w > 0.0 {
+                    w.ln() + model.dmeasure(p, y, t_min)
+                } else {
+                    f64::NEG_INFINITY
+                }
+            })
             .collect();
         let m = logw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         if !m.is_finite() {
-            return Err(InferError::Degenerate { t_min, why: format!("observation {y} has zero likelihood under every particle") });
+            return Err(InferError::Degenerate {
+                t_min,
+                why: format!("observation {y} has zero likelihood under every particle"),
+            });
         }
         let w: Vec<f64> = logw.iter().map(|l| (l - m).exp()).collect();
         let s: f64 = w.iter().sum();
@@ -341,17 +373,40 @@ pub fn forecast<M: StateSpaceModel>(
         }
     }
     let ws: f64 = w.iter().sum();
-    if kept.is_empty() || !(ws > 0.0) {
-        return Err(InferError::Degenerate { t_min: t0, why: "every forecast path failed".into() });
+    if kept.is_empty() || ws.is_nan() || ws <= 0.0 {
+        return Err(InferError::Degenerate {
+            t_min: t0,
+            why: "every forecast path failed".into(),
+        });
     }
     let mut out_bands = Vec::with_capacity(times.len());
     for k in 0..times.len() {
         let v: Vec<f64> = kept.iter().map(|p| p[k]).collect();
-        out_bands.push(bands(&v, &w).ok_or_else(|| InferError::Degenerate { t_min: times[k], why: "no finite prediction".into() })?);
+        out_bands.push(bands(&v, &w).ok_or_else(|| InferError::Degenerate {
+            t_min: times[k],
+            why: "no finite prediction".into(),
+        })?);
     }
-    let p_below = kept.iter().zip(&w).filter(|(p, _)| p.iter().any(|&v| v < low)).map(|(_, w)| w).sum::<f64>() / ws;
-    let p_above = kept.iter().zip(&w).filter(|(p, _)| p.iter().any(|&v| v > high)).map(|(_, w)| w).sum::<f64>() / ws;
-    Ok(Forecast { t_min: times.to_vec(), bands: out_bands, p_below, p_above })
+    let p_below = kept
+        .iter()
+        .zip(&w)
+        .filter(|(p, _)| p.iter().any(|&v| v < low))
+        .map(|(_, w)| w)
+        .sum::<f64>()
+        / ws;
+    let p_above = kept
+        .iter()
+        .zip(&w)
+        .filter(|(p, _)| p.iter().any(|&v| v > high))
+        .map(|(_, w)| w)
+        .sum::<f64>()
+        / ws;
+    Ok(Forecast {
+        t_min: times.to_vec(),
+        bands: out_bands,
+        p_below,
+        p_above,
+    })
 }
 
 #[cfg(test)]
@@ -370,8 +425,16 @@ mod tests {
         fn rinit(&self, _t: f64, rng: &mut ChaCha8Rng) -> f64 {
             Normal::new(0.0, 1.0).unwrap().sample(rng)
         }
-        fn rprocess(&self, x: &mut f64, t0: f64, t1: f64, rng: &mut ChaCha8Rng) -> Result<(), ProcessError> {
-            *x += Normal::new(0.0, (self.q * (t1 - t0)).sqrt()).unwrap().sample(rng);
+        fn rprocess(
+            &self,
+            x: &mut f64,
+            t0: f64,
+            t1: f64,
+            rng: &mut ChaCha8Rng,
+        ) -> Result<(), ProcessError> {
+            *x += Normal::new(0.0, (self.q * (t1 - t0)).sqrt())
+                .unwrap()
+                .sample(rng);
             Ok(())
         }
         fn dmeasure(&self, x: &f64, y: f64, _t: f64) -> f64 {
@@ -402,23 +465,44 @@ mod tests {
         for (k, &y) in ys.iter().enumerate() {
             pf.assimilate(&m, k as f64, y, 0.5).unwrap();
         }
-        let mean: f64 = pf.particles.iter().zip(&pf.weights).map(|(x, w)| x * w).sum();
-        let var: f64 = pf.particles.iter().zip(&pf.weights).map(|(x, w)| w * (x - mean).powi(2)).sum();
+        let mean: f64 = pf
+            .particles
+            .iter()
+            .zip(&pf.weights)
+            .map(|(x, w)| x * w)
+            .sum();
+        let var: f64 = pf
+            .particles
+            .iter()
+            .zip(&pf.weights)
+            .map(|(x, w)| w * (x - mean).powi(2))
+            .sum();
         assert!((mean - mu).abs() < 0.02, "mean {mean} vs KF {mu}");
         assert!((var - p).abs() < 0.02, "var {var} vs KF {p}");
-        assert!((pf.log_lik - ll).abs() < 0.05, "loglik {} vs KF {ll}", pf.log_lik);
+        assert!(
+            (pf.log_lik - ll).abs() < 0.05,
+            "loglik {} vs KF {ll}",
+            pf.log_lik
+        );
         // never resampling must give the same likelihood (importance weights carried over)
         let mut pf0 = ParticleFilter::new(&m, 20_000, 0.0, 43);
         for (k, &y) in ys.iter().enumerate() {
             pf0.assimilate(&m, k as f64, y, 0.0).unwrap();
         }
-        assert!((pf0.log_lik - ll).abs() < 0.1, "no-resampling loglik {} vs KF {ll}", pf0.log_lik);
+        assert!(
+            (pf0.log_lik - ll).abs() < 0.1,
+            "no-resampling loglik {} vs KF {ll}",
+            pf0.log_lik
+        );
         // Forecast 4 steps ahead: predictive variance p + 4q + r, 95 % band ±1.96 sd
         let f = forecast(&m, &pf, &[ys.len() as f64 + 3.0], -1e9, 1e9, 7).unwrap();
         let sd = (p + 4.0 * m.q + m.r).sqrt();
         let b = f.bands[0];
         assert!((b.median - mu).abs() < 0.05);
-        assert!(((b.hi95 - b.lo95) / 2.0 - 1.96 * sd).abs() < 0.08, "{b:?} sd {sd}");
+        assert!(
+            ((b.hi95 - b.lo95) / 2.0 - 1.96 * sd).abs() < 0.08,
+            "{b:?} sd {sd}"
+        );
     }
 
     #[test]
@@ -432,7 +516,11 @@ mod tests {
             pf.particles
         };
         let a = run();
-        let b = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
+        let b = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(run);
         assert_eq!(a, b);
     }
 

@@ -21,7 +21,13 @@ pub struct Minimum {
 /// Minimise `f` from `x0` with initial simplex steps `step` (one per coordinate).
 /// Non-finite objective values are treated as +∞. Stops when the spread of the simplex values
 /// is below `ftol` or after `max_evals` evaluations.
-pub fn nelder_mead(f: &mut dyn FnMut(&[f64]) -> f64, x0: &[f64], step: &[f64], ftol: f64, max_evals: usize) -> Minimum {
+pub fn nelder_mead(
+    f: &mut dyn FnMut(&[f64]) -> f64,
+    x0: &[f64],
+    step: &[f64],
+    ftol: f64,
+    max_evals: usize,
+) -> Minimum {
     let n = x0.len();
     let mut evals = 0;
     let mut eval = |x: &[f64], evals: &mut usize| {
@@ -50,8 +56,14 @@ pub fn nelder_mead(f: &mut dyn FnMut(&[f64]) -> f64, x0: &[f64], step: &[f64], f
             converged = true;
             break;
         }
-        let centroid: Vec<f64> = (0..n).map(|j| simplex[..n].iter().map(|x| x[j]).sum::<f64>() / n as f64).collect();
-        let along = |t: f64| -> Vec<f64> { (0..n).map(|j| centroid[j] + t * (simplex[n][j] - centroid[j])).collect() };
+        let centroid: Vec<f64> = (0..n)
+            .map(|j| simplex[..n].iter().map(|x| x[j]).sum::<f64>() / n as f64)
+            .collect();
+        let along = |t: f64| -> Vec<f64> {
+            (0..n)
+                .map(|j| centroid[j] + t * (simplex[n][j] - centroid[j]))
+                .collect()
+        };
         let xr = along(-1.0);
         let fr = eval(&xr, &mut evals);
         if fr < fv[0] {
@@ -82,15 +94,24 @@ pub fn nelder_mead(f: &mut dyn FnMut(&[f64]) -> f64, x0: &[f64], step: &[f64], f
                 fv[n] = fc;
             } else {
                 for i in 1..=n {
-                    let xi: Vec<f64> = (0..n).map(|j| simplex[0][j] + 0.5 * (simplex[i][j] - simplex[0][j])).collect();
+                    let xi: Vec<f64> = (0..n)
+                        .map(|j| simplex[0][j] + 0.5 * (simplex[i][j] - simplex[0][j]))
+                        .collect();
                     fv[i] = eval(&xi, &mut evals);
                     simplex[i] = xi;
                 }
             }
         }
     }
-    let best = (0..=n).min_by(|&a, &b| fv[a].total_cmp(&fv[b])).unwrap_or(0);
-    Minimum { x: simplex[best].clone(), f: fv[best], evals, converged }
+    let best = (0..=n)
+        .min_by(|&a, &b| fv[a].total_cmp(&fv[b]))
+        .unwrap_or(0);
+    Minimum {
+        x: simplex[best].clone(),
+        f: fv[best],
+        evals,
+        converged,
+    }
 }
 
 /// Laplace approximation at a mode `x` of the negative log posterior `f`: returns the
@@ -164,7 +185,7 @@ pub fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
             let s: f64 = (0..j).map(|k| l[i * n + k] * l[j * n + k]).sum();
             if i == j {
                 let d = a[i * n + i] - s;
-                if !(d > 0.0) {
+                if d.is_nan() || d <= 0.0 {
                     return None;
                 }
                 l[i * n + i] = d.sqrt();
@@ -185,11 +206,17 @@ mod tests {
         let mut rb = |x: &[f64]| (1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2);
         let m = nelder_mead(&mut rb, &[-1.2, 1.0], &[0.5, 0.5], 1e-14, 5000);
         assert!(m.converged);
-        assert!((m.x[0] - 1.0).abs() < 1e-3 && (m.x[1] - 1.0).abs() < 1e-3, "{m:?}");
+        assert!(
+            (m.x[0] - 1.0).abs() < 1e-3 && (m.x[1] - 1.0).abs() < 1e-3,
+            "{m:?}"
+        );
         // Quadratic with known covariance [[2, 0.5],[0.5, 1]]
         let cov = [2.0, 0.5, 0.5, 1.0];
         let prec = invert_spd(&cov, 2).unwrap();
-        let mut q = |x: &[f64]| 0.5 * (x[0] * (prec[0] * x[0] + prec[1] * x[1]) + x[1] * (prec[2] * x[0] + prec[3] * x[1]));
+        let mut q = |x: &[f64]| {
+            0.5 * (x[0] * (prec[0] * x[0] + prec[1] * x[1])
+                + x[1] * (prec[2] * x[0] + prec[3] * x[1]))
+        };
         let c = laplace(&mut q, &[0.0, 0.0], &[1e-3, 1e-3]).unwrap();
         for k in 0..4 {
             assert!((c[k] - cov[k]).abs() < 1e-5, "{c:?}");

@@ -77,7 +77,12 @@ impl Default for SolverOptions {
     /// rtol 1e-8, atol 1e-8, h_max 60 min, 10 000 steps: converged well below 1e-4 mg/dL on
     /// UVA/Padova (verified against simglucose in the t1d crate's tests).
     fn default() -> Self {
-        SolverOptions { rtol: 1e-8, atol: 1e-8, h_max_min: 60.0, max_steps: 10_000 }
+        SolverOptions {
+            rtol: 1e-8,
+            atol: 1e-8,
+            h_max_min: 60.0,
+            max_steps: 10_000,
+        }
     }
 }
 
@@ -184,6 +189,8 @@ impl Dopri5 {
         self.opts
     }
 
+    // Index loops over several equally long arrays are the clearest form of these kernels.
+    #[allow(clippy::needless_range_loop)]
     fn err_norm(&self, x: &[f64]) -> f64 {
         let n = x.len() as f64;
         let mut s = 0.0;
@@ -195,7 +202,15 @@ impl Dopri5 {
         (s / n).sqrt()
     }
 
-    fn initial_step<M: OdeModel + ?Sized>(&mut self, model: &M, t: f64, x: &[f64], u: &[f64], span: f64) -> f64 {
+    #[allow(clippy::needless_range_loop)]
+    fn initial_step<M: OdeModel + ?Sized>(
+        &mut self,
+        model: &M,
+        t: f64,
+        x: &[f64],
+        u: &[f64],
+        span: f64,
+    ) -> f64 {
         // Hairer, Nørsett & Wanner II.4 "starting step size" algorithm.
         let n = x.len() as f64;
         let sc = |v: f64, o: &SolverOptions| o.atol + o.rtol * v.abs();
@@ -206,7 +221,11 @@ impl Dopri5 {
             d1 += (self.k[0][i] / s).powi(2);
         }
         let (d0, d1) = ((d0 / n).sqrt(), (d1 / n).sqrt());
-        let mut h0 = if d0 < 1e-5 || d1 < 1e-5 { 1e-6 } else { 0.01 * d0 / d1 };
+        let mut h0 = if d0 < 1e-5 || d1 < 1e-5 {
+            1e-6
+        } else {
+            0.01 * d0 / d1
+        };
         h0 = h0.min(span);
         for i in 0..x.len() {
             self.y1[i] = x[i] + h0 * self.k[0][i];
@@ -220,7 +239,11 @@ impl Dopri5 {
             d2 += ((rest[0][i] - k0[0][i]) / s).powi(2);
         }
         let d2 = (d2 / n).sqrt() / h0;
-        let h1 = if d1.max(d2) <= 1e-15 { (h0 * 1e-3).max(1e-6) } else { (0.01 / d1.max(d2)).powf(0.2) };
+        let h1 = if d1.max(d2) <= 1e-15 {
+            (h0 * 1e-3).max(1e-6)
+        } else {
+            (0.01 / d1.max(d2)).powf(0.2)
+        };
         (100.0 * h0).min(h1).min(span)
     }
 }
@@ -257,11 +280,19 @@ impl Integrator for Dopri5 {
                 break;
             }
             if steps >= self.opts.max_steps {
-                return Err(SolveError::TooManySteps { t0_min, t1_min, max_steps: self.opts.max_steps });
+                return Err(SolveError::TooManySteps {
+                    t0_min,
+                    t1_min,
+                    max_steps: self.opts.max_steps,
+                });
             }
             steps += 1;
             let last = self.h >= remaining;
-            let h = if last { remaining } else { self.h.min(self.opts.h_max_min) };
+            let h = if last {
+                remaining
+            } else {
+                self.h.min(self.opts.h_max_min)
+            };
             if h < h_min {
                 return Err(SolveError::StepTooSmall { t_min: t, h_min: h });
             }
@@ -284,22 +315,28 @@ impl Integrator for Dopri5 {
             }
             model.rhs(t + C5 * h, y1, u, k5);
             for i in 0..n {
-                y1[i] = x[i] + h * (A61 * k1[i] + A62 * k2[i] + A63 * k3[i] + A64 * k4[i] + A65 * k5[i]);
+                y1[i] = x[i]
+                    + h * (A61 * k1[i] + A62 * k2[i] + A63 * k3[i] + A64 * k4[i] + A65 * k5[i]);
             }
             model.rhs(t + h, y1, u, k6);
             for i in 0..n {
-                y1[i] = x[i] + h * (A71 * k1[i] + A73 * k3[i] + A74 * k4[i] + A75 * k5[i] + A76 * k6[i]);
+                y1[i] = x[i]
+                    + h * (A71 * k1[i] + A73 * k3[i] + A74 * k4[i] + A75 * k5[i] + A76 * k6[i]);
             }
             model.rhs(t + h, y1, u, k7);
             for i in 0..n {
-                self.tmp[i] = h * (E1 * k1[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i] + E6 * k6[i] + E7 * k7[i]);
+                self.tmp[i] = h
+                    * (E1 * k1[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i] + E6 * k6[i] + E7 * k7[i]);
             }
             self.stats.rhs_evals += 6;
             let err = self.err_norm(x);
             if !err.is_finite() {
                 // Non-finite trial: shrink hard and retry, unless the current state itself is bad.
                 if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-                    return Err(SolveError::NonFinite { state: state_name(model, i), t_min: t });
+                    return Err(SolveError::NonFinite {
+                        state: state_name(model, i),
+                        t_min: t,
+                    });
                 }
                 self.stats.rejected += 1;
                 self.h = h * 0.1;
@@ -311,7 +348,11 @@ impl Integrator for Dopri5 {
                 x.copy_from_slice(&self.y1);
                 let (first, rest) = self.k.split_at_mut(1);
                 first[0].copy_from_slice(&rest[5]);
-                let fac = if err == 0.0 { 10.0 } else { (0.9 * err.powf(-0.2)).clamp(0.2, 10.0) };
+                let fac = if err == 0.0 {
+                    10.0
+                } else {
+                    (0.9 * err.powf(-0.2)).clamp(0.2, 10.0)
+                };
                 // Keep the step memory from the full step, not the clipped last one.
                 let h_next = (h * fac).min(self.opts.h_max_min);
                 if !last || h_next < self.h {
@@ -323,7 +364,10 @@ impl Integrator for Dopri5 {
             }
         }
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            return Err(SolveError::NonFinite { state: state_name(model, i), t_min: t1_min });
+            return Err(SolveError::NonFinite {
+                state: state_name(model, i),
+                t_min: t1_min,
+            });
         }
         self.fsal_valid = true;
         self.fsal_t = t1_min;
@@ -344,7 +388,12 @@ impl Integrator for Dopri5 {
 }
 
 fn state_name<M: OdeModel + ?Sized>(model: &M, i: usize) -> String {
-    model.info().states.get(i).map(|s| s.name.clone()).unwrap_or_else(|| format!("#{i}"))
+    model
+        .info()
+        .states
+        .get(i)
+        .map(|s| s.name.clone())
+        .unwrap_or_else(|| format!("#{i}"))
 }
 
 #[cfg(test)]
@@ -358,7 +407,11 @@ mod tests {
         k: f64,
     }
     fn var(n: &str) -> VariableInfo {
-        VariableInfo { name: n.into(), unit: "1".into(), description: String::new() }
+        VariableInfo {
+            name: n.into(),
+            unit: "1".into(),
+            description: String::new(),
+        }
     }
     impl OdeModel for Test {
         fn info(&self) -> &ModelInfo {
@@ -388,7 +441,14 @@ mod tests {
     #[test]
     fn matches_analytic_solutions_with_zoh_inputs() {
         let m = model(0.3);
-        let mut s = Dopri5::new(3, SolverOptions { rtol: 1e-10, atol: 1e-12, ..Default::default() });
+        let mut s = Dopri5::new(
+            3,
+            SolverOptions {
+                rtol: 1e-10,
+                atol: 1e-12,
+                ..Default::default()
+            },
+        );
         let mut x = [2.0, 0.0, 1.0];
         // input 1.0 on [0, 10), 0.0 on [10, 20)
         s.integrate(&m, 0.0, 10.0, &mut x, &[1.0]).unwrap();
@@ -414,7 +474,10 @@ mod tests {
                 out[0] = x[0];
             }
         }
-        let m = Blow(ModelInfo { states: vec![var("x")], ..Default::default() });
+        let m = Blow(ModelInfo {
+            states: vec![var("x")],
+            ..Default::default()
+        });
         let mut s = Dopri5::new(1, SolverOptions::default());
         let mut x = [1.0];
         let r = s.integrate(&m, 0.0, 2.0, &mut x, &[]);

@@ -102,13 +102,39 @@ pub fn score(points: &[ScoredPoint], horizons: &[u32]) -> BTreeMap<String, Horiz
         let n = p.len();
         let nf = n.max(1) as f64;
         let s = HorizonScore {
-            rmse_mg_dl: (p.iter().map(|p| (p.median_mg_dl - p.observed_mg_dl).powi(2)).sum::<f64>() / nf).sqrt(),
-            mae_mg_dl: p.iter().map(|p| (p.median_mg_dl - p.observed_mg_dl).abs()).sum::<f64>() / nf,
-            persistence_rmse_mg_dl: (p.iter().map(|p| (p.persistence_mg_dl - p.observed_mg_dl).powi(2)).sum::<f64>() / nf).sqrt(),
-            coverage_80: p.iter().filter(|p| p.observed_mg_dl >= p.lo80 && p.observed_mg_dl <= p.hi80).count() as f64 / nf,
-            coverage_95: p.iter().filter(|p| p.observed_mg_dl >= p.lo95 && p.observed_mg_dl <= p.hi95).count() as f64 / nf,
+            rmse_mg_dl: (p
+                .iter()
+                .map(|p| (p.median_mg_dl - p.observed_mg_dl).powi(2))
+                .sum::<f64>()
+                / nf)
+                .sqrt(),
+            mae_mg_dl: p
+                .iter()
+                .map(|p| (p.median_mg_dl - p.observed_mg_dl).abs())
+                .sum::<f64>()
+                / nf,
+            persistence_rmse_mg_dl: (p
+                .iter()
+                .map(|p| (p.persistence_mg_dl - p.observed_mg_dl).powi(2))
+                .sum::<f64>()
+                / nf)
+                .sqrt(),
+            coverage_80: p
+                .iter()
+                .filter(|p| p.observed_mg_dl >= p.lo80 && p.observed_mg_dl <= p.hi80)
+                .count() as f64
+                / nf,
+            coverage_95: p
+                .iter()
+                .filter(|p| p.observed_mg_dl >= p.lo95 && p.observed_mg_dl <= p.hi95)
+                .count() as f64
+                / nf,
             mean_width_80_mg_dl: p.iter().map(|p| p.hi80 - p.lo80).sum::<f64>() / nf,
-            bias_mg_dl: p.iter().map(|p| p.median_mg_dl - p.observed_mg_dl).sum::<f64>() / nf,
+            bias_mg_dl: p
+                .iter()
+                .map(|p| p.median_mg_dl - p.observed_mg_dl)
+                .sum::<f64>()
+                / nf,
             n,
         };
         out.insert(h.to_string(), s);
@@ -118,7 +144,11 @@ pub fn score(points: &[ScoredPoint], horizons: &[u32]) -> BTreeMap<String, Horiz
 
 fn nearest_cgm(schedule: &InputSchedule, t: f64, tol: f64) -> Option<f64> {
     let i = schedule.cgm.partition_point(|c| c.0 < t - tol);
-    schedule.cgm[i..].iter().take_while(|c| c.0 <= t + tol).min_by(|a, b| (a.0 - t).abs().total_cmp(&(b.0 - t).abs())).map(|c| c.1)
+    schedule.cgm[i..]
+        .iter()
+        .take_while(|c| c.0 <= t + tol)
+        .min_by(|a, b| (a.0 - t).abs().total_cmp(&(b.0 - t).abs()))
+        .map(|c| c.1)
 }
 
 /// Run a backtest over `schedule`. `progress(done, total)` is called after each origin.
@@ -148,7 +178,7 @@ pub fn backtest(
         v
     };
     let hmax = *opts.horizons_min.iter().max().unwrap_or(&60);
-    let cone_every = if opts.n_cones > 0 { (marks.len() / opts.n_cones).max(1) } else { usize::MAX };
+    let cone_every = marks.len().checked_div(opts.n_cones).map(|v| v.max(1)).unwrap_or(usize::MAX);
     let mut points = Vec::new();
     let mut cones = Vec::new();
     let (mut skipped, mut n_origins) = (0, 0);
@@ -178,14 +208,22 @@ pub fn backtest(
             cones.push((origin, f.clone()));
             f
         } else {
-            let times: Vec<f64> = opts.horizons_min.iter().map(|&h| origin + h as f64).collect();
+            let times: Vec<f64> = opts
+                .horizons_min
+                .iter()
+                .map(|&h| origin + h as f64)
+                .collect();
             engine.forecast_at(schedule, &times, None, seed)?
         };
         n_origins += 1;
         for &h in &opts.horizons_min {
             let target = origin + h as f64;
-            let Some(obs) = nearest_cgm(schedule, target, 2.5) else { continue };
-            let Some(idx) = f.t_min.iter().position(|&t| t == target) else { continue };
+            let Some(obs) = nearest_cgm(schedule, target, 2.5) else {
+                continue;
+            };
+            let Some(idx) = f.t_min.iter().position(|&t| t == target) else {
+                continue;
+            };
             let b = f.bands[idx];
             points.push(ScoredPoint {
                 origin_min: origin,
@@ -210,7 +248,11 @@ pub fn backtest(
         skipped_origins: skipped,
         skipped_observations,
         wall_s: t_start.elapsed().as_secs_f64(),
-        mean_update_ms: if n_updates > 0 { 1e3 * update_time / n_updates as f64 } else { f64::NAN },
+        mean_update_ms: if n_updates > 0 {
+            1e3 * update_time / n_updates as f64
+        } else {
+            f64::NAN
+        },
     };
     Ok((result, engine))
 }

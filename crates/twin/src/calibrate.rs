@@ -74,12 +74,18 @@ pub enum CalibrationError {
     #[error("calibration window [{0}, {1}] min holds {2} CGM readings; at least {MIN_CGM_IN_WINDOW} are needed")]
     TooFewObservations(f64, f64, usize),
     /// The model failed at the prior mean.
-    #[error("the model cannot be simulated over the calibration window even at the prior mean: {0}")]
+    #[error(
+        "the model cannot be simulated over the calibration window even at the prior mean: {0}"
+    )]
     Simulation(String),
 }
 
 /// Initial state: the base patient's basal state with glucose states scaled to the first CGM.
-pub fn initial_patient(base: &PatientParams, theta: &[f64; N_THETA], first_cgm_mg_dl: f64) -> VirtualPatient {
+pub fn initial_patient(
+    base: &PatientParams,
+    theta: &[f64; N_THETA],
+    first_cgm_mg_dl: f64,
+) -> VirtualPatient {
     let mut vp = VirtualPatient::new(apply_theta(base, theta), solver_options());
     let ratio = (first_cgm_mg_dl / base.basal_glucose_mg_dl()).clamp(0.2, 5.0);
     let s = vp.state_mut();
@@ -99,7 +105,11 @@ pub fn simulate_window(
     insulin_scale: f64,
 ) -> Result<(Vec<(f64, f64)>, VirtualPatient), String> {
     let i0 = schedule.cgm.partition_point(|c| c.0 < t_start);
-    let first = schedule.cgm.get(i0).map(|c| c.1).ok_or("no CGM in the window")?;
+    let first = schedule
+        .cgm
+        .get(i0)
+        .map(|c| c.1)
+        .ok_or("no CGM in the window")?;
     let mut vp = initial_patient(base, theta, first);
     let mut out = Vec::new();
     let mut obs = schedule.cgm[i0..].iter().peekable();
@@ -140,38 +150,65 @@ pub fn calibrate(
     (window_start_min, window_end_min): (f64, f64),
 ) -> Result<Calibration, CalibrationError> {
     let win = (window_start_min, window_end_min);
-    let n_obs = schedule.cgm.iter().filter(|c| c.0 >= window_start_min && c.0 <= window_end_min).count();
+    let n_obs = schedule
+        .cgm
+        .iter()
+        .filter(|c| c.0 >= window_start_min && c.0 <= window_end_min)
+        .count();
     if n_obs < MIN_CGM_IN_WINDOW {
-        return Err(CalibrationError::TooFewObservations(window_start_min, window_end_min, n_obs));
+        return Err(CalibrationError::TooFewObservations(
+            window_start_min,
+            window_end_min,
+            n_obs,
+        ));
     }
     let tdi = schedule.mean_daily_insulin_u(window_start_min, window_end_min);
     let scale = insulin_scale(base, tdi);
-    let (prior_pairs, _) =
-        simulate_window(base, schedule, &prior.mean, win, scale).map_err(CalibrationError::Simulation)?;
+    let (prior_pairs, _) = simulate_window(base, schedule, &prior.mean, win, scale)
+        .map_err(CalibrationError::Simulation)?;
     let nlp = |th: &[f64], sd: f64| -> f64 {
         let t: [f64; N_THETA] = std::array::from_fn(|i| th[i]);
         match simulate_window(base, schedule, &t, win, scale) {
             Ok((pairs, _)) => {
-                pairs.iter().map(|(y, g)| 0.5 * ((y - g) / sd).powi(2)).sum::<f64>() + prior.neg_log_density(th)
+                pairs
+                    .iter()
+                    .map(|(y, g)| 0.5 * ((y - g) / sd).powi(2))
+                    .sum::<f64>()
+                    + prior.neg_log_density(th)
             }
             Err(_) => f64::INFINITY,
         }
     };
     let step: Vec<f64> = prior.sd.iter().map(|s| 0.5 * s).collect();
-    let m = nelder_mead(&mut |th| nlp(th, FIT_SD_MG_DL), &prior.mean, &step, 1e-3, 400);
+    let m = nelder_mead(
+        &mut |th| nlp(th, FIT_SD_MG_DL),
+        &prior.mean,
+        &step,
+        1e-3,
+        400,
+    );
     let mut diagnostics = Vec::new();
     if !m.converged {
-        diagnostics.push(format!("Nelder–Mead did not converge in {} evaluations (objective {:.2})", m.evals, m.f));
+        diagnostics.push(format!(
+            "Nelder–Mead did not converge in {} evaluations (objective {:.2})",
+            m.evals, m.f
+        ));
     }
     let theta_map: [f64; N_THETA] = std::array::from_fn(|i| m.x[i]);
-    let (pairs, vp) =
-        simulate_window(base, schedule, &theta_map, win, scale).map_err(CalibrationError::Simulation)?;
+    let (pairs, vp) = simulate_window(base, schedule, &theta_map, win, scale)
+        .map_err(CalibrationError::Simulation)?;
     let res: Vec<f64> = pairs.iter().map(|(y, g)| y - g).collect();
-    let sigma = (res.iter().map(|r| r * r).sum::<f64>() / res.len() as f64).sqrt().max(1.0);
+    let sigma = (res.iter().map(|r| r * r).sum::<f64>() / res.len() as f64)
+        .sqrt()
+        .max(1.0);
     let mean_r = res.iter().sum::<f64>() / res.len() as f64;
     let var_r = res.iter().map(|r| (r - mean_r).powi(2)).sum::<f64>();
     let rho = if var_r > 0.0 {
-        (res.windows(2).map(|w| (w[0] - mean_r) * (w[1] - mean_r)).sum::<f64>() / var_r).clamp(0.0, 0.98)
+        (res.windows(2)
+            .map(|w| (w[0] - mean_r) * (w[1] - mean_r))
+            .sum::<f64>()
+            / var_r)
+            .clamp(0.0, 0.98)
     } else {
         0.0
     };
@@ -186,34 +223,48 @@ pub fn calibrate(
         }
         c
     };
-    let cov = match laplace(&mut |th| nlp(th, sigma), &m.x, &h).and_then(|c| invert_spd(&c, N_THETA)) {
+    let cov = match laplace(&mut |th| nlp(th, sigma), &m.x, &h)
+        .and_then(|c| invert_spd(&c, N_THETA))
+    {
         Some(mut hess) => {
             for i in 0..N_THETA {
                 for j in 0..N_THETA {
-                    let hp = if i == j { 1.0 / prior.sd[i].powi(2) } else { 0.0 };
+                    let hp = if i == j {
+                        1.0 / prior.sd[i].powi(2)
+                    } else {
+                        0.0
+                    };
                     let hl = hess[i * N_THETA + j] - hp;
                     hess[i * N_THETA + j] = hl / inflation + hp;
                 }
             }
             invert_spd(&hess, N_THETA).unwrap_or_else(|| {
-                diagnostics.push("deflated Hessian not positive definite: using the prior covariance".into());
+                diagnostics.push(
+                    "deflated Hessian not positive definite: using the prior covariance".into(),
+                );
                 prior_cov()
             })
         }
         None => {
-            diagnostics.push("Hessian at the MAP is not positive definite: using the prior covariance".into());
+            diagnostics.push(
+                "Hessian at the MAP is not positive definite: using the prior covariance".into(),
+            );
             prior_cov()
         }
     };
     let map_rmse = rmse(&pairs);
     let prior_rmse = rmse(&prior_pairs);
     if map_rmse > prior_rmse + 1e-9 {
-        diagnostics.push(format!("MAP fit RMSE {map_rmse:.1} mg/dL is worse than the prior mean's {prior_rmse:.1} mg/dL"));
+        diagnostics.push(format!(
+            "MAP fit RMSE {map_rmse:.1} mg/dL is worse than the prior mean's {prior_rmse:.1} mg/dL"
+        ));
     }
     for (i, name) in crate::prior::THETA_NAMES.iter().enumerate() {
         let z = (theta_map[i] - prior.mean[i]) / prior.sd[i];
         if z.abs() > 3.0 {
-            diagnostics.push(format!("{name} is {z:.1} prior SDs from the population centre: check units and records"));
+            diagnostics.push(format!(
+                "{name} is {z:.1} prior SDs from the population centre: check units and records"
+            ));
         }
     }
     Ok(Calibration {

@@ -128,20 +128,36 @@ pub struct TwinEngine {
 impl TwinEngine {
     /// Calibrate on the first `settings.calibration_window_min` of `schedule` and start the
     /// filter at the end of that window.
-    pub fn start(schedule: &InputSchedule, settings: TwinSettings) -> Result<TwinEngine, TwinError> {
+    pub fn start(
+        schedule: &InputSchedule,
+        settings: TwinSettings,
+    ) -> Result<TwinEngine, TwinError> {
         let prior = Prior::population().map_err(|e| TwinError::Params(e.to_string()))?;
         Self::start_with_prior(schedule, settings, prior)
     }
 
     /// As [`TwinEngine::start`] with an explicit prior.
-    pub fn start_with_prior(schedule: &InputSchedule, settings: TwinSettings, prior: Prior) -> Result<TwinEngine, TwinError> {
+    pub fn start_with_prior(
+        schedule: &InputSchedule,
+        settings: TwinSettings,
+        prior: Prior,
+    ) -> Result<TwinEngine, TwinError> {
         if schedule.cgm.is_empty() {
             return Err(TwinError::Record("no CGM readings".into()));
         }
         let base = prior.base().map_err(|e| TwinError::Params(e.to_string()))?;
         let window = settings.calibration_start_min + settings.calibration_window_min;
-        let calibration = calibrate(&base, &prior, schedule, (settings.calibration_start_min, window))?;
-        let cov: Vec<f64> = calibration.cov.iter().map(|v| v * settings.init_cov_inflation).collect();
+        let calibration = calibrate(
+            &base,
+            &prior,
+            schedule,
+            (settings.calibration_start_min, window),
+        )?;
+        let cov: Vec<f64> = calibration
+            .cov
+            .iter()
+            .map(|v| v * settings.init_cov_inflation)
+            .collect();
         let chol = cholesky(&cov, N_THETA).unwrap_or_else(|| {
             let mut c = vec![0.0; N_THETA * N_THETA];
             for i in 0..N_THETA {
@@ -163,48 +179,109 @@ impl TwinEngine {
             init_glucose_rel_sd: 0.05,
         };
         let filter = ParticleFilter::new(&model, settings.n_particles, window, settings.seed);
-        Ok(TwinEngine { prior, base, calibration, settings, filter, skipped_observations: 0 })
+        Ok(TwinEngine {
+            prior,
+            base,
+            calibration,
+            settings,
+            filter,
+            skipped_observations: 0,
+        })
     }
 
-    fn model<'a>(&'a self, schedule: &'a InputSchedule, known_until: f64, plan: Option<&'a Plan>) -> T1dTwinModel<'a> {
-        make_model(&self.base, self.prior.bounds(), self.settings.noise, self.calibration.insulin_scale, schedule, known_until, plan)
+    fn model<'a>(
+        &'a self,
+        schedule: &'a InputSchedule,
+        known_until: f64,
+        plan: Option<&'a Plan>,
+    ) -> T1dTwinModel<'a> {
+        make_model(
+            &self.base,
+            self.prior.bounds(),
+            self.settings.noise,
+            self.calibration.insulin_scale,
+            schedule,
+            known_until,
+            plan,
+        )
     }
-
 
     /// Assimilate every CGM reading with filter time < t ≤ `until_min`, then advance to
     /// `until_min`. A reading on which every particle fails is skipped and counted.
-    pub fn assimilate_until(&mut self, schedule: &InputSchedule, until_min: f64) -> Result<(), TwinError> {
+    pub fn assimilate_until(
+        &mut self,
+        schedule: &InputSchedule,
+        until_min: f64,
+    ) -> Result<(), TwinError> {
         let start = schedule.cgm.partition_point(|c| c.0 <= self.filter.t_min);
         let end = schedule.cgm.partition_point(|c| c.0 <= until_min);
         let frac = self.settings.resample_frac;
         for &(t, y) in &schedule.cgm[start..end] {
-            let model = make_model(&self.base, self.prior.bounds(), self.settings.noise, self.calibration.insulin_scale, schedule, f64::INFINITY, None);
+            let model = make_model(
+                &self.base,
+                self.prior.bounds(),
+                self.settings.noise,
+                self.calibration.insulin_scale,
+                schedule,
+                f64::INFINITY,
+                None,
+            );
             match self.filter.assimilate(&model, t, y, frac) {
                 Ok(()) => {}
                 // Zero likelihood under every particle (after propagation succeeded): the
                 // reading is skipped and counted; the filter keeps the propagated particles.
-                Err(InferError::Degenerate { .. }) if self.filter.t_min == t => self.skipped_observations += 1,
+                Err(InferError::Degenerate { .. }) if self.filter.t_min == t => {
+                    self.skipped_observations += 1
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        let model = make_model(&self.base, self.prior.bounds(), self.settings.noise, self.calibration.insulin_scale, schedule, f64::INFINITY, None);
-        self.filter.advance(&model, until_min.max(self.filter.t_min))?;
+        let model = make_model(
+            &self.base,
+            self.prior.bounds(),
+            self.settings.noise,
+            self.calibration.insulin_scale,
+            schedule,
+            f64::INFINITY,
+            None,
+        );
+        self.filter
+            .advance(&model, until_min.max(self.filter.t_min))?;
         Ok(())
     }
 
     /// Forecast from the filter time: per-minute predictive bands for `horizon_min` minutes,
     /// knowing only inputs up to now (plus `plan`, if any). `seed` gives common random numbers
     /// across plans.
-    pub fn forecast(&self, schedule: &InputSchedule, horizon_min: u32, plan: Option<&Plan>, seed: u64) -> Result<Forecast, TwinError> {
+    pub fn forecast(
+        &self,
+        schedule: &InputSchedule,
+        horizon_min: u32,
+        plan: Option<&Plan>,
+        seed: u64,
+    ) -> Result<Forecast, TwinError> {
         let t0 = self.filter.t_min;
         let times: Vec<f64> = (1..=horizon_min).map(|k| t0 + k as f64).collect();
         self.forecast_at(schedule, &times, plan, seed)
     }
 
     /// Forecast at the given absolute times (increasing, after the filter time).
-    pub fn forecast_at(&self, schedule: &InputSchedule, times: &[f64], plan: Option<&Plan>, seed: u64) -> Result<Forecast, TwinError> {
+    pub fn forecast_at(
+        &self,
+        schedule: &InputSchedule,
+        times: &[f64],
+        plan: Option<&Plan>,
+        seed: u64,
+    ) -> Result<Forecast, TwinError> {
         let model = self.model(schedule, self.filter.t_min, plan);
-        Ok(forecast(&model, &self.filter, times, LOW_MG_DL, HIGH_MG_DL, seed)?)
+        Ok(forecast(
+            &model,
+            &self.filter,
+            times,
+            LOW_MG_DL,
+            HIGH_MG_DL,
+            seed,
+        )?)
     }
 
     /// Posterior samples of θ (resampled by weight, log scale).
@@ -234,15 +311,29 @@ impl TwinEngine {
     /// Restore from a [`Twin`] document. Errors: wrong format, inconsistent sizes.
     pub fn from_twin(t: &Twin) -> Result<TwinEngine, TwinError> {
         if t.format != TWIN_FORMAT {
-            return Err(TwinError::Document(format!("format '{}' is not {TWIN_FORMAT}", t.format)));
+            return Err(TwinError::Document(format!(
+                "format '{}' is not {TWIN_FORMAT}",
+                t.format
+            )));
         }
         if t.particles.is_empty() || t.particles.len() != t.weights.len() {
-            return Err(TwinError::Document(format!("{} particles but {} weights", t.particles.len(), t.weights.len())));
+            return Err(TwinError::Document(format!(
+                "{} particles but {} weights",
+                t.particles.len(),
+                t.weights.len()
+            )));
         }
-        if t.weights.iter().any(|w| !w.is_finite() || *w < 0.0) || !(t.weights.iter().sum::<f64>() > 0.0) {
-            return Err(TwinError::Document("weights must be finite, non-negative and not all zero".into()));
+        if t.weights.iter().any(|w| !w.is_finite() || *w < 0.0)
+            || t.weights.iter().sum::<f64>() <= 0.0
+        {
+            return Err(TwinError::Document(
+                "weights must be finite, non-negative and not all zero".into(),
+            ));
         }
-        let base = t.prior.base().map_err(|e| TwinError::Document(e.to_string()))?;
+        let base = t
+            .prior
+            .base()
+            .map_err(|e| TwinError::Document(e.to_string()))?;
         let particles: Vec<TwinParticle> = t
             .particles
             .iter()
@@ -268,7 +359,6 @@ impl TwinEngine {
         })
     }
 }
-
 
 /// The twin's model for assimilation (`known_until = ∞`) or forecasting.
 fn make_model<'a>(

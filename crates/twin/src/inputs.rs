@@ -45,7 +45,8 @@ pub struct InputSchedule {
 }
 
 fn minutes_between(a: jiff::Timestamp, b: jiff::Timestamp) -> f64 {
-    (b.as_second() - a.as_second()) as f64 / 60.0 + (b.subsec_nanosecond() - a.subsec_nanosecond()) as f64 / 6e10
+    (b.as_second() - a.as_second()) as f64 / 60.0
+        + (b.subsec_nanosecond() - a.subsec_nanosecond()) as f64 / 6e10
 }
 
 impl InputSchedule {
@@ -91,7 +92,11 @@ impl InputSchedule {
 
     fn sum_in(v: &[(f64, f64)], t0: f64, t1: f64) -> f64 {
         let start = v.partition_point(|e| e.0 < t0);
-        v[start..].iter().take_while(|e| e.0 < t1).map(|e| e.1).sum()
+        v[start..]
+            .iter()
+            .take_while(|e| e.0 < t1)
+            .map(|e| e.1)
+            .sum()
     }
 
     /// Carbohydrate announced in minute `[t, t+1)`, g; zero after `known_until`.
@@ -107,13 +112,21 @@ impl InputSchedule {
         let horizon = t_min.min(known_until);
         let end = self.long_acting.partition_point(|e| e.0 <= horizon);
         let doses = &self.long_acting[..end];
-        let recent: f64 = doses.iter().filter(|e| e.0 > t_min - LONG_ACTING_WINDOW_MIN).map(|e| e.1).sum();
+        let recent: f64 = doses
+            .iter()
+            .filter(|e| e.0 > t_min - LONG_ACTING_WINDOW_MIN)
+            .map(|e| e.1)
+            .sum();
         if recent > 0.0 {
             return (recent / LONG_ACTING_WINDOW_MIN, false);
         }
         if let Some(last) = doses.last() {
             if t_min - last.0 < LONG_ACTING_CARRY_MAX_MIN {
-                let total: f64 = doses.iter().filter(|e| e.0 > last.0 - LONG_ACTING_WINDOW_MIN).map(|e| e.1).sum();
+                let total: f64 = doses
+                    .iter()
+                    .filter(|e| e.0 > last.0 - LONG_ACTING_WINDOW_MIN)
+                    .map(|e| e.1)
+                    .sum();
                 return (total / LONG_ACTING_WINDOW_MIN, true);
             }
         }
@@ -125,14 +138,24 @@ impl InputSchedule {
             return 0;
         }
         let end = self.last_cgm_min().max(0.0) as u64;
-        (0..end).step_by(60).filter(|&t| self.long_acting_u_per_min(t as f64, f64::INFINITY).1).count() as u64 * 60
+        (0..end)
+            .step_by(60)
+            .filter(|&t| self.long_acting_u_per_min(t as f64, f64::INFINITY).1)
+            .count() as u64
+            * 60
     }
 
     /// Insulin delivered in minute `[t, t+1)`, U/min: bolus (if known) + pump basal in force +
     /// long-acting appearance, with knowledge up to `known_until`.
     pub fn insulin_u_per_min(&self, t_min: f64, known_until: f64) -> f64 {
-        let bolus = if t_min > known_until { 0.0 } else { Self::sum_in(&self.boluses, t_min, t_min + 1.0) };
-        bolus + self.pump_basal_u_per_min(t_min, known_until) + self.long_acting_u_per_min(t_min, known_until).0
+        let bolus = if t_min > known_until {
+            0.0
+        } else {
+            Self::sum_in(&self.boluses, t_min, t_min + 1.0)
+        };
+        bolus
+            + self.pump_basal_u_per_min(t_min, known_until)
+            + self.long_acting_u_per_min(t_min, known_until).0
     }
 
     /// Pump basal rate in force at `t` (knowledge up to `known_until`), U/min.
@@ -148,7 +171,12 @@ impl InputSchedule {
 
     /// A copy with everything after `t_min` removed (what a twin fitted until `t_min` knows).
     pub fn truncated(&self, t_min: f64) -> InputSchedule {
-        let cut = |v: &[(f64, f64)]| v.iter().copied().filter(|e| e.0 <= t_min).collect::<Vec<_>>();
+        let cut = |v: &[(f64, f64)]| {
+            v.iter()
+                .copied()
+                .filter(|e| e.0 <= t_min)
+                .collect::<Vec<_>>()
+        };
         InputSchedule {
             origin_utc: self.origin_utc.clone(),
             cgm: cut(&self.cgm),

@@ -107,12 +107,21 @@ pub struct ParticleSnapshot {
 
 impl TwinParticle {
     /// A particle of `base` with `theta` at `snapshot`'s state.
-    pub fn new(base: &PatientParams, theta: [f64; N_THETA], snapshot: Option<&PatientSnapshot>) -> Self {
+    pub fn new(
+        base: &PatientParams,
+        theta: [f64; N_THETA],
+        snapshot: Option<&PatientSnapshot>,
+    ) -> Self {
         let mut patient = VirtualPatient::new(apply_theta(base, &theta), solver_options());
         if let Some(s) = snapshot {
             patient.restore(s);
         }
-        TwinParticle { patient, theta, disturbance: 0.0, sensor_bias: 0.0 }
+        TwinParticle {
+            patient,
+            theta,
+            disturbance: 0.0,
+            sensor_bias: 0.0,
+        }
     }
     /// Serialisable form.
     pub fn snapshot(&self) -> ParticleSnapshot {
@@ -146,7 +155,11 @@ impl TwinParticle {
 /// Solver tolerances for twin particles: looser than the verification setting (1e-8), since the
 /// process noise dwarfs a 1e-6 relative integration error.
 pub fn solver_options() -> SolverOptions {
-    SolverOptions { rtol: 1e-6, atol: 1e-6, ..SolverOptions::default() }
+    SolverOptions {
+        rtol: 1e-6,
+        atol: 1e-6,
+        ..SolverOptions::default()
+    }
 }
 
 /// A planned future (what-if) on top of the record: meals, boluses and a temporary basal rate,
@@ -193,7 +206,12 @@ impl T1dTwinModel<'_> {
         let mut carbs = self.schedule.carbs_g(t, self.known_until);
         let mut insulin = self.schedule.insulin_u_per_min(t, self.known_until);
         if let Some(plan) = self.plan {
-            let in_min = |v: &[(f64, f64)]| v.iter().filter(|e| e.0 >= t && e.0 < t + 1.0).map(|e| e.1).sum::<f64>();
+            let in_min = |v: &[(f64, f64)]| {
+                v.iter()
+                    .filter(|e| e.0 >= t && e.0 < t + 1.0)
+                    .map(|e| e.1)
+                    .sum::<f64>()
+            };
             carbs += in_min(&plan.meals);
             insulin += in_min(&plan.boluses);
             if let Some(r) = plan.basal_rates.iter().rev().find(|e| e.0 <= t) {
@@ -215,10 +233,8 @@ impl StateSpaceModel for T1dTwinModel<'_> {
     fn rinit(&self, _t0_min: f64, rng: &mut ChaCha8Rng) -> TwinParticle {
         let z: [f64; N_THETA] = std::array::from_fn(|_| rng.sample(StandardNormal));
         let mut theta = self.init_theta_mean;
-        for i in 0..N_THETA {
-            for j in 0..=i {
-                theta[i] += self.init_theta_chol[i * N_THETA + j] * z[j];
-            }
+        for (i, th) in theta.iter_mut().enumerate() {
+            *th += (0..=i).map(|j| self.init_theta_chol[i * N_THETA + j] * z[j]).sum::<f64>();
         }
         for (v, (lo, hi)) in theta.iter_mut().zip(&self.theta_bounds) {
             *v = v.clamp(*lo, *hi);
@@ -233,10 +249,17 @@ impl StateSpaceModel for T1dTwinModel<'_> {
         p
     }
 
-    fn rprocess(&self, x: &mut TwinParticle, t0_min: f64, t1_min: f64, rng: &mut ChaCha8Rng) -> Result<(), ProcessError> {
+    fn rprocess(
+        &self,
+        x: &mut TwinParticle,
+        t0_min: f64,
+        t1_min: f64,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(), ProcessError> {
         let n = (t1_min - t0_min).round() as i64;
         let p_meal = self.noise.unannounced_meal_rate_per_h / 60.0;
-        let meal = Exp::new(1.0 / self.noise.unannounced_meal_mean_g.max(1e-9)).map_err(|e| ProcessError(e.to_string()))?;
+        let meal = Exp::new(1.0 / self.noise.unannounced_meal_mean_g.max(1e-9))
+            .map_err(|e| ProcessError(e.to_string()))?;
         let vg = x.patient.params().vg;
         let sg = self.noise.glucose_sd_mg_dl_per_sqrt_min * vg;
         let rw = self.noise.theta_rw_sd_per_sqrt_h.map(|s| s / 60f64.sqrt());
@@ -252,7 +275,9 @@ impl StateSpaceModel for T1dTwinModel<'_> {
             if p_meal > 0.0 && rng.random::<f64>() < p_meal {
                 carbs += meal.sample(rng);
             }
-            x.patient.step(carbs, insulin).map_err(|e| ProcessError(e.to_string()))?;
+            x.patient
+                .step(carbs, insulin)
+                .map_err(|e| ProcessError(e.to_string()))?;
             let s = x.patient.state_mut();
             s[3] = (s[3] + x.disturbance + sg * rng.sample::<f64, _>(StandardNormal)).max(1.0);
             x.disturbance = phi * x.disturbance + sd_innov * rng.sample::<f64, _>(StandardNormal);
@@ -270,7 +295,9 @@ impl StateSpaceModel for T1dTwinModel<'_> {
     fn dmeasure(&self, x: &TwinParticle, y: f64, _t_min: f64) -> f64 {
         let g = x.glucose_mg_dl();
         let sd = self.sensor_sd(g);
-        -0.5 * ((y - g - x.sensor_bias) / sd).powi(2) - sd.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
+        -0.5 * ((y - g - x.sensor_bias) / sd).powi(2)
+            - sd.ln()
+            - 0.5 * (2.0 * std::f64::consts::PI).ln()
     }
 
     fn rmeasure(&self, x: &TwinParticle, _t_min: f64, rng: &mut ChaCha8Rng) -> f64 {

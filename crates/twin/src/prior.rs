@@ -80,11 +80,16 @@ impl Prior {
         let mut sd = [0.0; N_THETA];
         for k in 0..3 {
             mean[k] = thetas.iter().map(|t| t[k]).sum::<f64>() / n;
-            sd[k] = (thetas.iter().map(|t| (t[k] - mean[k]).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+            sd[k] =
+                (thetas.iter().map(|t| (t[k] - mean[k]).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
         }
         sd[3] = CARB_FACTOR_LOG_SD;
         // base = adult medoid around the adult median
-        let adults: Vec<&PatientParams> = pop.iter().copied().filter(|p| p.group() == "adult").collect();
+        let adults: Vec<&PatientParams> = pop
+            .iter()
+            .copied()
+            .filter(|p| p.group() == "adult")
+            .collect();
         let median = |k: usize| {
             let mut v: Vec<f64> = adults.iter().map(|p| theta_of(p)[k]).collect();
             v.sort_by(f64::total_cmp);
@@ -96,12 +101,21 @@ impl Prior {
             .min_by(|a, b| {
                 let d = |p: &PatientParams| {
                     let t = theta_of(p);
-                    (0..3).map(|k| ((t[k] - med[k]) / sd[k]).powi(2)).sum::<f64>()
+                    (0..3)
+                        .map(|k| ((t[k] - med[k]) / sd[k]).powi(2))
+                        .sum::<f64>()
                 };
                 d(a).total_cmp(&d(b))
             })
-            .ok_or_else(|| medtwin_t1d::params::ParamsError::Malformed("no adult patients".into()))?;
-        Ok(Prior { base_patient: base.name.clone(), mean: theta_of(base), sd, population: thetas })
+            .ok_or_else(|| {
+                medtwin_t1d::params::ParamsError::Malformed("no adult patients".into())
+            })?;
+        Ok(Prior {
+            base_patient: base.name.clone(),
+            mean: theta_of(base),
+            sd,
+            population: thetas,
+        })
     }
 
     /// The base patient's parameters.
@@ -116,8 +130,16 @@ impl Prior {
             if k == 3 {
                 ((0.3f64).ln(), (2.0f64).ln())
             } else {
-                let lo = self.population.iter().map(|t| t[k]).fold(f64::INFINITY, f64::min);
-                let hi = self.population.iter().map(|t| t[k]).fold(f64::NEG_INFINITY, f64::max);
+                let lo = self
+                    .population
+                    .iter()
+                    .map(|t| t[k])
+                    .fold(f64::INFINITY, f64::min);
+                let hi = self
+                    .population
+                    .iter()
+                    .map(|t| t[k])
+                    .fold(f64::NEG_INFINITY, f64::max);
                 (lo - 1.0, hi + 1.0)
             }
         })
@@ -132,7 +154,9 @@ impl Prior {
 
     /// Negative log prior density of θ (up to a constant).
     pub fn neg_log_density(&self, theta: &[f64]) -> f64 {
-        (0..N_THETA).map(|k| 0.5 * ((theta[k] - self.mean[k]) / self.sd[k]).powi(2)).sum()
+        (0..N_THETA)
+            .map(|k| 0.5 * ((theta[k] - self.mean[k]) / self.sd[k]).powi(2))
+            .sum()
     }
 }
 

@@ -40,7 +40,8 @@ pub struct ReportOutput {
 
 /// Convert a forecast into a report cone.
 pub fn cone(origin_min: f64, f: &Forecast) -> Cone {
-    let col = |g: &dyn Fn(&medtwin_infer::Bands) -> f64| f.bands.iter().map(g).collect::<Vec<f64>>();
+    let col =
+        |g: &dyn Fn(&medtwin_infer::Bands) -> f64| f.bands.iter().map(g).collect::<Vec<f64>>();
     Cone {
         origin_min,
         t_min: f.t_min.clone(),
@@ -62,8 +63,11 @@ pub fn twin_report(
     opts: &ReportOptions,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<ReportOutput, TwinError> {
-    let schedule = InputSchedule::from_record(record).ok_or_else(|| TwinError::Record("no CGM readings".into()))?;
-    let (bt, engine) = backtest(&schedule, &opts.backtest, &mut |d, n| progress("backtest", d, n))?;
+    let schedule = InputSchedule::from_record(record)
+        .ok_or_else(|| TwinError::Record("no CGM readings".into()))?;
+    let (bt, engine) = backtest(&schedule, &opts.backtest, &mut |d, n| {
+        progress("backtest", d, n)
+    })?;
     let horizon = opts.backtest.cone_horizon_min;
     // Narrowing: one fixed origin near the end, twins that have seen d days before it.
     let mut narrowing = Vec::new();
@@ -86,7 +90,11 @@ pub fn twin_report(
             };
             e.assimilate_until(&schedule, origin)?;
             let f = e.forecast(&schedule, horizon, None, opts.backtest.settings.seed)?;
-            let label = if d == 1.0 { "after 1 day of data".to_string() } else { format!("after {d} days of data") };
+            let label = if d == 1.0 {
+                "after 1 day of data".to_string()
+            } else {
+                format!("after {d} days of data")
+            };
             narrowing.push((label, cone(origin, &f)));
         }
     }
@@ -149,18 +157,49 @@ pub fn twin_report(
         "Twin diagnostics".into(),
         vec!["quantity".into(), "value".into()],
         vec![
-            vec!["base virtual patient".into(), engine.prior.base_patient.clone()],
-            vec!["insulin dose scale (TDI_base / TDI_person)".into(), format!("{:.3}", c.insulin_scale)],
-            vec!["person's insulin on day 1, U/day".into(), format!("{:.1}", c.window_tdi_u_per_day)],
-            vec!["MAP fit RMSE vs prior-mean RMSE, mg/dL".into(), format!("{:.1} vs {:.1}", c.rmse_mg_dl, c.prior_rmse_mg_dl)],
+            vec![
+                "base virtual patient".into(),
+                engine.prior.base_patient.clone(),
+            ],
+            vec![
+                "insulin dose scale (TDI_base / TDI_person)".into(),
+                format!("{:.3}", c.insulin_scale),
+            ],
+            vec![
+                "person's insulin on day 1, U/day".into(),
+                format!("{:.1}", c.window_tdi_u_per_day),
+            ],
+            vec![
+                "MAP fit RMSE vs prior-mean RMSE, mg/dL".into(),
+                format!("{:.1} vs {:.1}", c.rmse_mg_dl, c.prior_rmse_mg_dl),
+            ],
             vec!["calibration converged".into(), c.converged.to_string()],
-            vec!["calibration diagnostics".into(), if c.diagnostics.is_empty() { "none".into() } else { c.diagnostics.join("; ") }],
-            vec!["particles".into(), opts.backtest.settings.n_particles.to_string()],
+            vec![
+                "calibration diagnostics".into(),
+                if c.diagnostics.is_empty() {
+                    "none".into()
+                } else {
+                    c.diagnostics.join("; ")
+                },
+            ],
+            vec![
+                "particles".into(),
+                opts.backtest.settings.n_particles.to_string(),
+            ],
             vec!["forecast origins scored".into(), bt.n_origins.to_string()],
-            vec!["mean assimilation update, ms".into(), format!("{:.2}", bt.mean_update_ms)],
+            vec![
+                "mean assimilation update, ms".into(),
+                format!("{:.2}", bt.mean_update_ms),
+            ],
             vec!["backtest wall time, s".into(), format!("{:.1}", bt.wall_s)],
-            vec!["observations skipped by the filter".into(), bt.skipped_observations.to_string()],
-            vec!["minutes with long-acting basal carried over a missing log".into(), schedule.carried_long_acting_min.to_string()],
+            vec![
+                "observations skipped by the filter".into(),
+                bt.skipped_observations.to_string(),
+            ],
+            vec![
+                "minutes with long-acting basal carried over a missing log".into(),
+                schedule.carried_long_acting_min.to_string(),
+            ],
         ],
     ));
     let mut notes = vec![
@@ -179,7 +218,10 @@ pub fn twin_report(
         patient_id: opts.patient_id.clone(),
         data_citation: opts.citation.clone(),
         origin_label: opts.origin_label.clone(),
-        cgm: Series { t_min: schedule.cgm.iter().map(|c| c.0).collect(), values: schedule.cgm.iter().map(|c| c.1).collect() },
+        cgm: Series {
+            t_min: schedule.cgm.iter().map(|c| c.0).collect(),
+            values: schedule.cgm.iter().map(|c| c.1).collect(),
+        },
         carbs: schedule.carbs.clone(),
         boluses: schedule.boluses.clone(),
         cones: bt.cones.iter().map(|(o, f)| cone(*o, f)).collect(),
@@ -190,5 +232,9 @@ pub fn twin_report(
         tables,
     };
     let twin = engine.to_twin(&schedule, Some(opts.patient_id.clone()));
-    Ok(ReportOutput { report, backtest: bt, twin })
+    Ok(ReportOutput {
+        report,
+        backtest: bt,
+        twin,
+    })
 }

@@ -76,7 +76,9 @@ fn default_d() -> f64 {
 
 impl Default for ControllerSpec {
     fn default() -> Self {
-        ControllerSpec::BasalBolus { target_mg_dl: 140.0 }
+        ControllerSpec::BasalBolus {
+            target_mg_dl: 140.0,
+        }
     }
 }
 
@@ -123,9 +125,19 @@ impl Controller {
                 cr_g_per_u: patient.cr_g_per_u,
                 cf_mg_dl_per_u: patient.cf_mg_dl_per_u,
             },
-            ControllerSpec::Pid { p, i, d, target_mg_dl } => {
-                Controller::Pid { p, i, d, target_mg_dl, integrated: 0.0, prev: 0.0 }
-            }
+            ControllerSpec::Pid {
+                p,
+                i,
+                d,
+                target_mg_dl,
+            } => Controller::Pid {
+                p,
+                i,
+                d,
+                target_mg_dl,
+                integrated: 0.0,
+                prev: 0.0,
+            },
             ControllerSpec::OpenLoop => Controller::OpenLoop,
         }
     }
@@ -133,23 +145,45 @@ impl Controller {
     /// The action for the next environment step.
     pub fn policy(&mut self, obs: &ControllerInput) -> ControlAction {
         match self {
-            Controller::BasalBolus { target_mg_dl, basal_u_per_min, cr_g_per_u, cf_mg_dl_per_u } => {
+            Controller::BasalBolus {
+                target_mg_dl,
+                basal_u_per_min,
+                cr_g_per_u,
+                cf_mg_dl_per_u,
+            } => {
                 let st = obs.sample_time_min;
                 let bolus = if obs.meal_g_per_min > 0.0 {
-                    let corr = if obs.cgm_mg_dl > 150.0 { (obs.cgm_mg_dl - *target_mg_dl) / *cf_mg_dl_per_u } else { 0.0 };
+                    let corr = if obs.cgm_mg_dl > 150.0 {
+                        (obs.cgm_mg_dl - *target_mg_dl) / *cf_mg_dl_per_u
+                    } else {
+                        0.0
+                    };
                     (obs.meal_g_per_min * st / *cr_g_per_u + corr) / st
                 } else {
                     0.0
                 };
-                ControlAction { basal_u_per_min: *basal_u_per_min, bolus_u_per_min: bolus }
+                ControlAction {
+                    basal_u_per_min: *basal_u_per_min,
+                    bolus_u_per_min: bolus,
+                }
             }
-            Controller::Pid { p, i, d, target_mg_dl, integrated, prev } => {
+            Controller::Pid {
+                p,
+                i,
+                d,
+                target_mg_dl,
+                integrated,
+                prev,
+            } => {
                 let bg = obs.cgm_mg_dl;
                 let st = obs.sample_time_min;
                 let u = *p * (bg - *target_mg_dl) + *i * *integrated + *d * (bg - *prev) / st;
                 *prev = bg;
                 *integrated += (bg - *target_mg_dl) * st;
-                ControlAction { basal_u_per_min: u, bolus_u_per_min: 0.0 }
+                ControlAction {
+                    basal_u_per_min: u,
+                    bolus_u_per_min: 0.0,
+                }
             }
             Controller::OpenLoop => ControlAction::default(),
         }
@@ -164,18 +198,35 @@ mod tests {
         let p = crate::params::patient("adult#001").unwrap();
         let mut c = Controller::new(&ControllerSpec::default(), &p);
         // 45 g announced in a 3-min step: meal = 15 g/min; CGM 138.55 <= 150: no correction
-        let a = c.policy(&ControllerInput { cgm_mg_dl: 138.55, meal_g_per_min: 15.0, sample_time_min: 3.0 });
+        let a = c.policy(&ControllerInput {
+            cgm_mg_dl: 138.55,
+            meal_g_per_min: 15.0,
+            sample_time_min: 3.0,
+        });
         assert!((a.bolus_u_per_min - 1.5).abs() < 1e-12);
         assert!((a.basal_u_per_min - 0.021125).abs() < 1e-5);
-        let a = c.policy(&ControllerInput { cgm_mg_dl: 200.0, meal_g_per_min: 15.0, sample_time_min: 3.0 });
+        let a = c.policy(&ControllerInput {
+            cgm_mg_dl: 200.0,
+            meal_g_per_min: 15.0,
+            sample_time_min: 3.0,
+        });
         assert!((a.bolus_u_per_min * 3.0 - (4.5 + 60.0 / p.cf_mg_dl_per_u)).abs() < 1e-12);
     }
     #[test]
     fn pid_integrates_and_differentiates() {
         let p = crate::params::patient("adult#001").unwrap();
-        let spec = ControllerSpec::Pid { p: 0.001, i: 0.00001, d: 0.001, target_mg_dl: 140.0 };
+        let spec = ControllerSpec::Pid {
+            p: 0.001,
+            i: 0.00001,
+            d: 0.001,
+            target_mg_dl: 140.0,
+        };
         let mut c = Controller::new(&spec, &p);
-        let o = ControllerInput { cgm_mg_dl: 150.0, meal_g_per_min: 0.0, sample_time_min: 3.0 };
+        let o = ControllerInput {
+            cgm_mg_dl: 150.0,
+            meal_g_per_min: 0.0,
+            sample_time_min: 3.0,
+        };
         let a1 = c.policy(&o);
         assert!((a1.basal_u_per_min - (0.01 + 0.0 + 0.001 * 150.0 / 3.0)).abs() < 1e-12);
         let a2 = c.policy(&o);

@@ -38,7 +38,9 @@ pub struct MinuteRow {
 /// Derive the per-patient sensor seed from the scenario seed and the patient's index in the
 /// scenario, so results do not depend on thread count or order of execution.
 pub fn patient_seed(scenario_seed: u64, patient_index: usize) -> u64 {
-    scenario_seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(patient_index as u64)
+    scenario_seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(patient_index as u64)
 }
 
 /// Simulate one patient through `scenario`, calling `sink` for each of the
@@ -60,7 +62,11 @@ pub fn simulate_patient(
     let g0 = patient.sc_glucose_mg_dl();
     sensor.measure(0, g0);
     let mut cgm = sensor.measure(0, g0);
-    let mut obs = ControllerInput { cgm_mg_dl: cgm, meal_g_per_min: 0.0, sample_time_min: st as f64 };
+    let mut obs = ControllerInput {
+        cgm_mg_dl: cgm,
+        meal_g_per_min: 0.0,
+        sample_time_min: st as f64,
+    };
     let tl = &scenario.timeline;
     let duration = scenario.duration_min;
     let mut t: u64 = 0;
@@ -74,7 +80,8 @@ pub fn simulate_patient(
             }
             let tf = t as f64;
             let announced = tl.doses_in(CARBS_G, tf, tf + 1.0);
-            let mut insulin = pump.basal(action.basal_u_per_min) + pump.bolus(action.bolus_u_per_min);
+            let mut insulin =
+                pump.basal(action.basal_u_per_min) + pump.bolus(action.bolus_u_per_min);
             let extra_bolus = tl.doses_in(BOLUS_U, tf, tf + 1.0);
             if extra_bolus > 0.0 {
                 insulin += pump.bolus(extra_bolus);
@@ -95,11 +102,15 @@ pub fn simulate_patient(
             });
             t += 1;
             cgm = sensor.measure(t, patient.sc_glucose_mg_dl());
-            sampled = t % st == 0;
+            sampled = t.is_multiple_of(st);
             meal_avg += announced / st as f64;
             cgm_avg += cgm / st as f64;
         }
-        obs = ControllerInput { cgm_mg_dl: cgm_avg, meal_g_per_min: meal_avg, sample_time_min: st as f64 };
+        obs = ControllerInput {
+            cgm_mg_dl: cgm_avg,
+            meal_g_per_min: meal_avg,
+            sample_time_min: st as f64,
+        };
     }
     sink(&MinuteRow {
         t_min: t,

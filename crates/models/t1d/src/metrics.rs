@@ -61,15 +61,24 @@ pub fn risk(bg_mg_dl: f64) -> (f64, f64) {
 /// Metrics of `glucose_mg_dl` (equally spaced samples). Non-finite samples are skipped.
 /// Returns `None` when no finite sample remains.
 pub fn glycaemic_metrics(glucose_mg_dl: &[f64]) -> Option<GlycaemicMetrics> {
-    let g: Vec<f64> = glucose_mg_dl.iter().copied().filter(|v| v.is_finite()).collect();
+    let g: Vec<f64> = glucose_mg_dl
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
     let n = g.len();
     if n == 0 {
         return None;
     }
     let nf = n as f64;
     let mean = g.iter().sum::<f64>() / nf;
-    let sd = if n > 1 { (g.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (nf - 1.0)).sqrt() } else { 0.0 };
-    let pct = |pred: &dyn Fn(f64) -> bool| 100.0 * g.iter().filter(|&&v| pred(v)).count() as f64 / nf;
+    let sd = if n > 1 {
+        (g.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (nf - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    let pct =
+        |pred: &dyn Fn(f64) -> bool| 100.0 * g.iter().filter(|&&v| pred(v)).count() as f64 / nf;
     let (mut lb, mut hb) = (0.0, 0.0);
     for &v in &g {
         let (l, h) = risk(v);

@@ -18,11 +18,12 @@ use medtwin_simulate::{Dopri5, Integrator, SolveError, SolverOptions};
 use std::sync::OnceLock;
 
 /// State names in state-vector order (shared NOTES.md §3.1).
-pub const STATE_NAMES: [&str; 13] =
-    ["Qsto1", "Qsto2", "Qgut", "Gp", "Gt", "Ip", "X", "I1", "Id", "Il", "Isc1", "Isc2", "Gs"];
+pub const STATE_NAMES: [&str; 13] = [
+    "Qsto1", "Qsto2", "Qgut", "Gp", "Gt", "Ip", "X", "I1", "Id", "Il", "Isc1", "Isc2", "Gs",
+];
 const STATE_UNITS: [&str; 13] = [
-    "mg", "mg", "mg", "mg/kg", "mg/kg", "pmol/kg", "pmol/L", "pmol/L", "pmol/L", "pmol/kg", "pmol/kg", "pmol/kg",
-    "mg/kg",
+    "mg", "mg", "mg", "mg/kg", "mg/kg", "pmol/kg", "pmol/L", "pmol/L", "pmol/L", "pmol/kg",
+    "pmol/kg", "pmol/kg", "mg/kg",
 ];
 const STATE_DESC: [&str; 13] = [
     "solid glucose in stomach",
@@ -104,7 +105,8 @@ impl OdeModel for UvaPadova {
             let aa = 5.0 / (2.0 * dbar * (1.0 - p.b));
             let cc = 5.0 / (2.0 * dbar * p.d);
             p.kmin
-                + (p.kmax - p.kmin) / 2.0 * ((aa * (qsto - p.b * dbar)).tanh() - (cc * (qsto - p.d * dbar)).tanh() + 2.0)
+                + (p.kmax - p.kmin) / 2.0
+                    * ((aa * (qsto - p.b * dbar)).tanh() - (cc * (qsto - p.d * dbar)).tanh() + 2.0)
         } else {
             p.kmax
         };
@@ -112,13 +114,23 @@ impl OdeModel for UvaPadova {
         dx[2] = kgut * x[1] - p.kabs * x[2];
         let ra = p.f * p.kabs * x[2] / p.bw;
         let egp = p.kp1 - p.kp2 * x[3] - p.kp3 * x[8];
-        let et = if x[3] > p.ke2 { p.ke1 * (x[3] - p.ke2) } else { 0.0 };
+        let et = if x[3] > p.ke2 {
+            p.ke1 * (x[3] - p.ke2)
+        } else {
+            0.0
+        };
         let clamp = |v: f64, s: f64| if s >= 0.0 { v } else { 0.0 };
-        dx[3] = clamp(egp.max(0.0) + ra - p.fsnc - et - p.k1 * x[3] + p.k2 * x[4], x[3]);
+        dx[3] = clamp(
+            egp.max(0.0) + ra - p.fsnc - et - p.k1 * x[3] + p.k2 * x[4],
+            x[3],
+        );
         let vm = p.vm0 + p.vmx * x[6];
         let uid = vm * x[4] / (p.km0 + x[4]);
         dx[4] = clamp(-uid + p.k1 * x[3] - p.k2 * x[4], x[4]);
-        dx[5] = clamp(-(p.m2 + p.m4) * x[5] + p.m1 * x[9] + p.ka1 * x[10] + p.ka2 * x[11], x[5]);
+        dx[5] = clamp(
+            -(p.m2 + p.m4) * x[5] + p.m1 * x[9] + p.ka1 * x[10] + p.ka2 * x[11],
+            x[5],
+        );
         let it = x[5] / p.vi;
         dx[6] = -p.p2u * x[6] + p.p2u * (it - p.ib);
         dx[7] = -p.ki * (x[7] - it);
@@ -232,7 +244,11 @@ impl VirtualPatient {
     /// plan, eaten at ≤ 5 g/min) and insulin `insulin_u_per_min` held over the minute.
     /// Returns the carbohydrate eaten in this minute (g/min).
     /// Errors: solver failure ([`SolveError`]); the state is then the last accepted one.
-    pub fn step(&mut self, announced_cho_g: f64, insulin_u_per_min: f64) -> Result<f64, SolveError> {
+    pub fn step(
+        &mut self,
+        announced_cho_g: f64,
+        insulin_u_per_min: f64,
+    ) -> Result<f64, SolveError> {
         // simglucose T1DPatient._announce_meal
         self.planned_meal_g += announced_cho_g;
         let mut to_eat = 0.0;
@@ -255,7 +271,8 @@ impl VirtualPatient {
         let dbar = self.last_qsto_mg + self.last_foodtaken_g * 1000.0;
         let u = [to_eat, insulin_u_per_min, dbar];
         let t0 = self.t_min as f64;
-        self.solver.integrate(&self.model, t0, t0 + 1.0, &mut self.state, &u)?;
+        self.solver
+            .integrate(&self.model, t0, t0 + 1.0, &mut self.state, &u)?;
         self.t_min += 1;
         Ok(to_eat)
     }

@@ -229,7 +229,10 @@ mod tests {
         assert_eq!(a1.cr_g_per_u, 10.0);
         // u2ss/(ka1+kd) = isc1ss (NOTES §2 unit check)
         assert!((a1.u2ss / (a1.ka1 + a1.kd) - a1.x0[10]).abs() < 1e-3);
-        assert!(matches!(patient("adult#011"), Err(ParamsError::UnknownPatient(_))));
+        assert!(matches!(
+            patient("adult#011"),
+            Err(ParamsError::UnknownPatient(_))
+        ));
         assert_eq!(all.iter().filter(|p| p.group() == "child").count(), 10);
     }
 }

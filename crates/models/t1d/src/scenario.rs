@@ -164,13 +164,20 @@ impl Scenario {
 
     /// Parse and validate scenario TOML text; `file` names the source in errors.
     pub fn from_toml_str(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
-        let err = |field: &str, message: String| ScenarioError { file: file.into(), field: field.into(), message };
+        let err = |field: &str, message: String| ScenarioError {
+            file: file.into(),
+            field: field.into(),
+            message,
+        };
         let raw: ScenarioToml = toml::from_str(text).map_err(|e| {
             let span = e.span().map(|s| {
                 let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
                 format!("line {line}: ")
             });
-            err("(toml)", format!("{}{}", span.unwrap_or_default(), e.message()))
+            err(
+                "(toml)",
+                format!("{}{}", span.unwrap_or_default(), e.message()),
+            )
         })?;
         let known = patient_names();
         let patients = match raw.patient {
@@ -189,28 +196,59 @@ impl Scenario {
                 ));
             }
         }
-        if !raw.duration_min.is_finite() || raw.duration_min <= 0.0 || raw.duration_min.fract() != 0.0 {
-            return Err(err("duration_min", format!("{} is not a positive whole number of minutes", raw.duration_min)));
+        if !raw.duration_min.is_finite()
+            || raw.duration_min <= 0.0
+            || raw.duration_min.fract() != 0.0
+        {
+            return Err(err(
+                "duration_min",
+                format!(
+                    "{} is not a positive whole number of minutes",
+                    raw.duration_min
+                ),
+            ));
         }
         if raw.duration_min > 525_600.0 * 10.0 {
-            return Err(err("duration_min", format!("{} exceeds 10 years", raw.duration_min)));
+            return Err(err(
+                "duration_min",
+                format!("{} exceeds 10 years", raw.duration_min),
+            ));
         }
         let duration_min = raw.duration_min as u64;
-        let sensor_t = raw.sensor.unwrap_or(SensorToml { kind: default_sensor(), noise: false, seed: 1 });
+        let sensor_t = raw.sensor.unwrap_or(SensorToml {
+            kind: default_sensor(),
+            noise: false,
+            seed: 1,
+        });
         let sensor = SensorKind::from_name(&sensor_t.kind).ok_or_else(|| {
-            err("sensor.kind", format!("unknown sensor '{}' (expected dexcom, guardian-rt or navigator)", sensor_t.kind))
+            err(
+                "sensor.kind",
+                format!(
+                    "unknown sensor '{}' (expected dexcom, guardian-rt or navigator)",
+                    sensor_t.kind
+                ),
+            )
         })?;
         let pump_name = match raw.pump {
             None => "insulet".to_string(),
             Some(PumpToml::Name(s)) => s,
             Some(PumpToml::Table(t)) => t.kind,
         };
-        let pump = PumpKind::from_name(&pump_name)
-            .ok_or_else(|| err("pump.kind", format!("unknown pump '{pump_name}' (expected insulet or cozmo)")))?;
+        let pump = PumpKind::from_name(&pump_name).ok_or_else(|| {
+            err(
+                "pump.kind",
+                format!("unknown pump '{pump_name}' (expected insulet or cozmo)"),
+            )
+        })?;
         let controller = raw.controller.unwrap_or_default();
-        if let ControllerSpec::BasalBolus { target_mg_dl } | ControllerSpec::Pid { target_mg_dl, .. } = controller {
+        if let ControllerSpec::BasalBolus { target_mg_dl }
+        | ControllerSpec::Pid { target_mg_dl, .. } = controller
+        {
             if !target_mg_dl.is_finite() || !(40.0..=400.0).contains(&target_mg_dl) {
-                return Err(err("controller.target_mg_dl", format!("{target_mg_dl} is outside 40–400 mg/dL")));
+                return Err(err(
+                    "controller.target_mg_dl",
+                    format!("{target_mg_dl} is outside 40–400 mg/dL"),
+                ));
             }
         }
         if !raw.basal.is_empty() && controller != ControllerSpec::OpenLoop {
@@ -225,7 +263,9 @@ impl Scenario {
                 return Err(ScenarioError {
                     file: file.into(),
                     field,
-                    message: format!("{at} is not a whole minute (inputs change on the 1-min grid)"),
+                    message: format!(
+                        "{at} is not a whole minute (inputs change on the 1-min grid)"
+                    ),
                 });
             }
             Ok(())
@@ -242,7 +282,11 @@ impl Scenario {
         };
         let amount = |field: String, v: f64| -> Result<(), ScenarioError> {
             if !v.is_finite() || v < 0.0 {
-                return Err(ScenarioError { file: file.into(), field, message: format!("{v} must be finite and >= 0") });
+                return Err(ScenarioError {
+                    file: file.into(),
+                    field,
+                    message: format!("{v} must be finite and >= 0"),
+                });
             }
             Ok(())
         };
@@ -250,13 +294,17 @@ impl Scenario {
             in_span(format!("meal[{i}].at_min"), m.at_min)?;
             whole(format!("meal[{i}].at_min"), m.at_min)?;
             amount(format!("meal[{i}].carbs_g"), m.carbs_g)?;
-            timeline.add_dose(m.at_min, CARBS_G, m.carbs_g).map_err(|e| err(&format!("meal[{i}]"), e.to_string()))?;
+            timeline
+                .add_dose(m.at_min, CARBS_G, m.carbs_g)
+                .map_err(|e| err(&format!("meal[{i}]"), e.to_string()))?;
         }
         for (i, b) in raw.bolus.iter().enumerate() {
             in_span(format!("bolus[{i}].at_min"), b.at_min)?;
             whole(format!("bolus[{i}].at_min"), b.at_min)?;
             amount(format!("bolus[{i}].units"), b.units)?;
-            timeline.add_dose(b.at_min, BOLUS_U, b.units).map_err(|e| err(&format!("bolus[{i}]"), e.to_string()))?;
+            timeline
+                .add_dose(b.at_min, BOLUS_U, b.units)
+                .map_err(|e| err(&format!("bolus[{i}]"), e.to_string()))?;
         }
         for (i, b) in raw.basal.iter().enumerate() {
             in_span(format!("basal[{i}].at_min"), b.at_min)?;
@@ -345,17 +393,40 @@ units = 4.5
     fn errors_name_file_field_and_value() {
         let cases = [
             (OK.replace("adult#001", "adult#099"), "patient", "adult#099"),
-            (OK.replace("\"dexcom\"", "\"libre\""), "sensor.kind", "libre"),
-            (OK.replace("carbs_g = 45", "carbs_g = -45"), "meal[0].carbs_g", "-45"),
-            (OK.replace("at_min = 420", "at_min = 2000"), "meal[0].at_min", "2000"),
-            (OK.replace("seed = 1", "seed = 1\ncolour = 3"), "(toml)", "colour"),
-            (OK.replace("\"insulet\"", "\"medtronic\""), "pump.kind", "medtronic"),
+            (
+                OK.replace("\"dexcom\"", "\"libre\""),
+                "sensor.kind",
+                "libre",
+            ),
+            (
+                OK.replace("carbs_g = 45", "carbs_g = -45"),
+                "meal[0].carbs_g",
+                "-45",
+            ),
+            (
+                OK.replace("at_min = 420", "at_min = 2000"),
+                "meal[0].at_min",
+                "2000",
+            ),
+            (
+                OK.replace("seed = 1", "seed = 1\ncolour = 3"),
+                "(toml)",
+                "colour",
+            ),
+            (
+                OK.replace("\"insulet\"", "\"medtronic\""),
+                "pump.kind",
+                "medtronic",
+            ),
             ("patient = [".to_string(), "(toml)", "line"),
         ];
         for (text, field, needle) in cases {
             let e = Scenario::from_toml_str(&text, "bad.toml").unwrap_err();
             assert_eq!(e.field, field, "{e}");
-            assert!(e.to_string().contains(needle) && e.to_string().starts_with("bad.toml"), "{e}");
+            assert!(
+                e.to_string().contains(needle) && e.to_string().starts_with("bad.toml"),
+                "{e}"
+            );
         }
     }
 

@@ -21,12 +21,19 @@ struct RefRow {
 }
 
 fn read_ref(name: &str) -> Vec<RefRow> {
-    let mut rdr = csv::Reader::from_path(data_dir().join("ref").join(format!("{name}.csv"))).unwrap();
+    let mut rdr =
+        csv::Reader::from_path(data_dir().join("ref").join(format!("{name}.csv"))).unwrap();
     rdr.records()
         .map(|r| {
             let r = r.unwrap();
             let f = |i: usize| r[i].parse::<f64>().unwrap_or(f64::NAN);
-            RefRow { bg: f(1), cgm: f(2), insulin: f(3), cho: f(4), gp: f(5) }
+            RefRow {
+                bg: f(1),
+                cgm: f(2),
+                insulin: f(3),
+                cho: f(4),
+                gp: f(5),
+            }
         })
         .collect()
 }
@@ -48,10 +55,26 @@ fn all_30_patients_match_simglucose_within_0_01_mg_dl() {
         for (r, q) in rows.iter().zip(&reference) {
             let dbg = (r.sc_glucose_mg_dl - q.bg).abs();
             worst_bg = worst_bg.max(dbg);
-            assert!(dbg <= 0.01, "{name} t={}: sc glucose {} vs reference BG {}", r.t_min, r.sc_glucose_mg_dl, q.bg);
-            assert!((r.cgm_mg_dl - q.cgm).abs() <= 0.01, "{name} t={}: CGM {} vs {}", r.t_min, r.cgm_mg_dl, q.cgm);
+            assert!(
+                dbg <= 0.01,
+                "{name} t={}: sc glucose {} vs reference BG {}",
+                r.t_min,
+                r.sc_glucose_mg_dl,
+                q.bg
+            );
+            assert!(
+                (r.cgm_mg_dl - q.cgm).abs() <= 0.01,
+                "{name} t={}: CGM {} vs {}",
+                r.t_min,
+                r.cgm_mg_dl,
+                q.cgm
+            );
             let plasma_ref = q.gp / p.vg;
-            assert!((r.plasma_glucose_mg_dl - plasma_ref).abs() <= 0.01, "{name} t={}: plasma", r.t_min);
+            assert!(
+                (r.plasma_glucose_mg_dl - plasma_ref).abs() <= 0.01,
+                "{name} t={}: plasma",
+                r.t_min
+            );
             if r.t_min < 1440 {
                 assert!(
                     (r.insulin_u_per_min - q.insulin).abs() <= 1e-9 * q.insulin.abs().max(1.0),
@@ -60,12 +83,18 @@ fn all_30_patients_match_simglucose_within_0_01_mg_dl() {
                     r.insulin_u_per_min,
                     q.insulin
                 );
-                assert_eq!(r.carbs_g_per_min, q.cho, "{name} t={}: carbs eaten", r.t_min);
+                assert_eq!(
+                    r.carbs_g_per_min, q.cho,
+                    "{name} t={}: carbs eaten",
+                    r.t_min
+                );
             }
         }
         worst_overall = worst_overall.max(worst_bg);
     }
-    eprintln!("max |sc glucose - simglucose BG| over 30 patients x 1441 min: {worst_overall:.3e} mg/dL");
+    eprintln!(
+        "max |sc glucose - simglucose BG| over 30 patients x 1441 min: {worst_overall:.3e} mg/dL"
+    );
 }
 
 #[test]
@@ -79,15 +108,34 @@ fn metrics_match_the_reference_summary() {
     for rec in rdr.records() {
         let rec = rec.unwrap();
         let name = &rec[0];
-        let mut h = csv::Reader::from_path(data_dir().join("env_history").join(format!("{name}.csv"))).unwrap();
-        let bg: Vec<f64> = h.records().map(|r| r.unwrap()[1].parse().unwrap()).collect();
+        let mut h =
+            csv::Reader::from_path(data_dir().join("env_history").join(format!("{name}.csv")))
+                .unwrap();
+        let bg: Vec<f64> = h
+            .records()
+            .map(|r| r.unwrap()[1].parse().unwrap())
+            .collect();
         let m = glycaemic_metrics(&bg).unwrap();
         let want = |c: &str| rec[col(c)].parse::<f64>().unwrap();
         assert!((m.mean_mg_dl - want("mean_BG")).abs() < 1e-3, "{name} mean");
-        assert!((m.tir_pct - want("TIR_70_180_pct")).abs() < 1e-3, "{name} TIR");
-        assert!((m.tbr70_pct - want("pct_below_70")).abs() < 1e-3, "{name} TBR");
-        assert!((m.lbgi - want("LBGI")).abs() < 1e-4 * want("LBGI").max(1.0), "{name} LBGI {} vs {}", m.lbgi, want("LBGI"));
-        assert!((m.hbgi - want("HBGI")).abs() < 1e-4 * want("HBGI").max(1.0), "{name} HBGI");
+        assert!(
+            (m.tir_pct - want("TIR_70_180_pct")).abs() < 1e-3,
+            "{name} TIR"
+        );
+        assert!(
+            (m.tbr70_pct - want("pct_below_70")).abs() < 1e-3,
+            "{name} TBR"
+        );
+        assert!(
+            (m.lbgi - want("LBGI")).abs() < 1e-4 * want("LBGI").max(1.0),
+            "{name} LBGI {} vs {}",
+            m.lbgi,
+            want("LBGI")
+        );
+        assert!(
+            (m.hbgi - want("HBGI")).abs() < 1e-4 * want("HBGI").max(1.0),
+            "{name} HBGI"
+        );
         checked += 1;
     }
     assert_eq!(checked, 30);
@@ -103,6 +151,12 @@ fn solver_work_per_patient_day() {
         vp.step(meal, p.basal_u_per_min()).unwrap();
     }
     let s = vp.solver_stats();
-    eprintln!("adult#001, basal + 70 g meal: {} RHS evaluations/day, {} accepted, {} rejected steps", s.rhs_evals, s.accepted, s.rejected);
-    assert!(s.rhs_evals < 25_000, "more RHS evaluations than simglucose's dopri5 (24.7k)");
+    eprintln!(
+        "adult#001, basal + 70 g meal: {} RHS evaluations/day, {} accepted, {} rejected steps",
+        s.rhs_evals, s.accepted, s.rejected
+    );
+    assert!(
+        s.rhs_evals < 25_000,
+        "more RHS evaluations than simglucose's dopri5 (24.7k)"
+    );
 }

@@ -1,0 +1,620 @@
+//! MathML subset of SBML (SBML L3V2 §3.4, MathML 2.0 content markup): parse to an AST,
+//! resolve identifiers to value slots, and compile to a flat stack-machine bytecode.
+//!
+//! Booleans are represented as `1.0` (true) and `0.0` (false); any non-zero value is true.
+
+use crate::SbmlError;
+use roxmltree::Node;
+
+/// Operators of `<apply>` (and the constants/csymbols that behave like nullary operators).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Plus,
+    Minus,
+    Times,
+    Divide,
+    Power,
+    Root,
+    Abs,
+    Exp,
+    Ln,
+    Log,
+    Floor,
+    Ceiling,
+    Factorial,
+    Sin,
+    Cos,
+    Tan,
+    Sec,
+    Csc,
+    Cot,
+    Sinh,
+    Cosh,
+    Tanh,
+    Sech,
+    Csch,
+    Coth,
+    ArcSin,
+    ArcCos,
+    ArcTan,
+    ArcSec,
+    ArcCsc,
+    ArcCot,
+    ArcSinh,
+    ArcCosh,
+    ArcTanh,
+    ArcSech,
+    ArcCsch,
+    ArcCoth,
+    Eq,
+    Neq,
+    Gt,
+    Lt,
+    Geq,
+    Leq,
+    And,
+    Or,
+    Xor,
+    Not,
+    Implies,
+    Max,
+    Min,
+    Rem,
+    Quotient,
+}
+
+impl Op {
+    fn from_name(n: &str) -> Option<Op> {
+        use Op::*;
+        Some(match n {
+            "plus" => Plus,
+            "minus" => Minus,
+            "times" => Times,
+            "divide" => Divide,
+            "power" => Power,
+            "root" => Root,
+            "abs" => Abs,
+            "exp" => Exp,
+            "ln" => Ln,
+            "log" => Log,
+            "floor" => Floor,
+            "ceiling" => Ceiling,
+            "factorial" => Factorial,
+            "sin" => Sin,
+            "cos" => Cos,
+            "tan" => Tan,
+            "sec" => Sec,
+            "csc" => Csc,
+            "cot" => Cot,
+            "sinh" => Sinh,
+            "cosh" => Cosh,
+            "tanh" => Tanh,
+            "sech" => Sech,
+            "csch" => Csch,
+            "coth" => Coth,
+            "arcsin" => ArcSin,
+            "arccos" => ArcCos,
+            "arctan" => ArcTan,
+            "arcsec" => ArcSec,
+            "arccsc" => ArcCsc,
+            "arccot" => ArcCot,
+            "arcsinh" => ArcSinh,
+            "arccosh" => ArcCosh,
+            "arctanh" => ArcTanh,
+            "arcsech" => ArcSech,
+            "arccsch" => ArcCsch,
+            "arccoth" => ArcCoth,
+            "eq" => Eq,
+            "neq" => Neq,
+            "gt" => Gt,
+            "lt" => Lt,
+            "geq" => Geq,
+            "leq" => Leq,
+            "and" => And,
+            "or" => Or,
+            "xor" => Xor,
+            "not" => Not,
+            "implies" => Implies,
+            "max" => Max,
+            "min" => Min,
+            "rem" => Rem,
+            "quotient" => Quotient,
+            _ => return None,
+        })
+    }
+}
+
+/// Parsed MathML expression with identifiers still as names.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Expr {
+    Num(f64),
+    Sym(String),
+    Time,
+    Avogadro,
+    Apply(Op, Vec<Expr>),
+    Call(String, Vec<Expr>),
+    Piecewise(Vec<(Expr, Expr)>, Option<Box<Expr>>),
+    Delay(Box<Expr>, Box<Expr>),
+    RateOf(Box<Expr>),
+}
+
+/// Avogadro's number as fixed by SBML L3 (CODATA 2006 value, SBML L3V1 §3.4.6).
+pub(crate) const AVOGADRO: f64 = 6.022_141_79e23;
+
+fn elements<'a, 'i>(n: Node<'a, 'i>) -> impl Iterator<Item = Node<'a, 'i>> {
+    n.children().filter(|c| c.is_element())
+}
+
+fn text_of(n: Node) -> String {
+    n.descendants().filter(|d| d.is_text()).filter_map(|d| d.text()).collect::<String>().trim().to_string()
+}
+
+fn parse_num(s: &str, ctx: &str) -> Result<f64, SbmlError> {
+    let t = s.trim();
+    let v = match t {
+        "INF" | "inf" | "Infinity" | "infinity" => f64::INFINITY,
+        "-INF" | "-inf" | "-Infinity" | "-infinity" => f64::NEG_INFINITY,
+        "NaN" | "nan" => f64::NAN,
+        _ => t.parse::<f64>().map_err(|_| SbmlError::Invalid(format!("bad number '{t}' in {ctx}")))?,
+    };
+    Ok(v)
+}
+
+/// Parse the content of a `<math>` element (its first element child).
+pub(crate) fn parse_math(math: Node, ctx: &str) -> Result<Option<Expr>, SbmlError> {
+    match elements(math).next() {
+        None => Ok(None),
+        Some(n) => parse_node(n, ctx).map(Some),
+    }
+}
+
+/// Parse a `<lambda>` of a function definition: bound variable names and body.
+pub(crate) fn parse_lambda(math: Node, ctx: &str) -> Result<Option<(Vec<String>, Expr)>, SbmlError> {
+    let mut lam = match elements(math).next() {
+        None => return Ok(None),
+        Some(n) => n,
+    };
+    while lam.tag_name().name() == "semantics" {
+        lam = match elements(lam).next() {
+            Some(n) => n,
+            None => return Ok(None),
+        };
+    }
+    if lam.tag_name().name() != "lambda" {
+        return Err(SbmlError::Invalid(format!("{ctx}: function definition without <lambda>")));
+    }
+    let mut args = Vec::new();
+    let mut body = None;
+    for c in elements(lam) {
+        if c.tag_name().name() == "bvar" {
+            let ci = elements(c).next().ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty bvar")))?;
+            args.push(text_of(ci));
+        } else {
+            body = Some(parse_node(c, ctx)?);
+        }
+    }
+    match body {
+        Some(b) => Ok(Some((args, b))),
+        None => Ok(None),
+    }
+}
+
+fn parse_node(n: Node, ctx: &str) -> Result<Expr, SbmlError> {
+    let name = n.tag_name().name();
+    match name {
+        "cn" => {
+            let ty = n.attribute("type").unwrap_or("real");
+            let parts: Vec<String> = n
+                .children()
+                .filter(|c| c.is_text())
+                .filter_map(|c| c.text())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            match ty {
+                "e-notation" | "rational" if parts.len() == 2 => {
+                    let a = parse_num(&parts[0], ctx)?;
+                    let b = parse_num(&parts[1], ctx)?;
+                    Ok(Expr::Num(if ty == "rational" { a / b } else { a * 10f64.powf(b) }))
+                }
+                _ => Ok(Expr::Num(parse_num(&parts.join(""), ctx)?)),
+            }
+        }
+        "ci" => Ok(Expr::Sym(text_of(n))),
+        "true" => Ok(Expr::Num(1.0)),
+        "false" => Ok(Expr::Num(0.0)),
+        "pi" => Ok(Expr::Num(std::f64::consts::PI)),
+        "exponentiale" => Ok(Expr::Num(std::f64::consts::E)),
+        "notanumber" => Ok(Expr::Num(f64::NAN)),
+        "infinity" => Ok(Expr::Num(f64::INFINITY)),
+        "csymbol" => {
+            let url = n.attribute("definitionURL").unwrap_or("");
+            if url.ends_with("/time") {
+                Ok(Expr::Time)
+            } else if url.ends_with("/avogadro") {
+                Ok(Expr::Avogadro)
+            } else {
+                Err(SbmlError::Unsupported(format!("csymbol '{url}' used as a value in {ctx}")))
+            }
+        }
+        "semantics" => {
+            let c = elements(n).next().ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty semantics")))?;
+            parse_node(c, ctx)
+        }
+        "piecewise" => {
+            let mut pieces = Vec::new();
+            let mut other = None;
+            for c in elements(n) {
+                match c.tag_name().name() {
+                    "piece" => {
+                        let ch: Vec<Node> = elements(c).collect();
+                        if ch.len() != 2 {
+                            return Err(SbmlError::Invalid(format!("{ctx}: <piece> needs 2 children")));
+                        }
+                        pieces.push((parse_node(ch[0], ctx)?, parse_node(ch[1], ctx)?));
+                    }
+                    "otherwise" => {
+                        let c0 =
+                            elements(c).next().ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty otherwise")))?;
+                        other = Some(Box::new(parse_node(c0, ctx)?));
+                    }
+                    t => return Err(SbmlError::Unsupported(format!("MathML <{t}> inside piecewise in {ctx}"))),
+                }
+            }
+            Ok(Expr::Piecewise(pieces, other))
+        }
+        "apply" => {
+            let mut it = elements(n);
+            let head = it.next().ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty <apply>")))?;
+            let mut args = Vec::new();
+            let mut qual: Option<Expr> = None;
+            for c in it {
+                match c.tag_name().name() {
+                    "degree" | "logbase" => {
+                        let q = elements(c).next().ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty qualifier")))?;
+                        qual = Some(parse_node(q, ctx)?);
+                    }
+                    "bvar" => return Err(SbmlError::Unsupported(format!("MathML <bvar> outside lambda in {ctx}"))),
+                    _ => args.push(parse_node(c, ctx)?),
+                }
+            }
+            let hname = head.tag_name().name();
+            match hname {
+                "ci" => Ok(Expr::Call(text_of(head), args)),
+                "csymbol" => {
+                    let url = head.attribute("definitionURL").unwrap_or("");
+                    if url.ends_with("/delay") && args.len() == 2 {
+                        let mut a = args.into_iter();
+                        let x = a.next().unwrap_or(Expr::Num(0.0));
+                        let d = a.next().unwrap_or(Expr::Num(0.0));
+                        Ok(Expr::Delay(Box::new(x), Box::new(d)))
+                    } else if url.ends_with("/rateOf") && args.len() == 1 {
+                        Ok(Expr::RateOf(Box::new(args.into_iter().next().unwrap_or(Expr::Num(0.0)))))
+                    } else {
+                        Err(SbmlError::Unsupported(format!("csymbol function '{url}' in {ctx}")))
+                    }
+                }
+                _ => {
+                    let op = Op::from_name(hname)
+                        .ok_or_else(|| SbmlError::Unsupported(format!("MathML operator <{hname}> in {ctx}")))?;
+                    match (op, qual) {
+                        (Op::Root, q) => {
+                            let deg = q.unwrap_or(Expr::Num(2.0));
+                            let mut v = vec![deg];
+                            v.extend(args);
+                            Ok(Expr::Apply(Op::Root, v))
+                        }
+                        (Op::Log, q) => {
+                            let base = q.unwrap_or(Expr::Num(10.0));
+                            let mut v = vec![base];
+                            v.extend(args);
+                            Ok(Expr::Apply(Op::Log, v))
+                        }
+                        (_, Some(_)) => {
+                            Err(SbmlError::Unsupported(format!("qualifier on MathML operator <{hname}> in {ctx}")))
+                        }
+                        (op, None) => Ok(Expr::Apply(op, args)),
+                    }
+                }
+            }
+        }
+        t => Err(SbmlError::Unsupported(format!("MathML element <{t}> in {ctx}"))),
+    }
+}
+
+/// Expression with identifiers resolved to slots of the value vector.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RExpr {
+    Num(f64),
+    Slot(usize),
+    Time,
+    Apply(Op, Vec<RExpr>),
+    Piecewise(Vec<(RExpr, RExpr)>, Option<Box<RExpr>>),
+}
+
+impl RExpr {
+    /// Slots read by this expression (with repetitions).
+    pub(crate) fn deps(&self, out: &mut Vec<usize>) {
+        match self {
+            RExpr::Slot(s) => out.push(*s),
+            RExpr::Apply(_, a) => a.iter().for_each(|e| e.deps(out)),
+            RExpr::Piecewise(p, o) => {
+                for (v, c) in p {
+                    v.deps(out);
+                    c.deps(out);
+                }
+                if let Some(o) = o {
+                    o.deps(out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One stack-machine instruction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ins {
+    Const(f64),
+    Load(u32),
+    Time,
+    /// Apply `op` to the top `n` stack entries, replacing them by the result.
+    Op(Op, u32),
+    /// Pop; jump to target if the popped value is false (0).
+    JumpIfFalse(u32),
+    Jump(u32),
+}
+
+/// Compiled expression: flattened postfix bytecode evaluated on a value stack.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Code {
+    ins: Vec<Ins>,
+    max_stack: usize,
+}
+
+impl Code {
+    pub(crate) fn compile(e: &RExpr) -> Code {
+        let mut ins = Vec::new();
+        emit(e, &mut ins);
+        // Compute the stack depth needed.
+        let mut depth: i64 = 0;
+        let mut max = 1i64;
+        for i in &ins {
+            match i {
+                Ins::Const(_) | Ins::Load(_) | Ins::Time => depth += 1,
+                Ins::Op(_, n) => depth += 1 - *n as i64,
+                Ins::JumpIfFalse(_) => depth -= 1,
+                Ins::Jump(_) => {}
+            }
+            max = max.max(depth);
+        }
+        Code { ins, max_stack: max as usize + 1 }
+    }
+
+    /// Evaluate with slot values `v` at time `t`. `stack` is scratch space (grown as needed).
+    pub(crate) fn eval(&self, v: &[f64], t: f64, stack: &mut Vec<f64>) -> f64 {
+        stack.clear();
+        if stack.capacity() < self.max_stack {
+            stack.reserve(self.max_stack);
+        }
+        let mut pc = 0usize;
+        let n = self.ins.len();
+        while pc < n {
+            match self.ins[pc] {
+                Ins::Const(c) => stack.push(c),
+                Ins::Load(s) => stack.push(v[s as usize]),
+                Ins::Time => stack.push(t),
+                Ins::Op(op, k) => {
+                    let k = k as usize;
+                    let base = stack.len() - k;
+                    let r = apply(op, &stack[base..]);
+                    stack.truncate(base);
+                    stack.push(r);
+                }
+                Ins::JumpIfFalse(tg) => {
+                    let c = stack.pop().unwrap_or(0.0);
+                    if c == 0.0 {
+                        pc = tg as usize;
+                        continue;
+                    }
+                }
+                Ins::Jump(tg) => {
+                    pc = tg as usize;
+                    continue;
+                }
+            }
+            pc += 1;
+        }
+        stack.pop().unwrap_or(f64::NAN)
+    }
+}
+
+fn emit(e: &RExpr, out: &mut Vec<Ins>) {
+    match e {
+        RExpr::Num(c) => out.push(Ins::Const(*c)),
+        RExpr::Slot(s) => out.push(Ins::Load(*s as u32)),
+        RExpr::Time => out.push(Ins::Time),
+        RExpr::Apply(op, args) => {
+            for a in args {
+                emit(a, out);
+            }
+            out.push(Ins::Op(*op, args.len() as u32));
+        }
+        RExpr::Piecewise(pieces, other) => {
+            let mut end_jumps = Vec::new();
+            for (val, cond) in pieces {
+                emit(cond, out);
+                let jf = out.len();
+                out.push(Ins::JumpIfFalse(0));
+                emit(val, out);
+                end_jumps.push(out.len());
+                out.push(Ins::Jump(0));
+                let next = out.len() as u32;
+                out[jf] = Ins::JumpIfFalse(next);
+            }
+            match other {
+                Some(o) => emit(o, out),
+                None => out.push(Ins::Const(f64::NAN)),
+            }
+            let end = out.len() as u32;
+            for j in end_jumps {
+                out[j] = Ins::Jump(end);
+            }
+        }
+    }
+}
+
+fn b(x: bool) -> f64 {
+    if x {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+fn factorial(x: f64) -> f64 {
+    if x < 0.0 || x.fract() != 0.0 {
+        return f64::NAN;
+    }
+    if x > 170.0 {
+        return f64::INFINITY;
+    }
+    let mut r = 1.0;
+    let mut i = 2.0;
+    while i <= x {
+        r *= i;
+        i += 1.0;
+    }
+    r
+}
+
+fn apply(op: Op, a: &[f64]) -> f64 {
+    use Op::*;
+    let x = a.first().copied().unwrap_or(f64::NAN);
+    let y = a.get(1).copied().unwrap_or(f64::NAN);
+    match op {
+        Plus => a.iter().sum(),
+        Minus => {
+            if a.len() == 1 {
+                -x
+            } else {
+                x - y
+            }
+        }
+        Times => a.iter().product(),
+        Divide => x / y,
+        Power => x.powf(y),
+        Root => {
+            // a = [degree, value]
+            let (d, v) = (x, y);
+            if v < 0.0 && d.fract() == 0.0 && (d as i64) % 2 != 0 {
+                -(-v).powf(1.0 / d)
+            } else if d == 2.0 {
+                v.sqrt()
+            } else {
+                v.powf(1.0 / d)
+            }
+        }
+        Abs => x.abs(),
+        Exp => x.exp(),
+        Ln => x.ln(),
+        Log => {
+            // a = [base, value]
+            if x == 10.0 {
+                y.log10()
+            } else if x == 2.0 {
+                y.log2()
+            } else {
+                y.ln() / x.ln()
+            }
+        }
+        Floor => x.floor(),
+        Ceiling => x.ceil(),
+        Factorial => factorial(x),
+        Sin => x.sin(),
+        Cos => x.cos(),
+        Tan => x.tan(),
+        Sec => 1.0 / x.cos(),
+        Csc => 1.0 / x.sin(),
+        Cot => 1.0 / x.tan(),
+        Sinh => x.sinh(),
+        Cosh => x.cosh(),
+        Tanh => x.tanh(),
+        Sech => 1.0 / x.cosh(),
+        Csch => 1.0 / x.sinh(),
+        Coth => 1.0 / x.tanh(),
+        ArcSin => x.asin(),
+        ArcCos => x.acos(),
+        ArcTan => x.atan(),
+        ArcSec => (1.0 / x).acos(),
+        ArcCsc => (1.0 / x).asin(),
+        ArcCot => {
+            if x == 0.0 {
+                std::f64::consts::FRAC_PI_2
+            } else {
+                (1.0 / x).atan()
+            }
+        }
+        ArcSinh => x.asinh(),
+        ArcCosh => x.acosh(),
+        ArcTanh => x.atanh(),
+        ArcSech => (1.0 / x).acosh(),
+        ArcCsch => (1.0 / x).asinh(),
+        ArcCoth => (1.0 / x).atanh(),
+        Eq => b(a.windows(2).all(|w| w[0] == w[1])),
+        Neq => b(a.windows(2).all(|w| w[0] != w[1])),
+        Gt => b(a.windows(2).all(|w| w[0] > w[1])),
+        Lt => b(a.windows(2).all(|w| w[0] < w[1])),
+        Geq => b(a.windows(2).all(|w| w[0] >= w[1])),
+        Leq => b(a.windows(2).all(|w| w[0] <= w[1])),
+        And => b(a.iter().all(|v| *v != 0.0)),
+        Or => b(a.iter().any(|v| *v != 0.0)),
+        Xor => b(a.iter().filter(|v| **v != 0.0).count() % 2 == 1),
+        Not => b(x == 0.0),
+        Implies => b(x == 0.0 || y != 0.0),
+        Max => a.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        Min => a.iter().copied().fold(f64::INFINITY, f64::min),
+        Rem => x % y,
+        Quotient => (x / y).trunc(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(xml: &str) -> f64 {
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        let e = parse_math(doc.root_element(), "test").unwrap().unwrap();
+        let r = resolve_simple(&e);
+        Code::compile(&r).eval(&[], 2.0, &mut Vec::new())
+    }
+
+    fn resolve_simple(e: &Expr) -> RExpr {
+        match e {
+            Expr::Num(c) => RExpr::Num(*c),
+            Expr::Time => RExpr::Time,
+            Expr::Apply(op, a) => RExpr::Apply(*op, a.iter().map(resolve_simple).collect()),
+            Expr::Piecewise(p, o) => RExpr::Piecewise(
+                p.iter().map(|(v, c)| (resolve_simple(v), resolve_simple(c))).collect(),
+                o.as_ref().map(|o| Box::new(resolve_simple(o))),
+            ),
+            _ => panic!("unsupported in test"),
+        }
+    }
+
+    #[test]
+    fn arithmetic_and_piecewise() {
+        let m = r#"<math xmlns="http://www.w3.org/1998/Math/MathML"><apply><plus/><cn>1</cn>
+            <apply><times/><cn type="e-notation">2<sep/>1</cn><csymbol definitionURL="http://www.sbml.org/sbml/symbols/time"/></apply></apply></math>"#;
+        assert_eq!(ev(m), 41.0);
+        let m = r#"<math xmlns="http://www.w3.org/1998/Math/MathML"><piecewise>
+            <piece><cn>5</cn><apply><lt/><csymbol definitionURL="http://www.sbml.org/sbml/symbols/time"/><cn>1</cn></apply></piece>
+            <otherwise><apply><root/><degree><cn>3</cn></degree><cn>-8</cn></apply></otherwise></piecewise></math>"#;
+        assert_eq!(ev(m), -2.0);
+        let m = r#"<math xmlns="http://www.w3.org/1998/Math/MathML"><apply><log/><logbase><cn>2</cn></logbase><cn>8</cn></apply></math>"#;
+        assert_eq!(ev(m), 3.0);
+        let m = r#"<math xmlns="http://www.w3.org/1998/Math/MathML"><apply><factorial/><cn>5</cn></apply></math>"#;
+        assert_eq!(ev(m), 120.0);
+    }
+}
