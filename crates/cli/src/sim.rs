@@ -20,13 +20,13 @@ pub const SUMMARY_HEADER: &str = "patient,mean_mg_dl,sd_mg_dl,cv_pct,gmi_pct,tbr
 
 pub fn patients() -> Result<(), CliError> {
     let all = medtwin_t1d::all_patients().map_err(|e| CliError::failure(e.to_string()))?;
-    println!(
-        "{:<15} {:>6} {:>7} {:>8} {:>8} {:>9} {:>10} {:>9}",
+    let mut out = format!(
+        "{:<15} {:>6} {:>7} {:>8} {:>8} {:>9} {:>10} {:>9}\n",
         "patient", "age_y", "BW_kg", "Gb_mg_dl", "CR_g_U", "CF_mg_dl_U", "basal_U_h", "TDI_U_d"
     );
     for p in all {
-        println!(
-            "{:<15} {:>6.0} {:>7.1} {:>8.1} {:>8.1} {:>9.1} {:>10.3} {:>9.1}",
+        out.push_str(&format!(
+            "{:<15} {:>6.0} {:>7.1} {:>8.1} {:>8.1} {:>9.1} {:>10.3} {:>9.1}\n",
             p.name,
             p.age_years,
             p.bw,
@@ -35,8 +35,10 @@ pub fn patients() -> Result<(), CliError> {
             p.cf_mg_dl_per_u,
             p.basal_u_per_min() * 60.0,
             p.tdi_u_per_day
-        );
+        ));
     }
+    // A closed pipe (e.g. `| head`) is not an error worth a panic.
+    let _ = std::io::stdout().write_all(out.as_bytes());
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! with the observation averaged over the last environment step, action held until the next
 //! call (shared NOTES.md §3.8–3.9).
 
+use crate::mpc::{ClinicalSettings, MpcController, MpcSettings};
 use crate::params::PatientParams;
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,39 @@ pub enum ControllerSpec {
     /// No controller: insulin comes only from the scenario's bolus and basal events.
     #[serde(rename = "open-loop")]
     OpenLoop,
+    /// Model predictive control with announced meals ([`crate::mpc`]; Magni et al. 2007, JDST
+    /// 1:804): CGM-only state estimation on a population-average internal model, receding-horizon
+    /// optimisation of meal-bolus fraction and basal multipliers, hard safety constraints.
+    #[serde(rename = "mpc")]
+    Mpc {
+        /// Centre of the zero-cost zone (target ± 10), mg/dL (default 130).
+        #[serde(default = "default_mpc_target")]
+        target_mg_dl: f64,
+        /// Prediction horizon, min (default 240).
+        #[serde(default = "default_mpc_horizon")]
+        horizon_min: f64,
+        /// Suspend threshold on CGM and predicted glucose, mg/dL (default 80).
+        #[serde(default = "default_mpc_suspend")]
+        suspend_mg_dl: f64,
+    },
+}
+
+fn default_mpc_target() -> f64 {
+    MpcSettings::default().target_mg_dl
+}
+fn default_mpc_horizon() -> f64 {
+    MpcSettings::default().horizon_min
+}
+fn default_mpc_suspend() -> f64 {
+    MpcSettings::default().suspend_mg_dl
+}
+
+impl ControllerSpec {
+    /// The default MPC configuration.
+    pub fn mpc_default() -> Self {
+        let d = MpcSettings::default();
+        ControllerSpec::Mpc { target_mg_dl: d.target_mg_dl, horizon_min: d.horizon_min, suspend_mg_dl: d.suspend_mg_dl }
+    }
 }
 
 fn default_target() -> f64 {
@@ -113,10 +147,13 @@ pub enum Controller {
     },
     /// Open loop: always returns zero.
     OpenLoop,
+    /// Model predictive control (boxed: it carries its estimator and internal model).
+    Mpc(Box<MpcController>),
 }
 
 impl Controller {
-    /// Instantiate `spec` for `patient` (basal-bolus reads its u2ss, BW, CR and CF).
+    /// Instantiate `spec` for `patient` (basal-bolus reads its u2ss, BW, CR and CF; MPC receives
+    /// only the [`ClinicalSettings`]: programmed basal, CR, CF and TDI).
     pub fn new(spec: &ControllerSpec, patient: &PatientParams) -> Self {
         match *spec {
             ControllerSpec::BasalBolus { target_mg_dl } => Controller::BasalBolus {
@@ -139,6 +176,10 @@ impl Controller {
                 prev: 0.0,
             },
             ControllerSpec::OpenLoop => Controller::OpenLoop,
+            ControllerSpec::Mpc { target_mg_dl, horizon_min, suspend_mg_dl } => Controller::Mpc(Box::new(MpcController::new(
+                MpcSettings { target_mg_dl, horizon_min, suspend_mg_dl },
+                ClinicalSettings::from_patient(patient),
+            ))),
         }
     }
 
@@ -186,6 +227,7 @@ impl Controller {
                 }
             }
             Controller::OpenLoop => ControlAction::default(),
+            Controller::Mpc(m) => m.policy(obs),
         }
     }
 }

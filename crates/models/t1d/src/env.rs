@@ -12,6 +12,7 @@
 use crate::controller::{ControlAction, Controller, ControllerInput, ControllerSpec};
 use crate::model::VirtualPatient;
 use crate::params::PatientParams;
+use crate::random_meals::RandomMeals;
 use crate::scenario::{Scenario, BASAL_U_PER_H, BOLUS_U, CARBS_G};
 use crate::sensor::CgmSensor;
 use medtwin_simulate::{SolveError, SolverOptions};
@@ -46,17 +47,38 @@ pub fn patient_seed(scenario_seed: u64, patient_index: usize) -> u64 {
 /// Simulate one patient through `scenario`, calling `sink` for each of the
 /// `duration_min + 1` rows in time order. `sensor_seed` seeds the CGM noise.
 /// Errors: solver failure, with the time reached.
+///
+/// Random meals (if the scenario has them) use the stream of the patient's index in
+/// `scenario.patients` (0 if it is not listed); see [`simulate_patient_with`] to choose it.
 pub fn simulate_patient(
     params: &PatientParams,
     scenario: &Scenario,
     sensor_seed: u64,
     opts: SolverOptions,
+    sink: impl FnMut(&MinuteRow),
+) -> Result<(), SolveError> {
+    let index = scenario.patients.iter().position(|n| n == &params.name).unwrap_or(0);
+    let mut controller = Controller::new(&scenario.controller, params);
+    simulate_patient_with(params, scenario, index, sensor_seed, opts, &mut controller, sink)
+}
+
+/// As [`simulate_patient`], with an explicit patient index (selects the random-meal stream) and
+/// a caller-owned `controller` (so its state, e.g. MPC decision timing, can be read afterwards).
+pub fn simulate_patient_with(
+    params: &PatientParams,
+    scenario: &Scenario,
+    patient_index: usize,
+    sensor_seed: u64,
+    opts: SolverOptions,
+    controller: &mut Controller,
     mut sink: impl FnMut(&MinuteRow),
 ) -> Result<(), SolveError> {
     let mut patient = VirtualPatient::new(params.clone(), opts);
     let mut sensor = CgmSensor::new(scenario.sensor, scenario.sensor_noise, sensor_seed);
     let pump = scenario.pump.params();
-    let mut controller = Controller::new(&scenario.controller, params);
+    let mut random_meals = scenario
+        .random_meals
+        .map(|r| RandomMeals::new(r.seed, patient_index as u64, scenario.start_minute_of_day()));
     let open_loop = scenario.controller == ControllerSpec::OpenLoop;
     let st = sensor.sample_time_min() as u64;
     let g0 = patient.sc_glucose_mg_dl();
@@ -79,7 +101,10 @@ pub fn simulate_patient(
                 break;
             }
             let tf = t as f64;
-            let announced = tl.doses_in(CARBS_G, tf, tf + 1.0);
+            let mut announced = tl.doses_in(CARBS_G, tf, tf + 1.0);
+            if let Some(rm) = random_meals.as_mut() {
+                announced += rm.carbs_at(t);
+            }
             let mut insulin =
                 pump.basal(action.basal_u_per_min) + pump.bolus(action.bolus_u_per_min);
             let extra_bolus = tl.doses_in(BOLUS_U, tf, tf + 1.0);

@@ -588,7 +588,7 @@ impl MpcController {
         let extra_room = (iob_max - iob).max(0.0);
         let feasible = |bolus: f64, m0: f64| -> bool {
             let extra = bolus + ((m0 - 1.0) * c.basal_u_per_min * BLOCK_ENDS_MIN[0]).max(0.0);
-            bolus <= max_bolus + 1e-12 && (m0 <= 1.0 && bolus <= extra_room + 1e-12 || extra <= extra_room + 1e-12)
+            bolus <= max_bolus + 1e-12 && extra <= extra_room + 1e-12
         };
         // ---- optimisation: coordinate descent over the grids
         let pending = self.pending_u > 0.0;

@@ -6,7 +6,7 @@
 //! start = "2018-01-01T00:00:00"    # optional wall-clock start (civil time, no zone)
 //! duration_min = 1440
 //! [controller]
-//! kind = "basal-bolus"             # "basal-bolus" | "pid" | "open-loop"
+//! kind = "basal-bolus"             # "basal-bolus" | "pid" | "open-loop" | "mpc"
 //! target_mg_dl = 140
 //! [sensor]
 //! kind = "dexcom"                  # "dexcom" | "guardian-rt" | "navigator"
@@ -23,12 +23,17 @@
 //! [[basal]]                        # open-loop basal rate from at_min until the next entry
 //! at_min = 0
 //! u_per_h = 0.9
+//! [random_meals]                   # optional: simglucose RandomScenario meals (added to [[meal]])
+//! seed = 7                         # per-patient streams derived from (seed, patient index)
 //! ```
+//! Random meals follow the clock: a new day is drawn at every midnight of `start` + t (midnight
+//! if `start` is absent); see [`crate::random_meals`].
 //! Every problem is reported as a [`ScenarioError`] naming the file, the field and the value.
 
 use crate::controller::ControllerSpec;
 use crate::params::{patient_names, PatientParams};
 use crate::pump::PumpKind;
+use crate::random_meals::RandomMealSpec;
 use crate::sensor::SensorKind;
 use medtwin_core::Timeline;
 use serde::Deserialize;
@@ -112,6 +117,12 @@ struct BasalToml {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RandomMealsToml {
+    seed: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ScenarioToml {
     patient: PatientSel,
     start: Option<String>,
@@ -125,6 +136,29 @@ struct ScenarioToml {
     bolus: Vec<BolusToml>,
     #[serde(default)]
     basal: Vec<BasalToml>,
+    random_meals: Option<RandomMealsToml>,
+}
+
+/// Minutes after midnight of an ISO 8601 civil date-time `YYYY-MM-DDTHH:MM[:SS]` (seconds are
+/// ignored); `None` if it does not have that form.
+pub fn minute_of_day(start: &str) -> Option<u64> {
+    let (date, time) = start.split_once(['T', ' '])?;
+    if date.len() != 10 || date.as_bytes()[4] != b'-' || date.as_bytes()[7] != b'-' {
+        return None;
+    }
+    let mut it = time.split(':');
+    let h: u64 = it.next()?.parse().ok()?;
+    let m: u64 = it.next()?.parse().ok()?;
+    if let Some(sec) = it.next() {
+        let sec: f64 = sec.parse().ok()?;
+        if !(0.0..61.0).contains(&sec) {
+            return None;
+        }
+    }
+    if h > 23 || m > 59 || it.next().is_some() {
+        return None;
+    }
+    Some(h * 60 + m)
 }
 
 /// A validated scenario.
@@ -148,6 +182,9 @@ pub struct Scenario {
     pub pump: PumpKind,
     /// Meals ([`CARBS_G`], g), boluses ([`BOLUS_U`], U) and basal rates ([`BASAL_U_PER_H`], U/h).
     pub timeline: Timeline,
+    /// Random meals (simglucose `RandomScenario` statistics), announced in addition to the
+    /// timeline's meals; `None` for none.
+    pub random_meals: Option<RandomMealSpec>,
 }
 
 impl Scenario {
@@ -324,7 +361,13 @@ impl Scenario {
             sensor_seed: sensor_t.seed,
             pump,
             timeline,
+            random_meals,
         })
+    }
+
+    /// Minutes after midnight at simulated minute 0 (0 if `start` is absent or has no time).
+    pub fn start_minute_of_day(&self) -> u64 {
+        self.start.as_deref().and_then(minute_of_day).unwrap_or(0)
     }
 
     /// The reference scenario of the shared simglucose benchmark (NOTES.md §4): 24 h, meals
@@ -346,6 +389,7 @@ impl Scenario {
             sensor_seed: 1,
             pump: PumpKind::Insulet,
             timeline,
+            random_meals: None,
         }
     }
 
@@ -427,6 +471,27 @@ units = 4.5
                 e.to_string().contains(needle) && e.to_string().starts_with("bad.toml"),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn random_meals_and_mpc_parse_and_validate() {
+        let base = "patient = \"all\"\nstart = \"2018-01-01T06:30:00\"\nduration_min = 2880\n[controller]\nkind = \"mpc\"\n";
+        let s = Scenario::from_toml_str(&format!("{base}[random_meals]\nseed = 9\n"), "r.toml").unwrap();
+        assert_eq!(s.random_meals, Some(RandomMealSpec { seed: 9 }));
+        assert_eq!(s.start_minute_of_day(), 390);
+        assert_eq!(s.controller, ControllerSpec::mpc_default());
+        let cases = [
+            (format!("{base}[random_meals]\nseed = -2\n"), "random_meals.seed", "-2"),
+            (format!("{base}[random_meals]\nsed = 2\n"), "(toml)", "sed"),
+            (base.replace("06:30:00", "6h") + "[random_meals]\nseed = 1\n", "start", "6h"),
+            (base.replace("kind = \"mpc\"", "kind = \"mpc\"\nhorizon_min = 5"), "controller.horizon_min", "5"),
+            (base.replace("kind = \"mpc\"", "kind = \"mpc\"\nsuspend_mg_dl = 20"), "controller.suspend_mg_dl", "20"),
+        ];
+        for (text, field, needle) in cases {
+            let e = Scenario::from_toml_str(&text, "bad.toml").unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.to_string().contains(needle) && e.to_string().starts_with("bad.toml"), "{e}");
         }
     }
 
