@@ -54,6 +54,19 @@ pub enum TwinCmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Assimilate newer data into a saved twin (the record must start where the twin's does).
+    Update {
+        /// Twin JSON.
+        twin: PathBuf,
+        /// The patient's record, now with newer data.
+        record: PathBuf,
+        /// Until (RFC 3339 or offset from the first CGM); default: the last CGM.
+        #[arg(long)]
+        until: Option<String>,
+        /// Output twin JSON (may be the input file).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Forecast from a saved twin, optionally with a planned future (TOML).
     Forecast {
         /// Twin JSON.
@@ -298,6 +311,13 @@ fn read_plan(path: &Path, t0: f64, horizon: u32) -> Result<Plan, CliError> {
     Ok(plan)
 }
 
+fn read_twin(path: &Path) -> Result<Twin, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::input(format!("{}: not a twin document: {e}", path.display())))
+}
+
 pub fn twin(c: TwinCmd) -> Result<(), CliError> {
     match c {
         TwinCmd::Fit {
@@ -361,6 +381,51 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
             );
             Ok(())
         }
+        TwinCmd::Update {
+            twin,
+            record,
+            until,
+            out,
+        } => {
+            let doc = read_twin(&twin)?;
+            let mut engine = TwinEngine::from_twin(&doc).map_err(input_err)?;
+            let (rec, _) = read_record(&record)?;
+            let sched = InputSchedule::from_record(&rec)
+                .ok_or_else(|| CliError::input("record has no CGM"))?;
+            if sched.origin_utc != doc.schedule.origin_utc {
+                return Err(CliError::input(format!(
+                    "{}: the record starts at {} but the twin's origin is {}: give the patient's full record",
+                    record.display(),
+                    sched.origin_utc,
+                    doc.schedule.origin_utc
+                )));
+            }
+            let until_min = match until {
+                Some(u) => parse_time(&u, "until", &sched)?,
+                None => sched.last_cgm_min(),
+            };
+            if until_min < doc.t_min {
+                return Err(CliError::input(format!(
+                    "--until ({until_min:.0} min) is before the twin's time ({:.0} min)",
+                    doc.t_min
+                )));
+            }
+            let n_new = sched
+                .cgm
+                .iter()
+                .filter(|c| c.0 > doc.t_min && c.0 <= until_min)
+                .count();
+            engine
+                .assimilate_until(&sched, until_min)
+                .map_err(|e| CliError::failure(e.to_string()))?;
+            let updated = engine.to_twin(&sched, doc.patient_id.clone());
+            write_json(&out, &updated)?;
+            eprintln!(
+                "assimilated {n_new} new CGM readings: twin now at t = {:.0} min",
+                updated.t_min
+            );
+            Ok(())
+        }
         TwinCmd::Forecast {
             twin,
             plan,
@@ -372,11 +437,7 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
                     "--horizon {horizon} must be in 1..=720 minutes"
                 )));
             }
-            let text = std::fs::read_to_string(&twin)
-                .map_err(|e| CliError::input(format!("{}: {e}", twin.display())))?;
-            let doc: Twin = serde_json::from_str(&text).map_err(|e| {
-                CliError::input(format!("{}: not a twin document: {e}", twin.display()))
-            })?;
+            let doc = read_twin(&twin)?;
             let engine = TwinEngine::from_twin(&doc).map_err(input_err)?;
             let plan = match plan {
                 Some(p) => Some(read_plan(&p, doc.t_min, horizon)?),

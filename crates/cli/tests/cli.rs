@@ -60,7 +60,14 @@ fn simulate_writes_trajectory_and_summary_and_metrics_agree() {
     std::fs::write(&scen, SCENARIO).unwrap();
     let traj = d.join("t.csv");
     let summ = d.join("summary.csv");
-    let o = run(&["simulate", scen.to_str().unwrap(), "--out", traj.to_str().unwrap(), "--summary", summ.to_str().unwrap()]);
+    let o = run(&[
+        "simulate",
+        scen.to_str().unwrap(),
+        "--out",
+        traj.to_str().unwrap(),
+        "--summary",
+        summ.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let t = std::fs::read_to_string(&traj).unwrap();
     let mut lines = t.lines();
@@ -70,7 +77,11 @@ fn simulate_writes_trajectory_and_summary_and_metrics_agree() {
     );
     assert_eq!(t.lines().count(), 1442);
     // the 45 g meal is eaten at 5 g/min for 9 minutes
-    let carbs: f64 = t.lines().skip(1).map(|l| l.split(',').nth(5).unwrap().parse::<f64>().unwrap()).sum();
+    let carbs: f64 = t
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(5).unwrap().parse::<f64>().unwrap())
+        .sum();
     assert!((carbs - 45.0).abs() < 1e-9);
     let s = std::fs::read_to_string(&summ).unwrap();
     assert!(s.starts_with("patient,mean_mg_dl,sd_mg_dl,cv_pct,gmi_pct,tbr54_pct"));
@@ -80,7 +91,10 @@ fn simulate_writes_trajectory_and_summary_and_metrics_agree() {
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let mean = v["metrics"]["mean_mg_dl"].as_f64().unwrap();
-    assert!((mean - row[1].parse::<f64>().unwrap()).abs() < 1e-3, "metrics and summary disagree");
+    assert!(
+        (mean - row[1].parse::<f64>().unwrap()).abs() < 1e-3,
+        "metrics and summary disagree"
+    );
     assert!((v["total_carbs_g"].as_f64().unwrap() - 45.0).abs() < 1e-9);
 }
 
@@ -88,9 +102,21 @@ fn simulate_writes_trajectory_and_summary_and_metrics_agree() {
 fn simulate_several_patients_writes_a_directory() {
     let d = tmp("multi");
     let scen = d.join("s.toml");
-    std::fs::write(&scen, SCENARIO.replace("patient = \"adult#001\"", "patient = [\"child#004\", \"adult#002\"]")).unwrap();
+    std::fs::write(
+        &scen,
+        SCENARIO.replace(
+            "patient = \"adult#001\"",
+            "patient = [\"child#004\", \"adult#002\"]",
+        ),
+    )
+    .unwrap();
     let out = d.join("out");
-    let o = run(&["simulate", scen.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = run(&[
+        "simulate",
+        scen.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out.join("child#004.csv").is_file() && out.join("adult#002.csv").is_file());
 }
@@ -101,31 +127,64 @@ fn bad_scenarios_exit_2_with_a_clear_message_and_no_output() {
     let cases = [
         (SCENARIO.replace("adult#001", "adult#042"), "adult#042"),
         (SCENARIO.replace("\"dexcom\"", "\"libre3\""), "libre3"),
-        (SCENARIO.replace("carbs_g = 45", "carbs_g = -5"), "meal[0].carbs_g"),
-        (SCENARIO.replace("at_min = 420", "at_min = 99999"), "outside the simulated span"),
-        (SCENARIO.replace("seed = 1", "seed = 1\nflavour = 2"), "flavour"),
+        (
+            SCENARIO.replace("carbs_g = 45", "carbs_g = -5"),
+            "meal[0].carbs_g",
+        ),
+        (
+            SCENARIO.replace("at_min = 420", "at_min = 99999"),
+            "outside the simulated span",
+        ),
+        (
+            SCENARIO.replace("seed = 1", "seed = 1\nflavour = 2"),
+            "flavour",
+        ),
         ("this is = = not toml".to_string(), "line 1"),
     ];
     for (i, (text, needle)) in cases.iter().enumerate() {
         let scen = d.join(format!("s{i}.toml"));
         std::fs::write(&scen, text).unwrap();
         let traj = d.join(format!("t{i}.csv"));
-        let o = run(&["simulate", scen.to_str().unwrap(), "--out", traj.to_str().unwrap()]);
+        let o = run(&[
+            "simulate",
+            scen.to_str().unwrap(),
+            "--out",
+            traj.to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(2), "case {i}: {}", stderr(&o));
         let e = stderr(&o);
-        assert!(e.contains(needle) && e.contains(&format!("s{i}.toml")), "case {i}: {e}");
+        assert!(
+            e.contains(needle) && e.contains(&format!("s{i}.toml")),
+            "case {i}: {e}"
+        );
         assert!(!traj.exists() && !Path::new(&format!("{}.partial", traj.display())).exists());
     }
-    let o = run(&["simulate", d.join("missing.toml").to_str().unwrap(), "--out", "x.csv"]);
+    let o = run(&[
+        "simulate",
+        d.join("missing.toml").to_str().unwrap(),
+        "--out",
+        "x.csv",
+    ]);
     assert_eq!(o.status.code(), Some(2));
 }
 
 fn import_demo(d: &Path) -> PathBuf {
     let rec = d.join("record.csv");
     let data = repo().join("tests/data/t1d-uom");
-    let o = run(&["import", "t1d-uom", data.to_str().unwrap(), "--participant", "2313", "--out", rec.to_str().unwrap()]);
+    let o = run(&[
+        "import",
+        "t1d-uom",
+        data.to_str().unwrap(),
+        "--participant",
+        "2313",
+        "--out",
+        rec.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("UTF-8 byte-order mark"), "quirks are reported");
+    assert!(
+        stderr(&o).contains("UTF-8 byte-order mark"),
+        "quirks are reported"
+    );
     rec
 }
 
@@ -137,40 +196,121 @@ fn import_fit_forecast_with_plan() {
     assert!(text.starts_with("time,kind,value,unit"));
     assert!(text.lines().filter(|l| l.contains(",cgm,")).count() > 6000);
     let twin = d.join("twin.json");
-    let o = run(&["twin", "fit", rec.to_str().unwrap(), "--until", "2d", "--particles", "100", "--out", twin.to_str().unwrap()]);
+    let o = run(&[
+        "twin",
+        "fit",
+        rec.to_str().unwrap(),
+        "--until",
+        "2d",
+        "--particles",
+        "100",
+        "--out",
+        twin.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&twin).unwrap()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&twin).unwrap()).unwrap();
     assert_eq!(doc["format"], "medtwin-twin/1");
     assert_eq!(doc["particles"].as_array().unwrap().len(), 100);
     assert_eq!(doc["t_min"].as_f64().unwrap(), 2880.0);
+    // streaming: assimilate the third day into the saved twin
+    let twin3 = d.join("twin3.json");
+    let o = run(&[
+        "twin",
+        "update",
+        twin.to_str().unwrap(),
+        rec.to_str().unwrap(),
+        "--until",
+        "3d",
+        "--out",
+        twin3.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc3: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&twin3).unwrap()).unwrap();
+    assert_eq!(doc3["t_min"].as_f64().unwrap(), 4320.0);
+    assert!(
+        doc3["log_lik"].as_f64().unwrap() < doc["log_lik"].as_f64().unwrap(),
+        "more data, more log-likelihood terms"
+    );
     let fc = d.join("f.csv");
-    let o = run(&["twin", "forecast", twin.to_str().unwrap(), "--horizon", "120", "--out", fc.to_str().unwrap()]);
+    let o = run(&[
+        "twin",
+        "forecast",
+        twin.to_str().unwrap(),
+        "--horizon",
+        "120",
+        "--out",
+        fc.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(out.contains("P(glucose < 70 mg/dL within 120 min)"));
     let f = std::fs::read_to_string(&fc).unwrap();
     assert_eq!(f.lines().count(), 121);
-    let med = |csv: &str| -> Vec<f64> { csv.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse().unwrap()).collect() };
+    let med = |csv: &str| -> Vec<f64> {
+        csv.lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+            .collect()
+    };
     let base = med(&f);
     for l in f.lines().skip(1) {
         let v: Vec<f64> = l.split(',').skip(2).map(|x| x.parse().unwrap()).collect();
         // lo95 <= lo80 <= lo50 <= median <= hi50 <= hi80 <= hi95
-        assert!(v[5] <= v[3] && v[3] <= v[1] && v[1] <= v[0] && v[0] <= v[2] && v[2] <= v[4] && v[4] <= v[6], "{l}");
+        assert!(
+            v[5] <= v[3]
+                && v[3] <= v[1]
+                && v[1] <= v[0]
+                && v[0] <= v[2]
+                && v[2] <= v[4]
+                && v[4] <= v[6],
+            "{l}"
+        );
     }
     // a 60 g meal without insulin must raise the forecast by the end of the horizon
     let plan = d.join("plan.toml");
     std::fs::write(&plan, "[[meal]]\nat_min = 0\ncarbs_g = 60\n").unwrap();
     let fc2 = d.join("f2.csv");
-    let o = run(&["twin", "forecast", twin.to_str().unwrap(), "--plan", plan.to_str().unwrap(), "--horizon", "120", "--out", fc2.to_str().unwrap()]);
+    let o = run(&[
+        "twin",
+        "forecast",
+        twin.to_str().unwrap(),
+        "--plan",
+        plan.to_str().unwrap(),
+        "--horizon",
+        "120",
+        "--out",
+        fc2.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let meal = med(&std::fs::read_to_string(&fc2).unwrap());
-    assert!(meal[119] > base[119] + 20.0, "meal plan {} vs none {}", meal[119], base[119]);
+    assert!(
+        meal[119] > base[119] + 20.0,
+        "meal plan {} vs none {}",
+        meal[119],
+        base[119]
+    );
     // bad inputs
     std::fs::write(&plan, "[[meal]]\nat_min = -5\ncarbs_g = 60\n").unwrap();
-    let o = run(&["twin", "forecast", twin.to_str().unwrap(), "--plan", plan.to_str().unwrap(), "--out", fc2.to_str().unwrap()]);
+    let o = run(&[
+        "twin",
+        "forecast",
+        twin.to_str().unwrap(),
+        "--plan",
+        plan.to_str().unwrap(),
+        "--out",
+        fc2.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("meal[0].at_min"));
-    let o = run(&["twin", "forecast", rec.to_str().unwrap(), "--out", fc2.to_str().unwrap()]);
+    let o = run(&[
+        "twin",
+        "forecast",
+        rec.to_str().unwrap(),
+        "--out",
+        fc2.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2), "a CSV is not a twin");
 }
 
@@ -180,14 +320,33 @@ fn backtest_writes_metrics_json() {
     let rec = import_demo(&d);
     let m = d.join("metrics.json");
     let o = run(&[
-        "twin", "backtest", rec.to_str().unwrap(), "--to", "2d", "--origin-every", "120", "--horizons", "30,60", "--particles", "100",
-        "--out", m.to_str().unwrap(),
+        "twin",
+        "backtest",
+        rec.to_str().unwrap(),
+        "--to",
+        "2d",
+        "--origin-every",
+        "120",
+        "--horizons",
+        "30,60",
+        "--particles",
+        "100",
+        "--out",
+        m.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&m).unwrap()).unwrap();
     for h in ["30", "60"] {
         let s = &v["horizons"][h];
-        for k in ["rmse_mg_dl", "mae_mg_dl", "persistence_rmse_mg_dl", "coverage_80", "coverage_95", "mean_width_80_mg_dl", "n"] {
+        for k in [
+            "rmse_mg_dl",
+            "mae_mg_dl",
+            "persistence_rmse_mg_dl",
+            "coverage_80",
+            "coverage_95",
+            "mean_width_80_mg_dl",
+            "n",
+        ] {
             assert!(s[k].is_number(), "{h}.{k} missing: {s}");
         }
         assert!(s["n"].as_u64().unwrap() >= 10);
@@ -203,15 +362,29 @@ fn bad_record_rows_are_rejected_with_file_and_line_and_valid_rows_kept() {
     let rec = d.join("r.csv");
     let mut s = String::from("time,kind,value,unit\n");
     for k in 0..40 {
-        s.push_str(&format!("2024-01-01T{:02}:{:02}:00Z,cgm,{},mg/dL\n", k / 12, (k % 12) * 5, 100 + k));
+        s.push_str(&format!(
+            "2024-01-01T{:02}:{:02}:00Z,cgm,{},mg/dL\n",
+            k / 12,
+            (k % 12) * 5,
+            100 + k
+        ));
     }
     s.push_str("2024-01-01T04:00:00Z,bolus,-2,U\n");
     s.push_str("2024-01-01T04:05:00Z,cgm,5000,mg/dL\n");
     s.push_str("2024-01-01T04:10:00Z,ketones,1,mmol/L\n");
     std::fs::write(&rec, s).unwrap();
-    let o = run(&["twin", "fit", rec.to_str().unwrap(), "--out", d.join("t.json").to_str().unwrap()]);
+    let o = run(&[
+        "twin",
+        "fit",
+        rec.to_str().unwrap(),
+        "--out",
+        d.join("t.json").to_str().unwrap(),
+    ]);
     let e = stderr(&o);
-    assert!(e.contains("r.csv:42") && e.contains("r.csv:43") && e.contains("r.csv:44"), "{e}");
+    assert!(
+        e.contains("r.csv:42") && e.contains("r.csv:43") && e.contains("r.csv:44"),
+        "{e}"
+    );
     // 40 valid CGM rows span < 24 h: the twin refuses with a reason, exit 2
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(e.contains("calibration window"), "{e}");
@@ -223,7 +396,15 @@ fn demo_writes_a_report() {
     let out = d.join("demo");
     let o = bin()
         .current_dir(repo())
-        .args(["demo", "--out", out.to_str().unwrap(), "--days", "1", "--particles", "100"])
+        .args([
+            "demo",
+            "--out",
+            out.to_str().unwrap(),
+            "--days",
+            "1",
+            "--particles",
+            "100",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));

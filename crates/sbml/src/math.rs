@@ -146,7 +146,12 @@ fn elements<'a, 'i>(n: Node<'a, 'i>) -> impl Iterator<Item = Node<'a, 'i>> {
 }
 
 fn text_of(n: Node) -> String {
-    n.descendants().filter(|d| d.is_text()).filter_map(|d| d.text()).collect::<String>().trim().to_string()
+    n.descendants()
+        .filter(|d| d.is_text())
+        .filter_map(|d| d.text())
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 fn parse_num(s: &str, ctx: &str) -> Result<f64, SbmlError> {
@@ -155,7 +160,9 @@ fn parse_num(s: &str, ctx: &str) -> Result<f64, SbmlError> {
         "INF" | "inf" | "Infinity" | "infinity" => f64::INFINITY,
         "-INF" | "-inf" | "-Infinity" | "-infinity" => f64::NEG_INFINITY,
         "NaN" | "nan" => f64::NAN,
-        _ => t.parse::<f64>().map_err(|_| SbmlError::Invalid(format!("bad number '{t}' in {ctx}")))?,
+        _ => t
+            .parse::<f64>()
+            .map_err(|_| SbmlError::Invalid(format!("bad number '{t}' in {ctx}")))?,
     };
     Ok(v)
 }
@@ -169,7 +176,10 @@ pub(crate) fn parse_math(math: Node, ctx: &str) -> Result<Option<Expr>, SbmlErro
 }
 
 /// Parse a `<lambda>` of a function definition: bound variable names and body.
-pub(crate) fn parse_lambda(math: Node, ctx: &str) -> Result<Option<(Vec<String>, Expr)>, SbmlError> {
+pub(crate) fn parse_lambda(
+    math: Node,
+    ctx: &str,
+) -> Result<Option<(Vec<String>, Expr)>, SbmlError> {
     let mut lam = match elements(math).next() {
         None => return Ok(None),
         Some(n) => n,
@@ -181,13 +191,17 @@ pub(crate) fn parse_lambda(math: Node, ctx: &str) -> Result<Option<(Vec<String>,
         };
     }
     if lam.tag_name().name() != "lambda" {
-        return Err(SbmlError::Invalid(format!("{ctx}: function definition without <lambda>")));
+        return Err(SbmlError::Invalid(format!(
+            "{ctx}: function definition without <lambda>"
+        )));
     }
     let mut args = Vec::new();
     let mut body = None;
     for c in elements(lam) {
         if c.tag_name().name() == "bvar" {
-            let ci = elements(c).next().ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty bvar")))?;
+            let ci = elements(c)
+                .next()
+                .ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty bvar")))?;
             args.push(text_of(ci));
         } else {
             body = Some(parse_node(c, ctx)?);
@@ -215,7 +229,11 @@ fn parse_node(n: Node, ctx: &str) -> Result<Expr, SbmlError> {
                 "e-notation" | "rational" if parts.len() == 2 => {
                     let a = parse_num(&parts[0], ctx)?;
                     let b = parse_num(&parts[1], ctx)?;
-                    Ok(Expr::Num(if ty == "rational" { a / b } else { a * 10f64.powf(b) }))
+                    Ok(Expr::Num(if ty == "rational" {
+                        a / b
+                    } else {
+                        a * 10f64.powf(b)
+                    }))
                 }
                 _ => Ok(Expr::Num(parse_num(&parts.join(""), ctx)?)),
             }
@@ -234,11 +252,15 @@ fn parse_node(n: Node, ctx: &str) -> Result<Expr, SbmlError> {
             } else if url.ends_with("/avogadro") {
                 Ok(Expr::Avogadro)
             } else {
-                Err(SbmlError::Unsupported(format!("csymbol '{url}' used as a value in {ctx}")))
+                Err(SbmlError::Unsupported(format!(
+                    "csymbol '{url}' used as a value in {ctx}"
+                )))
             }
         }
         "semantics" => {
-            let c = elements(n).next().ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty semantics")))?;
+            let c = elements(n)
+                .next()
+                .ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty semantics")))?;
             parse_node(c, ctx)
         }
         "piecewise" => {
@@ -249,32 +271,47 @@ fn parse_node(n: Node, ctx: &str) -> Result<Expr, SbmlError> {
                     "piece" => {
                         let ch: Vec<Node> = elements(c).collect();
                         if ch.len() != 2 {
-                            return Err(SbmlError::Invalid(format!("{ctx}: <piece> needs 2 children")));
+                            return Err(SbmlError::Invalid(format!(
+                                "{ctx}: <piece> needs 2 children"
+                            )));
                         }
                         pieces.push((parse_node(ch[0], ctx)?, parse_node(ch[1], ctx)?));
                     }
                     "otherwise" => {
-                        let c0 =
-                            elements(c).next().ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty otherwise")))?;
+                        let c0 = elements(c)
+                            .next()
+                            .ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty otherwise")))?;
                         other = Some(Box::new(parse_node(c0, ctx)?));
                     }
-                    t => return Err(SbmlError::Unsupported(format!("MathML <{t}> inside piecewise in {ctx}"))),
+                    t => {
+                        return Err(SbmlError::Unsupported(format!(
+                            "MathML <{t}> inside piecewise in {ctx}"
+                        )))
+                    }
                 }
             }
             Ok(Expr::Piecewise(pieces, other))
         }
         "apply" => {
             let mut it = elements(n);
-            let head = it.next().ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty <apply>")))?;
+            let head = it
+                .next()
+                .ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty <apply>")))?;
             let mut args = Vec::new();
             let mut qual: Option<Expr> = None;
             for c in it {
                 match c.tag_name().name() {
                     "degree" | "logbase" => {
-                        let q = elements(c).next().ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty qualifier")))?;
+                        let q = elements(c)
+                            .next()
+                            .ok_or_else(|| SbmlError::Invalid(format!("{ctx}: empty qualifier")))?;
                         qual = Some(parse_node(q, ctx)?);
                     }
-                    "bvar" => return Err(SbmlError::Unsupported(format!("MathML <bvar> outside lambda in {ctx}"))),
+                    "bvar" => {
+                        return Err(SbmlError::Unsupported(format!(
+                            "MathML <bvar> outside lambda in {ctx}"
+                        )))
+                    }
                     _ => args.push(parse_node(c, ctx)?),
                 }
             }
@@ -289,14 +326,19 @@ fn parse_node(n: Node, ctx: &str) -> Result<Expr, SbmlError> {
                         let d = a.next().unwrap_or(Expr::Num(0.0));
                         Ok(Expr::Delay(Box::new(x), Box::new(d)))
                     } else if url.ends_with("/rateOf") && args.len() == 1 {
-                        Ok(Expr::RateOf(Box::new(args.into_iter().next().unwrap_or(Expr::Num(0.0)))))
+                        Ok(Expr::RateOf(Box::new(
+                            args.into_iter().next().unwrap_or(Expr::Num(0.0)),
+                        )))
                     } else {
-                        Err(SbmlError::Unsupported(format!("csymbol function '{url}' in {ctx}")))
+                        Err(SbmlError::Unsupported(format!(
+                            "csymbol function '{url}' in {ctx}"
+                        )))
                     }
                 }
                 _ => {
-                    let op = Op::from_name(hname)
-                        .ok_or_else(|| SbmlError::Unsupported(format!("MathML operator <{hname}> in {ctx}")))?;
+                    let op = Op::from_name(hname).ok_or_else(|| {
+                        SbmlError::Unsupported(format!("MathML operator <{hname}> in {ctx}"))
+                    })?;
                     match (op, qual) {
                         (Op::Root, q) => {
                             let deg = q.unwrap_or(Expr::Num(2.0));
@@ -310,15 +352,17 @@ fn parse_node(n: Node, ctx: &str) -> Result<Expr, SbmlError> {
                             v.extend(args);
                             Ok(Expr::Apply(Op::Log, v))
                         }
-                        (_, Some(_)) => {
-                            Err(SbmlError::Unsupported(format!("qualifier on MathML operator <{hname}> in {ctx}")))
-                        }
+                        (_, Some(_)) => Err(SbmlError::Unsupported(format!(
+                            "qualifier on MathML operator <{hname}> in {ctx}"
+                        ))),
                         (op, None) => Ok(Expr::Apply(op, args)),
                     }
                 }
             }
         }
-        t => Err(SbmlError::Unsupported(format!("MathML element <{t}> in {ctx}"))),
+        t => Err(SbmlError::Unsupported(format!(
+            "MathML element <{t}> in {ctx}"
+        ))),
     }
 }
 
@@ -388,7 +432,10 @@ impl Code {
             }
             max = max.max(depth);
         }
-        Code { ins, max_stack: max as usize + 1 }
+        Code {
+            ins,
+            max_stack: max as usize + 1,
+        }
     }
 
     /// Evaluate with slot values `v` at time `t`. `stack` is scratch space (grown as needed).
@@ -596,7 +643,9 @@ mod tests {
             Expr::Time => RExpr::Time,
             Expr::Apply(op, a) => RExpr::Apply(*op, a.iter().map(resolve_simple).collect()),
             Expr::Piecewise(p, o) => RExpr::Piecewise(
-                p.iter().map(|(v, c)| (resolve_simple(v), resolve_simple(c))).collect(),
+                p.iter()
+                    .map(|(v, c)| (resolve_simple(v), resolve_simple(c)))
+                    .collect(),
                 o.as_ref().map(|o| Box::new(resolve_simple(o))),
             ),
             _ => panic!("unsupported in test"),

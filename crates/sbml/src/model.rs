@@ -115,16 +115,23 @@ struct El<'a, 'i> {
 }
 
 fn elems<'a, 'i>(n: Node<'a, 'i>, ns: &str) -> Vec<Node<'a, 'i>> {
-    n.children().filter(|c| c.is_element() && c.tag_name().namespace() == Some(ns)).collect()
+    n.children()
+        .filter(|c| c.is_element() && c.tag_name().namespace() == Some(ns))
+        .collect()
 }
 
 fn child<'a, 'i>(n: Node<'a, 'i>, ns: &str, name: &str) -> Option<Node<'a, 'i>> {
-    elems(n, ns).into_iter().find(|c| c.tag_name().name() == name)
+    elems(n, ns)
+        .into_iter()
+        .find(|c| c.tag_name().name() == name)
 }
 
 fn list<'a, 'i>(n: Node<'a, 'i>, ns: &str, list: &str, item: &str) -> Vec<Node<'a, 'i>> {
     match child(n, ns, list) {
-        Some(l) => elems(l, ns).into_iter().filter(|c| c.tag_name().name() == item).collect(),
+        Some(l) => elems(l, ns)
+            .into_iter()
+            .filter(|c| c.tag_name().name() == item)
+            .collect(),
         None => Vec::new(),
     }
 }
@@ -142,19 +149,25 @@ impl El<'_, '_> {
                     "INF" => f64::INFINITY,
                     "-INF" => f64::NEG_INFINITY,
                     "NaN" => f64::NAN,
-                    _ => t.parse::<f64>().map_err(|_| SbmlError::Invalid(format!("attribute {a}='{t}' is not a number")))?,
+                    _ => t.parse::<f64>().map_err(|_| {
+                        SbmlError::Invalid(format!("attribute {a}='{t}' is not a number"))
+                    })?,
                 };
                 Ok(Some(x))
             }
         }
     }
     fn b(&self, a: &str) -> Option<bool> {
-        self.n.attribute(a).map(|v| matches!(v.trim(), "true" | "1"))
+        self.n
+            .attribute(a)
+            .map(|v| matches!(v.trim(), "true" | "1"))
     }
 }
 
 fn math_of(n: Node, ns_math: &str, ctx: &str) -> Result<Option<Expr>, SbmlError> {
-    match n.children().find(|c| c.is_element() && c.tag_name().name() == "math" && c.tag_name().namespace() == Some(ns_math)) {
+    match n.children().find(|c| {
+        c.is_element() && c.tag_name().name() == "math" && c.tag_name().namespace() == Some(ns_math)
+    }) {
         Some(m) => parse_math(m, ctx),
         None => Ok(None),
     }
@@ -195,7 +208,6 @@ struct Resolver<'m> {
     rate_rules: &'m HashMap<usize, Expr>,
     assign_rules: &'m HashMap<usize, Expr>,
     species_terms: &'m HashMap<usize, Vec<Term>>,
-    states: &'m HashSet<usize>,
 }
 
 fn subst(e: &Expr, map: &HashMap<&str, &Expr>) -> Expr {
@@ -207,7 +219,9 @@ fn subst(e: &Expr, map: &HashMap<&str, &Expr>) -> Expr {
         Expr::Apply(op, a) => Expr::Apply(*op, a.iter().map(|x| subst(x, map)).collect()),
         Expr::Call(f, a) => Expr::Call(f.clone(), a.iter().map(|x| subst(x, map)).collect()),
         Expr::Piecewise(p, o) => Expr::Piecewise(
-            p.iter().map(|(v, c)| (subst(v, map), subst(c, map))).collect(),
+            p.iter()
+                .map(|(v, c)| (subst(v, map), subst(c, map)))
+                .collect(),
             o.as_ref().map(|o| Box::new(subst(o, map))),
         ),
         Expr::Delay(a, b) => Expr::Delay(Box::new(subst(a, map)), Box::new(subst(b, map))),
@@ -217,9 +231,17 @@ fn subst(e: &Expr, map: &HashMap<&str, &Expr>) -> Expr {
 }
 
 impl Resolver<'_> {
-    fn resolve(&self, e: &Expr, locals: &HashMap<String, usize>, ctx: &str, depth: usize) -> Result<RExpr, SbmlError> {
+    fn resolve(
+        &self,
+        e: &Expr,
+        locals: &HashMap<String, usize>,
+        ctx: &str,
+        depth: usize,
+    ) -> Result<RExpr, SbmlError> {
         if depth > 64 {
-            return Err(SbmlError::Unsupported(format!("recursion too deep (recursive function or rateOf) in {ctx}")));
+            return Err(SbmlError::Unsupported(format!(
+                "recursion too deep (recursive function or rateOf) in {ctx}"
+            )));
         }
         Ok(match e {
             Expr::Num(c) => RExpr::Num(*c),
@@ -230,21 +252,31 @@ impl Resolver<'_> {
                     RExpr::Slot(sl)
                 } else if let Some(&sl) = self.ids.get(s) {
                     if self.slots[sl].kind == Kind::LocalParameter {
-                        return Err(SbmlError::Invalid(format!("unknown identifier '{s}' in {ctx}")));
+                        return Err(SbmlError::Invalid(format!(
+                            "unknown identifier '{s}' in {ctx}"
+                        )));
                     }
                     RExpr::Slot(sl)
                 } else {
-                    return Err(SbmlError::Invalid(format!("unknown identifier '{s}' in {ctx}")));
+                    return Err(SbmlError::Invalid(format!(
+                        "unknown identifier '{s}' in {ctx}"
+                    )));
                 }
             }
             Expr::Apply(op, a) => {
-                let args = a.iter().map(|x| self.resolve(x, locals, ctx, depth)).collect::<Result<Vec<_>, _>>()?;
+                let args = a
+                    .iter()
+                    .map(|x| self.resolve(x, locals, ctx, depth))
+                    .collect::<Result<Vec<_>, _>>()?;
                 RExpr::Apply(*op, args)
             }
             Expr::Piecewise(p, o) => {
                 let mut pieces = Vec::new();
                 for (v, c) in p {
-                    pieces.push((self.resolve(v, locals, ctx, depth)?, self.resolve(c, locals, ctx, depth)?));
+                    pieces.push((
+                        self.resolve(v, locals, ctx, depth)?,
+                        self.resolve(c, locals, ctx, depth)?,
+                    ));
                 }
                 let other = match o {
                     Some(o) => Some(Box::new(self.resolve(o, locals, ctx, depth)?)),
@@ -253,10 +285,9 @@ impl Resolver<'_> {
                 RExpr::Piecewise(pieces, other)
             }
             Expr::Call(f, a) => {
-                let (params, body) = self
-                    .fns
-                    .get(f)
-                    .ok_or_else(|| SbmlError::Invalid(format!("call of unknown function '{f}' in {ctx}")))?;
+                let (params, body) = self.fns.get(f).ok_or_else(|| {
+                    SbmlError::Invalid(format!("call of unknown function '{f}' in {ctx}"))
+                })?;
                 if params.len() != a.len() {
                     return Err(SbmlError::Invalid(format!(
                         "function '{f}' takes {} arguments, {} given in {ctx}",
@@ -264,18 +295,29 @@ impl Resolver<'_> {
                         a.len()
                     )));
                 }
-                let map: HashMap<&str, &Expr> = params.iter().map(|s| s.as_str()).zip(a.iter()).collect();
+                let map: HashMap<&str, &Expr> =
+                    params.iter().map(|s| s.as_str()).zip(a.iter()).collect();
                 let inl = subst(body, &map);
                 self.resolve(&inl, locals, ctx, depth + 1)?
             }
-            Expr::Delay(..) => return Err(SbmlError::Unsupported(format!("csymbol delay() in {ctx}"))),
+            Expr::Delay(..) => {
+                return Err(SbmlError::Unsupported(format!("csymbol delay() in {ctx}")))
+            }
             Expr::RateOf(a) => {
                 let sl = match a.as_ref() {
                     Expr::Sym(s) => match locals.get(s).or_else(|| self.ids.get(s)) {
                         Some(&sl) => sl,
-                        None => return Err(SbmlError::Invalid(format!("rateOf of unknown '{s}' in {ctx}"))),
+                        None => {
+                            return Err(SbmlError::Invalid(format!(
+                                "rateOf of unknown '{s}' in {ctx}"
+                            )))
+                        }
                     },
-                    _ => return Err(SbmlError::Unsupported(format!("rateOf of an expression in {ctx}"))),
+                    _ => {
+                        return Err(SbmlError::Unsupported(format!(
+                            "rateOf of an expression in {ctx}"
+                        )))
+                    }
                 };
                 self.rate_of(sl, ctx, depth + 1)?
             }
@@ -289,15 +331,25 @@ impl Resolver<'_> {
             return self.resolve(r, &HashMap::new(), ctx, depth);
         }
         if self.assign_rules.contains_key(&sl) {
-            return Err(SbmlError::Unsupported(format!("rateOf('{}') of an assignment-ruled symbol in {ctx}", s.id)));
+            return Err(SbmlError::Unsupported(format!(
+                "rateOf('{}') of an assignment-ruled symbol in {ctx}",
+                s.id
+            )));
         }
         if s.kind == Kind::Species {
-            if let Some(terms) = self.species_terms.get(&sl) {
+            {
+                let terms: &[Term] = self
+                    .species_terms
+                    .get(&sl)
+                    .map(|v| v.as_slice())
+                    .unwrap_or(&[]);
                 let mut sum = Vec::new();
                 for t in terms {
                     let st = match t.stoich {
                         Stoich::Const(c) => RExpr::Num(c),
-                        Stoich::Slot(q, sign) => RExpr::Apply(Op::Times, vec![RExpr::Num(sign), RExpr::Slot(q)]),
+                        Stoich::Slot(q, sign) => {
+                            RExpr::Apply(Op::Times, vec![RExpr::Num(sign), RExpr::Slot(q)])
+                        }
                     };
                     let mut f = vec![st, RExpr::Slot(t.flux)];
                     if let Some(c) = t.factor {
@@ -309,15 +361,14 @@ impl Resolver<'_> {
                 if s.amount_units {
                     return Ok(total);
                 }
+                // d[S]/dt = (dA/dt - [S] dV/dt) / V
                 let comp = s.comp.unwrap_or(0);
-                if self.rate_rules.contains_key(&comp) || self.assign_rules.contains_key(&comp) || self.states.contains(&comp)
-                {
-                    return Err(SbmlError::Unsupported(format!(
-                        "rateOf('{}') of a concentration in a varying compartment in {ctx}",
-                        s.id
-                    )));
-                }
-                return Ok(RExpr::Apply(Op::Divide, vec![total, RExpr::Slot(comp)]));
+                let dv = self.rate_of(comp, ctx, depth + 1)?;
+                let num = RExpr::Apply(
+                    Op::Minus,
+                    vec![total, RExpr::Apply(Op::Times, vec![RExpr::Slot(sl), dv])],
+                );
+                return Ok(RExpr::Apply(Op::Divide, vec![num, RExpr::Slot(comp)]));
             }
         }
         Ok(RExpr::Num(0.0))
@@ -325,8 +376,16 @@ impl Resolver<'_> {
 }
 
 /// Order `nodes` (slot, expression) so each is evaluated after the nodes it reads.
-fn topo(nodes: Vec<(usize, RExpr)>, slots: &[Slot], what: &str) -> Result<Vec<(usize, Code)>, SbmlError> {
-    let idx: HashMap<usize, usize> = nodes.iter().enumerate().map(|(i, (s, _))| (*s, i)).collect();
+fn topo(
+    nodes: Vec<(usize, RExpr)>,
+    slots: &[Slot],
+    what: &str,
+) -> Result<Vec<(usize, Code)>, SbmlError> {
+    let idx: HashMap<usize, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (s, _))| (*s, i))
+        .collect();
     let deps: Vec<Vec<usize>> = nodes
         .iter()
         .map(|(_, e)| {
@@ -368,27 +427,73 @@ fn topo(nodes: Vec<(usize, RExpr)>, slots: &[Slot], what: &str) -> Result<Vec<(u
             }
         }
     }
-    Ok(order.into_iter().map(|i| (nodes[i].0, Code::compile(&nodes[i].1))).collect())
+    Ok(order
+        .into_iter()
+        .map(|i| (nodes[i].0, Code::compile(&nodes[i].1)))
+        .collect())
+}
+
+fn add(
+    slots: &mut Vec<Slot>,
+    attr_val: &mut Vec<f64>,
+    ids: &mut HashMap<String, usize>,
+    id: String,
+    kind: Kind,
+    v: f64,
+    constant: bool,
+) -> Result<usize, SbmlError> {
+    let i = slots.len();
+    if kind != Kind::LocalParameter && kind != Kind::HiddenAmount && kind != Kind::StoichMath {
+        if ids.contains_key(&id) {
+            return Err(SbmlError::Invalid(format!("duplicate identifier '{id}'")));
+        }
+        ids.insert(id.clone(), i);
+    }
+    slots.push(Slot {
+        id,
+        kind,
+        comp: None,
+        amount_units: false,
+        hidden: None,
+        constant,
+    });
+    attr_val.push(v);
+    Ok(i)
 }
 
 /// Parse SBML text into a compiled model. `init_time` is the time at which initial assignments
 /// are evaluated (the simulation start).
 pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> {
-    let opt = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
-    let doc = roxmltree::Document::parse_with_options(text, opt).map_err(|e| SbmlError::Xml(e.to_string()))?;
+    let opt = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(text, opt)
+        .map_err(|e| SbmlError::Xml(e.to_string()))?;
     let root = doc.root_element();
     if root.tag_name().name() != "sbml" {
         return Err(SbmlError::Invalid("root element is not <sbml>".into()));
     }
     let ns = root.tag_name().namespace().unwrap_or("").to_string();
-    let level: u32 = root.attribute("level").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let version: u32 = root.attribute("version").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let level: u32 = root
+        .attribute("level")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let version: u32 = root
+        .attribute("version")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     if level < 2 || level > 3 {
-        return Err(SbmlError::Unsupported(format!("SBML Level {level} (only Levels 2 and 3 are supported)")));
+        return Err(SbmlError::Unsupported(format!(
+            "SBML Level {level} (only Levels 2 and 3 are supported)"
+        )));
     }
     for a in root.attributes() {
         if a.name() == "required" && a.namespace().is_some() && a.value() == "true" {
-            return Err(SbmlError::Unsupported(format!("required SBML package '{}'", a.namespace().unwrap_or(""))));
+            return Err(SbmlError::Unsupported(format!(
+                "required SBML package '{}'",
+                a.namespace().unwrap_or("")
+            )));
         }
     }
     let model = child(root, &ns, "model").ok_or_else(|| SbmlError::Invalid("no <model>".into()))?;
@@ -400,20 +505,40 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
     for c in elems(model, &ns) {
         let n = c.tag_name().name();
         match n {
-            "notes" | "annotation" | "listOfFunctionDefinitions" | "listOfUnitDefinitions" | "listOfCompartmentTypes"
-            | "listOfSpeciesTypes" | "listOfCompartments" | "listOfSpecies" | "listOfParameters"
-            | "listOfInitialAssignments" | "listOfRules" | "listOfReactions" | "listOfEvents" => {}
-            "listOfConstraints" => notes.push("constraints are ignored (they do not affect simulation)".to_string()),
+            "notes"
+            | "annotation"
+            | "listOfFunctionDefinitions"
+            | "listOfUnitDefinitions"
+            | "listOfCompartmentTypes"
+            | "listOfSpeciesTypes"
+            | "listOfCompartments"
+            | "listOfSpecies"
+            | "listOfParameters"
+            | "listOfInitialAssignments"
+            | "listOfRules"
+            | "listOfReactions"
+            | "listOfEvents" => {}
+            "listOfConstraints" => {
+                notes.push("constraints are ignored (they do not affect simulation)".to_string())
+            }
             _ => return Err(SbmlError::Unsupported(format!("model element <{n}>"))),
         }
     }
 
     // Function definitions.
     let mut fns = HashMap::new();
-    for f in list(model, &ns, "listOfFunctionDefinitions", "functionDefinition") {
+    for f in list(
+        model,
+        &ns,
+        "listOfFunctionDefinitions",
+        "functionDefinition",
+    ) {
         let id = El { n: f }.s("id").unwrap_or_default();
         let ctx = format!("functionDefinition '{id}'");
-        if let Some(m) = f.children().find(|c| c.is_element() && c.tag_name().name() == "math") {
+        if let Some(m) = f
+            .children()
+            .find(|c| c.is_element() && c.tag_name().name() == "math")
+        {
             if let Some(l) = parse_lambda(m, &ctx)? {
                 fns.insert(id, l);
             }
@@ -423,18 +548,6 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
     let mut slots: Vec<Slot> = Vec::new();
     let mut ids: HashMap<String, usize> = HashMap::new();
     let mut attr_val: Vec<f64> = Vec::new();
-    let mut add = |slots: &mut Vec<Slot>, attr_val: &mut Vec<f64>, id: String, kind: Kind, v: f64, constant: bool| -> Result<usize, SbmlError> {
-        let i = slots.len();
-        if kind != Kind::LocalParameter && kind != Kind::HiddenAmount && kind != Kind::StoichMath {
-            if ids.contains_key(&id) {
-                return Err(SbmlError::Invalid(format!("duplicate identifier '{id}'")));
-            }
-            ids.insert(id.clone(), i);
-        }
-        slots.push(Slot { id, kind, comp: None, amount_units: false, hidden: None, constant });
-        attr_val.push(v);
-        Ok(i)
-    };
 
     // Compartments.
     let mut comp_dims: HashMap<usize, f64> = HashMap::new();
@@ -445,7 +558,15 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         let size = e.f("size")?.or(e.f("volume")?);
         let size = size.unwrap_or(if dims == 0.0 || !l3 { 1.0 } else { f64::NAN });
         let constant = e.b("constant").unwrap_or(!l3 || true);
-        let i = add(&mut slots, &mut attr_val, id, Kind::Compartment, size, constant)?;
+        let i = add(
+            &mut slots,
+            &mut attr_val,
+            &mut ids,
+            id,
+            Kind::Compartment,
+            size,
+            constant,
+        )?;
         comp_dims.insert(i, dims);
     }
     // Species.
@@ -461,15 +582,23 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         let e = El { n: s };
         let id = e.s("id").unwrap_or_default();
         let comp = e.s("compartment").unwrap_or_default();
-        let cs = *ids.get(&comp).ok_or_else(|| SbmlError::Invalid(format!("species '{id}': unknown compartment '{comp}'")))?;
-        let hosu = e.b("hasOnlySubstanceUnits").unwrap_or(false) || comp_dims.get(&cs).copied() == Some(0.0);
+        let cs = *ids.get(&comp).ok_or_else(|| {
+            SbmlError::Invalid(format!("species '{id}': unknown compartment '{comp}'"))
+        })?;
+        let hosu = e.b("hasOnlySubstanceUnits").unwrap_or(false)
+            || comp_dims.get(&cs).copied() == Some(0.0);
         let constant = e.b("constant").unwrap_or(false);
-        let i = add(&mut slots, &mut attr_val, id.clone(), Kind::Species, f64::NAN, constant)?;
+        let i = add(
+            &mut slots,
+            &mut attr_val,
+            &mut ids,
+            id.clone(),
+            Kind::Species,
+            f64::NAN,
+            constant,
+        )?;
         slots[i].comp = Some(cs);
         slots[i].amount_units = hosu;
-        if e.s("speciesType").is_some() && false {
-            unreachable!()
-        }
         spinit.push(SpInit {
             slot: i,
             amount: e.f("initialAmount")?,
@@ -484,7 +613,15 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         let id = e.s("id").unwrap_or_default();
         let v = e.f("value")?.unwrap_or(f64::NAN);
         let constant = e.b("constant").unwrap_or(true);
-        add(&mut slots, &mut attr_val, id, Kind::Parameter, v, constant)?;
+        add(
+            &mut slots,
+            &mut attr_val,
+            &mut ids,
+            id,
+            Kind::Parameter,
+            v,
+            constant,
+        )?;
     }
     // Reactions (structure first; math resolved later).
     let mut raw_rxns = Vec::new();
@@ -493,9 +630,19 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         let e = El { n: r };
         let id = e.s("id").unwrap_or_default();
         if e.b("fast") == Some(true) {
-            return Err(SbmlError::Unsupported(format!("fast reaction '{id}' (fast=\"true\")")));
+            return Err(SbmlError::Unsupported(format!(
+                "fast reaction '{id}' (fast=\"true\")"
+            )));
         }
-        add(&mut slots, &mut attr_val, id.clone(), Kind::Reaction, f64::NAN, false)?;
+        add(
+            &mut slots,
+            &mut attr_val,
+            &mut ids,
+            id.clone(),
+            Kind::Reaction,
+            f64::NAN,
+            false,
+        )?;
         let mut sides = [Vec::new(), Vec::new()];
         for (k, ln) in ["listOfReactants", "listOfProducts"].iter().enumerate() {
             for sr in list(r, &ns, ln, "speciesReference") {
@@ -510,31 +657,64 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
                     None => None,
                 };
                 if let Some(sid) = &sid {
-                    add(&mut slots, &mut attr_val, sid.clone(), Kind::SpeciesRef, stoich, constant)?;
+                    add(
+                        &mut slots,
+                        &mut attr_val,
+                        &mut ids,
+                        sid.clone(),
+                        Kind::SpeciesRef,
+                        stoich,
+                        constant,
+                    )?;
                 }
-                sides[k].push(RawSref { species, stoich, id: sid, math });
+                sides[k].push(RawSref {
+                    species,
+                    stoich,
+                    id: sid,
+                    math,
+                });
             }
         }
         let mut law = None;
         let mut locals = Vec::new();
         if let Some(kl) = child(r, &ns, "kineticLaw") {
             law = math_of(kl, MATHML, &format!("kineticLaw of reaction '{id}'"))?;
-            for lname in [("listOfParameters", "parameter"), ("listOfLocalParameters", "localParameter")] {
+            for lname in [
+                ("listOfParameters", "parameter"),
+                ("listOfLocalParameters", "localParameter"),
+            ] {
                 for p in list(kl, &ns, lname.0, lname.1) {
                     let pe = El { n: p };
-                    locals.push((pe.s("id").unwrap_or_default(), pe.f("value")?.unwrap_or(f64::NAN)));
+                    locals.push((
+                        pe.s("id").unwrap_or_default(),
+                        pe.f("value")?.unwrap_or(f64::NAN),
+                    ));
                 }
             }
         }
         let [reactants, products] = sides;
-        raw_rxns.push(RawRxn { id, reactants, products, law, locals });
+        raw_rxns.push(RawRxn {
+            id,
+            reactants,
+            products,
+            law,
+            locals,
+        });
     }
     // Local parameters get private slots.
     let mut rxn_locals: Vec<HashMap<String, usize>> = Vec::new();
     for r in &raw_rxns {
         let mut m = HashMap::new();
         for (pid, v) in &r.locals {
-            let i = add(&mut slots, &mut attr_val, format!("{}.{}", r.id, pid), Kind::LocalParameter, *v, true)?;
+            let i = add(
+                &mut slots,
+                &mut attr_val,
+                &mut ids,
+                format!("{}.{}", r.id, pid),
+                Kind::LocalParameter,
+                *v,
+                true,
+            )?;
             m.insert(pid.clone(), i);
         }
         rxn_locals.push(m);
@@ -546,6 +726,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
                 let i = add(
                     &mut slots,
                     &mut attr_val,
+                    &mut ids,
                     format!("stoichiometryMath({}:{})", r.id, sr.species),
                     Kind::StoichMath,
                     f64::NAN,
@@ -560,7 +741,9 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
 
     // Rules and initial assignments.
     let target = |ids: &HashMap<String, usize>, v: &str, what: &str| -> Result<usize, SbmlError> {
-        ids.get(v).copied().ok_or_else(|| SbmlError::Invalid(format!("{what}: unknown variable '{v}'")))
+        ids.get(v)
+            .copied()
+            .ok_or_else(|| SbmlError::Invalid(format!("{what}: unknown variable '{v}'")))
     };
     let mut init_assign: HashMap<usize, Expr> = HashMap::new();
     for ia in list(model, &ns, "listOfInitialAssignments", "initialAssignment") {
@@ -598,17 +781,21 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
                     }
                 }
                 "notes" | "annotation" => {}
-                other => return Err(SbmlError::Unsupported(format!("rule element <{other}> '{var}'"))),
+                other => {
+                    return Err(SbmlError::Unsupported(format!(
+                        "rule element <{other}> '{var}'"
+                    )))
+                }
             }
         }
-    }
-    for (sl, _, _) in &stoich_math {
-        let _ = sl;
     }
 
     // Events (raw).
     let mut raw_events = Vec::new();
-    for (k, ev) in list(model, &ns, "listOfEvents", "event").into_iter().enumerate() {
+    for (k, ev) in list(model, &ns, "listOfEvents", "event")
+        .into_iter()
+        .enumerate()
+    {
         let e = El { n: ev };
         let id = e.s("id").unwrap_or_else(|| format!("event#{k}"));
         let ctx = format!("event '{id}'");
@@ -635,12 +822,25 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
                 assigns.push((v, m));
             }
         }
-        raw_events.push(RawEvent { id, trigger, delay, priority, persistent, initial_value, uvftt, assigns });
+        raw_events.push(RawEvent {
+            id,
+            trigger,
+            delay,
+            priority,
+            persistent,
+            initial_value,
+            uvftt,
+            assigns,
+        });
     }
     let mut event_targets: HashSet<usize> = HashSet::new();
     for ev in &raw_events {
         for (v, _) in &ev.assigns {
-            event_targets.insert(target(&ids, v, &format!("eventAssignment of event '{}'", ev.id))?);
+            event_targets.insert(target(
+                &ids,
+                v,
+                &format!("eventAssignment of event '{}'", ev.id),
+            )?);
         }
     }
 
@@ -652,14 +852,22 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         rxn_slot_of.push(flux);
         for (sign, side) in [(-1.0, &r.reactants), (1.0, &r.products)] {
             for sr in side {
-                let sp = *ids
-                    .get(&sr.species)
-                    .ok_or_else(|| SbmlError::Invalid(format!("reaction '{}': unknown species '{}'", r.id, sr.species)))?;
+                let sp = *ids.get(&sr.species).ok_or_else(|| {
+                    SbmlError::Invalid(format!(
+                        "reaction '{}': unknown species '{}'",
+                        r.id, sr.species
+                    ))
+                })?;
                 if slots[sp].kind != Kind::Species {
-                    return Err(SbmlError::Invalid(format!("reaction '{}': '{}' is not a species", r.id, sr.species)));
+                    return Err(SbmlError::Invalid(format!(
+                        "reaction '{}': '{}' is not a species",
+                        r.id, sr.species
+                    )));
                 }
                 let st = match &sr.id {
-                    Some(sid) if sid.starts_with('#') => Stoich::Slot(sid[1..].parse().unwrap_or(0), sign),
+                    Some(sid) if sid.starts_with('#') => {
+                        Stoich::Slot(sid[1..].parse().unwrap_or(0), sign)
+                    }
                     Some(sid) => {
                         let q = ids[sid];
                         let varying = !slots[q].constant
@@ -676,14 +884,20 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
                     None => Stoich::Const(sign * sr.stoich),
                 };
                 let spi = spinit.iter().find(|s| s.slot == sp);
-                let conv = spi.and_then(|s| s.conv.clone()).or_else(|| model_conv.clone());
+                let conv = spi
+                    .and_then(|s| s.conv.clone())
+                    .or_else(|| model_conv.clone());
                 let factor = match conv {
-                    Some(c) => Some(
-                        *ids.get(&c).ok_or_else(|| SbmlError::Invalid(format!("unknown conversionFactor '{c}'")))?,
-                    ),
+                    Some(c) => Some(*ids.get(&c).ok_or_else(|| {
+                        SbmlError::Invalid(format!("unknown conversionFactor '{c}'"))
+                    })?),
                     None => None,
                 };
-                species_terms.entry(sp).or_default().push(Term { stoich: st, flux, factor });
+                species_terms.entry(sp).or_default().push(Term {
+                    stoich: st,
+                    flux,
+                    factor,
+                });
             }
         }
     }
@@ -701,23 +915,29 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
     let n_named = slots.len();
     for sl in 0..n_named {
         let kind = slots[sl].kind;
-        if matches!(kind, Kind::Reaction | Kind::LocalParameter | Kind::HiddenAmount | Kind::StoichMath) {
+        if matches!(
+            kind,
+            Kind::Reaction | Kind::LocalParameter | Kind::HiddenAmount | Kind::StoichMath
+        ) {
             continue;
         }
         if assign_rules.contains_key(&sl) {
             if rate_rules.contains_key(&sl) {
-                return Err(SbmlError::Invalid(format!("'{}' has both an assignment and a rate rule", slots[sl].id)));
+                return Err(SbmlError::Invalid(format!(
+                    "'{}' has both an assignment and a rate rule",
+                    slots[sl].id
+                )));
             }
             continue;
         }
-        if rate_rules.contains_key(&sl) {
+        if rate_rules.contains_key(&sl) && !(kind == Kind::Species && !slots[sl].amount_units) {
             states.insert(sl);
             state_slots.push(sl);
             deriv_src.push(Some(sl));
             continue;
         }
         if kind == Kind::Species {
-            if slots[sl].constant {
+            if slots[sl].constant && slots[sl].amount_units {
                 continue;
             }
             if slots[sl].amount_units {
@@ -727,7 +947,14 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
             } else {
                 let h = slots.len();
                 let id = format!("amount({})", slots[sl].id);
-                slots.push(Slot { id, kind: Kind::HiddenAmount, comp: slots[sl].comp, amount_units: true, hidden: None, constant: false });
+                slots.push(Slot {
+                    id,
+                    kind: Kind::HiddenAmount,
+                    comp: slots[sl].comp,
+                    amount_units: true,
+                    hidden: None,
+                    constant: false,
+                });
                 attr_val.push(f64::NAN);
                 slots[sl].hidden = Some(h);
                 states.insert(h);
@@ -750,25 +977,40 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         rate_rules: &rate_rules,
         assign_rules: &assign_rules,
         species_terms: &species_terms,
-        states: &states,
     };
     let none = HashMap::new();
     // Resolved rule expressions.
     let mut ar: HashMap<usize, RExpr> = HashMap::new();
     for (sl, e) in &assign_rules {
-        ar.insert(*sl, res.resolve(e, &none, &format!("assignmentRule '{}'", slots[*sl].id), 0)?);
+        ar.insert(
+            *sl,
+            res.resolve(e, &none, &format!("assignmentRule '{}'", slots[*sl].id), 0)?,
+        );
     }
     let mut rxn_law: HashMap<usize, RExpr> = HashMap::new();
     for (k, r) in raw_rxns.iter().enumerate() {
         let e = match &r.law {
-            Some(l) => res.resolve(l, &rxn_locals[k], &format!("kineticLaw of reaction '{}'", r.id), 0)?,
+            Some(l) => res.resolve(
+                l,
+                &rxn_locals[k],
+                &format!("kineticLaw of reaction '{}'", r.id),
+                0,
+            )?,
             None => RExpr::Num(0.0),
         };
         rxn_law.insert(rxn_slot_of[k], e);
     }
     let mut sm: HashMap<usize, RExpr> = HashMap::new();
     for (sl, e, rid) in &stoich_math {
-        sm.insert(*sl, res.resolve(e, &none, &format!("stoichiometryMath in reaction '{rid}'"), 0)?);
+        sm.insert(
+            *sl,
+            res.resolve(
+                e,
+                &none,
+                &format!("stoichiometryMath in reaction '{rid}'"),
+                0,
+            )?,
+        );
     }
 
     // Derived program.
@@ -778,7 +1020,13 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
     }
     for (sl, s) in slots.iter().enumerate() {
         if let (Kind::Species, Some(h)) = (s.kind, s.hidden) {
-            dnodes.push((sl, RExpr::Apply(Op::Divide, vec![RExpr::Slot(h), RExpr::Slot(s.comp.unwrap_or(0))])));
+            dnodes.push((
+                sl,
+                RExpr::Apply(
+                    Op::Divide,
+                    vec![RExpr::Slot(h), RExpr::Slot(s.comp.unwrap_or(0))],
+                ),
+            ));
         }
     }
     for (sl, e) in &rxn_law {
@@ -811,7 +1059,9 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
                 } else {
                     RExpr::Num(*c)
                 }),
-                Some(SpInit { amount: Some(a), .. }) => Some(if s.amount_units {
+                Some(SpInit {
+                    amount: Some(a), ..
+                }) => Some(if s.amount_units {
                     RExpr::Num(*a)
                 } else {
                     RExpr::Apply(Op::Divide, vec![RExpr::Num(*a), comp])
@@ -820,7 +1070,10 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
             }
         } else if s.kind == Kind::HiddenAmount {
             let sp = slots.iter().position(|x| x.hidden == Some(sl)).unwrap_or(0);
-            Some(RExpr::Apply(Op::Times, vec![RExpr::Slot(sp), RExpr::Slot(s.comp.unwrap_or(0))]))
+            Some(RExpr::Apply(
+                Op::Times,
+                vec![RExpr::Slot(sp), RExpr::Slot(s.comp.unwrap_or(0))],
+            ))
         } else {
             None
         };
@@ -837,7 +1090,21 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
             None => Deriv::Zero,
             Some(sl) => {
                 if let Some(r) = rate_rules.get(sl) {
-                    let e = res.resolve(r, &none, &format!("rateRule '{}'", slots[*sl].id), 0)?;
+                    let ctx = format!("rateRule '{}'", slots[*sl].id);
+                    let mut e = res.resolve(r, &none, &ctx, 0)?;
+                    let s = &slots[*sl];
+                    if s.kind == Kind::Species && !s.amount_units {
+                        // d(amount)/dt = d[S]/dt * V + [S] * dV/dt
+                        let comp = s.comp.unwrap_or(0);
+                        let dv = res.rate_of(comp, &ctx, 1)?;
+                        e = RExpr::Apply(
+                            Op::Plus,
+                            vec![
+                                RExpr::Apply(Op::Times, vec![e, RExpr::Slot(comp)]),
+                                RExpr::Apply(Op::Times, vec![RExpr::Slot(*sl), dv]),
+                            ],
+                        );
+                    }
                     Deriv::Rule(Code::compile(&e))
                 } else if let Some(t) = species_terms.get(sl) {
                     Deriv::Reactions(t.clone())
@@ -856,7 +1123,12 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         let ctx = format!("event '{}'", ev.id);
         let c = |e: &Option<Expr>, what: &str| -> Result<Option<Code>, SbmlError> {
             match e {
-                Some(e) => Ok(Some(Code::compile(&res.resolve(e, &none, &format!("{what} of {ctx}"), 0)?))),
+                Some(e) => Ok(Some(Code::compile(&res.resolve(
+                    e,
+                    &none,
+                    &format!("{what} of {ctx}"),
+                    0,
+                )?))),
                 None => Ok(None),
             }
         };
@@ -868,7 +1140,15 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
                     "{ctx} assigns to '{v}', which is constant or defined by an assignment rule"
                 )));
             }
-            assigns.push((sl, Code::compile(&res.resolve(e, &none, &format!("eventAssignment '{v}' of {ctx}"), 0)?)));
+            assigns.push((
+                sl,
+                Code::compile(&res.resolve(
+                    e,
+                    &none,
+                    &format!("eventAssignment '{v}' of {ctx}"),
+                    0,
+                )?),
+            ));
         }
         events.push(Event {
             id: ev.id.clone(),
@@ -897,7 +1177,11 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         inputs: Vec::new(),
         observables: species_ids
             .iter()
-            .map(|s| VariableInfo { name: s.clone(), unit: String::new(), description: "species (SBML units)".into() })
+            .map(|s| VariableInfo {
+                name: s.clone(),
+                unit: String::new(),
+                description: "species (SBML units)".into(),
+            })
             .collect(),
     };
     let mut m = SbmlModel {

@@ -178,7 +178,11 @@ pub fn backtest(
         v
     };
     let hmax = *opts.horizons_min.iter().max().unwrap_or(&60);
-    let cone_every = marks.len().checked_div(opts.n_cones).map(|v| v.max(1)).unwrap_or(usize::MAX);
+    let cone_every = marks
+        .len()
+        .checked_div(opts.n_cones)
+        .map(|v| v.max(1))
+        .unwrap_or(usize::MAX);
     let mut points = Vec::new();
     let mut cones = Vec::new();
     let (mut skipped, mut n_origins) = (0, 0);

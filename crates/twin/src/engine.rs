@@ -216,16 +216,16 @@ impl TwinEngine {
         let start = schedule.cgm.partition_point(|c| c.0 <= self.filter.t_min);
         let end = schedule.cgm.partition_point(|c| c.0 <= until_min);
         let frac = self.settings.resample_frac;
+        let model = make_model(
+            &self.base,
+            self.prior.bounds(),
+            self.settings.noise,
+            self.calibration.insulin_scale,
+            schedule,
+            f64::INFINITY,
+            None,
+        );
         for &(t, y) in &schedule.cgm[start..end] {
-            let model = make_model(
-                &self.base,
-                self.prior.bounds(),
-                self.settings.noise,
-                self.calibration.insulin_scale,
-                schedule,
-                f64::INFINITY,
-                None,
-            );
             match self.filter.assimilate(&model, t, y, frac) {
                 Ok(()) => {}
                 // Zero likelihood under every particle (after propagation succeeded): the
@@ -236,15 +236,6 @@ impl TwinEngine {
                 Err(e) => return Err(e.into()),
             }
         }
-        let model = make_model(
-            &self.base,
-            self.prior.bounds(),
-            self.settings.noise,
-            self.calibration.insulin_scale,
-            schedule,
-            f64::INFINITY,
-            None,
-        );
         self.filter
             .advance(&model, until_min.max(self.filter.t_min))?;
         Ok(())

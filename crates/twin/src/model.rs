@@ -234,7 +234,9 @@ impl StateSpaceModel for T1dTwinModel<'_> {
         let z: [f64; N_THETA] = std::array::from_fn(|_| rng.sample(StandardNormal));
         let mut theta = self.init_theta_mean;
         for (i, th) in theta.iter_mut().enumerate() {
-            *th += (0..=i).map(|j| self.init_theta_chol[i * N_THETA + j] * z[j]).sum::<f64>();
+            *th += (0..=i)
+                .map(|j| self.init_theta_chol[i * N_THETA + j] * z[j])
+                .sum::<f64>();
         }
         for (v, (lo, hi)) in theta.iter_mut().zip(&self.theta_bounds) {
             *v = v.clamp(*lo, *hi);

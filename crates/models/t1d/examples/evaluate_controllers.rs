@@ -59,10 +59,18 @@ fn main() {
     let mut out_path: Option<String> = None;
     let (mut days, mut seed) = (5u64, 1u64);
     let mut only: Option<String> = None;
-    let mut which = vec!["mpc".to_string(), "basal-bolus".to_string(), "pid".to_string()];
+    let mut which = vec![
+        "mpc".to_string(),
+        "basal-bolus".to_string(),
+        "pid".to_string(),
+    ];
     let mut i = 0;
     while i < args.len() {
-        let next = |i: usize| args.get(i + 1).cloned().unwrap_or_else(|| panic!("{} needs a value", args[i]));
+        let next = |i: usize| {
+            args.get(i + 1)
+                .cloned()
+                .unwrap_or_else(|| panic!("{} needs a value", args[i]))
+        };
         match args[i].as_str() {
             "--days" => {
                 days = next(i).parse().expect("--days: integer");
@@ -102,7 +110,12 @@ fn main() {
             let spec = match w.as_str() {
                 "mpc" => ControllerSpec::mpc_default(),
                 "basal-bolus" => ControllerSpec::default(),
-                "pid" => ControllerSpec::Pid { p: 1e-3, i: 1e-5, d: 1e-3, target_mg_dl: 140.0 },
+                "pid" => ControllerSpec::Pid {
+                    p: 1e-3,
+                    i: 1e-5,
+                    d: 1e-3,
+                    target_mg_dl: 140.0,
+                },
                 other => panic!("unknown controller {other}"),
             };
             (w.clone(), spec)
@@ -168,13 +181,24 @@ fn main() {
     let wall = t0.elapsed().as_secs_f64();
 
     // ---- CSV
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&out_path).expect("create output CSV"));
+    let mut f =
+        std::io::BufWriter::new(std::fs::File::create(&out_path).expect("create output CSV"));
     writeln!(f, "controller,patient,group,p2_5_mg_dl,p97_5_mg_dl,tir_pct,tbr70_pct,tbr54_pct,tar250_pct,mean_mg_dl,insulin_u_per_day").unwrap();
     for o in &outcomes {
         writeln!(
             f,
             "{},{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.2},{:.2}",
-            o.controller, o.patient, o.group, o.p025, o.p975, o.tir, o.tbr70, o.tbr54, o.tar250, o.mean, o.insulin_u_per_day
+            o.controller,
+            o.patient,
+            o.group,
+            o.p025,
+            o.p975,
+            o.tir,
+            o.tbr70,
+            o.tbr54,
+            o.tar250,
+            o.mean,
+            o.insulin_u_per_day
         )
         .unwrap();
     }
@@ -200,7 +224,12 @@ fn main() {
         }
     }
     for o in outcomes.iter().filter(|o| o.error.is_some()) {
-        println!("simulation failed: {} {}: {}", o.patient, o.controller, o.error.as_deref().unwrap_or(""));
+        println!(
+            "simulation failed: {} {}: {}",
+            o.patient,
+            o.controller,
+            o.error.as_deref().unwrap_or("")
+        );
     }
 
     // ---- table per group
@@ -214,8 +243,10 @@ fn main() {
         "group", "controller", "n", "TIR %", "<70 %", "<54 %", "max <54 %", "mean BG", ">250 %"
     );
     let stats = |grp: Option<&str>, c: &str| {
-        let v: Vec<&Outcome> =
-            outcomes.iter().filter(|o| o.controller == c && grp.is_none_or(|g| o.group == g)).collect();
+        let v: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| o.controller == c && grp.is_none_or(|g| o.group == g))
+            .collect();
         let n = v.len() as f64;
         let mean = |f: &dyn Fn(&Outcome) -> f64| v.iter().map(|o| f(o)).sum::<f64>() / n;
         (
@@ -253,13 +284,22 @@ fn main() {
         let (_, tir_b, t70_b, _, _, _, _) = stats(None, "basal-bolus");
         let yes = |b: bool| if b { "MET" } else { "NOT MET" };
         println!("\ntargets:");
-        println!("  MPC mean TIR {tir_m:.2} % >= basal-bolus {tir_b:.2} %: {}", yes(tir_m >= tir_b));
-        println!("  MPC mean <70 {t70_m:.2} % <= half of basal-bolus {t70_b:.2} %: {}", yes(t70_m <= 0.5 * t70_b));
-        println!("  no MPC patient > 1 % < 54 (max {m54_m:.2} %): {}", yes(m54_m <= 1.0));
+        println!(
+            "  MPC mean TIR {tir_m:.2} % >= basal-bolus {tir_b:.2} %: {}",
+            yes(tir_m >= tir_b)
+        );
+        println!(
+            "  MPC mean <70 {t70_m:.2} % <= half of basal-bolus {t70_b:.2} %: {}",
+            yes(t70_m <= 0.5 * t70_b)
+        );
+        println!(
+            "  no MPC patient > 1 % < 54 (max {m54_m:.2} %): {}",
+            yes(m54_m <= 1.0)
+        );
     }
-    let (calls, total, max) = outcomes
-        .iter()
-        .fold((0u64, 0.0f64, 0.0f64), |a, o| (a.0 + o.mpc_calls, a.1 + o.mpc_total_s, a.2.max(o.mpc_max_s)));
+    let (calls, total, max) = outcomes.iter().fold((0u64, 0.0f64, 0.0f64), |a, o| {
+        (a.0 + o.mpc_calls, a.1 + o.mpc_total_s, a.2.max(o.mpc_max_s))
+    });
     if calls > 0 {
         println!(
             "MPC decision time: mean {:.3} ms, max {:.3} ms over {calls} decisions (wall clock, {} rayon threads)",

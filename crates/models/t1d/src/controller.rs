@@ -91,7 +91,11 @@ impl ControllerSpec {
     /// The default MPC configuration.
     pub fn mpc_default() -> Self {
         let d = MpcSettings::default();
-        ControllerSpec::Mpc { target_mg_dl: d.target_mg_dl, horizon_min: d.horizon_min, suspend_mg_dl: d.suspend_mg_dl }
+        ControllerSpec::Mpc {
+            target_mg_dl: d.target_mg_dl,
+            horizon_min: d.horizon_min,
+            suspend_mg_dl: d.suspend_mg_dl,
+        }
     }
 }
 
@@ -176,8 +180,16 @@ impl Controller {
                 prev: 0.0,
             },
             ControllerSpec::OpenLoop => Controller::OpenLoop,
-            ControllerSpec::Mpc { target_mg_dl, horizon_min, suspend_mg_dl } => Controller::Mpc(Box::new(MpcController::new(
-                MpcSettings { target_mg_dl, horizon_min, suspend_mg_dl },
+            ControllerSpec::Mpc {
+                target_mg_dl,
+                horizon_min,
+                suspend_mg_dl,
+            } => Controller::Mpc(Box::new(MpcController::new(
+                MpcSettings {
+                    target_mg_dl,
+                    horizon_min,
+                    suspend_mg_dl,
+                },
                 ClinicalSettings::from_patient(patient),
             ))),
         }

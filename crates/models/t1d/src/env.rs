@@ -57,9 +57,21 @@ pub fn simulate_patient(
     opts: SolverOptions,
     sink: impl FnMut(&MinuteRow),
 ) -> Result<(), SolveError> {
-    let index = scenario.patients.iter().position(|n| n == &params.name).unwrap_or(0);
+    let index = scenario
+        .patients
+        .iter()
+        .position(|n| n == &params.name)
+        .unwrap_or(0);
     let mut controller = Controller::new(&scenario.controller, params);
-    simulate_patient_with(params, scenario, index, sensor_seed, opts, &mut controller, sink)
+    simulate_patient_with(
+        params,
+        scenario,
+        index,
+        sensor_seed,
+        opts,
+        &mut controller,
+        sink,
+    )
 }
 
 /// As [`simulate_patient`], with an explicit patient index (selects the random-meal stream) and

@@ -65,8 +65,11 @@ use medtwin_core::OdeModel;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-/// Number of internal-model states: the 13 UVA/Padova states plus the disturbance `d`.
-pub const NX: usize = 14;
+/// Number of internal-model states: the 13 UVA/Padova states, the disturbance `d` and the
+/// log insulin-deviation gain `φ`.
+pub const NX: usize = 15;
+/// Bounds of the log insulin-deviation gain `φ` (gain between ¼ and 4).
+pub const PHI_BOUNDS: (f64, f64) = (-1.386_294_361_119_890_6, 1.386_294_361_119_890_6);
 /// Time constant of the disturbance state `d` (estimator and prediction), min.
 pub const DISTURBANCE_TAU_MIN: f64 = 120.0;
 /// Weight of the below-zone branch of the stage cost (the above-zone weight is 1).
@@ -131,7 +134,11 @@ pub struct MpcSettings {
 
 impl Default for MpcSettings {
     fn default() -> Self {
-        MpcSettings { target_mg_dl: 130.0, horizon_min: 240.0, suspend_mg_dl: 80.0 }
+        MpcSettings {
+            target_mg_dl: 130.0,
+            horizon_min: 240.0,
+            suspend_mg_dl: 80.0,
+        }
     }
 }
 
@@ -148,8 +155,9 @@ pub struct MpcTiming {
 
 fn features(p: &PatientParams) -> Vec<f64> {
     [
-        p.bw, p.kabs, p.kmax, p.kmin, p.b, p.d, p.vg, p.vi, p.vmx, p.km0, p.k1, p.k2, p.p2u, p.m1, p.m2, p.m4, p.m30,
-        p.ki, p.kp1, p.kp2, p.kp3, p.fsnc, p.vm0, p.kd, p.ka1, p.ka2, p.ksc, p.u2ss, p.ib,
+        p.bw, p.kabs, p.kmax, p.kmin, p.b, p.d, p.vg, p.vi, p.vmx, p.km0, p.k1, p.k2, p.p2u, p.m1,
+        p.m2, p.m4, p.m30, p.ki, p.kp1, p.kp2, p.kp3, p.fsnc, p.vm0, p.kd, p.ka1, p.ka2, p.ksc,
+        p.u2ss, p.ib,
     ]
     .iter()
     .map(|v| v.abs().max(1e-12).ln())
@@ -161,7 +169,11 @@ fn features(p: &PatientParams) -> Vec<f64> {
 /// Vg, Vi, Vmx, Km0, k1, k2, p2u, m1, m2, m4, m30, ki, kp1, kp2, kp3, Fsnc, Vm0, kd, ka1, ka2,
 /// ksc, u2ss, Ib, each divided by its standard deviation across the adults.
 pub fn medoid_adult() -> Option<PatientParams> {
-    let adults: Vec<PatientParams> = crate::params::all_patients().ok()?.into_iter().filter(|p| p.group() == "adult").collect();
+    let adults: Vec<PatientParams> = crate::params::all_patients()
+        .ok()?
+        .into_iter()
+        .filter(|p| p.group() == "adult")
+        .collect();
     let f: Vec<Vec<f64>> = adults.iter().map(features).collect();
     let nf = f.first()?.len();
     let n = f.len() as f64;
@@ -176,13 +188,17 @@ pub fn medoid_adult() -> Option<PatientParams> {
             }
         })
         .collect();
-    let dist = |a: &[f64], b: &[f64]| (0..nf).map(|j| ((a[j] - b[j]) / sd[j]).powi(2)).sum::<f64>().sqrt();
-    let best = (0..f.len())
-        .min_by(|&i, &k| {
-            let si: f64 = f.iter().map(|v| dist(&f[i], v)).sum();
-            let sk: f64 = f.iter().map(|v| dist(&f[k], v)).sum();
-            si.total_cmp(&sk)
-        })?;
+    let dist = |a: &[f64], b: &[f64]| {
+        (0..nf)
+            .map(|j| ((a[j] - b[j]) / sd[j]).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let best = (0..f.len()).min_by(|&i, &k| {
+        let si: f64 = f.iter().map(|v| dist(&f[i], v)).sum();
+        let sk: f64 = f.iter().map(|v| dist(&f[k], v)).sum();
+        si.total_cmp(&sk)
+    })?;
     adults.into_iter().nth(best)
 }
 
@@ -203,6 +219,8 @@ struct Internal {
     s_ins: f64,
     /// Carbohydrate scaling patient g → model g.
     c_carb: f64,
+    /// The patient's programmed basal, U/min.
+    basal_p: f64,
 }
 
 /// Internal-model simulation state: ODE state plus meal bookkeeping.
@@ -224,13 +242,19 @@ impl Internal {
             dx[3] += x[13];
         }
         dx[13] = -x[13] / DISTURBANCE_TAU_MIN;
+        dx[14] = 0.0;
+    }
+
+    /// Model insulin for a patient delivery: `s·max(0, basal + e^φ·(u − basal))`.
+    fn model_insulin(&self, x: &[f64; NX], u_patient: f64) -> f64 {
+        self.s_ins * (self.basal_p + x[14].exp() * (u_patient - self.basal_p)).max(0.0)
     }
 
     /// Advance `h` minutes with insulin (patient U/min) held; meals eaten at ≤ 5 g/min (model g).
     fn advance(&self, s: &mut SimState, ins_patient_u_per_min: f64, h: f64) {
         let eat = s.planned_g.min(crate::model::EAT_RATE_G_PER_MIN * h);
         s.planned_g -= eat;
-        let u = [eat / h, ins_patient_u_per_min * self.s_ins, s.dbar_mg];
+        let u = [eat / h, self.model_insulin(&s.x, ins_patient_u_per_min), s.dbar_mg];
         let x = &s.x;
         let (mut k1, mut k2, mut k3, mut k4) = ([0.0; NX], [0.0; NX], [0.0; NX], [0.0; NX]);
         let mut tmp = [0.0; NX];
@@ -307,7 +331,14 @@ pub struct MpcController {
 }
 
 /// Process-noise standard deviations per sensor sample (3 min), by state index.
-const Q_SD: [(usize, f64); 6] = [(2, 300.0), (3, 1.0), (4, 1.0), (6, 0.2), (12, 0.3), (13, 0.02)];
+const Q_SD: [(usize, f64); 6] = [
+    (2, 300.0),
+    (3, 1.0),
+    (4, 1.0),
+    (6, 0.2),
+    (12, 0.3),
+    (13, 0.02),
+];
 /// CGM measurement-noise standard deviation, mg/dL.
 const R_SD_MG_DL: f64 = 12.0;
 
@@ -320,11 +351,19 @@ impl MpcController {
         let c_carb = s_ins * mp.cr_g_per_u / clinical.cr_g_per_u.max(1e-9);
         let mut x = [0.0; NX];
         x[..13].copy_from_slice(&mp.x0);
-        let est = SimState { x, planned_g: 0.0, dbar_mg: 0.0 };
+        let est = SimState {
+            x,
+            planned_g: 0.0,
+            dbar_mg: 0.0,
+        };
         MpcController {
             settings,
             clinical,
-            im: Internal { model: UvaPadova { p: mp }, s_ins, c_carb },
+            im: Internal {
+                model: UvaPadova { p: mp },
+                s_ins,
+                c_carb,
+            },
             est,
             p_cov: [[0.0; NX]; NX],
             initialised: false,
@@ -361,7 +400,10 @@ impl MpcController {
     }
     /// Net insulin on board (above the programmed basal), U.
     pub fn insulin_on_board_u(&self) -> f64 {
-        self.deliveries.iter().map(|d| d.net_u * iob_fraction(d.age_min)).sum()
+        self.deliveries
+            .iter()
+            .map(|d| d.net_u * iob_fraction(d.age_min))
+            .sum()
     }
 
     fn initialise(&mut self, cgm: f64) {
@@ -379,6 +421,7 @@ impl MpcController {
         p[4][4] = (15.0 * vg).powi(2);
         p[12][12] = (5.0 * vg).powi(2);
         p[13][13] = 0.1f64.powi(2);
+        p[14][14] = knob("P0PHI", 0.3).powi(2);
         self.p_cov = p;
         self.initialised = true;
     }
@@ -431,7 +474,11 @@ impl MpcController {
         let vg = self.im.model.p.vg;
         let scale = st / 3.0;
         for &(i, sd) in &Q_SD {
-            let sd = if matches!(i, 3 | 4 | 12) { sd * vg } else { sd };
+            let sd = match i {
+                3 | 4 | 12 => sd * vg,
+                14 => knob("QPHI", sd),
+                _ => sd,
+            };
             np[i][i] += sd * sd * scale;
         }
         self.p_cov = np;
@@ -443,7 +490,7 @@ impl MpcController {
         let vg = self.im.model.p.vg;
         // H = e_12 / Vg
         let ph: Vec<f64> = (0..NX).map(|i| self.p_cov[i][12] / vg).collect();
-        let s = self.p_cov[12][12] / (vg * vg) + R_SD_MG_DL * R_SD_MG_DL;
+        let s = self.p_cov[12][12] / (vg * vg) + knob("R", R_SD_MG_DL).powi(2);
         let innov = cgm - self.im.glucose(&self.est);
         let k: Vec<f64> = ph.iter().map(|v| v / s).collect();
         for i in 0..NX {
@@ -452,6 +499,7 @@ impl MpcController {
         for &i in &CLAMPED {
             self.est.x[i] = self.est.x[i].max(0.0);
         }
+        self.est.x[14] = self.est.x[14].clamp(PHI_BOUNDS.0, PHI_BOUNDS.1);
         // P = P − K (H P) = P − K phᵀ
         for i in 0..NX {
             for j in 0..NX {
@@ -469,12 +517,22 @@ impl MpcController {
     }
 
     /// Predicted glucose trajectory cost for a plan; returns (cost, min glucose in first 60 min).
-    fn evaluate(&self, bolus_u: f64, m: &[f64; 3], st: f64, with_reg: bool, pending: bool) -> (f64, f64) {
+    fn evaluate(
+        &self,
+        bolus_u: f64,
+        m: &[f64; 3],
+        st: f64,
+        with_reg: bool,
+        pending: bool,
+    ) -> (f64, f64) {
         let basal = self.clinical.basal_u_per_min;
         let h = PRED_STEP_MIN;
         let n = (self.settings.horizon_min / h).round().max(1.0) as usize;
         let mut s = self.est;
-        let (lo, hi) = (self.settings.target_mg_dl - 10.0, self.settings.target_mg_dl + 10.0);
+        let (lo, hi) = (
+            self.settings.target_mg_dl - 10.0,
+            self.settings.target_mg_dl + 10.0,
+        );
         let mut cost = 0.0;
         let mut min60 = f64::INFINITY;
         for k in 0..n {
@@ -498,25 +556,29 @@ impl MpcController {
             let mut l = if g > hi {
                 (g - hi).powi(2)
             } else if g < lo {
-                W_LO * (lo - g).powi(2)
+                knob("WLO", W_LO) * (lo - g).powi(2)
             } else {
                 0.0
             };
             if g < 80.0 {
-                l += W_HYPO * (80.0 - g).powi(2);
+                l += knob("WH", W_HYPO) * (80.0 - g).powi(2);
             }
             cost += l;
         }
         cost /= n as f64;
         if with_reg {
             let hz = self.settings.horizon_min;
-            let lens = [BLOCK_ENDS_MIN[0], BLOCK_ENDS_MIN[1] - BLOCK_ENDS_MIN[0], (hz - BLOCK_ENDS_MIN[1]).max(0.0)];
+            let lens = [
+                BLOCK_ENDS_MIN[0],
+                BLOCK_ENDS_MIN[1] - BLOCK_ENDS_MIN[0],
+                (hz - BLOCK_ENDS_MIN[1]).max(0.0),
+            ];
             for b in 0..3 {
-                cost += LAMBDA_M * lens[b] / hz * (m[b] - 1.0).powi(2);
+                cost += knob("LM", LAMBDA_M) * lens[b] / hz * (m[b] - 1.0).powi(2);
             }
             if pending && self.pending_u > 0.0 {
                 let f = bolus_u / self.pending_u;
-                cost += LAMBDA_F * (1.0 - f).powi(2);
+                cost += knob("LF", LAMBDA_F) * (knob("F0", 1.0) - f).powi(2);
             }
         }
         (cost, min60)
@@ -563,7 +625,10 @@ impl MpcController {
             self.pending_u = 0.0;
         }
         if meal_g > 0.0 {
-            self.meals.push(MealRecord { age_min: 0.0, carbs_g: meal_g });
+            self.meals.push(MealRecord {
+                age_min: 0.0,
+                carbs_g: meal_g,
+            });
             self.pending_u += meal_g / c.cr_g_per_u;
             self.pending_age_min = 0.0;
         }
@@ -581,8 +646,14 @@ impl MpcController {
         }
         // ---- constraints
         let iob = self.insulin_on_board_u();
-        let cob: f64 = self.meals.iter().map(|m| m.carbs_g * (1.0 - m.age_min / 180.0).max(0.0)).sum();
-        let corr = ((cgm - self.settings.target_mg_dl) / c.cf_mg_dl_per_u).max(0.0).min(0.1 * c.tdi_u_per_day);
+        let cob: f64 = self
+            .meals
+            .iter()
+            .map(|m| m.carbs_g * (1.0 - m.age_min / 180.0).max(0.0))
+            .sum();
+        let corr = ((cgm - self.settings.target_mg_dl) / c.cf_mg_dl_per_u)
+            .max(0.0)
+            .min(0.1 * c.tdi_u_per_day);
         let iob_max = cob / c.cr_g_per_u + corr;
         let max_bolus = self.pending_u.min(MAX_BOLUS_FRACTION_TDI * c.tdi_u_per_day);
         let extra_room = (iob_max - iob).max(0.0);
@@ -642,9 +713,22 @@ impl MpcController {
     fn apply(&mut self, basal_u_per_min: f64, bolus_u_per_min: f64, st: f64) -> ControlAction {
         let ins = basal_u_per_min + bolus_u_per_min;
         self.last_insulin_u_per_min = ins;
-        self.deliveries.push(Delivery { age_min: 0.0, net_u: (ins - self.clinical.basal_u_per_min) * st });
-        ControlAction { basal_u_per_min, bolus_u_per_min }
+        self.deliveries.push(Delivery {
+            age_min: 0.0,
+            net_u: (ins - self.clinical.basal_u_per_min) * st,
+        });
+        ControlAction {
+            basal_u_per_min,
+            bolus_u_per_min,
+        }
     }
+}
+
+fn knob(name: &str, default: f64) -> f64 {
+    std::env::var(format!("MPC_{name}"))
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Fraction of an insulin dose still on board `t` minutes after delivery:
@@ -674,13 +758,28 @@ mod tests {
         for name in ["adult#001", "child#004"] {
             let mut c = ctl(name);
             for cgm in [140.0, 120.0, 95.0, 79.0, 70.0] {
-                let a = c.policy(&ControllerInput { cgm_mg_dl: cgm, meal_g_per_min: 0.0, sample_time_min: 3.0 });
+                let a = c.policy(&ControllerInput {
+                    cgm_mg_dl: cgm,
+                    meal_g_per_min: 0.0,
+                    sample_time_min: 3.0,
+                });
                 if cgm < 80.0 {
-                    assert_eq!(a, ControlAction { basal_u_per_min: 0.0, bolus_u_per_min: 0.0 }, "{name} {cgm}");
+                    assert_eq!(
+                        a,
+                        ControlAction {
+                            basal_u_per_min: 0.0,
+                            bolus_u_per_min: 0.0
+                        },
+                        "{name} {cgm}"
+                    );
                 }
             }
             // even with a meal announced at CGM 75: no insulin, bolus kept pending
-            let a = c.policy(&ControllerInput { cgm_mg_dl: 75.0, meal_g_per_min: 15.0, sample_time_min: 3.0 });
+            let a = c.policy(&ControllerInput {
+                cgm_mg_dl: 75.0,
+                meal_g_per_min: 15.0,
+                sample_time_min: 3.0,
+            });
             assert_eq!(a.basal_u_per_min + a.bolus_u_per_min, 0.0);
         }
     }
@@ -688,11 +787,19 @@ mod tests {
     #[test]
     fn boluses_for_an_announced_meal_at_normal_glucose() {
         let mut c = ctl("adult#001");
-        let o = ControllerInput { cgm_mg_dl: 140.0, meal_g_per_min: 0.0, sample_time_min: 3.0 };
+        let o = ControllerInput {
+            cgm_mg_dl: 140.0,
+            meal_g_per_min: 0.0,
+            sample_time_min: 3.0,
+        };
         for _ in 0..20 {
             c.policy(&o);
         }
-        let a = c.policy(&ControllerInput { cgm_mg_dl: 140.0, meal_g_per_min: 20.0, sample_time_min: 3.0 });
+        let a = c.policy(&ControllerInput {
+            cgm_mg_dl: 140.0,
+            meal_g_per_min: 20.0,
+            sample_time_min: 3.0,
+        });
         assert!(a.bolus_u_per_min > 0.0, "{a:?}");
         // never more than the CR bolus (60 g / CR 10 = 6 U)
         assert!(a.bolus_u_per_min * 3.0 <= 6.0 + 1e-9);

@@ -54,12 +54,60 @@ pub struct MealSlot {
 
 /// The six slots of simglucose 0.2.11 `RandomScenario.create_scenario` (NOTES.md §3.10).
 pub const SLOTS: [MealSlot; 6] = [
-    MealSlot { p: 0.95, lb_min: 300.0, ub_min: 540.0, mu_min: 420.0, sigma_min: 60.0, mu_g: 45.0, sd_g: 10.0 },
-    MealSlot { p: 0.3, lb_min: 540.0, ub_min: 600.0, mu_min: 570.0, sigma_min: 30.0, mu_g: 10.0, sd_g: 5.0 },
-    MealSlot { p: 0.95, lb_min: 600.0, ub_min: 840.0, mu_min: 720.0, sigma_min: 60.0, mu_g: 70.0, sd_g: 10.0 },
-    MealSlot { p: 0.3, lb_min: 840.0, ub_min: 960.0, mu_min: 900.0, sigma_min: 30.0, mu_g: 10.0, sd_g: 5.0 },
-    MealSlot { p: 0.95, lb_min: 960.0, ub_min: 1200.0, mu_min: 1080.0, sigma_min: 60.0, mu_g: 80.0, sd_g: 10.0 },
-    MealSlot { p: 0.3, lb_min: 1200.0, ub_min: 1380.0, mu_min: 1290.0, sigma_min: 30.0, mu_g: 10.0, sd_g: 5.0 },
+    MealSlot {
+        p: 0.95,
+        lb_min: 300.0,
+        ub_min: 540.0,
+        mu_min: 420.0,
+        sigma_min: 60.0,
+        mu_g: 45.0,
+        sd_g: 10.0,
+    },
+    MealSlot {
+        p: 0.3,
+        lb_min: 540.0,
+        ub_min: 600.0,
+        mu_min: 570.0,
+        sigma_min: 30.0,
+        mu_g: 10.0,
+        sd_g: 5.0,
+    },
+    MealSlot {
+        p: 0.95,
+        lb_min: 600.0,
+        ub_min: 840.0,
+        mu_min: 720.0,
+        sigma_min: 60.0,
+        mu_g: 70.0,
+        sd_g: 10.0,
+    },
+    MealSlot {
+        p: 0.3,
+        lb_min: 840.0,
+        ub_min: 960.0,
+        mu_min: 900.0,
+        sigma_min: 30.0,
+        mu_g: 10.0,
+        sd_g: 5.0,
+    },
+    MealSlot {
+        p: 0.95,
+        lb_min: 960.0,
+        ub_min: 1200.0,
+        mu_min: 1080.0,
+        sigma_min: 60.0,
+        mu_g: 80.0,
+        sd_g: 10.0,
+    },
+    MealSlot {
+        p: 0.3,
+        lb_min: 1200.0,
+        ub_min: 1380.0,
+        mu_min: 1290.0,
+        sigma_min: 30.0,
+        mu_g: 10.0,
+        sd_g: 5.0,
+    },
 ];
 
 /// The `[random_meals]` table of a scenario file.
@@ -95,7 +143,11 @@ pub fn draw_day<R: Rng + ?Sized>(rng: &mut R) -> Vec<DrawnMeal> {
             };
             let z: f64 = rng.sample(StandardNormal);
             let amount = (s.mu_g + s.sd_g * z).round_ties_even().max(0.0);
-            out.push(DrawnMeal { slot, minute_of_day: t.round_ties_even() as u64, carbs_g: amount });
+            out.push(DrawnMeal {
+                slot,
+                minute_of_day: t.round_ties_even() as u64,
+                carbs_g: amount,
+            });
         }
     }
     out
@@ -116,7 +168,12 @@ impl RandomMeals {
     pub fn new(seed: u64, patient_index: u64, start_minute_of_day: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(patient_index);
-        RandomMeals { rng, start_minute_of_day: start_minute_of_day % DAY_MIN, day_index: None, today: Vec::new() }
+        RandomMeals {
+            rng,
+            start_minute_of_day: start_minute_of_day % DAY_MIN,
+            day_index: None,
+            today: Vec::new(),
+        }
     }
 
     /// Grams announced at simulated minute `t_min` (0 if none). Calls must come with
@@ -131,7 +188,11 @@ impl RandomMeals {
         }
         let mod_ = clock % DAY_MIN;
         // meals earlier than the start time on the first day are never announced
-        self.today.iter().filter(|m| m.minute_of_day == mod_).map(|m| m.carbs_g).sum()
+        self.today
+            .iter()
+            .filter(|m| m.minute_of_day == mod_)
+            .map(|m| m.carbs_g)
+            .sum()
     }
 
     /// All meals `(simulated minute, grams)` in `[0, duration_min)` for this stream (consumes a
@@ -168,8 +229,9 @@ mod tests {
         assert!(a.len() >= 10, "{a:?}");
         // calling minute by minute gives the same as the schedule
         let mut s = RandomMeals::new(7, 0, 0);
-        let e: Vec<(u64, f64)> =
-            (0..5 * DAY_MIN).filter_map(|t| Some((t, s.carbs_at(t))).filter(|x| x.1 > 0.0)).collect();
+        let e: Vec<(u64, f64)> = (0..5 * DAY_MIN)
+            .filter_map(|t| Some((t, s.carbs_at(t))).filter(|x| x.1 > 0.0))
+            .collect();
         assert_eq!(a, e);
     }
 
@@ -187,9 +249,14 @@ mod tests {
         let cdf = |a: f64, b: f64| {
             let n = 2000;
             let h = (b - a) / n as f64;
-            (0..n).map(|i| phi(a + (i as f64 + 0.5) * h) * h).sum::<f64>()
+            (0..n)
+                .map(|i| phi(a + (i as f64 + 0.5) * h) * h)
+                .sum::<f64>()
         };
-        let (a, b) = ((s.lb_min - s.mu_min) / s.sigma_min, (s.ub_min - s.mu_min) / s.sigma_min);
+        let (a, b) = (
+            (s.lb_min - s.mu_min) / s.sigma_min,
+            (s.ub_min - s.mu_min) / s.sigma_min,
+        );
         let z = cdf(a, b);
         let mean = s.mu_min + s.sigma_min * (phi(a) - phi(b)) / z;
         let var = s.sigma_min.powi(2)
@@ -220,19 +287,33 @@ mod tests {
             let n = count[k] as f64;
             // frequency: binomial, 4.5 standard errors
             let se_p = (s.p * (1.0 - s.p) / days as f64).sqrt();
-            assert!((n / days as f64 - s.p).abs() < 4.5 * se_p, "slot {k}: freq {}", n / days as f64);
+            assert!(
+                (n / days as f64 - s.p).abs() < 4.5 * se_p,
+                "slot {k}: freq {}",
+                n / days as f64
+            );
             // time: truncated-normal mean (rounding to the minute is symmetric)
             let (tm, tsd) = truncnorm_moments(s);
             let se_t = tsd / n.sqrt();
-            assert!((tsum[k] / n - tm).abs() < 4.5 * se_t + 0.05, "slot {k}: time {} vs {tm}", tsum[k] / n);
+            assert!(
+                (tsum[k] / n - tm).abs() < 4.5 * se_t + 0.05,
+                "slot {k}: time {} vs {tm}",
+                tsum[k] / n
+            );
             // amount: mean mu_g (max(·,0) matters only for the snacks: P(N(10,5) < 0) = 2.3 %,
             // E[max(X,0)] − mu = sigma·phi(2) − mu·Phi(−2) ≈ 0.042 g), sd ≈ sd_g
             let mean_g = gsum[k] / n;
             let sd_g = (gsq[k] / n - mean_g * mean_g).sqrt();
             let bias = if s.mu_g < 20.0 { 0.042 } else { 0.0 };
             let se_g = s.sd_g / n.sqrt();
-            assert!((mean_g - s.mu_g - bias).abs() < 4.5 * se_g + 0.01, "slot {k}: amount {mean_g}");
-            assert!((sd_g / s.sd_g - 1.0).abs() < 0.05, "slot {k}: amount sd {sd_g}");
+            assert!(
+                (mean_g - s.mu_g - bias).abs() < 4.5 * se_g + 0.01,
+                "slot {k}: amount {mean_g}"
+            );
+            assert!(
+                (sd_g / s.sd_g - 1.0).abs() < 0.05,
+                "slot {k}: amount sd {sd_g}"
+            );
         }
     }
 }

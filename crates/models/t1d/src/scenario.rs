@@ -288,6 +288,53 @@ impl Scenario {
                 ));
             }
         }
+        if let ControllerSpec::Mpc {
+            target_mg_dl,
+            horizon_min,
+            suspend_mg_dl,
+        } = controller
+        {
+            if !target_mg_dl.is_finite() || !(90.0..=250.0).contains(&target_mg_dl) {
+                return Err(err(
+                    "controller.target_mg_dl",
+                    format!("{target_mg_dl} is outside 90–250 mg/dL (MPC)"),
+                ));
+            }
+            if !horizon_min.is_finite() || !(30.0..=600.0).contains(&horizon_min) {
+                return Err(err(
+                    "controller.horizon_min",
+                    format!("{horizon_min} is outside 30–600 min"),
+                ));
+            }
+            if !suspend_mg_dl.is_finite() || !(40.0..=target_mg_dl).contains(&suspend_mg_dl) {
+                return Err(err(
+                    "controller.suspend_mg_dl",
+                    format!("{suspend_mg_dl} is outside 40 mg/dL – target ({target_mg_dl} mg/dL)"),
+                ));
+            }
+        }
+        let random_meals = match raw.random_meals {
+            None => None,
+            Some(r) => {
+                if r.seed < 0 {
+                    return Err(err(
+                        "random_meals.seed",
+                        format!("{} must be a non-negative integer", r.seed),
+                    ));
+                }
+                if let Some(st) = &raw.start {
+                    if minute_of_day(st).is_none() {
+                        return Err(err(
+                            "start",
+                            format!("'{st}' is not YYYY-MM-DDTHH:MM[:SS] (random meals need the time of day)"),
+                        ));
+                    }
+                }
+                Some(RandomMealSpec {
+                    seed: r.seed as u64,
+                })
+            }
+        };
         if !raw.basal.is_empty() && controller != ControllerSpec::OpenLoop {
             return Err(err(
                 "basal",
@@ -477,21 +524,41 @@ units = 4.5
     #[test]
     fn random_meals_and_mpc_parse_and_validate() {
         let base = "patient = \"all\"\nstart = \"2018-01-01T06:30:00\"\nduration_min = 2880\n[controller]\nkind = \"mpc\"\n";
-        let s = Scenario::from_toml_str(&format!("{base}[random_meals]\nseed = 9\n"), "r.toml").unwrap();
+        let s = Scenario::from_toml_str(&format!("{base}[random_meals]\nseed = 9\n"), "r.toml")
+            .unwrap();
         assert_eq!(s.random_meals, Some(RandomMealSpec { seed: 9 }));
         assert_eq!(s.start_minute_of_day(), 390);
         assert_eq!(s.controller, ControllerSpec::mpc_default());
         let cases = [
-            (format!("{base}[random_meals]\nseed = -2\n"), "random_meals.seed", "-2"),
+            (
+                format!("{base}[random_meals]\nseed = -2\n"),
+                "random_meals.seed",
+                "-2",
+            ),
             (format!("{base}[random_meals]\nsed = 2\n"), "(toml)", "sed"),
-            (base.replace("06:30:00", "6h") + "[random_meals]\nseed = 1\n", "start", "6h"),
-            (base.replace("kind = \"mpc\"", "kind = \"mpc\"\nhorizon_min = 5"), "controller.horizon_min", "5"),
-            (base.replace("kind = \"mpc\"", "kind = \"mpc\"\nsuspend_mg_dl = 20"), "controller.suspend_mg_dl", "20"),
+            (
+                base.replace("06:30:00", "6h") + "[random_meals]\nseed = 1\n",
+                "start",
+                "6h",
+            ),
+            (
+                base.replace("kind = \"mpc\"", "kind = \"mpc\"\nhorizon_min = 5"),
+                "controller.horizon_min",
+                "5",
+            ),
+            (
+                base.replace("kind = \"mpc\"", "kind = \"mpc\"\nsuspend_mg_dl = 20"),
+                "controller.suspend_mg_dl",
+                "20",
+            ),
         ];
         for (text, field, needle) in cases {
             let e = Scenario::from_toml_str(&text, "bad.toml").unwrap_err();
             assert_eq!(e.field, field, "{e}");
-            assert!(e.to_string().contains(needle) && e.to_string().starts_with("bad.toml"), "{e}");
+            assert!(
+                e.to_string().contains(needle) && e.to_string().starts_with("bad.toml"),
+                "{e}"
+            );
         }
     }
 

@@ -1,0 +1,413 @@
+//! Time-course simulation with events (SBML L3V2 §4.12): DOPRI5 between event times, trigger
+//! transitions located by bisection, delayed/prioritised/persistent event semantics.
+
+use crate::model::{Deriv, SbmlModel, Stoich};
+use crate::{SbmlError, SimulateOptions, Table};
+use medtwin_core::OdeModel;
+use medtwin_simulate::{Dopri5, Integrator, SolverOptions};
+use std::cell::RefCell;
+use std::time::Instant;
+
+thread_local! {
+    static SCRATCH: RefCell<(Vec<f64>, Vec<f64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+impl SbmlModel {
+    /// Initial state vector (values of the state slots at the initial time).
+    pub fn initial_state(&self) -> Vec<f64> {
+        self.state_slots.iter().map(|&s| self.base[s]).collect()
+    }
+
+    /// Fill `vals` with every slot's value at (t, x): constants, states, then the derived program
+    /// (assignment rules, concentrations of amount-integrated species, reaction fluxes).
+    pub(crate) fn fill(&self, t: f64, x: &[f64], vals: &mut Vec<f64>, stack: &mut Vec<f64>) {
+        vals.clear();
+        vals.extend_from_slice(&self.base);
+        for (i, &s) in self.state_slots.iter().enumerate() {
+            vals[s] = x[i];
+        }
+        for (sl, code) in &self.derived {
+            vals[*sl] = code.eval(vals, t, stack);
+        }
+    }
+
+    pub(crate) fn derivs_from(&self, t: f64, vals: &[f64], dx: &mut [f64], stack: &mut Vec<f64>) {
+        for (i, d) in self.derivs.iter().enumerate() {
+            dx[i] = match d {
+                Deriv::Zero => 0.0,
+                Deriv::Rule(c) => c.eval(vals, t, stack),
+                Deriv::Reactions(terms) => {
+                    let mut s = 0.0;
+                    for term in terms {
+                        let st = match term.stoich {
+                            Stoich::Const(c) => c,
+                            Stoich::Slot(q, sign) => sign * vals[q],
+                        };
+                        let f = term.factor.map(|c| vals[c]).unwrap_or(1.0);
+                        s += st * vals[term.flux] * f;
+                    }
+                    s
+                }
+            };
+        }
+    }
+}
+
+impl OdeModel for SbmlModel {
+    fn info(&self) -> &medtwin_core::ModelInfo {
+        &self.info
+    }
+
+    /// Reactions and rate rules at time `t_min` (model time units); `u` is ignored (no inputs).
+    fn rhs(&self, t_min: f64, x: &[f64], _u: &[f64], dx: &mut [f64]) {
+        SCRATCH.with(|s| {
+            let mut g = s.borrow_mut();
+            let (vals, stack) = &mut *g;
+            self.fill(t_min, x, vals, stack);
+            self.derivs_from(t_min, vals, dx, stack);
+        })
+    }
+
+    /// Species values (MathML units: concentration unless amount-valued) with assignment rules
+    /// evaluated at the initial time (the trait carries no time).
+    fn observe(&self, x: &[f64], out: &mut [f64]) {
+        let mut vals = Vec::new();
+        let mut stack = Vec::new();
+        self.fill(self.init_time, x, &mut vals, &mut stack);
+        for (o, id) in out.iter_mut().zip(&self.species_ids) {
+            *o = self.ids.get(id).map(|&s| vals[s]).unwrap_or(f64::NAN);
+        }
+    }
+}
+
+struct Pending {
+    ev: usize,
+    time: f64,
+    values: Option<Vec<f64>>,
+    seq: u64,
+}
+
+enum Out {
+    Plain(usize),
+    Amount(usize, usize),
+    Conc(usize, usize),
+}
+
+struct Sim<'a> {
+    m: &'a SbmlModel,
+    vals: Vec<f64>,
+    stack: Vec<f64>,
+    state_of: Vec<Option<usize>>,
+    prev: Vec<bool>,
+    pending: Vec<Pending>,
+    seq: u64,
+    rng: u64,
+    deadline: Option<Instant>,
+}
+
+impl Sim<'_> {
+    /// xorshift64* (fixed seed: runs are reproducible).
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11
+    }
+
+    fn check_time(&self) -> Result<(), SbmlError> {
+        if let Some(d) = self.deadline {
+            if Instant::now() > d {
+                return Err(SbmlError::Simulation("time limit exceeded".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn triggers(&mut self, t: f64, x: &[f64]) -> Vec<bool> {
+        self.m.fill(t, x, &mut self.vals, &mut self.stack);
+        self.m
+            .events
+            .iter()
+            .map(|e| {
+                e.trigger
+                    .as_ref()
+                    .map(|c| c.eval(&self.vals, t, &mut self.stack) != 0.0)
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    fn eval_assigns(&mut self, ev: usize, t: f64) -> Vec<f64> {
+        let e = &self.m.events[ev];
+        e.assigns
+            .iter()
+            .map(|(_, c)| c.eval(&self.vals, t, &mut self.stack))
+            .collect()
+    }
+
+    /// Execute event `ev`'s assignments with precomputed `values`. A species in concentration
+    /// units keeps amount = value × compartment size *before* this event's assignments (as the
+    /// test suite expects when an event sets a species and its compartment together).
+    /// `self.vals` must hold the values at (t, x) before the assignments.
+    fn apply(&mut self, ev: usize, x: &mut [f64], values: &[f64]) {
+        let e = &self.m.events[ev];
+        for ((sl, _), v) in e.assigns.iter().zip(values) {
+            if let Some(i) = self.state_of[*sl] {
+                x[i] = *v;
+            } else if let Some(h) = self.m.slots[*sl].hidden {
+                let comp = self.m.slots[*sl].comp.unwrap_or(0);
+                if let Some(i) = self.state_of[h] {
+                    x[i] = v * self.vals[comp];
+                }
+            }
+        }
+    }
+
+    /// Fire newly triggered events and execute every event due at `t`, in priority order.
+    /// Returns whether any event was executed (the state may have jumped).
+    fn process_events(&mut self, t: f64, x: &mut [f64]) -> Result<bool, SbmlError> {
+        let mut executed = false;
+        let mut guard = 0usize;
+        loop {
+            guard += 1;
+            if guard > 100_000 {
+                return Err(SbmlError::Simulation(format!(
+                    "event cascade does not terminate at t = {t}"
+                )));
+            }
+            let now = self.triggers(t, x);
+            for (e, &on) in now.iter().enumerate() {
+                let ev = &self.m.events[e];
+                if on && !self.prev[e] {
+                    let delay = ev
+                        .delay
+                        .as_ref()
+                        .map(|c| c.eval(&self.vals, t, &mut self.stack))
+                        .unwrap_or(0.0);
+                    let values = if ev.use_trigger_values {
+                        Some(self.eval_assigns(e, t))
+                    } else {
+                        None
+                    };
+                    self.seq += 1;
+                    self.pending.push(Pending {
+                        ev: e,
+                        time: t + delay,
+                        values,
+                        seq: self.seq,
+                    });
+                }
+                if !on && !ev.persistent {
+                    self.pending.retain(|p| p.ev != e);
+                }
+                self.prev[e] = on;
+            }
+            // Ready events, highest priority first; ties broken at random (SBML L3V2 §4.12.6).
+            let mut best_pr = f64::NEG_INFINITY;
+            let mut cands: Vec<usize> = Vec::new();
+            for (k, p) in self.pending.iter().enumerate() {
+                if p.time > t {
+                    continue;
+                }
+                let pr = self.m.events[p.ev]
+                    .priority
+                    .as_ref()
+                    .map(|c| c.eval(&self.vals, t, &mut self.stack))
+                    .unwrap_or(f64::NEG_INFINITY);
+                let pr = if pr.is_nan() { f64::NEG_INFINITY } else { pr };
+                if cands.is_empty() || pr > best_pr {
+                    best_pr = pr;
+                    cands.clear();
+                    cands.push(k);
+                } else if pr == best_pr {
+                    cands.push(k);
+                }
+            }
+            if cands.is_empty() {
+                break;
+            }
+            let k = if cands.len() == 1 {
+                cands[0]
+            } else {
+                cands[(self.next_random() % cands.len() as u64) as usize]
+            };
+            let p = self.pending.remove(k);
+            let values = match p.values {
+                Some(v) => v,
+                None => self.eval_assigns(p.ev, t),
+            };
+            self.apply(p.ev, x, &values);
+            executed = true;
+        }
+        Ok(executed)
+    }
+
+    fn advance(
+        &mut self,
+        integ: &mut Dopri5,
+        t0: f64,
+        t1: f64,
+        x: &mut [f64],
+    ) -> Result<(), SbmlError> {
+        if x.is_empty() || t1 <= t0 {
+            return Ok(());
+        }
+        let span = t1 - t0;
+        if span < 1e-9 * t0.abs().max(1.0) {
+            // Too short for the step-size controller: one explicit Euler step.
+            let mut dx = vec![0.0; x.len()];
+            self.m.rhs(t0, x, &[], &mut dx);
+            for (xi, d) in x.iter_mut().zip(&dx) {
+                *xi += span * d;
+            }
+            return Ok(());
+        }
+        integ
+            .integrate(self.m, t0, t1, x, &[])
+            .map_err(|e| SbmlError::Simulation(e.to_string()))
+    }
+}
+
+/// See [`crate::simulate_with_deadline`].
+pub(crate) fn run(
+    model: &SbmlModel,
+    opts: &SimulateOptions,
+    deadline: Option<Instant>,
+) -> Result<Table, SbmlError> {
+    if !(opts.end >= opts.start) || opts.steps == 0 {
+        return Err(SbmlError::Options(
+            "need end >= start and steps >= 1".into(),
+        ));
+    }
+    let owned;
+    let m = if model.init_time != opts.start {
+        let mut c = model.clone();
+        c.compute_initial(opts.start);
+        owned = c;
+        &owned
+    } else {
+        model
+    };
+    // Output columns.
+    let vars: Vec<String> = match &opts.vars {
+        Some(v) => v.clone(),
+        None => m.default_variables(),
+    };
+    let mut outs = Vec::new();
+    for v in &vars {
+        let &sl = m
+            .ids
+            .get(v)
+            .ok_or_else(|| SbmlError::Options(format!("unknown variable '{v}'")))?;
+        let s = &m.slots[sl];
+        let comp = s.comp.unwrap_or(0);
+        let is_sp = s.kind == crate::model::Kind::Species;
+        outs.push(if is_sp && opts.amount.contains(v) && !s.amount_units {
+            Out::Amount(sl, comp)
+        } else if is_sp && opts.concentration.contains(v) && s.amount_units {
+            Out::Conc(sl, comp)
+        } else {
+            Out::Plain(sl)
+        });
+    }
+    let mut state_of = vec![None; m.slots.len()];
+    for (i, &s) in m.state_slots.iter().enumerate() {
+        state_of[s] = Some(i);
+    }
+    let mut sim = Sim {
+        m,
+        vals: Vec::new(),
+        stack: Vec::new(),
+        state_of,
+        prev: m.events.iter().map(|e| e.initial_value).collect(),
+        pending: Vec::new(),
+        seq: 0,
+        rng: 0x9E37_79B9_7F4A_7C15,
+        deadline,
+    };
+    let n = m.state_slots.len();
+    let dt = (opts.end - opts.start) / opts.steps as f64;
+    let sopts = SolverOptions {
+        rtol: opts.rtol,
+        atol: opts.atol,
+        h_max_min: if dt > 0.0 { dt } else { 1.0 },
+        max_steps: 200_000,
+    };
+    let mut integ = Dopri5::new(n, sopts);
+    let mut x = m.initial_state();
+    let mut t = opts.start;
+    let mut rows = Vec::with_capacity(opts.steps + 1);
+    let record = |sim: &mut Sim, t: f64, x: &[f64], rows: &mut Vec<Vec<f64>>| {
+        sim.m.fill(t, x, &mut sim.vals, &mut sim.stack);
+        let mut row = Vec::with_capacity(outs.len() + 1);
+        row.push(t);
+        for o in &outs {
+            row.push(match *o {
+                Out::Plain(s) => sim.vals[s],
+                Out::Amount(s, c) => sim.vals[s] * sim.vals[c],
+                Out::Conc(s, c) => sim.vals[s] / sim.vals[c],
+            });
+        }
+        rows.push(row);
+    };
+    sim.process_events(t, &mut x)?;
+    record(&mut sim, t, &x, &mut rows);
+    for k in 1..=opts.steps {
+        let tk = if k == opts.steps {
+            opts.end
+        } else {
+            opts.start + dt * k as f64
+        };
+        while t < tk {
+            sim.check_time()?;
+            let next_due = sim
+                .pending
+                .iter()
+                .map(|p| p.time)
+                .filter(|&pt| pt > t)
+                .fold(f64::INFINITY, f64::min);
+            // With events, advance in sub-intervals of at most dt/10 so that short trigger
+            // windows between output times are not stepped over.
+            let sub = if sim.m.events.is_empty() { f64::INFINITY } else { t + dt / 10.0 };
+            let t1 = tk.min(next_due).min(if sub > t { sub } else { tk });
+            let x0 = x.clone();
+            sim.advance(&mut integ, t, t1, &mut x)?;
+            let trig = sim.triggers(t1, &x);
+            if !sim.m.events.is_empty() && trig != sim.prev {
+                // Locate the first trigger change by bisection.
+                let (mut lo, mut hi) = (t, t1);
+                let (mut xlo, mut xhi) = (x0, x.clone());
+                let mut it = 0;
+                while hi - lo > 1e-13 * hi.abs().max(1.0) && it < 200 {
+                    it += 1;
+                    sim.check_time()?;
+                    let mid = 0.5 * (lo + hi);
+                    if mid <= lo || mid >= hi {
+                        break;
+                    }
+                    let mut xm = xlo.clone();
+                    sim.advance(&mut integ, lo, mid, &mut xm)?;
+                    if sim.triggers(mid, &xm) != sim.prev {
+                        hi = mid;
+                        xhi = xm;
+                    } else {
+                        lo = mid;
+                        xlo = xm;
+                    }
+                }
+                t = hi;
+                x = xhi;
+            } else {
+                t = t1;
+            }
+            if sim.process_events(t, &mut x)? {
+                integ.reset();
+            }
+        }
+        t = tk;
+        record(&mut sim, t, &x, &mut rows);
+    }
+    let mut header = vec!["time".to_string()];
+    header.extend(vars);
+    Ok(Table { header, rows })
+}
