@@ -81,6 +81,43 @@ pub enum TwinCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Compare plans (meals, boluses, basal changes) on the same posterior, with common random numbers.
+    Whatif {
+        /// Twin JSON.
+        twin: PathBuf,
+        /// Plan TOML files (repeat); the plan's name is its file stem. An empty plan is "no action".
+        #[arg(long = "plan", required = true)]
+        plans: Vec<PathBuf>,
+        /// Horizon, minutes (≤ 720).
+        #[arg(long, default_value_t = 360)]
+        horizon: u32,
+        /// Output directory (summary.csv, <plan>.csv, <plan>.svg, index.html).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Recommend a meal bolus under the twin's uncertainty, beside the standard bolus calculator.
+    Advise {
+        /// Twin JSON.
+        twin: PathBuf,
+        /// Meal carbohydrate, g.
+        #[arg(long)]
+        carbs: f64,
+        /// Minutes after the twin's time when the meal (and bolus) happen.
+        #[arg(long, default_value_t = 0.0)]
+        at: f64,
+        /// Carbohydrate ratio, g/U (default: 500 / TDI).
+        #[arg(long)]
+        cr: Option<f64>,
+        /// Correction factor, mg/dL per U (default: 1800 / TDI).
+        #[arg(long)]
+        cf: Option<f64>,
+        /// Correction target, mg/dL.
+        #[arg(long, default_value_t = 120.0)]
+        target: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Backtest: rolling-origin forecasts scored against the recorded CGM.
     Backtest {
         /// Record CSV.
@@ -426,6 +463,21 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
             );
             Ok(())
         }
+        TwinCmd::Whatif {
+            twin,
+            plans,
+            horizon,
+            out,
+        } => whatif_cmd(&twin, &plans, horizon, &out),
+        TwinCmd::Advise {
+            twin,
+            carbs,
+            at,
+            cr,
+            cf,
+            target,
+            json,
+        } => advise_cmd(&twin, carbs, at, cr, cf, target, json),
         TwinCmd::Forecast {
             twin,
             plan,
@@ -670,4 +722,219 @@ pub fn demo(out: &Path, days: u64, particles: usize) -> Result<(), CliError> {
         &format!("T1D-UOM {DEMO_PARTICIPANT}"),
         medtwin_io::T1D_UOM_CITATION,
     )
+}
+
+fn whatif_cmd(
+    twin: &Path,
+    plan_files: &[PathBuf],
+    horizon: u32,
+    out: &Path,
+) -> Result<(), CliError> {
+    if horizon == 0 || horizon > 720 {
+        return Err(CliError::input(format!(
+            "--horizon {horizon} must be in 1..=720 minutes"
+        )));
+    }
+    let doc = read_twin(twin)?;
+    let engine = TwinEngine::from_twin(&doc).map_err(input_err)?;
+    let mut plans = Vec::new();
+    for p in plan_files {
+        let name = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "plan".into());
+        if plans.iter().any(|(n, _): &(String, Plan)| n == &name) {
+            return Err(CliError::input(format!(
+                "{}: two plans are named '{name}'",
+                p.display()
+            )));
+        }
+        plans.push((name, read_plan(p, doc.t_min, horizon)?));
+    }
+    let outcomes =
+        medtwin_twin::decide::whatif(&engine, &doc.schedule, &plans, horizon, doc.settings.seed)
+            .map_err(|e| CliError::failure(e.to_string()))?;
+    std::fs::create_dir_all(out).map_err(|e| io_fail(out, e))?;
+    let mut summary = vec!["plan,p_below_70,p_below_54,p_above_250,expected_tir_pct,expected_risk_index,median_end_mg_dl,lo80_end_mg_dl,hi80_end_mg_dl".to_string()];
+    let hist_from = doc.t_min - 180.0;
+    let cgm = medtwin_report::Series {
+        t_min: doc
+            .schedule
+            .cgm
+            .iter()
+            .filter(|c| c.0 >= hist_from)
+            .map(|c| c.0)
+            .collect(),
+        values: doc
+            .schedule
+            .cgm
+            .iter()
+            .filter(|c| c.0 >= hist_from)
+            .map(|c| c.1)
+            .collect(),
+    };
+    let mut html = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>medtwin what-if</title></head><body style=\"font-family:sans-serif\"><h1>What-if comparison</h1><table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\"><tr><th>plan</th><th>P(&lt;70)</th><th>P(&lt;54)</th><th>P(&gt;250)</th><th>expected TIR %</th><th>expected risk index</th></tr>");
+    let mut figs = String::from("<div style=\"display:flex;flex-wrap:wrap\">");
+    for o in &outcomes {
+        let end = o.bands.last().copied();
+        summary.push(format!(
+            "{},{:.4},{:.4},{:.4},{:.2},{:.3},{:.1},{:.1},{:.1}",
+            o.name,
+            o.p_below_70,
+            o.p_below_54,
+            o.p_above_250,
+            o.expected_tir_pct,
+            o.expected_risk_index,
+            end.map(|b| b.median).unwrap_or(f64::NAN),
+            end.map(|b| b.lo80).unwrap_or(f64::NAN),
+            end.map(|b| b.hi80).unwrap_or(f64::NAN)
+        ));
+        let mut rows = vec![
+            "t_min,median_mg_dl,lo50_mg_dl,hi50_mg_dl,lo80_mg_dl,hi80_mg_dl,lo95_mg_dl,hi95_mg_dl"
+                .to_string(),
+        ];
+        for (t, b) in o.t_min.iter().zip(&o.bands) {
+            rows.push(format!(
+                "{:.0},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2}",
+                t - doc.t_min,
+                b.median,
+                b.lo50,
+                b.hi50,
+                b.lo80,
+                b.hi80,
+                b.lo95,
+                b.hi95
+            ));
+        }
+        let csv = out.join(format!("{}.csv", o.name));
+        std::fs::write(&csv, rows.join("\n") + "\n").map_err(|e| io_fail(&csv, e))?;
+        let cone = medtwin_twin::report::cone_from_bands(
+            doc.t_min,
+            &o.t_min,
+            &o.bands,
+            o.p_below_70,
+            o.p_above_250,
+        );
+        let svg = medtwin_report::cone_plot_svg(
+            &cgm,
+            &[cone],
+            hist_from,
+            doc.t_min + horizon as f64,
+            &format!("plan: {}", o.name),
+        )
+        .map_err(|e| CliError::failure(e.to_string()))?;
+        let svg_path = out.join(format!("{}.svg", o.name));
+        std::fs::write(&svg_path, &svg).map_err(|e| io_fail(&svg_path, e))?;
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{:.1} %</td><td>{:.1} %</td><td>{:.1} %</td><td>{:.1}</td><td>{:.2}</td></tr>",
+            medtwin_report::html_escape(&o.name),
+            100.0 * o.p_below_70,
+            100.0 * o.p_below_54,
+            100.0 * o.p_above_250,
+            o.expected_tir_pct,
+            o.expected_risk_index
+        ));
+        figs.push_str(&format!(
+            "<div style=\"width:48%;min-width:420px\">{svg}</div>"
+        ));
+        println!(
+            "{:<20} P(<70) {:5.1} %  P(<54) {:5.1} %  P(>250) {:5.1} %  E[TIR] {:5.1} %  E[risk] {:6.2}",
+            o.name,
+            100.0 * o.p_below_70,
+            100.0 * o.p_below_54,
+            100.0 * o.p_above_250,
+            o.expected_tir_pct,
+            o.expected_risk_index
+        );
+    }
+    html.push_str("</table>");
+    html.push_str(&figs);
+    html.push_str("</div><p>All plans were simulated on the same posterior ensemble with common random numbers.</p></body></html>");
+    let sp = out.join("summary.csv");
+    std::fs::write(&sp, summary.join("\n") + "\n").map_err(|e| io_fail(&sp, e))?;
+    let hp = out.join("index.html");
+    std::fs::write(&hp, html).map_err(|e| io_fail(&hp, e))?;
+    Ok(())
+}
+
+fn advise_cmd(
+    twin: &Path,
+    carbs: f64,
+    at: f64,
+    cr: Option<f64>,
+    cf: Option<f64>,
+    target: f64,
+    json: bool,
+) -> Result<(), CliError> {
+    if !carbs.is_finite() || carbs <= 0.0 || carbs > 300.0 {
+        return Err(CliError::input(format!(
+            "--carbs {carbs} must be in (0, 300] g"
+        )));
+    }
+    if !at.is_finite() || !(0.0..=240.0).contains(&at) {
+        return Err(CliError::input(format!(
+            "--at {at} must be within 0–240 minutes"
+        )));
+    }
+    for (name, v) in [("--cr", cr), ("--cf", cf)] {
+        if let Some(v) = v {
+            if !v.is_finite() || v <= 0.0 {
+                return Err(CliError::input(format!("{name} {v} must be positive")));
+            }
+        }
+    }
+    if !(70.0..=200.0).contains(&target) {
+        return Err(CliError::input(format!(
+            "--target {target} must be within 70–200 mg/dL"
+        )));
+    }
+    let doc = read_twin(twin)?;
+    let engine = TwinEngine::from_twin(&doc).map_err(input_err)?;
+    let mut s =
+        medtwin_twin::decide::AdvisorSettings::from_tdi(engine.calibration.window_tdi_u_per_day);
+    if let Some(v) = cr {
+        s.cr_g_per_u = v;
+    }
+    if let Some(v) = cf {
+        s.cf_mg_dl_per_u = v;
+    }
+    s.target_mg_dl = target;
+    let a = medtwin_twin::decide::advise(&engine, &doc.schedule, carbs, at, &s, doc.settings.seed)
+        .map_err(|e| CliError::failure(e.to_string()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&a).map_err(|e| CliError::failure(e.to_string()))?
+        );
+        return Ok(());
+    }
+    println!(
+        "meal {carbs:.0} g at +{at:.0} min; CGM {:.0} mg/dL; insulin on board {:.2} U",
+        a.cgm_mg_dl, a.iob_u
+    );
+    println!(
+        "settings: CR {:.1} g/U, CF {:.1} mg/dL/U, target {:.0} mg/dL",
+        s.cr_g_per_u, s.cf_mg_dl_per_u, s.target_mg_dl
+    );
+    for (label, b, o) in [
+        ("twin advice", a.recommended_bolus_u, &a.recommended),
+        ("standard calculator", a.standard_bolus_u, &a.standard),
+    ] {
+        let end = o.bands.last().copied();
+        println!(
+            "{label:<20} {b:5.1} U  P(<70) {:5.1} %  P(<54) {:5.1} %  P(>250) {:5.1} %  E[TIR] {:5.1} %  E[risk] {:6.2}  4-h median {:.0} [80 %: {:.0}–{:.0}]",
+            100.0 * o.p_below_70,
+            100.0 * o.p_below_54,
+            100.0 * o.p_above_250,
+            o.expected_tir_pct,
+            o.expected_risk_index,
+            end.map(|b| b.median).unwrap_or(f64::NAN),
+            end.map(|b| b.lo80).unwrap_or(f64::NAN),
+            end.map(|b| b.hi80).unwrap_or(f64::NAN)
+        );
+    }
+    if !a.constraint_met {
+        println!("note: no bolus keeps P(<70 within 4 h) <= {:.0} %; the advice minimises that probability", 100.0 * s.max_p_below_70);
+    }
+    Ok(())
 }

@@ -332,18 +332,60 @@ pub struct Forecast {
     pub p_above: f64,
 }
 
+/// Simulated predictive paths of an ensemble: one observation draw per particle per time.
+#[derive(Debug, Clone)]
+pub struct EnsemblePaths {
+    /// Output times, minutes.
+    pub t_min: Vec<f64>,
+    /// `paths[i][k]`: particle i's drawn observation at `t_min[k]` (failed particles dropped).
+    pub paths: Vec<Vec<f64>>,
+    /// Normalised weights of the kept paths.
+    pub weights: Vec<f64>,
+}
+
+impl EnsemblePaths {
+    /// Weighted probability that a path satisfies `pred`.
+    pub fn probability(&self, pred: impl Fn(&[f64]) -> bool) -> f64 {
+        self.paths
+            .iter()
+            .zip(&self.weights)
+            .filter(|(p, _)| pred(p))
+            .map(|(_, w)| w)
+            .sum()
+    }
+    /// Weighted mean over paths of `stat(path)`.
+    pub fn expectation(&self, stat: impl Fn(&[f64]) -> f64) -> f64 {
+        self.paths
+            .iter()
+            .zip(&self.weights)
+            .map(|(p, w)| w * stat(p))
+            .sum()
+    }
+    /// [`Bands`] at each output time.
+    pub fn bands(&self) -> Result<Vec<Bands>, InferError> {
+        (0..self.t_min.len())
+            .map(|k| {
+                let v: Vec<f64> = self.paths.iter().map(|p| p[k]).collect();
+                bands(&v, &self.weights).ok_or_else(|| InferError::Degenerate {
+                    t_min: self.t_min[k],
+                    why: "no finite prediction".into(),
+                })
+            })
+            .collect()
+    }
+}
+
 /// Propagate (clones of) the ensemble from `filter.t_min` through `times` (increasing, after the
-/// filter time), drawing one observation per particle per time with `rmeasure`; summarise with
-/// weighted quantiles. `low`/`high` set the exceedance thresholds. `seed` makes it reproducible
-/// and, reused across plans, gives common random numbers. Particles that fail are dropped.
-pub fn forecast<M: StateSpaceModel>(
+/// filter time), drawing one observation per particle per time with `rmeasure`. `seed` makes it
+/// reproducible; reusing it across alternative inputs (plans) gives **common random numbers**:
+/// particle i uses the same random stream under every plan, so differences between plans are
+/// not Monte-Carlo noise. Particles whose simulation fails are dropped.
+pub fn simulate_paths<M: StateSpaceModel>(
     model: &M,
     filter: &ParticleFilter<M::Particle>,
     times: &[f64],
-    low: f64,
-    high: f64,
     seed: u64,
-) -> Result<Forecast, InferError> {
+) -> Result<EnsemblePaths, InferError> {
     let t0 = filter.t_min;
     let paths: Vec<Option<Vec<f64>>> = filter
         .particles
@@ -364,48 +406,47 @@ pub fn forecast<M: StateSpaceModel>(
             Some(out)
         })
         .collect();
-    let mut w = Vec::new();
+    let mut weights = Vec::new();
     let mut kept = Vec::new();
     for (p, wi) in paths.into_iter().zip(&filter.weights) {
         if let Some(p) = p {
             kept.push(p);
-            w.push(*wi);
+            weights.push(*wi);
         }
     }
-    let ws: f64 = w.iter().sum();
+    let ws: f64 = weights.iter().sum();
     if kept.is_empty() || ws.is_nan() || ws <= 0.0 {
         return Err(InferError::Degenerate {
             t_min: t0,
             why: "every forecast path failed".into(),
         });
     }
-    let mut out_bands = Vec::with_capacity(times.len());
-    for k in 0..times.len() {
-        let v: Vec<f64> = kept.iter().map(|p| p[k]).collect();
-        out_bands.push(bands(&v, &w).ok_or_else(|| InferError::Degenerate {
-            t_min: times[k],
-            why: "no finite prediction".into(),
-        })?);
+    for w in &mut weights {
+        *w /= ws;
     }
-    let p_below = kept
-        .iter()
-        .zip(&w)
-        .filter(|(p, _)| p.iter().any(|&v| v < low))
-        .map(|(_, w)| w)
-        .sum::<f64>()
-        / ws;
-    let p_above = kept
-        .iter()
-        .zip(&w)
-        .filter(|(p, _)| p.iter().any(|&v| v > high))
-        .map(|(_, w)| w)
-        .sum::<f64>()
-        / ws;
+    Ok(EnsemblePaths {
+        t_min: times.to_vec(),
+        paths: kept,
+        weights,
+    })
+}
+
+/// Forecast: [`simulate_paths`] summarised as [`Bands`] per time plus the probabilities that
+/// a path goes below `low` / above `high` at any output time.
+pub fn forecast<M: StateSpaceModel>(
+    model: &M,
+    filter: &ParticleFilter<M::Particle>,
+    times: &[f64],
+    low: f64,
+    high: f64,
+    seed: u64,
+) -> Result<Forecast, InferError> {
+    let e = simulate_paths(model, filter, times, seed)?;
     Ok(Forecast {
         t_min: times.to_vec(),
-        bands: out_bands,
-        p_below,
-        p_above,
+        bands: e.bands()?,
+        p_below: e.probability(|p| p.iter().any(|&v| v < low)),
+        p_above: e.probability(|p| p.iter().any(|&v| v > high)),
     })
 }
 

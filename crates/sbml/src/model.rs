@@ -29,6 +29,8 @@ pub(crate) enum Kind {
     HiddenAmount,
     /// Value of an L2 `stoichiometryMath`.
     StoichMath,
+    /// Conserved moiety of the fast subsystem (state integrated with the slow reactions).
+    Conserved,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +97,9 @@ pub struct SbmlModel {
     pub(crate) base: Vec<f64>,
     pub(crate) init_prog: Vec<(usize, Code)>,
     pub(crate) derived: Vec<(usize, Code)>,
+    /// Variables determined by algebraic rules, and the rules' residuals (same order).
+    pub(crate) alg_vars: Vec<usize>,
+    pub(crate) alg_res: Vec<Code>,
     pub(crate) state_slots: Vec<usize>,
     pub(crate) derivs: Vec<Deriv>,
     pub(crate) events: Vec<Event>,
@@ -188,6 +193,7 @@ struct RawRxn {
     products: Vec<RawSref>,
     law: Option<Expr>,
     locals: Vec<(String, f64)>,
+    fast: bool,
 }
 
 struct RawEvent {
@@ -629,11 +635,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
     for r in list(model, &ns, "listOfReactions", "reaction") {
         let e = El { n: r };
         let id = e.s("id").unwrap_or_default();
-        if e.b("fast") == Some(true) {
-            return Err(SbmlError::Unsupported(format!(
-                "fast reaction '{id}' (fast=\"true\")"
-            )));
-        }
+        let fast = e.b("fast") == Some(true);
         add(
             &mut slots,
             &mut attr_val,
@@ -699,6 +701,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
             products,
             law,
             locals,
+            fast,
         });
     }
     // Local parameters get private slots.
@@ -757,6 +760,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
     }
     let mut assign_rules: HashMap<usize, Expr> = HashMap::new();
     let mut rate_rules: HashMap<usize, Expr> = HashMap::new();
+    let mut alg_rules: Vec<(String, Expr)> = Vec::new();
     if let Some(lr) = child(model, &ns, "listOfRules") {
         for r in elems(lr, &ns) {
             let e = El { n: r };
@@ -775,9 +779,12 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
                     }
                 }
                 "algebraicRule" => {
-                    if math_of(r, MATHML, "algebraicRule")?.is_some() {
-                        let id = e.s("id").or(e.s("metaid")).unwrap_or_default();
-                        return Err(SbmlError::Unsupported(format!("algebraicRule '{id}'")));
+                    let id = e
+                        .s("id")
+                        .or(e.s("metaid"))
+                        .unwrap_or_else(|| format!("#{}", alg_rules.len()));
+                    if let Some(m) = math_of(r, MATHML, &format!("algebraicRule '{id}'"))? {
+                        alg_rules.push((id, m));
                     }
                 }
                 "notes" | "annotation" => {}
@@ -847,7 +854,12 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
     // Reaction terms per species.
     let mut species_terms: HashMap<usize, Vec<Term>> = HashMap::new();
     let mut rxn_slot_of = Vec::new();
-    for r in &raw_rxns {
+    // Fast reactions (SBML L2V4 §4.13.7, L3V1 §4.11.1): (reaction index, [(species, stoich)]).
+    let mut fast_terms: Vec<(usize, Vec<(usize, f64)>)> = Vec::new();
+    for (ri, r) in raw_rxns.iter().enumerate() {
+        if r.fast {
+            fast_terms.push((ri, Vec::new()));
+        }
         let flux = ids[&r.id];
         rxn_slot_of.push(flux);
         for (sign, side) in [(-1.0, &r.reactants), (1.0, &r.products)] {
@@ -893,6 +905,18 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
                     })?),
                     None => None,
                 };
+                if r.fast {
+                    let Stoich::Const(c) = st else {
+                        return Err(SbmlError::Unsupported(format!(
+                            "variable stoichiometry in fast reaction '{}'",
+                            r.id
+                        )));
+                    };
+                    if let Some(ft) = fast_terms.last_mut() {
+                        ft.1.push((sp, c));
+                    }
+                    continue;
+                }
                 species_terms.entry(sp).or_default().push(Term {
                     stoich: st,
                     flux,
@@ -908,13 +932,263 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         }
     }
 
+    let fixed_species: HashSet<usize> = spinit
+        .iter()
+        .filter(|s| s.boundary || slots[s.slot].constant)
+        .map(|s| s.slot)
+        .collect();
+    let mut fast_species: Vec<usize> = Vec::new();
+    for (_, ts) in &fast_terms {
+        for (sp, _) in ts {
+            if !fixed_species.contains(sp) && !fast_species.contains(sp) {
+                fast_species.push(*sp);
+            }
+        }
+    }
+    for sp in &fast_species {
+        if rate_rules.contains_key(sp)
+            || assign_rules.contains_key(sp)
+            || event_targets.contains(sp)
+        {
+            return Err(SbmlError::Unsupported(format!(
+                "species '{}' changed by a fast reaction and by a rule or event",
+                slots[*sp].id
+            )));
+        }
+    }
+
     // States.
+    // Algebraic rules (SBML L3V2 §4.9.4): match each rule to a variable no other construct
+    // determines, then solve the residuals by Newton's method inside every evaluation.
+    let mut alg_vars: Vec<usize> = Vec::new();
+    let mut alg_res: Vec<RExpr> = Vec::new();
+    if !alg_rules.is_empty() {
+        let res = Resolver {
+            ids: &ids,
+            slots: &slots,
+            fns: &fns,
+            rate_rules: &rate_rules,
+            assign_rules: &assign_rules,
+            species_terms: &species_terms,
+        };
+        let none = HashMap::new();
+        let mut ar0: HashMap<usize, RExpr> = HashMap::new();
+        for (sl, e) in &assign_rules {
+            ar0.insert(
+                *sl,
+                res.resolve(e, &none, &format!("assignmentRule '{}'", slots[*sl].id), 0)?,
+            );
+        }
+        let candidate = |sl: usize| -> bool {
+            let s = &slots[sl];
+            matches!(
+                s.kind,
+                Kind::Compartment | Kind::Species | Kind::Parameter | Kind::SpeciesRef
+            ) && !s.constant
+                && !assign_rules.contains_key(&sl)
+                && !rate_rules.contains_key(&sl)
+                && !species_terms.contains_key(&sl)
+                && !event_targets.contains(&sl)
+                && !fast_species.contains(&sl)
+        };
+        let mut rule_vars: Vec<Vec<usize>> = Vec::new();
+        for (id, e) in &alg_rules {
+            let r = res.resolve(e, &none, &format!("algebraicRule '{id}'"), 0)?;
+            // Variables read directly or through assignment rules.
+            let mut seen = HashSet::new();
+            let mut todo = Vec::new();
+            r.deps(&mut todo);
+            let mut vars = Vec::new();
+            while let Some(d) = todo.pop() {
+                if !seen.insert(d) {
+                    continue;
+                }
+                if let Some(a) = ar0.get(&d) {
+                    a.deps(&mut todo);
+                } else if candidate(d) {
+                    vars.push(d);
+                }
+            }
+            vars.sort();
+            rule_vars.push(vars);
+            alg_res.push(r);
+        }
+        // Bipartite matching (augmenting paths).
+        let mut owner: HashMap<usize, usize> = HashMap::new();
+        fn aug(
+            r: usize,
+            rv: &[Vec<usize>],
+            owner: &mut HashMap<usize, usize>,
+            seen: &mut HashSet<usize>,
+        ) -> bool {
+            for &v in &rv[r] {
+                if seen.insert(v) {
+                    let free = match owner.get(&v) {
+                        None => true,
+                        Some(&o) => aug(o, rv, owner, seen),
+                    };
+                    if free {
+                        owner.insert(v, r);
+                        return true;
+                    }
+                }
+            }
+            false
+        }
+        for r in 0..alg_rules.len() {
+            if !aug(r, &rule_vars, &mut owner, &mut HashSet::new()) {
+                return Err(SbmlError::Unsupported(format!(
+                    "algebraicRule '{}': no variable left for it to determine (overdetermined or a true DAE)",
+                    alg_rules[r].0
+                )));
+            }
+        }
+        let mut pairs: Vec<(usize, usize)> = owner.into_iter().map(|(v, r)| (r, v)).collect();
+        pairs.sort();
+        alg_vars = pairs.iter().map(|p| p.1).collect();
+    }
+    // Fast subsystem: the fast species become algebraic unknowns fixed by (a) the conserved
+    // moieties L·amount = y (L spans the left null space of the fast stoichiometry), each y a
+    // state driven by the slow reactions, and (b) fast kinetic laws = 0 (equilibrium).
+    let mut conserved_deriv: HashMap<usize, RExpr> = HashMap::new();
+    let mut conserved_init: HashMap<usize, RExpr> = HashMap::new();
+    if !fast_terms.is_empty() {
+        let na = fast_species.len();
+        let mf = fast_terms.len();
+        // A = N_f^T (mf x na)
+        let mut a = vec![0.0; mf * na];
+        for (j, (_, ts)) in fast_terms.iter().enumerate() {
+            for (sp, c) in ts {
+                if let Some(i) = fast_species.iter().position(|x| x == sp) {
+                    a[j * na + i] += c;
+                }
+            }
+        }
+        let (pivots, rref) = rref(&mut a, mf, na);
+        if pivots.len() < mf {
+            return Err(SbmlError::Unsupported(format!(
+                "linearly dependent fast reactions (e.g. '{}')",
+                raw_rxns[fast_terms[0].0].id
+            )));
+        }
+        let amount_expr = |slots: &[Slot], sp: usize| -> RExpr {
+            let s = &slots[sp];
+            if s.amount_units {
+                RExpr::Slot(sp)
+            } else {
+                RExpr::Apply(
+                    Op::Times,
+                    vec![RExpr::Slot(sp), RExpr::Slot(s.comp.unwrap_or(0))],
+                )
+            }
+        };
+        let terms_expr = |ts: &[Term]| -> RExpr {
+            RExpr::Apply(
+                Op::Plus,
+                ts.iter()
+                    .map(|t| {
+                        let st = match t.stoich {
+                            Stoich::Const(c) => RExpr::Num(c),
+                            Stoich::Slot(q, sign) => {
+                                RExpr::Apply(Op::Times, vec![RExpr::Num(sign), RExpr::Slot(q)])
+                            }
+                        };
+                        let mut f = vec![st, RExpr::Slot(t.flux)];
+                        if let Some(c) = t.factor {
+                            f.push(RExpr::Slot(c));
+                        }
+                        RExpr::Apply(Op::Times, f)
+                    })
+                    .collect(),
+            )
+        };
+        let mut residuals = Vec::new();
+        let free: Vec<usize> = (0..na).filter(|c| !pivots.contains(c)).collect();
+        for (k, &f) in free.iter().enumerate() {
+            let mut l = vec![0.0; na];
+            l[f] = 1.0;
+            for (r, &pc) in pivots.iter().enumerate() {
+                l[pc] = -rref[r * na + f];
+            }
+            let y = slots.len();
+            slots.push(Slot {
+                id: format!("conserved#{k}"),
+                kind: Kind::Conserved,
+                comp: None,
+                amount_units: true,
+                hidden: None,
+                constant: false,
+            });
+            attr_val.push(f64::NAN);
+            let mut sum = Vec::new();
+            let mut dsum = Vec::new();
+            for (i, &li) in l.iter().enumerate() {
+                if li != 0.0 {
+                    sum.push(RExpr::Apply(
+                        Op::Times,
+                        vec![RExpr::Num(li), amount_expr(&slots, fast_species[i])],
+                    ));
+                    let ts = species_terms
+                        .get(&fast_species[i])
+                        .map(|v| v.as_slice())
+                        .unwrap_or(&[]);
+                    dsum.push(RExpr::Apply(
+                        Op::Times,
+                        vec![RExpr::Num(li), terms_expr(ts)],
+                    ));
+                }
+            }
+            let total = RExpr::Apply(Op::Plus, sum);
+            residuals.push(RExpr::Apply(Op::Minus, vec![total.clone(), RExpr::Slot(y)]));
+            conserved_init.insert(y, total);
+            conserved_deriv.insert(y, RExpr::Apply(Op::Plus, dsum));
+        }
+        let res = Resolver {
+            ids: &ids,
+            slots: &slots,
+            fns: &fns,
+            rate_rules: &rate_rules,
+            assign_rules: &assign_rules,
+            species_terms: &species_terms,
+        };
+        for (ri, _) in &fast_terms {
+            let r = &raw_rxns[*ri];
+            let law = match &r.law {
+                Some(l) => res.resolve(
+                    l,
+                    &rxn_locals[*ri],
+                    &format!("kineticLaw of fast reaction '{}'", r.id),
+                    0,
+                )?,
+                None => {
+                    return Err(SbmlError::Unsupported(format!(
+                        "fast reaction '{}' without kinetic law",
+                        r.id
+                    )))
+                }
+            };
+            residuals.push(law);
+        }
+        alg_vars.extend(fast_species.iter().copied());
+        alg_res.extend(residuals);
+    }
+    let alg_set: HashSet<usize> = alg_vars.iter().copied().collect();
+
     let mut states: HashSet<usize> = HashSet::new();
     let mut state_slots = Vec::new();
     let mut deriv_src: Vec<Option<usize>> = Vec::new(); // Some(slot with rate rule / species terms)
     let n_named = slots.len();
     for sl in 0..n_named {
         let kind = slots[sl].kind;
+        if alg_set.contains(&sl) {
+            continue;
+        }
+        if kind == Kind::Conserved {
+            states.insert(sl);
+            state_slots.push(sl);
+            deriv_src.push(Some(sl));
+            continue;
+        }
         if matches!(
             kind,
             Kind::Reaction | Kind::LocalParameter | Kind::HiddenAmount | Kind::StoichMath
@@ -1077,6 +1351,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         } else {
             None
         };
+        let e = e.or_else(|| conserved_init.get(&sl).cloned());
         if let Some(e) = e {
             inodes.push((sl, e));
         }
@@ -1106,6 +1381,8 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
                         );
                     }
                     Deriv::Rule(Code::compile(&e))
+                } else if let Some(e) = conserved_deriv.get(sl) {
+                    Deriv::Rule(Code::compile(e))
                 } else if let Some(t) = species_terms.get(sl) {
                     Deriv::Reactions(t.clone())
                 } else {
@@ -1193,6 +1470,8 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         base: attr_val,
         init_prog,
         derived,
+        alg_vars: alg_vars.clone(),
+        alg_res: alg_res.iter().map(Code::compile).collect(),
         state_slots,
         derivs,
         events,
@@ -1218,7 +1497,150 @@ impl SbmlModel {
         for (sl, code) in &self.init_prog {
             v[*sl] = code.eval(&v, t0, &mut stack);
         }
+        if !self.alg_vars.is_empty() {
+            let prog: Vec<(usize, Code)> = self
+                .init_prog
+                .iter()
+                .filter(|(s, _)| {
+                    !self.alg_vars.contains(s) && self.slots[*s].kind != Kind::Conserved
+                })
+                .cloned()
+                .collect();
+            for &a in &self.alg_vars {
+                if !v[a].is_finite() {
+                    v[a] = 1.0;
+                }
+            }
+            self.newton(&mut v, t0, &prog, &mut stack);
+        }
         self.base = v;
         self.init_time = t0;
     }
+}
+
+impl SbmlModel {
+    /// Solve the algebraic rules for `alg_vars` (Newton with a finite-difference Jacobian),
+    /// re-running `prog` after each change. `v` holds the starting guess and receives the result.
+    pub(crate) fn newton(
+        &self,
+        v: &mut [f64],
+        t: f64,
+        prog: &[(usize, Code)],
+        stack: &mut Vec<f64>,
+    ) {
+        let n = self.alg_vars.len();
+        let eval = |v: &mut [f64], stack: &mut Vec<f64>, r: &mut [f64]| {
+            for (sl, code) in prog {
+                v[*sl] = code.eval(v, t, stack);
+            }
+            for (ri, c) in r.iter_mut().zip(&self.alg_res) {
+                *ri = c.eval(v, t, stack);
+            }
+        };
+        let mut r = vec![0.0; n];
+        let mut r2 = vec![0.0; n];
+        let mut jac = vec![0.0; n * n];
+        eval(v, stack, &mut r);
+        for _ in 0..50 {
+            if r.iter().all(|x| *x == 0.0) {
+                break;
+            }
+            let g: Vec<f64> = self.alg_vars.iter().map(|&a| v[a]).collect();
+            for j in 0..n {
+                let h = 1e-7 * g[j].abs().max(1e-7);
+                v[self.alg_vars[j]] = g[j] + h;
+                eval(v, stack, &mut r2);
+                for i in 0..n {
+                    jac[i * n + j] = (r2[i] - r[i]) / h;
+                }
+                v[self.alg_vars[j]] = g[j];
+            }
+            let mut dx: Vec<f64> = r.iter().map(|x| -x).collect();
+            if !solve_dense(&mut jac, &mut dx, n) {
+                break;
+            }
+            let mut small = true;
+            for j in 0..n {
+                v[self.alg_vars[j]] = g[j] + dx[j];
+                if dx[j].abs() > 1e-14 * g[j].abs().max(1e-300) {
+                    small = false;
+                }
+            }
+            eval(v, stack, &mut r);
+            if small {
+                break;
+            }
+        }
+    }
+}
+
+/// Gaussian elimination with partial pivoting: solve `a x = b` in place (`b` becomes `x`).
+fn solve_dense(a: &mut [f64], b: &mut [f64], n: usize) -> bool {
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&i, &j| a[i * n + c].abs().total_cmp(&a[j * n + c].abs()))
+            .unwrap_or(c);
+        if a[p * n + c] == 0.0 || !a[p * n + c].is_finite() {
+            return false;
+        }
+        if p != c {
+            for k in 0..n {
+                a.swap(p * n + k, c * n + k);
+            }
+            b.swap(p, c);
+        }
+        for i in c + 1..n {
+            let f = a[i * n + c] / a[c * n + c];
+            for k in c..n {
+                a[i * n + k] -= f * a[c * n + k];
+            }
+            b[i] -= f * b[c];
+        }
+    }
+    for c in (0..n).rev() {
+        let mut s = b[c];
+        for k in c + 1..n {
+            s -= a[c * n + k] * b[k];
+        }
+        b[c] = s / a[c * n + c];
+    }
+    true
+}
+
+/// Reduced row echelon form of the `rows x cols` matrix `a` (in place); returns the pivot
+/// columns (one per non-zero row) and the reduced matrix.
+fn rref(a: &mut [f64], rows: usize, cols: usize) -> (Vec<usize>, Vec<f64>) {
+    let mut pivots = Vec::new();
+    let mut r = 0;
+    for c in 0..cols {
+        if r == rows {
+            break;
+        }
+        let p = (r..rows)
+            .max_by(|&i, &j| a[i * cols + c].abs().total_cmp(&a[j * cols + c].abs()))
+            .unwrap_or(r);
+        if a[p * cols + c].abs() < 1e-12 {
+            continue;
+        }
+        for k in 0..cols {
+            a.swap(p * cols + k, r * cols + k);
+        }
+        let d = a[r * cols + c];
+        for k in 0..cols {
+            a[r * cols + k] /= d;
+        }
+        for i in 0..rows {
+            if i != r {
+                let f = a[i * cols + c];
+                if f != 0.0 {
+                    for k in 0..cols {
+                        a[i * cols + k] -= f * a[r * cols + k];
+                    }
+                }
+            }
+        }
+        pivots.push(c);
+        r += 1;
+    }
+    (pivots, a.to_vec())
 }

@@ -21,13 +21,28 @@ impl SbmlModel {
     /// Fill `vals` with every slot's value at (t, x): constants, states, then the derived program
     /// (assignment rules, concentrations of amount-integrated species, reaction fluxes).
     pub(crate) fn fill(&self, t: f64, x: &[f64], vals: &mut Vec<f64>, stack: &mut Vec<f64>) {
+        // Previous solution of the algebraic variables is the Newton starting guess.
+        let guess: Vec<f64> = if !self.alg_vars.is_empty() && vals.len() == self.base.len() {
+            self.alg_vars.iter().map(|&a| vals[a]).collect()
+        } else {
+            Vec::new()
+        };
         vals.clear();
         vals.extend_from_slice(&self.base);
         for (i, &s) in self.state_slots.iter().enumerate() {
             vals[s] = x[i];
         }
-        for (sl, code) in &self.derived {
-            vals[*sl] = code.eval(vals, t, stack);
+        if self.alg_vars.is_empty() {
+            for (sl, code) in &self.derived {
+                vals[*sl] = code.eval(vals, t, stack);
+            }
+        } else {
+            for (&a, g) in self.alg_vars.iter().zip(&guess) {
+                if g.is_finite() {
+                    vals[a] = *g;
+                }
+            }
+            self.newton(vals, t, &self.derived, stack);
         }
     }
 
@@ -368,7 +383,11 @@ pub(crate) fn run(
                 .fold(f64::INFINITY, f64::min);
             // With events, advance in sub-intervals of at most dt/10 so that short trigger
             // windows between output times are not stepped over.
-            let sub = if sim.m.events.is_empty() { f64::INFINITY } else { t + dt / 10.0 };
+            let sub = if sim.m.events.is_empty() {
+                f64::INFINITY
+            } else {
+                t + dt / 10.0
+            };
             let t1 = tk.min(next_due).min(if sub > t { sub } else { tk });
             let x0 = x.clone();
             sim.advance(&mut integ, t, t1, &mut x)?;

@@ -162,7 +162,9 @@ fn run_suite(every: usize, label: &str) -> Option<Summary> {
     let mut n = 0;
     let prev_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let only: Option<Vec<String>> = std::env::var("SBML_CASES").ok().map(|v| v.split(',').map(String::from).collect());
+    let only: Option<Vec<String>> = std::env::var("SBML_CASES")
+        .ok()
+        .map(|v| v.split(',').map(String::from).collect());
     for (k, (case, tags)) in cases.iter().enumerate() {
         if let Some(o) = &only {
             if !o.contains(case) {

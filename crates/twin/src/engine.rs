@@ -275,6 +275,23 @@ impl TwinEngine {
         )?)
     }
 
+    /// Predictive paths at the given absolute times (common random numbers for a fixed `seed`).
+    pub fn paths(
+        &self,
+        schedule: &InputSchedule,
+        times: &[f64],
+        plan: Option<&Plan>,
+        seed: u64,
+    ) -> Result<medtwin_infer::EnsemblePaths, TwinError> {
+        let model = self.model(schedule, self.filter.t_min, plan);
+        Ok(medtwin_infer::simulate_paths(
+            &model,
+            &self.filter,
+            times,
+            seed,
+        )?)
+    }
+
     /// Posterior samples of θ (resampled by weight, log scale).
     pub fn theta_samples(&self) -> Vec<[f64; N_THETA]> {
         self.filter.particles.iter().map(|p| p.theta).collect()

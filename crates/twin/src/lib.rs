@@ -10,6 +10,7 @@
 
 pub mod backtest;
 pub mod calibrate;
+pub mod decide;
 pub mod engine;
 pub mod inputs;
 pub mod model;

@@ -40,11 +40,21 @@ pub struct ReportOutput {
 
 /// Convert a forecast into a report cone.
 pub fn cone(origin_min: f64, f: &Forecast) -> Cone {
-    let col =
-        |g: &dyn Fn(&medtwin_infer::Bands) -> f64| f.bands.iter().map(g).collect::<Vec<f64>>();
+    cone_from_bands(origin_min, &f.t_min, &f.bands, f.p_below, f.p_above)
+}
+
+/// A report cone from per-time bands and exceedance probabilities.
+pub fn cone_from_bands(
+    origin_min: f64,
+    t_min: &[f64],
+    bands: &[medtwin_infer::Bands],
+    p_below_70: f64,
+    p_above_250: f64,
+) -> Cone {
+    let col = |g: &dyn Fn(&medtwin_infer::Bands) -> f64| bands.iter().map(g).collect::<Vec<f64>>();
     Cone {
         origin_min,
-        t_min: f.t_min.clone(),
+        t_min: t_min.to_vec(),
         median: col(&|b| b.median),
         lo50: col(&|b| b.lo50),
         hi50: col(&|b| b.hi50),
@@ -52,8 +62,8 @@ pub fn cone(origin_min: f64, f: &Forecast) -> Cone {
         hi80: col(&|b| b.hi80),
         lo95: col(&|b| b.lo95),
         hi95: col(&|b| b.hi95),
-        p_below_70: f.p_below,
-        p_above_250: f.p_above,
+        p_below_70,
+        p_above_250,
     }
 }
 

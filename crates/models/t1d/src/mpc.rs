@@ -254,7 +254,11 @@ impl Internal {
     fn advance(&self, s: &mut SimState, ins_patient_u_per_min: f64, h: f64) {
         let eat = s.planned_g.min(crate::model::EAT_RATE_G_PER_MIN * h);
         s.planned_g -= eat;
-        let u = [eat / h, self.model_insulin(&s.x, ins_patient_u_per_min), s.dbar_mg];
+        let u = [
+            eat / h,
+            self.model_insulin(&s.x, ins_patient_u_per_min),
+            s.dbar_mg,
+        ];
         let x = &s.x;
         let (mut k1, mut k2, mut k3, mut k4) = ([0.0; NX], [0.0; NX], [0.0; NX], [0.0; NX]);
         let mut tmp = [0.0; NX];
@@ -331,13 +335,14 @@ pub struct MpcController {
 }
 
 /// Process-noise standard deviations per sensor sample (3 min), by state index.
-const Q_SD: [(usize, f64); 6] = [
+const Q_SD: [(usize, f64); 7] = [
     (2, 300.0),
     (3, 1.0),
     (4, 1.0),
     (6, 0.2),
     (12, 0.3),
     (13, 0.02),
+    (14, 0.015),
 ];
 /// CGM measurement-noise standard deviation, mg/dL.
 const R_SD_MG_DL: f64 = 12.0;
@@ -363,6 +368,7 @@ impl MpcController {
                 model: UvaPadova { p: mp },
                 s_ins,
                 c_carb,
+                basal_p: clinical.basal_u_per_min,
             },
             est,
             p_cov: [[0.0; NX]; NX],
