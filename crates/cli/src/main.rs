@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 2 bad input (unreadable/invalid files, unknown names), 1 other failures.
 
 mod error;
+mod sbml;
 mod sim;
 mod twin;
 
@@ -66,6 +67,9 @@ enum Command {
     /// The patient twin: fit, forecast, backtest, report.
     #[command(subcommand)]
     Twin(twin::TwinCmd),
+    /// Any model via SBML: info and simulation.
+    #[command(subcommand)]
+    Sbml(sbml::SbmlCmd),
     /// Run the whole patient-twin pipeline on the bundled real participant; report in ./medtwin-demo/.
     Demo {
         /// Output directory.
@@ -97,6 +101,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench { days, reps } => sim::bench(days, reps),
         Command::Import(c) => twin::import(c),
         Command::Twin(c) => twin::twin(c),
+        Command::Sbml(c) => sbml::sbml(c),
         Command::Demo {
             out,
             days,

@@ -337,7 +337,77 @@ pub fn info(m: &SbmlModel) -> String {
     }
     let _ = writeln!(
         s,
-        "unsupported (refused at load): algebraic rules, fast reactions, delay(), required packages (comp)"
+        "not supported by medtwin (refused at load with the element and id named): delay(), required packages (comp), \
+         variable stoichiometry in fast reactions, rateOf of assignment-rule targets, SBML Level 1"
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODEL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<sbml xmlns="http://www.sbml.org/sbml/level3/version2/core" level="3" version="2">
+  <model id="decay">
+    <listOfCompartments><compartment id="c" size="2" constant="true" spatialDimensions="3"/></listOfCompartments>
+    <listOfSpecies>
+      <species id="A" compartment="c" initialConcentration="1" hasOnlySubstanceUnits="false" boundaryCondition="false" constant="false"/>
+    </listOfSpecies>
+    <listOfParameters><parameter id="k" value="0.5" constant="false"/></listOfParameters>
+    <listOfReactions>
+      <reaction id="r" reversible="false">
+        <listOfReactants><speciesReference species="A" stoichiometry="1" constant="true"/></listOfReactants>
+        <kineticLaw><math xmlns="http://www.w3.org/1998/Math/MathML">
+          <apply><times/><ci>k</ci><ci>A</ci><ci>c</ci></apply></math></kineticLaw>
+      </reaction>
+    </listOfReactions>
+    <listOfEvents>
+      <event id="e" useValuesFromTriggerTime="true">
+        <trigger initialValue="false" persistent="true"><math xmlns="http://www.w3.org/1998/Math/MathML">
+          <apply><geq/><csymbol definitionURL="http://www.sbml.org/sbml/symbols/time">t</csymbol><cn>1</cn></apply></math></trigger>
+        <listOfEventAssignments><eventAssignment variable="k"><math xmlns="http://www.w3.org/1998/Math/MathML"><cn>0</cn></math></eventAssignment></listOfEventAssignments>
+      </event>
+    </listOfEvents>
+  </model>
+</sbml>"#;
+
+    #[test]
+    fn decay_with_event_matches_closed_form() {
+        let m = parse_sbml(MODEL).unwrap();
+        let opts = SimulateOptions {
+            end: 2.0,
+            steps: 4,
+            vars: Some(vec!["A".into(), "k".into()]),
+            amount: vec!["A".into()],
+            ..Default::default()
+        };
+        let t = simulate(&m, &opts).unwrap();
+        assert_eq!(t.header, vec!["time", "A", "k"]);
+        assert_eq!(t.rows.len(), 5);
+        // amount 2·exp(-0.5 t) until t = 1, then constant.
+        for row in &t.rows {
+            let expected = 2.0 * (-0.5 * row[0].min(1.0)).exp();
+            assert!((row[1] - expected).abs() < 1e-8, "{row:?}");
+        }
+        assert_eq!(t.rows[4][2], 0.0);
+        assert!(to_csv(&t).starts_with("time,A,k\n0,2,0.5\n"));
+        assert!(info(&m).contains("species: 1"));
+    }
+
+    #[test]
+    fn unsupported_is_named() {
+        let bad = MODEL.replace(
+            "<listOfEvents>",
+            r#"<listOfRules><rateRule variable="k"><math xmlns="http://www.w3.org/1998/Math/MathML">
+            <apply><csymbol definitionURL="http://www.sbml.org/sbml/symbols/delay">delay</csymbol><ci>A</ci><cn>1</cn></apply>
+            </math></rateRule></listOfRules><listOfEvents>"#,
+        );
+        match parse_sbml(&bad) {
+            Err(SbmlError::Unsupported(msg)) => {
+                assert!(msg.contains("delay") && msg.contains("'k'"), "{msg}")
+            }
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
 }

@@ -489,7 +489,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         .attribute("version")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    if level < 2 || level > 3 {
+    if !(2..=3).contains(&level) {
         return Err(SbmlError::Unsupported(format!(
             "SBML Level {level} (only Levels 2 and 3 are supported)"
         )));
@@ -563,7 +563,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         let dims = e.f("spatialDimensions")?.unwrap_or(3.0);
         let size = e.f("size")?.or(e.f("volume")?);
         let size = size.unwrap_or(if dims == 0.0 || !l3 { 1.0 } else { f64::NAN });
-        let constant = e.b("constant").unwrap_or(!l3 || true);
+        let constant = e.b("constant").unwrap_or(true);
         let i = add(
             &mut slots,
             &mut attr_val,
@@ -912,8 +912,21 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
                             r.id
                         )));
                     };
+                    // Conversion factors scale the species' share of the extent.
+                    let cf = match factor {
+                        None => 1.0,
+                        Some(f) if slots[f].constant && !init_assign.contains_key(&f) => {
+                            attr_val[f]
+                        }
+                        Some(_) => {
+                            return Err(SbmlError::Unsupported(format!(
+                                "non-constant conversion factor on a species of fast reaction '{}'",
+                                r.id
+                            )))
+                        }
+                    };
                     if let Some(ft) = fast_terms.last_mut() {
-                        ft.1.push((sp, c));
+                        ft.1.push((sp, c * cf));
                     }
                     continue;
                 }
@@ -1035,11 +1048,11 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
             }
             false
         }
-        for r in 0..alg_rules.len() {
+        for (r, rule) in alg_rules.iter().enumerate() {
             if !aug(r, &rule_vars, &mut owner, &mut HashSet::new()) {
                 return Err(SbmlError::Unsupported(format!(
                     "algebraicRule '{}': no variable left for it to determine (overdetermined or a true DAE)",
-                    alg_rules[r].0
+                    rule.0
                 )));
             }
         }
@@ -1204,7 +1217,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
             }
             continue;
         }
-        if rate_rules.contains_key(&sl) && !(kind == Kind::Species && !slots[sl].amount_units) {
+        if rate_rules.contains_key(&sl) && (kind != Kind::Species || slots[sl].amount_units) {
             states.insert(sl);
             state_slots.push(sl);
             deriv_src.push(Some(sl));

@@ -99,7 +99,6 @@ struct Pending {
     ev: usize,
     time: f64,
     values: Option<Vec<f64>>,
-    seq: u64,
 }
 
 enum Out {
@@ -115,7 +114,6 @@ struct Sim<'a> {
     state_of: Vec<Option<usize>>,
     prev: Vec<bool>,
     pending: Vec<Pending>,
-    seq: u64,
     rng: u64,
     deadline: Option<Instant>,
 }
@@ -204,12 +202,10 @@ impl Sim<'_> {
                     } else {
                         None
                     };
-                    self.seq += 1;
                     self.pending.push(Pending {
                         ev: e,
                         time: t + delay,
                         values,
-                        seq: self.seq,
                     });
                 }
                 if !on && !ev.persistent {
@@ -289,7 +285,7 @@ pub(crate) fn run(
     opts: &SimulateOptions,
     deadline: Option<Instant>,
 ) -> Result<Table, SbmlError> {
-    if !(opts.end >= opts.start) || opts.steps == 0 {
+    if opts.end.is_nan() || opts.start.is_nan() || opts.end < opts.start || opts.steps == 0 {
         return Err(SbmlError::Options(
             "need end >= start and steps >= 1".into(),
         ));
@@ -336,7 +332,6 @@ pub(crate) fn run(
         state_of,
         prev: m.events.iter().map(|e| e.initial_value).collect(),
         pending: Vec::new(),
-        seq: 0,
         rng: 0x9E37_79B9_7F4A_7C15,
         deadline,
     };

@@ -6,9 +6,9 @@
 //! `SbmlError::Unsupported` count as "unsupported"; every other error or mismatch is a "fail".
 //! Each case runs under `catch_unwind` and a wall-clock deadline.
 //!
-//! `suite_subset` (default) runs every 4th case and checks a pass floor; `suite_full`
-//! (`cargo test -p medtwin-sbml --test test_suite -- --ignored`) runs all 1787 cases.
-//! A summary is written to `target/sbml-suite-summary*.txt`.
+//! Runs all 1787 time-course cases (set `SBML_CASES=00001,00002` to run and time a few).
+//! A summary (totals, per-tag counts, every non-passing case with its reason) is written to
+//! `target/sbml-suite-summary.txt`.
 
 use medtwin_sbml::{load_sbml, read_settings_with_tolerances, simulate_with_deadline, SbmlError};
 use std::collections::BTreeMap;
@@ -212,8 +212,10 @@ fn run_suite(every: usize, label: &str) -> Option<Summary> {
         );
     }
     let _ = writeln!(text, "\nnon-passing cases:\n{details}");
-    let out = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../../target/sbml-suite-summary{label}.txt"));
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../../target/sbml-suite-summary{}.txt",
+        if only.is_some() { "-selected" } else { label }
+    ));
     let _ = std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")));
     let _ = std::fs::write(&out, &text);
     println!("{}", text.lines().next().unwrap_or(""));
@@ -228,31 +230,17 @@ fn run_suite(every: usize, label: &str) -> Option<Summary> {
     Some(Summary { counts, text })
 }
 
-/// Every 4th time-course case (447 cases); regression floor on passes, no panics.
+/// All 1787 time-course cases (about 12 s in the dev profile): regression floor on passes
+/// (measured: 1605 pass, 4 fail, 178 unsupported), and no case may panic.
 #[test]
-fn suite_subset() {
-    let Some(s) = run_suite(4, "-subset") else {
-        return;
-    };
-    assert_eq!(s.counts[3], 0, "cases panicked:\n{}", s.text);
-    const FLOOR: usize = 0;
-    assert!(
-        s.counts[0] >= FLOOR,
-        "pass count {} fell below the floor {FLOOR}",
-        s.counts[0]
-    );
-}
-
-/// All 1787 time-course cases.
-#[test]
-#[ignore]
-fn suite_full() {
+fn sbml_test_suite() {
     let Some(s) = run_suite(1, "") else { return };
     assert_eq!(s.counts[3], 0, "cases panicked:\n{}", s.text);
-    const FLOOR: usize = 0;
+    const FLOOR: usize = 1595;
     assert!(
         s.counts[0] >= FLOOR,
-        "pass count {} fell below the floor {FLOOR}",
-        s.counts[0]
+        "pass count {} fell below the floor {FLOOR}\n{}",
+        s.counts[0],
+        s.text
     );
 }

@@ -3,16 +3,17 @@
 //! Objective (negative log posterior, θ on log scale):
 //! `Σ_k (y_k − g_k(θ))² / (2σ²) + Σ_i (θ_i − μ_i)² / (2 s_i²)` where `g_k(θ)` is the
 //! deterministic model's subcutaneous glucose at the CGM times of the window (recorded inputs,
-//! no process noise), `σ = FIT_SD_MG_DL` during the search and the population prior
-//! `N(μ, s²)` ([`crate::prior`]). After the search σ is re-estimated from the residuals and the
-//! Laplace covariance is inflated by `(1 + ρ)/(1 − ρ)` for the residuals' lag-1
-//! autocorrelation ρ (CGM residuals are strongly autocorrelated; treating them as independent
-//! would overstate the information — the AR(1) effective-sample-size correction).
+//! no process noise) and the population prior `N(μ, s²)` ([`crate::prior`]). Two passes: the
+//! first with `σ = FIT_SD_MG_DL`; the second with σ re-estimated from the first pass's residuals
+//! and the likelihood divided by `(1 + ρ)/(1 − ρ)` for their lag-1 autocorrelation ρ (CGM
+//! residuals are strongly autocorrelated; counting them as independent would overstate the
+//! information and overfit — the AR(1) effective-sample-size correction). The Laplace
+//! covariance is taken from the second pass's objective.
 
 use crate::inputs::InputSchedule;
 use crate::model::solver_options;
 use crate::prior::{apply_theta, Prior, N_THETA};
-use medtwin_infer::optim::{invert_spd, laplace, nelder_mead};
+use medtwin_infer::optim::{laplace, nelder_mead};
 use medtwin_t1d::model::PatientSnapshot;
 use medtwin_t1d::{PatientParams, VirtualPatient};
 use serde::{Deserialize, Serialize};
@@ -166,7 +167,9 @@ pub fn calibrate(
     let scale = insulin_scale(base, tdi);
     let (prior_pairs, _) = simulate_window(base, schedule, &prior.mean, win, scale)
         .map_err(CalibrationError::Simulation)?;
-    let nlp = |th: &[f64], sd: f64| -> f64 {
+    // Negative log posterior with the likelihood of `n` autocorrelated residuals counted as
+    // `n / inflation` independent ones.
+    let nlp = |th: &[f64], sd: f64, inflation: f64| -> f64 {
         let t: [f64; N_THETA] = std::array::from_fn(|i| th[i]);
         match simulate_window(base, schedule, &t, win, scale) {
             Ok((pairs, _)) => {
@@ -174,17 +177,53 @@ pub fn calibrate(
                     .iter()
                     .map(|(y, g)| 0.5 * ((y - g) / sd).powi(2))
                     .sum::<f64>()
+                    / inflation
                     + prior.neg_log_density(th)
             }
             Err(_) => f64::INFINITY,
         }
     };
+    let residual_stats = |theta: &[f64; N_THETA]| -> Result<
+        (f64, f64, Vec<(f64, f64)>, VirtualPatient),
+        CalibrationError,
+    > {
+        let (pairs, vp) = simulate_window(base, schedule, theta, win, scale)
+            .map_err(CalibrationError::Simulation)?;
+        let res: Vec<f64> = pairs.iter().map(|(y, g)| y - g).collect();
+        let sigma = (res.iter().map(|r| r * r).sum::<f64>() / res.len() as f64)
+            .sqrt()
+            .max(1.0);
+        let mean_r = res.iter().sum::<f64>() / res.len() as f64;
+        let var_r = res.iter().map(|r| (r - mean_r).powi(2)).sum::<f64>();
+        let rho = if var_r > 0.0 {
+            (res.windows(2)
+                .map(|w| (w[0] - mean_r) * (w[1] - mean_r))
+                .sum::<f64>()
+                / var_r)
+                .clamp(0.0, 0.98)
+        } else {
+            0.0
+        };
+        Ok((sigma, rho, pairs, vp))
+    };
     let step: Vec<f64> = prior.sd.iter().map(|s| 0.5 * s).collect();
-    let m = nelder_mead(
-        &mut |th| nlp(th, FIT_SD_MG_DL),
+    // Pass 1: fixed residual SD, independent residuals.
+    let m1 = nelder_mead(
+        &mut |th| nlp(th, FIT_SD_MG_DL, 1.0),
         &prior.mean,
         &step,
         1e-3,
+        400,
+    );
+    let theta1: [f64; N_THETA] = std::array::from_fn(|i| m1.x[i]);
+    let (sigma1, rho1, _, _) = residual_stats(&theta1)?;
+    // Pass 2: residual SD and AR(1) effective sample size from pass 1.
+    let inflation = (1.0 + rho1) / (1.0 - rho1);
+    let m = nelder_mead(
+        &mut |th| nlp(th, sigma1, inflation),
+        &m1.x,
+        &step,
+        1e-4,
         400,
     );
     let mut diagnostics = Vec::new();
@@ -195,63 +234,17 @@ pub fn calibrate(
         ));
     }
     let theta_map: [f64; N_THETA] = std::array::from_fn(|i| m.x[i]);
-    let (pairs, vp) = simulate_window(base, schedule, &theta_map, win, scale)
-        .map_err(CalibrationError::Simulation)?;
-    let res: Vec<f64> = pairs.iter().map(|(y, g)| y - g).collect();
-    let sigma = (res.iter().map(|r| r * r).sum::<f64>() / res.len() as f64)
-        .sqrt()
-        .max(1.0);
-    let mean_r = res.iter().sum::<f64>() / res.len() as f64;
-    let var_r = res.iter().map(|r| (r - mean_r).powi(2)).sum::<f64>();
-    let rho = if var_r > 0.0 {
-        (res.windows(2)
-            .map(|w| (w[0] - mean_r) * (w[1] - mean_r))
-            .sum::<f64>()
-            / var_r)
-            .clamp(0.0, 0.98)
-    } else {
-        0.0
-    };
-    let inflation = (1.0 + rho) / (1.0 - rho);
+    let (_, rho, pairs, vp) = residual_stats(&theta_map)?;
     let h: Vec<f64> = prior.sd.iter().map(|s| 0.05 * s).collect();
-    // Laplace on the likelihood part only: Σ = (H_lik / inflation + H_prior)⁻¹, so the
-    // autocorrelation correction never makes the posterior wider than the prior.
-    let prior_cov = || {
+    let cov = laplace(&mut |th| nlp(th, sigma1, inflation), &m.x, &h).unwrap_or_else(|| {
+        diagnostics
+            .push("Hessian at the MAP is not positive definite: using the prior covariance".into());
         let mut c = vec![0.0; N_THETA * N_THETA];
         for i in 0..N_THETA {
             c[i * N_THETA + i] = prior.sd[i].powi(2);
         }
         c
-    };
-    let cov = match laplace(&mut |th| nlp(th, sigma), &m.x, &h)
-        .and_then(|c| invert_spd(&c, N_THETA))
-    {
-        Some(mut hess) => {
-            for i in 0..N_THETA {
-                for j in 0..N_THETA {
-                    let hp = if i == j {
-                        1.0 / prior.sd[i].powi(2)
-                    } else {
-                        0.0
-                    };
-                    let hl = hess[i * N_THETA + j] - hp;
-                    hess[i * N_THETA + j] = hl / inflation + hp;
-                }
-            }
-            invert_spd(&hess, N_THETA).unwrap_or_else(|| {
-                diagnostics.push(
-                    "deflated Hessian not positive definite: using the prior covariance".into(),
-                );
-                prior_cov()
-            })
-        }
-        None => {
-            diagnostics.push(
-                "Hessian at the MAP is not positive definite: using the prior covariance".into(),
-            );
-            prior_cov()
-        }
-    };
+    });
     let map_rmse = rmse(&pairs);
     let prior_rmse = rmse(&prior_pairs);
     if map_rmse > prior_rmse + 1e-9 {
@@ -273,7 +266,7 @@ pub fn calibrate(
         theta_map,
         cov,
         converged: m.converged,
-        evals: m.evals,
+        evals: m1.evals + m.evals,
         rmse_mg_dl: map_rmse,
         prior_rmse_mg_dl: prior_rmse,
         residual_rho: rho,

@@ -481,7 +481,9 @@ impl MpcController {
         let scale = st / 3.0;
         for &(i, sd) in &Q_SD {
             let sd = match i {
-                3 | 4 | 12 => sd * vg,
+                3 | 4 | 12 => sd * vg * knob("QS", 1.0),
+                13 => knob("QD", sd),
+                2 => knob("QG", sd),
                 14 => knob("QPHI", sd),
                 _ => sd,
             };
@@ -659,7 +661,7 @@ impl MpcController {
             .sum();
         let corr = ((cgm - self.settings.target_mg_dl) / c.cf_mg_dl_per_u)
             .max(0.0)
-            .min(0.1 * c.tdi_u_per_day);
+            .min(knob("CCAP", 0.1) * c.tdi_u_per_day);
         let iob_max = cob / c.cr_g_per_u + corr;
         let max_bolus = self.pending_u.min(MAX_BOLUS_FRACTION_TDI * c.tdi_u_per_day);
         let extra_room = (iob_max - iob).max(0.0);
@@ -693,7 +695,7 @@ impl MpcController {
             }
             for b in 0..3 {
                 for &mm in &BASAL_GRID {
-                    if mm == m[b] || (b == 0 && !feasible(bolus_of(f), mm)) {
+                    if mm == m[b] || mm > knob("MMAX", 4.0) || (b == 0 && !feasible(bolus_of(f), mm)) {
                         continue;
                     }
                     let mut trial = m;
@@ -711,6 +713,21 @@ impl MpcController {
             }
         }
         let bolus = bolus_of(f);
+        if knob("DBG", 0.0) > 0.0 {
+            eprintln!(
+                "cgm {:6.1} est {:6.1} d {:7.4} phi {:6.3} iob {:5.2} room {:5.2} pend {:4.2} f {} m {:?} nom60 {:6.1}",
+                cgm,
+                self.im.glucose(&self.est),
+                self.est.x[13],
+                self.est.x[14],
+                iob,
+                extra_room,
+                self.pending_u,
+                f,
+                m,
+                nominal_min60
+            );
+        }
         self.last_prediction_min_mg_dl = self.evaluate(bolus, &m, st, false, false).1;
         self.pending_u = (self.pending_u - bolus).max(0.0);
         self.apply(m[0] * c.basal_u_per_min, bolus / st, st)
