@@ -414,3 +414,47 @@ fn demo_writes_a_report() {
         assert!(out.join(f).is_file(), "{f} missing");
     }
 }
+
+const DECAY_SBML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<sbml xmlns="http://www.sbml.org/sbml/level3/version2/core" level="3" version="2">
+  <model id="decay">
+    <listOfCompartments><compartment id="c" size="1" constant="true"/></listOfCompartments>
+    <listOfSpecies>
+      <species id="A" compartment="c" initialAmount="10" hasOnlySubstanceUnits="true" boundaryCondition="false" constant="false"/>
+      <species id="B" compartment="c" initialAmount="0" hasOnlySubstanceUnits="true" boundaryCondition="false" constant="false"/>
+    </listOfSpecies>
+    <listOfParameters><parameter id="k" value="0.5" constant="true"/></listOfParameters>
+    <listOfReactions>
+      <reaction id="r" reversible="false">
+        <listOfReactants><speciesReference species="A" stoichiometry="1" constant="true"/></listOfReactants>
+        <listOfProducts><speciesReference species="B" stoichiometry="1" constant="true"/></listOfProducts>
+        <kineticLaw><math xmlns="http://www.w3.org/1998/Math/MathML"><apply><times/><ci>k</ci><ci>A</ci></apply></math></kineticLaw>
+      </reaction>
+    </listOfReactions>
+  </model>
+</sbml>"#;
+
+#[test]
+fn sbml_simulate_matches_the_analytic_solution() {
+    let d = tmp("sbml");
+    let m = d.join("decay.xml");
+    std::fs::write(&m, DECAY_SBML).unwrap();
+    let o = run(&["sbml", "info", m.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("species: 2"));
+    let out = d.join("r.csv");
+    let o = run(&["sbml", "simulate", m.to_str().unwrap(), "--end", "4", "--steps", "8", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(&out).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next().unwrap(), "time,A,B");
+    let rows: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    assert_eq!(rows.len(), 9);
+    for r in rows {
+        let a = 10.0 * (-0.5 * r[0]).exp();
+        assert!((r[1] - a).abs() < 1e-7 && (r[2] - (10.0 - a)).abs() < 1e-7, "{r:?}");
+    }
+    std::fs::write(&m, "<sbml><model>").unwrap();
+    let o = run(&["sbml", "info", m.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "malformed SBML is bad input");
+}

@@ -352,7 +352,18 @@ impl MpcController {
     pub fn new(settings: MpcSettings, clinical: ClinicalSettings) -> Self {
         let mp = internal_model_patient().clone();
         let basal_m = mp.basal_u_per_min();
-        let s_ins = basal_m / clinical.basal_u_per_min.max(1e-9);
+        let s_basal = basal_m / clinical.basal_u_per_min.max(1e-9);
+        let s_tdi = mp.tdi_u_per_day / clinical.tdi_u_per_day;
+        let s_cf = clinical.cf_mg_dl_per_u / mp.cf_mg_dl_per_u;
+        let s_ins = match knob("SMODE", 0.0) as i32 {
+            1 => s_tdi,
+            2 => s_cf,
+            3 => (s_basal * s_cf).sqrt(),
+            _ => s_basal,
+        };
+        if knob("DBG", 0.0) > 0.0 {
+            eprintln!("medoid {} s_basal {s_basal} s_tdi {s_tdi} s_cf {s_cf}", mp.name);
+        }
         let c_carb = s_ins * mp.cr_g_per_u / clinical.cr_g_per_u.max(1e-9);
         let mut x = [0.0; NX];
         x[..13].copy_from_slice(&mp.x0);
