@@ -118,6 +118,20 @@ pub enum TwinCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Replay a record's meals: the twin's bolus advice vs the dose actually taken and the standard calculator.
+    AdviseAudit {
+        /// Record CSV.
+        record: PathBuf,
+        /// Output CSV (one row per audited meal).
+        #[arg(long)]
+        out: PathBuf,
+        /// Particles.
+        #[arg(long, default_value_t = 200)]
+        particles: usize,
+        /// Bolus grid step, U.
+        #[arg(long, default_value_t = 1.0)]
+        step: f64,
+    },
     /// Backtest: rolling-origin forecasts scored against the recorded CGM.
     Backtest {
         /// Record CSV.
@@ -460,6 +474,51 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
             eprintln!(
                 "assimilated {n_new} new CGM readings: twin now at t = {:.0} min",
                 updated.t_min
+            );
+            Ok(())
+        }
+        TwinCmd::AdviseAudit {
+            record,
+            out,
+            particles,
+            step,
+        } => {
+            if particles == 0 || !(step > 0.0 && step.is_finite()) {
+                return Err(CliError::input("--particles and --step must be positive"));
+            }
+            let (rec, _) = read_record(&record)?;
+            let sched = InputSchedule::from_record(&rec)
+                .ok_or_else(|| CliError::input("record has no CGM"))?;
+            let settings = TwinSettings {
+                n_particles: particles,
+                ..TwinSettings::default()
+            };
+            let mut pb: Option<ProgressBar> = None;
+            let a = medtwin_twin::decide::audit_advice(&sched, settings, step, &mut |d, n| {
+                pb.get_or_insert_with(|| bar(n as u64, "meals"))
+                    .set_position(d as u64);
+            })
+            .map_err(|e| CliError::failure(e.to_string()))?;
+            if let Some(p) = pb {
+                p.finish_and_clear();
+            }
+            let mut lines =
+                vec!["t_min,carbs_g,taken_u,advised_u,standard_u,constraint_met".to_string()];
+            for r in &a.rows {
+                lines.push(format!(
+                    "{:.0},{:.1},{:.2},{:.2},{:.2},{}",
+                    r.t_min, r.carbs_g, r.taken_u, r.advised_u, r.standard_u, r.constraint_met
+                ));
+            }
+            std::fs::write(&out, lines.join("\n") + "\n").map_err(|e| io_fail(&out, e))?;
+            println!(
+                "{} meals: advice differs from the dose taken by > 1 U in {:.0} % (mean |diff| {:.2} U, mean diff {:+.2} U); standard calculator mean |diff| {:.2} U; constraint unmet in {:.0} %",
+                a.n_meals,
+                100.0 * a.frac_differs_gt_1u,
+                a.mean_abs_diff_u,
+                a.mean_diff_u,
+                a.standard_mean_abs_diff_u,
+                100.0 * a.frac_constraint_unmet
             );
             Ok(())
         }

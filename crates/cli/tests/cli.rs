@@ -291,6 +291,62 @@ fn import_fit_forecast_with_plan() {
         meal[119],
         base[119]
     );
+    // what-if: two plans on the same posterior (common random numbers)
+    let none = d.join("none.toml");
+    std::fs::write(&none, "").unwrap();
+    let wi = d.join("whatif");
+    let o = run(&[
+        "twin",
+        "whatif",
+        twin.to_str().unwrap(),
+        "--plan",
+        none.to_str().unwrap(),
+        "--plan",
+        plan.to_str().unwrap(),
+        "--horizon",
+        "180",
+        "--out",
+        wi.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary = std::fs::read_to_string(wi.join("summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 3);
+    assert!(
+        wi.join("index.html").is_file()
+            && wi.join("plan.svg").is_file()
+            && wi.join("none.csv").is_file()
+    );
+    let p_high = |name: &str| -> f64 {
+        summary
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .split(',')
+            .nth(3)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        p_high("plan") >= p_high("none"),
+        "60 g without insulin cannot lower P(>250)"
+    );
+    // bolus advisor
+    let o = run(&[
+        "twin",
+        "advise",
+        twin.to_str().unwrap(),
+        "--carbs",
+        "45",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rec_u = a["recommended_bolus_u"].as_f64().unwrap();
+    assert!((0.0..=25.0).contains(&rec_u));
+    assert!(a["standard_bolus_u"].as_f64().unwrap() >= 0.0);
+    let o = run(&["twin", "advise", twin.to_str().unwrap(), "--carbs", "-3"]);
+    assert_eq!(o.status.code(), Some(2));
     // bad inputs
     std::fs::write(&plan, "[[meal]]\nat_min = -5\ncarbs_g = 60\n").unwrap();
     let o = run(&[
@@ -443,16 +499,31 @@ fn sbml_simulate_matches_the_analytic_solution() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("species: 2"));
     let out = d.join("r.csv");
-    let o = run(&["sbml", "simulate", m.to_str().unwrap(), "--end", "4", "--steps", "8", "--out", out.to_str().unwrap()]);
+    let o = run(&[
+        "sbml",
+        "simulate",
+        m.to_str().unwrap(),
+        "--end",
+        "4",
+        "--steps",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let csv = std::fs::read_to_string(&out).unwrap();
     let mut lines = csv.lines();
     assert_eq!(lines.next().unwrap(), "time,A,B");
-    let rows: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
     assert_eq!(rows.len(), 9);
     for r in rows {
         let a = 10.0 * (-0.5 * r[0]).exp();
-        assert!((r[1] - a).abs() < 1e-7 && (r[2] - (10.0 - a)).abs() < 1e-7, "{r:?}");
+        assert!(
+            (r[1] - a).abs() < 1e-7 && (r[2] - (10.0 - a)).abs() < 1e-7,
+            "{r:?}"
+        );
     }
     std::fs::write(&m, "<sbml><model>").unwrap();
     let o = run(&["sbml", "info", m.to_str().unwrap()]);
