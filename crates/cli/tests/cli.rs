@@ -319,7 +319,8 @@ fn import_fit_forecast_with_plan() {
     let p_high = |name: &str| -> f64 {
         summary
             .lines()
-            .find(|l| l.starts_with(name))
+            .skip(1)
+            .find(|l| l.starts_with(&format!("{name},")))
             .unwrap()
             .split(',')
             .nth(3)

@@ -205,7 +205,12 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
     let (ma, sa) = mean_sd(a);
     let (mb, sb) = mean_sd(b);
     let n = a.len() as f64;
-    let c: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum::<f64>() / (n - 1.0);
+    let c: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - ma) * (y - mb))
+        .sum::<f64>()
+        / (n - 1.0);
     c / (sa * sb)
 }
 
@@ -264,7 +269,11 @@ mod tests {
         let m0: Vec<f64> = (0..50).map(|k| (k as f64 * 0.37).sin() * 10.0).collect();
         let m1: Vec<f64> = (0..50).map(|k| (k as f64 * 0.53).cos() * 10.0).collect();
         let noise = |k: usize| ((k * 7919) % 13) as f64 / 13.0 - 0.5;
-        let y0: Vec<f64> = m0.iter().enumerate().map(|(k, m)| 3.0 + m + noise(k)).collect();
+        let y0: Vec<f64> = m0
+            .iter()
+            .enumerate()
+            .map(|(k, m)| 3.0 + m + noise(k))
+            .collect();
         let y1: Vec<f64> = m1
             .iter()
             .enumerate()

@@ -73,7 +73,7 @@ macro_rules! cols {
 }
 
 /// Every numeric column of a cohort file: `(column name, getter, setter)`, in file order.
-pub const PARAM_COLUMNS: [(&str, Getter, Setter); 50] = cols![
+pub const PARAM_COLUMNS: [(&str, Getter, Setter); 49] = cols![
     "x0_1" => x0[0], "x0_2" => x0[1], "x0_3" => x0[2], "x0_4" => x0[3], "x0_5" => x0[4],
     "x0_6" => x0[5], "x0_7" => x0[6], "x0_8" => x0[7], "x0_9" => x0[8], "x0_10" => x0[9],
     "x0_11" => x0[10], "x0_12" => x0[11], "x0_13" => x0[12],
@@ -100,7 +100,10 @@ fn schema() -> Arc<Schema> {
 
 /// Write `patients` to the Parquet file `path` (created or truncated). On error the partial
 /// file is removed. Errors: [`CohortFileError::Io`] / [`CohortFileError::Format`].
-pub fn write_cohort_parquet(path: &Path, patients: &[PatientParams]) -> Result<(), CohortFileError> {
+pub fn write_cohort_parquet(
+    path: &Path,
+    patients: &[PatientParams],
+) -> Result<(), CohortFileError> {
     let file = path.display().to_string();
     let r = write_inner(path, &file, patients);
     if r.is_err() {
@@ -121,7 +124,7 @@ fn write_inner(path: &Path, file: &str, patients: &[PatientParams]) -> Result<()
     let schema = schema();
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .set_max_row_group_size(ROW_GROUP)
+        .set_max_row_group_row_count(Some(ROW_GROUP))
         .build();
     let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props)).map_err(|e| fmt(&e))?;
     for chunk in patients.chunks(ROW_GROUP) {
@@ -282,8 +285,13 @@ mod tests {
         w.write(&batch).unwrap();
         w.close().unwrap();
         let e = read_cohort_parquet(&bad).unwrap_err().to_string();
-        assert!(e.contains("bad.parquet") && e.contains("missing column 'x0_1'"), "{e}");
-        let e = read_cohort_parquet(&dir.join("none.parquet")).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.parquet") && e.contains("missing column 'x0_1'"),
+            "{e}"
+        );
+        let e = read_cohort_parquet(&dir.join("none.parquet"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("none.parquet"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

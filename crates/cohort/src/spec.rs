@@ -246,7 +246,10 @@ impl TrialSpec {
                 let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
                 format!("line {line}: ")
             });
-            err("(toml)", format!("{}{}", line.unwrap_or_default(), e.message()))
+            err(
+                "(toml)",
+                format!("{}{}", line.unwrap_or_default(), e.message()),
+            )
         })?;
         let nonneg = |field: &str, v: i64| -> Result<u64, SpecError> {
             u64::try_from(v).map_err(|_| err(field, format!("{v} must be a non-negative integer")))
@@ -277,7 +280,9 @@ impl TrialSpec {
         let cohort = if c.from == SOURCE_SIMGLUCOSE_30 {
             CohortSource::Generate {
                 group: group.unwrap_or(Group::All),
-                n: n.ok_or_else(|| err("cohort.n", "required with from = \"simglucose-30\"".into()))?,
+                n: n.ok_or_else(|| {
+                    err("cohort.n", "required with from = \"simglucose-30\"".into())
+                })?,
                 seed: nonneg("cohort.seed", c.seed.unwrap_or(1))?,
             }
         } else if c.from.ends_with(".parquet") {
@@ -297,7 +302,10 @@ impl TrialSpec {
         } else {
             return Err(err(
                 "cohort.from",
-                format!("'{}' is neither \"simglucose-30\" nor a .parquet file", c.from),
+                format!(
+                    "'{}' is neither \"simglucose-30\" nor a .parquet file",
+                    c.from
+                ),
             ));
         };
         // scenario
@@ -390,7 +398,10 @@ impl TrialSpec {
         }
         // endpoints
         if raw.endpoint.is_empty() {
-            return Err(err("endpoint", "at least one [[endpoint]] is required".into()));
+            return Err(err(
+                "endpoint",
+                "at least one [[endpoint]] is required".into(),
+            ));
         }
         let mut endpoints = Vec::new();
         for (i, e) in raw.endpoint.iter().enumerate() {
@@ -450,7 +461,11 @@ fn validate_controller(c: &ControllerSpec) -> Result<(), (&'static str, String)>
                     format!("{target_mg_dl} is outside 40–400 mg/dL"),
                 ));
             }
-            for (n, v) in [("controller.p", p), ("controller.i", i), ("controller.d", d)] {
+            for (n, v) in [
+                ("controller.p", p),
+                ("controller.i", i),
+                ("controller.d", d),
+            ] {
                 if !v.is_finite() {
                     return Err((n, format!("{v} is not finite")));
                 }
@@ -552,9 +567,15 @@ metric = "tir_pct"
         assert_eq!(e.field, "arm[1].name");
         let e = parse(&GOOD.replace("n = 10000", "n = 0")).unwrap_err();
         assert_eq!(e.field, "cohort.n");
-        let s = parse(&GOOD.replace("\"simglucose-30\"", "\"c.parquet\"").replace("seed = 7", ""))
-            .unwrap();
-        assert!(matches!(s.cohort, CohortSource::File { ref path, .. } if path == Path::new("/d/c.parquet")));
+        let s = parse(
+            &GOOD
+                .replace("\"simglucose-30\"", "\"c.parquet\"")
+                .replace("seed = 7", ""),
+        )
+        .unwrap();
+        assert!(
+            matches!(s.cohort, CohortSource::File { ref path, .. } if path == Path::new("/d/c.parquet"))
+        );
         let e = TrialSpec::from_file(Path::new("/nonexistent/x.toml")).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/x.toml"));
     }

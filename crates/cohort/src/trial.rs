@@ -172,7 +172,11 @@ impl fmt::Display for TrialSummary {
         for e in &a.endpoints {
             writeln!(f, "\n{}", e.metric)?;
             for s in &e.arms {
-                writeln!(f, "  {:<16} n={:<7} mean {:>10.4}  sd {:>10.4}", s.arm, s.n, s.mean, s.sd)?;
+                writeln!(
+                    f,
+                    "  {:<16} n={:<7} mean {:>10.4}  sd {:>10.4}",
+                    s.arm, s.n, s.mean, s.sd
+                )?;
             }
             for x in &e.effects {
                 writeln!(
@@ -299,7 +303,11 @@ fn results_schema(parallel: bool) -> Arc<Schema> {
         Field::new("patient_index", DataType::UInt64, false),
         Field::new("arm", DataType::Utf8, false),
     ];
-    fields.extend(METRICS.iter().map(|(n, _)| Field::new(*n, DataType::Float64, false)));
+    fields.extend(
+        METRICS
+            .iter()
+            .map(|(n, _)| Field::new(*n, DataType::Float64, false)),
+    );
     if parallel {
         fields.extend(
             METRICS
@@ -391,7 +399,7 @@ fn run_inner(
     let schema = results_schema(parallel);
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .set_max_row_group_size(CHUNK * k.max(1) + 1)
+        .set_max_row_group_row_count(Some(CHUNK * k.max(1) + 1))
         .build();
     let file = File::create(partial).map_err(|e| out(partial, &e))?;
     let mut writer =
@@ -595,7 +603,10 @@ metric = "mean_mg_dl"
             assert!(a == b, "{f} differs between 1 and 2 threads");
         }
         assert_eq!(s1.analysis.endpoints.len(), 2);
-        assert_eq!(s1.analysis.endpoints[0].arms[0].n + s1.analysis.endpoints[0].arms[1].n, 24);
+        assert_eq!(
+            s1.analysis.endpoints[0].arms[0].n + s1.analysis.endpoints[0].arms[1].n,
+            24
+        );
         assert_eq!(s1.simulations, 48);
         assert!(!s1.to_string().is_empty());
         std::fs::remove_dir_all(&d1).unwrap();

@@ -8,7 +8,11 @@ use medtwin_t1d::mpc::{ClinicalSettings, MpcController, MpcSettings};
 use medtwin_t1d::scenario::{Scenario, CARBS_G};
 
 fn obs(cgm: f64, meal_g: f64) -> ControllerInput {
-    ControllerInput { cgm_mg_dl: cgm, meal_g_per_min: meal_g / 3.0, sample_time_min: 3.0 }
+    ControllerInput {
+        cgm_mg_dl: cgm,
+        meal_g_per_min: meal_g / 3.0,
+        sample_time_min: 3.0,
+    }
 }
 
 /// Structural: the MPC is built from [`ClinicalSettings`] only and driven by
@@ -25,7 +29,10 @@ fn mpc_sees_only_clinical_settings_and_cgm() {
     q.x0[3] *= 1.5;
     q.bw *= 2.0;
     q.u2ss /= 2.0;
-    assert_eq!(ClinicalSettings::from_patient(&p), ClinicalSettings::from_patient(&q));
+    assert_eq!(
+        ClinicalSettings::from_patient(&p),
+        ClinicalSettings::from_patient(&q)
+    );
     let spec = ControllerSpec::mpc_default();
     let (mut a, mut b) = (Controller::new(&spec, &p), Controller::new(&spec, &q));
     // the same controller can also be built without any patient parameters at all
@@ -52,9 +59,17 @@ fn mpc_suspends_below_80_mg_dl() {
             c.policy(&obs(160.0 - k as f64, 0.0));
         }
         for cgm in [79.9, 70.0, 55.0, 40.0] {
-            assert_eq!(c.policy(&obs(cgm, 0.0)), ControlAction::default(), "{name} CGM {cgm}");
+            assert_eq!(
+                c.policy(&obs(cgm, 0.0)),
+                ControlAction::default(),
+                "{name} CGM {cgm}"
+            );
             // a meal announced at low CGM is not bolused now
-            assert_eq!(c.policy(&obs(cgm, 45.0)), ControlAction::default(), "{name} CGM {cgm} + meal");
+            assert_eq!(
+                c.policy(&obs(cgm, 45.0)),
+                ControlAction::default(),
+                "{name} CGM {cgm} + meal"
+            );
         }
     }
 }
@@ -67,8 +82,14 @@ fn run(scen: &Scenario, name: &str) -> Vec<MinuteRow> {
     let p = medtwin_t1d::patient(name).unwrap();
     let index = scen.patients.iter().position(|n| n == name).unwrap();
     let mut rows = Vec::new();
-    simulate_patient(&p, scen, patient_seed(scen.sensor_seed, index), SolverOptions::default(), |r| rows.push(*r))
-        .unwrap();
+    simulate_patient(
+        &p,
+        scen,
+        patient_seed(scen.sensor_seed, index),
+        SolverOptions::default(),
+        |r| rows.push(*r),
+    )
+    .unwrap();
     rows
 }
 
@@ -92,7 +113,10 @@ seed = 42
     assert_ne!(a1, b, "different patient index: independent meals");
     let eaten: f64 = a1.iter().sum();
     // two days of 3 main meals (p = 0.95, ~195 g/day) plus snacks
-    assert!((200.0..=600.0).contains(&eaten), "eaten {eaten} g over 2 days");
+    assert!(
+        (200.0..=600.0).contains(&eaten),
+        "eaten {eaten} g over 2 days"
+    );
     let s2 = scenario(&text.replace("seed = 42", "seed = 43"));
     assert_ne!(a1, meals(&run(&s2, "adult#001")));
     // random meals add to timed meals
@@ -123,5 +147,8 @@ seed = 1
         (l.min(r.sc_glucose_mg_dl), h.max(r.sc_glucose_mg_dl))
     });
     eprintln!("adult#001 MPC, 1 day random meals, noisy CGM: glucose {lo:.1}–{hi:.1} mg/dL, {eaten} g eaten");
-    assert!(lo >= 70.0 && hi <= 250.0, "glucose range {lo:.1}–{hi:.1} mg/dL");
+    assert!(
+        lo >= 70.0 && hi <= 250.0,
+        "glucose range {lo:.1}–{hi:.1} mg/dL"
+    );
 }
