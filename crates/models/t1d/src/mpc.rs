@@ -488,16 +488,16 @@ impl MpcController {
         let s = self.p_cov[12][12] / (vg * vg) + R_SD_MG_DL * R_SD_MG_DL;
         let innov = cgm - self.im.glucose(&self.est);
         let k: Vec<f64> = ph.iter().map(|v| v / s).collect();
-        for i in 0..NX {
-            self.est.x[i] += k[i] * innov;
+        for (x, ki) in self.est.x.iter_mut().zip(&k) {
+            *x += ki * innov;
         }
         for &i in &CLAMPED {
             self.est.x[i] = self.est.x[i].max(0.0);
         }
         // P = P − K (H P) = P − K phᵀ
-        for i in 0..NX {
-            for j in 0..NX {
-                self.p_cov[i][j] -= k[i] * ph[j];
+        for (row, ki) in self.p_cov.iter_mut().zip(&k) {
+            for (pij, phj) in row.iter_mut().zip(&ph) {
+                *pij -= ki * phj;
             }
         }
         for i in 0..NX {
