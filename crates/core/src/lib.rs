@@ -12,6 +12,8 @@
 //!
 //! Time inside the engine is always in **minutes** from a stated origin.
 
+#![warn(missing_docs)]
+
 pub mod model;
 pub mod timeline;
 pub mod units;

@@ -17,6 +17,8 @@
 //! Randomness: every draw comes from generators derived from an explicit seed and the particle
 //! index ([`stream_rng`]), so results do not depend on the number of threads.
 
+#![warn(missing_docs)]
+
 pub mod optim;
 
 use rand::{Rng, SeedableRng};

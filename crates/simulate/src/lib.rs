@@ -26,6 +26,8 @@
 //! Failures (non-finite state, step-size underflow, step budget exhausted) are returned as
 //! [`SolveError`] values, never panics.
 
+#![warn(missing_docs)]
+
 use medtwin_core::OdeModel;
 use thiserror::Error;
 

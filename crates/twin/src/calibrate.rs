@@ -18,6 +18,9 @@ use medtwin_t1d::model::PatientSnapshot;
 use medtwin_t1d::{PatientParams, VirtualPatient};
 use serde::{Deserialize, Serialize};
 
+/// Residual SD, lag-1 autocorrelation, (observed, model) pairs and the final patient of a fit.
+type ResidualStats = (f64, f64, Vec<(f64, f64)>, VirtualPatient);
+
 /// Residual SD assumed during the MAP search, mg/dL.
 pub const FIT_SD_MG_DL: f64 = 25.0;
 /// Minimum number of CGM readings in the calibration window.
@@ -183,10 +186,7 @@ pub fn calibrate(
             Err(_) => f64::INFINITY,
         }
     };
-    let residual_stats = |theta: &[f64; N_THETA]| -> Result<
-        (f64, f64, Vec<(f64, f64)>, VirtualPatient),
-        CalibrationError,
-    > {
+    let residual_stats = |theta: &[f64; N_THETA]| -> Result<ResidualStats, CalibrationError> {
         let (pairs, vp) = simulate_window(base, schedule, theta, win, scale)
             .map_err(CalibrationError::Simulation)?;
         let res: Vec<f64> = pairs.iter().map(|(y, g)| y - g).collect();

@@ -8,6 +8,8 @@
 //! (particle-filter assimilation through `medtwin-infer`'s model-agnostic interface, forecasts,
 //! save/restore) → [`backtest`] (scored forecasts at rolling origins).
 
+#![warn(missing_docs)]
+
 pub mod backtest;
 pub mod calibrate;
 pub mod decide;
