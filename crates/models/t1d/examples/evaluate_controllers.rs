@@ -40,6 +40,7 @@ struct Outcome {
     mpc_calls: u64,
     mpc_total_s: f64,
     mpc_max_s: f64,
+    mpc_over_20ms: u64,
     error: Option<String>,
 }
 
@@ -174,6 +175,7 @@ fn main() {
                 mpc_calls: timing.calls,
                 mpc_total_s: timing.total_s,
                 mpc_max_s: timing.max_s,
+                mpc_over_20ms: timing.over_20ms,
                 error: res.err().map(|e| e.to_string()),
             }
         })
@@ -297,12 +299,17 @@ fn main() {
             yes(m54_m <= 1.0)
         );
     }
-    let (calls, total, max) = outcomes.iter().fold((0u64, 0.0f64, 0.0f64), |a, o| {
-        (a.0 + o.mpc_calls, a.1 + o.mpc_total_s, a.2.max(o.mpc_max_s))
+    let (calls, total, max, over) = outcomes.iter().fold((0u64, 0.0f64, 0.0f64, 0u64), |a, o| {
+        (
+            a.0 + o.mpc_calls,
+            a.1 + o.mpc_total_s,
+            a.2.max(o.mpc_max_s),
+            a.3 + o.mpc_over_20ms,
+        )
     });
     if calls > 0 {
         println!(
-            "MPC decision time: mean {:.3} ms, max {:.3} ms over {calls} decisions (wall clock, {} rayon threads)",
+            "MPC decision time: mean {:.3} ms, max {:.3} ms, {over} of {calls} decisions > 20 ms (wall clock, {} rayon threads)",
             1e3 * total / calls as f64,
             1e3 * max,
             rayon::current_num_threads()
