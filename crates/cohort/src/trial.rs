@@ -219,11 +219,13 @@ fn splitmix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A loaded cohort: patients in cohort order, and the acceptance statistics per group if it
+/// was generated.
+pub type LoadedCohort = (Vec<PatientParams>, Option<Vec<(Group, Acceptance)>>);
+
 /// Load the cohort of `source`: generated, or read and filtered.
 /// Errors: generation / file errors, or a selection that leaves too few patients.
-pub fn load_cohort(
-    source: &CohortSource,
-) -> Result<(Vec<PatientParams>, Option<Vec<(Group, Acceptance)>>), TrialError> {
+pub fn load_cohort(source: &CohortSource) -> Result<LoadedCohort, TrialError> {
     match source {
         CohortSource::Generate { group, n, seed } => {
             let c = generate_cohort(crate::population::SOURCE_SIMGLUCOSE_30, *group, *n, *seed)?;

@@ -20,6 +20,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cvga;
 mod html;
 mod plots;
 mod stats;
