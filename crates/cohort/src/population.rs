@@ -799,6 +799,101 @@ pub fn compare_marginals(patients: &[PatientParams]) -> Result<Vec<MarginalRow>,
     Ok(out)
 }
 
+/// Write the marginal comparison as CSV (`group,parameter,source_mean,source_sd,
+/// generated_mean,generated_sd`; transformed scale). Errors: I/O, naming the file.
+pub fn write_marginals_csv(path: &std::path::Path, rows: &[MarginalRow]) -> Result<(), String> {
+    let mut s = String::from("group,parameter,source_mean,source_sd,generated_mean,generated_sd\n");
+    for r in rows {
+        s += &format!(
+            "{},{},{:.6},{:.6},{:.6},{:.6}\n",
+            r.group, r.parameter, r.source_mean, r.source_sd, r.generated_mean, r.generated_sd
+        );
+    }
+    std::fs::write(path, s).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Write the marginal comparison as an SVG figure: for each group a panel with one row per
+/// parameter showing the standardised difference of means `(generated − source)/source SD`
+/// (dot) and the SD ratio `generated/source` minus 1 (cross), with ±0.35 guide lines.
+/// Errors: drawing or I/O, naming the file.
+pub fn write_marginals_svg(path: &std::path::Path, rows: &[MarginalRow]) -> Result<(), String> {
+    use plotters::prelude::*;
+    let groups: Vec<Group> = Group::CONCRETE
+        .into_iter()
+        .filter(|g| rows.iter().any(|r| r.group == *g))
+        .collect();
+    let params: Vec<String> = {
+        let mut v: Vec<String> = Vec::new();
+        for r in rows {
+            if !v.contains(&r.parameter) {
+                v.push(r.parameter.clone());
+            }
+        }
+        v
+    };
+    let e = |x: &dyn std::fmt::Display| format!("{}: {x}", path.display());
+    let h = 40 + 18 * params.len() as u32;
+    let root = SVGBackend::new(path, (320 * groups.len().max(1) as u32, h)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let panels = root.split_evenly((1, groups.len().max(1)));
+    for (g, area) in groups.iter().zip(panels.iter()) {
+        let np = params.len() as f64;
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{g}: generated vs source"), ("sans-serif", 14))
+            .margin(6)
+            .x_label_area_size(24)
+            .y_label_area_size(110)
+            .build_cartesian_2d(-1.5f64..1.5f64, -0.5f64..np - 0.5)
+            .map_err(|x| e(&x))?;
+        let labels = params.clone();
+        chart
+            .configure_mesh()
+            .y_labels(params.len())
+            .y_label_formatter(&|y| {
+                let i = y.round() as i64;
+                if (y - i as f64).abs() < 1e-6 && i >= 0 && (i as usize) < labels.len() {
+                    labels[labels.len() - 1 - i as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .x_desc("Δmean/SD (dot), SD ratio − 1 (cross)")
+            .draw()
+            .map_err(|x| e(&x))?;
+        for xg in [-0.35, 0.0, 0.35] {
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(xg, -0.5), (xg, np - 0.5)],
+                    RGBColor(180, 180, 180),
+                ))
+                .map_err(|x| e(&x))?;
+        }
+        let pts: Vec<(f64, f64, f64)> = rows
+            .iter()
+            .filter(|r| r.group == *g)
+            .filter_map(|r| {
+                let i = params.iter().position(|p| *p == r.parameter)?;
+                let y = np - 1.0 - i as f64;
+                let sd = r.source_sd.max(1e-12);
+                let dm = ((r.generated_mean - r.source_mean) / sd).clamp(-1.5, 1.5);
+                let dr = (r.generated_sd / sd - 1.0).clamp(-1.5, 1.5);
+                Some((y, dm, dr))
+            })
+            .collect();
+        chart
+            .draw_series(
+                pts.iter()
+                    .map(|(y, dm, _)| Circle::new((*dm, *y), 3, BLUE.filled())),
+            )
+            .map_err(|x| e(&x))?;
+        chart
+            .draw_series(pts.iter().map(|(y, _, dr)| Cross::new((*dr, *y), 3, RED)))
+            .map_err(|x| e(&x))?;
+    }
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -870,6 +965,15 @@ mod tests {
                     r.source_sd
                 );
             }
+            let dir = std::env::temp_dir();
+            let csv = dir.join(format!("medtwin-marg-{}-{g}.csv", std::process::id()));
+            let svg = csv.with_extension("svg");
+            write_marginals_csv(&csv, &rows).unwrap();
+            write_marginals_svg(&svg, &rows).unwrap();
+            assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+            assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 30);
+            std::fs::remove_file(csv).unwrap();
+            std::fs::remove_file(svg).unwrap();
             let a = c.acceptance[0].1;
             assert!(a.rate() > 0.05, "{g}: acceptance {}", a.rate());
         }

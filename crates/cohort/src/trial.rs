@@ -324,7 +324,9 @@ fn results_schema(parallel: bool) -> Arc<Schema> {
 /// (`out_dir` is created). `progress` is called after each chunk with the number of patients
 /// completed so far. Uses the current rayon pool (all cores by default); output is identical
 /// for any number of threads.
-/// Errors: cohort, simulation and output errors ([`TrialError`]); no output file is left behind.
+/// Errors: cohort, simulation and output errors ([`TrialError`]). Both files are written under
+/// `.partial` names and renamed at the end, so a failed run leaves no partial output (and any
+/// earlier results in `out_dir` untouched).
 pub fn run_trial(
     spec: &TrialSpec,
     out_dir: &Path,
@@ -339,32 +341,36 @@ pub fn run_trial(
     let results_path = out_dir.join("results.parquet");
     let analysis_path = out_dir.join("analysis.json");
     let partial = out_dir.join("results.parquet.partial");
-    let r = run_inner(spec, &cohort, &partial, &analysis_path, progress);
-    match r {
-        Ok((analysis, simulations, wall_s)) => {
-            std::fs::rename(&partial, &results_path).map_err(|e| {
-                let _ = std::fs::remove_file(&partial);
-                let _ = std::fs::remove_file(&analysis_path);
-                out(&results_path, &e)
-            })?;
-            let patient_days = simulations * spec.days;
-            Ok(TrialSummary {
-                analysis,
-                acceptance,
-                simulations,
-                patient_days,
-                wall_s,
-                patient_days_per_s: patient_days as f64 / wall_s.max(1e-9),
-                results_path,
-                analysis_path,
-            })
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            let _ = std::fs::remove_file(&analysis_path);
-            Err(e)
-        }
-    }
+    let analysis_partial = out_dir.join("analysis.json.partial");
+    let cleanup = || {
+        let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(&analysis_partial);
+    };
+    let (analysis, simulations, wall_s) =
+        match run_inner(spec, &cohort, &partial, &analysis_partial, progress) {
+            Ok(x) => x,
+            Err(e) => {
+                cleanup();
+                return Err(e);
+            }
+        };
+    std::fs::rename(&partial, &results_path)
+        .and_then(|_| std::fs::rename(&analysis_partial, &analysis_path))
+        .map_err(|e| {
+            cleanup();
+            out(&results_path, &e)
+        })?;
+    let patient_days = simulations * spec.days;
+    Ok(TrialSummary {
+        analysis,
+        acceptance,
+        simulations,
+        patient_days,
+        wall_s,
+        patient_days_per_s: patient_days as f64 / wall_s.max(1e-9),
+        results_path,
+        analysis_path,
+    })
 }
 
 fn run_inner(
@@ -610,6 +616,10 @@ metric = "mean_mg_dl"
             24
         );
         assert_eq!(s1.simulations, 48);
+        let mean = &s1.analysis.endpoints[1];
+        assert_eq!(mean.metric, "mean_mg_dl");
+        assert_eq!(mean.procova.len(), 1);
+        assert_eq!(mean.effects[0].method, "welch-t");
         assert!(!s1.to_string().is_empty());
         std::fs::remove_dir_all(&d1).unwrap();
         std::fs::remove_dir_all(&d2).unwrap();
@@ -632,8 +642,17 @@ metric = "mean_mg_dl"
             .build()
             .unwrap();
         let mut arms = Vec::new();
+        let mut carbs = Vec::new();
         for b in rdr {
             let b = b.unwrap();
+            let c = b
+                .column_by_name("total_carbs_g")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+                .clone();
+            carbs.extend(c.iter().map(|x| x.unwrap()));
             let a = b
                 .column_by_name("arm")
                 .unwrap()
@@ -645,7 +664,14 @@ metric = "mean_mg_dl"
         }
         assert_eq!(arms.len(), 12);
         assert_eq!(&arms[..4], &["bb", "pid", "bb", "pid"]);
-        // same meals in both arms: total carbs equal per patient
+        // same meals in both arms (common random numbers): equal carbohydrate per patient;
+        // different patients get different meal streams
+        for pair in carbs.chunks(2) {
+            assert_eq!(pair[0], pair[1]);
+        }
+        assert!(carbs.chunks(2).any(|p| p[0] != carbs[0]), "{carbs:?}");
+        assert!(d.join("analysis.json").exists());
+        assert!(!d.join("results.parquet.partial").exists());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -101,7 +101,12 @@ pub fn cvga_svg(points: &[CvgaPoint], title: &str) -> Result<String, ReportError
                 .label(*label)
                 .legend(move |(x, yy)| Circle::new((x, yy), 4, c.filled()));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.9)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperMiddle)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()?;
         Ok(())
     })
 }
