@@ -173,6 +173,13 @@ mod tests {
         }
         let b = p.base().unwrap();
         let t = theta_of(&b);
-        assert_eq!(apply_theta(&b, &t), b);
+        let back = apply_theta(&b, &t);
+        for (x, y) in [(back.vmx, b.vmx), (back.kp1, b.kp1), (back.kabs, b.kabs)] {
+            assert!((x - y).abs() <= 1e-12 * y.abs(), "{x} vs {y}");
+        }
+        let bounds = p.bounds();
+        for k in 0..N_THETA {
+            assert!(bounds[k].0 < p.mean[k] && p.mean[k] < bounds[k].1);
+        }
     }
 }
