@@ -18,8 +18,20 @@ pub type CvgaPoint = (String, f64, f64);
 pub fn cvga_zone(lower_mg_dl: f64, upper_mg_dl: f64) -> &'static str {
     let lo = lower_mg_dl.clamp(50.0, 110.0);
     let hi = upper_mg_dl.clamp(110.0, 400.0);
-    let x = if lo >= 90.0 { 0 } else if lo >= 70.0 { 1 } else { 2 };
-    let y = if hi <= 180.0 { 0 } else if hi <= 300.0 { 1 } else { 2 };
+    let x = if lo >= 90.0 {
+        0
+    } else if lo >= 70.0 {
+        1
+    } else {
+        2
+    };
+    let y = if hi <= 180.0 {
+        0
+    } else if hi <= 300.0 {
+        1
+    } else {
+        2
+    };
     match (x, y) {
         (0, 0) => "A",
         (1, 0) => "Lower B",
@@ -36,9 +48,15 @@ pub fn cvga_zone(lower_mg_dl: f64, upper_mg_dl: f64) -> &'static str {
 /// CVGA scatter as an SVG string; one colour per series label (e.g. controller).
 /// Errors: plotting failures ([`ReportError::Plot`]); empty input ([`ReportError::NoData`]).
 pub fn cvga_svg(points: &[CvgaPoint], title: &str) -> Result<String, ReportError> {
-    let finite: Vec<&CvgaPoint> = points.iter().filter(|p| p.1.is_finite() && p.2.is_finite()).collect();
+    let finite: Vec<&CvgaPoint> = points
+        .iter()
+        .filter(|p| p.1.is_finite() && p.2.is_finite())
+        .collect();
     if finite.is_empty() {
-        return Err(ReportError::NoData { figure: "cvga".into(), reason: "no finite points".into() });
+        return Err(ReportError::NoData {
+            figure: "cvga".into(),
+            reason: "no finite points".into(),
+        });
     }
     let mut labels: Vec<&str> = Vec::new();
     for p in &finite {
@@ -46,7 +64,13 @@ pub fn cvga_svg(points: &[CvgaPoint], title: &str) -> Result<String, ReportError
             labels.push(&p.0);
         }
     }
-    let palette = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189), RGBColor(255, 127, 14)];
+    let palette = [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+        RGBColor(255, 127, 14),
+    ];
     render("cvga", (640, 560), |root| {
         // x is "110 − lower" so the axis runs 110 → 50 left to right.
         let mut chart = ChartBuilder::on(root)
@@ -63,8 +87,15 @@ pub fn cvga_svg(points: &[CvgaPoint], title: &str) -> Result<String, ReportError
             .x_labels(7)
             .x_label_formatter(&|x| format!("{:.0}", 110.0 - x))
             .draw()?;
-        let zone_fill = |x0: f64, x1: f64, y0: f64, y1: f64, c: RGBColor| Rectangle::new([(x0, y0), (x1, y1)], c.mix(0.18).filled());
-        let (g, y, o, r) = (RGBColor(40, 160, 60), RGBColor(230, 200, 40), RGBColor(240, 140, 40), RGBColor(220, 50, 40));
+        let zone_fill = |x0: f64, x1: f64, y0: f64, y1: f64, c: RGBColor| {
+            Rectangle::new([(x0, y0), (x1, y1)], c.mix(0.18).filled())
+        };
+        let (g, y, o, r) = (
+            RGBColor(40, 160, 60),
+            RGBColor(230, 200, 40),
+            RGBColor(240, 140, 40),
+            RGBColor(220, 50, 40),
+        );
         chart.draw_series([
             zone_fill(0.0, 20.0, 110.0, 180.0, g),
             zone_fill(20.0, 40.0, 110.0, 180.0, g),
@@ -87,17 +118,22 @@ pub fn cvga_svg(points: &[CvgaPoint], title: &str) -> Result<String, ReportError
             (30.0, 350.0, "Upper D"),
             (50.0, 350.0, "E"),
         ] {
-            chart.draw_series(std::iter::once(Text::new(name, (x - 4.0, yv), ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)))))?;
+            chart.draw_series(std::iter::once(Text::new(
+                name,
+                (x - 4.0, yv),
+                ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
+            )))?;
         }
         for (k, label) in labels.iter().enumerate() {
             let c = palette[k % palette.len()];
             chart
-                .draw_series(
-                    finite
-                        .iter()
-                        .filter(|p| p.0 == *label)
-                        .map(|p| Circle::new((110.0 - p.1.clamp(50.0, 110.0), p.2.clamp(110.0, 400.0)), 4, c.filled())),
-                )?
+                .draw_series(finite.iter().filter(|p| p.0 == *label).map(|p| {
+                    Circle::new(
+                        (110.0 - p.1.clamp(50.0, 110.0), p.2.clamp(110.0, 400.0)),
+                        4,
+                        c.filled(),
+                    )
+                }))?
                 .label(*label)
                 .legend(move |(x, yy)| Circle::new((x, yy), 4, c.filled()));
         }
@@ -120,7 +156,11 @@ mod tests {
         assert_eq!(cvga_zone(80.0, 150.0), "Lower B");
         assert_eq!(cvga_zone(40.0, 500.0), "E");
         assert_eq!(cvga_zone(95.0, 350.0), "Upper C");
-        let svg = cvga_svg(&[("mpc".into(), 95.0, 170.0), ("bb".into(), 60.0, 320.0)], "CVGA").unwrap();
+        let svg = cvga_svg(
+            &[("mpc".into(), 95.0, 170.0), ("bb".into(), 60.0, 320.0)],
+            "CVGA",
+        )
+        .unwrap();
         assert!(svg.contains("<svg") && svg.contains("mpc"));
         assert!(cvga_svg(&[], "x").is_err());
     }

@@ -13,9 +13,12 @@
 //! * UVA/Padova and similar physiological models are non-stiff at the 1-minute scale their
 //!   inputs change on (fastest time constant ≈ 1/kmax ≈ 10–60 min), so an explicit method with
 //!   few right-hand-side evaluations is cheapest;
-//! * the inputs change every minute, so the integrator is restarted every minute: a
-//!   fixed-size, allocation-free explicit method restarts for free (an implicit BDF method would
-//!   restart at order 1 and pay for a Jacobian factorisation each time);
+//! * inputs are zero-order holds on a 1-minute grid: an allocation-free explicit method restarts
+//!   for free when they change (an implicit BDF method would restart at order 1 and pay for a
+//!   Jacobian factorisation each time), and when they do not change, steps are not clipped at
+//!   the output grid — outputs come from DOPRI5's 4th-order dense output and the next call
+//!   continues the same step (2.8k instead of 9.1k right-hand-side evaluations per simulated
+//!   UVA/Padova day);
 //! * simglucose, the reference implementation of UVA/Padova, integrates with scipy's `dopri5`,
 //!   so the same scheme with tighter tolerances reproduces it to far below the verification bound.
 //!
@@ -148,6 +151,13 @@ const E4: f64 = 71.0 / 1920.0;
 const E5: f64 = -17253.0 / 339200.0;
 const E6: f64 = 22.0 / 525.0;
 const E7: f64 = -1.0 / 40.0;
+// Dense-output coefficients (Hairer's DOPRI5 `contd5`).
+const D1: f64 = -12715105075.0 / 11282082432.0;
+const D3: f64 = 87487479700.0 / 32700410799.0;
+const D4: f64 = -10690763975.0 / 1880347072.0;
+const D5: f64 = 701980252875.0 / 199316789632.0;
+const D6: f64 = -1453857185.0 / 822651844.0;
+const D7: f64 = 69997945.0 / 29380423.0;
 
 /// Adaptive Dormand–Prince 5(4) integrator with preallocated work space (no allocation per call).
 ///
@@ -161,11 +171,18 @@ pub struct Dopri5 {
     tmp: Vec<f64>,
     h: f64,
     stats: SolverStats,
-    // FSAL reuse across calls: k[0] = f(fsal_t, fsal_x, fsal_u) when `fsal_valid`.
-    fsal_valid: bool,
-    fsal_t: f64,
-    fsal_x: Vec<f64>,
-    fsal_u: Vec<f64>,
+    // Dense output of the last accepted step [dense_ta, dense_tb] (Hairer's contd5), computed
+    // under inputs `dense_u`; `ys` is the step-end state and k[0] = f(dense_tb, ys) (FSAL).
+    // `out_t`/`out_x` is what the last call returned: a call that continues from exactly there
+    // with the same inputs reuses the step (interpolating, or stepping on from `dense_tb`).
+    dense_valid: bool,
+    dense_ta: f64,
+    dense_tb: f64,
+    rcont: [Vec<f64>; 5],
+    ys: Vec<f64>,
+    dense_u: Vec<f64>,
+    out_t: f64,
+    out_x: Vec<f64>,
 }
 
 impl Dopri5 {
@@ -179,29 +196,20 @@ impl Dopri5 {
             tmp: v(),
             h: 0.0,
             stats: SolverStats::default(),
-            fsal_valid: false,
-            fsal_t: f64::NAN,
-            fsal_x: v(),
-            fsal_u: Vec::new(),
+            dense_valid: false,
+            dense_ta: f64::NAN,
+            dense_tb: f64::NAN,
+            rcont: [v(), v(), v(), v(), v()],
+            ys: v(),
+            dense_u: Vec::new(),
+            out_t: f64::NAN,
+            out_x: v(),
         }
     }
 
     /// The options in use.
     pub fn options(&self) -> SolverOptions {
         self.opts
-    }
-
-    // Index loops over several equally long arrays are the clearest form of these kernels.
-    #[allow(clippy::needless_range_loop)]
-    fn err_norm(&self, x: &[f64]) -> f64 {
-        let n = x.len() as f64;
-        let mut s = 0.0;
-        for i in 0..x.len() {
-            let sc = self.opts.atol + self.opts.rtol * x[i].abs().max(self.y1[i].abs());
-            let r = self.tmp[i] / sc;
-            s += r * r;
-        }
-        (s / n).sqrt()
     }
 
     #[allow(clippy::needless_range_loop)]
@@ -250,7 +258,96 @@ impl Dopri5 {
     }
 }
 
+impl Dopri5 {
+    /// Dense-output interpolation of the last accepted step at `t` (Hairer, Nørsett & Wanner,
+    /// §II.6, DOPRI5's 4th-order continuous extension).
+    fn interpolate(&self, t: f64, out: &mut [f64]) {
+        let th = (t - self.dense_ta) / (self.dense_tb - self.dense_ta);
+        let th1 = 1.0 - th;
+        let [r1, r2, r3, r4, r5] = &self.rcont;
+        for i in 0..out.len() {
+            out[i] = r1[i] + th * (r2[i] + th1 * (r3[i] + th * (r4[i] + th1 * r5[i])));
+        }
+    }
+
+    /// One accepted or rejected DOPRI5 step from (t, ys) with k[0] = f(t, ys). Returns the
+    /// error norm; on return y1 holds the 5th-order solution and k[6] = f(t+h, y1).
+    #[allow(clippy::needless_range_loop)]
+    fn try_step<M: OdeModel + ?Sized>(&mut self, model: &M, t: f64, h: f64, u: &[f64]) -> f64 {
+        let n = self.ys.len();
+        let [k1, k2, k3, k4, k5, k6, k7] = &mut self.k;
+        let (x, y1) = (&self.ys, &mut self.y1);
+        for i in 0..n {
+            y1[i] = x[i] + h * A21 * k1[i];
+        }
+        model.rhs(t + C2 * h, y1, u, k2);
+        for i in 0..n {
+            y1[i] = x[i] + h * (A31 * k1[i] + A32 * k2[i]);
+        }
+        model.rhs(t + C3 * h, y1, u, k3);
+        for i in 0..n {
+            y1[i] = x[i] + h * (A41 * k1[i] + A42 * k2[i] + A43 * k3[i]);
+        }
+        model.rhs(t + C4 * h, y1, u, k4);
+        for i in 0..n {
+            y1[i] = x[i] + h * (A51 * k1[i] + A52 * k2[i] + A53 * k3[i] + A54 * k4[i]);
+        }
+        model.rhs(t + C5 * h, y1, u, k5);
+        for i in 0..n {
+            y1[i] =
+                x[i] + h * (A61 * k1[i] + A62 * k2[i] + A63 * k3[i] + A64 * k4[i] + A65 * k5[i]);
+        }
+        model.rhs(t + h, y1, u, k6);
+        for i in 0..n {
+            y1[i] =
+                x[i] + h * (A71 * k1[i] + A73 * k3[i] + A74 * k4[i] + A75 * k5[i] + A76 * k6[i]);
+        }
+        model.rhs(t + h, y1, u, k7);
+        for i in 0..n {
+            self.tmp[i] =
+                h * (E1 * k1[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i] + E6 * k6[i] + E7 * k7[i]);
+        }
+        self.stats.rhs_evals += 6;
+        let mut s = 0.0;
+        for i in 0..n {
+            let sc = self.opts.atol + self.opts.rtol * x[i].abs().max(self.y1[i].abs());
+            let r = self.tmp[i] / sc;
+            s += r * r;
+        }
+        (s / n as f64).sqrt()
+    }
+
+    /// Accept the step just tried: store its dense output and move to its end.
+    #[allow(clippy::needless_range_loop)]
+    fn accept(&mut self, t: f64, h: f64) {
+        let n = self.ys.len();
+        let [k1, _k2, k3, k4, k5, k6, k7] = &self.k;
+        let [r1, r2, r3, r4, r5] = &mut self.rcont;
+        for i in 0..n {
+            let ydiff = self.y1[i] - self.ys[i];
+            let bspl = h * k1[i] - ydiff;
+            r1[i] = self.ys[i];
+            r2[i] = ydiff;
+            r3[i] = bspl;
+            r4[i] = ydiff - h * k7[i] - bspl;
+            r5[i] =
+                h * (D1 * k1[i] + D3 * k3[i] + D4 * k4[i] + D5 * k5[i] + D6 * k6[i] + D7 * k7[i]);
+        }
+        self.dense_ta = t;
+        self.dense_tb = t + h;
+        self.ys.copy_from_slice(&self.y1);
+        let (first, rest) = self.k.split_at_mut(1);
+        first[0].copy_from_slice(&rest[5]);
+        self.stats.accepted += 1;
+    }
+}
+
 impl Integrator for Dopri5 {
+    /// Steps are not clipped at `t1_min`: the solution at `t1_min` comes from the dense output
+    /// of the step covering it, and a following call that continues from exactly the returned
+    /// state with the same inputs reuses that step (zero-order-hold inputs that stay constant
+    /// over many intervals cost no restart). Any change of inputs or state restarts from the
+    /// state given, exactly as a fresh integration would.
     fn integrate<M: OdeModel + ?Sized>(
         &mut self,
         model: &M,
@@ -259,28 +356,31 @@ impl Integrator for Dopri5 {
         x: &mut [f64],
         u: &[f64],
     ) -> Result<(), SolveError> {
-        let n = x.len();
         let span = t1_min - t0_min;
         if span <= 0.0 {
             return Ok(());
         }
-        let mut t = t0_min;
-        let reuse = self.fsal_valid && self.fsal_t == t && self.fsal_x == x && self.fsal_u == u;
-        if !reuse {
-            model.rhs(t, x, u, &mut self.k[0]);
+        let continuing = self.dense_valid
+            && self.out_t == t0_min
+            && self.dense_ta <= t0_min
+            && self.dense_u == u
+            && self.out_x == x;
+        if !continuing {
+            self.ys.copy_from_slice(x);
+            model.rhs(t0_min, x, u, &mut self.k[0]);
             self.stats.rhs_evals += 1;
+            self.dense_ta = t0_min;
+            self.dense_tb = t0_min;
+            self.dense_u.clear();
+            self.dense_u.extend_from_slice(u);
+            if self.h <= 0.0 {
+                self.h = self.initial_step(model, t0_min, x, u, span);
+            }
         }
-        self.fsal_valid = false;
-        if self.h <= 0.0 {
-            self.h = self.initial_step(model, t, x, u, span);
-        }
+        self.dense_valid = false;
         let mut steps = 0usize;
         let h_min = 1e-10 * span.max(1.0);
-        loop {
-            let remaining = t1_min - t;
-            if remaining <= 1e-12 * span.max(1.0) {
-                break;
-            }
+        while self.dense_tb < t1_min {
             if steps >= self.opts.max_steps {
                 return Err(SolveError::TooManySteps {
                     t0_min,
@@ -289,52 +389,14 @@ impl Integrator for Dopri5 {
                 });
             }
             steps += 1;
-            let last = self.h >= remaining;
-            let h = if last {
-                remaining
-            } else {
-                self.h.min(self.opts.h_max_min)
-            };
+            let t = self.dense_tb;
+            let h = self.h.min(self.opts.h_max_min);
             if h < h_min {
                 return Err(SolveError::StepTooSmall { t_min: t, h_min: h });
             }
-            let [k1, k2, k3, k4, k5, k6, k7] = &mut self.k;
-            let y1 = &mut self.y1;
-            for i in 0..n {
-                y1[i] = x[i] + h * A21 * k1[i];
-            }
-            model.rhs(t + C2 * h, y1, u, k2);
-            for i in 0..n {
-                y1[i] = x[i] + h * (A31 * k1[i] + A32 * k2[i]);
-            }
-            model.rhs(t + C3 * h, y1, u, k3);
-            for i in 0..n {
-                y1[i] = x[i] + h * (A41 * k1[i] + A42 * k2[i] + A43 * k3[i]);
-            }
-            model.rhs(t + C4 * h, y1, u, k4);
-            for i in 0..n {
-                y1[i] = x[i] + h * (A51 * k1[i] + A52 * k2[i] + A53 * k3[i] + A54 * k4[i]);
-            }
-            model.rhs(t + C5 * h, y1, u, k5);
-            for i in 0..n {
-                y1[i] = x[i]
-                    + h * (A61 * k1[i] + A62 * k2[i] + A63 * k3[i] + A64 * k4[i] + A65 * k5[i]);
-            }
-            model.rhs(t + h, y1, u, k6);
-            for i in 0..n {
-                y1[i] = x[i]
-                    + h * (A71 * k1[i] + A73 * k3[i] + A74 * k4[i] + A75 * k5[i] + A76 * k6[i]);
-            }
-            model.rhs(t + h, y1, u, k7);
-            for i in 0..n {
-                self.tmp[i] = h
-                    * (E1 * k1[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i] + E6 * k6[i] + E7 * k7[i]);
-            }
-            self.stats.rhs_evals += 6;
-            let err = self.err_norm(x);
+            let err = self.try_step(model, t, h, u);
             if !err.is_finite() {
-                // Non-finite trial: shrink hard and retry, unless the current state itself is bad.
-                if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+                if let Some(i) = self.ys.iter().position(|v| !v.is_finite()) {
                     return Err(SolveError::NonFinite {
                         state: state_name(model, i),
                         t_min: t,
@@ -345,25 +407,22 @@ impl Integrator for Dopri5 {
                 continue;
             }
             if err <= 1.0 {
-                self.stats.accepted += 1;
-                t = if last { t1_min } else { t + h };
-                x.copy_from_slice(&self.y1);
-                let (first, rest) = self.k.split_at_mut(1);
-                first[0].copy_from_slice(&rest[5]);
+                self.accept(t, h);
                 let fac = if err == 0.0 {
                     10.0
                 } else {
                     (0.9 * err.powf(-0.2)).clamp(0.2, 10.0)
                 };
-                // Keep the step memory from the full step, not the clipped last one.
-                let h_next = (h * fac).min(self.opts.h_max_min);
-                if !last || h_next < self.h {
-                    self.h = h_next;
-                }
+                self.h = (h * fac).min(self.opts.h_max_min);
             } else {
                 self.stats.rejected += 1;
                 self.h = h * (0.9 * err.powf(-0.2)).clamp(0.2, 1.0);
             }
+        }
+        if self.dense_tb == t1_min {
+            x.copy_from_slice(&self.ys);
+        } else {
+            self.interpolate(t1_min, x);
         }
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
             return Err(SolveError::NonFinite {
@@ -371,17 +430,15 @@ impl Integrator for Dopri5 {
                 t_min: t1_min,
             });
         }
-        self.fsal_valid = true;
-        self.fsal_t = t1_min;
-        self.fsal_x.copy_from_slice(x);
-        self.fsal_u.clear();
-        self.fsal_u.extend_from_slice(u);
+        self.dense_valid = true;
+        self.out_t = t1_min;
+        self.out_x.copy_from_slice(x);
         Ok(())
     }
 
     fn reset(&mut self) {
         self.h = 0.0;
-        self.fsal_valid = false;
+        self.dense_valid = false;
     }
 
     fn stats(&self) -> SolverStats {

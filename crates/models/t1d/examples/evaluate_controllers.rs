@@ -207,8 +207,11 @@ fn main() {
     drop(f);
 
     // ---- CVGA plot (Magni et al. 2008) beside the CSV
-    let points: Vec<medtwin_report::cvga::CvgaPoint> =
-        outcomes.iter().filter(|o| o.controller != "pid").map(|o| (o.controller.to_string(), o.p025, o.p975)).collect();
+    let points: Vec<medtwin_report::cvga::CvgaPoint> = outcomes
+        .iter()
+        .filter(|o| o.controller != "pid")
+        .map(|o| (o.controller.to_string(), o.p025, o.p975))
+        .collect();
     let svg_path = std::path::Path::new(&out_path).with_extension("svg");
     match medtwin_report::cvga::cvga_svg(&points, "CVGA: MPC vs basal-bolus, 30 virtual patients") {
         Ok(svg) => std::fs::write(&svg_path, svg).expect("write CVGA SVG"),
@@ -217,7 +220,9 @@ fn main() {
     for c in ["mpc", "basal-bolus"] {
         let mut zones = std::collections::BTreeMap::new();
         for o in outcomes.iter().filter(|o| o.controller == c) {
-            *zones.entry(medtwin_report::cvga::cvga_zone(o.p025, o.p975)).or_insert(0) += 1;
+            *zones
+                .entry(medtwin_report::cvga::cvga_zone(o.p025, o.p975))
+                .or_insert(0) += 1;
         }
         println!("CVGA zones {c}: {zones:?}");
     }
