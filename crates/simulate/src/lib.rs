@@ -520,6 +520,56 @@ mod tests {
     }
 
     #[test]
+    fn minute_calls_continue_steps_and_restart_on_input_change() {
+        let m = model(0.3);
+        let mut s = Dopri5::new(
+            3,
+            SolverOptions {
+                rtol: 1e-10,
+                atol: 1e-12,
+                ..Default::default()
+            },
+        );
+        let mut x = [2.0, 0.0, 1.0];
+        let a = |t: f64, x0: f64, u: f64| u / 0.3 + (x0 - u / 0.3) * (-0.3 * t).exp();
+        for k in 0..30 {
+            s.integrate(&m, k as f64, k as f64 + 1.0, &mut x, &[1.0])
+                .unwrap();
+            let t = k as f64 + 1.0;
+            assert!((x[0] - a(t, 2.0, 1.0)).abs() < 1e-8, "t={t}");
+            assert!((x[1] - t.sin()).abs() < 1e-8);
+        }
+        let steps_minutes = s.stats().accepted;
+        let mut one = Dopri5::new(
+            3,
+            SolverOptions {
+                rtol: 1e-10,
+                atol: 1e-12,
+                ..Default::default()
+            },
+        );
+        let mut y = [2.0, 0.0, 1.0];
+        one.integrate(&m, 0.0, 30.0, &mut y, &[1.0]).unwrap();
+        // 30 one-minute calls cost what one 30-minute call costs (to within the last step)
+        assert!(
+            steps_minutes <= one.stats().accepted + 1,
+            "{steps_minutes} vs {}",
+            one.stats().accepted
+        );
+        // the input changes at t = 30: restart from the returned state
+        let x30 = x[0];
+        for k in 30..40 {
+            s.integrate(&m, k as f64, k as f64 + 1.0, &mut x, &[0.0])
+                .unwrap();
+        }
+        assert!((x[0] - a(10.0, x30, 0.0)).abs() < 1e-8);
+        // an outside change of the state is honoured
+        x[0] = 5.0;
+        s.integrate(&m, 40.0, 41.0, &mut x, &[0.0]).unwrap();
+        assert!((x[0] - 5.0 * (-0.3f64).exp()).abs() < 1e-8);
+    }
+
+    #[test]
     fn non_finite_is_an_error_not_a_panic() {
         struct Blow(ModelInfo);
         impl OdeModel for Blow {
