@@ -1,6 +1,6 @@
 //! Demo and measurement: acceptance rates per group (10 000 candidates' worth of patients),
 //! marginal comparison files, trial throughput (1000 patients × 1 day) and PROCOVA on a parallel
-//! trial. Run: `cargo run --release -p medtwin-cohort --example trial_demo -- OUT_DIR [N]`.
+//! trial. Run: `cargo run --release -p medtwin-cohort --example trial_demo -- OUT_DIR [N] [--no-mpc]`.
 
 use medtwin_cohort::population::{compare_marginals, write_marginals_csv, write_marginals_svg};
 use medtwin_cohort::{generate_cohort, run_trial, write_cohort_parquet, Group, TrialSpec};
@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let out = PathBuf::from(args.get(1).map(String::as_str).unwrap_or("trial-demo"));
     let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1000);
+    let with_mpc = !args.iter().any(|a| a == "--no-mpc");
     std::fs::create_dir_all(&out)?;
     for g in [Group::Child, Group::Adolescent, Group::Adult, Group::All] {
         let t = Instant::now();
@@ -49,6 +50,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ],
         ),
     ] {
+        if arms[1].0 == "mpc" && !with_mpc {
+            continue;
+        }
         let mut t = format!(
             "[cohort]\nfrom = \"simglucose-30\"\ngroup = \"adult\"\nn = {n}\nseed = 7\n\
              [scenario]\ndays = 1\nrandom_meals_seed = 11\nsensor = {{ kind = \"dexcom\", noise = true }}\npump = \"insulet\"\n\

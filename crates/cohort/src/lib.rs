@@ -9,6 +9,8 @@
 //! * [`trial`]: parallel, reproducible execution streaming results to Parquet;
 //! * [`analysis`]: per-arm statistics, effects with 95 % CI and PROCOVA.
 
+#![warn(missing_docs)]
+
 pub mod analysis;
 pub mod cohort_io;
 pub mod linalg;

@@ -841,7 +841,7 @@ pub fn write_marginals_svg(path: &std::path::Path, rows: &[MarginalRow]) -> Resu
         let mut chart = ChartBuilder::on(area)
             .caption(format!("{g}: generated vs source"), ("sans-serif", 14))
             .margin(6)
-            .x_label_area_size(24)
+            .x_label_area_size(40)
             .y_label_area_size(110)
             .build_cartesian_2d(-1.5f64..1.5f64, -0.5f64..np - 0.5)
             .map_err(|x| e(&x))?;
@@ -849,6 +849,8 @@ pub fn write_marginals_svg(path: &std::path::Path, rows: &[MarginalRow]) -> Resu
         chart
             .configure_mesh()
             .y_labels(params.len())
+            .x_labels(7)
+            .light_line_style(WHITE)
             .y_label_formatter(&|y| {
                 let i = y.round() as i64;
                 if (y - i as f64).abs() < 1e-6 && i >= 0 && (i as usize) < labels.len() {
