@@ -6,6 +6,7 @@
 mod error;
 mod sbml;
 mod sim;
+mod trial;
 mod twin;
 
 use clap::{Parser, Subcommand};
@@ -67,6 +68,12 @@ enum Command {
     /// The patient twin: fit, forecast, backtest, report.
     #[command(subcommand)]
     Twin(twin::TwinCmd),
+    /// Virtual populations.
+    #[command(subcommand)]
+    Cohort(trial::CohortCmd),
+    /// In-silico clinical trials.
+    #[command(subcommand)]
+    Trial(trial::TrialCmd),
     /// Any model via SBML: info and simulation.
     #[command(subcommand)]
     Sbml(sbml::SbmlCmd),
@@ -102,6 +109,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Import(c) => twin::import(c),
         Command::Twin(c) => twin::twin(c),
         Command::Sbml(c) => sbml::sbml(c),
+        Command::Cohort(c) => trial::cohort(c),
+        Command::Trial(c) => trial::trial(c),
         Command::Demo {
             out,
             days,

@@ -530,3 +530,63 @@ fn sbml_simulate_matches_the_analytic_solution() {
     let o = run(&["sbml", "info", m.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "malformed SBML is bad input");
 }
+
+#[test]
+fn cohort_generate_and_crossover_trial() {
+    let d = tmp("trial");
+    let cohort = d.join("cohort.parquet");
+    let o = run(&[
+        "cohort",
+        "generate",
+        "--group",
+        "adult",
+        "--n",
+        "20",
+        "--seed",
+        "7",
+        "--out",
+        cohort.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("accepted 20/"), "{}", stderr(&o));
+    assert!(cohort.is_file());
+    let spec = d.join("trial.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "[cohort]\nfrom = \"{}\"\n[scenario]\ndays = 1\nrandom_meals_seed = 11\nsensor = {{ kind = \"dexcom\", noise = true }}\npump = \"insulet\"\n[design]\nkind = \"crossover\"\n[[arm]]\nname = \"bb\"\ncontroller = {{ kind = \"basal-bolus\", target_mg_dl = 140 }}\n[[arm]]\nname = \"pid\"\ncontroller = {{ kind = \"pid\" }}\n[[endpoint]]\nmetric = \"tir_pct\"\n",
+            cohort.display()
+        ),
+    )
+    .unwrap();
+    let out = d.join("out");
+    let o = run(&[
+        "trial",
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("results.parquet").is_file());
+    let a: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("analysis.json")).unwrap()).unwrap();
+    assert!(a.to_string().contains("tir_pct"));
+    // bad spec: unknown arm controller
+    std::fs::write(
+        &spec,
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("kind = \"pid\"", "kind = \"magic\""),
+    )
+    .unwrap();
+    let o = run(&[
+        "trial",
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        d.join("out2").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!d.join("out2").join("results.parquet").exists());
+}
