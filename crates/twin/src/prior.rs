@@ -178,8 +178,8 @@ mod tests {
             assert!((x - y).abs() <= 1e-12 * y.abs(), "{x} vs {y}");
         }
         let bounds = p.bounds();
-        for k in 0..N_THETA {
-            assert!(bounds[k].0 < p.mean[k] && p.mean[k] < bounds[k].1);
+        for (b, m) in bounds.iter().zip(p.mean) {
+            assert!(b.0 < m && m < b.1);
         }
     }
 }
