@@ -975,10 +975,14 @@ fn advise_cmd(
         "settings: CR {:.1} g/U, CF {:.1} mg/dL/U, target {:.0} mg/dL",
         s.cr_g_per_u, s.cf_mg_dl_per_u, s.target_mg_dl
     );
-    for (label, b, o) in [
-        ("twin advice", a.recommended_bolus_u, &a.recommended),
-        ("standard calculator", a.standard_bolus_u, &a.standard),
-    ] {
+    if let Some(why) = &a.refusal {
+        println!("ADVICE REFUSED: {why}");
+    }
+    let mut rows = vec![("standard calculator", a.standard_bolus_u, &a.standard)];
+    if a.refusal.is_none() {
+        rows.insert(0, ("twin advice", a.recommended_bolus_u, &a.recommended));
+    }
+    for (label, b, o) in rows {
         let end = o.bands.last().copied();
         println!(
             "{label:<20} {b:5.1} U  P(<70) {:5.1} %  P(<54) {:5.1} %  P(>250) {:5.1} %  E[TIR] {:5.1} %  E[risk] {:6.2}  4-h median {:.0} [80 %: {:.0}–{:.0}]",
@@ -991,9 +995,6 @@ fn advise_cmd(
             end.map(|b| b.lo80).unwrap_or(f64::NAN),
             end.map(|b| b.hi80).unwrap_or(f64::NAN)
         );
-    }
-    if !a.constraint_met {
-        println!("note: no bolus keeps P(<70 within 4 h) <= {:.0} %; the advice minimises that probability", 100.0 * s.max_p_below_70);
     }
     Ok(())
 }

@@ -137,6 +137,10 @@ pub struct Advice {
     pub recommended_bolus_u: f64,
     /// Whether some bolus met the hypoglycaemia constraint (else the smallest-risk-of-hypo one).
     pub constraint_met: bool,
+    /// Why the advisor refuses to advise, when no candidate bolus (not even none) keeps
+    /// P(< 70 mg/dL) within the limit: the twin is too uncertain, or hypoglycaemia is already
+    /// likely; `recommended_bolus_u` is then only the least-hypoglycaemic candidate.
+    pub refusal: Option<String>,
     /// Its outcome distribution.
     pub recommended: PlanOutcome,
     /// Standard calculator bolus: carbs/CR + (CGM − target)/CF − IOB, ≥ 0, U.
@@ -223,6 +227,16 @@ pub fn advise(
         (carbs_g / s.cr_g_per_u + (cgm - s.target_mg_dl) / s.cf_mg_dl_per_u - iob).max(0.0);
     let e = engine.paths(schedule, &times, Some(&plan_for(standard_bolus)), seed)?;
     let standard = outcome("standard calculator", &e)?;
+    let refusal = (!constraint_met).then(|| {
+        format!(
+            "no bolus keeps P(<70 mg/dL within {} min) <= {:.0} %: the lowest reachable is {:.0} % (with {:.1} U); \
+             the twin's uncertainty is too wide, or hypoglycaemia already likely, to advise safely",
+            s.horizon_min,
+            100.0 * s.max_p_below_70,
+            100.0 * outcomes[best].p_below_70,
+            candidates[best].0
+        )
+    });
     let mut recommended = outcomes.swap_remove(best);
     recommended.name = "twin recommendation".into();
     Ok(Advice {
@@ -230,6 +244,7 @@ pub fn advise(
         at_min: at,
         recommended_bolus_u: candidates[best].0,
         constraint_met,
+        refusal,
         recommended,
         standard_bolus_u: standard_bolus,
         standard,
