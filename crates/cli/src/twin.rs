@@ -362,6 +362,14 @@ fn read_plan(path: &Path, t0: f64, horizon: u32) -> Result<Plan, CliError> {
     Ok(plan)
 }
 
+/// One CSV row of forecast bands: `t_min,median,lo50,hi50,lo80,hi80,lo95,hi95` (mg/dL).
+fn band_row(t_min: f64, b: &medtwin_infer::Bands) -> String {
+    format!(
+        "{t_min:.0},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2}",
+        b.median, b.lo50, b.hi50, b.lo80, b.hi80, b.lo95, b.hi95
+    )
+}
+
 fn read_twin(path: &Path) -> Result<Twin, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
@@ -566,17 +574,7 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
                     })
                     .map(|ts| ts.to_string())
                     .unwrap_or_default();
-                lines.push(format!(
-                    "{time},{:.0},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2}",
-                    t - doc.t_min,
-                    b.median,
-                    b.lo50,
-                    b.hi50,
-                    b.lo80,
-                    b.hi80,
-                    b.lo95,
-                    b.hi95
-                ));
+                lines.push(format!("{time},{}", band_row(t - doc.t_min, b)));
             }
             std::fs::write(&out, lines.join("\n") + "\n").map_err(|e| io_fail(&out, e))?;
             println!(
@@ -853,17 +851,7 @@ fn whatif_cmd(
                 .to_string(),
         ];
         for (t, b) in o.t_min.iter().zip(&o.bands) {
-            rows.push(format!(
-                "{:.0},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2}",
-                t - doc.t_min,
-                b.median,
-                b.lo50,
-                b.hi50,
-                b.lo80,
-                b.hi80,
-                b.lo95,
-                b.hi95
-            ));
+            rows.push(band_row(t - doc.t_min, b));
         }
         let csv = out.join(format!("{}.csv", o.name));
         std::fs::write(&csv, rows.join("\n") + "\n").map_err(|e| io_fail(&csv, e))?;

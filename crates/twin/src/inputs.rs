@@ -112,22 +112,24 @@ impl InputSchedule {
         let horizon = t_min.min(known_until);
         let end = self.long_acting.partition_point(|e| e.0 <= horizon);
         let doses = &self.long_acting[..end];
-        let recent: f64 = doses
-            .iter()
-            .filter(|e| e.0 > t_min - LONG_ACTING_WINDOW_MIN)
-            .map(|e| e.1)
-            .sum();
+        // Sum of the doses in (from, ..]: a binary search, not a scan (this runs per particle
+        // per simulated minute).
+        let sum_after = |from: f64| -> f64 {
+            doses[doses.partition_point(|e| e.0 <= from)..]
+                .iter()
+                .map(|e| e.1)
+                .sum()
+        };
+        let recent = sum_after(t_min - LONG_ACTING_WINDOW_MIN);
         if recent > 0.0 {
             return (recent / LONG_ACTING_WINDOW_MIN, false);
         }
         if let Some(last) = doses.last() {
             if t_min - last.0 < LONG_ACTING_CARRY_MAX_MIN {
-                let total: f64 = doses
-                    .iter()
-                    .filter(|e| e.0 > last.0 - LONG_ACTING_WINDOW_MIN)
-                    .map(|e| e.1)
-                    .sum();
-                return (total / LONG_ACTING_WINDOW_MIN, true);
+                return (
+                    sum_after(last.0 - LONG_ACTING_WINDOW_MIN) / LONG_ACTING_WINDOW_MIN,
+                    true,
+                );
             }
         }
         (0.0, false)
