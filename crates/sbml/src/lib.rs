@@ -7,15 +7,19 @@
 //! Compartments, species (amount/concentration, `hasOnlySubstanceUnits`, boundary and constant
 //! species, conversion factors), parameters, reactions with kinetic laws and local parameters,
 //! constant and variable stoichiometry (species-reference ids, L2 `stoichiometryMath`), function
-//! definitions (inlined), initial assignments, assignment and rate rules, events (delay,
-//! persistence, priority, `initialValue`, `useValuesFromTriggerTime`), csymbols `time`,
-//! `avogadro` and `rateOf` (of rate-ruled symbols, reaction-changed species and constants), and
+//! definitions (inlined), initial assignments, assignment and rate rules, algebraic rules and
+//! fast reactions (solved by Newton's method), events (delay, persistence, priority,
+//! `initialValue`, `useValuesFromTriggerTime`), `delay()` as a delay differential equation
+//! (method of steps on a recorded dense-output history; before the start the model rests in its
+//! initial condition), csymbols `time`, `avogadro` and `rateOf` (of rate-ruled symbols,
+//! reaction-changed species and constants), and
 //! the MathML of SBML L3V2 (§3.4): arithmetic, `root`/`log` with qualifiers, piecewise,
 //! relational/logical (`implies` included), trig/hyperbolic and inverses, `min`/`max`, `rem`,
 //! `quotient`, `factorial`, `ceiling`/`floor`.
 //!
 //! ## Refused ([`SbmlError::Unsupported`], naming the element and its id)
-//! Level 1, required packages (e.g. `comp`), algebraic rules, `fast` reactions, `delay()`,
+//! Level 1, required packages other than `comp`, variable stoichiometry in `fast` reactions,
+//! `delay()` in models with algebraic rules or fast reactions,
 //! `rateOf` of assignment-ruled symbols or of concentrations in varying compartments, cyclic
 //! assignment rules, unknown MathML elements.
 //!
@@ -27,6 +31,7 @@
 //! Time is in the model's time unit (the `_min` names of [`medtwin_core::OdeModel`] do not
 //! imply minutes here).
 
+mod dde;
 mod math;
 mod model;
 mod sim;
@@ -337,8 +342,9 @@ pub fn info(m: &SbmlModel) -> String {
     }
     let _ = writeln!(
         s,
-        "not supported by medtwin (refused at load with the element and id named): delay(), required packages (comp), \
-         variable stoichiometry in fast reactions, rateOf of assignment-rule targets, SBML Level 1"
+        "not supported by medtwin (refused at load with the element and id named): delay() together with algebraic rules \
+         or fast reactions, required packages (comp), variable stoichiometry in fast reactions, rateOf of assignment-rule \
+         targets, SBML Level 1"
     );
     s
 }
@@ -396,14 +402,44 @@ mod tests {
     }
 
     #[test]
+    fn delay_equation_matches_method_of_steps() {
+        // dx/dt = -0.5·x(t-1), x = 1 before the start: x = 1 - t/2 on [0, 1], then
+        // x = 1/2 - ((t-1) - (t-1)²/4)/2 on [1, 2].
+        let m = parse_sbml(
+            r#"<sbml xmlns="http://www.sbml.org/sbml/level3/version2/core" level="3" version="2">
+  <model id="dde"><listOfParameters><parameter id="x" value="1" constant="false"/></listOfParameters>
+  <listOfRules><rateRule variable="x"><math xmlns="http://www.w3.org/1998/Math/MathML">
+    <apply><times/><cn>-0.5</cn><apply><csymbol definitionURL="http://www.sbml.org/sbml/symbols/delay">delay</csymbol>
+    <ci>x</ci><cn>1</cn></apply></apply></math></rateRule></listOfRules></model></sbml>"#,
+        )
+        .unwrap();
+        let opts = SimulateOptions {
+            end: 2.0,
+            steps: 8,
+            ..Default::default()
+        };
+        let t = simulate(&m, &opts).unwrap();
+        for row in &t.rows {
+            let s = row[0];
+            let exact = if s <= 1.0 {
+                1.0 - 0.5 * s
+            } else {
+                0.5 - 0.5 * ((s - 1.0) - 0.25 * (s - 1.0).powi(2))
+            };
+            assert!((row[1] - exact).abs() < 1e-8, "{row:?} vs {exact}");
+        }
+    }
+
+    #[test]
     fn unsupported_is_named() {
-        let bad = MODEL.replace(
-            "<listOfEvents>",
-            r#"<listOfRules><rateRule variable="k"><math xmlns="http://www.w3.org/1998/Math/MathML">
-            <apply><csymbol definitionURL="http://www.sbml.org/sbml/symbols/delay">delay</csymbol><ci>A</ci><cn>1</cn></apply>
-            </math></rateRule></listOfRules><listOfEvents>"#,
-        );
-        match parse_sbml(&bad) {
+        // delay() together with an algebraic rule is refused, naming the variable.
+        let bad = r#"<sbml xmlns="http://www.sbml.org/sbml/level3/version2/core" level="3" version="2">
+  <model id="m"><listOfParameters><parameter id="k" constant="false"/><parameter id="q" value="1" constant="false"/></listOfParameters>
+  <listOfRules><rateRule variable="q"><math xmlns="http://www.w3.org/1998/Math/MathML"><cn>1</cn></math></rateRule>
+  <algebraicRule><math xmlns="http://www.w3.org/1998/Math/MathML"><apply><minus/><ci>k</ci>
+    <apply><csymbol definitionURL="http://www.sbml.org/sbml/symbols/delay">delay</csymbol><ci>q</ci><cn>1</cn></apply></apply>
+  </math></algebraicRule></listOfRules></model></sbml>"#;
+        match parse_sbml(bad) {
             Err(SbmlError::Unsupported(msg)) => {
                 assert!(msg.contains("delay") && msg.contains("'k'"), "{msg}")
             }

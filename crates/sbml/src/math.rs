@@ -5,6 +5,7 @@
 
 use crate::SbmlError;
 use roxmltree::Node;
+use std::collections::HashMap;
 
 /// Operators of `<apply>` (and the constants/csymbols that behave like nullary operators).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,13 +375,20 @@ pub(crate) enum RExpr {
     Time,
     Apply(Op, Vec<RExpr>),
     Piecewise(Vec<(RExpr, RExpr)>, Option<Box<RExpr>>),
+    /// `delay(x, d)`: number `k` of the model's delayed expressions, `x`, and the delay `d`.
+    Delay(usize, Box<RExpr>, Box<RExpr>),
+    /// `rateOf(..)`, already expanded to the rate expression (zero before the start).
+    RateOf(Box<RExpr>),
 }
 
 impl RExpr {
-    /// Slots read by this expression (with repetitions).
+    /// Slots read at the current time by this expression (with repetitions); a delayed
+    /// expression reads only its delay at the current time.
     pub(crate) fn deps(&self, out: &mut Vec<usize>) {
         match self {
             RExpr::Slot(s) => out.push(*s),
+            RExpr::Delay(_, _, d) => d.deps(out),
+            RExpr::RateOf(e) => e.deps(out),
             RExpr::Apply(_, a) => a.iter().for_each(|e| e.deps(out)),
             RExpr::Piecewise(p, o) => {
                 for (v, c) in p {
@@ -396,6 +404,96 @@ impl RExpr {
     }
 }
 
+impl RExpr {
+    /// Replace `time` by `time - d`.
+    fn shift_time(&self, d: &RExpr) -> RExpr {
+        match self {
+            RExpr::Time => RExpr::Apply(Op::Minus, vec![RExpr::Time, d.clone()]),
+            RExpr::Apply(op, a) => RExpr::Apply(*op, a.iter().map(|x| x.shift_time(d)).collect()),
+            RExpr::Piecewise(p, o) => RExpr::Piecewise(
+                p.iter()
+                    .map(|(v, c)| (v.shift_time(d), c.shift_time(d)))
+                    .collect(),
+                o.as_ref().map(|o| Box::new(o.shift_time(d))),
+            ),
+            RExpr::Delay(k, x, dd) => {
+                RExpr::Delay(*k, Box::new(x.shift_time(d)), Box::new(dd.shift_time(d)))
+            }
+            RExpr::RateOf(e) => RExpr::RateOf(Box::new(e.shift_time(d))),
+            e => e.clone(),
+        }
+    }
+
+    /// The expression as evaluated at the initial time: `delay(x, d)` reads the history before
+    /// the start, i.e. [`RExpr::before_start`] of `x` with `time` replaced by `time - d`.
+    pub(crate) fn at_initial_time(&self, init: &HashMap<usize, RExpr>) -> RExpr {
+        match self {
+            RExpr::Apply(op, a) => {
+                RExpr::Apply(*op, a.iter().map(|x| x.at_initial_time(init)).collect())
+            }
+            RExpr::Piecewise(p, o) => RExpr::Piecewise(
+                p.iter()
+                    .map(|(v, c)| (v.at_initial_time(init), c.at_initial_time(init)))
+                    .collect(),
+                o.as_ref().map(|o| Box::new(o.at_initial_time(init))),
+            ),
+            RExpr::Delay(_, x, d) => {
+                let d = d.at_initial_time(init);
+                x.before_start(init, 0).shift_time(&d)
+            }
+            RExpr::RateOf(e) => RExpr::RateOf(Box::new(e.at_initial_time(init))),
+            e => e.clone(),
+        }
+    }
+
+    /// The expression's value before the simulation start (SBML: the model is at rest in its
+    /// initial condition, whose initial assignments may read `time`): every slot with an
+    /// initial-value expression in `init` is inlined, rates of change are zero, and nested
+    /// delays look further back.
+    pub(crate) fn before_start(&self, init: &HashMap<usize, RExpr>, depth: usize) -> RExpr {
+        match self {
+            RExpr::Slot(s) if depth < 64 => match init.get(s) {
+                Some(e) => e.before_start(init, depth + 1),
+                None => self.clone(),
+            },
+            RExpr::Apply(op, a) => {
+                RExpr::Apply(*op, a.iter().map(|x| x.before_start(init, depth)).collect())
+            }
+            RExpr::Piecewise(p, o) => RExpr::Piecewise(
+                p.iter()
+                    .map(|(v, c)| (v.before_start(init, depth), c.before_start(init, depth)))
+                    .collect(),
+                o.as_ref().map(|o| Box::new(o.before_start(init, depth))),
+            ),
+            RExpr::Delay(_, x, d) => {
+                let d = d.before_start(init, depth);
+                x.before_start(init, depth).shift_time(&d)
+            }
+            RExpr::RateOf(_) => RExpr::Num(0.0),
+            e => e.clone(),
+        }
+    }
+
+    /// Whether the expression contains `delay()`.
+    pub(crate) fn has_delay(&self) -> bool {
+        match self {
+            RExpr::Delay(..) => true,
+            RExpr::RateOf(e) => e.has_delay(),
+            RExpr::Apply(_, a) => a.iter().any(|x| x.has_delay()),
+            RExpr::Piecewise(p, o) => {
+                p.iter().any(|(v, c)| v.has_delay() || c.has_delay())
+                    || o.as_ref().is_some_and(|o| o.has_delay())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Supplies the value of delayed expression `k` at time `t - d` (the simulation's history).
+pub(crate) trait DelayHook {
+    fn delayed(&self, k: usize, d: f64, t: f64) -> f64;
+}
+
 /// One stack-machine instruction.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Ins {
@@ -407,6 +505,8 @@ enum Ins {
     /// Pop; jump to target if the popped value is false (0).
     JumpIfFalse(u32),
     Jump(u32),
+    /// Pop the delay `d`; push delayed expression `k` at time `t - d`.
+    Delay(u32),
 }
 
 /// Compiled expression: flattened postfix bytecode evaluated on a value stack.
@@ -428,7 +528,7 @@ impl Code {
                 Ins::Const(_) | Ins::Load(_) | Ins::Time => depth += 1,
                 Ins::Op(_, n) => depth += 1 - *n as i64,
                 Ins::JumpIfFalse(_) => depth -= 1,
-                Ins::Jump(_) => {}
+                Ins::Jump(_) | Ins::Delay(_) => {}
             }
             max = max.max(depth);
         }
@@ -440,6 +540,17 @@ impl Code {
 
     /// Evaluate with slot values `v` at time `t`. `stack` is scratch space (grown as needed).
     pub(crate) fn eval(&self, v: &[f64], t: f64, stack: &mut Vec<f64>) -> f64 {
+        self.eval_h(v, t, stack, None)
+    }
+
+    /// [`Code::eval`] with a history for `delay()` (without one, delayed values are NaN).
+    pub(crate) fn eval_h(
+        &self,
+        v: &[f64],
+        t: f64,
+        stack: &mut Vec<f64>,
+        hook: Option<&dyn DelayHook>,
+    ) -> f64 {
         stack.clear();
         if stack.capacity() < self.max_stack {
             stack.reserve(self.max_stack);
@@ -469,6 +580,13 @@ impl Code {
                     pc = tg as usize;
                     continue;
                 }
+                Ins::Delay(k) => {
+                    let d = stack.pop().unwrap_or(f64::NAN);
+                    stack.push(match hook {
+                        Some(h) => h.delayed(k as usize, d, t),
+                        None => f64::NAN,
+                    });
+                }
             }
             pc += 1;
         }
@@ -486,6 +604,11 @@ fn emit(e: &RExpr, out: &mut Vec<Ins>) {
                 emit(a, out);
             }
             out.push(Ins::Op(*op, args.len() as u32));
+        }
+        RExpr::RateOf(e) => emit(e, out),
+        RExpr::Delay(k, _, d) => {
+            emit(d, out);
+            out.push(Ins::Delay(*k as u32));
         }
         RExpr::Piecewise(pieces, other) => {
             let mut end_jumps = Vec::new();

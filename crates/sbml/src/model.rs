@@ -14,6 +14,7 @@ use crate::math::{parse_lambda, parse_math, Code, Expr, Op, RExpr, AVOGADRO};
 use crate::SbmlError;
 use medtwin_core::{ModelInfo, VariableInfo};
 use roxmltree::Node;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 /// What a slot stands for.
@@ -82,6 +83,16 @@ pub(crate) struct Event {
     pub assigns: Vec<(usize, Code)>,
 }
 
+/// A delayed expression `x` of `delay(x, d)`: evaluated at a past time by running `prog` (the
+/// derived quantities `x` reads) on the interpolated past state.
+#[derive(Debug, Clone)]
+pub(crate) struct DelayDef {
+    pub x: Code,
+    /// `x` before the start (initial-value expressions inlined, rates zero), read at time `t-d`.
+    pub x_before: Code,
+    pub prog: Vec<(usize, Code)>,
+}
+
 /// An SBML model compiled for simulation: value slots, ordered programs of bytecode
 /// expressions, state derivatives and events. Build with [`crate::load_sbml`] or
 /// [`crate::parse_sbml`]; simulate with [`crate::simulate`]. Implements [`medtwin_core::OdeModel`]
@@ -103,6 +114,8 @@ pub struct SbmlModel {
     pub(crate) state_slots: Vec<usize>,
     pub(crate) derivs: Vec<Deriv>,
     pub(crate) events: Vec<Event>,
+    /// Delayed expressions of `delay()` (empty for ODE models).
+    pub(crate) delays: Vec<DelayDef>,
     pub(crate) info: ModelInfo,
     pub(crate) n_assignment_rules: usize,
     pub(crate) n_rate_rules: usize,
@@ -214,6 +227,8 @@ struct Resolver<'m> {
     rate_rules: &'m HashMap<usize, Expr>,
     assign_rules: &'m HashMap<usize, Expr>,
     species_terms: &'m HashMap<usize, Vec<Term>>,
+    /// Delayed expressions met so far (`delay(x, d)`: the resolved `x`), numbered in order.
+    delays: &'m RefCell<Vec<RExpr>>,
 }
 
 fn subst(e: &Expr, map: &HashMap<&str, &Expr>) -> Expr {
@@ -306,8 +321,12 @@ impl Resolver<'_> {
                 let inl = subst(body, &map);
                 self.resolve(&inl, locals, ctx, depth + 1)?
             }
-            Expr::Delay(..) => {
-                return Err(SbmlError::Unsupported(format!("csymbol delay() in {ctx}")))
+            Expr::Delay(x, d) => {
+                let x = self.resolve(x, locals, ctx, depth)?;
+                let d = self.resolve(d, locals, ctx, depth)?;
+                let mut v = self.delays.borrow_mut();
+                v.push(x.clone());
+                RExpr::Delay(v.len() - 1, Box::new(x), Box::new(d))
             }
             Expr::RateOf(a) => {
                 let sl = match a.as_ref() {
@@ -325,7 +344,7 @@ impl Resolver<'_> {
                         )))
                     }
                 };
-                self.rate_of(sl, ctx, depth + 1)?
+                RExpr::RateOf(Box::new(self.rate_of(sl, ctx, depth + 1)?))
             }
         })
     }
@@ -970,6 +989,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         }
     }
 
+    let delay_exprs: RefCell<Vec<RExpr>> = RefCell::new(Vec::new());
     // States.
     // Algebraic rules (SBML L3V2 §4.9.4): match each rule to a variable no other construct
     // determines, then solve the residuals by Newton's method inside every evaluation.
@@ -983,6 +1003,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
             rate_rules: &rate_rules,
             assign_rules: &assign_rules,
             species_terms: &species_terms,
+            delays: &delay_exprs,
         };
         let none = HashMap::new();
         let mut ar0: HashMap<usize, RExpr> = HashMap::new();
@@ -1163,6 +1184,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
             rate_rules: &rate_rules,
             assign_rules: &assign_rules,
             species_terms: &species_terms,
+            delays: &delay_exprs,
         };
         for (ri, _) in &fast_terms {
             let r = &raw_rxns[*ri];
@@ -1264,6 +1286,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         rate_rules: &rate_rules,
         assign_rules: &assign_rules,
         species_terms: &species_terms,
+        delays: &delay_exprs,
     };
     let none = HashMap::new();
     // Resolved rule expressions.
@@ -1323,6 +1346,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         dnodes.push((*sl, e.clone()));
     }
     dnodes.sort_by_key(|(s, _)| *s);
+    let dmap: HashMap<usize, RExpr> = dnodes.iter().cloned().collect();
     let derived = topo(dnodes, &slots, "assignment rules / kinetic laws")?;
 
     // Initial-value program.
@@ -1367,6 +1391,12 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         let e = e.or_else(|| conserved_init.get(&sl).cloned());
         if let Some(e) = e {
             inodes.push((sl, e));
+        }
+    }
+    let imap: HashMap<usize, RExpr> = inodes.iter().cloned().collect();
+    for (_, e) in inodes.iter_mut() {
+        if e.has_delay() {
+            *e = e.at_initial_time(&imap);
         }
     }
     let init_prog = topo(inodes, &slots, "initial assignments")?;
@@ -1452,6 +1482,39 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         });
     }
 
+    // Delayed expressions: each evaluated on the interpolated past state after the part of the
+    // derived program it reads.
+    let dx = delay_exprs.borrow().clone();
+    if !dx.is_empty() && !alg_vars.is_empty() {
+        return Err(SbmlError::Unsupported(format!(
+            "delay() in a model whose variable '{}' is set by an algebraic rule or fast reaction",
+            slots[alg_vars[0]].id
+        )));
+    }
+    let mut delays = Vec::new();
+    for x in dx {
+        let mut need = HashSet::new();
+        let mut todo = Vec::new();
+        x.deps(&mut todo);
+        while let Some(d) = todo.pop() {
+            if need.insert(d) {
+                if let Some(e) = dmap.get(&d) {
+                    e.deps(&mut todo);
+                }
+            }
+        }
+        let prog = derived
+            .iter()
+            .filter(|(s, _)| need.contains(s))
+            .cloned()
+            .collect();
+        delays.push(DelayDef {
+            x_before: Code::compile(&x.before_start(&imap, 0)),
+            x: Code::compile(&x),
+            prog,
+        });
+    }
+
     let species_ids: Vec<String> = spinit.iter().map(|s| slots[s.slot].id.clone()).collect();
     let info = ModelInfo {
         name: model_id.clone(),
@@ -1488,6 +1551,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         state_slots,
         derivs,
         events,
+        delays,
         info,
         n_assignment_rules: assign_rules.len(),
         n_rate_rules: rate_rules.len(),

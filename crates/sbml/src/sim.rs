@@ -1,6 +1,8 @@
 //! Time-course simulation with events (SBML L3V2 §4.12): DOPRI5 between event times, trigger
 //! transitions located by bisection, delayed/prioritised/persistent event semantics.
 
+use crate::dde::{DdeCtx, DdeStepper};
+use crate::math::{Code, DelayHook};
 use crate::model::{Deriv, SbmlModel, Stoich};
 use crate::{SbmlError, SimulateOptions, Table};
 use medtwin_core::OdeModel;
@@ -21,6 +23,18 @@ impl SbmlModel {
     /// Fill `vals` with every slot's value at (t, x): constants, states, then the derived program
     /// (assignment rules, concentrations of amount-integrated species, reaction fluxes).
     pub(crate) fn fill(&self, t: f64, x: &[f64], vals: &mut Vec<f64>, stack: &mut Vec<f64>) {
+        self.fill_h(t, x, vals, stack, None)
+    }
+
+    /// [`SbmlModel::fill`] with a history for `delay()`.
+    pub(crate) fn fill_h(
+        &self,
+        t: f64,
+        x: &[f64],
+        vals: &mut Vec<f64>,
+        stack: &mut Vec<f64>,
+        hook: Option<&dyn DelayHook>,
+    ) {
         // Previous solution of the algebraic variables is the Newton starting guess.
         let guess: Vec<f64> = if !self.alg_vars.is_empty() && vals.len() == self.base.len() {
             self.alg_vars.iter().map(|&a| vals[a]).collect()
@@ -34,7 +48,7 @@ impl SbmlModel {
         }
         if self.alg_vars.is_empty() {
             for (sl, code) in &self.derived {
-                vals[*sl] = code.eval(vals, t, stack);
+                vals[*sl] = code.eval_h(vals, t, stack, hook);
             }
         } else {
             for (&a, g) in self.alg_vars.iter().zip(&guess) {
@@ -47,10 +61,22 @@ impl SbmlModel {
     }
 
     pub(crate) fn derivs_from(&self, t: f64, vals: &[f64], dx: &mut [f64], stack: &mut Vec<f64>) {
+        self.derivs_from_h(t, vals, dx, stack, None)
+    }
+
+    /// [`SbmlModel::derivs_from`] with a history for `delay()`.
+    pub(crate) fn derivs_from_h(
+        &self,
+        t: f64,
+        vals: &[f64],
+        dx: &mut [f64],
+        stack: &mut Vec<f64>,
+        hook: Option<&dyn DelayHook>,
+    ) {
         for (i, d) in self.derivs.iter().enumerate() {
             dx[i] = match d {
                 Deriv::Zero => 0.0,
-                Deriv::Rule(c) => c.eval(vals, t, stack),
+                Deriv::Rule(c) => c.eval_h(vals, t, stack, hook),
                 Deriv::Reactions(terms) => {
                     let mut s = 0.0;
                     for term in terms {
@@ -116,9 +142,26 @@ struct Sim<'a> {
     pending: Vec<Pending>,
     rng: u64,
     deadline: Option<Instant>,
+    /// History of a model with `delay()` (None for ODE models).
+    dde: Option<&'a DdeCtx<'a>>,
+    stepper: DdeStepper,
 }
 
-impl Sim<'_> {
+impl<'a> Sim<'a> {
+    fn hook(&self) -> Option<&'a dyn DelayHook> {
+        self.dde.map(|c| c as &dyn DelayHook)
+    }
+
+    fn fill(&mut self, t: f64, x: &[f64]) {
+        let hook = self.hook();
+        self.m.fill_h(t, x, &mut self.vals, &mut self.stack, hook);
+    }
+
+    fn eval(&mut self, c: &Code, t: f64) -> f64 {
+        let hook = self.hook();
+        c.eval_h(&self.vals, t, &mut self.stack, hook)
+    }
+
     /// xorshift64* (fixed seed: runs are reproducible).
     fn next_random(&mut self) -> u64 {
         self.rng ^= self.rng >> 12;
@@ -137,24 +180,25 @@ impl Sim<'_> {
     }
 
     fn triggers(&mut self, t: f64, x: &[f64]) -> Vec<bool> {
-        self.m.fill(t, x, &mut self.vals, &mut self.stack);
-        self.m
-            .events
+        self.fill(t, x);
+        let m = self.m;
+        m.events
             .iter()
             .map(|e| {
                 e.trigger
                     .as_ref()
-                    .map(|c| c.eval(&self.vals, t, &mut self.stack) != 0.0)
+                    .map(|c| self.eval(c, t) != 0.0)
                     .unwrap_or(false)
             })
             .collect()
     }
 
     fn eval_assigns(&mut self, ev: usize, t: f64) -> Vec<f64> {
-        let e = &self.m.events[ev];
-        e.assigns
+        let m = self.m;
+        m.events[ev]
+            .assigns
             .iter()
-            .map(|(_, c)| c.eval(&self.vals, t, &mut self.stack))
+            .map(|(_, c)| self.eval(c, t))
             .collect()
     }
 
@@ -192,11 +236,10 @@ impl Sim<'_> {
             for (e, &on) in now.iter().enumerate() {
                 let ev = &self.m.events[e];
                 if on && !self.prev[e] {
-                    let delay = ev
-                        .delay
-                        .as_ref()
-                        .map(|c| c.eval(&self.vals, t, &mut self.stack))
-                        .unwrap_or(0.0);
+                    let delay = match &ev.delay {
+                        Some(c) => self.eval(c, t),
+                        None => 0.0,
+                    };
                     let values = if ev.use_trigger_values {
                         Some(self.eval_assigns(e, t))
                     } else {
@@ -220,11 +263,14 @@ impl Sim<'_> {
                 if p.time > t {
                     continue;
                 }
-                let pr = self.m.events[p.ev]
-                    .priority
-                    .as_ref()
-                    .map(|c| c.eval(&self.vals, t, &mut self.stack))
-                    .unwrap_or(f64::NEG_INFINITY);
+                let m = self.m;
+                let pr = match &m.events[p.ev].priority {
+                    Some(c) => {
+                        let hook = self.dde.map(|c| c as &dyn DelayHook);
+                        c.eval_h(&self.vals, t, &mut self.stack, hook)
+                    }
+                    None => f64::NEG_INFINITY,
+                };
                 let pr = if pr.is_nan() { f64::NEG_INFINITY } else { pr };
                 if cands.is_empty() || pr > best_pr {
                     best_pr = pr;
@@ -262,6 +308,9 @@ impl Sim<'_> {
     ) -> Result<(), SbmlError> {
         if x.is_empty() || t1 <= t0 {
             return Ok(());
+        }
+        if let Some(ctx) = self.dde {
+            return self.stepper.integrate(ctx, t0, t1, x);
         }
         let span = t1 - t0;
         if span < 1e-9 * t0.abs().max(1.0) {
@@ -325,7 +374,16 @@ pub(crate) fn run(
     for (i, &s) in m.state_slots.iter().enumerate() {
         state_of[s] = Some(i);
     }
+    let x_init = m.initial_state();
+    let ctx = if m.delays.is_empty() {
+        None
+    } else {
+        Some(DdeCtx::new(m, opts.start, &x_init))
+    };
+    let dt = (opts.end - opts.start) / opts.steps as f64;
     let mut sim = Sim {
+        dde: ctx.as_ref(),
+        stepper: DdeStepper::new(opts.rtol, opts.atol, if dt > 0.0 { dt } else { 1.0 }),
         m,
         vals: Vec::new(),
         stack: Vec::new(),
@@ -336,7 +394,6 @@ pub(crate) fn run(
         deadline,
     };
     let n = m.state_slots.len();
-    let dt = (opts.end - opts.start) / opts.steps as f64;
     let sopts = SolverOptions {
         rtol: opts.rtol,
         atol: opts.atol,
@@ -344,11 +401,11 @@ pub(crate) fn run(
         max_steps: 200_000,
     };
     let mut integ = Dopri5::new(n, sopts);
-    let mut x = m.initial_state();
+    let mut x = x_init.clone();
     let mut t = opts.start;
     let mut rows = Vec::with_capacity(opts.steps + 1);
     let record = |sim: &mut Sim, t: f64, x: &[f64], rows: &mut Vec<Vec<f64>>| {
-        sim.m.fill(t, x, &mut sim.vals, &mut sim.stack);
+        sim.fill(t, x);
         let mut row = Vec::with_capacity(outs.len() + 1);
         row.push(t);
         for o in &outs {
@@ -360,7 +417,11 @@ pub(crate) fn run(
         }
         rows.push(row);
     };
-    sim.process_events(t, &mut x)?;
+    if sim.process_events(t, &mut x)? {
+        if let Some(c) = sim.dde {
+            c.hist.borrow_mut().restart_at(t, &x);
+        }
+    }
     record(&mut sim, t, &x, &mut rows);
     for k in 1..=opts.steps {
         let tk = if k == opts.steps {
@@ -400,7 +461,10 @@ pub(crate) fn run(
                         break;
                     }
                     let mut xm = xlo.clone();
-                    sim.advance(&mut integ, lo, mid, &mut xm)?;
+                    match sim.dde {
+                        Some(c) => c.hist.borrow().state_at(mid, &mut xm),
+                        None => sim.advance(&mut integ, lo, mid, &mut xm)?,
+                    }
                     if sim.triggers(mid, &xm) != sim.prev {
                         hi = mid;
                         xhi = xm;
@@ -411,11 +475,18 @@ pub(crate) fn run(
                 }
                 t = hi;
                 x = xhi;
+                if let Some(c) = sim.dde {
+                    c.hist.borrow_mut().restart_at(t, &x);
+                }
             } else {
                 t = t1;
             }
             if sim.process_events(t, &mut x)? {
                 integ.reset();
+                if let Some(c) = sim.dde {
+                    c.hist.borrow_mut().restart_at(t, &x);
+                    sim.stepper.reset();
+                }
             }
         }
         t = tk;
