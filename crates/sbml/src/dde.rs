@@ -180,6 +180,8 @@ pub(crate) struct DdeStepper {
     h: f64,
     vals: Vec<f64>,
     stack: Vec<f64>,
+    /// Give up (error) once this instant has passed.
+    pub(crate) deadline: Option<std::time::Instant>,
 }
 
 impl DdeStepper {
@@ -191,6 +193,7 @@ impl DdeStepper {
             h: 0.0,
             vals: Vec::new(),
             stack: Vec::new(),
+            deadline: None,
         }
     }
 
@@ -237,6 +240,13 @@ impl DdeStepper {
         let mut steps = 0usize;
         while t < t1 {
             steps += 1;
+            if steps.is_multiple_of(64) {
+                if let Some(d) = self.deadline {
+                    if std::time::Instant::now() > d {
+                        return Err(SbmlError::Simulation("time limit exceeded".into()));
+                    }
+                }
+            }
             if steps > 200_000 {
                 return Err(SbmlError::Simulation(format!(
                     "more than 200000 steps between t = {t0} and {t1}"

@@ -538,6 +538,13 @@ impl Code {
         }
     }
 
+    /// Whether the code reads `time` (or a delayed value).
+    pub(crate) fn reads_time(&self) -> bool {
+        self.ins
+            .iter()
+            .any(|i| matches!(i, Ins::Time | Ins::Delay(_)))
+    }
+
     /// Evaluate with slot values `v` at time `t`. `stack` is scratch space (grown as needed).
     pub(crate) fn eval(&self, v: &[f64], t: f64, stack: &mut Vec<f64>) -> f64 {
         self.eval_h(v, t, stack, None)

@@ -116,6 +116,10 @@ pub struct SbmlModel {
     pub(crate) events: Vec<Event>,
     /// Delayed expressions of `delay()` (empty for ODE models).
     pub(crate) delays: Vec<DelayDef>,
+    /// Per state: the states its derivative depends on (None: unknown, treat as dense).
+    pub(crate) jac_rows: Option<Vec<Vec<usize>>>,
+    /// Whether the right-hand side reads `time` (non-autonomous).
+    pub(crate) time_dependent: bool,
     pub(crate) info: ModelInfo,
     pub(crate) n_assignment_rules: usize,
     pub(crate) n_rate_rules: usize,
@@ -1401,9 +1405,11 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
     }
     let init_prog = topo(inodes, &slots, "initial assignments")?;
 
-    // Derivatives.
+    // Derivatives, and the slots each reads directly (for the Jacobian's sparsity pattern).
     let mut derivs = Vec::new();
+    let mut deriv_reads: Vec<Vec<usize>> = Vec::new();
     for (i, src) in deriv_src.iter().enumerate() {
+        let mut reads = Vec::new();
         let d = match src {
             None => Deriv::Zero,
             Some(sl) => {
@@ -1423,10 +1429,21 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
                             ],
                         );
                     }
+                    e.deps(&mut reads);
                     Deriv::Rule(Code::compile(&e))
                 } else if let Some(e) = conserved_deriv.get(sl) {
+                    e.deps(&mut reads);
                     Deriv::Rule(Code::compile(e))
                 } else if let Some(t) = species_terms.get(sl) {
+                    for term in t {
+                        reads.push(term.flux);
+                        if let Stoich::Slot(q, _) = term.stoich {
+                            reads.push(q);
+                        }
+                        if let Some(f) = term.factor {
+                            reads.push(f);
+                        }
+                    }
                     Deriv::Reactions(t.clone())
                 } else {
                     Deriv::Zero
@@ -1435,7 +1452,39 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         };
         let _ = i;
         derivs.push(d);
+        deriv_reads.push(reads);
     }
+    // Structural Jacobian pattern: the states each derivative depends on through the derived
+    // program (unknown, i.e. dense, when algebraic rules are solved inside the evaluation).
+    let jac_rows = if alg_vars.is_empty() {
+        let state_index: HashMap<usize, usize> = state_slots
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (s, i))
+            .collect();
+        let mut rows = Vec::with_capacity(deriv_reads.len());
+        for reads in deriv_reads {
+            let mut seen = HashSet::new();
+            let mut todo = reads;
+            let mut row = Vec::new();
+            while let Some(sl) = todo.pop() {
+                if !seen.insert(sl) {
+                    continue;
+                }
+                if let Some(&i) = state_index.get(&sl) {
+                    row.push(i);
+                }
+                if let Some(e) = dmap.get(&sl) {
+                    e.deps(&mut todo);
+                }
+            }
+            row.sort_unstable();
+            rows.push(row);
+        }
+        Some(rows)
+    } else {
+        None
+    };
 
     // Events.
     let mut events = Vec::new();
@@ -1537,7 +1586,13 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
             })
             .collect(),
     };
+    let time_dependent = derived.iter().any(|(_, c)| c.reads_time())
+        || derivs
+            .iter()
+            .any(|d| matches!(d, Deriv::Rule(c) if c.reads_time()))
+        || alg_res.iter().any(|r| Code::compile(r).reads_time());
     let mut m = SbmlModel {
+        time_dependent,
         level,
         version,
         model_id,
@@ -1552,6 +1607,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         derivs,
         events,
         delays,
+        jac_rows,
         info,
         n_assignment_rules: assign_rules.len(),
         n_rate_rules: rate_rules.len(),

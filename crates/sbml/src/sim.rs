@@ -1,12 +1,17 @@
 //! Time-course simulation with events (SBML L3V2 §4.12): DOPRI5 between event times, trigger
-//! transitions located by bisection, delayed/prioritised/persistent event semantics.
+//! transitions located by bisection, delayed/prioritised/persistent event semantics. Stiff
+//! models switch to the Rosenbrock method (`stiff.rs`), models with `delay()` use the
+//! method-of-steps integrator (`dde.rs`). With the environment variable `MEDTWIN_SBML_STATS`
+//! set, each simulation prints its solver work (right-hand sides, steps) to stderr.
 
 use crate::dde::{DdeCtx, DdeStepper};
 use crate::math::{Code, DelayHook};
 use crate::model::{Deriv, SbmlModel, Stoich};
+use crate::stiff::{stiffness_bound, Rosenbrock};
+use crate::Method;
 use crate::{SbmlError, SimulateOptions, Table};
 use medtwin_core::OdeModel;
-use medtwin_simulate::{Dopri5, Integrator, SolverOptions};
+use medtwin_simulate::{Dopri5, Integrator, SolveError, SolverOptions};
 use std::cell::RefCell;
 use std::time::Instant;
 
@@ -145,6 +150,13 @@ struct Sim<'a> {
     /// History of a model with `delay()` (None for ODE models).
     dde: Option<&'a DdeCtx<'a>>,
     stepper: DdeStepper,
+    /// Rosenbrock integrator once the model is treated as stiff.
+    stiff: Option<Rosenbrock>,
+    /// May switch to the stiff method when DOPRI5 gives up.
+    auto: bool,
+    rtol: f64,
+    atol: f64,
+    h_max: f64,
 }
 
 impl<'a> Sim<'a> {
@@ -313,6 +325,9 @@ impl<'a> Sim<'a> {
             return self.stepper.integrate(ctx, t0, t1, x);
         }
         let span = t1 - t0;
+        if let (Some(r), false) = (self.stiff.as_mut(), span < 1e-9 * t0.abs().max(1.0)) {
+            return r.integrate(self.m, t0, t1, x);
+        }
         if span < 1e-9 * t0.abs().max(1.0) {
             // Too short for the step-size controller: one explicit Euler step.
             let mut dx = vec![0.0; x.len()];
@@ -322,9 +337,27 @@ impl<'a> Sim<'a> {
             }
             return Ok(());
         }
-        integ
-            .integrate(self.m, t0, t1, x, &[])
-            .map_err(|e| SbmlError::Simulation(e.to_string()))
+        let x0 = x.to_vec();
+        match integ.integrate(self.m, t0, t1, x, &[]) {
+            Ok(()) => Ok(()),
+            Err(SolveError::TooManySteps { .. } | SolveError::StepTooSmall { .. }) if self.auto => {
+                // DOPRI5 gives up: the model is stiff here; continue with the Rosenbrock method.
+                x.copy_from_slice(&x0);
+                let mut r = Rosenbrock::new(self.m, self.rtol, self.atol, self.h_max);
+                r.deadline = self.deadline;
+                let res = r.integrate(self.m, t0, t1, x);
+                self.stiff = Some(r);
+                res
+            }
+            Err(e) => Err(SbmlError::Simulation(e.to_string())),
+        }
+    }
+
+    fn reset(&mut self, integ: &mut Dopri5) {
+        integ.reset();
+        if let Some(r) = self.stiff.as_mut() {
+            r.reset();
+        }
     }
 }
 
@@ -381,9 +414,44 @@ pub(crate) fn run(
         Some(DdeCtx::new(m, opts.start, &x_init))
     };
     let dt = (opts.end - opts.start) / opts.steps as f64;
+    // The stiff method steps past output times (Hermite output) unless events need watching.
+    let h_max_stiff = if m.events.is_empty() {
+        (opts.end - opts.start).max(1e-300)
+    } else if dt > 0.0 {
+        dt
+    } else {
+        1.0
+    };
+    let stiff = if !m.delays.is_empty() {
+        None
+    } else {
+        match opts.method {
+            Method::Stiff => Some(Rosenbrock::new(m, opts.rtol, opts.atol, h_max_stiff)),
+            Method::Explicit => None,
+            Method::Auto => {
+                let rho = stiffness_bound(m, opts.start, &x_init);
+                if rho * (opts.end - opts.start) > 1e4 {
+                    Some(Rosenbrock::new(m, opts.rtol, opts.atol, h_max_stiff))
+                } else {
+                    None
+                }
+            }
+        }
+    };
+    let mut stiff = stiff;
+    if let Some(r) = stiff.as_mut() {
+        r.deadline = deadline;
+    }
+    let mut stepper = DdeStepper::new(opts.rtol, opts.atol, if dt > 0.0 { dt } else { 1.0 });
+    stepper.deadline = deadline;
     let mut sim = Sim {
+        stiff,
+        auto: opts.method == Method::Auto && m.delays.is_empty(),
+        rtol: opts.rtol,
+        atol: opts.atol,
+        h_max: h_max_stiff,
         dde: ctx.as_ref(),
-        stepper: DdeStepper::new(opts.rtol, opts.atol, if dt > 0.0 { dt } else { 1.0 }),
+        stepper,
         m,
         vals: Vec::new(),
         stack: Vec::new(),
@@ -398,7 +466,11 @@ pub(crate) fn run(
         rtol: opts.rtol,
         atol: opts.atol,
         h_max_min: if dt > 0.0 { dt } else { 1.0 },
-        max_steps: 200_000,
+        max_steps: if opts.method == Method::Auto {
+            5_000
+        } else {
+            200_000
+        },
     };
     let mut integ = Dopri5::new(n, sopts);
     let mut x = x_init.clone();
@@ -482,7 +554,7 @@ pub(crate) fn run(
                 t = t1;
             }
             if sim.process_events(t, &mut x)? {
-                integ.reset();
+                sim.reset(&mut integ);
                 if let Some(c) = sim.dde {
                     c.hist.borrow_mut().restart_at(t, &x);
                     sim.stepper.reset();
@@ -491,6 +563,24 @@ pub(crate) fn run(
         }
         t = tk;
         record(&mut sim, t, &x, &mut rows);
+    }
+    if std::env::var_os("MEDTWIN_SBML_STATS").is_some() {
+        let st = integ.stats();
+        eprintln!(
+            "dopri5: {} rhs, {} accepted, {} rejected; rosenbrock: {}",
+            st.rhs_evals,
+            st.accepted,
+            st.rejected,
+            sim.stiff
+                .as_ref()
+                .map(|r| format!(
+                    "{} rhs, {} steps, {} Jacobian groups",
+                    r.evals,
+                    r.steps,
+                    r.n_groups()
+                ))
+                .unwrap_or_else(|| "unused".into())
+        );
     }
     let mut header = vec!["time".to_string()];
     header.extend(vars);

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""medtwin-sbml vs libRoadRunner on PEtab benchmark models, in one run on one machine.
+
+For each model in ../shared/reference/petab-benchmarks/Benchmark-Models/:
+  * nominal parameters: every parameter of the PEtab parameter table that is a model parameter
+    gets its `nominalValue` (linear scale, as PEtab stores it); the first simulation condition of
+    the measurement table is applied (condition-table columns set parameters, species initial
+    values or compartment sizes; values are numbers or parameter-table ids); initial
+    assignments of overridden targets are removed. The prepared SBML is written once and both
+    simulators read the same file.
+  * span: 0 to the largest measurement time; 1000 output intervals (1001 points).
+  * tolerances: rtol 1e-6, atol 1e-12 for both (libRoadRunner's CVODE defaults).
+  * load+compile: libRoadRunner `RoadRunner(path)` timed in a fresh subprocess (no model cache),
+    median of 3; medtwin `load_sbml` median of 5 (it has no cache).
+  * simulation: median of 5 (`rr.reset(); rr.simulate(0, T, 1001)` vs `medtwin_sbml::simulate`).
+  * agreement: largest |medtwin − roadrunner| / (|roadrunner| + 1e-6·max|roadrunner|) over all
+    species concentrations and output times.
+
+Usage (Python is not part of the build; `pip install libroadrunner`):
+  cargo build --release -p medtwin-sbml --example sbml_bench
+  python3 benchmarks/sbml_vs_roadrunner.py [--bench-bin target/release/examples/sbml_bench]
+Writes benchmarks/sbml_vs_roadrunner.md.
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+
+MODELS = [
+    "Boehm_JProteomeRes2014",
+    "Bachmann_MSB2011",
+    "Lucarelli_CellSystems2018",
+    "Smith_BMCSystBiol2013",
+    "Chen_MSB2009",
+]
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PETAB = os.path.join(ROOT, "..", "shared", "reference", "petab-benchmarks", "Benchmark-Models")
+
+
+def read_tsv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def prepare(name, outdir):
+    d = os.path.join(PETAB, name)
+    params = {r["parameterId"]: float(r["nominalValue"]) for r in read_tsv(os.path.join(d, f"parameters_{name}.tsv"))}
+    meas = read_tsv(os.path.join(d, f"measurementData_{name}.tsv"))
+    t_end = max(float(r["time"]) for r in meas)
+    cond_id = meas[0]["simulationConditionId"]
+    conds = read_tsv(os.path.join(d, f"experimentalCondition_{name}.tsv"))
+    cond = next(c for c in conds if c["conditionId"] == cond_id)
+    tree = ET.parse(os.path.join(d, f"model_{name}.xml"))
+    root = tree.getroot()
+    ns = root.tag.split("}")[0] + "}" if root.tag.startswith("{") else ""
+    ET.register_namespace("", ns.strip("{}"))
+    model = root.find(f"{ns}model")
+    by_id = {}
+    for kind in ("parameter", "species", "compartment"):
+        for el in model.iter(f"{ns}{kind}"):
+            if el.get("id"):
+                by_id[el.get("id")] = (kind, el)
+    overridden = set()
+    n_params = 0
+    for pid, v in params.items():
+        if pid in by_id and by_id[pid][0] == "parameter":
+            by_id[pid][1].set("value", repr(v))
+            overridden.add(pid)
+            n_params += 1
+    for col, raw in cond.items():
+        if col in ("conditionId", "conditionName") or col not in by_id or raw == "":
+            continue
+        try:
+            v = float(raw)
+        except ValueError:
+            v = params.get(raw)
+            if v is None:
+                continue
+        kind, el = by_id[col]
+        if kind == "parameter":
+            el.set("value", repr(v))
+        elif kind == "compartment":
+            el.set("size", repr(v))
+        elif el.get("initialAmount") is not None:
+            el.set("initialAmount", repr(v))
+        else:
+            el.attrib.pop("initialAmount", None)
+            el.set("initialConcentration", repr(v))
+        overridden.add(col)
+    lia = model.find(f"{ns}listOfInitialAssignments")
+    if lia is not None:
+        for ia in list(lia):
+            if ia.get("symbol") in overridden:
+                lia.remove(ia)
+    path = os.path.join(outdir, f"{name}.xml")
+    tree.write(path, xml_declaration=True, encoding="UTF-8")
+    return path, t_end, cond_id, n_params
+
+
+RR_LOAD = r"""
+import sys, time, roadrunner
+t = time.perf_counter()
+rr = roadrunner.RoadRunner(sys.argv[1])
+print((time.perf_counter() - t) * 1e3)
+"""
+
+
+def rr_load_ms(path):
+    out = []
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", RR_LOAD, path], capture_output=True, text=True)
+        if r.returncode != 0:
+            return None, r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"
+        out.append(float(r.stdout.strip().splitlines()[-1]))
+    return statistics.median(out), None
+
+
+def rr_sim(path, t_end):
+    import roadrunner
+
+    rr = roadrunner.RoadRunner(path)
+    rr.integrator.relative_tolerance = 1e-6
+    rr.integrator.absolute_tolerance = 1e-12
+    species = list(rr.model.getFloatingSpeciesIds()) + list(rr.model.getBoundarySpeciesIds())
+    rr.timeCourseSelections = ["time"] + [f"[{s}]" for s in species]
+    times = []
+    res = None
+    for _ in range(5):
+        rr.reset()
+        t = time.perf_counter()
+        res = rr.simulate(0, t_end, 1001)
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times), species, res
+
+
+def medtwin(bin_path, path, t_end, out_csv):
+    r = subprocess.run(
+        [bin_path, path, "--end", repr(t_end), "--steps", "1000", "--repeat", "5",
+         "--rtol", "1e-6", "--atol", "1e-12", "--all-concentrations", "--out", out_csv],
+        capture_output=True, text=True,
+    )
+    line = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "{}"
+    return json.loads(line)
+
+
+def agreement(out_csv, species, res):
+    with open(out_csv) as f:
+        rows = list(csv.reader(f))
+    header = rows[0]
+    data = [[float(v) for v in r] for r in rows[1:]]
+    worst = 0.0
+    for k, s in enumerate(species):
+        if s not in header:
+            continue
+        j = header.index(s)
+        ref = [float(res[i, k + 1]) for i in range(len(data))]
+        scale = 1e-6 * max(abs(v) for v in ref) if ref else 0.0
+        for i, row in enumerate(data):
+            worst = max(worst, abs(row[j] - ref[i]) / (abs(ref[i]) + scale + 1e-300))
+    return worst
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bench-bin", default=os.environ.get("SBML_BENCH_BIN", os.path.join(ROOT, "target", "release", "examples", "sbml_bench")))
+    ap.add_argument("--out", default=os.path.join(HERE, "sbml_vs_roadrunner.md"))
+    args = ap.parse_args()
+    import roadrunner
+
+    tmp = tempfile.mkdtemp(prefix="sbml_bench_")
+    lines = []
+    for name in MODELS:
+        path, t_end, cond, n_params = prepare(name, tmp)
+        out_csv = os.path.join(tmp, f"{name}.csv")
+        mt = medtwin(args.bench_bin, path, t_end, out_csv)
+        rl, rerr = rr_load_ms(path)
+        rs, species, res = (None, [], None) if rerr else rr_sim(path, t_end)
+        agree = None
+        if "sim_ms" in mt and res is not None:
+            agree = agreement(out_csv, species, res)
+        row = dict(model=name, t_end=t_end, condition=cond, n_params=n_params, states=mt.get("states"),
+                   mt_load=mt.get("load_ms"), mt_sim=mt.get("sim_ms"), mt_err=mt.get("error"),
+                   rr_load=rl, rr_sim=rs, rr_err=rerr, agree=agree)
+        print(json.dumps(row), flush=True)
+        lines.append(row)
+
+    def f(v, p=2):
+        return "—" if v is None else f"{v:.{p}f}"
+
+    md = []
+    md.append("# medtwin-sbml vs libRoadRunner (PEtab benchmark models, nominal parameters)\n")
+    md.append(f"Measured in one run of `benchmarks/sbml_vs_roadrunner.py` on {platform.node() or 'this machine'} "
+              f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other work), "
+              f"libroadrunner {roadrunner.__version__}, Python {platform.python_version()}.\n")
+    md.append("Both read the same prepared SBML (PEtab nominal parameters and first simulation condition applied), "
+              "simulate 0 → last measurement time with 1000 output intervals at rtol 1e-6 / atol 1e-12. "
+              "Load+compile: libRoadRunner `RoadRunner(path)` in a fresh process (median of 3), medtwin `load_sbml` "
+              "(median of 5). Simulation: median of 5. Ratios > 1 mean medtwin is faster. "
+              "\"max rel. diff\" is the largest relative difference between the two results over all species "
+              "concentrations and output times.\n")
+    md.append("| model | states | T | RR load+compile ms | medtwin load+compile ms | load ratio (RR/medtwin) | RR sim ms | medtwin sim ms | sim ratio (RR/medtwin) | max rel. diff |")
+    md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in lines:
+        lr = r["rr_load"] / r["mt_load"] if r["rr_load"] and r["mt_load"] else None
+        sr = r["rr_sim"] / r["mt_sim"] if r["rr_sim"] and r["mt_sim"] else None
+        note = ""
+        if r["mt_err"]:
+            note += f" medtwin: {r['mt_err']}"
+        if r["rr_err"]:
+            note += f" RoadRunner: {r['rr_err']}"
+        agree = "—" if r["agree"] is None else f"{r['agree']:.1e}"
+        md.append(f"| {r['model']}{note} | {r['states'] or '—'} | {r['t_end']:g} | {f(r['rr_load'])} | {f(r['mt_load'])} | "
+                  f"{f(lr, 1)}× | {f(r['rr_sim'])} | {f(r['mt_sim'])} | {f(sr, 2)}× | {agree} |")
+    with open(args.out, "w") as fh:
+        fh.write("\n".join(md) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
