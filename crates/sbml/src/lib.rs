@@ -296,6 +296,17 @@ pub fn write_csv(table: &Table, path: impl AsRef<Path>) -> Result<(), SbmlError>
 }
 
 impl SbmlModel {
+    /// Index in the [`medtwin_core::OdeModel`] state vector of the quantity `id` (a species —
+    /// its amount when the species is integrated in amount units behind a concentration
+    /// symbol —, a parameter or compartment changed by rate rules or events), or `None` when
+    /// `id` is not a state (constant, assignment-ruled or unknown). This is where dosing
+    /// events from a [`medtwin_core::Timeline`] add their amounts.
+    pub fn state_index(&self, id: &str) -> Option<usize> {
+        let &sl = self.ids.get(id)?;
+        let target = self.slots[sl].hidden.unwrap_or(sl);
+        self.state_slots.iter().position(|&s| s == target)
+    }
+
     /// Species ids in document order.
     pub fn species_ids(&self) -> &[String] {
         &self.species_ids
