@@ -189,6 +189,12 @@ struct Flat {
     redirect: HashMap<String, String>,
     /// Replaced final id → (replacement final id, conversion factor final id).
     conv: HashMap<String, (String, String)>,
+    /// Reaction final id → (extent, time) conversion factors of the enclosing submodels: the
+    /// flux in the flattened model is the submodel's kinetic law × extent / time factors, so a
+    /// reference to the reaction in the submodel's own math reads flux × time / extent.
+    rxn_scale: HashMap<String, Vec<(Option<String>, Option<String>)>>,
+    /// Kinetic law uid → its local parameters replaced by model-wide symbols (id → final id).
+    local_redirect: HashMap<usize, HashMap<String, String>>,
     uids: Uids,
     docs: Vec<Doc>,
 }
@@ -405,17 +411,16 @@ impl Flat {
         }
         if let Some((src, r)) = self.docs[d].externals.get(mref).cloned() {
             let e = self.load_external(d, &src)?;
-            let target = if r.is_empty() {
-                self.docs[e]
-                    .main
-                    .as_ref()
-                    .and_then(|m| m.a("id"))
-                    .unwrap_or_default()
-                    .to_string()
-            } else {
-                r
-            };
-            return self.find_model(e, &target, depth + 1);
+            if r.is_empty() {
+                // No modelRef: the external document's main model.
+                return match &self.docs[e].main {
+                    Some(m) => Ok((e, m.clone())),
+                    None => Err(SbmlError::Invalid(format!(
+                        "comp externalModelDefinition '{mref}': '{src}' has no <model>"
+                    ))),
+                };
+            }
+            return self.find_model(e, &r, depth + 1);
         }
         Err(SbmlError::Invalid(format!(
             "comp submodel: unknown modelRef '{mref}'"
@@ -558,6 +563,23 @@ impl Flat {
                 t.by_meta.insert(mid.to_string(), (x.uid, fid));
             }
             if x.name == "kineticLaw" {
+                // Local parameters: reachable by metaid only.
+                // A local parameter's "final id" is scoped to its law: "\0LAW_UID\0ID".
+                fn metas(x: &X, law: usize, t: &mut Tables) {
+                    for c in x.elems() {
+                        if let Some(mid) = c.a("metaid") {
+                            let fid = match (c.name.as_str(), c.a("id")) {
+                                ("localParameter" | "parameter", Some(id)) => {
+                                    format!("\0{law}\0{id}")
+                                }
+                                _ => String::new(),
+                            };
+                            t.by_meta.insert(mid.to_string(), (c.uid, fid));
+                        }
+                        metas(c, law, t);
+                    }
+                }
+                metas(x, x.uid, t);
                 return;
             }
             for c in x.elems() {
@@ -601,9 +623,19 @@ impl Flat {
             // Deletions.
             if let Some(ld) = s.child("listOfDeletions") {
                 for del in ld.elems().filter(|x| x.name == "deletion") {
-                    let (uid, _) =
+                    let (uid, fid) =
                         Self::resolve(&st, del, &format!("deletion in submodel '{sid}'"), 0)?;
                     self.deleted.insert(uid);
+                    // A deleted local parameter uncovers the model-wide symbol of that name.
+                    if let Some((law, id)) = fid.strip_prefix('\0').and_then(|r| r.split_once('\0'))
+                    {
+                        if let (Ok(law), Some((_, g))) = (law.parse::<usize>(), st.by_id.get(id)) {
+                            self.local_redirect
+                                .entry(law)
+                                .or_default()
+                                .insert(id.to_string(), g.clone());
+                        }
+                    }
                 }
             }
             // Time and extent conversion of everything the submodel brought in.
@@ -629,6 +661,14 @@ impl Flat {
                             }
                         }
                         _ => {}
+                    }
+                }
+                if it.node.name == "reaction" && (xcf.is_some() || tcf.is_some()) {
+                    if let Some(id) = it.node.a("id") {
+                        self.rxn_scale
+                            .entry(id.to_string())
+                            .or_default()
+                            .push((xcf.clone(), tcf.clone()));
                     }
                 }
                 if it.node.name == "reaction" {
@@ -703,6 +743,17 @@ impl Flat {
                         if !tfid.is_empty() && !fid.is_empty() {
                             self.redirect.insert(tfid, fid.clone());
                         }
+                    } else if let Some(rest) = tfid.strip_prefix('\0') {
+                        // A kinetic law's local parameter replaced by a model-wide symbol.
+                        self.deleted.insert(tuid);
+                        if let Some((law, id)) = rest.split_once('\0') {
+                            if let Ok(law) = law.parse::<usize>() {
+                                self.local_redirect
+                                    .entry(law)
+                                    .or_default()
+                                    .insert(id.to_string(), fid.clone());
+                            }
+                        }
                     } else {
                         self.deleted.insert(tuid);
                         if !tfid.is_empty() && !fid.is_empty() {
@@ -733,7 +784,18 @@ impl Flat {
         cur
     }
 
-    fn write(&self, x: &X, out: &mut String, uids: &mut Uids) {
+    fn write(
+        &self,
+        x: &X,
+        out: &mut String,
+        uids: &mut Uids,
+        local: Option<&HashMap<String, String>>,
+    ) {
+        let local = if x.name == "kineticLaw" {
+            self.local_redirect.get(&x.uid).or(local)
+        } else {
+            local
+        };
         if self.deleted.contains(&x.uid) || x.is_comp() {
             return;
         }
@@ -757,6 +819,10 @@ impl Flat {
         };
         if x.ns == MATHML && x.name == "ci" {
             let t = text(x);
+            if let Some(r) = local.and_then(|l| l.get(&t)) {
+                let _ = write!(out, "<ci>{}</ci>", esc(&self.final_id(r)));
+                return;
+            }
             if let Some((rep, cf)) = self.conv.get(&t) {
                 let e = apply2(
                     "divide",
@@ -764,7 +830,31 @@ impl Flat {
                     ci(&self.final_id(cf), uids),
                     uids,
                 );
-                self.write(&e, out, uids);
+                self.write(&e, out, uids, local);
+                return;
+            }
+            if let Some(sc) = self
+                .rxn_scale
+                .get(&t)
+                .filter(|_| !self.redirect.contains_key(&t))
+            {
+                // flux × Π time factors / Π extent factors, in the submodel's units.
+                let _ = write!(out, "<apply><times/><ci>{}</ci>", esc(&self.final_id(&t)));
+                for (_, tcf) in sc {
+                    if let Some(f) = tcf {
+                        let _ = write!(out, "<ci>{}</ci>", esc(&self.final_id(f)));
+                    }
+                }
+                for (xcf, _) in sc {
+                    if let Some(f) = xcf {
+                        let _ = write!(
+                            out,
+                            "<apply><divide/><cn>1</cn><ci>{}</ci></apply>",
+                            esc(&self.final_id(f))
+                        );
+                    }
+                }
+                out.push_str("</apply>");
                 return;
             }
             let _ = write!(out, "<ci>{}</ci>", esc(&self.final_id(&t)));
@@ -788,7 +878,7 @@ impl Flat {
         out.push('>');
         for k in &x.kids {
             match k {
-                K::E(c) => self.write(c, out, uids),
+                K::E(c) => self.write(c, out, uids, local),
                 K::T(t) => out.push_str(&esc(t)),
             }
         }
@@ -818,6 +908,8 @@ pub(crate) fn flatten(text: &str, dir: Option<&Path>) -> Result<String, SbmlErro
         deleted: HashSet::new(),
         redirect: HashMap::new(),
         conv: HashMap::new(),
+        rxn_scale: HashMap::new(),
+        local_redirect: HashMap::new(),
         uids,
         docs: vec![doc],
     };
@@ -855,7 +947,7 @@ pub(crate) fn flatten(text: &str, dir: Option<&Path>) -> Result<String, SbmlErro
         }
         let _ = write!(out, "<{list}>");
         for it in its {
-            f.write(&it.node, &mut out, &mut uids);
+            f.write(&it.node, &mut out, &mut uids, None);
         }
         let _ = write!(out, "</{list}>");
     }
