@@ -182,6 +182,9 @@ struct Item {
     node: X,
 }
 
+/// (extent conversion factor, time conversion factor) of one submodel level.
+type ScalePair = (Option<String>, Option<String>);
+
 struct Flat {
     items: Vec<Item>,
     deleted: HashSet<usize>,
@@ -192,7 +195,7 @@ struct Flat {
     /// Reaction final id → (extent, time) conversion factors of the enclosing submodels: the
     /// flux in the flattened model is the submodel's kinetic law × extent / time factors, so a
     /// reference to the reaction in the submodel's own math reads flux × time / extent.
-    rxn_scale: HashMap<String, Vec<(Option<String>, Option<String>)>>,
+    rxn_scale: HashMap<String, Vec<ScalePair>>,
     /// Kinetic law uid → its local parameters replaced by model-wide symbols (id → final id).
     local_redirect: HashMap<usize, HashMap<String, String>>,
     uids: Uids,
