@@ -5,6 +5,7 @@
 
 mod error;
 mod sbml;
+mod server;
 mod sim;
 mod trial;
 mod twin;
@@ -77,6 +78,13 @@ enum Command {
     /// Any model via SBML: info and simulation.
     #[command(subcommand)]
     Sbml(sbml::SbmlCmd),
+    /// Run the twin server (REST API, FHIR and Nightscout ingest, live twins, dashboard).
+    Serve(server::ServeArgs),
+    /// Access tokens of the twin server.
+    #[command(subcommand)]
+    Token(server::TokenCmd),
+    /// Send a record CSV to a twin server (FHIR transaction bundles).
+    Push(server::PushArgs),
     /// Run the whole patient-twin pipeline on the bundled real participant; report in ./medtwin-demo/.
     Demo {
         /// Output directory.
@@ -111,6 +119,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sbml(c) => sbml::sbml(c),
         Command::Cohort(c) => trial::cohort(c),
         Command::Trial(c) => trial::trial(c),
+        Command::Serve(a) => server::serve(a),
+        Command::Token(c) => server::token(c),
+        Command::Push(a) => server::push(a),
         Command::Demo {
             out,
             days,

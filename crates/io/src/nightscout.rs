@@ -142,14 +142,39 @@ pub fn import_nightscout(
 ) -> Result<(Record, ImportReport), IoError> {
     let entries = read_json_array(entries_json, "entries")?;
     let treatments = read_json_array(treatments_json, "treatments")?;
+    Ok(nightscout_from_values(
+        &entries,
+        &treatments,
+        (
+            &entries_json.display().to_string(),
+            &file_name(entries_json),
+        ),
+        (
+            &treatments_json.display().to_string(),
+            &file_name(treatments_json),
+        ),
+    ))
+}
+
+/// The mapping of [`import_nightscout`] applied to already-parsed JSON arrays, e.g. the bodies
+/// of Nightscout API uploads (`POST /api/v1/entries`, `POST /api/v1/treatments`). Each of
+/// `entries_name` and `treatments_name` is `(file, name)`: `file` names the source in issues,
+/// `name` in each entry's `source` (`nightscout:{name}[index]`). Same rules, counts and
+/// report as [`import_nightscout`]; never fails (bad items are in the report's `rejected`).
+pub fn nightscout_from_values(
+    entries: &[Value],
+    treatments: &[Value],
+    entries_name: (&str, &str),
+    treatments_name: (&str, &str),
+) -> (Record, ImportReport) {
     let mut report = ImportReport::default();
     let mut out = Collector {
         entries: Vec::new(),
         seen: HashSet::new(),
         duplicates: BTreeMap::new(),
     };
-    import_entries(entries_json, &entries, &mut out, &mut report);
-    import_treatments(treatments_json, &treatments, &mut out, &mut report);
+    import_entries(entries_name, entries, &mut out, &mut report);
+    import_treatments(treatments_name, treatments, &mut out, &mut report);
     report.add(keys::ROWS_READ, entries.len() + treatments.len());
     report.add("rows_read_entries", entries.len());
     report.add("rows_read_treatments", treatments.len());
@@ -170,12 +195,16 @@ pub fn import_nightscout(
     report.add(keys::DUPLICATES_DROPPED, dups);
     let record = Record::new(PatientInfo::default(), out.entries);
     report.count_accepted(&record);
-    Ok((record, report))
+    (record, report)
 }
 
-fn import_entries(path: &Path, items: &[Value], out: &mut Collector, report: &mut ImportReport) {
-    let file = path.display().to_string();
-    let name = file_name(path);
+fn import_entries(
+    (file, name): (&str, &str),
+    items: &[Value],
+    out: &mut Collector,
+    report: &mut ImportReport,
+) {
+    let file = file.to_string();
     let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
     let mut calibrations = 0usize;
     for (i, item) in items.iter().enumerate() {
@@ -252,9 +281,13 @@ fn import_entries(path: &Path, items: &[Value], out: &mut Collector, report: &mu
     }
 }
 
-fn import_treatments(path: &Path, items: &[Value], out: &mut Collector, report: &mut ImportReport) {
-    let file = path.display().to_string();
-    let name = file_name(path);
+fn import_treatments(
+    (file, name): (&str, &str),
+    items: &[Value],
+    out: &mut Collector,
+    report: &mut ImportReport,
+) {
+    let file = file.to_string();
     let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
     let mut empty: Vec<usize> = Vec::new();
     let mut temp_basals = 0usize;

@@ -1,0 +1,742 @@
+//! REST handlers and the router; the OpenAPI document is generated from these handlers'
+//! `#[utoipa::path]` annotations (`GET /openapi.json`).
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Json;
+use medtwin_io::{RecordKind, T1D_UOM_CITATION};
+use medtwin_store::{NewDatum, Principal, Role};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::live::{ForecastDoc, LiveStats, WhatifRequest, WhatifResponse};
+use crate::{audit, audit_entry, authenticate, check_access, fhir, Access, ApiError, AppState};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "medtwin twin server",
+        description = "Medical digital twins: FHIR R4 and Nightscout ingest, live T1D twins, forecasts, what-if plans. Research software, not a medical device."
+    ),
+    components(schemas(ForecastDoc, WhatifRequest, WhatifResponse, LiveStats))
+)]
+struct ApiDoc;
+
+/// The full router: API (with `/openapi.json`), dashboard, body-size limit.
+pub fn router(state: AppState) -> axum::Router {
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(create_patient, list_patients))
+        .routes(routes!(get_forecast))
+        .routes(routes!(post_whatif))
+        .routes(routes!(get_twin))
+        .routes(routes!(fhir_bundle))
+        .routes(routes!(ns_post_entries))
+        .routes(routes!(ns_post_treatments))
+        .routes(routes!(ns_get_entries))
+        .routes(routes!(get_audit))
+        .routes(routes!(health))
+        .split_for_parts();
+    let doc_json = doc.to_pretty_json().unwrap_or_else(|_| "{}".into());
+    let max = state.cfg.max_body_bytes;
+    api.route(
+        "/ns/{patient_id}/api/v1/entries.json",
+        get(ns_get_entries).post(ns_post_entries),
+    )
+    .route(
+        "/ns/{patient_id}/api/v1/treatments.json",
+        axum::routing::post(ns_post_treatments),
+    )
+    .route(
+        "/openapi.json",
+        get(move || async move {
+            ([("content-type", "application/json")], doc_json.clone()).into_response()
+        }),
+    )
+    .merge(crate::dashboard::routes())
+    .layer(DefaultBodyLimit::max(max))
+    .with_state(state)
+}
+
+/// Body of `POST /patients`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPatient {
+    /// Identifier: 1–64 characters of `A–Z a–z 0–9 . _ -`.
+    pub id: String,
+}
+
+/// A patient as listed by `GET /patients`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PatientListItem {
+    /// Identifier.
+    pub id: String,
+    /// Number of CGM readings stored.
+    pub n_cgm: i64,
+    /// Latest CGM reading, mg/dL.
+    pub latest_glucose_mg_dl: Option<f64>,
+    /// Time of the latest CGM reading (RFC 3339).
+    pub latest_glucose_time: Option<String>,
+    /// Twin status: `none`, `waiting`, `ok`, `failed`.
+    pub twin_status: String,
+    /// P(< 70 mg/dL) of the latest forecast.
+    pub p_below_70: Option<f64>,
+    /// P(> 250 mg/dL) of the latest forecast.
+    pub p_above_250: Option<f64>,
+    /// Data time of the latest forecast (RFC 3339).
+    pub forecast_data_time: Option<String>,
+}
+
+/// Parse a JSON body with a clear 400 (line and column) on failure.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+}
+
+fn ts_ms(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// Answer `r`, auditing it (action, patient, status; the error reason as detail).
+async fn audited(
+    state: &AppState,
+    who: Option<&Principal>,
+    action: &str,
+    patient: Option<&str>,
+    r: Result<Response, ApiError>,
+) -> Response {
+    match r {
+        Ok(resp) => {
+            audit(state, who, action, patient, resp.status(), "").await;
+            resp
+        }
+        Err(e) => {
+            audit(state, who, action, patient, e.status, &e.reason).await;
+            e.into_response()
+        }
+    }
+}
+
+/// Create a patient (admin).
+#[utoipa::path(post, path = "/patients", request_body = NewPatient,
+    responses((status = 201, description = "created"), (status = 200, description = "already existed"),
+        (status = 400, description = "invalid id"), (status = 401), (status = 403)))]
+async fn create_patient(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let action = "POST /patients";
+    let who = match authenticate(&state, &headers).await {
+        Ok(p) => p,
+        Err(e) => return audited(&state, None, action, None, Err(e)).await,
+    };
+    let np: NewPatient = match parse_json(&body) {
+        Ok(p) => p,
+        Err(e) => return audited(&state, Some(&who), action, None, Err(e)).await,
+    };
+    let pid = np.id.clone();
+    if who.role != Role::Admin {
+        let e = ApiError::forbidden("only an admin token may create patients");
+        return audited(&state, Some(&who), action, Some(&pid), Err(e)).await;
+    }
+    let entry = audit_entry(Some(&who), action, Some(&pid), StatusCode::CREATED, "");
+    match state.store.create_patient(&pid, &entry).await {
+        Ok(true) => (StatusCode::CREATED, Json(json!({"id": pid}))).into_response(),
+        Ok(false) => (StatusCode::OK, Json(json!({"id": pid, "existed": true}))).into_response(),
+        Err(e) => audited(&state, Some(&who), action, Some(&pid), Err(e.into())).await,
+    }
+}
+
+/// Patients visible to the token (admin: all; clinician: assigned).
+pub async fn visible_patients(
+    state: &AppState,
+    who: &Principal,
+) -> Result<Vec<PatientListItem>, ApiError> {
+    let all = state.store.list_patients().await?;
+    let mut out = Vec::new();
+    for p in all {
+        if who.role != Role::Admin && !who.patients.contains(&p.id) {
+            continue;
+        }
+        let twin = state.store.load_twin(&p.id).await?;
+        let fc = state.store.load_forecast(&p.id).await?;
+        let doc: Option<ForecastDoc> = fc.as_ref().and_then(|f| serde_json::from_str(&f.doc).ok());
+        out.push(PatientListItem {
+            n_cgm: p.n_cgm,
+            latest_glucose_mg_dl: p.latest_cgm.map(|c| c.1),
+            latest_glucose_time: p.latest_cgm.map(|c| ts_ms(c.0)),
+            twin_status: twin.map(|t| t.status).unwrap_or_else(|| "none".into()),
+            p_below_70: doc.as_ref().map(|d| d.p_below_70),
+            p_above_250: doc.as_ref().map(|d| d.p_above_250),
+            forecast_data_time: doc.map(|d| d.data_time),
+            id: p.id,
+        });
+    }
+    Ok(out)
+}
+
+/// List patients visible to the token.
+#[utoipa::path(get, path = "/patients",
+    responses((status = 200, body = [PatientListItem]), (status = 401), (status = 403)))]
+async fn list_patients(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let action = "GET /patients";
+    let who = match authenticate(&state, &headers).await {
+        Ok(p) => p,
+        Err(e) => return audited(&state, None, action, None, Err(e)).await,
+    };
+    let r = async {
+        if who.role == Role::Device {
+            return Err(ApiError::forbidden(
+                "a device token may only upload data (ingest-only)",
+            ));
+        }
+        Ok(Json(visible_patients(&state, &who).await?).into_response())
+    }
+    .await;
+    audited(&state, Some(&who), action, None, r).await
+}
+
+/// Authenticate and check access to a patient; audits refusals.
+async fn gate(
+    state: &AppState,
+    headers: &HeaderMap,
+    action: &str,
+    pid: &str,
+    access: Access,
+) -> Result<Principal, Response> {
+    let who = match authenticate(state, headers).await {
+        Ok(p) => p,
+        Err(e) => return Err(audited(state, None, action, Some(pid), Err(e)).await),
+    };
+    if let Err(e) = check_access(&who, pid, access) {
+        return Err(audited(state, Some(&who), action, Some(pid), Err(e)).await);
+    }
+    match state.store.patient_exists(pid).await {
+        Ok(true) => Ok(who),
+        Ok(false) => {
+            let e = ApiError::not_found(format!("unknown patient `{pid}`"));
+            Err(audited(state, Some(&who), action, Some(pid), Err(e)).await)
+        }
+        Err(e) => Err(audited(state, Some(&who), action, Some(pid), Err(e.into())).await),
+    }
+}
+
+/// The latest forecast of a patient: per-minute bands, P(<70), P(>250), and the data time it
+/// is based on. 404 while the twin waits for its calibration window.
+#[utoipa::path(get, path = "/patients/{id}/forecast", params(("id" = String, Path, description = "patient id")),
+    responses((status = 200, body = ForecastDoc), (status = 404, description = "no forecast yet (reason given)"), (status = 401), (status = 403)))]
+async fn get_forecast(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let action = "GET /patients/{id}/forecast";
+    let who = match gate(&state, &headers, action, &id, Access::Read).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let r = async {
+        match state.store.load_forecast(&id).await? {
+            Some(f) => Ok(([("content-type", "application/json")], f.doc).into_response()),
+            None => {
+                let why = match state.store.load_twin(&id).await? {
+                    Some(t) if !t.message.is_empty() => {
+                        format!("no forecast yet: twin {}: {}", t.status, t.message)
+                    }
+                    _ => "no forecast yet: the twin is calibrated after 24 h of CGM".to_string(),
+                };
+                Err(ApiError::not_found(why))
+            }
+        }
+    }
+    .await;
+    audited(&state, Some(&who), action, Some(&id), r).await
+}
+
+/// Twin status and calibrated parameters (θ: log Vmx, kp1, kabs, carb factor multipliers).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TwinInfo {
+    /// `none`, `waiting`, `ok`, `failed`.
+    pub status: String,
+    /// Why waiting or failed.
+    pub message: String,
+    /// Saves so far.
+    pub version: i64,
+    /// Data time (RFC 3339).
+    pub data_time: Option<String>,
+    /// Parameters: name, MAP of the first-day calibration (multiplier of the base patient),
+    /// current posterior mean and 10–90 % range (multipliers).
+    pub parameters: Vec<ParamInfo>,
+    /// MAP fit RMSE on the calibration window, mg/dL.
+    pub calibration_rmse_mg_dl: Option<f64>,
+}
+
+/// One calibrated parameter (multiplier of the base virtual patient's value).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParamInfo {
+    /// Name (`Vmx`, `kp1`, `kabs`, `carb_factor`).
+    pub name: String,
+    /// exp(θ MAP) of the calibration.
+    pub calibration_map: f64,
+    /// Weighted posterior mean of exp(θ) now.
+    pub posterior_mean: f64,
+    /// 10th percentile of exp(θ) now.
+    pub p10: f64,
+    /// 90th percentile of exp(θ) now.
+    pub p90: f64,
+}
+
+/// Twin summary for a patient (status, calibrated parameters).
+pub async fn twin_info(state: &AppState, id: &str) -> Result<TwinInfo, ApiError> {
+    let Some(row) = state.store.load_twin(id).await? else {
+        return Ok(TwinInfo {
+            status: "none".into(),
+            message: "no CGM yet".into(),
+            version: 0,
+            data_time: None,
+            parameters: vec![],
+            calibration_rmse_mg_dl: None,
+        });
+    };
+    let mut info = TwinInfo {
+        status: row.status.clone(),
+        message: row.message.clone(),
+        version: row.version,
+        data_time: Some(ts_ms(row.data_time_ms)),
+        parameters: vec![],
+        calibration_rmse_mg_dl: None,
+    };
+    if let Some(doc) = row.doc.as_deref() {
+        let twin: medtwin_twin::Twin = serde_json::from_str(doc).map_err(ApiError::internal)?;
+        info.calibration_rmse_mg_dl = Some(twin.calibration.rmse_mg_dl);
+        let w: f64 = twin.weights.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+        for (k, name) in medtwin_twin::prior::THETA_NAMES.iter().enumerate() {
+            let mut vals: Vec<(f64, f64)> = twin
+                .particles
+                .iter()
+                .zip(&twin.weights)
+                .map(|(p, wi)| (p.theta[k].exp(), wi / w))
+                .collect();
+            vals.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mean = vals.iter().map(|(v, wi)| v * wi).sum();
+            info.parameters.push(ParamInfo {
+                name: name.to_string(),
+                calibration_map: twin.calibration.theta_map[k].exp(),
+                posterior_mean: mean,
+                p10: medtwin_infer::weighted_quantile(&vals, 0.1),
+                p90: medtwin_infer::weighted_quantile(&vals, 0.9),
+            });
+        }
+    }
+    Ok(info)
+}
+
+/// Twin status and calibrated parameters.
+#[utoipa::path(get, path = "/patients/{id}/twin", params(("id" = String, Path, description = "patient id")),
+    responses((status = 200, body = TwinInfo), (status = 401), (status = 403), (status = 404)))]
+async fn get_twin(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let action = "GET /patients/{id}/twin";
+    let who = match gate(&state, &headers, action, &id, Access::Read).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let r = twin_info(&state, &id)
+        .await
+        .map(|t| Json(t).into_response());
+    audited(&state, Some(&who), action, Some(&id), r).await
+}
+
+/// Run a what-if on the saved twin (CPU work on a blocking thread).
+pub async fn whatif_for(
+    state: &AppState,
+    id: &str,
+    req: WhatifRequest,
+) -> Result<WhatifResponse, ApiError> {
+    let row = state.store.load_twin(id).await?;
+    let Some(doc) = row.and_then(|r| r.doc) else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the twin is not calibrated yet (needs 24 h of CGM)",
+        ));
+    };
+    let pid = id.to_string();
+    tokio::task::spawn_blocking(move || crate::live::run_whatif(&pid, &doc, &req))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|(input, m)| {
+            if input {
+                ApiError::bad(m)
+            } else {
+                ApiError::internal(m)
+            }
+        })
+}
+
+/// Compare plans (meals, boluses, basal rates; minutes after the twin's data time) on the
+/// twin's posterior with common random numbers.
+#[utoipa::path(post, path = "/patients/{id}/whatif", params(("id" = String, Path, description = "patient id")),
+    request_body = WhatifRequest,
+    responses((status = 200, body = WhatifResponse), (status = 400), (status = 401), (status = 403), (status = 409, description = "twin not calibrated yet")))]
+async fn post_whatif(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let action = "POST /patients/{id}/whatif";
+    let who = match gate(&state, &headers, action, &id, Access::Read).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let r = async {
+        let req: WhatifRequest = parse_json(&body)?;
+        Ok(Json(whatif_for(&state, &id, req).await?).into_response())
+    }
+    .await;
+    audited(&state, Some(&who), action, Some(&id), r).await
+}
+
+fn outcome_response(status: StatusCode, issues: &[fhir::FhirIssue]) -> Response {
+    (
+        status,
+        [("content-type", "application/fhir+json")],
+        fhir::operation_outcome(issues).to_string(),
+    )
+        .into_response()
+}
+
+fn security_issue(msg: &str) -> Vec<fhir::FhirIssue> {
+    vec![fhir::FhirIssue {
+        expression: "Bundle".into(),
+        diagnostics: msg.to_string(),
+        code: "security",
+    }]
+}
+
+/// Store validated data for the patients they name and queue their twins; one transaction.
+async fn store_data(
+    state: &AppState,
+    who: &Principal,
+    action: &str,
+    new_patients: &[String],
+    data: &[NewDatum],
+) -> Result<(medtwin_store::IngestOutcome, Vec<bool>), ApiError> {
+    let mut pids: Vec<&str> = data.iter().map(|d| d.patient_id.as_str()).collect();
+    pids.extend(new_patients.iter().map(String::as_str));
+    pids.sort();
+    pids.dedup();
+    let audits: Vec<_> = pids
+        .iter()
+        .map(|p| {
+            let n = data.iter().filter(|d| d.patient_id == *p).count();
+            audit_entry(
+                Some(who),
+                action,
+                Some(p),
+                StatusCode::OK,
+                &format!("{n} data received"),
+            )
+        })
+        .collect();
+    let r = state
+        .store
+        .ingest(new_patients, data, medtwin_store::now_ms(), &audits)
+        .await?;
+    for p in pids {
+        if data
+            .iter()
+            .zip(&r.1)
+            .any(|(d, ins)| *ins && d.patient_id == p && d.entry.kind == RecordKind::Cgm)
+        {
+            state.live.notify(p);
+        }
+    }
+    Ok(r)
+}
+
+/// FHIR R4 transaction: Patient, Observation (glucose by LOINC, UCUM units; carbohydrate
+/// intake), MedicationAdministration (insulin). Answers a `transaction-response` Bundle
+/// (`201 Created` per new datum, `200 OK` for one already stored), or an `OperationOutcome`.
+#[utoipa::path(post, path = "/fhir/Bundle", request_body(content = Object, content_type = "application/fhir+json"),
+    responses((status = 200, description = "transaction-response Bundle"),
+        (status = 400, description = "OperationOutcome; nothing stored"), (status = 401), (status = 403), (status = 413)))]
+async fn fhir_bundle(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let action = "POST /fhir/Bundle";
+    let who = match authenticate(&state, &headers).await {
+        Ok(p) => p,
+        Err(e) => {
+            audit(&state, None, action, None, e.status, &e.reason).await;
+            return outcome_response(e.status, &security_issue(&e.reason));
+        }
+    };
+    let parsed = match fhir::parse_bundle(&body, jiff::Timestamp::now()) {
+        Ok(p) => p,
+        Err(issues) => {
+            let detail: Vec<String> = issues
+                .iter()
+                .map(|i| format!("{}: {}", i.expression, i.diagnostics))
+                .collect();
+            audit(
+                &state,
+                Some(&who),
+                action,
+                None,
+                StatusCode::BAD_REQUEST,
+                &detail.join("; "),
+            )
+            .await;
+            return outcome_response(StatusCode::BAD_REQUEST, &issues);
+        }
+    };
+    // Access: every patient named must be writable; unknown patients only by an admin.
+    let mut named: Vec<String> = parsed.patients.clone();
+    named.extend(parsed.data.iter().map(|d| d.patient_id.clone()));
+    named.sort();
+    named.dedup();
+    let mut new_patients = Vec::new();
+    for p in &named {
+        if let Err(e) = check_access(&who, p, Access::Write) {
+            audit(&state, Some(&who), action, Some(p), e.status, &e.reason).await;
+            return outcome_response(e.status, &security_issue(&e.reason));
+        }
+        match state.store.patient_exists(p).await {
+            Ok(true) => {}
+            Ok(false) if who.role == Role::Admin && parsed.patients.contains(p) => {
+                new_patients.push(p.clone())
+            }
+            Ok(false) => {
+                let e = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("unknown patient `{p}` (create it with POST /patients or include a Patient entry as admin)"),
+                );
+                audit(&state, Some(&who), action, Some(p), e.status, &e.reason).await;
+                let issue = fhir::FhirIssue {
+                    expression: "Bundle".into(),
+                    diagnostics: e.reason.clone(),
+                    code: "not-found",
+                };
+                return outcome_response(e.status, &[issue]);
+            }
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    }
+    match store_data(&state, &who, action, &new_patients, &parsed.data).await {
+        Ok((_, flags)) => {
+            let mut status = vec![None; parsed.n_entries];
+            for (k, i) in parsed.entry_of.iter().enumerate() {
+                status[*i] = Some(if flags[k] { "201 Created" } else { "200 OK" });
+            }
+            for (i, _) in &parsed.patient_entries {
+                status[*i] = Some("200 OK");
+            }
+            let entries: Vec<Value> = status
+                .iter()
+                .map(|s| json!({"response": {"status": s.unwrap_or("200 OK")}}))
+                .collect();
+            (
+                StatusCode::OK,
+                [("content-type", "application/fhir+json")],
+                json!({"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
+                    .to_string(),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            audit(&state, Some(&who), action, None, e.status, &e.reason).await;
+            let issue = fhir::FhirIssue {
+                expression: "Bundle".into(),
+                diagnostics: e.reason.clone(),
+                code: "exception",
+            };
+            outcome_response(e.status, &[issue])
+        }
+    }
+}
+
+/// Items of a Nightscout upload: a JSON array, or one object.
+fn ns_items(body: &[u8]) -> Result<Vec<Value>, ApiError> {
+    match parse_json::<Value>(body)? {
+        Value::Array(a) => Ok(a),
+        o @ Value::Object(_) => Ok(vec![o]),
+        _ => Err(ApiError::bad(
+            "expected a JSON array of Nightscout documents (or one object)",
+        )),
+    }
+}
+
+async fn ns_upload(
+    state: AppState,
+    pid: String,
+    headers: HeaderMap,
+    body: Bytes,
+    treatments: bool,
+) -> Response {
+    let action = if treatments {
+        "POST /ns/{id}/api/v1/treatments"
+    } else {
+        "POST /ns/{id}/api/v1/entries"
+    };
+    let who = match gate(&state, &headers, action, &pid, Access::Write).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let r = async {
+        let items = ns_items(&body)?;
+        let empty: [Value; 0] = [];
+        let (e, t) = if treatments { (&empty[..], &items[..]) } else { (&items[..], &empty[..]) };
+        let (record, report) = medtwin_io::nightscout_from_values(e, t, ("entries", "entries"), ("treatments", "treatments"));
+        if !report.rejected.is_empty() {
+            let reasons: Vec<String> = report.rejected.iter().map(|i| i.to_string()).collect();
+            return Err(ApiError::bad(format!("nothing stored: {}", reasons.join("; "))));
+        }
+        let latest = jiff::Timestamp::now().as_second() + crate::FUTURE_TOLERANCE_S;
+        if let Some(f) = record.entries.iter().find(|e| e.time.as_second() > latest) {
+            return Err(ApiError::bad(format!(
+                "nothing stored: {} at {} is in the future (server time {})",
+                f.kind,
+                f.time,
+                jiff::Timestamp::now()
+            )));
+        }
+        let data: Vec<NewDatum> = record
+            .entries
+            .into_iter()
+            .map(|entry| NewDatum { patient_id: pid.clone(), source_unit: entry.unit.clone(), entry })
+            .collect();
+        let (out, _) = store_data(&state, &who, action, &[], &data).await?;
+        // Nightscout answers with the stored documents; uploaders only check the status.
+        Ok((StatusCode::OK, Json(json!({"ok": 1, "n": items.len(), "inserted": out.inserted, "duplicates": out.duplicates, "skipped": items.len().saturating_sub(data.len())}))).into_response())
+    }
+    .await;
+    match r {
+        Ok(resp) => resp, // audited inside the ingest transaction
+        Err(e) => audited(&state, Some(&who), action, Some(&pid), Err(e)).await,
+    }
+}
+
+/// Nightscout `POST /api/v1/entries` for one patient: `sgv` (mg/dL) → CGM, `mbg` → SMBG;
+/// other types are skipped. Idempotent: a reading already stored is not stored again.
+#[utoipa::path(post, path = "/ns/{patient_id}/api/v1/entries", params(("patient_id" = String, Path, description = "patient id")),
+    request_body(content = Object, description = "array of Nightscout entries {type, sgv, date (epoch ms) | dateString}"),
+    responses((status = 200, description = "stored (counts)"), (status = 400, description = "nothing stored; reasons"), (status = 401), (status = 403), (status = 413)))]
+async fn ns_post_entries(
+    State(state): State<AppState>,
+    Path(patient_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    ns_upload(state, patient_id, headers, body, false).await
+}
+
+/// Nightscout `POST /api/v1/treatments`: `insulin` → bolus (U), `carbs` → carbs (g),
+/// `Temp Basal` `absolute` → basal rate (U/h), `BG Check` → SMBG.
+#[utoipa::path(post, path = "/ns/{patient_id}/api/v1/treatments", params(("patient_id" = String, Path, description = "patient id")),
+    request_body(content = Object, description = "array of Nightscout treatments {eventType, created_at, insulin, carbs, absolute, duration}"),
+    responses((status = 200, description = "stored (counts)"), (status = 400, description = "nothing stored; reasons"), (status = 401), (status = 403), (status = 413)))]
+async fn ns_post_treatments(
+    State(state): State<AppState>,
+    Path(patient_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    ns_upload(state, patient_id, headers, body, true).await
+}
+
+/// Query of `GET …/entries.json`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CountQuery {
+    /// Number of entries (1–10 000, default 10).
+    pub count: Option<i64>,
+}
+
+/// Nightscout `GET /api/v1/entries.json?count=N`: the latest N CGM entries, newest first, as
+/// Nightscout `sgv` documents (`sgv` mg/dL, `date` epoch ms, `dateString`).
+#[utoipa::path(get, path = "/ns/{patient_id}/api/v1/entries", params(("patient_id" = String, Path, description = "patient id"), CountQuery),
+    responses((status = 200, description = "array of sgv entries"), (status = 401), (status = 403)))]
+async fn ns_get_entries(
+    State(state): State<AppState>,
+    Path(patient_id): Path<String>,
+    Query(q): Query<CountQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let action = "GET /ns/{id}/api/v1/entries";
+    let who = match gate(&state, &headers, action, &patient_id, Access::Read).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let r = async {
+        let n = q.count.unwrap_or(10);
+        if !(1..=10_000).contains(&n) {
+            return Err(ApiError::bad(format!("count={n} must be in 1..=10000")));
+        }
+        let rows = state.store.latest_cgm(&patient_id, n).await?;
+        let docs: Vec<Value> = rows
+            .iter()
+            .map(|d| {
+                json!({
+                    "type": "sgv",
+                    "sgv": d.entry.value.round() as i64,
+                    "date": d.entry.time.as_millisecond(),
+                    "dateString": d.entry.time.to_string(),
+                    "device": d.entry.source,
+                })
+            })
+            .collect();
+        Ok(Json(docs).into_response())
+    }
+    .await;
+    audited(&state, Some(&who), action, Some(&patient_id), r).await
+}
+
+/// Query of `GET /audit`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AuditQuery {
+    /// Only this patient's records.
+    pub patient: Option<String>,
+    /// At most this many (default 100, max 10 000).
+    pub limit: Option<i64>,
+}
+
+/// Audit records, newest first (admin). The log is append-only: no endpoint changes it.
+#[utoipa::path(get, path = "/audit", params(AuditQuery),
+    responses((status = 200, description = "array of audit records"), (status = 401), (status = 403)))]
+async fn get_audit(
+    State(state): State<AppState>,
+    Query(q): Query<AuditQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let action = "GET /audit";
+    let who = match authenticate(&state, &headers).await {
+        Ok(p) => p,
+        Err(e) => return audited(&state, None, action, q.patient.as_deref(), Err(e)).await,
+    };
+    let r = async {
+        if who.role != Role::Admin {
+            return Err(ApiError::forbidden(
+                "only an admin token may read the audit log",
+            ));
+        }
+        let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+        Ok(Json(state.store.audit_log(q.patient.as_deref(), limit).await?).into_response())
+    }
+    .await;
+    audited(&state, Some(&who), action, q.patient.as_deref(), r).await
+}
+
+/// Liveness, data attribution and live-twin counters (no patient data; no authentication).
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = LiveStats)))]
+async fn health(State(state): State<AppState>) -> Response {
+    let s = state.live.stats();
+    Json(json!({"status": "ok", "live": s, "bundled_data_citation": T1D_UOM_CITATION}))
+        .into_response()
+}

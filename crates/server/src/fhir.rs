@@ -1,0 +1,628 @@
+//! FHIR R4 ingest: a `Bundle` of type `transaction` holding `Patient`, `Observation` and
+//! `MedicationAdministration` resources (HL7 FHIR R4, <http://hl7.org/fhir/R4/>), read with
+//! small serde structures for exactly the elements used; everything else in a resource is
+//! ignored.
+//!
+//! ## Observation (`status` not `entered-in-error`/`cancelled`; `effectiveDateTime` or
+//! `effectiveInstant` with a UTC offset; `valueQuantity` with `system`
+//! `http://unitsofmeasure.org` and a UCUM `code`)
+//!
+//! | LOINC (`code.coding`, system `http://loinc.org`) | meaning | record kind | UCUM unit |
+//! |---|---|---|---|
+//! | 99504-3 | Glucose [Mass/volume] in Interstitial fluid (HL7 CGM IG) | `cgm` | `mg/dL` |
+//! | 105272-9 | Glucose [Moles/volume] in Interstitial fluid (HL7 CGM IG) | `cgm` | `mmol/L` |
+//! | 2339-0, 41653-7 | Glucose [Mass/volume] in Blood / Capillary blood by Glucometer | `smbg` | `mg/dL` |
+//! | 15074-8, 14743-9 | Glucose [Moles/volume] in Blood / Capillary blood by Glucometer | `smbg` | `mmol/L` |
+//! | 9059-7 | Carbohydrate intake Estimated | `carbs` | `g` |
+//!
+//! A mass-concentration code with a molar unit (or the reverse) is a **wrong unit** (400).
+//!
+//! ## MedicationAdministration (`status` `completed` or `in-progress`; `effectiveDateTime` or
+//! `effectivePeriod.start`)
+//!
+//! * `dosage.rateQuantity` in `[IU]/h` (or `U/h`) → `basal_rate` (U/h);
+//! * `dosage.dose` in `[IU]` (or `U`) → `long_acting` when the medication's text or coding
+//!   display names a long-acting insulin (glargine, detemir, degludec, "long-acting"),
+//!   otherwise `bolus` (U). The medication text (or first display) is kept as the insulin name.
+//!
+//! ## Patients and references
+//!
+//! `subject.reference` is `Patient/ID` or the `fullUrl` of a `Patient` entry in the same
+//! bundle (e.g. `urn:uuid:…`). A `Patient` entry's id is its `id` (else its first
+//! `identifier.value`); an unknown patient is created when the caller is an admin.
+//!
+//! Any problem → HTTP 400 with an `OperationOutcome` listing every issue with its
+//! `expression` (e.g. `Bundle.entry[3].resource.valueQuantity.code`); nothing is stored.
+
+use jiff::Timestamp;
+use medtwin_io::{RecordEntry, RecordKind};
+use medtwin_store::NewDatum;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// UCUM code system URI.
+pub const UCUM: &str = "http://unitsofmeasure.org";
+/// LOINC code system URI.
+pub const LOINC: &str = "http://loinc.org";
+
+/// LOINC codes accepted for Observations: `(code, kind, required UCUM unit, display)`.
+pub const OBSERVATION_CODES: &[(&str, RecordKind, &str, &str)] = &[
+    (
+        "99504-3",
+        RecordKind::Cgm,
+        "mg/dL",
+        "Glucose [Mass/volume] in Interstitial fluid",
+    ),
+    (
+        "105272-9",
+        RecordKind::Cgm,
+        "mmol/L",
+        "Glucose [Moles/volume] in Interstitial fluid",
+    ),
+    (
+        "2339-0",
+        RecordKind::Smbg,
+        "mg/dL",
+        "Glucose [Mass/volume] in Blood",
+    ),
+    (
+        "41653-7",
+        RecordKind::Smbg,
+        "mg/dL",
+        "Glucose [Mass/volume] in Capillary blood by Glucometer",
+    ),
+    (
+        "15074-8",
+        RecordKind::Smbg,
+        "mmol/L",
+        "Glucose [Moles/volume] in Blood",
+    ),
+    (
+        "14743-9",
+        RecordKind::Smbg,
+        "mmol/L",
+        "Glucose [Moles/volume] in Capillary blood by Glucometer",
+    ),
+    (
+        "9059-7",
+        RecordKind::Carbs,
+        "g",
+        "Carbohydrate intake Estimated",
+    ),
+];
+
+/// One problem in a bundle: FHIRPath-like location and a sentence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FhirIssue {
+    /// Where, e.g. `Bundle.entry[2].resource.valueQuantity.code`.
+    pub expression: String,
+    /// What is wrong.
+    pub diagnostics: String,
+    /// OperationOutcome issue type (`invalid`, `value`, `required`, `not-supported`, `security`).
+    pub code: &'static str,
+}
+
+/// An `OperationOutcome` resource listing `issues` (severity `error`).
+pub fn operation_outcome(issues: &[FhirIssue]) -> Value {
+    json!({
+        "resourceType": "OperationOutcome",
+        "issue": issues.iter().map(|i| json!({
+            "severity": "error",
+            "code": i.code,
+            "diagnostics": i.diagnostics,
+            "expression": [i.expression],
+        })).collect::<Vec<_>>()
+    })
+}
+
+#[derive(Deserialize)]
+struct Bundle {
+    #[serde(rename = "resourceType")]
+    resource_type: String,
+    #[serde(rename = "type")]
+    ty: Option<String>,
+    #[serde(default)]
+    entry: Vec<BundleEntry>,
+}
+
+#[derive(Deserialize)]
+struct BundleEntry {
+    #[serde(rename = "fullUrl")]
+    full_url: Option<String>,
+    resource: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct Coding {
+    system: Option<String>,
+    code: Option<String>,
+    display: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct CodeableConcept {
+    #[serde(default)]
+    coding: Vec<Coding>,
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    reference: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Quantity {
+    value: Option<f64>,
+    unit: Option<String>,
+    system: Option<String>,
+    code: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Identifier {
+    value: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Patient {
+    id: Option<String>,
+    #[serde(default)]
+    identifier: Vec<Identifier>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Observation {
+    status: Option<String>,
+    code: Option<CodeableConcept>,
+    subject: Option<Reference>,
+    effective_date_time: Option<String>,
+    effective_instant: Option<String>,
+    value_quantity: Option<Quantity>,
+}
+
+#[derive(Deserialize)]
+struct Period {
+    start: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Dosage {
+    dose: Option<Quantity>,
+    rate_quantity: Option<Quantity>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MedicationAdministration {
+    status: Option<String>,
+    medication_codeable_concept: Option<CodeableConcept>,
+    subject: Option<Reference>,
+    effective_date_time: Option<String>,
+    effective_period: Option<Period>,
+    dosage: Option<Dosage>,
+}
+
+/// What a valid bundle holds.
+#[derive(Debug, Clone, Default)]
+pub struct ParsedBundle {
+    /// Patient ids declared by `Patient` entries.
+    pub patients: Vec<String>,
+    /// Data, each tagged with its patient.
+    pub data: Vec<NewDatum>,
+    /// For each datum, the index of its bundle entry.
+    pub entry_of: Vec<usize>,
+    /// Number of entries.
+    pub n_entries: usize,
+    /// Patient id of each Patient entry (by entry index).
+    pub patient_entries: Vec<(usize, String)>,
+}
+
+/// Parse and validate a FHIR transaction bundle (`body`: JSON bytes) received at
+/// `received`. Returns every problem found (not only the first) on failure.
+pub fn parse_bundle(body: &[u8], received: Timestamp) -> Result<ParsedBundle, Vec<FhirIssue>> {
+    let bundle: Bundle = serde_json::from_slice(body).map_err(|e| {
+        vec![FhirIssue {
+            expression: "Bundle".into(),
+            diagnostics: format!("not a FHIR JSON Bundle: {e}"),
+            code: "invalid",
+        }]
+    })?;
+    let mut issues = Vec::new();
+    let issue = |issues: &mut Vec<FhirIssue>, expr: String, code: &'static str, msg: String| {
+        issues.push(FhirIssue {
+            expression: expr,
+            diagnostics: msg,
+            code,
+        })
+    };
+    if bundle.resource_type != "Bundle" {
+        issue(
+            &mut issues,
+            "resourceType".into(),
+            "invalid",
+            format!(
+                "resourceType is `{}`, expected `Bundle`",
+                bundle.resource_type
+            ),
+        );
+    }
+    if bundle.ty.as_deref() != Some("transaction") && bundle.ty.as_deref() != Some("batch") {
+        issue(
+            &mut issues,
+            "Bundle.type".into(),
+            "value",
+            format!(
+                "Bundle.type is {:?}; only `transaction` (or `batch`, processed as a transaction) is accepted",
+                bundle.ty
+            ),
+        );
+    }
+    let mut out = ParsedBundle {
+        n_entries: bundle.entry.len(),
+        ..ParsedBundle::default()
+    };
+    // First pass: patients (so observations may reference them by fullUrl).
+    let mut full_urls: Vec<(String, String)> = Vec::new();
+    for (i, e) in bundle.entry.iter().enumerate() {
+        let Some(r) = &e.resource else { continue };
+        if r.get("resourceType").and_then(Value::as_str) != Some("Patient") {
+            continue;
+        }
+        let at = format!("Bundle.entry[{i}].resource");
+        match serde_json::from_value::<Patient>(r.clone()) {
+            Err(err) => issue(
+                &mut issues,
+                at,
+                "invalid",
+                format!("invalid Patient: {err}"),
+            ),
+            Ok(p) => {
+                let id =
+                    p.id.clone()
+                        .or_else(|| p.identifier.iter().find_map(|i| i.value.clone()));
+                match id {
+                    Some(id) if medtwin_store::valid_patient_id(&id) => {
+                        if let Some(u) = &e.full_url {
+                            full_urls.push((u.clone(), id.clone()));
+                        }
+                        if !out.patients.contains(&id) {
+                            out.patients.push(id.clone());
+                        }
+                        out.patient_entries.push((i, id));
+                    }
+                    Some(id) => issue(
+                        &mut issues,
+                        format!("{at}.id"),
+                        "value",
+                        format!("patient id `{id}` must be 1-64 characters of A-Z a-z 0-9 . _ -"),
+                    ),
+                    None => issue(
+                        &mut issues,
+                        format!("{at}.id"),
+                        "required",
+                        "Patient needs an id or an identifier value".into(),
+                    ),
+                }
+            }
+        }
+    }
+    let resolve = |r: &Option<Reference>| -> Result<String, String> {
+        let s = r
+            .as_ref()
+            .and_then(|r| r.reference.clone())
+            .ok_or_else(|| "subject.reference is required".to_string())?;
+        if let Some((_, id)) = full_urls.iter().find(|(u, _)| *u == s) {
+            return Ok(id.clone());
+        }
+        match s.strip_prefix("Patient/") {
+            Some(id) if medtwin_store::valid_patient_id(id) => Ok(id.to_string()),
+            _ => Err(format!(
+                "subject.reference `{s}` is neither Patient/ID nor the fullUrl of a Patient entry"
+            )),
+        }
+    };
+    let latest = Timestamp::from_second(received.as_second() + crate::FUTURE_TOLERANCE_S)
+        .unwrap_or(received);
+    let parse_time = |s: &Option<String>| -> Result<Timestamp, String> {
+        let s = s.as_deref().ok_or("effective time is required")?;
+        let t: Timestamp = s.parse().map_err(|_| {
+            format!("time `{s}` is not a FHIR dateTime with hours, minutes and a UTC offset")
+        })?;
+        if t > latest {
+            return Err(format!(
+                "time {s} is in the future (server time {received}; tolerance {} s)",
+                crate::FUTURE_TOLERANCE_S
+            ));
+        }
+        Ok(t)
+    };
+    for (i, e) in bundle.entry.iter().enumerate() {
+        let at = format!("Bundle.entry[{i}].resource");
+        let Some(r) = &e.resource else {
+            issue(
+                &mut issues,
+                format!("Bundle.entry[{i}]"),
+                "required",
+                "entry without a resource".into(),
+            );
+            continue;
+        };
+        let rt = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
+        let source = format!(
+            "fhir:{}",
+            e.full_url
+                .clone()
+                .unwrap_or_else(|| format!("Bundle.entry[{i}]"))
+        );
+        match rt {
+            "Patient" => {}
+            "Observation" => {
+                let o: Observation = match serde_json::from_value(r.clone()) {
+                    Ok(o) => o,
+                    Err(err) => {
+                        issue(&mut issues, at, "invalid", format!("invalid Observation: {err}"));
+                        continue;
+                    }
+                };
+                match o.status.as_deref() {
+                    None => {
+                        issue(&mut issues, format!("{at}.status"), "required", "Observation.status is required".into());
+                        continue;
+                    }
+                    Some("entered-in-error") | Some("cancelled") => {
+                        issue(&mut issues, format!("{at}.status"), "value", format!("status `{}` cannot be ingested", o.status.unwrap_or_default()));
+                        continue;
+                    }
+                    _ => {}
+                }
+                let codes = o.code.unwrap_or_default();
+                let found = codes.coding.iter().find_map(|c| {
+                    if c.system.as_deref() != Some(LOINC) {
+                        return None;
+                    }
+                    OBSERVATION_CODES
+                        .iter()
+                        .find(|x| Some(x.0) == c.code.as_deref())
+                });
+                let Some(&(loinc, kind, unit, display)) = found else {
+                    let seen: Vec<String> = codes
+                        .coding
+                        .iter()
+                        .map(|c| format!("{}|{}", c.system.as_deref().unwrap_or(""), c.code.as_deref().unwrap_or("")))
+                        .collect();
+                    let known: Vec<&str> = OBSERVATION_CODES.iter().map(|x| x.0).collect();
+                    issue(
+                        &mut issues,
+                        format!("{at}.code"),
+                        "not-supported",
+                        format!("no supported LOINC code (found [{}]; supported {LOINC} codes: {})", seen.join(", "), known.join(", ")),
+                    );
+                    continue;
+                };
+                let patient = match resolve(&o.subject) {
+                    Ok(p) => p,
+                    Err(m) => {
+                        issue(&mut issues, format!("{at}.subject"), "required", m);
+                        continue;
+                    }
+                };
+                let time = match parse_time(if o.effective_date_time.is_some() {
+                    &o.effective_date_time
+                } else {
+                    &o.effective_instant
+                }) {
+                    Ok(t) => t,
+                    Err(m) => {
+                        issue(&mut issues, format!("{at}.effectiveDateTime"), "value", m);
+                        continue;
+                    }
+                };
+                let Some(q) = o.value_quantity else {
+                    issue(&mut issues, format!("{at}.valueQuantity"), "required", "valueQuantity is required".into());
+                    continue;
+                };
+                let (v, code) = match quantity(&q) {
+                    Ok(x) => x,
+                    Err(m) => {
+                        issue(&mut issues, format!("{at}.valueQuantity"), "value", m);
+                        continue;
+                    }
+                };
+                let ok_unit = code == unit || (kind.is_glucose() && code.eq_ignore_ascii_case(unit));
+                if !ok_unit {
+                    issue(
+                        &mut issues,
+                        format!("{at}.valueQuantity.code"),
+                        "value",
+                        format!("wrong unit `{code}` for LOINC {loinc} ({display}): expected UCUM `{unit}`"),
+                    );
+                    continue;
+                }
+                match RecordEntry::new(time, kind, v, unit, None, source) {
+                    Ok(entry) => {
+                        out.data.push(NewDatum { patient_id: patient, entry, source_unit: code });
+                        out.entry_of.push(i);
+                    }
+                    Err(err) => issue(&mut issues, format!("{at}.valueQuantity.value"), "value", err.reason),
+                }
+            }
+            "MedicationAdministration" => {
+                let m: MedicationAdministration = match serde_json::from_value(r.clone()) {
+                    Ok(m) => m,
+                    Err(err) => {
+                        issue(&mut issues, at, "invalid", format!("invalid MedicationAdministration: {err}"));
+                        continue;
+                    }
+                };
+                match m.status.as_deref() {
+                    Some("completed") | Some("in-progress") => {}
+                    other => {
+                        issue(&mut issues, format!("{at}.status"), "value", format!("status {other:?} cannot be ingested (expected completed or in-progress)"));
+                        continue;
+                    }
+                }
+                let patient = match resolve(&m.subject) {
+                    Ok(p) => p,
+                    Err(msg) => {
+                        issue(&mut issues, format!("{at}.subject"), "required", msg);
+                        continue;
+                    }
+                };
+                let eff = if m.effective_date_time.is_some() {
+                    m.effective_date_time.clone()
+                } else {
+                    m.effective_period.as_ref().and_then(|p| p.start.clone())
+                };
+                let time = match parse_time(&eff) {
+                    Ok(t) => t,
+                    Err(msg) => {
+                        issue(&mut issues, format!("{at}.effectiveDateTime"), "value", msg);
+                        continue;
+                    }
+                };
+                let med = m.medication_codeable_concept.unwrap_or_default();
+                let name = med
+                    .text
+                    .clone()
+                    .or_else(|| med.coding.iter().find_map(|c| c.display.clone()));
+                let long_acting = name.as_deref().is_some_and(|n| {
+                    let n = n.to_ascii_lowercase();
+                    ["glargine", "detemir", "degludec", "long-acting", "long acting"]
+                        .iter()
+                        .any(|k| n.contains(k))
+                });
+                let Some(d) = m.dosage else {
+                    issue(&mut issues, format!("{at}.dosage"), "required", "dosage with dose or rateQuantity is required".into());
+                    continue;
+                };
+                let (kind, q, path, units): (RecordKind, Quantity, &str, &[&str]) =
+                    match (d.rate_quantity, d.dose) {
+                        (Some(rq), _) => (RecordKind::BasalRate, rq, "dosage.rateQuantity", &["[IU]/h", "[iU]/h", "U/h"]),
+                        (None, Some(dq)) => (
+                            if long_acting { RecordKind::LongActing } else { RecordKind::Bolus },
+                            dq,
+                            "dosage.dose",
+                            &["[IU]", "[iU]", "U"],
+                        ),
+                        (None, None) => {
+                            issue(&mut issues, format!("{at}.dosage"), "required", "dosage needs dose or rateQuantity".into());
+                            continue;
+                        }
+                    };
+                let (v, code) = match quantity(&q) {
+                    Ok(x) => x,
+                    Err(msg) => {
+                        issue(&mut issues, format!("{at}.{path}"), "value", msg);
+                        continue;
+                    }
+                };
+                if !units.contains(&code.as_str()) {
+                    issue(
+                        &mut issues,
+                        format!("{at}.{path}.code"),
+                        "value",
+                        format!("wrong unit `{code}` for {kind}: expected UCUM {}", units.join(" or ")),
+                    );
+                    continue;
+                }
+                match RecordEntry::new(time, kind, v, kind.canonical_unit(), name, source) {
+                    Ok(entry) => {
+                        out.data.push(NewDatum { patient_id: patient, entry, source_unit: code });
+                        out.entry_of.push(i);
+                    }
+                    Err(err) => issue(&mut issues, format!("{at}.{path}.value"), "value", err.reason),
+                }
+            }
+            other => issue(
+                &mut issues,
+                format!("{at}.resourceType"),
+                "not-supported",
+                format!("resource type `{other}` is not accepted (Patient, Observation, MedicationAdministration)"),
+            ),
+        }
+    }
+    if issues.is_empty() {
+        Ok(out)
+    } else {
+        Err(issues)
+    }
+}
+
+/// A UCUM quantity's value and code. Errors: missing value, non-UCUM system, missing code.
+fn quantity(q: &Quantity) -> Result<(f64, String), String> {
+    let v = q.value.ok_or("value is required")?;
+    if q.system.as_deref() != Some(UCUM) {
+        return Err(format!(
+            "system is {:?}; units must be UCUM (system {UCUM}) (unit text {:?})",
+            q.system, q.unit
+        ));
+    }
+    let code = q.code.clone().ok_or("UCUM code is required")?;
+    Ok((v, code))
+}
+
+/// A FHIR transaction bundle for a patient's record entries (what `medtwin push` sends):
+/// glucose and carbs as Observations with the LOINC codes above, insulin as
+/// MedicationAdministrations. The Patient entry comes first.
+pub fn bundle_of(patient: &str, entries: &[RecordEntry]) -> Value {
+    let mut list = vec![json!({
+        "fullUrl": format!("urn:medtwin:patient:{patient}"),
+        "resource": {"resourceType": "Patient", "id": patient},
+        "request": {"method": "PUT", "url": format!("Patient/{patient}")}
+    })];
+    for e in entries {
+        let t = e.time.to_string();
+        let subject = json!({"reference": format!("Patient/{patient}")});
+        let resource = match e.kind {
+            RecordKind::Cgm | RecordKind::Smbg | RecordKind::Carbs => {
+                let (code, unit) = match (e.kind, e.unit.to_ascii_lowercase().as_str()) {
+                    (RecordKind::Cgm, "mmol/l") => ("105272-9", "mmol/L"),
+                    (RecordKind::Cgm, _) => ("99504-3", "mg/dL"),
+                    (RecordKind::Smbg, "mmol/l") => ("15074-8", "mmol/L"),
+                    (RecordKind::Smbg, _) => ("2339-0", "mg/dL"),
+                    _ => ("9059-7", "g"),
+                };
+                json!({
+                    "resourceType": "Observation", "status": "final",
+                    "code": {"coding": [{"system": LOINC, "code": code}]},
+                    "subject": subject, "effectiveDateTime": t,
+                    "valueQuantity": {"value": e.original_value, "unit": unit, "system": UCUM, "code": unit}
+                })
+            }
+            RecordKind::Bolus | RecordKind::LongActing | RecordKind::BasalRate => {
+                let name = e.insulin.clone().unwrap_or_else(|| {
+                    if e.kind == RecordKind::LongActing {
+                        "long-acting insulin".into()
+                    } else {
+                        "insulin".into()
+                    }
+                });
+                let dosage = if e.kind == RecordKind::BasalRate {
+                    json!({"rateQuantity": {"value": e.original_value, "unit": "U/h", "system": UCUM, "code": "[IU]/h"}})
+                } else {
+                    json!({"dose": {"value": e.original_value, "unit": "U", "system": UCUM, "code": "[IU]"}})
+                };
+                let name = if e.kind == RecordKind::LongActing
+                    && !name.to_ascii_lowercase().contains("long")
+                    && !["glargine", "detemir", "degludec"]
+                        .iter()
+                        .any(|k| name.to_ascii_lowercase().contains(k))
+                {
+                    format!("{name} (long-acting)")
+                } else {
+                    name
+                };
+                json!({
+                    "resourceType": "MedicationAdministration", "status": "completed",
+                    "medicationCodeableConcept": {"text": name},
+                    "subject": subject, "effectiveDateTime": t, "dosage": dosage
+                })
+            }
+        };
+        list.push(json!({"resource": resource, "request": {"method": "POST", "url": resource["resourceType"]}}));
+    }
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": list})
+}

@@ -1,0 +1,368 @@
+//! # medtwin-server
+//!
+//! The twin server: many patients, a persistent store ([`medtwin_store`], SQLite or
+//! PostgreSQL), ingest by **FHIR R4** and **Nightscout**-compatible uploads, **live twins**
+//! (each new CGM reading queues the patient's twin for assimilation on a bounded queue served
+//! by a worker pool), forecasts and what-if plans over REST, bearer-token **access control**
+//! with roles, an append-only **audit** log, a server-rendered **dashboard**, and an
+//! **OpenAPI** document generated from the handlers (`GET /openapi.json`).
+//!
+//! ## Endpoints
+//!
+//! | method, path | who | what |
+//! |---|---|---|
+//! | `POST /patients` `{"id": "p1"}` | admin | create a patient (201; 200 when it exists) |
+//! | `GET /patients` | admin, clinician | patients visible to the token, latest glucose, risk |
+//! | `GET /patients/{id}/forecast` | admin, clinician | latest forecast: bands, P(<70), P(>250), data time |
+//! | `POST /patients/{id}/whatif` | admin, clinician | compare plans on the twin's posterior |
+//! | `GET /patients/{id}/twin` | admin, clinician | twin status and calibrated parameters |
+//! | `POST /fhir/Bundle` | admin, clinician, device | FHIR R4 transaction (see [`fhir`]) |
+//! | `POST /ns/{id}/api/v1/entries` | admin, clinician, device | Nightscout entries upload |
+//! | `POST /ns/{id}/api/v1/treatments` | admin, clinician, device | Nightscout treatments upload |
+//! | `GET /ns/{id}/api/v1/entries.json?count=N` | admin, clinician | latest N CGM entries (Nightscout JSON) |
+//! | `GET /audit?patient=ID&limit=N` | admin | audit records, newest first |
+//! | `GET /openapi.json` | anyone | the OpenAPI 3.1 document |
+//! | `GET /`, `/ui/…` | token cookie | dashboard ([`dashboard`]) |
+//!
+//! Authentication: `Authorization: Bearer TOKEN`, or Nightscout's `api-secret: SHA1HEX(TOKEN)`,
+//! or the dashboard cookie `medtwin_token`. No or unknown credentials → 401; a role or patient
+//! the token may not access → 403. Roles: **admin** (everything), **clinician** (read and
+//! write the patients assigned to the token), **device** (ingest only, for its one patient).
+//!
+//! Every request that reads or writes patient data appends an audit record (actor, action,
+//! patient, time, HTTP status), also when it is refused; the API has no way to change or
+//! delete audit records and the database rejects it (triggers).
+//!
+//! Input rules: bodies over [`ServerConfig::max_body_bytes`] → 413; malformed JSON, unknown
+//! codes, wrong units, impossible values, timestamps more than
+//! [`FUTURE_TOLERANCE_S`] in the future → 400 (FHIR: an `OperationOutcome`) naming each
+//! problem, and **nothing** of the request is stored.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod client;
+pub mod dashboard;
+pub mod fhir;
+pub mod live;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use medtwin_store::{AuditEntry, Principal, Role, Store};
+
+/// Readings may be at most this far in the future (clock skew between devices and server), s.
+pub const FUTURE_TOLERANCE_S: i64 = 300;
+
+/// Name of the dashboard's login cookie.
+pub const COOKIE: &str = "medtwin_token";
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Database URL (`sqlite://PATH` or `postgres://…`).
+    pub db_url: String,
+    /// Listen address; port 0 picks a free port (the chosen address is printed).
+    pub addr: SocketAddr,
+    /// Twin worker threads (assimilation, forecasts).
+    pub workers: usize,
+    /// Capacity of the bounded assimilation queue (patients).
+    pub queue_capacity: usize,
+    /// Particles of each live twin's filter.
+    pub particles: usize,
+    /// Horizon of the live forecast, minutes.
+    pub horizon_min: u32,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+}
+
+impl ServerConfig {
+    /// Defaults: `sqlite://medtwin.db`, `127.0.0.1:8080`, one worker per core, queue 10 000,
+    /// 500 particles, 120-minute forecasts, 4 MiB bodies.
+    pub fn new(db_url: &str, addr: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            db_url: db_url.to_string(),
+            addr,
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            queue_capacity: 10_000,
+            particles: 500,
+            horizon_min: 120,
+            max_body_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Errors that stop the server or a CLI helper.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Store failure.
+    #[error(transparent)]
+    Store(#[from] medtwin_store::StoreError),
+    /// Network or runtime failure.
+    #[error("{0}")]
+    Io(String),
+    /// Bad input to a CLI helper (exit code 2).
+    #[error("{0}")]
+    Input(String),
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// Live twins (queue and workers).
+    pub live: Arc<live::Live>,
+    /// Settings.
+    pub cfg: Arc<ServerConfig>,
+}
+
+/// An error answer: HTTP status and a reason sentence (JSON `{"error": reason}`).
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Why.
+    pub reason: String,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            reason: reason.into(),
+        }
+    }
+    /// 400.
+    pub fn bad(reason: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, reason)
+    }
+    /// 401.
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication required: Authorization: Bearer TOKEN or api-secret: SHA1(TOKEN)",
+        )
+    }
+    /// 403.
+    pub fn forbidden(reason: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, reason)
+    }
+    /// 404.
+    pub fn not_found(reason: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, reason)
+    }
+    /// 500 (the reason is logged, the answer is generic).
+    pub fn internal(reason: impl std::fmt::Display) -> ApiError {
+        eprintln!("medtwin serve: internal error: {reason}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error (see server log)",
+        )
+    }
+}
+
+impl From<medtwin_store::StoreError> for ApiError {
+    fn from(e: medtwin_store::StoreError) -> ApiError {
+        match e {
+            medtwin_store::StoreError::Invalid(m) => ApiError::bad(m),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(serde_json::json!({ "error": self.reason })),
+        )
+            .into_response()
+    }
+}
+
+/// Who is calling: the principal, or why not (401).
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let p = if let Some(auth) = header("authorization") {
+        let token = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+            .ok_or_else(ApiError::unauthorized)?;
+        state.store.authenticate_token(token.trim()).await?
+    } else if let Some(secret) = header("api-secret") {
+        state.store.authenticate_api_secret(secret.trim()).await?
+    } else if let Some(token) = cookie(headers, COOKIE) {
+        state.store.authenticate_token(&token).await?
+    } else {
+        None
+    };
+    p.ok_or_else(ApiError::unauthorized)
+}
+
+/// The value of cookie `name`, if sent.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// What a request wants to do with a patient's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read (forecasts, entries, what-if, dashboard).
+    Read,
+    /// Write (ingest).
+    Write,
+}
+
+/// Whether `p` may `access` patient `patient` (403 with the reason otherwise).
+pub fn check_access(p: &Principal, patient: &str, access: Access) -> Result<(), ApiError> {
+    match p.role {
+        Role::Admin => Ok(()),
+        Role::Device if access == Access::Read => Err(ApiError::forbidden(
+            "a device token may only upload data (ingest-only)",
+        )),
+        Role::Clinician | Role::Device => {
+            if p.patients.iter().any(|x| x == patient) {
+                Ok(())
+            } else {
+                Err(ApiError::forbidden(format!(
+                    "this {} token is not assigned to patient `{patient}`",
+                    p.role
+                )))
+            }
+        }
+    }
+}
+
+/// An audit record for `principal` (or `anonymous`).
+pub fn audit_entry(
+    principal: Option<&Principal>,
+    action: &str,
+    patient: Option<&str>,
+    status: StatusCode,
+    detail: &str,
+) -> AuditEntry {
+    AuditEntry {
+        at_ms: medtwin_store::now_ms(),
+        actor: principal
+            .map(Principal::actor)
+            .unwrap_or_else(|| "anonymous".into()),
+        action: action.to_string(),
+        patient_id: patient.map(str::to_string),
+        outcome: status.as_u16() as i64,
+        detail: detail.chars().take(500).collect(),
+    }
+}
+
+/// Append an audit record; a failure to audit is logged (the answer is already decided).
+pub async fn audit(
+    state: &AppState,
+    principal: Option<&Principal>,
+    action: &str,
+    patient: Option<&str>,
+    status: StatusCode,
+    detail: &str,
+) {
+    let e = audit_entry(principal, action, patient, status, detail);
+    if let Err(err) = state.store.audit(&e).await {
+        eprintln!("medtwin serve: audit write failed: {err}");
+    }
+}
+
+/// Start the server in the background on the current tokio runtime: open the store
+/// (migrations), start the twin workers (resuming twins that are behind their data), listen
+/// on `cfg.addr`. Returns the bound address and the task serving until `shutdown` resolves.
+pub async fn start(
+    cfg: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<(), ServerError>>), ServerError> {
+    let store = Store::open(&cfg.db_url).await?;
+    let cfg = Arc::new(cfg);
+    let live = live::Live::start(store.clone(), cfg.clone());
+    let state = AppState {
+        store: store.clone(),
+        live,
+        cfg: cfg.clone(),
+    };
+    let app = api::router(state);
+    let listener = tokio::net::TcpListener::bind(cfg.addr)
+        .await
+        .map_err(|e| ServerError::Io(format!("cannot listen on {}: {e}", cfg.addr)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| ServerError::Io(e.to_string()))?;
+    eprintln!(
+        "medtwin serve: database {} ({:?}), {} twin workers, {} particles",
+        cfg.db_url,
+        store.backend(),
+        cfg.workers,
+        cfg.particles
+    );
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| ServerError::Io(e.to_string()))?;
+        store.close().await;
+        Ok(())
+    });
+    Ok((local, task))
+}
+
+/// Run the server until Ctrl-C (see [`start`]). Prints `medtwin serve: listening on
+/// http://ADDR` once ready.
+pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
+    let (local, task) = start(cfg, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    println!("medtwin serve: listening on http://{local}");
+    task.await.map_err(|e| ServerError::Io(e.to_string()))?
+}
+
+/// [`serve`] on a new multi-threaded runtime (for the CLI).
+pub fn serve_blocking(cfg: ServerConfig) -> Result<(), ServerError> {
+    runtime()?.block_on(serve(cfg))
+}
+
+/// A multi-threaded tokio runtime.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ServerError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServerError::Io(e.to_string()))
+}
+
+/// Create a token in the database at `db_url` (created and migrated if needed); returns the
+/// token (shown once, stored hashed). Errors: invalid role/patient combination (input).
+pub fn create_token_blocking(
+    db_url: &str,
+    role: Role,
+    patients: &[String],
+    label: &str,
+) -> Result<String, ServerError> {
+    runtime()?.block_on(async {
+        let store = Store::open(db_url).await?;
+        let t = store
+            .create_token(role, patients, label)
+            .await
+            .map_err(|e| match e {
+                medtwin_store::StoreError::Invalid(m) => ServerError::Input(m),
+                other => ServerError::Store(other),
+            })?;
+        store.close().await;
+        Ok(t)
+    })
+}

@@ -1,0 +1,1082 @@
+//! # medtwin-store
+//!
+//! Persistence of the twin server behind one interface, [`Store`], for **SQLite** (single
+//! machine; the default, `sqlite://medtwin.db`, created on first run, WAL journal) and
+//! **PostgreSQL** (multi-user deployments, `postgres://user@host/db`), through sqlx's `Any`
+//! driver with runtime queries only (no compile-time `query!` macros, so no database is needed
+//! to build). Both back-ends get the same schema from [`MIGRATIONS`] (applied in order on open,
+//! recorded in `schema_migrations`) and behave the same.
+//!
+//! ## Schema (times are integers: milliseconds since the Unix epoch, UTC)
+//!
+//! | table | holds | unique key (idempotent ingest) |
+//! |---|---|---|
+//! | `patients` | `id` (free text, 1–64 of `[A-Za-z0-9._-]`), created time | `id` |
+//! | `observations` | glucose: `kind` `cgm` or `smbg`, value in mg/dL | `(patient_id, kind, time_ms)` |
+//! | `insulin_administrations` | `kind` `bolus` (U), `basal_rate` (U/h), `long_acting` (U), insulin name | `(patient_id, kind, time_ms)` |
+//! | `carbs` | carbohydrate intake, g | `(patient_id, time_ms)` |
+//! | `twins` | the latest saved twin per patient (`medtwin-twin/1` JSON), version, status | `patient_id` |
+//! | `forecasts` | the latest forecast per patient (JSON), the data time it is based on | `patient_id` |
+//! | `tokens` | bearer tokens as SHA-256 and SHA-1 hex digests (never the token), role | both digests |
+//! | `token_patients` | patients a clinician or device token may access | `(token_id, patient_id)` |
+//! | `audit` | who, what, which patient, when, outcome: **append-only** (database triggers reject `UPDATE` and `DELETE`) | `id` |
+//!
+//! Every clinical datum keeps `value` in the canonical unit of its kind (see
+//! [`medtwin_io::RecordKind::canonical_unit`]), the `original_value` and `unit` as the
+//! record had it, the `source_unit` exactly as the sender wrote it (e.g. the UCUM `[IU]` that
+//! became `U`), the `source` (which endpoint and which element) and the `received_ms`.
+//!
+//! ## Durability
+//!
+//! Every ingest is one transaction (data rows and their audit row together, or nothing).
+//! SQLite runs in WAL mode with `synchronous = NORMAL`: a committed (acknowledged) transaction
+//! survives a crash or `kill -9` of the server process; it may be lost on power failure or an
+//! operating-system crash (use PostgreSQL, or `synchronous = FULL`, when that matters).
+//!
+//! ## Tokens
+//!
+//! Tokens are 32 random bytes from the operating system's generator, written `mt_` + 64 hex
+//! digits. Only digests are stored: SHA-256 (for `Authorization: Bearer`) and SHA-1 (for
+//! Nightscout's `api-secret` header, which carries the SHA-1 hex of the secret). A slow
+//! password hash (argon2) is not needed for 256-bit random secrets and would cost tens of
+//! milliseconds per request.
+
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use medtwin_io::{RecordEntry, RecordKind};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL is not `sqlite://…` or `postgres://…` (`postgresql://…`).
+    #[error("database URL `{0}`: expected sqlite://PATH or postgres://USER@HOST/DB")]
+    Url(String),
+    /// The database refused or failed an operation.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A stored row could not be read back (corrupt or edited database).
+    #[error("stored data: {0}")]
+    Corrupt(String),
+    /// A caller-side mistake (unknown patient, invalid identifier).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Which database engine a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite (bundled library), one file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// Access role of a token (see the server's access rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, all patients.
+    Admin,
+    /// Read and write the patients assigned to the token.
+    Clinician,
+    /// Ingest only, for its one patient.
+    Device,
+}
+
+impl Role {
+    /// `admin`, `clinician` or `device`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Clinician => "clinician",
+            Role::Device => "device",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "clinician" => Ok(Role::Clinician),
+            "device" => Ok(Role::Device),
+            other => Err(format!(
+                "unknown role `{other}` (expected admin, clinician or device)"
+            )),
+        }
+    }
+}
+
+/// An authenticated token: its row id, role and the patients it is limited to (empty for
+/// admin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `tokens.id`.
+    pub token_id: i64,
+    /// Role.
+    pub role: Role,
+    /// Patients a clinician or device token may access.
+    pub patients: Vec<String>,
+}
+
+impl Principal {
+    /// Audit name of the actor, e.g. `token:3/clinician`.
+    pub fn actor(&self) -> String {
+        format!("token:{}/{}", self.token_id, self.role)
+    }
+}
+
+/// One audit record to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// Who: `token:ID/ROLE`, or `anonymous` when unauthenticated.
+    pub actor: String,
+    /// What: method and route, e.g. `POST /fhir/Bundle`.
+    pub action: String,
+    /// Which patient, when the request concerns one.
+    pub patient_id: Option<String>,
+    /// HTTP status of the answer.
+    pub outcome: i64,
+    /// Short free text (counts, the reason of a refusal).
+    pub detail: String,
+}
+
+/// One stored audit record ([`AuditEntry`] plus its row id).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditRow {
+    /// Row id (increasing).
+    pub id: i64,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// Which patient.
+    pub patient_id: Option<String>,
+    /// HTTP status.
+    pub outcome: i64,
+    /// Details.
+    pub detail: String,
+}
+
+/// A clinical datum to store: a validated [`RecordEntry`] plus what the sender wrote as unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDatum {
+    /// The patient it belongs to.
+    pub patient_id: String,
+    /// The validated entry (canonical value, original value and unit, source).
+    pub entry: RecordEntry,
+    /// The unit exactly as received (e.g. `[IU]`, `mg/dl`); usually equal to `entry.unit`.
+    pub source_unit: String,
+}
+
+/// Counts of one ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct IngestOutcome {
+    /// Rows stored.
+    pub inserted: usize,
+    /// Rows already present (same patient, kind and time): not stored again.
+    pub duplicates: usize,
+    /// Of the inserted rows, CGM readings.
+    pub inserted_cgm: usize,
+}
+
+/// A datum read back from the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDatum {
+    /// The entry, rebuilt with [`RecordEntry::new`] from the stored original value and unit.
+    pub entry: RecordEntry,
+    /// Unit as received.
+    pub source_unit: String,
+    /// When the server received it, ms since the epoch.
+    pub received_ms: i64,
+}
+
+/// A patient and what the dashboard shows about it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PatientSummary {
+    /// Identifier.
+    pub id: String,
+    /// Created, ms since the epoch.
+    pub created_ms: i64,
+    /// Latest CGM reading `(time ms, mg/dL)`.
+    pub latest_cgm: Option<(i64, f64)>,
+    /// Number of CGM readings.
+    pub n_cgm: i64,
+}
+
+/// The saved twin of a patient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TwinRow {
+    /// Incremented on every save.
+    pub version: i64,
+    /// `ok` (a twin document is present) or `waiting` / `failed` (see `message`).
+    pub status: String,
+    /// Why the twin is waiting or failed.
+    pub message: String,
+    /// Time of the last CGM reading the twin has assimilated (or, when waiting/failed, the last
+    /// one considered), ms since the epoch.
+    pub data_time_ms: i64,
+    /// The `medtwin-twin/1` JSON document, when status is `ok`.
+    pub doc: Option<String>,
+    /// When saved, ms since the epoch.
+    pub updated_ms: i64,
+}
+
+/// The latest forecast of a patient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastRow {
+    /// Data time (last assimilated CGM reading), ms since the epoch.
+    pub data_time_ms: i64,
+    /// When computed, ms since the epoch.
+    pub computed_ms: i64,
+    /// The forecast JSON (server's `ForecastDoc`).
+    pub doc: String,
+}
+
+/// Migrations, applied in order: `(version, SQLite SQL, PostgreSQL SQL)`. Statements are
+/// separated by `;;` (trigger bodies contain `;`).
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, SCHEMA_V1_SQLITE, SCHEMA_V1_PG)];
+
+const SCHEMA_V1_COMMON: &str = "
+CREATE TABLE patients (
+  id TEXT PRIMARY KEY,
+  created_ms BIGINT NOT NULL
+);;
+CREATE TABLE observations (
+  id {ID},
+  patient_id TEXT NOT NULL REFERENCES patients(id),
+  kind TEXT NOT NULL CHECK (kind IN ('cgm','smbg')),
+  time_ms BIGINT NOT NULL,
+  value_mg_dl DOUBLE PRECISION NOT NULL,
+  original_value DOUBLE PRECISION NOT NULL,
+  unit TEXT NOT NULL,
+  source_unit TEXT NOT NULL,
+  source TEXT NOT NULL,
+  received_ms BIGINT NOT NULL,
+  UNIQUE (patient_id, kind, time_ms)
+);;
+CREATE TABLE insulin_administrations (
+  id {ID},
+  patient_id TEXT NOT NULL REFERENCES patients(id),
+  kind TEXT NOT NULL CHECK (kind IN ('bolus','basal_rate','long_acting')),
+  time_ms BIGINT NOT NULL,
+  value DOUBLE PRECISION NOT NULL,
+  original_value DOUBLE PRECISION NOT NULL,
+  unit TEXT NOT NULL,
+  source_unit TEXT NOT NULL,
+  insulin TEXT,
+  source TEXT NOT NULL,
+  received_ms BIGINT NOT NULL,
+  UNIQUE (patient_id, kind, time_ms)
+);;
+CREATE TABLE carbs (
+  id {ID},
+  patient_id TEXT NOT NULL REFERENCES patients(id),
+  time_ms BIGINT NOT NULL,
+  value_g DOUBLE PRECISION NOT NULL,
+  original_value DOUBLE PRECISION NOT NULL,
+  unit TEXT NOT NULL,
+  source_unit TEXT NOT NULL,
+  source TEXT NOT NULL,
+  received_ms BIGINT NOT NULL,
+  UNIQUE (patient_id, time_ms)
+);;
+CREATE TABLE twins (
+  patient_id TEXT PRIMARY KEY REFERENCES patients(id),
+  version BIGINT NOT NULL,
+  model TEXT NOT NULL,
+  status TEXT NOT NULL,
+  message TEXT NOT NULL,
+  data_time_ms BIGINT NOT NULL,
+  doc TEXT,
+  updated_ms BIGINT NOT NULL
+);;
+CREATE TABLE forecasts (
+  patient_id TEXT PRIMARY KEY REFERENCES patients(id),
+  data_time_ms BIGINT NOT NULL,
+  computed_ms BIGINT NOT NULL,
+  doc TEXT NOT NULL
+);;
+CREATE TABLE tokens (
+  id {ID},
+  sha256_hex TEXT NOT NULL UNIQUE,
+  sha1_hex TEXT NOT NULL UNIQUE,
+  role TEXT NOT NULL CHECK (role IN ('admin','clinician','device')),
+  label TEXT NOT NULL,
+  created_ms BIGINT NOT NULL
+);;
+CREATE TABLE token_patients (
+  token_id BIGINT NOT NULL REFERENCES tokens(id),
+  patient_id TEXT NOT NULL,
+  PRIMARY KEY (token_id, patient_id)
+);;
+CREATE TABLE audit (
+  id {ID},
+  at_ms BIGINT NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  patient_id TEXT,
+  outcome BIGINT NOT NULL,
+  detail TEXT NOT NULL
+);;
+CREATE INDEX audit_patient ON audit (patient_id, id)";
+
+const SCHEMA_V1_SQLITE: &str = "{COMMON};;
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END";
+
+const SCHEMA_V1_PG: &str = "{COMMON};;
+CREATE FUNCTION medtwin_audit_append_only() RETURNS trigger AS $$
+BEGIN RAISE EXCEPTION 'audit records are append-only'; END; $$ LANGUAGE plpgsql;;
+CREATE TRIGGER audit_no_update BEFORE UPDATE OR DELETE ON audit
+FOR EACH ROW EXECUTE FUNCTION medtwin_audit_append_only();;
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+FOR EACH STATEMENT EXECUTE FUNCTION medtwin_audit_append_only()";
+
+/// Milliseconds since the epoch of a timestamp.
+pub fn to_ms(t: jiff::Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+/// The current time, ms since the epoch.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// SHA-256 hex digest of a token (the `tokens.sha256_hex` column).
+pub fn sha256_hex(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// SHA-1 hex digest of a token: what Nightscout clients send as `api-secret`.
+pub fn sha1_hex(token: &str) -> String {
+    hex(&Sha1::digest(token.as_bytes()))
+}
+
+/// Whether `id` is a valid patient identifier: 1–64 characters of `A–Z a–z 0–9 . _ -`
+/// (the FHIR `id` alphabet).
+pub fn valid_patient_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// The persistence handle (cheap to clone; a connection pool inside).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn table_of(kind: RecordKind) -> &'static str {
+    match kind {
+        RecordKind::Cgm | RecordKind::Smbg => "observations",
+        RecordKind::Bolus | RecordKind::BasalRate | RecordKind::LongActing => {
+            "insulin_administrations"
+        }
+        RecordKind::Carbs => "carbs",
+    }
+}
+
+impl Store {
+    /// Open (and create, for SQLite) the database at `url` and apply pending [`MIGRATIONS`].
+    ///
+    /// `url`: `sqlite://PATH` (relative or absolute; the file is created when missing) or
+    /// `postgres://…` / `postgresql://…`. SQLite connections run `journal_mode = WAL`,
+    /// `synchronous = NORMAL`, `busy_timeout = 30 s`, `foreign_keys = ON`.
+    ///
+    /// Errors: an unknown URL scheme ([`StoreError::Url`]); the database cannot be reached or
+    /// migrated ([`StoreError::Db`]).
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let mut u = format!("sqlite:{rest}");
+            if !rest.contains("mode=") {
+                u.push_str(if rest.contains('?') { "&" } else { "?" });
+                u.push_str("mode=rwc");
+            }
+            (Backend::Sqlite, u)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::Url(url.to_string()));
+        };
+        let max = match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(60))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        for p in [
+                            "PRAGMA busy_timeout = 30000",
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA foreign_keys = ON",
+                        ] {
+                            sqlx::query(p).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Begin a write transaction. On SQLite `BEGIN IMMEDIATE` takes the write lock at once
+    /// (waiting up to the busy timeout), so a transaction that reads before it writes cannot
+    /// fail with `SQLITE_BUSY` when another connection commits in between.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// The engine behind this store.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for &(version, sqlite, pg) in MIGRATIONS {
+            let mut tx = self.begin_write().await?;
+            let done: Option<i64> =
+                sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.get(0));
+            if done.is_some() {
+                continue;
+            }
+            let (template, id) = match self.backend {
+                Backend::Sqlite => (sqlite, "INTEGER PRIMARY KEY AUTOINCREMENT"),
+                Backend::Postgres => (pg, "BIGSERIAL PRIMARY KEY"),
+            };
+            let sql = template
+                .replace("{COMMON}", SCHEMA_V1_COMMON)
+                .replace("{ID}", id);
+            for stmt in sql.split(";;") {
+                if !stmt.trim().is_empty() {
+                    // Constant schema text (MIGRATIONS), not request data.
+                    sqlx::query(sqlx::AssertSqlSafe(stmt.to_string()))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)")
+                .bind(version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Create a patient. Returns `true` when created, `false` when it already existed.
+    ///
+    /// Errors: invalid identifier ([`valid_patient_id`]) as [`StoreError::Invalid`].
+    pub async fn create_patient(&self, id: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
+        if !valid_patient_id(id) {
+            return Err(StoreError::Invalid(format!(
+                "patient id `{id}` must be 1-64 characters of A-Z a-z 0-9 . _ -"
+            )));
+        }
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "INSERT INTO patients (id, created_ms) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Whether a patient exists.
+    pub async fn patient_exists(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM patients WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    /// All patients (sorted by id) with their latest CGM reading and CGM count.
+    pub async fn list_patients(&self) -> Result<Vec<PatientSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.id, p.created_ms,
+               (SELECT COUNT(*) FROM observations o WHERE o.patient_id = p.id AND o.kind = 'cgm'),
+               (SELECT MAX(o.time_ms) FROM observations o WHERE o.patient_id = p.id AND o.kind = 'cgm')
+             FROM patients p ORDER BY p.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.try_get(0)?;
+            let last: Option<i64> = r.try_get(3)?;
+            let latest_cgm = match last {
+                Some(t) => {
+                    let v: Option<f64> = sqlx::query(
+                        "SELECT value_mg_dl FROM observations WHERE patient_id = $1 AND kind = 'cgm' AND time_ms = $2",
+                    )
+                    .bind(&id)
+                    .bind(t)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?;
+                    v.map(|v| (t, v))
+                }
+                None => None,
+            };
+            out.push(PatientSummary {
+                id,
+                created_ms: r.try_get(1)?,
+                n_cgm: r.try_get(2)?,
+                latest_cgm,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Store one ingest in **one transaction**: create `new_patients` (existing ones are left
+    /// alone), insert `data` (each [`NewDatum`] names its patient), append every `audit`
+    /// record; either all of it is committed or nothing is. A datum whose `(patient, kind,
+    /// time)` is already stored is skipped and counted as a duplicate (idempotent ingest).
+    ///
+    /// Returns the counts and, per datum, whether it was inserted (`false`: duplicate).
+    ///
+    /// Errors: a datum for a patient that does not exist (and is not in `new_patients`)
+    /// ([`StoreError::Invalid`], nothing stored); database failure (nothing stored).
+    pub async fn ingest(
+        &self,
+        new_patients: &[String],
+        data: &[NewDatum],
+        received_ms: i64,
+        audit: &[AuditEntry],
+    ) -> Result<(IngestOutcome, Vec<bool>), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for p in new_patients {
+            if !valid_patient_id(p) {
+                return Err(StoreError::Invalid(format!(
+                    "patient id `{p}` must be 1-64 characters of A-Z a-z 0-9 . _ -"
+                )));
+            }
+            sqlx::query(
+                "INSERT INTO patients (id, created_ms) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(p.as_str())
+            .bind(received_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut checked: Vec<&str> = Vec::new();
+        let mut out = IngestOutcome::default();
+        let mut flags = Vec::with_capacity(data.len());
+        for d in data {
+            let patient = d.patient_id.as_str();
+            if !checked.contains(&patient) {
+                if sqlx::query("SELECT 1 FROM patients WHERE id = $1")
+                    .bind(patient)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_none()
+                {
+                    return Err(StoreError::Invalid(format!("unknown patient `{patient}`")));
+                }
+                checked.push(patient);
+            }
+            let e = &d.entry;
+            let t = to_ms(e.time);
+            let q = match e.kind {
+                RecordKind::Cgm | RecordKind::Smbg => sqlx::query(
+                    "INSERT INTO observations (patient_id, kind, time_ms, value_mg_dl, original_value, unit, source_unit, source, received_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (patient_id, kind, time_ms) DO NOTHING",
+                )
+                .bind(patient)
+                .bind(e.kind.name())
+                .bind(t)
+                .bind(e.value)
+                .bind(e.original_value)
+                .bind(e.unit.as_str())
+                .bind(d.source_unit.as_str())
+                .bind(e.source.as_str())
+                .bind(received_ms),
+                RecordKind::Bolus | RecordKind::BasalRate | RecordKind::LongActing => sqlx::query(
+                    "INSERT INTO insulin_administrations (patient_id, kind, time_ms, value, original_value, unit, source_unit, insulin, source, received_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (patient_id, kind, time_ms) DO NOTHING",
+                )
+                .bind(patient)
+                .bind(e.kind.name())
+                .bind(t)
+                .bind(e.value)
+                .bind(e.original_value)
+                .bind(e.unit.as_str())
+                .bind(d.source_unit.as_str())
+                .bind(e.insulin.clone())
+                .bind(e.source.as_str())
+                .bind(received_ms),
+                RecordKind::Carbs => sqlx::query(
+                    "INSERT INTO carbs (patient_id, time_ms, value_g, original_value, unit, source_unit, source, received_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (patient_id, time_ms) DO NOTHING",
+                )
+                .bind(patient)
+                .bind(t)
+                .bind(e.value)
+                .bind(e.original_value)
+                .bind(e.unit.as_str())
+                .bind(d.source_unit.as_str())
+                .bind(e.source.as_str())
+                .bind(received_ms),
+            };
+            let inserted = q.execute(&mut *tx).await?.rows_affected() == 1;
+            if inserted {
+                out.inserted += 1;
+                if e.kind == RecordKind::Cgm {
+                    out.inserted_cgm += 1;
+                }
+            } else {
+                out.duplicates += 1;
+            }
+            flags.push(inserted);
+        }
+        for a in audit {
+            insert_audit(&mut tx, a).await?;
+        }
+        tx.commit().await?;
+        Ok((out, flags))
+    }
+
+    /// Every stored datum of a patient with `time_ms >= from_ms`, all kinds, sorted by time.
+    pub async fn data(&self, patient: &str, from_ms: i64) -> Result<Vec<StoredDatum>, StoreError> {
+        let mut out = Vec::new();
+        for (sql, has_kind, has_insulin) in [
+            ("SELECT kind, time_ms, original_value, unit, source_unit, source, received_ms FROM observations WHERE patient_id = $1 AND time_ms >= $2", true, false),
+            ("SELECT kind, time_ms, original_value, unit, source_unit, source, received_ms, insulin FROM insulin_administrations WHERE patient_id = $1 AND time_ms >= $2", true, true),
+            ("SELECT 'carbs', time_ms, original_value, unit, source_unit, source, received_ms FROM carbs WHERE patient_id = $1 AND time_ms >= $2", false, false),
+        ] {
+            let rows = sqlx::query(sql).bind(patient).bind(from_ms).fetch_all(&self.pool).await?;
+            for r in rows {
+                out.push(datum_of(&r, has_kind, has_insulin)?);
+            }
+        }
+        out.sort_by_key(|d| d.entry.time);
+        Ok(out)
+    }
+
+    /// The latest `count` CGM readings of a patient, newest first.
+    pub async fn latest_cgm(
+        &self,
+        patient: &str,
+        count: i64,
+    ) -> Result<Vec<StoredDatum>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, time_ms, original_value, unit, source_unit, source, received_ms FROM observations
+             WHERE patient_id = $1 AND kind = 'cgm' ORDER BY time_ms DESC LIMIT $2",
+        )
+        .bind(patient)
+        .bind(count)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| datum_of(r, true, false)).collect()
+    }
+
+    /// Number of rows of a patient in each of `observations`, `insulin_administrations`,
+    /// `carbs`.
+    pub async fn counts(&self, patient: &str) -> Result<[i64; 3], StoreError> {
+        let mut out = [0i64; 3];
+        for (i, k) in [RecordKind::Cgm, RecordKind::Bolus, RecordKind::Carbs]
+            .into_iter()
+            .enumerate()
+        {
+            let sql = format!("SELECT COUNT(*) FROM {} WHERE patient_id = $1", table_of(k));
+            out[i] = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(patient)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?;
+        }
+        Ok(out)
+    }
+
+    /// `(count, first time ms, last time ms)` of a patient's CGM readings.
+    pub async fn cgm_span(
+        &self,
+        patient: &str,
+    ) -> Result<(i64, Option<i64>, Option<i64>), StoreError> {
+        let r = sqlx::query(
+            "SELECT COUNT(*), MIN(time_ms), MAX(time_ms) FROM observations WHERE patient_id = $1 AND kind = 'cgm'",
+        )
+        .bind(patient)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+    }
+
+    /// The saved twin of a patient, if any.
+    pub async fn load_twin(&self, patient: &str) -> Result<Option<TwinRow>, StoreError> {
+        let r = sqlx::query(
+            "SELECT version, status, message, data_time_ms, doc, updated_ms FROM twins WHERE patient_id = $1",
+        )
+        .bind(patient)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.map(|r| {
+            Ok(TwinRow {
+                version: r.try_get(0)?,
+                status: r.try_get(1)?,
+                message: r.try_get(2)?,
+                data_time_ms: r.try_get(3)?,
+                doc: r.try_get(4)?,
+                updated_ms: r.try_get(5)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Save (insert or replace) the twin of a patient; the version is incremented. `doc` is
+    /// the twin JSON when `status` is `ok`, `None` otherwise.
+    pub async fn save_twin(
+        &self,
+        patient: &str,
+        status: &str,
+        message: &str,
+        data_time_ms: i64,
+        doc: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO twins (patient_id, version, model, status, message, data_time_ms, doc, updated_ms)
+             VALUES ($1, 1, 'uva-padova-s2008', $2, $3, $4, $5, $6)
+             ON CONFLICT (patient_id) DO UPDATE SET version = twins.version + 1, status = excluded.status,
+               message = excluded.message, data_time_ms = excluded.data_time_ms, doc = excluded.doc,
+               updated_ms = excluded.updated_ms",
+        )
+        .bind(patient)
+        .bind(status)
+        .bind(message)
+        .bind(data_time_ms)
+        .bind(doc.map(str::to_string))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Save (insert or replace) the latest forecast of a patient.
+    pub async fn save_forecast(
+        &self,
+        patient: &str,
+        data_time_ms: i64,
+        doc: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO forecasts (patient_id, data_time_ms, computed_ms, doc) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (patient_id) DO UPDATE SET data_time_ms = excluded.data_time_ms,
+               computed_ms = excluded.computed_ms, doc = excluded.doc",
+        )
+        .bind(patient)
+        .bind(data_time_ms)
+        .bind(now_ms())
+        .bind(doc)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The latest forecast of a patient, if any.
+    pub async fn load_forecast(&self, patient: &str) -> Result<Option<ForecastRow>, StoreError> {
+        let r = sqlx::query(
+            "SELECT data_time_ms, computed_ms, doc FROM forecasts WHERE patient_id = $1",
+        )
+        .bind(patient)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.map(|r| {
+            Ok(ForecastRow {
+                data_time_ms: r.try_get(0)?,
+                computed_ms: r.try_get(1)?,
+                doc: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Patients whose twin has not seen their latest CGM reading (or who have no twin row yet
+    /// but have CGM): the work a restarted server resumes.
+    pub async fn patients_behind(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.id FROM patients p LEFT JOIN twins t ON t.patient_id = p.id
+             WHERE EXISTS (SELECT 1 FROM observations o WHERE o.patient_id = p.id AND o.kind = 'cgm'
+                           AND o.time_ms > COALESCE(t.data_time_ms, -1))
+             ORDER BY p.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Create a token with `role`, limited to `patients` (clinician: one or more; device:
+    /// exactly one; admin: none). Returns the token in clear text: it is not stored and cannot
+    /// be shown again.
+    ///
+    /// Errors: wrong number of patients for the role, or an invalid patient id
+    /// ([`StoreError::Invalid`]).
+    pub async fn create_token(
+        &self,
+        role: Role,
+        patients: &[String],
+        label: &str,
+    ) -> Result<String, StoreError> {
+        match (role, patients.len()) {
+            (Role::Admin, 0) | (Role::Device, 1) => {}
+            (Role::Clinician, n) if n >= 1 => {}
+            (Role::Admin, _) => {
+                return Err(StoreError::Invalid(
+                    "an admin token is not limited to patients: give no --patient".into(),
+                ))
+            }
+            (Role::Device, _) => {
+                return Err(StoreError::Invalid(
+                    "a device token needs exactly one --patient".into(),
+                ))
+            }
+            (Role::Clinician, _) => {
+                return Err(StoreError::Invalid(
+                    "a clinician token needs at least one --patient".into(),
+                ))
+            }
+        }
+        if let Some(bad) = patients.iter().find(|p| !valid_patient_id(p)) {
+            return Err(StoreError::Invalid(format!(
+                "patient id `{bad}` must be 1-64 characters of A-Z a-z 0-9 . _ -"
+            )));
+        }
+        let mut bytes = [0u8; 32];
+        rand::fill(&mut bytes);
+        let token = format!("mt_{}", hex(&bytes));
+        let mut tx = self.begin_write().await?;
+        let id: i64 = sqlx::query(
+            "INSERT INTO tokens (sha256_hex, sha1_hex, role, label, created_ms) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(sha256_hex(&token))
+        .bind(sha1_hex(&token))
+        .bind(role.name())
+        .bind(label)
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        for p in patients {
+            sqlx::query(
+                "INSERT INTO token_patients (token_id, patient_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(p.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    /// The principal of a token given in clear text (`Authorization: Bearer`), if any.
+    pub async fn authenticate_token(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+        self.principal_by("sha256_hex", &sha256_hex(token)).await
+    }
+
+    /// The principal whose token's SHA-1 hex digest is `sha1` (Nightscout `api-secret`;
+    /// case-insensitive), if any.
+    pub async fn authenticate_api_secret(
+        &self,
+        sha1: &str,
+    ) -> Result<Option<Principal>, StoreError> {
+        self.principal_by("sha1_hex", &sha1.to_ascii_lowercase())
+            .await
+    }
+
+    async fn principal_by(
+        &self,
+        column: &str,
+        digest: &str,
+    ) -> Result<Option<Principal>, StoreError> {
+        let sql = format!("SELECT id, role FROM tokens WHERE {column} = $1");
+        // `column` is one of two constants chosen by the callers above.
+        let Some(r) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let token_id: i64 = r.try_get(0)?;
+        let role: String = r.try_get(1)?;
+        let role = role.parse::<Role>().map_err(StoreError::Corrupt)?;
+        let patients = sqlx::query(
+            "SELECT patient_id FROM token_patients WHERE token_id = $1 ORDER BY patient_id",
+        )
+        .bind(token_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Principal {
+            token_id,
+            role,
+            patients,
+        }))
+    }
+
+    /// Append one audit record (outside any data transaction).
+    pub async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        insert_audit(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Audit records, newest first: all, or those of one patient; at most `limit`.
+    pub async fn audit_log(
+        &self,
+        patient: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let q = match patient {
+            Some(p) => sqlx::query(
+                "SELECT id, at_ms, actor, action, patient_id, outcome, detail FROM audit WHERE patient_id = $1 ORDER BY id DESC LIMIT $2",
+            )
+            .bind(p.to_string())
+            .bind(limit),
+            None => sqlx::query(
+                "SELECT id, at_ms, actor, action, patient_id, outcome, detail FROM audit ORDER BY id DESC LIMIT $1",
+            )
+            .bind(limit),
+        };
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRow {
+                    id: r.try_get(0)?,
+                    at_ms: r.try_get(1)?,
+                    actor: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    patient_id: r.try_get(4)?,
+                    outcome: r.try_get(5)?,
+                    detail: r.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Run one raw SQL statement (tests and maintenance; the server never calls it with
+    /// request data).
+    pub async fn execute_raw(&self, sql: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// Close the pool (waits for connections to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn insert_audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    a: &AuditEntry,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit (at_ms, actor, action, patient_id, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(a.at_ms)
+    .bind(a.actor.as_str())
+    .bind(a.action.as_str())
+    .bind(a.patient_id.clone())
+    .bind(a.outcome)
+    .bind(a.detail.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn datum_of(r: &AnyRow, has_kind: bool, has_insulin: bool) -> Result<StoredDatum, StoreError> {
+    let kind_s: String = if has_kind {
+        r.try_get(0)?
+    } else {
+        "carbs".into()
+    };
+    let kind = RecordKind::from_name(&kind_s)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown kind `{kind_s}`")))?;
+    let time_ms: i64 = r.try_get(1)?;
+    let original: f64 = r.try_get(2)?;
+    let unit: String = r.try_get(3)?;
+    let source_unit: String = r.try_get(4)?;
+    let source: String = r.try_get(5)?;
+    let received_ms: i64 = r.try_get(6)?;
+    let insulin: Option<String> = if has_insulin { r.try_get(7)? } else { None };
+    let time = jiff::Timestamp::from_millisecond(time_ms)
+        .map_err(|e| StoreError::Corrupt(format!("time {time_ms}: {e}")))?;
+    let entry = RecordEntry::new(time, kind, original, &unit, insulin, source)
+        .map_err(|e| StoreError::Corrupt(e.reason))?;
+    Ok(StoredDatum {
+        entry,
+        source_unit,
+        received_ms,
+    })
+}
