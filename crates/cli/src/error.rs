@@ -24,6 +24,13 @@ impl CliError {
             msg: msg.into(),
         }
     }
+    /// Interrupted by the user (exit code 130, as a shell reports SIGINT).
+    pub fn interrupted(msg: impl Into<String>) -> Self {
+        CliError {
+            code: 130,
+            msg: msg.into(),
+        }
+    }
     /// Process exit code.
     pub fn code(&self) -> i32 {
         self.code

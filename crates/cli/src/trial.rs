@@ -4,6 +4,8 @@ use crate::error::{io_fail, CliError};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 #[derive(Subcommand)]
 pub enum CohortCmd {
@@ -29,13 +31,30 @@ pub enum CohortCmd {
 
 #[derive(Subcommand)]
 pub enum TrialCmd {
-    /// Run a trial specification (TOML): results.parquet and analysis.json in DIR.
+    /// Run a trial specification (TOML): results.parquet, summary.json and plots/ in DIR.
+    /// Ctrl-C stops after the patients in flight and keeps the finished ones in
+    /// DIR/results.partial.parquet; `--resume` completes it.
     Run {
         /// Trial specification.
         spec: PathBuf,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// Complete the interrupted run in DIR (same specification required).
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Analyse a trial directory: summary.json (per-arm statistics, effects with 95 % CI,
+    /// PROCOVA) and plots/<endpoint>.svg.
+    Analyze {
+        /// Trial output directory (holding results.parquet).
+        dir: PathBuf,
+        /// Percentile bootstrap CIs with this many resamples (0: none).
+        #[arg(long, default_value_t = 0)]
+        bootstrap: usize,
+        /// Bootstrap seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -84,18 +103,67 @@ pub fn cohort(c: CohortCmd) -> Result<(), CliError> {
 
 pub fn trial(c: TrialCmd) -> Result<(), CliError> {
     match c {
-        TrialCmd::Run { spec, out } => {
+        TrialCmd::Run { spec, out, resume } => {
             let s = medtwin_cohort::TrialSpec::from_file(&spec)
                 .map_err(|e| CliError::input(e.to_string()))?;
-            let pb = ProgressBar::new_spinner();
+            let cancel = Arc::new(AtomicBool::new(false));
+            {
+                let cancel = cancel.clone();
+                // a second Ctrl-C while the in-flight patients finish is ignored
+                let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::SeqCst));
+            }
+            let n = match &s.cohort {
+                medtwin_cohort::spec::CohortSource::Generate { n, .. } => Some(*n as u64),
+                medtwin_cohort::spec::CohortSource::File { n, .. } => n.map(|n| n as u64),
+            };
+            let pb = match n {
+                Some(n) => ProgressBar::new(n),
+                None => ProgressBar::new_spinner(),
+            };
             pb.set_style(
-                ProgressStyle::with_template("{spinner} {pos} patients simulated ({elapsed})")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} patients ({elapsed}, eta {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
-            let summary = medtwin_cohort::run_trial(&s, &out, &|done| pb.set_position(done))
-                .map_err(|e| CliError::failure(e.to_string()))?;
+            let ctl = medtwin_cohort::RunControl {
+                progress: &|done| pb.set_position(done),
+                cancel: Some(&cancel),
+                resume,
+            };
+            let r = medtwin_cohort::run_trial(&s, &out, &ctl);
             pb.finish_and_clear();
-            println!("{summary}");
+            match r {
+                Ok(summary) => {
+                    println!("{summary}");
+                    Ok(())
+                }
+                Err(e @ medtwin_cohort::TrialError::Interrupted { .. }) => {
+                    Err(CliError::interrupted(e.to_string()))
+                }
+                Err(
+                    e @ (medtwin_cohort::TrialError::Resume(_)
+                    | medtwin_cohort::TrialError::Cohort(_)
+                    | medtwin_cohort::TrialError::CohortFile(_)
+                    | medtwin_cohort::TrialError::Selection(_)),
+                ) => Err(CliError::input(e.to_string())),
+                Err(e) => Err(CliError::failure(e.to_string())),
+            }
+        }
+        TrialCmd::Analyze {
+            dir,
+            bootstrap,
+            seed,
+        } => {
+            let (summary, path) = medtwin_cohort::analyze_dir(
+                &dir,
+                medtwin_cohort::AnalyzeOptions { bootstrap, seed },
+            )
+            .map_err(|e| CliError::input(e.to_string()))?;
+            let mut text = String::new();
+            medtwin_cohort::trial::format_summary(&summary, &mut text)
+                .map_err(|e| CliError::failure(e.to_string()))?;
+            println!("{text}\nsummary: {}", path.display());
             Ok(())
         }
     }

@@ -22,6 +22,10 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()
 }
 
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -569,9 +573,33 @@ fn cohort_generate_and_crossover_trial() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out.join("results.parquet").is_file());
+    let o = run(&[
+        "trial",
+        "analyze",
+        out.to_str().unwrap(),
+        "--bootstrap",
+        "500",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let a: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("analysis.json")).unwrap()).unwrap();
-    assert!(a.to_string().contains("tir_pct"));
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(a["n_rows"], 40);
+    let tir = &a["endpoints"]["tir_pct"];
+    let (m_bb, m_pid) = (
+        tir["arms"]["bb"]["mean"].as_f64().unwrap(),
+        tir["arms"]["pid"]["mean"].as_f64().unwrap(),
+    );
+    assert!(tir["arms"]["bb"]["sd"].as_f64().unwrap() >= 0.0);
+    let eff = &tir["effect"];
+    let est = eff["estimate"].as_f64().unwrap();
+    assert!((est - (m_pid - m_bb)).abs() < 1e-9, "{eff}");
+    let ci = eff["ci95"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() <= est && est <= ci[1].as_f64().unwrap());
+    let b = eff["bootstrap"]["ci95"].as_array().unwrap();
+    assert!(b[0].as_f64().unwrap() <= b[1].as_f64().unwrap());
+    assert!(out.join("plots").join("tir_pct.svg").is_file());
+    let o = run(&["trial", "analyze", d.join("nothing").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     // bad spec: unknown arm controller
     std::fs::write(
         &spec,
@@ -589,4 +617,81 @@ fn cohort_generate_and_crossover_trial() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!d.join("out2").join("results.parquet").exists());
+}
+
+#[test]
+fn ctrl_c_leaves_a_valid_partial_file_that_resume_completes() {
+    let d = tmp("resume");
+    let spec = d.join("trial.toml");
+    std::fs::write(
+        &spec,
+        "[cohort]\nfrom = \"simglucose-30\"\ngroup = \"all\"\nn = 600\nseed = 3\n[scenario]\ndays = 1\nrandom_meals_seed = 5\n[design]\nkind = \"crossover\"\n[[arm]]\nname = \"bb\"\ncontroller = { kind = \"basal-bolus\" }\n[[arm]]\nname = \"ol\"\ncontroller = { kind = \"open-loop\" }\n[[endpoint]]\nmetric = \"mean_mg_dl\"\n[execution]\nchunk_patients = 20\n",
+    )
+    .unwrap();
+    let (full, cut) = (d.join("full"), d.join("cut"));
+    let o = run(&[
+        "trial",
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        full.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_medtwin"))
+        .args([
+            "trial",
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            cut.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait until the first row group is on disk, then send SIGINT like a terminal's Ctrl-C
+    let writing = cut.join("results.writing.parquet");
+    let t0 = std::time::Instant::now();
+    while std::fs::metadata(&writing).map(|m| m.len()).unwrap_or(0) < 1000 {
+        assert!(t0.elapsed().as_secs() < 120, "no row group written");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let k = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
+    assert!(cut.join("results.partial.parquet").is_file());
+    assert!(!cut.join("results.parquet").exists());
+    // the partial file is valid and analysable, and marked partial
+    let o = run(&["trial", "analyze", cut.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cut.join("summary.json")).unwrap()).unwrap();
+    assert!(a["status"].as_str().unwrap().starts_with("partial"), "{a}");
+    let n = a["n_rows"].as_u64().unwrap();
+    assert!((40..1200).contains(&n), "{n}");
+    let o = run(&[
+        "trial",
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        cut.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("resumed"), "{}", stdout(&o));
+    assert_eq!(
+        std::fs::read(full.join("results.parquet")).unwrap(),
+        std::fs::read(cut.join("results.parquet")).unwrap(),
+        "interrupted + resumed results differ from the uninterrupted run"
+    );
+    assert!(!cut.join("results.partial.parquet").exists());
 }

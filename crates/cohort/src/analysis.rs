@@ -156,7 +156,8 @@ pub fn ols_multi(x: &[Vec<f64>], y: &[f64]) -> Option<(Vec<f64>, Vec<f64>, f64)>
     Some((beta, se, df))
 }
 
-fn invert(a: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
+/// Inverse of a small dense matrix by Gauss–Jordan with partial pivoting; `None` if singular.
+pub(crate) fn invert(a: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
     let p = a.len();
     let mut m: Vec<Vec<f64>> = a
         .iter()

@@ -7,7 +7,10 @@
 //! * [`cohort_io`]: cohort Parquet files;
 //! * [`spec`]: trial specifications (TOML);
 //! * [`trial`]: parallel, reproducible execution streaming results to Parquet;
-//! * [`analysis`]: per-arm statistics, effects with 95 % CI and PROCOVA.
+//! * [`prognostic`]: PROCOVA prognostic scores from a baseline run-in, trained on historical
+//!   virtual controls;
+//! * [`analysis`]: effects with 95 % CI (paired / Welch t) and PROCOVA (ANCOVA);
+//! * [`summary`]: `trial analyze` — `summary.json` and plots from a results file.
 
 #![warn(missing_docs)]
 
@@ -15,10 +18,13 @@ pub mod analysis;
 pub mod cohort_io;
 pub mod linalg;
 pub mod population;
+pub mod prognostic;
 pub mod spec;
+pub mod summary;
 pub mod trial;
 
 pub use cohort_io::{read_cohort_parquet, write_cohort_parquet, CohortFileError};
 pub use population::{generate_cohort, CohortError, GeneratedCohort, Group};
 pub use spec::{SpecError, TrialSpec};
-pub use trial::{run_trial, TrialError, TrialSummary};
+pub use summary::{analyze_dir, AnalyzeOptions, Summary};
+pub use trial::{run_trial, RunControl, TrialError, TrialSummary};

@@ -19,6 +19,12 @@
 //! controller = { kind = "basal-bolus", target_mg_dl = 140 }
 //! [[endpoint]]
 //! metric = "tir_pct"
+//! [prognostic]                # parallel designs: PROCOVA prognostic score (all optional)
+//! run_in_days = 1             # baseline CGM run-in per patient (noisy sensor, own meals)
+//! historical_n = 300          # historical control patients that train the prognostic model
+//! historical_seed = 99        # their generation seed
+//! [execution]
+//! chunk_patients = 1024       # patients per chunk = Parquet row group (memory bound)
 //! ```
 //! Every problem is a [`SpecError`] naming the file, the field and the value.
 
@@ -137,6 +143,24 @@ pub struct TrialSpec {
     pub arms: Vec<Arm>,
     /// Endpoint metric indices into [`METRICS`] (≥ 1, distinct).
     pub endpoints: Vec<usize>,
+    /// Prognostic-score settings (used by parallel designs).
+    pub prognostic: PrognosticSpec,
+    /// Patients per chunk: one Parquet row group each; bounds memory (1..=65536, default 1024).
+    pub chunk_patients: usize,
+}
+
+/// How the PROCOVA prognostic score is built (Schuler et al. 2021): a linear model trained on a
+/// *historical* control population predicts each trial patient's control-arm outcome from
+/// baseline data only, here a CGM run-in with sensor noise and its own meals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PrognosticSpec {
+    /// Run-in length per patient, whole days (1..=30, default 1).
+    pub run_in_days: u64,
+    /// Historical control patients generated to train the prognostic model (20..=100000,
+    /// default 300).
+    pub historical_n: usize,
+    /// Generation seed of the historical population (default: cohort seed + 1000).
+    pub historical_seed: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +233,20 @@ struct EndpointToml {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct PrognosticToml {
+    run_in_days: Option<f64>,
+    historical_n: Option<i64>,
+    historical_seed: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecutionToml {
+    chunk_patients: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TrialToml {
     cohort: CohortToml,
     scenario: ScenarioToml,
@@ -217,6 +255,8 @@ struct TrialToml {
     arm: Vec<ArmToml>,
     #[serde(default)]
     endpoint: Vec<EndpointToml>,
+    prognostic: Option<PrognosticToml>,
+    execution: Option<ExecutionToml>,
 }
 
 impl TrialSpec {
@@ -423,6 +463,46 @@ impl TrialSpec {
             }
             endpoints.push(k);
         }
+        // prognostic score and execution
+        let pt = raw.prognostic.unwrap_or(PrognosticToml {
+            run_in_days: None,
+            historical_n: None,
+            historical_seed: None,
+        });
+        let run_in_days = pt.run_in_days.unwrap_or(1.0);
+        if !run_in_days.is_finite()
+            || run_in_days < 1.0
+            || run_in_days.fract() != 0.0
+            || run_in_days > 30.0
+        {
+            return Err(err(
+                "prognostic.run_in_days",
+                format!("{run_in_days} is not a whole number of days in 1..=30"),
+            ));
+        }
+        let historical_n = match pt.historical_n.unwrap_or(300) {
+            v @ 20..=100_000 => v as usize,
+            v => {
+                return Err(err(
+                    "prognostic.historical_n",
+                    format!("{v} is outside 20..=100000"),
+                ))
+            }
+        };
+        let historical_seed = match pt.historical_seed {
+            Some(v) => nonneg("prognostic.historical_seed", v)?,
+            None => default_rand_seed.wrapping_add(999),
+        };
+        let chunk_patients = match raw.execution.and_then(|e| e.chunk_patients) {
+            None => 1024,
+            Some(v @ 1..=65_536) => v as usize,
+            Some(v) => {
+                return Err(err(
+                    "execution.chunk_patients",
+                    format!("{v} is outside 1..=65536"),
+                ))
+            }
+        };
         Ok(TrialSpec {
             cohort,
             days: s.days as u64,
@@ -434,6 +514,12 @@ impl TrialSpec {
             design,
             arms,
             endpoints,
+            prognostic: PrognosticSpec {
+                run_in_days: run_in_days as u64,
+                historical_n,
+                historical_seed,
+            },
+            chunk_patients,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Trial execution: every patient × arm simulated on all cores (rayon), results streamed to
-//! `out_dir/results.parquet` chunk by chunk, then analysed into `out_dir/analysis.json`.
+//! `out_dir/results.parquet` chunk by chunk, then analysed into `out_dir/summary.json` and
+//! `out_dir/plots/` ([`crate::summary`]).
 //!
 //! * **Scenario of an arm**: `days·1440` minutes from midnight, the arm's controller, the trial's
 //!   sensor and pump, and simglucose `RandomScenario` meals (announced to the controller) from
@@ -8,55 +9,58 @@
 //!   In a crossover every arm sees the same meals and noise (common random numbers).
 //! * **Parallel design**: a balanced allocation list (`index mod arms`) shuffled by
 //!   `ChaCha8Rng::seed_from_u64(design seed)`; each patient is simulated in its arm only.
-//! * **Digital-twin prognostic score** (parallel only, PROCOVA): each patient is also simulated
-//!   under the first (control) arm with *independent* meals and CGM noise (seeds derived from
-//!   the trial's by SplitMix64 with a fixed salt) — the twin's prediction of the patient's control
-//!   outcome, made without the trial's own data and independent of the allocation.
-//! * **Bounded memory**: patients are processed in chunks of [`CHUNK`]; each chunk is simulated
-//!   in parallel, its rows are collected in cohort order and written as one Parquet row group.
-//!   Only the 14 summary metrics per row are kept for the analysis (≈ 112 B per row).
+//! * **Prognostic score** (parallel only, PROCOVA): from each patient's baseline CGM run-in
+//!   through a model trained on a historical control population ([`crate::prognostic`]).
+//! * **Bounded memory**: patients are processed in chunks of `chunk_patients`; each chunk is
+//!   simulated in parallel, its rows are collected in cohort order and written as one Parquet
+//!   row group, then dropped.
 //! * **Reproducibility**: every random stream depends on the seeds and the cohort index only,
 //!   and rows are written in (patient, arm) order, so the output files are byte-identical for
-//!   any thread count.
+//!   any thread count, and for an interrupted run completed with `resume`.
+//! * **Interruption**: when `cancel` is raised (Ctrl-C) the chunk in flight is abandoned, the
+//!   rows of the finished chunks are closed into a valid Parquet file `results.partial.parquet`
+//!   marked `medtwin.status = partial` with `medtwin.completed_patients`, and
+//!   [`TrialError::Interrupted`] is returned. A run with `resume` checks that the specification
+//!   is unchanged, copies those rows and continues with the next patient.
 //!
 //! Results columns: `patient` (name), `patient_index` (0-based cohort index), `arm`, the 14
-//! metrics of [`crate::spec::METRICS`] and, for a parallel design, `twin_<metric>` (the
-//! prognostic prediction). On failure no `results.parquet` or `analysis.json` is left behind.
+//! metrics of [`crate::spec::METRICS`] and, for a parallel design, `prognostic_<metric>` (the
+//! baseline-only prediction of the control outcome). Key–value metadata: see
+//! [`crate::summary::TrialMeta`].
 
-use crate::analysis::{mean_sd, paired, procova, welch, ArmStats, Effect, Procova};
 use crate::cohort_io::{read_cohort_parquet, CohortFileError};
 use crate::population::{generate_cohort, Acceptance, CohortError, Group};
+use crate::prognostic::{
+    arm_scenario, fit_prognostic_model, simulate_row, trial_features, PrognosticModel, Row,
+};
 use crate::spec::{CohortSource, Design, TrialSpec, METRICS};
+use crate::summary::{
+    analyze_dir, read_results, AnalyzeError, AnalyzeOptions, PrognosticInfo, Summary, TrialMeta,
+    COMPLETED_KEY, META_KEY, PARTIAL_FILE, RESULTS_FILE, STATUS_KEY,
+};
 use arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use medtwin_core::Timeline;
-use medtwin_simulate::SolverOptions;
-use medtwin_t1d::controller::Controller;
-use medtwin_t1d::env::{patient_seed, simulate_patient_with, SummaryAccumulator};
-use medtwin_t1d::random_meals::RandomMealSpec;
 use medtwin_t1d::scenario::Scenario;
 use medtwin_t1d::PatientParams;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use serde::Serialize;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use thiserror::Error;
 
-/// Patients per chunk (one Parquet row group per chunk).
-pub const CHUNK: usize = 1024;
-
-/// Salt for the twin's independent meal and sensor streams.
-const TWIN_SALT: u64 = 0x7477_696e_5f70_726f; // "twin_pro"
+/// File the writer streams into while a run is in progress (renamed at the end).
+const WRITING_FILE: &str = "results.writing.parquet";
 
 /// Errors of a trial run.
 #[derive(Debug, Error)]
@@ -85,74 +89,134 @@ pub enum TrialError {
         patient: String,
         /// Cohort index.
         index: usize,
-        /// Arm name (or `twin:<arm>` for the prognostic simulation).
+        /// Arm name (or `run-in` for the baseline simulation).
         arm: String,
         /// Solver message.
         message: String,
     },
+    /// The prognostic model could not be built.
+    #[error("prognostic score: {0}")]
+    Prognostic(String),
+    /// Resuming is impossible (no partial file, another specification, already complete).
+    #[error("resume: {0}")]
+    Resume(String),
+    /// The run was interrupted; the finished patients are in `partial`.
+    #[error("interrupted after {completed} of {total} patients; partial results in {} (complete them with `trial run --resume`)", partial.display())]
+    Interrupted {
+        /// The partial results file.
+        partial: PathBuf,
+        /// Patients completed.
+        completed: usize,
+        /// Patients in the cohort.
+        total: usize,
+    },
+    /// The finished results could not be analysed.
+    #[error(transparent)]
+    Analyze(#[from] AnalyzeError),
 }
 
-/// Analysis of one endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EndpointAnalysis {
-    /// Metric name.
-    pub metric: String,
-    /// Per-arm mean and SD, in arm order.
-    pub arms: Vec<ArmStats>,
-    /// Effects of arms 2… against the first arm (paired-t or Welch-t).
-    pub effects: Vec<Effect>,
-    /// PROCOVA of arms 2… against the first (parallel designs; empty otherwise or if singular).
-    pub procova: Vec<Procova>,
-}
-
-/// The analysis written to `analysis.json` (deterministic: no timings).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Analysis {
-    /// `crossover` or `parallel`.
-    pub design: String,
-    /// Patients in the cohort.
-    pub n_patients: usize,
-    /// Simulated days per patient and arm.
-    pub days: u64,
-    /// Arm names, the first being the reference.
-    pub arms: Vec<String>,
-    /// One entry per endpoint, in specification order.
-    pub endpoints: Vec<EndpointAnalysis>,
+/// How [`run_trial`] is driven.
+pub struct RunControl<'a> {
+    /// Called with the number of patients finished so far (from any thread).
+    pub progress: &'a (dyn Fn(u64) + Sync),
+    /// Raised (e.g. by a Ctrl-C handler) to stop after the patients in flight.
+    pub cancel: Option<&'a AtomicBool>,
+    /// Continue `out_dir/results.partial.parquet` instead of starting afresh.
+    pub resume: bool,
 }
 
 /// What [`run_trial`] returns; `Display` prints the per-arm table, effects and PROCOVA.
 #[derive(Debug, Clone)]
 pub struct TrialSummary {
-    /// The analysis (also in `analysis.json`).
-    pub analysis: Analysis,
+    /// The analysis (also in `summary.json`).
+    pub summary: Summary,
     /// Acceptance statistics if the cohort was generated.
     pub acceptance: Option<Vec<(Group, Acceptance)>>,
-    /// Simulations run (patient × arm, plus twin predictions).
+    /// Simulations run in this invocation (patient × arm, run-ins and historical controls).
     pub simulations: u64,
-    /// Simulated patient-days (simulations × days).
+    /// Simulated patient-days in this invocation.
     pub patient_days: u64,
     /// Wall-clock time of the simulation phase, s.
     pub wall_s: f64,
     /// Throughput, simulated patient-days per wall-clock second.
     pub patient_days_per_s: f64,
+    /// Patients taken over from a partial file (resume).
+    pub resumed_patients: usize,
     /// Path of the results file.
     pub results_path: PathBuf,
-    /// Path of the analysis file.
-    pub analysis_path: PathBuf,
+    /// Path of `summary.json`.
+    pub summary_path: PathBuf,
+}
+
+/// Print a summary as a table (shared by `trial run` and `trial analyze`).
+pub fn format_summary(s: &Summary, f: &mut impl fmt::Write) -> fmt::Result {
+    writeln!(
+        f,
+        "{} trial: {} patients, {} rows, arms {}, {} day(s)",
+        s.design,
+        s.n_patients,
+        s.n_rows,
+        s.arms.join(", "),
+        s.days
+    )?;
+    if let Some(p) = &s.prognostic {
+        writeln!(
+            f,
+            "prognostic score: {}-day CGM run-in → linear model trained on {} historical controls",
+            p.run_in_days, p.historical_n
+        )?;
+    }
+    for name in &s.endpoint_order {
+        let Some(e) = s.endpoints.get(name) else {
+            continue;
+        };
+        writeln!(f, "\n{name}")?;
+        for a in &s.arms {
+            if let Some(x) = e.arms.get(a) {
+                writeln!(
+                    f,
+                    "  {a:<16} n={:<7} mean {:>9.3}  sd {:>9.3}  median {:>9.3}  IQR [{:.3}, {:.3}]",
+                    x.n, x.mean, x.sd, x.median, x.q25, x.q75
+                )?;
+            }
+        }
+        for x in &e.effects {
+            write!(
+                f,
+                "  {} − {} ({}): {:.4} [95 % CI {:.4}, {:.4}], SE {:.4}",
+                x.arm, x.reference, x.method, x.estimate, x.ci95[0], x.ci95[1], x.se
+            )?;
+            if let Some(b) = &x.bootstrap {
+                write!(
+                    f,
+                    "; bootstrap ({}) [{:.4}, {:.4}]",
+                    b.n_resamples, b.ci95[0], b.ci95[1]
+                )?;
+            }
+            writeln!(f)?;
+        }
+        for p in &e.procova {
+            writeln!(
+                f,
+                "  PROCOVA {} − {}: {:.4} [95 % CI {:.4}, {:.4}], SE {:.4} vs unadjusted SE {:.4}; variance reduction {:.1} % (sample size −{:.1} %), r(score, control outcome) = {:.3}",
+                p.arm,
+                p.adjusted.reference,
+                p.adjusted.estimate,
+                p.adjusted.ci95[0],
+                p.adjusted.ci95[1],
+                p.adjusted.se,
+                p.unadjusted.se,
+                100.0 * p.variance_reduction,
+                p.sample_size_reduction_pct,
+                p.prognostic_correlation_reference
+            )?;
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Display for TrialSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let a = &self.analysis;
-        writeln!(
-            f,
-            "{} trial: {} patients × {} arms ({}), {} day(s)",
-            a.design,
-            a.n_patients,
-            a.arms.len(),
-            a.arms.join(", "),
-            a.days
-        )?;
         if let Some(acc) = &self.acceptance {
             for (g, x) in acc {
                 writeln!(
@@ -164,59 +228,26 @@ impl fmt::Display for TrialSummary {
                 )?;
             }
         }
+        if self.resumed_patients > 0 {
+            writeln!(
+                f,
+                "resumed: {} patients taken from the partial file",
+                self.resumed_patients
+            )?;
+        }
         writeln!(
             f,
             "{} simulations, {} patient-days in {:.2} s = {:.0} patient-days/s",
             self.simulations, self.patient_days, self.wall_s, self.patient_days_per_s
         )?;
-        for e in &a.endpoints {
-            writeln!(f, "\n{}", e.metric)?;
-            for s in &e.arms {
-                writeln!(
-                    f,
-                    "  {:<16} n={:<7} mean {:>10.4}  sd {:>10.4}",
-                    s.arm, s.n, s.mean, s.sd
-                )?;
-            }
-            for x in &e.effects {
-                writeln!(
-                    f,
-                    "  {} − {} ({}): {:.4} [95 % CI {:.4}, {:.4}], SE {:.4}",
-                    x.arm, x.reference, x.method, x.estimate, x.ci_low, x.ci_high, x.se
-                )?;
-            }
-            for p in &e.procova {
-                writeln!(
-                    f,
-                    "  PROCOVA {} − {}: {:.4} [95 % CI {:.4}, {:.4}], SE {:.4} vs unadjusted {:.4} (SE {:.4}); variance reduction {:.1} %, sample size −{:.1} %, r(twin, control outcome) = {:.3}",
-                    p.adjusted.arm,
-                    p.adjusted.reference,
-                    p.adjusted.estimate,
-                    p.adjusted.ci_low,
-                    p.adjusted.ci_high,
-                    p.adjusted.se,
-                    p.unadjusted.estimate,
-                    p.unadjusted.se,
-                    100.0 * p.variance_reduction,
-                    100.0 * (1.0 - p.sample_size_fraction),
-                    p.prognostic_correlation_reference
-                )?;
-            }
-        }
+        format_summary(&self.summary, f)?;
         writeln!(
             f,
-            "\nresults: {}\nanalysis: {}",
+            "\nresults: {}\nsummary: {}",
             self.results_path.display(),
-            self.analysis_path.display()
+            self.summary_path.display()
         )
     }
-}
-
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// A loaded cohort: patients in cohort order, and the acceptance statistics per group if it
@@ -258,47 +289,6 @@ pub fn load_cohort(source: &CohortSource) -> Result<LoadedCohort, TrialError> {
     }
 }
 
-fn scenario_for(spec: &TrialSpec, arm: usize, meal_seed: u64, sensor_seed: u64) -> Scenario {
-    let duration_min = spec.days * medtwin_t1d::random_meals::DAY_MIN;
-    Scenario {
-        patients: Vec::new(),
-        start: None,
-        duration_min,
-        controller: spec.arms[arm].controller.clone(),
-        sensor: spec.sensor,
-        sensor_noise: spec.sensor_noise,
-        sensor_seed,
-        pump: spec.pump,
-        timeline: Timeline::new(duration_min as f64),
-        random_meals: Some(RandomMealSpec { seed: meal_seed }),
-    }
-}
-
-type Row = [f64; 14];
-
-fn simulate_one(p: &PatientParams, sc: &Scenario, index: usize) -> Result<Row, String> {
-    let mut controller = Controller::new(&sc.controller, p);
-    let mut acc = SummaryAccumulator::default();
-    simulate_patient_with(
-        p,
-        sc,
-        index,
-        patient_seed(sc.sensor_seed, index),
-        SolverOptions::default(),
-        &mut controller,
-        |r| acc.push(r),
-    )
-    .map_err(|e| e.to_string())?;
-    let s = acc.finish().ok_or("no CGM sample")?;
-    Ok(METRICS.map(|(_, f)| f(&s)))
-}
-
-/// Per-patient outcome: `(arm, metrics)` for each arm simulated, and the twin prediction.
-struct Outcome {
-    rows: Vec<(usize, Row)>,
-    twin: Option<Row>,
-}
-
 fn results_schema(parallel: bool) -> Arc<Schema> {
     let mut fields = vec![
         Field::new("patient", DataType::Utf8, false),
@@ -314,88 +304,144 @@ fn results_schema(parallel: bool) -> Arc<Schema> {
         fields.extend(
             METRICS
                 .iter()
-                .map(|(n, _)| Field::new(format!("twin_{n}"), DataType::Float64, false)),
+                .map(|(n, _)| Field::new(format!("prognostic_{n}"), DataType::Float64, false)),
         );
     }
     Arc::new(Schema::new(fields))
 }
 
-/// Run the trial `spec`, writing `out_dir/results.parquet` and `out_dir/analysis.json`
-/// (`out_dir` is created). `progress` is called after each chunk with the number of patients
-/// completed so far. Uses the current rayon pool (all cores by default); output is identical
-/// for any number of threads.
-/// Errors: cohort, simulation and output errors ([`TrialError`]). Both files are written under
-/// `.partial` names and renamed at the end, so a failed run leaves no partial output (and any
-/// earlier results in `out_dir` untouched).
+/// Per-patient outcome: `(arm, metrics)` for each arm simulated, and the prognostic score.
+struct Outcome {
+    rows: Vec<(usize, Row)>,
+    score: Option<Row>,
+}
+
+fn out_err(file: &Path, e: &dyn fmt::Display) -> TrialError {
+    TrialError::Output {
+        file: file.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Run the trial `spec`, writing `out_dir/results.parquet`, `out_dir/summary.json` and
+/// `out_dir/plots/` (`out_dir` is created). Uses the current rayon pool (all cores by default);
+/// output is identical for any number of threads.
+///
+/// Errors ([`TrialError`]): cohort, prognostic-model, simulation and output errors — the
+/// in-progress file is then removed, and earlier results in `out_dir` stay untouched;
+/// [`TrialError::Interrupted`] when `control.cancel` was raised (finished patients kept in
+/// `results.partial.parquet`); [`TrialError::Resume`] when `control.resume` finds no partial
+/// file or one from another specification, or when a partial file exists and `resume` is off
+/// (never overwritten silently).
 pub fn run_trial(
     spec: &TrialSpec,
     out_dir: &Path,
-    progress: &(dyn Fn(u64) + Sync),
+    control: &RunControl<'_>,
 ) -> Result<TrialSummary, TrialError> {
     let (cohort, acceptance) = load_cohort(&spec.cohort)?;
-    let out = |file: &Path, e: &dyn fmt::Display| TrialError::Output {
-        file: file.display().to_string(),
-        message: e.to_string(),
+    std::fs::create_dir_all(out_dir).map_err(|e| out_err(out_dir, &e))?;
+    let results_path = out_dir.join(RESULTS_FILE);
+    let partial_path = out_dir.join(PARTIAL_FILE);
+    let writing = out_dir.join(WRITING_FILE);
+    let fingerprint = format!("{spec:?}");
+    // what a previous interrupted run left
+    let previous = if control.resume {
+        if !partial_path.exists() {
+            return Err(TrialError::Resume(format!(
+                "{} does not exist: nothing to resume",
+                partial_path.display()
+            )));
+        }
+        let t = read_results(&partial_path)?;
+        if t.meta.spec_fingerprint != fingerprint {
+            return Err(TrialError::Resume(format!(
+                "{} was written for another trial specification; remove it or run the original specification",
+                partial_path.display()
+            )));
+        }
+        if t.status != "partial" {
+            return Err(TrialError::Resume(format!(
+                "{} is not marked partial",
+                partial_path.display()
+            )));
+        }
+        Some(t)
+    } else {
+        if partial_path.exists() {
+            return Err(TrialError::Resume(format!(
+                "{} holds an interrupted run: complete it with --resume, or remove it to start afresh",
+                partial_path.display()
+            )));
+        }
+        None
     };
-    std::fs::create_dir_all(out_dir).map_err(|e| out(out_dir, &e))?;
-    let results_path = out_dir.join("results.parquet");
-    let analysis_path = out_dir.join("analysis.json");
-    let partial = out_dir.join("results.parquet.partial");
-    let analysis_partial = out_dir.join("analysis.json.partial");
-    let cleanup = || {
-        let _ = std::fs::remove_file(&partial);
-        let _ = std::fs::remove_file(&analysis_partial);
-    };
-    let (analysis, simulations, wall_s) =
-        match run_inner(spec, &cohort, &partial, &analysis_partial, progress) {
-            Ok(x) => x,
-            Err(e) => {
-                cleanup();
-                return Err(e);
+    let t0 = Instant::now();
+    let r = run_inner(spec, &cohort, &writing, &fingerprint, previous, control);
+    let wall_s = t0.elapsed().as_secs_f64();
+    match r {
+        Ok((simulations, patient_days, resumed_patients)) => {
+            std::fs::rename(&writing, &results_path).map_err(|e| {
+                let _ = std::fs::remove_file(&writing);
+                out_err(&results_path, &e)
+            })?;
+            if resumed_patients > 0 || partial_path.exists() {
+                let _ = std::fs::remove_file(&partial_path);
             }
-        };
-    std::fs::rename(&partial, &results_path)
-        .and_then(|_| std::fs::rename(&analysis_partial, &analysis_path))
-        .map_err(|e| {
-            cleanup();
-            out(&results_path, &e)
-        })?;
-    let patient_days = simulations * spec.days;
-    Ok(TrialSummary {
-        analysis,
-        acceptance,
-        simulations,
-        patient_days,
-        wall_s,
-        patient_days_per_s: patient_days as f64 / wall_s.max(1e-9),
-        results_path,
-        analysis_path,
-    })
+            let (summary, summary_path) = analyze_dir(out_dir, AnalyzeOptions::default())?;
+            Ok(TrialSummary {
+                summary,
+                acceptance,
+                simulations,
+                patient_days,
+                wall_s,
+                patient_days_per_s: patient_days as f64 / wall_s.max(1e-9),
+                resumed_patients,
+                results_path,
+                summary_path,
+            })
+        }
+        Err(TrialError::Interrupted {
+            completed, total, ..
+        }) => {
+            std::fs::rename(&writing, &partial_path).map_err(|e| out_err(&partial_path, &e))?;
+            Err(TrialError::Interrupted {
+                partial: partial_path,
+                completed,
+                total,
+            })
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&writing);
+            Err(e)
+        }
+    }
 }
 
+/// Simulates and streams; returns (simulations, patient-days, resumed patients).
 fn run_inner(
     spec: &TrialSpec,
     cohort: &[PatientParams],
-    partial: &Path,
-    analysis_path: &Path,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<(Analysis, u64, f64), TrialError> {
+    writing: &Path,
+    fingerprint: &str,
+    previous: Option<crate::summary::ResultsTable>,
+    control: &RunControl<'_>,
+) -> Result<(u64, u64, usize), TrialError> {
     let n = cohort.len();
     let k = spec.arms.len();
     let parallel = matches!(spec.design, Design::Parallel { .. });
-    let out = |file: &Path, e: &dyn fmt::Display| TrialError::Output {
-        file: file.display().to_string(),
-        message: e.to_string(),
-    };
+    let cancelled = || control.cancel.is_some_and(|c| c.load(Ordering::SeqCst));
     let scenarios: Vec<Scenario> = (0..k)
-        .map(|a| scenario_for(spec, a, spec.random_meals_seed, spec.sensor_seed))
+        .map(|a| {
+            arm_scenario(
+                spec,
+                a,
+                spec.days,
+                spec.random_meals_seed,
+                spec.sensor_seed,
+                spec.sensor_noise,
+            )
+        })
         .collect();
-    let twin_scenario = scenario_for(
-        spec,
-        0,
-        splitmix(spec.random_meals_seed ^ TWIN_SALT),
-        splitmix(spec.sensor_seed ^ TWIN_SALT),
-    );
     let allocation: Option<Vec<usize>> = match spec.design {
         Design::Crossover => None,
         Design::Parallel { seed } => {
@@ -404,24 +450,92 @@ fn run_inner(
             Some(v)
         }
     };
+    let mut simulations = 0u64;
+    let mut patient_days = 0u64;
+    // the prognostic model (deterministic; refitted on resume)
+    let model: Option<PrognosticModel> = if parallel {
+        let m = fit_prognostic_model(spec).map_err(TrialError::Prognostic)?;
+        let per = spec.prognostic.run_in_days + spec.days;
+        simulations += 2 * m.n_train as u64;
+        patient_days += per * m.n_train as u64;
+        Some(m)
+    } else {
+        None
+    };
+    let meta = TrialMeta {
+        design: if parallel { "parallel" } else { "crossover" }.into(),
+        days: spec.days,
+        n_patients: n,
+        arms: spec.arms.iter().map(|a| a.name.clone()).collect(),
+        endpoints: spec
+            .endpoints
+            .iter()
+            .map(|&m| METRICS[m].0.to_string())
+            .collect(),
+        chunk_patients: spec.chunk_patients,
+        spec_fingerprint: fingerprint.to_string(),
+        prognostic: model.as_ref().map(|m| PrognosticInfo {
+            run_in_days: spec.prognostic.run_in_days,
+            historical_n: m.n_train,
+            train_r2: METRICS
+                .iter()
+                .zip(&m.train_r2)
+                .map(|((n, _), r)| (n.to_string(), *r))
+                .collect(),
+        }),
+    };
+    let meta_json = serde_json::to_string(&meta).map_err(|e| out_err(writing, &e))?;
     let schema = results_schema(parallel);
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(CHUNK * k.max(1) + 1))
+        .set_max_row_group_row_count(Some(spec.chunk_patients * k.max(1) + 1))
+        .set_key_value_metadata(Some(vec![KeyValue::new(META_KEY.into(), meta_json)]))
         .build();
-    let file = File::create(partial).map_err(|e| out(partial, &e))?;
-    let mut writer =
-        ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| out(partial, &e))?;
-    // analysis data: per arm, the metric rows and (parallel) the twin rows of its patients
-    let mut by_arm: Vec<Vec<Row>> = vec![Vec::new(); k];
-    let mut twin_by_arm: Vec<Vec<Row>> = vec![Vec::new(); k];
-    let mut simulations = 0u64;
-    let t0 = Instant::now();
-    for start in (0..n).step_by(CHUNK) {
-        let end = (start + CHUNK).min(n);
-        let outcomes: Vec<Result<Outcome, TrialError>> = (start..end)
+    let file = File::create(writing).map_err(|e| out_err(writing, &e))?;
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
+        .map_err(|e| out_err(writing, &e))?;
+    let finish = |mut writer: ArrowWriter<File>, status: &str, completed: usize| {
+        writer.append_key_value_metadata(KeyValue::new(STATUS_KEY.into(), status.to_string()));
+        writer
+            .append_key_value_metadata(KeyValue::new(COMPLETED_KEY.into(), completed.to_string()));
+        writer.close().map(|_| ()).map_err(|e| out_err(writing, &e))
+    };
+    // rows of the previous partial run, copied row group by row group
+    let mut start = 0usize;
+    if let Some(prev) = &previous {
+        let mut row = 0usize;
+        for &len in &prev.row_groups {
+            let batch = build_batch(
+                &schema,
+                parallel,
+                (row..row + len).map(|r| {
+                    let i = prev.patient_index[r] as usize;
+                    let metrics: Row = std::array::from_fn(|m| prev.metrics[m][r]);
+                    let score = prev
+                        .prognostic
+                        .as_ref()
+                        .map(|p| std::array::from_fn(|m| p[m][r]));
+                    (cohort[i].name.as_str(), i, prev.arm[r], metrics, score)
+                }),
+                &meta.arms,
+            )
+            .map_err(|e| out_err(writing, &e))?;
+            writer.write(&batch).map_err(|e| out_err(writing, &e))?;
+            writer.flush().map_err(|e| out_err(writing, &e))?;
+            row += len;
+        }
+        start = prev.completed_patients;
+        (control.progress)(start as u64);
+    }
+    let done = AtomicU64::new(start as u64);
+    while start < n {
+        let end = (start + spec.chunk_patients).min(n);
+        let outcomes: Vec<Option<Result<Outcome, TrialError>>> = (start..end)
             .into_par_iter()
             .map(|i| {
+                if cancelled() {
+                    return None;
+                }
                 let p = &cohort[i];
                 let fail = |arm: String, message: String| TrialError::Simulation {
                     patient: p.name.clone(),
@@ -433,132 +547,106 @@ fn run_inner(
                     None => (0..k).collect(),
                     Some(v) => vec![v[i]],
                 };
-                let mut rows = Vec::with_capacity(arms.len());
-                for a in arms {
-                    let r = simulate_one(p, &scenarios[a], i)
-                        .map_err(|m| fail(spec.arms[a].name.clone(), m))?;
-                    rows.push((a, r));
-                }
-                let twin = if parallel {
-                    Some(
-                        simulate_one(p, &twin_scenario, i)
-                            .map_err(|m| fail(format!("twin:{}", spec.arms[0].name), m))?,
-                    )
-                } else {
-                    None
+                let run = || -> Result<Outcome, TrialError> {
+                    let mut rows = Vec::with_capacity(arms.len());
+                    for &a in &arms {
+                        let (r, _) = simulate_row(p, &scenarios[a], i)
+                            .map_err(|m| fail(spec.arms[a].name.clone(), m))?;
+                        rows.push((a, r));
+                    }
+                    let score = match &model {
+                        Some(m) => Some(m.predict(
+                            &trial_features(spec, p, i).map_err(|e| fail("run-in".into(), e))?,
+                        )),
+                        None => None,
+                    };
+                    Ok(Outcome { rows, score })
                 };
-                Ok(Outcome { rows, twin })
+                let o = run();
+                (control.progress)(done.fetch_add(1, Ordering::SeqCst) + 1);
+                Some(o)
             })
             .collect();
-        let mut names: Vec<&str> = Vec::new();
-        let mut idx: Vec<u64> = Vec::new();
-        let mut arm_names: Vec<&str> = Vec::new();
-        let mut cols: Vec<Vec<f64>> = vec![Vec::new(); if parallel { 28 } else { 14 }];
-        for (off, o) in outcomes.into_iter().enumerate() {
+        if outcomes.iter().any(Option::is_none) {
+            finish(writer, "partial", start)?;
+            return Err(TrialError::Interrupted {
+                partial: writing.to_path_buf(),
+                completed: start,
+                total: n,
+            });
+        }
+        let mut rows = Vec::with_capacity((end - start) * k);
+        for (off, o) in outcomes.into_iter().flatten().enumerate() {
             let o = o?;
             let i = start + off;
-            for (a, r) in &o.rows {
+            simulations += o.rows.len() as u64;
+            patient_days += o.rows.len() as u64 * spec.days;
+            if o.score.is_some() {
                 simulations += 1;
-                names.push(&cohort[i].name);
-                idx.push(i as u64);
-                arm_names.push(&spec.arms[*a].name);
-                for (c, v) in r.iter().enumerate() {
-                    cols[c].push(*v);
-                }
-                by_arm[*a].push(*r);
-                if let Some(t) = &o.twin {
-                    for (c, v) in t.iter().enumerate() {
-                        cols[14 + c].push(*v);
-                    }
-                    twin_by_arm[*a].push(*t);
-                }
+                patient_days += spec.prognostic.run_in_days;
             }
-            if o.twin.is_some() {
-                simulations += 1;
+            for (a, r) in o.rows {
+                rows.push((cohort[i].name.as_str(), i, a, r, o.score));
             }
         }
-        let mut arrays: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(names)),
-            Arc::new(UInt64Array::from(idx)),
-            Arc::new(StringArray::from(arm_names)),
-        ];
-        arrays.extend(
-            cols.into_iter()
-                .map(|c| Arc::new(Float64Array::from(c)) as ArrayRef),
-        );
-        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| out(partial, &e))?;
-        writer.write(&batch).map_err(|e| out(partial, &e))?;
-        writer.flush().map_err(|e| out(partial, &e))?;
-        progress(end as u64);
+        let batch = build_batch(&schema, parallel, rows.into_iter(), &meta.arms)
+            .map_err(|e| out_err(writing, &e))?;
+        writer.write(&batch).map_err(|e| out_err(writing, &e))?;
+        writer.flush().map_err(|e| out_err(writing, &e))?;
+        start = end;
     }
-    writer.close().map_err(|e| out(partial, &e))?;
-    let wall_s = t0.elapsed().as_secs_f64();
-    let analysis = analyse(spec, n, &by_arm, &twin_by_arm);
-    let json = serde_json::to_string_pretty(&analysis).map_err(|e| out(analysis_path, &e))?;
-    std::fs::write(analysis_path, json + "\n").map_err(|e| out(analysis_path, &e))?;
-    Ok((analysis, simulations, wall_s))
+    finish(writer, "complete", n)?;
+    Ok((
+        simulations,
+        patient_days,
+        previous.map(|p| p.completed_patients).unwrap_or(0),
+    ))
 }
 
-fn analyse(spec: &TrialSpec, n: usize, by_arm: &[Vec<Row>], twin_by_arm: &[Vec<Row>]) -> Analysis {
-    let parallel = matches!(spec.design, Design::Parallel { .. });
-    let names: Vec<String> = spec.arms.iter().map(|a| a.name.clone()).collect();
-    let col = |rows: &[Row], m: usize| rows.iter().map(|r| r[m]).collect::<Vec<f64>>();
-    let endpoints = spec
-        .endpoints
-        .iter()
-        .map(|&m| {
-            let arms = by_arm
-                .iter()
-                .zip(&names)
-                .map(|(rows, name)| {
-                    let (mean, sd) = mean_sd(&col(rows, m));
-                    ArmStats {
-                        arm: name.clone(),
-                        n: rows.len(),
-                        mean,
-                        sd,
-                    }
-                })
-                .collect();
-            let y0 = col(&by_arm[0], m);
-            let mut effects = Vec::new();
-            let mut pro = Vec::new();
-            for a in 1..by_arm.len() {
-                let y = col(&by_arm[a], m);
-                if parallel {
-                    effects.push(welch(&names[a], &names[0], &y, &y0));
-                    let m1 = col(&twin_by_arm[a], m);
-                    let m0 = col(&twin_by_arm[0], m);
-                    if let Some(p) = procova(&names[a], &names[0], &y, &m1, &y0, &m0) {
-                        pro.push(p);
-                    }
-                } else {
-                    effects.push(paired(&names[a], &names[0], &y, &y0));
-                }
+type RowOut<'a> = (&'a str, usize, usize, Row, Option<Row>);
+
+fn build_batch<'a>(
+    schema: &Arc<Schema>,
+    parallel: bool,
+    rows: impl Iterator<Item = RowOut<'a>>,
+    arm_names: &'a [String],
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mut names: Vec<&str> = Vec::new();
+    let mut idx: Vec<u64> = Vec::new();
+    let mut arms: Vec<&str> = Vec::new();
+    let mut cols: Vec<Vec<f64>> = vec![Vec::new(); if parallel { 28 } else { 14 }];
+    for (name, i, a, r, score) in rows {
+        names.push(name);
+        idx.push(i as u64);
+        arms.push(&arm_names[a]);
+        for (c, v) in r.iter().enumerate() {
+            cols[c].push(*v);
+        }
+        if parallel {
+            let s = score.unwrap_or([f64::NAN; 14]);
+            for (c, v) in s.iter().enumerate() {
+                cols[14 + c].push(*v);
             }
-            EndpointAnalysis {
-                metric: METRICS[m].0.to_string(),
-                arms,
-                effects,
-                procova: pro,
-            }
-        })
-        .collect();
-    Analysis {
-        design: if parallel { "parallel" } else { "crossover" }.into(),
-        n_patients: n,
-        days: spec.days,
-        arms: names,
-        endpoints,
+        }
     }
+    let mut arrays: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(names)),
+        Arc::new(UInt64Array::from(idx)),
+        Arc::new(StringArray::from(arms)),
+    ];
+    arrays.extend(
+        cols.into_iter()
+            .map(|c| Arc::new(Float64Array::from(c)) as ArrayRef),
+    );
+    RecordBatch::try_new(schema.clone(), arrays)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use crate::summary::read_results;
 
-    fn spec(design: &str, n: usize) -> TrialSpec {
+    fn spec(design: &str, n: usize, extra: &str) -> TrialSpec {
         let t = format!(
             r#"
 [cohort]
@@ -583,43 +671,57 @@ controller = {{ kind = "pid" }}
 metric = "tir_pct"
 [[endpoint]]
 metric = "mean_mg_dl"
+{extra}
 "#
         );
         TrialSpec::from_toml_str(&t, "t.toml", Path::new(".")).unwrap()
     }
 
     fn tmp(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("medtwin-trial-{}-{name}", std::process::id()))
+        let d = std::env::temp_dir().join(format!("medtwin-trial-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn plain() -> RunControl<'static> {
+        RunControl {
+            progress: &|_| {},
+            cancel: None,
+            resume: false,
+        }
     }
 
     #[test]
     fn byte_identical_for_one_and_two_threads() {
-        let s = spec("parallel", 24);
+        let s = spec("parallel", 24, "[prognostic]\nhistorical_n = 40");
         let run = |threads: usize, dir: &Path| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            pool.install(|| run_trial(&s, dir, &|_| {})).unwrap()
+            pool.install(|| run_trial(&s, dir, &plain())).unwrap()
         };
         let (d1, d2) = (tmp("t1"), tmp("t2"));
         let s1 = run(1, &d1);
         run(2, &d2);
-        for f in ["results.parquet", "analysis.json"] {
+        for f in [RESULTS_FILE, "summary.json", "plots/mean_mg_dl.svg"] {
             let a = std::fs::read(d1.join(f)).unwrap();
             let b = std::fs::read(d2.join(f)).unwrap();
             assert!(a == b, "{f} differs between 1 and 2 threads");
         }
-        assert_eq!(s1.analysis.endpoints.len(), 2);
-        assert_eq!(
-            s1.analysis.endpoints[0].arms[0].n + s1.analysis.endpoints[0].arms[1].n,
-            24
-        );
-        assert_eq!(s1.simulations, 48);
-        let mean = &s1.analysis.endpoints[1];
-        assert_eq!(mean.metric, "mean_mg_dl");
+        let e = &s1.summary.endpoints["tir_pct"];
+        assert_eq!(e.arms["bb"].n + e.arms["pid"].n, 24);
+        // 24 patients + 24 run-ins + 40 historical × (run-in + outcome)
+        assert_eq!(s1.simulations, 24 + 24 + 80);
+        let mean = &s1.summary.endpoints["mean_mg_dl"];
         assert_eq!(mean.procova.len(), 1);
         assert_eq!(mean.effects[0].method, "welch-t");
+        // the prognostic score is an imperfect but real predictor of the control outcome
+        let r = mean.procova[0].prognostic_correlation_reference;
+        assert!(r > 0.3 && r < 0.999, "r = {r}");
+        let t = read_results(&d1.join(RESULTS_FILE)).unwrap();
+        assert_eq!(t.status, "complete");
+        assert!(t.prognostic.is_some());
         assert!(!s1.to_string().is_empty());
         std::fs::remove_dir_all(&d1).unwrap();
         std::fs::remove_dir_all(&d2).unwrap();
@@ -627,65 +729,107 @@ metric = "mean_mg_dl"
 
     #[test]
     fn crossover_results_file_has_every_patient_and_arm() {
-        let s = spec("crossover", 6);
+        let s = spec("crossover", 6, "");
         let d = tmp("x");
         let seen = AtomicU64::new(0);
-        let sum = run_trial(&s, &d, &|k| seen.store(k, Ordering::SeqCst)).unwrap();
+        let ctl = RunControl {
+            progress: &|k| {
+                seen.fetch_max(k, Ordering::SeqCst);
+            },
+            cancel: None,
+            resume: false,
+        };
+        let sum = run_trial(&s, &d, &ctl).unwrap();
         assert_eq!(seen.load(Ordering::SeqCst), 6);
         assert_eq!(sum.simulations, 12);
-        let e = &sum.analysis.endpoints[0];
+        let e = &sum.summary.endpoints["tir_pct"];
         assert_eq!(e.effects[0].method, "paired-t");
-        // the rows read back: 12, patient-major, arm order
-        let f = File::open(d.join("results.parquet")).unwrap();
-        let rdr = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-            .unwrap()
-            .build()
-            .unwrap();
-        let mut arms = Vec::new();
-        let mut carbs = Vec::new();
-        for b in rdr {
-            let b = b.unwrap();
-            let c = b
-                .column_by_name("total_carbs_g")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .unwrap()
-                .clone();
-            carbs.extend(c.iter().map(|x| x.unwrap()));
-            let a = b
-                .column_by_name("arm")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .unwrap()
-                .clone();
-            arms.extend(a.iter().map(|x| x.unwrap().to_string()));
-        }
-        assert_eq!(arms.len(), 12);
-        assert_eq!(&arms[..4], &["bb", "pid", "bb", "pid"]);
+        let t = read_results(&d.join(RESULTS_FILE)).unwrap();
+        assert_eq!(t.arm, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1]);
         // same meals in both arms (common random numbers): equal carbohydrate per patient;
         // different patients get different meal streams
+        let carbs = &t.metrics[13];
         for pair in carbs.chunks(2) {
             assert_eq!(pair[0], pair[1]);
         }
         assert!(carbs.chunks(2).any(|p| p[0] != carbs[0]), "{carbs:?}");
-        assert!(d.join("analysis.json").exists());
-        assert!(!d.join("results.parquet.partial").exists());
+        assert!(d.join("summary.json").exists());
+        assert!(!d.join(WRITING_FILE).exists());
         std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
+    fn interrupted_run_resumes_to_the_same_bytes() {
+        let s = spec("crossover", 10, "[execution]\nchunk_patients = 3");
+        let (full, cut) = (tmp("full"), tmp("cut"));
+        run_trial(&s, &full, &plain()).unwrap();
+        let stop = AtomicBool::new(false);
+        let ctl = RunControl {
+            progress: &|k| {
+                if k >= 4 {
+                    stop.store(true, Ordering::SeqCst);
+                }
+            },
+            cancel: Some(&stop),
+            resume: false,
+        };
+        let e = run_trial(&s, &cut, &ctl).unwrap_err();
+        let TrialError::Interrupted {
+            completed, total, ..
+        } = e
+        else {
+            panic!("{e}")
+        };
+        assert_eq!(total, 10);
+        assert!(
+            (3..10).contains(&completed) && completed % 3 == 0,
+            "{completed}"
+        );
+        let t = read_results(&cut.join(PARTIAL_FILE)).unwrap();
+        assert_eq!(t.status, "partial");
+        assert_eq!(t.completed_patients, completed);
+        assert_eq!(t.arm.len(), 2 * completed);
+        assert!(!cut.join(RESULTS_FILE).exists());
+        // a fresh run refuses to overwrite the partial file; a changed spec refuses to resume
+        let e = run_trial(&s, &cut, &plain()).unwrap_err().to_string();
+        assert!(e.contains("--resume"), "{e}");
+        let other = spec("crossover", 11, "[execution]\nchunk_patients = 3");
+        let resume = RunControl {
+            progress: &|_| {},
+            cancel: None,
+            resume: true,
+        };
+        let e = run_trial(&other, &cut, &resume).unwrap_err().to_string();
+        assert!(e.contains("another trial specification"), "{e}");
+        let sum = run_trial(&s, &cut, &resume).unwrap();
+        assert_eq!(sum.resumed_patients, completed);
+        assert_eq!(sum.simulations as usize, 2 * (10 - completed));
+        assert!(!cut.join(PARTIAL_FILE).exists());
+        for f in [RESULTS_FILE, "summary.json"] {
+            let a = std::fs::read(full.join(f)).unwrap();
+            let b = std::fs::read(cut.join(f)).unwrap();
+            assert!(
+                a == b,
+                "{f}: resumed run differs from the uninterrupted one"
+            );
+        }
+        let e = run_trial(&s, &cut, &resume).unwrap_err().to_string();
+        assert!(e.contains("nothing to resume"), "{e}");
+        std::fs::remove_dir_all(&full).unwrap();
+        std::fs::remove_dir_all(&cut).unwrap();
+    }
+
+    #[test]
     fn missing_cohort_file_is_reported_and_leaves_nothing() {
-        let mut s = spec("crossover", 3);
+        let mut s = spec("crossover", 3, "");
         s.cohort = CohortSource::File {
             path: PathBuf::from("/nonexistent/c.parquet"),
             group: None,
             n: None,
         };
         let d = tmp("missing");
-        let e = run_trial(&s, &d, &|_| {}).unwrap_err().to_string();
+        let e = run_trial(&s, &d, &plain()).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/c.parquet"), "{e}");
-        assert!(!d.join("results.parquet").exists());
+        assert!(!d.join(RESULTS_FILE).exists());
     }
 }

@@ -1,7 +1,8 @@
 //! Backtest the twin on T1D-UOM participants and pool the scores:
 //! `cargo run --release -p medtwin-twin --example backtest_uom -- DIR DAYS ID [ID ...]`.
 //! Environment overrides of the noise settings (for tuning): MT_DSD, MT_TAU, MT_BSD, MT_BTAU,
-//! MT_SENS_ABS, MT_SENS_REL, MT_GSD, MT_MEAL_RATE, MT_MEAL_G, MT_RW, MT_N, MT_H (horizons).
+//! MT_SENS_ABS, MT_SENS_REL, MT_GSD, MT_MEAL_RATE, MT_MEAL_G, MT_RW, MT_N, MT_H (horizons);
+//! MT_DUMP=DIR writes every scored point per participant to DIR/ID.csv.
 use medtwin_twin::backtest::{score, ScoredPoint};
 use medtwin_twin::{backtest, BacktestOptions, InputSchedule, TwinSettings};
 
@@ -97,6 +98,29 @@ fn main() {
                     "{pid} wall {:.1} s, mean update {:.2} ms, origins {}, skipped obs {}",
                     r.wall_s, r.mean_update_ms, r.n_origins, r.skipped_observations
                 );
+                if let Ok(dump) = std::env::var("MT_DUMP") {
+                    let path = std::path::Path::new(&dump).join(format!("{pid}.csv"));
+                    let mut t = String::from(
+                        "origin_min,horizon_min,observed_mg_dl,median_mg_dl,persistence_mg_dl,lo80,hi80,lo95,hi95\n",
+                    );
+                    for p in &r.points {
+                        t += &format!(
+                            "{},{},{},{},{},{},{},{},{}\n",
+                            p.origin_min,
+                            p.horizon_min,
+                            p.observed_mg_dl,
+                            p.median_mg_dl,
+                            p.persistence_mg_dl,
+                            p.lo80,
+                            p.hi80,
+                            p.lo95,
+                            p.hi95
+                        );
+                    }
+                    if let Err(e) = std::fs::write(&path, t) {
+                        eprintln!("{}: {e}", path.display());
+                    }
+                }
                 pooled.extend(r.points);
             }
             Err(e) => eprintln!("{pid}: backtest failed: {e}"),
