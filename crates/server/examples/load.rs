@@ -96,7 +96,9 @@ fn main() {
     let first = rec.first_time().unwrap();
     let per_patient = (rate * seconds / patients as f64).ceil() as i64;
     let now_min = jiff::Timestamp::now().as_second() / 60;
-    let t_start_s = (now_min - 5 * (per_patient + 1)) * 60; // data time of reading 0
+    // Data time of the seeding reading; timed readings follow every 5 min, the last one at
+    // most 5 min before now (the server rejects future timestamps).
+    let t_start_s = (now_min - 5 * (per_patient + 1)) * 60;
     let hist_start = rec
         .of_kind(RecordKind::Cgm)
         .next()
@@ -148,7 +150,7 @@ fn main() {
         let body = format!(
             "[{{\"type\":\"sgv\",\"sgv\":{},\"date\":{}}}]",
             cgm[288].round(),
-            (t_start_s - 60) * 1000
+            t_start_s * 1000
         );
         request(
             &a,
@@ -265,7 +267,7 @@ fn main() {
                     if due > now {
                         std::thread::sleep(due - now);
                     }
-                    let data_s = t_start_s + k as i64 * 300;
+                    let data_s = t_start_s + (k as i64 + 1) * 300;
                     let v = cgm[(289 + k + p * 7) % cgm.len()].round();
                     let body = format!(
                         "[{{\"type\":\"sgv\",\"sgv\":{v},\"date\":{}}}]",

@@ -259,7 +259,8 @@ async fn get_forecast(
     audited(&state, Some(&who), action, Some(&id), r).await
 }
 
-/// Twin status and calibrated parameters (θ: log Vmx, kp1, kabs, carb factor multipliers).
+/// Twin status and calibrated parameters (Vmx, kp1, kabs, carb factor; values exp θ, see
+/// `medtwin_twin::prior`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TwinInfo {
     /// `none`, `waiting`, `ok`, `failed`.
@@ -270,18 +271,22 @@ pub struct TwinInfo {
     pub version: i64,
     /// Data time (RFC 3339).
     pub data_time: Option<String>,
-    /// Parameters: name, MAP of the first-day calibration (multiplier of the base patient),
-    /// current posterior mean and 10–90 % range (multipliers).
+    /// Parameters: name, unit, MAP of the first-day calibration, current posterior mean and
+    /// 10–90 % range (values in the parameter's unit).
     pub parameters: Vec<ParamInfo>,
     /// MAP fit RMSE on the calibration window, mg/dL.
     pub calibration_rmse_mg_dl: Option<f64>,
 }
 
-/// One calibrated parameter (multiplier of the base virtual patient's value).
+/// One calibrated parameter (value in its unit).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ParamInfo {
     /// Name (`Vmx`, `kp1`, `kabs`, `carb_factor`).
     pub name: String,
+    /// Unit (`mg/kg/min per pmol/L`, `mg/kg/min`, `1/min`, `1`).
+    pub unit: String,
+    /// What it means.
+    pub description: String,
     /// exp(θ MAP) of the calibration.
     pub calibration_map: f64,
     /// Weighted posterior mean of exp(θ) now.
@@ -327,6 +332,8 @@ pub async fn twin_info(state: &AppState, id: &str) -> Result<TwinInfo, ApiError>
             let mean = vals.iter().map(|(v, wi)| v * wi).sum();
             info.parameters.push(ParamInfo {
                 name: name.to_string(),
+                unit: medtwin_twin::prior::THETA_UNITS[k].to_string(),
+                description: medtwin_twin::prior::THETA_DESCRIPTIONS[k].to_string(),
                 calibration_map: twin.calibration.theta_map[k].exp(),
                 posterior_mean: mean,
                 p10: medtwin_infer::weighted_quantile(&vals, 0.1),

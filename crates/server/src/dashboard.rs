@@ -292,8 +292,10 @@ async fn render_patient(
     let mut params = String::new();
     for p in &info.parameters {
         params.push_str(&format!(
-            "<tr><td style=\"text-align:left\">{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}–{:.3}</td></tr>",
-            esc(&p.name), p.calibration_map, p.posterior_mean, p.p10, p.p90
+            "<tr><td style=\"text-align:left\">{} <span class=\"muted\">({}; {})</span></td><td>{:.4}</td><td>{:.4}</td><td>{:.4}–{:.4}</td></tr>",
+            esc(&p.name),
+            esc(&p.description),
+            esc(&p.unit), p.calibration_map, p.posterior_mean, p.p10, p.p90
         ));
     }
     let fc_text = match &doc {
@@ -305,7 +307,7 @@ async fn render_patient(
     };
     let body = format!(
         "<p><a href=\"/\">← patients</a></p><h2>CGM (last 24 h) and forecast</h2>{chart}{fc_text}\
-<h2>Calibrated parameters</h2><p>Multipliers of the base virtual patient's value; twin {status}, version {ver}{rmse}.</p>\
+<h2>Calibrated parameters</h2><p>MAP of the first-day calibration and the particle filter's posterior now; twin {status}, version {ver}{rmse}.</p>\
 <table id=\"parameters\"><tr><th>parameter</th><th>calibration MAP</th><th>posterior mean now</th><th>10–90 %</th></tr>{params}</table>\
 <h2>What if</h2><form id=\"whatif\" method=\"post\" action=\"/ui/patients/{eid}/whatif\">\
 <label>meal carbs (g) <input name=\"carbs_g\" value=\"60\" size=\"5\"></label> \

@@ -626,3 +626,112 @@ pub fn bundle_of(patient: &str, entries: &[RecordEntry]) -> Value {
     }
     json!({"resourceType": "Bundle", "type": "transaction", "entry": list})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2026-01-02T00:00:00Z".parse().unwrap()
+    }
+
+    /// A bundle shaped like the HL7 CGM IG's data-submission examples: a Patient referenced by
+    /// `urn:uuid` fullUrl, a CGM Observation with category, device, narrative and other
+    /// elements this server ignores.
+    #[test]
+    fn cgm_ig_style_bundle_with_fullurl_reference() {
+        let b = json!({
+            "resourceType": "Bundle", "type": "transaction",
+            "entry": [
+                {"fullUrl": "urn:uuid:6f1c", "resource": {"resourceType": "Patient", "identifier": [{"system": "http://example.org", "value": "amy-1"}], "gender": "female"},
+                 "request": {"method": "POST", "url": "Patient"}},
+                {"fullUrl": "urn:uuid:9a2b", "resource": {"resourceType": "Observation", "status": "final",
+                    "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "99504-3", "display": "Glucose [Mass/volume] in Interstitial fluid"}]},
+                    "subject": {"reference": "urn:uuid:6f1c"}, "effectiveDateTime": "2026-01-01T08:00:00-05:00",
+                    "valueQuantity": {"value": 145, "unit": "mg/dl", "system": "http://unitsofmeasure.org", "code": "mg/dL"}},
+                 "request": {"method": "POST", "url": "Observation"}}
+            ]
+        });
+        let p = parse_bundle(b.to_string().as_bytes(), now()).unwrap();
+        assert_eq!(p.patients, vec!["amy-1".to_string()]);
+        assert_eq!(p.data.len(), 1);
+        let d = &p.data[0];
+        assert_eq!(d.patient_id, "amy-1");
+        assert_eq!(d.entry.kind, RecordKind::Cgm);
+        assert_eq!(d.entry.value, 145.0);
+        assert_eq!(
+            d.entry.time,
+            "2026-01-01T13:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        assert_eq!(d.entry.source, "fhir:urn:uuid:9a2b");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let obs = |code: &str, unit: &str, t: &str, v: f64| {
+            json!({"resource": {"resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": LOINC, "code": code}]}, "subject": {"reference": "Patient/p"},
+                "effectiveDateTime": t, "valueQuantity": {"value": v, "system": UCUM, "code": unit}}})
+        };
+        let b = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            obs("99504-3", "mg/dL", "2026-01-01T08:00:00Z", 120.0),
+            obs("99504-3", "mmol/L", "2026-01-01T08:05:00Z", 7.0),
+            obs("99504-3", "mg/dL", "2026-01-03T08:05:00Z", 120.0),
+            obs("99504-3", "mg/dL", "2026-01-01T08:10:00", 120.0),
+            obs("1234-5", "mg/dL", "2026-01-01T08:15:00Z", 120.0),
+            obs("2339-0", "mg/dL", "2026-01-01T08:20:00Z", 5000.0),
+            {"resource": {"resourceType": "Condition"}}
+        ]});
+        let issues = parse_bundle(b.to_string().as_bytes(), now()).unwrap_err();
+        let at: Vec<&str> = issues.iter().map(|i| i.expression.as_str()).collect();
+        assert_eq!(
+            at,
+            vec![
+                "Bundle.entry[1].resource.valueQuantity.code",
+                "Bundle.entry[2].resource.effectiveDateTime",
+                "Bundle.entry[3].resource.effectiveDateTime",
+                "Bundle.entry[4].resource.code",
+                "Bundle.entry[5].resource.valueQuantity.value",
+                "Bundle.entry[6].resource.resourceType",
+            ]
+        );
+        assert!(issues[1].diagnostics.contains("in the future"));
+        let oo = operation_outcome(&issues);
+        assert_eq!(oo["issue"].as_array().unwrap().len(), 6);
+    }
+
+    #[test]
+    fn push_bundles_parse_back() {
+        let t: Timestamp = "2026-01-01T08:00:00Z".parse().unwrap();
+        let es = vec![
+            RecordEntry::new(t, RecordKind::Cgm, 6.5, "mmol/L", None, "x").unwrap(),
+            RecordEntry::new(t, RecordKind::Bolus, 4.0, "U", None, "x").unwrap(),
+            RecordEntry::new(
+                t,
+                RecordKind::LongActing,
+                14.0,
+                "U",
+                Some("glargine".into()),
+                "x",
+            )
+            .unwrap(),
+            RecordEntry::new(t, RecordKind::BasalRate, 0.9, "U/h", None, "x").unwrap(),
+            RecordEntry::new(t, RecordKind::Carbs, 40.0, "g", None, "x").unwrap(),
+            RecordEntry::new(t, RecordKind::Smbg, 110.0, "mg/dL", None, "x").unwrap(),
+        ];
+        let b = bundle_of("p1", &es);
+        let p = parse_bundle(b.to_string().as_bytes(), now()).unwrap();
+        let got: Vec<(RecordKind, f64, String)> = p
+            .data
+            .iter()
+            .map(|d| (d.entry.kind, d.entry.original_value, d.entry.unit.clone()))
+            .collect();
+        let want: Vec<(RecordKind, f64, String)> = es
+            .iter()
+            .map(|e| (e.kind, e.original_value, e.unit.clone()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(p.data[1].source_unit, "[IU]");
+    }
+}

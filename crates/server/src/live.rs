@@ -206,6 +206,12 @@ pub struct WhatifResponse {
     pub outcomes: Vec<WhatifOutcome>,
 }
 
+/// A probability summed from normalised particle weights can exceed 1 (or fall below 0) by
+/// rounding (e.g. 1.0000000000000002); clamp it to [0, 1].
+fn unit_prob(p: f64) -> f64 {
+    p.clamp(0.0, 1.0) + 0.0 // + 0.0 turns -0.0 into 0.0
+}
+
 fn ts_of_min(origin: jiff::Timestamp, t_min: f64) -> jiff::Timestamp {
     jiff::Timestamp::from_millisecond(origin.as_millisecond() + (t_min * 60_000.0).round() as i64)
         .unwrap_or(origin)
@@ -343,6 +349,25 @@ async fn update_twin(
         Some(d) => Some(serde_json::from_str(d).map_err(|e| format!("stored twin: {e}"))?),
         None => None,
     };
+    if doc.is_none() {
+        // Cheap check before loading the record: not yet 24 h of CGM → still waiting.
+        let window_min = TwinSettings::default().calibration_window_min;
+        let (_, first, last) = store.cgm_span(pid).await.map_err(|e| e.to_string())?;
+        if let (Some(f), Some(l)) = (first, last) {
+            let span_min = (l - f) as f64 / 60_000.0;
+            if span_min < window_min - 1.0 {
+                let m = format!(
+                    "needs {:.0} h of CGM to calibrate; has {:.1} h",
+                    window_min / 60.0,
+                    span_min / 60.0
+                );
+                return store
+                    .save_twin(pid, "waiting", &m, l, None)
+                    .await
+                    .map_err(|e| e.to_string());
+            }
+        }
+    }
     let from_ms = doc
         .as_ref()
         .and_then(|d| d.schedule.origin())
@@ -414,8 +439,8 @@ async fn update_twin(
             data_time: last_cgm.to_string(),
             computed_at: jiff::Timestamp::now().to_string(),
             horizon_min: horizon,
-            p_below_70: f.p_below,
-            p_above_250: f.p_above,
+            p_below_70: unit_prob(f.p_below),
+            p_above_250: unit_prob(f.p_above),
             bands: f
                 .t_min
                 .iter()
@@ -536,9 +561,9 @@ pub fn run_whatif(
             .into_iter()
             .map(|o| WhatifOutcome {
                 name: o.name,
-                p_below_70: o.p_below_70,
-                p_below_54: o.p_below_54,
-                p_above_250: o.p_above_250,
+                p_below_70: unit_prob(o.p_below_70),
+                p_below_54: unit_prob(o.p_below_54),
+                p_above_250: unit_prob(o.p_above_250),
                 expected_tir_pct: o.expected_tir_pct,
                 bands: o
                     .t_min
