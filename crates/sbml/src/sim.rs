@@ -235,6 +235,9 @@ impl<'a> Sim<'a> {
     /// Fire newly triggered events and execute every event due at `t`, in priority order.
     /// Returns whether any event was executed (the state may have jumped).
     fn process_events(&mut self, t: f64, x: &mut [f64]) -> Result<bool, SbmlError> {
+        if self.m.events.is_empty() {
+            return Ok(false);
+        }
         let mut executed = false;
         let mut guard = 0usize;
         loop {
@@ -519,8 +522,8 @@ pub(crate) fn run(
             let t1 = tk.min(next_due).min(if sub > t { sub } else { tk });
             let x0 = x.clone();
             sim.advance(&mut integ, t, t1, &mut x)?;
-            let trig = sim.triggers(t1, &x);
-            if !sim.m.events.is_empty() && trig != sim.prev {
+            let changed = !sim.m.events.is_empty() && sim.triggers(t1, &x) != sim.prev;
+            if changed {
                 // Locate the first trigger change by bisection.
                 let (mut lo, mut hi) = (t, t1);
                 let (mut xlo, mut xhi) = (x0, x.clone());

@@ -185,67 +185,11 @@ impl Rosenbrock {
         for i in 0..n {
             self.lu[i * n + i] += d;
         }
-        let a = &mut self.lu;
-        for c in 0..n {
-            let mut p = c;
-            let mut best = a[c * n + c].abs();
-            for r in c + 1..n {
-                let v = a[r * n + c].abs();
-                if v > best {
-                    best = v;
-                    p = r;
-                }
-            }
-            if best == 0.0 || !best.is_finite() {
-                return false;
-            }
-            self.piv[c] = p;
-            if p != c {
-                for k in 0..n {
-                    a.swap(p * n + k, c * n + k);
-                }
-            }
-            let inv = 1.0 / a[c * n + c];
-            // Sparse-aware elimination: only the pivot row's non-zeros take part.
-            self.nz.clear();
-            for k in c + 1..n {
-                if a[c * n + k] != 0.0 {
-                    self.nz.push(k);
-                }
-            }
-            for r in c + 1..n {
-                let f = a[r * n + c];
-                if f != 0.0 {
-                    let f = f * inv;
-                    a[r * n + c] = f;
-                    for &k in &self.nz {
-                        a[r * n + k] -= f * a[c * n + k];
-                    }
-                }
-            }
-        }
-        true
+        lu_factor(&mut self.lu, n, &mut self.piv, &mut self.nz)
     }
 
     fn solve(&self, b: &mut [f64]) {
-        let n = self.n;
-        let a = &self.lu;
-        for c in 0..n {
-            b.swap(c, self.piv[c]);
-            let bc = b[c];
-            if bc != 0.0 {
-                for r in c + 1..n {
-                    b[r] -= a[r * n + c] * bc;
-                }
-            }
-        }
-        for c in (0..n).rev() {
-            let mut s = b[c];
-            for k in c + 1..n {
-                s -= a[c * n + k] * b[k];
-            }
-            b[c] = s / a[c * n + c];
-        }
+        lu_solve(&self.lu, self.n, &self.piv, b);
     }
 
     /// Advance `x` from `t0` to `t1`. A call that continues from exactly the state the previous
@@ -447,4 +391,98 @@ pub(crate) fn stiffness_bound(m: &SbmlModel, t: f64, x: &[f64]) -> f64 {
         }
     }
     best
+}
+
+/// In-place LU factorisation with partial pivoting of the `n`×`n` row-major matrix `a`
+/// (LINPACK layout: row swaps touch only the columns from the pivot on; `piv[c]` is the row
+/// swapped with `c`). Sparse-aware: only the pivot row's non-zeros take part in each update.
+/// Returns false when the matrix is singular.
+fn lu_factor(a: &mut [f64], n: usize, piv: &mut [usize], nz: &mut Vec<usize>) -> bool {
+    for c in 0..n {
+        let mut p = c;
+        let mut best = a[c * n + c].abs();
+        for r in c + 1..n {
+            let v = a[r * n + c].abs();
+            if v > best {
+                best = v;
+                p = r;
+            }
+        }
+        if best == 0.0 || !best.is_finite() {
+            return false;
+        }
+        piv[c] = p;
+        if p != c {
+            for k in c..n {
+                a.swap(p * n + k, c * n + k);
+            }
+        }
+        let inv = 1.0 / a[c * n + c];
+        nz.clear();
+        for k in c + 1..n {
+            if a[c * n + k] != 0.0 {
+                nz.push(k);
+            }
+        }
+        for r in c + 1..n {
+            let f = a[r * n + c];
+            if f != 0.0 {
+                let f = f * inv;
+                a[r * n + c] = f;
+                for &k in nz.iter() {
+                    a[r * n + k] -= f * a[c * n + k];
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Solve with the factors of [`lu_factor`]: `b` becomes the solution.
+fn lu_solve(a: &[f64], n: usize, piv: &[usize], b: &mut [f64]) {
+    for c in 0..n {
+        b.swap(c, piv[c]);
+        let bc = b[c];
+        if bc != 0.0 {
+            for r in c + 1..n {
+                b[r] -= a[r * n + c] * bc;
+            }
+        }
+    }
+    for c in (0..n).rev() {
+        let mut s = b[c];
+        for k in c + 1..n {
+            s -= a[c * n + k] * b[k];
+        }
+        b[c] = s / a[c * n + c];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lu_with_pivoting_solves() {
+        // Needs row swaps at every column (small diagonal, large off-diagonal entries).
+        let n = 4;
+        let m = [
+            1e-3, 2.0, 0.0, 1.0, //
+            3.0, 1e-4, 1.0, 0.0, //
+            0.0, 5.0, 1e-5, 2.0, //
+            1.0, 0.0, 4.0, 1e-6,
+        ];
+        let x = [1.0, -2.0, 3.0, 0.5];
+        let mut b: Vec<f64> = (0..n)
+            .map(|i| (0..n).map(|j| m[i * n + j] * x[j]).sum())
+            .collect();
+        let mut a = m.to_vec();
+        let mut piv = vec![0; n];
+        assert!(lu_factor(&mut a, n, &mut piv, &mut Vec::new()));
+        assert!(piv.iter().enumerate().any(|(c, &p)| p != c));
+        lu_solve(&a, n, &piv, &mut b);
+        for (got, want) in b.iter().zip(&x) {
+            assert!((got - want).abs() < 1e-12, "{b:?}");
+        }
+    }
 }
