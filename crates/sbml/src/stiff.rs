@@ -58,6 +58,11 @@ pub(crate) struct Rosenbrock {
     /// Column groups for the finite-difference Jacobian, and each column's non-zero rows.
     groups: Vec<Vec<usize>>,
     col_rows: Vec<Vec<usize>>,
+    /// States whose derivative depends on no state: their stage increments are solved exactly
+    /// (γh · right-hand side), keeping them out of the pivoted solve's round-off (a boundary
+    /// species at 0 next to species of 10¹⁸ would otherwise drift).
+    free_rows: Vec<usize>,
+    saved: Vec<f64>,
     vals: Vec<f64>,
     stack: Vec<f64>,
     /// Right-hand-side evaluations and accepted steps (for benchmarks).
@@ -75,6 +80,12 @@ impl Rosenbrock {
             Some(r) => r.clone(),
             _ => vec![(0..n).collect(); n],
         };
+        let free_rows: Vec<usize> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_empty())
+            .map(|(i, _)| i)
+            .collect();
         let mut col_rows = vec![Vec::new(); n];
         for (i, r) in rows.iter().enumerate() {
             for &j in r {
@@ -125,6 +136,8 @@ impl Rosenbrock {
             nz: Vec::with_capacity(n),
             groups,
             col_rows,
+            saved: vec![0.0; free_rows.len()],
+            free_rows,
             vals: Vec::new(),
             stack: Vec::new(),
             evals: 0,
@@ -188,8 +201,15 @@ impl Rosenbrock {
         lu_factor(&mut self.lu, n, &mut self.piv, &mut self.nz)
     }
 
-    fn solve(&self, b: &mut [f64]) {
+    /// Solve W g = b in place for step size `h`.
+    fn solve(&mut self, b: &mut [f64], h: f64) {
+        for (k, &i) in self.free_rows.iter().enumerate() {
+            self.saved[k] = b[i];
+        }
         lu_solve(&self.lu, self.n, &self.piv, b);
+        for (k, &i) in self.free_rows.iter().enumerate() {
+            b[i] = GAM * h * self.saved[k];
+        }
     }
 
     /// Advance `x` from `t0` to `t1`. A call that continues from exactly the state the previous
@@ -279,7 +299,7 @@ impl Rosenbrock {
                 for i in 0..n {
                     g[0][i] = self.fc[i] + h * C1X * dfdt[i];
                 }
-                self.solve(&mut g[0]);
+                self.solve(&mut g[0], h);
                 for i in 0..n {
                     y[i] = self.yc[i] + A21 * g[0][i];
                 }
@@ -287,7 +307,7 @@ impl Rosenbrock {
                 for i in 0..n {
                     g[1][i] = fs[i] + h * C2X * dfdt[i] + C21 * g[0][i] / h;
                 }
-                self.solve(&mut g[1]);
+                self.solve(&mut g[1], h);
                 for i in 0..n {
                     y[i] = self.yc[i] + A31 * g[0][i] + A32 * g[1][i];
                 }
@@ -295,13 +315,13 @@ impl Rosenbrock {
                 for i in 0..n {
                     g[2][i] = fs[i] + h * C3X * dfdt[i] + (C31 * g[0][i] + C32 * g[1][i]) / h;
                 }
-                self.solve(&mut g[2]);
+                self.solve(&mut g[2], h);
                 for i in 0..n {
                     g[3][i] = fs[i]
                         + h * C4X * dfdt[i]
                         + (C41 * g[0][i] + C42 * g[1][i] + C43 * g[2][i]) / h;
                 }
-                self.solve(&mut g[3]);
+                self.solve(&mut g[3], h);
                 let mut err = 0.0;
                 for i in 0..n {
                     y[i] = self.yc[i] + B1 * g[0][i] + B2 * g[1][i] + B3 * g[2][i] + B4 * g[3][i];
