@@ -460,12 +460,14 @@ async fn store_data(
         .ingest(new_patients, data, medtwin_store::now_ms(), &audits)
         .await?;
     for p in pids {
-        if data
+        let newest = data
             .iter()
             .zip(&r.1)
-            .any(|(d, ins)| *ins && d.patient_id == p && d.entry.kind == RecordKind::Cgm)
-        {
-            state.live.notify(p);
+            .filter(|(d, ins)| **ins && d.patient_id == p && d.entry.kind == RecordKind::Cgm)
+            .map(|(d, _)| d.entry.time.as_millisecond())
+            .max();
+        if newest.is_some() {
+            state.live.notify(p, newest);
         }
     }
     Ok(r)

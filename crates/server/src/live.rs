@@ -67,6 +67,9 @@ pub struct Live {
     queue_full: AtomicU64,
     failures: AtomicU64,
     fitted: Mutex<Vec<String>>,
+    /// Patients without a twin yet: first CGM time (ms). Readings before the end of their
+    /// calibration window are not queued at all.
+    waiting: Mutex<HashMap<String, i64>>,
 }
 
 /// One point of a forecast: minutes ahead and predictive quantiles, mg/dL.
@@ -243,6 +246,7 @@ impl Live {
             queue_full: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             fitted: Mutex::new(Vec::new()),
+            waiting: Mutex::new(HashMap::new()),
         });
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..cfg.workers.max(1) {
@@ -266,7 +270,7 @@ impl Live {
                 match s2.patients_behind().await {
                     Ok(ps) => {
                         for p in ps {
-                            l2.notify(&p);
+                            l2.notify(&p, None);
                         }
                     }
                     Err(e) => eprintln!("medtwin serve: sweep failed: {e}"),
@@ -289,12 +293,22 @@ impl Live {
             Err(_) => false,
         };
         if again {
-            self.notify(pid);
+            self.notify(pid, None);
         }
     }
 
-    /// New CGM data for `pid`: queue its twin for an update (coalesced; see module docs).
-    pub fn notify(&self, pid: &str) {
+    /// New CGM data for `pid` (the newest new reading at `newest_cgm_ms`, when known): queue
+    /// its twin for an update (coalesced; see module docs). A patient still inside its first
+    /// calibration window is not queued.
+    pub fn notify(&self, pid: &str, newest_cgm_ms: Option<i64>) {
+        if let (Some(t), Ok(w)) = (newest_cgm_ms, self.waiting.lock()) {
+            let window_ms = (TwinSettings::default().calibration_window_min - 1.0) * 60_000.0;
+            if w.get(pid)
+                .is_some_and(|first| ((t - first) as f64) < window_ms)
+            {
+                return;
+            }
+        }
         let Ok(mut m) = self.slots.lock() else { return };
         match m.get(pid).copied() {
             Some(Slot::Queued) | Some(Slot::RunningDirty) => {}
@@ -356,16 +370,24 @@ async fn update_twin(
         if let (Some(f), Some(l)) = (first, last) {
             let span_min = (l - f) as f64 / 60_000.0;
             if span_min < window_min - 1.0 {
+                if let Ok(mut w) = live.waiting.lock() {
+                    w.insert(pid.to_string(), f);
+                }
                 let m = format!(
-                    "needs {:.0} h of CGM to calibrate; has {:.1} h",
+                    "waiting for {:.0} h of CGM: the first reading is at {}",
                     window_min / 60.0,
-                    span_min / 60.0
+                    jiff::Timestamp::from_millisecond(f)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default()
                 );
                 return store
                     .save_twin(pid, "waiting", &m, l, None)
                     .await
                     .map_err(|e| e.to_string());
             }
+        }
+        if let Ok(mut w) = live.waiting.lock() {
+            w.remove(pid);
         }
     }
     let from_ms = doc
