@@ -120,6 +120,20 @@ fn main() {
                     if let Err(e) = std::fs::write(&path, t) {
                         eprintln!("{}: {e}", path.display());
                     }
+                    let mut t = String::from("kind,t_min,value\n");
+                    for (kind, v) in [
+                        ("cgm", &sched.cgm),
+                        ("carbs", &sched.carbs),
+                        ("bolus", &sched.boluses),
+                    ] {
+                        for (tm, x) in v {
+                            t += &format!("{kind},{tm},{x}\n");
+                        }
+                    }
+                    let path = std::path::Path::new(&dump).join(format!("{pid}.inputs.csv"));
+                    if let Err(e) = std::fs::write(&path, t) {
+                        eprintln!("{}: {e}", path.display());
+                    }
                 }
                 pooled.extend(r.points);
             }
