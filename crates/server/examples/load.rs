@@ -9,7 +9,7 @@
 //!
 //! ```sh
 //! cargo run --release -p medtwin-server --example load -- [--patients 1000] [--rate 1000] \
-//!     [--seconds 30] [--twins 20] [--particles 200] [--db sqlite:///tmp/medtwin-load.db]
+//!     [--seconds 30] [--twins 20] [--particles 200] [--workers N] [--db sqlite:///tmp/medtwin-load.db]
 //! ```
 //!
 //! The server runs in this process (same machine, same cores as the load generator).
@@ -66,6 +66,7 @@ fn main() {
     let rt = medtwin_server::runtime().expect("runtime");
     let mut cfg = ServerConfig::new(&db, "127.0.0.1:0".parse().unwrap());
     cfg.particles = particles;
+    cfg.workers = arg("--workers", cfg.workers);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr, task, admin) = rt.block_on(async {
         let store = medtwin_store::Store::open(&db).await.expect("store");
