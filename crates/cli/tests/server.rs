@@ -997,6 +997,23 @@ fn dashboard_in_chromium(base: &str, db: &str, dir: &Path) {
         "no calibrated parameters"
     );
     assert!(dom.contains("id=\"whatif\""), "no what-if form");
+    // The patient list: the clinician sees its patient with the latest glucose.
+    let mut c = Command::new(&chrome);
+    flags(&mut c, &dir.join("chromium-list"));
+    let o = c
+        .arg("--dump-dom")
+        .arg(format!("{base}/login?token={clin}&next=/"))
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        list.contains("id=\"patients\"") && list.contains("href=\"/ui/patients/uom\""),
+        "patient list without the patient: {list}"
+    );
+    assert!(
+        !list.contains("/ui/patients/stream"),
+        "a clinician sees only assigned patients"
+    );
     // Without the cookie the patient page asks to log in.
     let mut c = Command::new(&chrome);
     flags(&mut c, &dir.join("chromium-anon"));
