@@ -12,7 +12,7 @@ For each model in ../shared/reference/petab-benchmarks/Benchmark-Models/:
   * tolerances: rtol 1e-6, atol 1e-12 for both (libRoadRunner's CVODE defaults).
   * load+compile: libRoadRunner `RoadRunner(path)` timed in a fresh subprocess (no model cache),
     median of 3; medtwin `load_sbml` median of 5 (it has no cache).
-  * simulation: median of 5 (`rr.reset(); rr.simulate(0, T, 1001)` vs `medtwin_sbml::simulate`).
+  * simulation: median of 5 (`rr.resetAll(); rr.simulate(0, T, 1001)` vs `medtwin_sbml::simulate`).
   * agreement: per species, max over output times of |medtwin − roadrunner| divided by the
     species' largest |roadrunner| value; the table shows the worst species.
 
@@ -141,7 +141,9 @@ def rr_sim(path, t_end):
     times = []
     res = None
     for _ in range(5):
-        rr.reset()
+        # resetAll: reset() keeps boundary species and parameters changed by events (Smith's
+        # insulin), so a second run would start from the first run's final input state.
+        rr.resetAll()
         t = time.perf_counter()
         res = rr.simulate(0, t_end, 1001)
         times.append((time.perf_counter() - t) * 1e3)

@@ -39,8 +39,9 @@
 //! column-grouped finite-difference Jacobian when the Jacobian's Gershgorin bound × time span
 //! exceeds 10⁴ at the start or DOPRI5 exhausts its step budget; an own DOPRI5 with recorded
 //! dense output for `delay()`. Speed against libRoadRunner: `benchmarks/sbml_vs_roadrunner.md`
-//! (load+compile is ~300× faster; simulation is slower on most of those models — a
-//! Rosenbrock method with a finite-difference Jacobian per step is no match for CVODE's BDF).
+//! (load+compile is two to three orders of magnitude faster; simulation of those stiff models
+//! is 4–41× slower — a Rosenbrock method with a finite-difference Jacobian per step is no match
+//! for CVODE's BDF yet).
 //!
 //! Time is in the model's time unit (the `_min` names of [`medtwin_core::OdeModel`] do not
 //! imply minutes here).
