@@ -49,19 +49,6 @@ pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, s)
 }
 
-/// Summary of one arm on one endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ArmStats {
-    /// Arm name.
-    pub arm: String,
-    /// Patients.
-    pub n: usize,
-    /// Mean (endpoint units).
-    pub mean: f64,
-    /// Sample SD.
-    pub sd: f64,
-}
-
 /// An effect estimate `arm − reference` with its standard error and 95 % CI.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Effect {

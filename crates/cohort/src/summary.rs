@@ -16,6 +16,7 @@ use crate::analysis::{mean_sd, paired, procova, welch, Effect, Procova};
 use crate::prognostic::splitmix;
 use crate::spec::METRICS;
 use arrow::array::{Array, Float64Array, StringArray, UInt64Array};
+use medtwin_infer::quantile_sorted as quantile;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -353,17 +354,6 @@ pub struct Summary {
     pub prognostic: Option<PrognosticInfo>,
     /// Plot files written (relative to the trial directory).
     pub plots: Vec<String>,
-}
-
-/// Type-7 quantile of sorted data.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let h = (sorted.len() - 1) as f64 * q;
-    let lo = h.floor() as usize;
-    let hi = (lo + 1).min(sorted.len() - 1);
-    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
 }
 
 fn arm_summary(v: &[f64]) -> ArmSummary {

@@ -281,6 +281,18 @@ pub struct Bands {
     pub hi95: f64,
 }
 
+/// Quantile `q ∈ [0,1]` (clamped) of already sorted data by linear interpolation between order
+/// statistics (Hyndman & Fan type 7, R's default); NaN for empty data.
+pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let i = pos.floor() as usize;
+    let j = (i + 1).min(sorted.len() - 1);
+    sorted[i] + (pos - i as f64) * (sorted[j] - sorted[i])
+}
+
 /// Weighted quantile `q ∈ [0,1]` of `values` (sorted pairs `(value, weight)`), by the inverse
 /// of the weighted empirical CDF. Shapes: non-empty, weights ≥ 0 with positive sum.
 pub fn weighted_quantile(sorted: &[(f64, f64)], q: f64) -> f64 {

@@ -207,16 +207,7 @@ pub(crate) fn summarize_cone(c: &Cone, cgm: &[(f64, f64)]) -> Option<ConeSummary
     })
 }
 
-/// Quantile of already sorted finite data (linear interpolation).
-pub(crate) fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
-    let i = pos.floor() as usize;
-    let j = (i + 1).min(sorted.len() - 1);
-    sorted[i] + (pos - i as f64) * (sorted[j] - sorted[i])
-}
+pub(crate) use medtwin_infer::quantile_sorted;
 
 /// Finite values, sorted.
 pub(crate) fn sorted_finite(xs: &[f64]) -> Vec<f64> {
