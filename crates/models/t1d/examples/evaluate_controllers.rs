@@ -5,7 +5,7 @@
 //! ([`medtwin_t1d::mpc`]), simglucose's basal-bolus and PID.
 //!
 //! Usage: `cargo run --release -p medtwin-t1d --example evaluate_controllers -- OUT.csv
-//! [--days 5] [--seed 1] [--only SUBSTRING] [--controllers mpc,basal-bolus,pid]`
+//! [--days 5] [--seed 1] [--only SUBSTRING] [--trace DIR] [--controllers mpc,basal-bolus,pid]`
 //!
 //! Prints, per patient group, mean TIR (70–180 mg/dL), mean % < 70, mean % < 54, the largest
 //! % < 54 of any patient and mean glucose, then checks the targets (MPC mean TIR ≥ basal-bolus;
@@ -60,6 +60,7 @@ fn main() {
     let mut out_path: Option<String> = None;
     let (mut days, mut seed) = (5u64, 1u64);
     let mut only: Option<String> = None;
+    let mut trace_dir: Option<String> = None;
     let mut which = vec![
         "mpc".to_string(),
         "basal-bolus".to_string(),
@@ -79,6 +80,10 @@ fn main() {
             }
             "--seed" => {
                 seed = next(i).parse().expect("--seed: integer");
+                i += 1;
+            }
+            "--trace" => {
+                trace_dir = Some(next(i));
                 i += 1;
             }
             "--only" => {
@@ -139,6 +144,7 @@ fn main() {
             let mut controller = Controller::new(spec, &p);
             let mut g = Vec::new();
             let mut insulin = 0.0;
+            let mut trace: Option<Vec<String>> = trace_dir.as_ref().map(|_| Vec::new());
             let res = simulate_patient_with(
                 &p,
                 &scen,
@@ -147,12 +153,30 @@ fn main() {
                 SolverOptions::default(),
                 &mut controller,
                 |r| {
+                    if let Some(tr) = trace.as_mut() {
+                        tr.push(format!(
+                            "{},{:.2},{:.2},{:.5},{:.3}",
+                            r.t_min,
+                            r.sc_glucose_mg_dl,
+                            r.cgm_mg_dl,
+                            r.insulin_u_per_min,
+                            r.carbs_g_per_min
+                        ));
+                    }
                     if r.cgm_sampled && r.t_min > 0 {
                         g.push(r.sc_glucose_mg_dl);
                     }
                     insulin += r.insulin_u_per_min;
                 },
             );
+            if let (Some(dir), Some(rows)) = (trace_dir.as_ref(), trace) {
+                let path = format!("{dir}/{cname}_{}.csv", name.replace('#', ""));
+                let body = format!(
+                    "t_min,sc_glucose_mg_dl,cgm_mg_dl,insulin_u_per_min,carbs_g_per_min\n{}\n",
+                    rows.join("\n")
+                );
+                std::fs::write(&path, body).expect("write trace CSV");
+            }
             let m = glycaemic_metrics(&g);
             let mut sorted: Vec<f64> = g.iter().map(|v| v.clamp(50.0, 400.0)).collect();
             sorted.sort_by(f64::total_cmp);

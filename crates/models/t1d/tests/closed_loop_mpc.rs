@@ -152,3 +152,39 @@ seed = 1
         "glucose range {lo:.1}–{hi:.1} mg/dL"
     );
 }
+
+/// The hardest virtual patient for hypoglycaemia (child#008: 23.7 kg, slow insulin absorption,
+/// an aggressive programmed CR; basal-bolus keeps it below 54 mg/dL most of the time) stays
+/// below 54 mg/dL for at most 1 % of three days of random meals with a noisy CGM.
+#[test]
+fn closed_loop_mpc_keeps_child_008_out_of_level_2_hypoglycaemia() {
+    let s = scenario(
+        r#"
+patient = "child#008"
+start = "2018-01-01T00:00:00"
+duration_min = 4320
+[controller]
+kind = "mpc"
+[sensor]
+kind = "dexcom"
+noise = true
+seed = 1
+[random_meals]
+seed = 1
+"#,
+    );
+    let rows = run(&s, "child#008");
+    let sampled: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.cgm_sampled && r.t_min > 0)
+        .map(|r| r.sc_glucose_mg_dl)
+        .collect();
+    let below = sampled.iter().filter(|g| **g < 54.0).count() as f64 / sampled.len() as f64;
+    let eaten: f64 = rows.iter().map(|r| r.carbs_g_per_min).sum();
+    eprintln!(
+        "child#008 MPC, 3 days: {:.2} % of time < 54 mg/dL, {eaten:.0} g eaten",
+        100.0 * below
+    );
+    assert!(eaten > 300.0, "meals were eaten ({eaten} g)");
+    assert!(below <= 0.01, "{:.2} % of time < 54 mg/dL", 100.0 * below);
+}
