@@ -164,10 +164,10 @@ def medtwin(bin_path, path, t_end, out_csv):
     out = json.loads(line)
     stats = [l for l in r.stderr.splitlines() if l.startswith("dopri5:")]
     if stats:
-        # "dopri5: A rhs, B accepted, C rejected; rosenbrock: D rhs, E steps, F Jacobian groups"
-        d, _, ro = stats[-1].partition("; rosenbrock: ")
-        if ro.strip() != "unused":
-            out["solver"] = "Rosenbrock, " + ro.replace("Jacobian groups", "RHS/Jacobian")
+        # "dopri5: A rhs, B accepted, C rejected; stiff: <method and its counts>"
+        d, _, st = stats[-1].partition("; stiff: ")
+        if st.strip() != "unused":
+            out["solver"] = st.strip()
         else:
             out["solver"] = "DOPRI5, " + d.replace("dopri5: ", "")
     if "error" in out and "time limit" in out["error"]:

@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release -p medtwin-sbml --example sbml_bench -- MODEL.xml --end T \
-//!     [--steps 1000] [--rtol 1e-6] [--atol 1e-12] [--repeat 5] [--limit-s 60] [--method auto|explicit|stiff] [--all-concentrations] [--out result.csv]
+//!     [--steps 1000] [--rtol 1e-6] [--atol 1e-12] [--repeat 5] [--limit-s 60] [--method auto|explicit|stiff|rosenbrock] [--all-concentrations] [--out result.csv]
 //! ```
 //! Prints one JSON line: `load_ms` (median over `--repeat` loads: read, parse, compile,
 //! initial values), `sim_ms` (median over `--repeat` simulations from 0 to T; a single run when
@@ -44,6 +44,7 @@ fn main() {
         method: match arg(&args, "--method", String::from("auto")).as_str() {
             "explicit" => medtwin_sbml::Method::Explicit,
             "stiff" => medtwin_sbml::Method::Stiff,
+            "rosenbrock" => medtwin_sbml::Method::Rosenbrock,
             _ => medtwin_sbml::Method::Auto,
         },
         ..Default::default()

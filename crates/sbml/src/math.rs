@@ -5,7 +5,7 @@
 
 use crate::SbmlError;
 use roxmltree::Node;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Operators of `<apply>` (and the constants/csymbols that behave like nullary operators).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -538,6 +538,15 @@ impl Code {
         }
     }
 
+    /// Slots the code loads (with repetitions).
+    pub(crate) fn slots(&self, out: &mut Vec<usize>) {
+        for i in &self.ins {
+            if let Ins::Load(s) = i {
+                out.push(*s as usize);
+            }
+        }
+    }
+
     /// Whether the code reads `time` (or a delayed value).
     pub(crate) fn reads_time(&self) -> bool {
         self.ins
@@ -598,6 +607,335 @@ impl Code {
             pc += 1;
         }
         stack.pop().unwrap_or(f64::NAN)
+    }
+}
+
+/// One register-machine instruction of a [`Tape`]; operands are register indices.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RIns {
+    Add(u32, u32, u32),
+    Sub(u32, u32, u32),
+    Mul(u32, u32, u32),
+    Div(u32, u32, u32),
+    Pow(u32, u32, u32),
+    Neg(u32, u32),
+    Copy(u32, u32),
+    /// Unary operator `op` (dst, arg).
+    Un(Op, u32, u32),
+    /// Any operator on `n` argument registers listed in `Tape::args[start..start + n]`.
+    Gen(Op, u32, u32, u32),
+    /// Jump to the target if the register is 0 (false).
+    Jz(u32, u32),
+    Jmp(u32),
+}
+
+/// A whole ordered program of [`Code`]s (the derived quantities: assignment rules,
+/// concentrations, reaction fluxes) translated into one register-machine tape: no value stack,
+/// constants in registers, binary arithmetic specialised, each result written straight into
+/// its slot. Register file: the model's slots, then `time`, then constants, then temporaries
+/// (one per stack depth of the original bytecode).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Tape {
+    ins: Vec<RIns>,
+    args: Vec<u32>,
+    /// Values of the registers after the slots: `time` (placeholder), constants, temporaries.
+    extra: Vec<f64>,
+    n_slots: usize,
+}
+
+impl Tape {
+    /// Translate `prog` (slot, code) for a model with `n_slots` slots. None when a code uses
+    /// `delay()` (it needs the simulation history).
+    pub(crate) fn build(prog: &[(usize, Code)], n_slots: usize) -> Option<Tape> {
+        let time_reg = n_slots as u32;
+        let mut consts: Vec<f64> = Vec::new();
+        let mut const_idx: HashMap<u64, u32> = HashMap::new();
+        let max_depth = prog.iter().map(|(_, c)| c.max_stack).max().unwrap_or(1) + 1;
+        // Constants are placed after time; temporaries after the constants (fixed at the end).
+        let mut ins: Vec<RIns> = Vec::new();
+        let mut args: Vec<u32> = Vec::new();
+        // Temporaries are numbered provisionally as u32::MAX - depth and relocated at the end.
+        let tmp = |d: usize| u32::MAX - d as u32;
+        for (sl, code) in prog {
+            let code_start = ins.len();
+            let mut st: Vec<u32> = Vec::new();
+            // Map from bytecode index to tape index (for jump targets), patched afterwards.
+            let mut at: Vec<u32> = vec![0; code.ins.len() + 1];
+            let mut fix: Vec<(usize, usize)> = Vec::new();
+            let targets: HashSet<usize> = code
+                .ins
+                .iter()
+                .filter_map(|i| match i {
+                    Ins::JumpIfFalse(t) | Ins::Jump(t) => Some(*t as usize),
+                    _ => None,
+                })
+                .collect();
+            for (pc, i) in code.ins.iter().enumerate() {
+                at[pc] = ins.len() as u32;
+                match *i {
+                    Ins::Const(c) => {
+                        let r = *const_idx.entry(c.to_bits()).or_insert_with(|| {
+                            consts.push(c);
+                            (n_slots + consts.len()) as u32
+                        });
+                        st.push(r);
+                    }
+                    Ins::Load(s) => st.push(s),
+                    Ins::Time => st.push(time_reg),
+                    Ins::Delay(_) => return None,
+                    Ins::Op(op, k) => {
+                        let k = k as usize;
+                        if st.len() < k || k == 0 && !matches!(op, Op::Plus | Op::Times) {
+                            return None;
+                        }
+                        let base = st.len() - k;
+                        let d = tmp(base);
+                        let a = &st[base..];
+                        match (op, k) {
+                            (Op::Plus, 0) | (Op::Times, 0) => {
+                                let c: f64 = if op == Op::Plus { 0.0 } else { 1.0 };
+                                let r = *const_idx.entry(c.to_bits()).or_insert_with(|| {
+                                    consts.push(c);
+                                    (n_slots + consts.len()) as u32
+                                });
+                                ins.push(RIns::Copy(d, r));
+                            }
+                            (Op::Plus | Op::Times, 1) => ins.push(RIns::Copy(d, a[0])),
+                            (Op::Plus, _) => {
+                                ins.push(RIns::Add(d, a[0], a[1]));
+                                for &x in &a[2..] {
+                                    ins.push(RIns::Add(d, d, x));
+                                }
+                            }
+                            (Op::Times, _) => {
+                                ins.push(RIns::Mul(d, a[0], a[1]));
+                                for &x in &a[2..] {
+                                    ins.push(RIns::Mul(d, d, x));
+                                }
+                            }
+                            (Op::Minus, 1) => ins.push(RIns::Neg(d, a[0])),
+                            (Op::Minus, 2) => ins.push(RIns::Sub(d, a[0], a[1])),
+                            (Op::Divide, 2) => ins.push(RIns::Div(d, a[0], a[1])),
+                            (Op::Power, 2) => ins.push(RIns::Pow(d, a[0], a[1])),
+                            (
+                                Op::Exp
+                                | Op::Ln
+                                | Op::Abs
+                                | Op::Floor
+                                | Op::Ceiling
+                                | Op::Sin
+                                | Op::Cos
+                                | Op::Tan
+                                | Op::Sinh
+                                | Op::Cosh
+                                | Op::Tanh
+                                | Op::Not,
+                                1,
+                            ) => ins.push(RIns::Un(op, d, a[0])),
+                            _ => {
+                                let start = args.len() as u32;
+                                args.extend_from_slice(a);
+                                ins.push(RIns::Gen(op, d, start, k as u32));
+                            }
+                        }
+                        st.truncate(base);
+                        st.push(d);
+                    }
+                    Ins::JumpIfFalse(t) => {
+                        let c = st.pop()?;
+                        fix.push((ins.len(), t as usize));
+                        ins.push(RIns::Jz(c, 0));
+                    }
+                    Ins::Jump(t) => {
+                        // End of a piece's value: move it to the join register.
+                        let top = st.pop()?;
+                        let d = tmp(st.len());
+                        if top != d {
+                            ins.push(RIns::Copy(d, top));
+                        }
+                        fix.push((ins.len(), t as usize));
+                        ins.push(RIns::Jmp(0));
+                        // The value at the join is in `d` (pushed when the target is reached).
+                    }
+                }
+                // Reaching a join target by fall-through (the `otherwise` value): the next
+                // instruction index is a jump target reached after a value was pushed.
+                if targets.contains(&(pc + 1)) && !matches!(i, Ins::Jump(_) | Ins::JumpIfFalse(_)) {
+                    // Only the end-of-piecewise join has a value on the stack at the target;
+                    // a `JumpIfFalse` target (start of the next piece) is reached only by the jump.
+                    if is_end_join(code, pc + 1) {
+                        let top = st.pop()?;
+                        let d = tmp(st.len());
+                        if top != d {
+                            ins.push(RIns::Copy(d, top));
+                        }
+                        st.push(d);
+                    }
+                }
+            }
+            at[code.ins.len()] = ins.len() as u32;
+            for (k, t) in fix {
+                let tg = at[t];
+                ins[k] = match ins[k] {
+                    RIns::Jz(c, _) => RIns::Jz(c, tg),
+                    _ => RIns::Jmp(tg),
+                };
+            }
+            let top = st.pop()?;
+            // Write the result into its slot: retarget the last instruction when it produced
+            // the value into a temporary and nothing jumps past it.
+            let is_tmp = top >= u32::MAX - max_depth as u32;
+            let retarget = is_tmp
+                && ins.len() > code_start
+                && !targets.contains(&code.ins.len())
+                && ins.last().and_then(|l| dst_of(*l)) == Some(top);
+            let dst = *sl as u32;
+            let single_chain = retarget && chain_is_private(&ins, top);
+            if single_chain {
+                let last = ins.len() - 1;
+                ins[last] = set_dst(ins[last], dst);
+            } else {
+                ins.push(RIns::Copy(dst, top));
+            }
+        }
+        // Relocate the temporaries after the constants.
+        let t0 = (n_slots + 1 + consts.len()) as u32;
+        let reloc = |r: u32| -> u32 {
+            if r > u32::MAX - max_depth as u32 - 1 {
+                t0 + (u32::MAX - r)
+            } else {
+                r
+            }
+        };
+        for i in ins.iter_mut() {
+            *i = match *i {
+                RIns::Add(d, a, b) => RIns::Add(reloc(d), reloc(a), reloc(b)),
+                RIns::Sub(d, a, b) => RIns::Sub(reloc(d), reloc(a), reloc(b)),
+                RIns::Mul(d, a, b) => RIns::Mul(reloc(d), reloc(a), reloc(b)),
+                RIns::Div(d, a, b) => RIns::Div(reloc(d), reloc(a), reloc(b)),
+                RIns::Pow(d, a, b) => RIns::Pow(reloc(d), reloc(a), reloc(b)),
+                RIns::Neg(d, a) => RIns::Neg(reloc(d), reloc(a)),
+                RIns::Copy(d, a) => RIns::Copy(reloc(d), reloc(a)),
+                RIns::Un(op, d, a) => RIns::Un(op, reloc(d), reloc(a)),
+                RIns::Gen(op, d, s, n) => RIns::Gen(op, reloc(d), s, n),
+                RIns::Jz(c, t) => RIns::Jz(reloc(c), t),
+                j => j,
+            };
+        }
+        for a in args.iter_mut() {
+            *a = reloc(*a);
+        }
+        let mut extra = vec![0.0];
+        extra.extend_from_slice(&consts);
+        extra.extend(std::iter::repeat_n(0.0, max_depth + 1));
+        Some(Tape {
+            ins,
+            args,
+            extra,
+            n_slots,
+        })
+    }
+
+    /// Run the tape on `regs`, which holds the slot values (`n_slots` entries; the tape's
+    /// constants and temporaries are appended).
+    pub(crate) fn run(&self, regs: &mut Vec<f64>, t: f64) {
+        regs.truncate(self.n_slots);
+        regs.extend_from_slice(&self.extra);
+        regs[self.n_slots] = t;
+        let r = regs.as_mut_slice();
+        let mut pc = 0usize;
+        let n = self.ins.len();
+        let mut buf = [0.0f64; 8];
+        while pc < n {
+            match self.ins[pc] {
+                RIns::Add(d, a, b) => r[d as usize] = r[a as usize] + r[b as usize],
+                RIns::Sub(d, a, b) => r[d as usize] = r[a as usize] - r[b as usize],
+                RIns::Mul(d, a, b) => r[d as usize] = r[a as usize] * r[b as usize],
+                RIns::Div(d, a, b) => r[d as usize] = r[a as usize] / r[b as usize],
+                RIns::Pow(d, a, b) => r[d as usize] = r[a as usize].powf(r[b as usize]),
+                RIns::Neg(d, a) => r[d as usize] = -r[a as usize],
+                RIns::Copy(d, a) => r[d as usize] = r[a as usize],
+                RIns::Un(op, d, a) => r[d as usize] = apply(op, &[r[a as usize]]),
+                RIns::Gen(op, d, s, k) => {
+                    let a = &self.args[s as usize..(s + k) as usize];
+                    let v = if a.len() <= buf.len() {
+                        for (b, &x) in buf.iter_mut().zip(a) {
+                            *b = r[x as usize];
+                        }
+                        apply(op, &buf[..a.len()])
+                    } else {
+                        let v: Vec<f64> = a.iter().map(|&x| r[x as usize]).collect();
+                        apply(op, &v)
+                    };
+                    r[d as usize] = v;
+                }
+                RIns::Jz(c, tg) => {
+                    if r[c as usize] == 0.0 {
+                        pc = tg as usize;
+                        continue;
+                    }
+                }
+                RIns::Jmp(tg) => {
+                    pc = tg as usize;
+                    continue;
+                }
+            }
+            pc += 1;
+        }
+    }
+}
+
+/// Whether bytecode index `t` is the end-of-piecewise join (a target of some `Jump`).
+fn is_end_join(code: &Code, t: usize) -> bool {
+    code.ins
+        .iter()
+        .any(|i| matches!(i, Ins::Jump(x) if *x as usize == t))
+}
+
+/// Whether temporary `r` is written only by the last instruction of the code so far that
+/// writes it — i.e. retargeting the last instruction's destination is safe: `r` must not be
+/// read by that instruction itself (chained `Add(d, d, x)`).
+fn chain_is_private(ins: &[RIns], r: u32) -> bool {
+    match ins.last() {
+        Some(RIns::Add(_, a, b))
+        | Some(RIns::Sub(_, a, b))
+        | Some(RIns::Mul(_, a, b))
+        | Some(RIns::Div(_, a, b))
+        | Some(RIns::Pow(_, a, b)) => *a != r && *b != r,
+        Some(RIns::Neg(_, a)) | Some(RIns::Copy(_, a)) | Some(RIns::Un(_, _, a)) => *a != r,
+        Some(RIns::Gen(..)) => true,
+        _ => false,
+    }
+}
+
+/// The register an instruction writes (None for jumps).
+fn dst_of(i: RIns) -> Option<u32> {
+    match i {
+        RIns::Add(d, ..)
+        | RIns::Sub(d, ..)
+        | RIns::Mul(d, ..)
+        | RIns::Div(d, ..)
+        | RIns::Pow(d, ..)
+        | RIns::Neg(d, _)
+        | RIns::Copy(d, _)
+        | RIns::Un(_, d, _)
+        | RIns::Gen(_, d, _, _) => Some(d),
+        RIns::Jz(..) | RIns::Jmp(_) => None,
+    }
+}
+
+fn set_dst(i: RIns, d: u32) -> RIns {
+    match i {
+        RIns::Add(_, a, b) => RIns::Add(d, a, b),
+        RIns::Sub(_, a, b) => RIns::Sub(d, a, b),
+        RIns::Mul(_, a, b) => RIns::Mul(d, a, b),
+        RIns::Div(_, a, b) => RIns::Div(d, a, b),
+        RIns::Pow(_, a, b) => RIns::Pow(d, a, b),
+        RIns::Neg(_, a) => RIns::Neg(d, a),
+        RIns::Copy(_, a) => RIns::Copy(d, a),
+        RIns::Un(op, _, a) => RIns::Un(op, d, a),
+        RIns::Gen(op, _, s, n) => RIns::Gen(op, d, s, n),
+        x => x,
     }
 }
 

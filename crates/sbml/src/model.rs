@@ -10,7 +10,7 @@
 //! * every non-constant symbol that an event assigns to and no rule defines is a state with zero
 //!   derivative, so events change only the state vector and the model itself stays immutable.
 
-use crate::math::{parse_lambda, parse_math, Code, Expr, Op, RExpr, AVOGADRO};
+use crate::math::{parse_lambda, parse_math, Code, Expr, Op, RExpr, Tape, AVOGADRO};
 use crate::SbmlError;
 use medtwin_core::{ModelInfo, VariableInfo};
 use roxmltree::Node;
@@ -108,6 +108,8 @@ pub struct SbmlModel {
     pub(crate) base: Vec<f64>,
     pub(crate) init_prog: Vec<(usize, Code)>,
     pub(crate) derived: Vec<(usize, Code)>,
+    /// `derived` as one register-machine tape (None with algebraic rules or `delay()`).
+    pub(crate) tape: Option<Tape>,
     /// Variables determined by algebraic rules, and the rules' residuals (same order).
     pub(crate) alg_vars: Vec<usize>,
     pub(crate) alg_res: Vec<Code>,
@@ -1591,6 +1593,11 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
             .iter()
             .any(|d| matches!(d, Deriv::Rule(c) if c.reads_time()))
         || alg_res.iter().any(|r| Code::compile(r).reads_time());
+    let tape = if alg_vars.is_empty() {
+        Tape::build(&derived, slots.len())
+    } else {
+        None
+    };
     let mut m = SbmlModel {
         time_dependent,
         level,
@@ -1600,6 +1607,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         ids,
         base: attr_val,
         init_prog,
+        tape,
         derived,
         alg_vars: alg_vars.clone(),
         alg_res: alg_res.iter().map(Code::compile).collect(),

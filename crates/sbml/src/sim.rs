@@ -4,8 +4,9 @@
 //! method-of-steps integrator (`dde.rs`). With the environment variable `MEDTWIN_SBML_STATS`
 //! set, each simulation prints its solver work (right-hand sides, steps) to stderr.
 
+use crate::bdf::Bdf;
 use crate::dde::{DdeCtx, DdeStepper};
-use crate::math::{Code, DelayHook};
+use crate::math::{Code, DelayHook, Tape};
 use crate::model::{Deriv, SbmlModel, Stoich};
 use crate::stiff::{stiffness_bound, Rosenbrock};
 use crate::Method;
@@ -51,7 +52,9 @@ impl SbmlModel {
         for (i, &s) in self.state_slots.iter().enumerate() {
             vals[s] = x[i];
         }
-        if self.alg_vars.is_empty() {
+        if let (Some(tape), None) = (&self.tape, hook) {
+            tape.run(vals, t);
+        } else if self.alg_vars.is_empty() {
             for (sl, code) in &self.derived {
                 vals[*sl] = code.eval_h(vals, t, stack, hook);
             }
@@ -63,6 +66,54 @@ impl SbmlModel {
             }
             self.newton(vals, t, &self.derived, stack);
         }
+    }
+
+    /// Indices into `derived` (in program order) of the entries needed to compute `roots`.
+    pub(crate) fn sub_program(&self, roots: &[usize]) -> Vec<usize> {
+        let mut need = vec![false; self.slots.len()];
+        for &r in roots {
+            need[r] = true;
+        }
+        let mut out = Vec::new();
+        let mut deps = Vec::new();
+        for (k, (sl, code)) in self.derived.iter().enumerate().rev() {
+            if need[*sl] {
+                out.push(k);
+                deps.clear();
+                code.slots(&mut deps);
+                for &d in &deps {
+                    need[d] = true;
+                }
+            }
+        }
+        out.reverse();
+        out
+    }
+
+    /// The part of the derived program needed for `roots` as a register tape (None when the
+    /// model needs the full fill: algebraic rules, `delay()`).
+    pub(crate) fn partial_tape(&self, roots: &[usize]) -> Option<Tape> {
+        if !self.alg_vars.is_empty() || !self.delays.is_empty() {
+            return None;
+        }
+        let prog: Vec<(usize, Code)> = self
+            .sub_program(roots)
+            .into_iter()
+            .map(|k| self.derived[k].clone())
+            .collect();
+        Tape::build(&prog, self.slots.len())
+    }
+
+    /// Fill the slots that `tape` (from [`SbmlModel::partial_tape`]) computes, at (t, x).
+    pub(crate) fn fill_tape(&self, t: f64, x: &[f64], vals: &mut Vec<f64>, tape: &Tape) {
+        if vals.len() < self.base.len() {
+            vals.clear();
+            vals.extend_from_slice(&self.base);
+        }
+        for (i, &s) in self.state_slots.iter().enumerate() {
+            vals[s] = x[i];
+        }
+        tape.run(vals, t);
     }
 
     pub(crate) fn derivs_from(&self, t: f64, vals: &[f64], dx: &mut [f64], stack: &mut Vec<f64>) {
@@ -150,13 +201,77 @@ struct Sim<'a> {
     /// History of a model with `delay()` (None for ODE models).
     dde: Option<&'a DdeCtx<'a>>,
     stepper: DdeStepper,
-    /// Rosenbrock integrator once the model is treated as stiff.
-    stiff: Option<Rosenbrock>,
+    /// Stiff integrator once the model is treated as stiff.
+    stiff: Option<Stiff>,
+    /// Derived-program entries the triggers read (None: use the full fill, for models with
+    /// algebraic rules or `delay()`).
+    trig_prog: Option<Tape>,
     /// May switch to the stiff method when DOPRI5 gives up.
     auto: bool,
     rtol: f64,
     atol: f64,
-    h_max: f64,
+    h_max_bdf: f64,
+}
+
+/// The stiff integrator in use.
+enum Stiff {
+    Bdf(Box<Bdf>),
+    Ros(Box<Rosenbrock>),
+}
+
+impl Stiff {
+    fn integrate(
+        &mut self,
+        m: &SbmlModel,
+        t0: f64,
+        t1: f64,
+        x: &mut [f64],
+    ) -> Result<(), SbmlError> {
+        match self {
+            Stiff::Bdf(b) => b.integrate(m, t0, t1, x),
+            Stiff::Ros(r) => r.integrate(m, t0, t1, x),
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            Stiff::Bdf(b) => b.reset(),
+            Stiff::Ros(r) => r.reset(),
+        }
+    }
+
+    fn set_deadline(&mut self, d: Option<Instant>) {
+        match self {
+            Stiff::Bdf(b) => b.deadline = d,
+            Stiff::Ros(r) => r.deadline = d,
+        }
+    }
+
+    fn stats(&self) -> String {
+        match self {
+            Stiff::Bdf(b) => {
+                let s = b.stats;
+                let (groups, fill) = b.structure();
+                format!(
+                    "BDF, {} rhs, {} steps, {} rejected, {} Newton failures, {} Jacobians \
+                     ({} RHS each), {} LU (fill {fill})",
+                    s.rhs,
+                    s.steps,
+                    s.rejected,
+                    s.newton_fails,
+                    s.jacobians,
+                    groups,
+                    s.factorizations
+                )
+            }
+            Stiff::Ros(r) => format!(
+                "Rosenbrock, {} rhs, {} steps, {} RHS/Jacobian",
+                r.evals,
+                r.steps,
+                r.n_groups()
+            ),
+        }
+    }
 }
 
 impl<'a> Sim<'a> {
@@ -189,6 +304,26 @@ impl<'a> Sim<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Trigger values at (t, x) computing only what the triggers read; leaves `self.vals`
+    /// partially filled (callers that evaluate anything else must [`Sim::fill`] first).
+    fn triggers_fast(&mut self, t: f64, x: &[f64]) -> Vec<bool> {
+        let Some(tape) = self.trig_prog.take() else {
+            return self.triggers(t, x);
+        };
+        self.m.fill_tape(t, x, &mut self.vals, &tape);
+        self.trig_prog = Some(tape);
+        let m = self.m;
+        m.events
+            .iter()
+            .map(|e| {
+                e.trigger
+                    .as_ref()
+                    .map(|c| c.eval(&self.vals, t, &mut self.stack) != 0.0)
+                    .unwrap_or(false)
+            })
+            .collect()
     }
 
     fn triggers(&mut self, t: f64, x: &[f64]) -> Vec<bool> {
@@ -236,6 +371,13 @@ impl<'a> Sim<'a> {
     /// Returns whether any event was executed (the state may have jumped).
     fn process_events(&mut self, t: f64, x: &mut [f64]) -> Result<bool, SbmlError> {
         if self.m.events.is_empty() {
+            return Ok(false);
+        }
+        // Nothing to do when no trigger changed and no event is due.
+        if self.trig_prog.is_some()
+            && !self.pending.iter().any(|p| p.time <= t)
+            && self.triggers_fast(t, x) == self.prev
+        {
             return Ok(false);
         }
         let mut executed = false;
@@ -346,8 +488,13 @@ impl<'a> Sim<'a> {
             Err(SolveError::TooManySteps { .. } | SolveError::StepTooSmall { .. }) if self.auto => {
                 // DOPRI5 gives up: the model is stiff here; continue with the Rosenbrock method.
                 x.copy_from_slice(&x0);
-                let mut r = Rosenbrock::new(self.m, self.rtol, self.atol, self.h_max);
-                r.deadline = self.deadline;
+                let mut r = Stiff::Bdf(Box::new(Bdf::new(
+                    self.m,
+                    self.rtol,
+                    self.atol,
+                    self.h_max_bdf,
+                )));
+                r.set_deadline(self.deadline);
                 let res = r.integrate(self.m, t0, t1, x);
                 self.stiff = Some(r);
                 res
@@ -425,16 +572,26 @@ pub(crate) fn run(
     } else {
         1.0
     };
+    // BDF steps past output times (interpolated output) also with events: triggers are checked
+    // on the interpolated solution at every sub-interval end.
+    let h_max_bdf = (opts.end - opts.start).max(1e-300);
+    let bdf = || Stiff::Bdf(Box::new(Bdf::new(m, opts.rtol, opts.atol, h_max_bdf)));
     let stiff = if !m.delays.is_empty() {
         None
     } else {
         match opts.method {
-            Method::Stiff => Some(Rosenbrock::new(m, opts.rtol, opts.atol, h_max_stiff)),
+            Method::Stiff => Some(bdf()),
+            Method::Rosenbrock => Some(Stiff::Ros(Box::new(Rosenbrock::new(
+                m,
+                opts.rtol,
+                opts.atol,
+                h_max_stiff,
+            )))),
             Method::Explicit => None,
             Method::Auto => {
                 let rho = stiffness_bound(m, opts.start, &x_init);
                 if rho * (opts.end - opts.start) > 1e4 {
-                    Some(Rosenbrock::new(m, opts.rtol, opts.atol, h_max_stiff))
+                    Some(bdf())
                 } else {
                     None
                 }
@@ -443,16 +600,33 @@ pub(crate) fn run(
     };
     let mut stiff = stiff;
     if let Some(r) = stiff.as_mut() {
-        r.deadline = deadline;
+        r.set_deadline(deadline);
     }
     let mut stepper = DdeStepper::new(opts.rtol, opts.atol, if dt > 0.0 { dt } else { 1.0 });
     stepper.deadline = deadline;
+    let mut roots = Vec::new();
+    for e in &m.events {
+        if let Some(c) = &e.trigger {
+            c.slots(&mut roots);
+        }
+    }
+    let trig_prog = m.partial_tape(&roots);
+    // Output columns need only part of the derived program.
+    let mut roots = Vec::new();
+    for o in &outs {
+        match *o {
+            Out::Plain(s) => roots.push(s),
+            Out::Amount(s, c) | Out::Conc(s, c) => roots.extend([s, c]),
+        }
+    }
+    let out_prog = m.partial_tape(&roots);
     let mut sim = Sim {
+        trig_prog,
         stiff,
         auto: opts.method == Method::Auto && m.delays.is_empty(),
         rtol: opts.rtol,
         atol: opts.atol,
-        h_max: h_max_stiff,
+        h_max_bdf,
         dde: ctx.as_ref(),
         stepper,
         m,
@@ -480,7 +654,10 @@ pub(crate) fn run(
     let mut t = opts.start;
     let mut rows = Vec::with_capacity(opts.steps + 1);
     let record = |sim: &mut Sim, t: f64, x: &[f64], rows: &mut Vec<Vec<f64>>| {
-        sim.fill(t, x);
+        match &out_prog {
+            Some(p) => sim.m.fill_tape(t, x, &mut sim.vals, p),
+            None => sim.fill(t, x),
+        }
         let mut row = Vec::with_capacity(outs.len() + 1);
         row.push(t);
         for o in &outs {
@@ -522,7 +699,7 @@ pub(crate) fn run(
             let t1 = tk.min(next_due).min(if sub > t { sub } else { tk });
             let x0 = x.clone();
             sim.advance(&mut integ, t, t1, &mut x)?;
-            let changed = !sim.m.events.is_empty() && sim.triggers(t1, &x) != sim.prev;
+            let changed = !sim.m.events.is_empty() && sim.triggers_fast(t1, &x) != sim.prev;
             if changed {
                 // Locate the first trigger change by bisection.
                 let (mut lo, mut hi) = (t, t1);
@@ -540,7 +717,7 @@ pub(crate) fn run(
                         Some(c) => c.hist.borrow().state_at(mid, &mut xm),
                         None => sim.advance(&mut integ, lo, mid, &mut xm)?,
                     }
-                    if sim.triggers(mid, &xm) != sim.prev {
+                    if sim.triggers_fast(mid, &xm) != sim.prev {
                         hi = mid;
                         xhi = xm;
                     } else {
@@ -556,7 +733,10 @@ pub(crate) fn run(
             } else {
                 t = t1;
             }
-            if sim.process_events(t, &mut x)? {
+            // Without a trigger change or a due event there is nothing to execute.
+            let may_fire =
+                changed || sim.trig_prog.is_none() || sim.pending.iter().any(|p| p.time <= t);
+            if may_fire && sim.process_events(t, &mut x)? {
                 sim.reset(&mut integ);
                 if let Some(c) = sim.dde {
                     c.hist.borrow_mut().restart_at(t, &x);
@@ -570,18 +750,13 @@ pub(crate) fn run(
     if std::env::var_os("MEDTWIN_SBML_STATS").is_some() {
         let st = integ.stats();
         eprintln!(
-            "dopri5: {} rhs, {} accepted, {} rejected; rosenbrock: {}",
+            "dopri5: {} rhs, {} accepted, {} rejected; stiff: {}",
             st.rhs_evals,
             st.accepted,
             st.rejected,
             sim.stiff
                 .as_ref()
-                .map(|r| format!(
-                    "{} rhs, {} steps, {} Jacobian groups",
-                    r.evals,
-                    r.steps,
-                    r.n_groups()
-                ))
+                .map(|r| r.stats())
                 .unwrap_or_else(|| "unused".into())
         );
     }

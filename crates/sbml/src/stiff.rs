@@ -417,7 +417,7 @@ pub(crate) fn stiffness_bound(m: &SbmlModel, t: f64, x: &[f64]) -> f64 {
 /// (LINPACK layout: row swaps touch only the columns from the pivot on; `piv[c]` is the row
 /// swapped with `c`). Sparse-aware: only the pivot row's non-zeros take part in each update.
 /// Returns false when the matrix is singular.
-fn lu_factor(a: &mut [f64], n: usize, piv: &mut [usize], nz: &mut Vec<usize>) -> bool {
+pub(crate) fn lu_factor(a: &mut [f64], n: usize, piv: &mut [usize], nz: &mut Vec<usize>) -> bool {
     for c in 0..n {
         let mut p = c;
         let mut best = a[c * n + c].abs();
@@ -459,7 +459,7 @@ fn lu_factor(a: &mut [f64], n: usize, piv: &mut [usize], nz: &mut Vec<usize>) ->
 }
 
 /// Solve with the factors of [`lu_factor`]: `b` becomes the solution.
-fn lu_solve(a: &[f64], n: usize, piv: &[usize], b: &mut [f64]) {
+pub(crate) fn lu_solve(a: &[f64], n: usize, piv: &[usize], b: &mut [f64]) {
     for c in 0..n {
         b.swap(c, piv[c]);
         let bc = b[c];
