@@ -20,6 +20,7 @@
 
 #![allow(clippy::needless_range_loop)] // index loops over small coefficient tables
 
+use crate::ad::AnalyticJac;
 use crate::model::SbmlModel;
 use crate::sparse::{Jacobian, SparseLu};
 use crate::SbmlError;
@@ -86,6 +87,8 @@ pub(crate) struct Bdf {
     out_t: f64,
     out_x: Vec<f64>,
     jac: Jacobian,
+    /// Analytic Jacobian program (None: finite differences).
+    ad: Option<AnalyticJac>,
     lu: SparseLu,
     /// `c` of the current LU (NaN: no valid LU), steps since the Jacobian was evaluated,
     /// whether the Jacobian was evaluated during the current step.
@@ -123,6 +126,11 @@ impl Bdf {
         let n = m.state_slots.len();
         let jac = Jacobian::new(m);
         let lu = SparseLu::new(&jac);
+        let ad = if std::env::var_os("MEDTWIN_SBML_FD_JACOBIAN").is_some() {
+            None
+        } else {
+            AnalyticJac::new(m, &jac)
+        };
         let v = || vec![0.0; n];
         Bdf {
             n,
@@ -140,6 +148,7 @@ impl Bdf {
             out_t: f64::NAN,
             out_x: v(),
             jac,
+            ad,
             lu,
             c_lu: f64::NAN,
             jac_age: u64::MAX,
@@ -160,9 +169,15 @@ impl Bdf {
         }
     }
 
-    /// Right-hand sides per finite-difference Jacobian, and the fill of the LU factors.
+    /// Right-hand sides per finite-difference Jacobian (0 when the Jacobian is analytic), and
+    /// the fill of the LU factors.
     pub(crate) fn structure(&self) -> (usize, usize) {
-        (self.jac.n_groups(), self.lu.fill())
+        let g = if self.ad.is_some() {
+            0
+        } else {
+            self.jac.n_groups()
+        };
+        (g, self.lu.fill())
     }
 
     /// Forget the history (after a state jump): the next call restarts at order 1.
@@ -436,13 +451,17 @@ impl Bdf {
             loop {
                 self.f_at(m, t_new, Which::Pred);
                 if !jac_this_step && (self.jac_age >= MAX_JAC_AGE || !self.have_jac) {
-                    let f0 = self.f.clone();
-                    let (vals, stack) = (&mut self.vals, &mut self.stack);
-                    let mut rhs = |t: f64, y: &[f64], out: &mut [f64]| {
-                        Self::rhs(m, vals, stack, t, y, out);
-                    };
-                    self.jac.eval_fd(t_new, &self.y_pred, &f0, floor, &mut rhs);
-                    self.f.copy_from_slice(&f0);
+                    if let Some(ad) = self.ad.as_mut() {
+                        ad.eval(m, t_new, &self.y_pred, &mut self.jac);
+                    } else {
+                        let f0 = self.f.clone();
+                        let (vals, stack) = (&mut self.vals, &mut self.stack);
+                        let mut rhs = |t: f64, y: &[f64], out: &mut [f64]| {
+                            Self::rhs(m, vals, stack, t, y, out);
+                        };
+                        self.jac.eval_fd(t_new, &self.y_pred, &f0, floor, &mut rhs);
+                        self.f.copy_from_slice(&f0);
+                    }
                     self.stats.jacobians += 1;
                     self.jac_age = 0;
                     self.have_jac = true;

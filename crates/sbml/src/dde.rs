@@ -61,7 +61,9 @@ impl History {
     /// Drop everything recorded from `t` on and record the state `x` at `t` (after an event or
     /// a located trigger change).
     pub(crate) fn restart_at(&mut self, t: f64, x: &[f64]) {
-        self.recs.retain(|r| r.ta < t);
+        // Records are in time order: cut at the first one starting at or after t.
+        let k = self.recs.partition_point(|r| r.ta < t);
+        self.recs.truncate(k);
         let mut r = vec![0.0; 5 * self.n];
         r[..self.n].copy_from_slice(x);
         self.recs.push(Rec { ta: t, tb: t, r });

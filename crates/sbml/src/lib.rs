@@ -50,6 +50,7 @@
 //! Time is in the model's time unit (the `_min` names of [`medtwin_core::OdeModel`] do not
 //! imply minutes here).
 
+mod ad;
 mod bdf;
 mod comp;
 mod dde;

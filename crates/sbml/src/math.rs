@@ -612,7 +612,7 @@ impl Code {
 
 /// One register-machine instruction of a [`Tape`]; operands are register indices.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum RIns {
+pub(crate) enum RIns {
     Add(u32, u32, u32),
     Sub(u32, u32, u32),
     Mul(u32, u32, u32),
@@ -626,7 +626,9 @@ enum RIns {
     Gen(Op, u32, u32, u32),
     /// Jump to the target if the register is 0 (false).
     Jz(u32, u32),
-    Jmp(u32),
+    /// Jump to the target; the second register is the join register that holds the value of
+    /// the piecewise at the target (for the analytic Jacobian).
+    Jmp(u32, u32),
 }
 
 /// A whole ordered program of [`Code`]s (the derived quantities: assignment rules,
@@ -636,11 +638,11 @@ enum RIns {
 /// (one per stack depth of the original bytecode).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Tape {
-    ins: Vec<RIns>,
-    args: Vec<u32>,
+    pub(crate) ins: Vec<RIns>,
+    pub(crate) args: Vec<u32>,
     /// Values of the registers after the slots: `time` (placeholder), constants, temporaries.
-    extra: Vec<f64>,
-    n_slots: usize,
+    pub(crate) extra: Vec<f64>,
+    pub(crate) n_slots: usize,
 }
 
 impl Tape {
@@ -754,7 +756,7 @@ impl Tape {
                             ins.push(RIns::Copy(d, top));
                         }
                         fix.push((ins.len(), t as usize));
-                        ins.push(RIns::Jmp(0));
+                        ins.push(RIns::Jmp(0, d));
                         // The value at the join is in `d` (pushed when the target is reached).
                     }
                 }
@@ -778,7 +780,8 @@ impl Tape {
                 let tg = at[t];
                 ins[k] = match ins[k] {
                     RIns::Jz(c, _) => RIns::Jz(c, tg),
-                    _ => RIns::Jmp(tg),
+                    RIns::Jmp(_, j) => RIns::Jmp(tg, j),
+                    x => x,
                 };
             }
             let top = st.pop()?;
@@ -819,7 +822,7 @@ impl Tape {
                 RIns::Un(op, d, a) => RIns::Un(op, reloc(d), reloc(a)),
                 RIns::Gen(op, d, s, n) => RIns::Gen(op, reloc(d), s, n),
                 RIns::Jz(c, t) => RIns::Jz(reloc(c), t),
-                j => j,
+                RIns::Jmp(t, j) => RIns::Jmp(t, reloc(j)),
             };
         }
         for a in args.iter_mut() {
@@ -875,7 +878,7 @@ impl Tape {
                         continue;
                     }
                 }
-                RIns::Jmp(tg) => {
+                RIns::Jmp(tg, _) => {
                     pc = tg as usize;
                     continue;
                 }
@@ -920,7 +923,7 @@ fn dst_of(i: RIns) -> Option<u32> {
         | RIns::Copy(d, _)
         | RIns::Un(_, d, _)
         | RIns::Gen(_, d, _, _) => Some(d),
-        RIns::Jz(..) | RIns::Jmp(_) => None,
+        RIns::Jz(..) | RIns::Jmp(..) => None,
     }
 }
 
@@ -1003,7 +1006,7 @@ fn factorial(x: f64) -> f64 {
     r
 }
 
-fn apply(op: Op, a: &[f64]) -> f64 {
+pub(crate) fn apply(op: Op, a: &[f64]) -> f64 {
     use Op::*;
     let x = a.first().copied().unwrap_or(f64::NAN);
     let y = a.get(1).copied().unwrap_or(f64::NAN);

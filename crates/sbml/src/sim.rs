@@ -252,16 +252,15 @@ impl Stiff {
             Stiff::Bdf(b) => {
                 let s = b.stats;
                 let (groups, fill) = b.structure();
+                let kind = if groups == 0 {
+                    "analytic".to_string()
+                } else {
+                    format!("finite-difference, {groups} RHS each")
+                };
                 format!(
                     "BDF, {} rhs, {} steps, {} rejected, {} Newton failures, {} Jacobians \
-                     ({} RHS each), {} LU (fill {fill})",
-                    s.rhs,
-                    s.steps,
-                    s.rejected,
-                    s.newton_fails,
-                    s.jacobians,
-                    groups,
-                    s.factorizations
+                     ({kind}), {} LU (fill {fill})",
+                    s.rhs, s.steps, s.rejected, s.newton_fails, s.jacobians, s.factorizations
                 )
             }
             Stiff::Ros(r) => format!(
