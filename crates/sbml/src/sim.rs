@@ -90,6 +90,15 @@ impl SbmlModel {
         out
     }
 
+    /// Whether any of `roots` depends on a state (directly or through the derived program).
+    pub(crate) fn reads_state(&self, roots: &[usize]) -> bool {
+        let mut all: Vec<usize> = roots.to_vec();
+        for k in self.sub_program(roots) {
+            self.derived[k].1.slots(&mut all);
+        }
+        all.iter().any(|s| self.state_slots.contains(s))
+    }
+
     /// The part of the derived program needed for `roots` as a register tape (None when the
     /// model needs the full fill: algebraic rules, `delay()`).
     pub(crate) fn partial_tape(&self, roots: &[usize]) -> Option<Tape> {
@@ -610,6 +619,9 @@ pub(crate) fn run(
         }
     }
     let trig_prog = m.partial_tape(&roots);
+    // Triggers that read only time and constants can be checked without the state.
+    let time_only_triggers =
+        trig_prog.is_some() && !m.events.is_empty() && !m.reads_state(&roots);
     // Output columns need only part of the derived program.
     let mut roots = Vec::new();
     for o in &outs {
@@ -651,6 +663,8 @@ pub(crate) fn run(
     let mut integ = Dopri5::new(n, sopts);
     let mut x = x_init.clone();
     let mut t = opts.start;
+    // Time of `x` (behind `t` while only time-dependent triggers are being checked).
+    let mut tx = t;
     let mut rows = Vec::with_capacity(opts.steps + 1);
     let record = |sim: &mut Sim, t: f64, x: &[f64], rows: &mut Vec<Vec<f64>>| {
         match &out_prog {
@@ -696,6 +710,41 @@ pub(crate) fn run(
                 t + dt / 10.0
             };
             let t1 = tk.min(next_due).min(if sub > t { sub } else { tk });
+            if time_only_triggers {
+                // The state is only needed where an event may fire and at output times: check
+                // the triggers on time alone and integrate from where the state is (`tx`).
+                let changed = sim.triggers_fast(t1, &x) != sim.prev;
+                let due = sim.pending.iter().any(|p| p.time <= t1);
+                if !changed && !due && t1 < tk {
+                    t = t1;
+                    continue;
+                }
+                let mut hi = t1;
+                if changed {
+                    let mut lo = t;
+                    let mut it = 0;
+                    while hi - lo > 1e-13 * hi.abs().max(1.0) && it < 200 {
+                        it += 1;
+                        let mid = 0.5 * (lo + hi);
+                        if mid <= lo || mid >= hi {
+                            break;
+                        }
+                        if sim.triggers_fast(mid, &x) != sim.prev {
+                            hi = mid;
+                        } else {
+                            lo = mid;
+                        }
+                    }
+                }
+                sim.check_time()?;
+                sim.advance(&mut integ, tx, hi, &mut x)?;
+                t = hi;
+                tx = hi;
+                if sim.process_events(t, &mut x)? {
+                    sim.reset(&mut integ);
+                }
+                continue;
+            }
             let x0 = x.clone();
             sim.advance(&mut integ, t, t1, &mut x)?;
             let changed = !sim.m.events.is_empty() && sim.triggers_fast(t1, &x) != sim.prev;
@@ -742,6 +791,7 @@ pub(crate) fn run(
                     sim.stepper.reset();
                 }
             }
+            tx = t;
         }
         t = tk;
         record(&mut sim, t, &x, &mut rows);
