@@ -6,7 +6,8 @@
 //!     [--steps 1000] [--rtol 1e-6] [--atol 1e-12] [--repeat 5] [--limit-s 60] [--method auto|explicit|stiff|rosenbrock] [--all-concentrations] [--out result.csv]
 //! ```
 //! Prints one JSON line: `load_ms` (median over `--repeat` loads: read, parse, compile,
-//! initial values), `sim_ms` (median over `--repeat` simulations from 0 to T; a single run when
+//! initial values), `sim_ms` (median over `--repeat` simulations from 0 to T; `sim_min_ms` the
+//! fastest of them, `sim_all_ms` all of them; a single run when
 //! one takes over 5 s; an error once one exceeds `--limit-s`), the number of states, and the
 //! error (if any).
 
@@ -100,9 +101,14 @@ fn main() {
         }
     }
     println!(
-        "{{\"model\":\"{path}\",\"load_ms\":{:.4},\"sim_ms\":{:.4},\"states\":{},\"rows\":{}}}",
+        "{{\"model\":\"{path}\",\"load_ms\":{:.4},\"sim_ms\":{:.4},\"sim_min_ms\":{:.4},\"sim_all_ms\":[{}],\"states\":{},\"rows\":{}}}",
         median(loads),
-        median(sims),
+        median(sims.clone()),
+        sims.iter().copied().fold(f64::INFINITY, f64::min),
+        sims.iter()
+            .map(|v| format!("{v:.4}"))
+            .collect::<Vec<_>>()
+            .join(","),
         model.initial_state().len(),
         table.map(|t| t.rows.len()).unwrap_or(0)
     );

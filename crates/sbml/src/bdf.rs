@@ -368,7 +368,6 @@ impl Bdf {
     /// Modified Newton iteration for the corrector; `self.f` holds f(t_new, y_pred) on entry.
     /// Returns (converged, iterations).
     fn newton(&mut self, m: &SbmlModel, t_new: f64, c: f64) -> (bool, usize) {
-        let n = self.n;
         self.y.copy_from_slice(&self.y_pred);
         self.corr.iter_mut().for_each(|v| *v = 0.0);
         // CVODE's test: the iteration error must stay below 10 % of the local error test.
@@ -382,8 +381,14 @@ impl Bdf {
             if !self.f.iter().all(|v| v.is_finite()) {
                 return (false, it + 1);
             }
-            for i in 0..n {
-                self.dy[i] = c * self.f[i] - self.psi[i] - self.corr[i];
+            for (((dy, f), ps), co) in self
+                .dy
+                .iter_mut()
+                .zip(&self.f)
+                .zip(&self.psi)
+                .zip(&self.corr)
+            {
+                *dy = c * f - ps - co;
             }
             self.lu.solve(&mut self.dy);
             if scale_corr != 1.0 {
@@ -393,9 +398,9 @@ impl Bdf {
             if !del.is_finite() {
                 return (false, it + 1);
             }
-            for i in 0..n {
-                self.y[i] += self.dy[i];
-                self.corr[i] += self.dy[i];
+            for ((y, co), dy) in self.y.iter_mut().zip(self.corr.iter_mut()).zip(&self.dy) {
+                *y += dy;
+                *co += dy;
             }
             if it > 0 {
                 if del > 2.0 * del_prev {
@@ -530,14 +535,17 @@ impl Bdf {
             self.t = t_new;
             self.n_equal += 1;
             // Update the differences.
-            for i in 0..n {
-                let c = self.corr[i];
-                self.d[(k + 2) * n + i] = c - self.d[(k + 1) * n + i];
-                self.d[(k + 1) * n + i] = c;
+            {
+                let (d1, d2) = self.d[(k + 1) * n..(k + 3) * n].split_at_mut(n);
+                for ((a1, a2), &c) in d1.iter_mut().zip(d2.iter_mut()).zip(&self.corr) {
+                    *a2 = c - *a1;
+                    *a1 = c;
+                }
             }
             for j in (0..=k).rev() {
-                for i in 0..n {
-                    self.d[j * n + i] += self.d[(j + 1) * n + i];
+                let (lo, hi) = self.d[j * n..(j + 2) * n].split_at_mut(n);
+                for (a, b) in lo.iter_mut().zip(hi.iter()) {
+                    *a += b;
                 }
             }
             if self.n_equal < k + 1 {

@@ -115,6 +115,10 @@ pub struct SbmlModel {
     pub(crate) alg_res: Vec<Code>,
     pub(crate) state_slots: Vec<usize>,
     pub(crate) derivs: Vec<Deriv>,
+    /// `derivs` as one sparse matrix–vector product (stoichiometry × fluxes) when every state
+    /// derivative is a sum of constant-stoichiometry reaction terms without conversion factors:
+    /// row `i` is `coef[ptr[i]..ptr[i+1]]` times the slots `flux[..]`.
+    pub(crate) flat_derivs: Option<(Vec<u32>, Vec<u32>, Vec<f64>)>,
     pub(crate) events: Vec<Event>,
     /// Delayed expressions of `delay()` (empty for ODE models).
     pub(crate) delays: Vec<DelayDef>,
@@ -1593,6 +1597,31 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
             .iter()
             .any(|d| matches!(d, Deriv::Rule(c) if c.reads_time()))
         || alg_res.iter().any(|r| Code::compile(r).reads_time());
+    let flat_derivs = {
+        let mut ptr = vec![0u32];
+        let mut flux = Vec::new();
+        let mut coef = Vec::new();
+        let mut ok = true;
+        for d in &derivs {
+            match d {
+                Deriv::Zero => {}
+                Deriv::Rule(_) => ok = false,
+                Deriv::Reactions(ts) => {
+                    for t in ts {
+                        match (t.stoich, t.factor) {
+                            (Stoich::Const(c), None) => {
+                                flux.push(t.flux as u32);
+                                coef.push(c);
+                            }
+                            _ => ok = false,
+                        }
+                    }
+                }
+            }
+            ptr.push(flux.len() as u32);
+        }
+        ok.then_some((ptr, flux, coef))
+    };
     let tape = if alg_vars.is_empty() {
         Tape::build(&derived, slots.len())
     } else {
@@ -1613,6 +1642,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         alg_res: alg_res.iter().map(Code::compile).collect(),
         state_slots,
         derivs,
+        flat_derivs,
         events,
         delays,
         jac_rows,

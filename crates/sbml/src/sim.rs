@@ -138,6 +138,17 @@ impl SbmlModel {
         stack: &mut Vec<f64>,
         hook: Option<&dyn DelayHook>,
     ) {
+        if let Some((ptr, flux, coef)) = &self.flat_derivs {
+            for (i, d) in dx.iter_mut().enumerate() {
+                let (a, b) = (ptr[i] as usize, ptr[i + 1] as usize);
+                let mut s = 0.0;
+                for (&f, &c) in flux[a..b].iter().zip(&coef[a..b]) {
+                    s += c * vals[f as usize];
+                }
+                *d = s;
+            }
+            return;
+        }
         for (i, d) in self.derivs.iter().enumerate() {
             dx[i] = match d {
                 Deriv::Zero => 0.0,
@@ -620,8 +631,7 @@ pub(crate) fn run(
     }
     let trig_prog = m.partial_tape(&roots);
     // Triggers that read only time and constants can be checked without the state.
-    let time_only_triggers =
-        trig_prog.is_some() && !m.events.is_empty() && !m.reads_state(&roots);
+    let time_only_triggers = trig_prog.is_some() && !m.events.is_empty() && !m.reads_state(&roots);
     // Output columns need only part of the derived program.
     let mut roots = Vec::new();
     for o in &outs {
