@@ -787,6 +787,38 @@ mod tests {
     }
 
     #[test]
+    fn auto_switches_from_dopri5_on_mild_stiffness() {
+        // y' = −50 (y − cos t), y(0) = 0, over [0, 150] with 10 outputs: the Jacobian bound ×
+        // span is 7500 (below Auto's stiffness threshold), but DOPRI5's steps are limited by
+        // stability to ≈ 0.066, i.e. hundreds per output interval, so Auto hands over to the
+        // BDF; the result must still match y = k(k cos t + sin t)/(k² + 1) − k²/(k² + 1)·e^{−kt}.
+        let time = "<csymbol definitionURL=\"http://www.sbml.org/sbml/symbols/time\">t</csymbol>";
+        let y = ap(
+            "times",
+            &[
+                cn(-50.0),
+                ap("minus", &[ci("y"), ap("cos", &[time.to_string()])]),
+            ],
+        );
+        let m = parse_sbml(&rate_rule_model(&[("y", 0.0, &y)])).unwrap();
+        let opts = SimulateOptions {
+            end: 150.0,
+            steps: 10,
+            rtol: 1e-8,
+            atol: 1e-12,
+            ..Default::default()
+        };
+        let t = simulate(&m, &opts).unwrap();
+        let k = 50.0f64;
+        for row in &t.rows {
+            let s = row[0];
+            let exact = k * (k * s.cos() + s.sin()) / (k * k + 1.0)
+                - k * k / (k * k + 1.0) * (-k * s).exp();
+            assert!((row[1] - exact).abs() < 1e-6, "{row:?} vs {exact}");
+        }
+    }
+
+    #[test]
     fn compute_r_identity_for_factor_one() {
         // R(k, 1)·U(k, 1) with U = R(k, 1) is the identity (U² = I), so the differences are
         // unchanged when the step size is not.
