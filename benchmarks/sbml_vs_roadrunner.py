@@ -20,6 +20,7 @@ For each model in ../shared/reference/petab-benchmarks/Benchmark-Models/:
 Usage (Python is not part of the build; `pip install libroadrunner`):
   cargo build --release -p medtwin-sbml --example sbml_bench
   python3 benchmarks/sbml_vs_roadrunner.py [--bench-bin target/release/examples/sbml_bench]
+      [--models all|NAME,NAME --out OTHER.md]   (default: the five models of the issue)
 Writes benchmarks/sbml_vs_roadrunner.md.
 """
 
@@ -207,14 +208,25 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench-bin", default=os.environ.get("SBML_BENCH_BIN", os.path.join(ROOT, "target", "release", "examples", "sbml_bench")))
     ap.add_argument("--out", default=os.path.join(HERE, "sbml_vs_roadrunner.md"))
+    ap.add_argument("--models", default=",".join(MODELS),
+                    help="comma-separated PEtab model names, or 'all' for every model folder")
     args = ap.parse_args()
+    models = (sorted(d for d in os.listdir(PETAB) if os.path.isdir(os.path.join(PETAB, d)))
+              if args.models == "all" else args.models.split(","))
     import roadrunner
 
     tmp = tempfile.mkdtemp(prefix="sbml_bench_")
     load_before = os.getloadavg()[0]
     lines = []
-    for name in MODELS:
-        path, t_end, cond, n_params = prepare(name, tmp)
+    for name in models:
+        try:
+            path, t_end, cond, n_params = prepare(name, tmp)
+        except Exception as e:  # incomplete PEtab folders
+            print(f"{name}: not prepared ({type(e).__name__}: {e})", flush=True)
+            continue
+        if t_end != t_end or t_end in (float("inf"), float("-inf")) or t_end <= 0:
+            print(f"{name}: no finite positive measurement span", flush=True)
+            continue
         out_csv = os.path.join(tmp, f"{name}.csv")
         rl, rerr = rr_load_ms(path)
         rr, species = (None, []) if rerr else rr_setup(path)
@@ -223,8 +235,11 @@ def main():
             mt = medtwin(args.bench_bin, path, t_end, out_csv)
             mt_times += mt.get("sim_all_ms", [])
             if rr is not None:
-                ts, res = rr_sims(rr, t_end)
-                rr_times += ts
+                try:
+                    ts, res = rr_sims(rr, t_end)
+                    rr_times += ts
+                except Exception as e:  # CVODE failures
+                    rerr, rr, res = f"simulation failed ({str(e).splitlines()[0][:80]})", None, None
             if "sim_ms" not in mt:
                 break
         agree = None
