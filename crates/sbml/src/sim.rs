@@ -507,11 +507,11 @@ impl<'a> Sim<'a> {
         let x0 = x.to_vec();
         match integ.integrate(self.m, t0, t1, x, &[]) {
             Ok(()) => {
-                // Mildly stiff: DOPRI5 needs many steps per output interval (its steps are
-                // stability-limited, not accuracy-limited); the BDF takes over from here.
+                // Mildly stiff: DOPRI5 needs more than 10 steps per output interval (its steps
+                // are stability-limited, not accuracy-limited); the BDF takes over from here.
                 let steps = integ.stats().accepted as f64;
                 let intervals = ((t1 - self.t_begin) / self.dt_out).max(1.0);
-                if self.auto && steps > 2000.0 && steps > 20.0 * intervals {
+                if self.auto && steps > 500.0 && steps > 10.0 * intervals {
                     let mut r = Stiff::Bdf(Box::new(Bdf::new(
                         self.m,
                         self.rtol,
