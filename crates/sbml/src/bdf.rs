@@ -195,7 +195,7 @@ impl Bdf {
         y: &[f64],
         dy: &mut [f64],
     ) {
-        m.fill(t, y, vals, stack);
+        m.fill_private(t, y, vals, stack);
         m.derivs_from(t, vals, dy, stack);
     }
 

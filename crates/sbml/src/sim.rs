@@ -68,6 +68,27 @@ impl SbmlModel {
         }
     }
 
+    /// [`SbmlModel::fill`] for a caller that keeps `vals` to itself: after the first fill only the
+    /// states are written and the tape recomputes every derived slot (the other slots are
+    /// constants that nobody else writes into this buffer).
+    pub(crate) fn fill_private(
+        &self,
+        t: f64,
+        x: &[f64],
+        vals: &mut Vec<f64>,
+        stack: &mut Vec<f64>,
+    ) {
+        match &self.tape {
+            Some(tape) if vals.len() >= self.base.len() => {
+                for (i, &s) in self.state_slots.iter().enumerate() {
+                    vals[s] = x[i];
+                }
+                tape.run(vals, t);
+            }
+            _ => self.fill(t, x, vals, stack),
+        }
+    }
+
     /// Indices into `derived` (in program order) of the entries needed to compute `roots`.
     pub(crate) fn sub_program(&self, roots: &[usize]) -> Vec<usize> {
         let mut need = vec![false; self.slots.len()];
@@ -231,8 +252,10 @@ struct Sim<'a> {
     rtol: f64,
     atol: f64,
     h_max_bdf: f64,
-    /// Start time and output spacing (for DOPRI5's steps per output interval).
+    /// Start (or last state jump) time, DOPRI5's steps before it, and the output spacing
+    /// (for DOPRI5's steps per output interval).
     t_begin: f64,
+    steps_at_reset: u64,
     dt_out: f64,
 }
 
@@ -509,7 +532,10 @@ impl<'a> Sim<'a> {
             Ok(()) => {
                 // Mildly stiff: DOPRI5 needs more than 10 steps per output interval (its steps
                 // are stability-limited, not accuracy-limited); the BDF takes over from here.
-                let steps = integ.stats().accepted as f64;
+                let steps = integ.stats().accepted.saturating_sub(self.steps_at_reset) as f64;
+                if self.t_begin.is_nan() {
+                    self.t_begin = t0;
+                }
                 let intervals = ((t1 - self.t_begin) / self.dt_out).max(1.0);
                 if self.auto && steps > 500.0 && steps > 10.0 * intervals {
                     let mut r = Stiff::Bdf(Box::new(Bdf::new(
@@ -542,6 +568,10 @@ impl<'a> Sim<'a> {
     }
 
     fn reset(&mut self, integ: &mut Dopri5) {
+        // DOPRI5's step count restarts its stiffness test after a state jump (restarts take
+        // small steps that say nothing about stiffness).
+        self.steps_at_reset = integ.stats().accepted;
+        self.t_begin = f64::NAN;
         integ.reset();
         if let Some(r) = self.stiff.as_mut() {
             r.reset();
@@ -668,6 +698,7 @@ pub(crate) fn run(
         atol: opts.atol,
         h_max_bdf,
         t_begin: opts.start,
+        steps_at_reset: 0,
         dt_out: if dt > 0.0 { dt } else { 1.0 },
         dde: ctx.as_ref(),
         stepper,
