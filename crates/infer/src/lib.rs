@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod optim;
+pub mod ridge;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -42,6 +42,16 @@ pub struct TwinSettings {
     pub noise: NoiseSettings,
     /// Inflation of the Laplace covariance when drawing initial particles.
     pub init_cov_inflation: f64,
+    /// Forecasts without a plan use the hybrid model ([`crate::hybrid`]): the twin's paths
+    /// re-centred on a glucose-change model learned from the patient's own record. `false`
+    /// gives the purely mechanistic forecast. Default `true` (also for twins saved before the
+    /// field existed).
+    #[serde(default = "default_true")]
+    pub hybrid_forecast: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for TwinSettings {
@@ -54,6 +64,7 @@ impl Default for TwinSettings {
             resample_frac: 0.5,
             noise: NoiseSettings::default(),
             init_cov_inflation: 2.0,
+            hybrid_forecast: true,
         }
     }
 }
@@ -256,7 +267,9 @@ impl TwinEngine {
         self.forecast_at(schedule, &times, plan, seed)
     }
 
-    /// Forecast at the given absolute times (increasing, after the filter time).
+    /// Forecast at the given absolute times (increasing, after the filter time). Without a
+    /// plan and with [`TwinSettings::hybrid_forecast`], the hybrid forecast
+    /// ([`crate::hybrid`]) once the record holds enough history; otherwise the mechanistic one.
     pub fn forecast_at(
         &self,
         schedule: &InputSchedule,
@@ -265,6 +278,21 @@ impl TwinEngine {
         seed: u64,
     ) -> Result<Forecast, TwinError> {
         let model = self.model(schedule, self.filter.t_min, plan);
+        if plan.is_none() && self.settings.hybrid_forecast {
+            let t0 = self.filter.t_min;
+            let seen = schedule.truncated(t0);
+            let paths = medtwin_infer::simulate_paths(&model, &self.filter, times, seed)?;
+            let mech = Forecast {
+                t_min: times.to_vec(),
+                bands: paths.bands()?,
+                p_below: paths.probability(|p| p.iter().any(|&v| v < LOW_MG_DL)),
+                p_above: paths.probability(|p| p.iter().any(|&v| v > HIGH_MG_DL)),
+            };
+            return Ok(
+                crate::hybrid::hybrid_forecast(&seen, t0, paths, LOW_MG_DL, HIGH_MG_DL)?
+                    .unwrap_or(mech),
+            );
+        }
         Ok(forecast(
             &model,
             &self.filter,

@@ -14,6 +14,7 @@ pub mod backtest;
 pub mod calibrate;
 pub mod decide;
 pub mod engine;
+pub mod hybrid;
 pub mod inputs;
 pub mod model;
 pub mod prior;
