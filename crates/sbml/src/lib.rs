@@ -39,11 +39,13 @@
 //!
 //! ## Integration ([`Method`])
 //! DOPRI5 (medtwin-simulate) for non-stiff models; for stiff ones (the Jacobian's Gershgorin
-//! bound × time span exceeds 10⁴ at the start, or DOPRI5 exhausts its step budget) a
-//! variable-order BDF/NDF (orders 1–5, Shampine & Reichelt 1997) with modified Newton
-//! iterations that reuse the Jacobian and the LU factors over many steps (as CVODE), a
-//! column-grouped finite-difference Jacobian over the structural sparsity pattern and a sparse
-//! LU with a minimum-degree ordering; an own DOPRI5 with recorded dense output for `delay()`.
+//! bound × time span exceeds 10⁴ at the start, or DOPRI5 exhausts its step budget or needs
+//! more than 10 steps per output interval) a variable-order BDF/NDF (orders 1–5, Shampine &
+//! Reichelt 1997) with modified Newton iterations that reuse the Jacobian and the LU factors
+//! over many steps (as CVODE), an analytic sparse Jacobian (forward differentiation of the
+//! compiled right-hand side; column-grouped finite differences where a construct is not
+//! differentiated) and a sparse LU with a minimum-degree ordering; an own DOPRI5 with recorded
+//! dense output for `delay()`.
 //! The previous stiff method, a Rosenbrock method with a Jacobian per step, remains as
 //! [`Method::Rosenbrock`]. Speed against libRoadRunner: `benchmarks/sbml_vs_roadrunner.md`.
 //!
@@ -155,8 +157,9 @@ pub struct SimulateOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Method {
     /// DOPRI5 unless the model looks stiff at the start (Gershgorin bound of the Jacobian ×
-    /// time span above 10⁴) or DOPRI5 gives up (step budget, step-size underflow), then the
-    /// variable-order BDF ([`Method::Stiff`]).
+    /// time span above 10⁴), then the variable-order BDF ([`Method::Stiff`]); DOPRI5 also hands
+    /// over to the BDF when it gives up (step budget, step-size underflow) or needs more than
+    /// 10 steps per output interval (over 500 steps since the start or the last event).
     #[default]
     Auto,
     /// Explicit Dormand–Prince 5(4) (medtwin-simulate's `Dopri5`).
