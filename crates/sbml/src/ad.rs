@@ -74,6 +74,7 @@ struct Node {
 }
 
 /// The analytic Jacobian program of a model (see the module docs).
+#[derive(Debug, Clone)]
 pub(crate) struct AnalyticJac {
     tape: Tape,
     /// Slots of the model plus one per rate-rule output.

@@ -57,6 +57,30 @@ fn error_const(k: usize) -> f64 {
     KAPPA[k] * gamma(k) + 1.0 / (k as f64 + 1.0)
 }
 
+/// What the BDF needs to know about a model's structure: the Jacobian pattern, the sparse LU's
+/// ordering and symbolic factorisation, and the analytic Jacobian program (None: finite
+/// differences). Built once per model ([`crate::model::SbmlModel`] caches it).
+#[derive(Debug, Clone)]
+pub(crate) struct StiffStructures {
+    jac: Jacobian,
+    lu: SparseLu,
+    ad: Option<AnalyticJac>,
+}
+
+impl StiffStructures {
+    /// Build and cache the structures of `m` (no-op when already cached).
+    pub(crate) fn prepare(m: &SbmlModel) {
+        m.stiff_cache.get_or_init(|| StiffStructures::new(m));
+    }
+
+    fn new(m: &SbmlModel) -> Self {
+        let jac = Jacobian::new(m);
+        let lu = SparseLu::new(&jac);
+        let ad = AnalyticJac::new(m, &jac);
+        StiffStructures { jac, lu, ad }
+    }
+}
+
 /// Solver statistics (for benchmarks).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct BdfStats {
@@ -126,13 +150,13 @@ impl Bdf {
     /// Integrator for model `m` with tolerances `rtol`, `atol` and maximum step `h_max`.
     pub(crate) fn new(m: &SbmlModel, rtol: f64, atol: f64, h_max: f64) -> Self {
         let n = m.state_slots.len();
-        let jac = Jacobian::new(m);
-        let lu = SparseLu::new(&jac);
-        let ad = if std::env::var_os("MEDTWIN_SBML_FD_JACOBIAN").is_some() {
-            None
-        } else {
-            AnalyticJac::new(m, &jac)
-        };
+        let StiffStructures { jac, lu, mut ad } = m
+            .stiff_cache
+            .get_or_init(|| StiffStructures::new(m))
+            .clone();
+        if std::env::var_os("MEDTWIN_SBML_FD_JACOBIAN").is_some() {
+            ad = None;
+        }
         let v = || vec![0.0; n];
         Bdf {
             n,

@@ -110,6 +110,9 @@ pub struct SbmlModel {
     pub(crate) derived: Vec<(usize, Code)>,
     /// `derived` as one register-machine tape (None with algebraic rules or `delay()`).
     pub(crate) tape: Option<Tape>,
+    /// The stiff solver's structures (Jacobian pattern, LU ordering and symbolic factorisation,
+    /// analytic Jacobian program), built on first use and shared by clones.
+    pub(crate) stiff_cache: std::sync::OnceLock<crate::bdf::StiffStructures>,
     /// Variables determined by algebraic rules, and the rules' residuals (same order).
     pub(crate) alg_vars: Vec<usize>,
     pub(crate) alg_res: Vec<Code>,
@@ -1637,6 +1640,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         base: attr_val,
         init_prog,
         tape,
+        stiff_cache: std::sync::OnceLock::new(),
         derived,
         alg_vars: alg_vars.clone(),
         alg_res: alg_res.iter().map(Code::compile).collect(),
@@ -1657,6 +1661,10 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         species_ids,
     };
     m.compute_initial(init_time);
+    if m.delays.is_empty() && !m.state_slots.is_empty() {
+        // The stiff solver's structures are part of compiling the model (timed as load).
+        crate::bdf::StiffStructures::prepare(&m);
+    }
     Ok(m)
 }
 

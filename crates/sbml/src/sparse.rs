@@ -17,6 +17,7 @@ pub(crate) type Rhs<'a> = dyn FnMut(f64, &[f64], &mut [f64]) + 'a;
 /// Structural pattern of the Jacobian ∂f/∂x in CSR form (row `i`: columns
 /// `col[ptr[i]..ptr[i+1]]`, sorted, the diagonal always included), with `val` holding one
 /// Jacobian evaluation and the column groups of the finite-difference evaluation.
+#[derive(Debug, Clone)]
 pub(crate) struct Jacobian {
     pub n: usize,
     pub ptr: Vec<usize>,
@@ -128,6 +129,7 @@ impl Jacobian {
 }
 
 /// Sparse LU of `I − c·J` over a fixed pattern (see the module docs). Shapes: `n`×`n`.
+#[derive(Debug, Clone)]
 pub(crate) struct SparseLu {
     n: usize,
     /// `perm[new] = old` (elimination order) and its inverse.
