@@ -4,11 +4,11 @@
 //! method-of-steps integrator (`dde.rs`). With the environment variable `MEDTWIN_SBML_STATS`
 //! set, each simulation prints its solver work (right-hand sides, steps) to stderr.
 
-use crate::bdf::Bdf;
+use crate::bdf::{stiffness_bound, Bdf};
 use crate::dde::{DdeCtx, DdeStepper};
 use crate::math::{Code, DelayHook, Tape};
 use crate::model::{Deriv, SbmlModel, Stoich};
-use crate::stiff::{stiffness_bound, Rosenbrock};
+use crate::stiff::Rosenbrock;
 use crate::Method;
 use crate::{SbmlError, SimulateOptions, Table};
 use medtwin_core::OdeModel;

@@ -389,30 +389,6 @@ impl Rosenbrock {
     }
 }
 
-/// Gershgorin bound of the Jacobian's spectral radius at (t, x) (finite differences): an
-/// explicit method needs steps below about 3.3 / this for stability.
-pub(crate) fn stiffness_bound(m: &SbmlModel, t: f64, x: &[f64]) -> f64 {
-    let n = x.len();
-    if n == 0 {
-        return 0.0;
-    }
-    let mut r = Rosenbrock::new(m, 1e-6, 1e-12, 1.0);
-    r.tc = t;
-    r.yc.copy_from_slice(x);
-    let mut f0 = vec![0.0; n];
-    r.f(m, t, x, &mut f0);
-    r.fc = f0;
-    r.jacobian(m);
-    let mut best = 0.0f64;
-    for i in 0..n {
-        let s: f64 = r.jac[i * n..(i + 1) * n].iter().map(|v| v.abs()).sum();
-        if s.is_finite() {
-            best = best.max(s);
-        }
-    }
-    best
-}
-
 /// In-place LU factorisation with partial pivoting of the `n`×`n` row-major matrix `a`
 /// (LINPACK layout: row swaps touch only the columns from the pivot on; `piv[c]` is the row
 /// swapped with `c`). Sparse-aware: only the pivot row's non-zeros take part in each update.
