@@ -251,6 +251,7 @@ impl AnalyticJac {
                 | RIns::Mul(d, a, b)
                 | RIns::Div(d, a, b)
                 | RIns::Pow(d, a, b) => (d, vec![a, b]),
+                RIns::Add3(d, a, b, c) | RIns::Mul3(d, a, b, c) => (d, vec![a, b, c]),
                 RIns::Neg(d, a) => (d, vec![a]),
                 RIns::Un(op, d, a) => {
                     if zero_derivative(op) {
@@ -432,6 +433,15 @@ impl AnalyticJac {
                 RIns::Add(d, a, b) => {
                     p.extend([1.0, 1.0]);
                     (d, r[a as usize] + r[b as usize])
+                }
+                RIns::Add3(d, a, b, c) => {
+                    p.extend([1.0, 1.0, 1.0]);
+                    (d, r[a as usize] + r[b as usize] + r[c as usize])
+                }
+                RIns::Mul3(d, a, b, c) => {
+                    let (x, y, z) = (r[a as usize], r[b as usize], r[c as usize]);
+                    p.extend([y * z, x * z, x * y]);
+                    (d, x * y * z)
                 }
                 RIns::Sub(d, a, b) => {
                     p.extend([1.0, -1.0]);

@@ -614,8 +614,12 @@ impl Code {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum RIns {
     Add(u32, u32, u32),
+    /// `(a + b) + c`.
+    Add3(u32, u32, u32, u32),
     Sub(u32, u32, u32),
     Mul(u32, u32, u32),
+    /// `(a · b) · c` (mass-action rate laws).
+    Mul3(u32, u32, u32, u32),
     Div(u32, u32, u32),
     Pow(u32, u32, u32),
     Neg(u32, u32),
@@ -704,14 +708,26 @@ impl Tape {
                             }
                             (Op::Plus | Op::Times, 1) => ins.push(RIns::Copy(d, a[0])),
                             (Op::Plus, _) => {
-                                ins.push(RIns::Add(d, a[0], a[1]));
-                                for &x in &a[2..] {
+                                let rest = if k >= 3 {
+                                    ins.push(RIns::Add3(d, a[0], a[1], a[2]));
+                                    &a[3..]
+                                } else {
+                                    ins.push(RIns::Add(d, a[0], a[1]));
+                                    &a[2..]
+                                };
+                                for &x in rest {
                                     ins.push(RIns::Add(d, d, x));
                                 }
                             }
                             (Op::Times, _) => {
-                                ins.push(RIns::Mul(d, a[0], a[1]));
-                                for &x in &a[2..] {
+                                let rest = if k >= 3 {
+                                    ins.push(RIns::Mul3(d, a[0], a[1], a[2]));
+                                    &a[3..]
+                                } else {
+                                    ins.push(RIns::Mul(d, a[0], a[1]));
+                                    &a[2..]
+                                };
+                                for &x in rest {
                                     ins.push(RIns::Mul(d, d, x));
                                 }
                             }
@@ -813,6 +829,8 @@ impl Tape {
         for i in ins.iter_mut() {
             *i = match *i {
                 RIns::Add(d, a, b) => RIns::Add(reloc(d), reloc(a), reloc(b)),
+                RIns::Add3(d, a, b, c) => RIns::Add3(reloc(d), reloc(a), reloc(b), reloc(c)),
+                RIns::Mul3(d, a, b, c) => RIns::Mul3(reloc(d), reloc(a), reloc(b), reloc(c)),
                 RIns::Sub(d, a, b) => RIns::Sub(reloc(d), reloc(a), reloc(b)),
                 RIns::Mul(d, a, b) => RIns::Mul(reloc(d), reloc(a), reloc(b)),
                 RIns::Div(d, a, b) => RIns::Div(reloc(d), reloc(a), reloc(b)),
@@ -852,6 +870,12 @@ impl Tape {
         while pc < n {
             match self.ins[pc] {
                 RIns::Add(d, a, b) => r[d as usize] = r[a as usize] + r[b as usize],
+                RIns::Add3(d, a, b, c) => {
+                    r[d as usize] = r[a as usize] + r[b as usize] + r[c as usize]
+                }
+                RIns::Mul3(d, a, b, c) => {
+                    r[d as usize] = r[a as usize] * r[b as usize] * r[c as usize]
+                }
                 RIns::Sub(d, a, b) => r[d as usize] = r[a as usize] - r[b as usize],
                 RIns::Mul(d, a, b) => r[d as usize] = r[a as usize] * r[b as usize],
                 RIns::Div(d, a, b) => r[d as usize] = r[a as usize] / r[b as usize],
@@ -905,6 +929,9 @@ fn chain_is_private(ins: &[RIns], r: u32) -> bool {
         | Some(RIns::Mul(_, a, b))
         | Some(RIns::Div(_, a, b))
         | Some(RIns::Pow(_, a, b)) => *a != r && *b != r,
+        Some(RIns::Add3(_, a, b, c)) | Some(RIns::Mul3(_, a, b, c)) => {
+            *a != r && *b != r && *c != r
+        }
         Some(RIns::Neg(_, a)) | Some(RIns::Copy(_, a)) | Some(RIns::Un(_, _, a)) => *a != r,
         Some(RIns::Gen(..)) => true,
         _ => false,
@@ -915,8 +942,10 @@ fn chain_is_private(ins: &[RIns], r: u32) -> bool {
 fn dst_of(i: RIns) -> Option<u32> {
     match i {
         RIns::Add(d, ..)
+        | RIns::Add3(d, ..)
         | RIns::Sub(d, ..)
         | RIns::Mul(d, ..)
+        | RIns::Mul3(d, ..)
         | RIns::Div(d, ..)
         | RIns::Pow(d, ..)
         | RIns::Neg(d, _)
@@ -930,6 +959,8 @@ fn dst_of(i: RIns) -> Option<u32> {
 fn set_dst(i: RIns, d: u32) -> RIns {
     match i {
         RIns::Add(_, a, b) => RIns::Add(d, a, b),
+        RIns::Add3(_, a, b, c) => RIns::Add3(d, a, b, c),
+        RIns::Mul3(_, a, b, c) => RIns::Mul3(d, a, b, c),
         RIns::Sub(_, a, b) => RIns::Sub(d, a, b),
         RIns::Mul(_, a, b) => RIns::Mul(d, a, b),
         RIns::Div(_, a, b) => RIns::Div(d, a, b),

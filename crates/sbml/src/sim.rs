@@ -247,6 +247,8 @@ struct Sim<'a> {
     /// Derived-program entries the triggers read (None: use the full fill, for models with
     /// algebraic rules or `delay()`).
     trig_prog: Option<Tape>,
+    /// Whether the triggers read only time and constants.
+    time_only_triggers: bool,
     /// May switch to the stiff method when DOPRI5 gives up.
     auto: bool,
     rtol: f64,
@@ -357,7 +359,12 @@ impl<'a> Sim<'a> {
         let Some(tape) = self.trig_prog.take() else {
             return self.triggers(t, x);
         };
-        self.m.fill_tape(t, x, &mut self.vals, &tape);
+        if self.time_only_triggers && self.vals.len() >= self.m.base.len() {
+            // The triggers read no state: skip writing it.
+            tape.run(&mut self.vals, t);
+        } else {
+            self.m.fill_tape(t, x, &mut self.vals, &tape);
+        }
         self.trig_prog = Some(tape);
         let m = self.m;
         m.events
@@ -691,6 +698,7 @@ pub(crate) fn run(
     }
     let out_prog = m.partial_tape(&roots);
     let mut sim = Sim {
+        time_only_triggers,
         trig_prog,
         stiff,
         auto: opts.method == Method::Auto && m.delays.is_empty(),

@@ -281,8 +281,9 @@ impl SparseLu {
                 self.w[k] = 0.0;
                 self.l_val[p] = l;
                 if l != 0.0 {
-                    for q in self.u_ptr[k]..self.u_ptr[k + 1] {
-                        self.w[self.u_col[q]] -= l * self.u_val[q];
+                    let (a, e) = (self.u_ptr[k], self.u_ptr[k + 1]);
+                    for (v, &c) in self.u_val[a..e].iter().zip(&self.u_col[a..e]) {
+                        self.w[c] -= l * v;
                     }
                 }
             }
@@ -329,21 +330,23 @@ impl SparseLu {
         }
         let z = &mut self.z;
         for i in 0..n {
+            let (a, e) = (self.l_ptr[i], self.l_ptr[i + 1]);
             let mut s = b[self.perm[i]];
-            for p in self.l_ptr[i]..self.l_ptr[i + 1] {
-                s -= self.l_val[p] * z[self.l_col[p]];
+            for (v, &c) in self.l_val[a..e].iter().zip(&self.l_col[a..e]) {
+                s -= v * z[c];
             }
             z[i] = s;
         }
         for i in (0..n).rev() {
+            let (a, e) = (self.u_ptr[i], self.u_ptr[i + 1]);
             let mut s = z[i];
-            for q in self.u_ptr[i]..self.u_ptr[i + 1] {
-                s -= self.u_val[q] * z[self.u_col[q]];
+            for (v, &c) in self.u_val[a..e].iter().zip(&self.u_col[a..e]) {
+                s -= v * z[c];
             }
             z[i] = s / self.u_diag[i];
         }
-        for i in 0..n {
-            b[self.perm[i]] = z[i];
+        for (&p, &zi) in self.perm.iter().zip(z.iter()) {
+            b[p] = zi;
         }
     }
 }
