@@ -1032,6 +1032,7 @@ fn dashboard_in_chromium(base: &str, db: &str, dir: &Path) {
         .output()
         .unwrap();
     assert!(!String::from_utf8_lossy(&o.stdout).contains("glucose-chart"));
+    whatif_in_chromium(&chrome, base, &clin, dir);
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-patient.png");
     let _ = std::fs::remove_file(&shot);
     let mut c = Command::new(&chrome);
@@ -1048,4 +1049,219 @@ fn dashboard_in_chromium(base: &str, db: &str, dir: &Path) {
         String::from_utf8_lossy(&o.stderr)
     );
     println!("dashboard screenshot: {}", shot.display());
+}
+
+/// Chromium driven over the DevTools protocol (`--remote-debugging-pipe`: JSON messages ending
+/// in NUL on file descriptors 3 and 4, mapped to the child's stdin and stdout by `sh`).
+struct Cdp {
+    child: Child,
+    to_chrome: std::process::ChildStdin,
+    from_chrome: std::sync::mpsc::Receiver<Value>,
+    next_id: u64,
+}
+
+impl Cdp {
+    fn start(chrome: &str, profile: &Path) -> Cdp {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg("exec \"$0\" \"$@\" 3<&0 4>&1 0</dev/null 1>&2")
+            .arg(chrome)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--window-size=1100,1400",
+                "--remote-debugging-pipe",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromium with --remote-debugging-pipe");
+        let to_chrome = child.stdin.take().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || loop {
+            let mut buf = Vec::new();
+            match out.read_until(0, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    buf.pop_if(|b| *b == 0);
+                    if let Ok(v) = serde_json::from_slice::<Value>(&buf) {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Cdp {
+            child,
+            to_chrome,
+            from_chrome: rx,
+            next_id: 0,
+        }
+    }
+
+    /// Send a command (to a page session when `session` is given) and wait for its answer.
+    fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        use std::io::Write;
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        let mut bytes = msg.to_string().into_bytes();
+        bytes.push(0);
+        self.to_chrome.write_all(&bytes).unwrap();
+        self.to_chrome.flush().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self
+                .from_chrome
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no answer from Chromium to {method}"));
+            if v["id"] == id {
+                assert!(v["error"].is_null(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluate a JavaScript expression in the page; its value.
+    fn eval(&mut self, session: &str, expr: &str) -> Value {
+        let r = self.call(
+            Some(session),
+            "Runtime.evaluate",
+            json!({"expression": expr, "returnByValue": true}),
+        );
+        r["result"]["value"].clone()
+    }
+}
+
+impl Drop for Cdp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Standard base64 (for the screenshot Chromium returns).
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let clean: Vec<u8> = s.bytes().filter(|c| !b"=\r\n".contains(c)).collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let v: Vec<u32> = chunk.iter().map(|&c| val(c) as u32).collect();
+        let n = v.iter().fold(0u32, |acc, x| (acc << 6) | x) << (6 * (4 - v.len()));
+        for i in 0..v.len() - 1 {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+/// Real Chromium logs in as the clinician, opens the patient page, fills in the what-if form
+/// and submits it like a user (button click), then finds the plans' outcomes in the page that
+/// comes back; a screenshot of it is kept under the target directory.
+fn whatif_in_chromium(chrome: &str, base: &str, clin: &str, dir: &Path) {
+    let mut cdp = Cdp::start(chrome, &dir.join("chromium-whatif"));
+    let url = format!("{base}/login?token={clin}&next=/ui/patients/uom");
+    let target = cdp.call(None, "Target.createTarget", json!({"url": url}));
+    let target_id = target["targetId"].as_str().unwrap().to_string();
+    let attached = cdp.call(
+        None,
+        "Target.attachToTarget",
+        json!({"targetId": target_id, "flatten": true}),
+    );
+    let session = attached["sessionId"].as_str().unwrap().to_string();
+    let wait_js = |cdp: &mut Cdp, what: &str, expr: &str| {
+        wait_for(what, 120, || {
+            let v = cdp.eval(&session, expr);
+            (v.as_bool() == Some(true)).then_some(())
+        })
+    };
+    wait_js(
+        &mut cdp,
+        "the patient page with the what-if form",
+        "document.readyState === 'complete' && !!document.querySelector('form#whatif button[type=submit]')",
+    );
+    let filled = cdp.eval(
+        &session,
+        "(() => { const f = document.querySelector('form#whatif');\
+          f.querySelector('input[name=carbs_g]').value = '45';\
+          f.querySelector('input[name=bolus_u]').value = '3';\
+          f.querySelector('input[name=at_min]').value = '15';\
+          f.querySelector('button[type=submit]').click(); return true; })()",
+    );
+    assert_eq!(filled, json!(true));
+    wait_js(
+        &mut cdp,
+        "the what-if result in the page",
+        "document.readyState === 'complete' && !!document.getElementById('whatif-result')",
+    );
+    let table = cdp.eval(
+        &session,
+        "document.getElementById('whatif-result').innerText",
+    );
+    let table = table.as_str().unwrap_or_default().to_string();
+    assert!(
+        table.contains("no action") && table.contains("45 g + 3 U at 15 min"),
+        "what-if table without both plans: {table}"
+    );
+    // Each plan row: name, P(<70), P(<54), P(>250), expected TIR % — numbers in range.
+    for row in table
+        .lines()
+        .filter(|l| l.contains("no action") || l.contains("45 g"))
+    {
+        let nums: Vec<f64> = row
+            .split('\t')
+            .skip(1)
+            .filter_map(|x| x.trim().parse().ok())
+            .collect();
+        assert_eq!(nums.len(), 4, "row `{row}`");
+        assert!(
+            nums[..3].iter().all(|p| (0.0..=1.0).contains(p)),
+            "row `{row}`"
+        );
+        assert!((0.0..=100.0).contains(&nums[3]), "row `{row}`");
+    }
+    // The page still shows the patient's chart and the form after the post.
+    assert_eq!(
+        cdp.eval(
+            &session,
+            "!!document.getElementById('glucose-chart') && !!document.getElementById('whatif')"
+        ),
+        json!(true)
+    );
+    let shot = cdp.call(
+        Some(&session),
+        "Page.captureScreenshot",
+        json!({"format": "png", "captureBeyondViewport": true}),
+    );
+    let png = base64_decode(shot["data"].as_str().unwrap());
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG screenshot");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-whatif.png");
+    std::fs::write(&path, &png).unwrap();
+    println!(
+        "what-if in Chromium: {table:?}; screenshot {}",
+        path.display()
+    );
+    let _ = cdp.call(None, "Browser.close", json!({}));
 }

@@ -242,8 +242,13 @@ async fn get_forecast(
         Err(r) => return r,
     };
     let r = async {
-        match state.store.load_forecast(&id).await? {
-            Some(f) => Ok(([("content-type", "application/json")], f.doc).into_response()),
+        let fc = state
+            .live
+            .current_forecast(&state.store, &state.cfg, &id)
+            .await
+            .map_err(ApiError::internal)?;
+        match fc {
+            Some(doc) => Ok(([("content-type", "application/json")], doc).into_response()),
             None => {
                 let why = match state.store.load_twin(&id).await? {
                     Some(t) if !t.message.is_empty() => {
@@ -313,12 +318,22 @@ pub async fn twin_info(state: &AppState, id: &str) -> Result<TwinInfo, ApiError>
         status: row.status.clone(),
         message: row.message.clone(),
         version: row.version,
-        data_time: Some(ts_ms(row.data_time_ms)),
+        data_time: Some(ts_ms(
+            state.live.data_time_ms(id).unwrap_or(row.data_time_ms),
+        )),
         parameters: vec![],
         calibration_rmse_mg_dl: None,
     };
-    if let Some(doc) = row.doc.as_deref() {
-        let twin: medtwin_twin::Twin = serde_json::from_str(doc).map_err(ApiError::internal)?;
+    if row.doc.is_some() {
+        // The live twin (in memory, possibly newer than the stored checkpoint).
+        let Some(twin) = state
+            .live
+            .twin_doc(&state.store, id)
+            .await
+            .map_err(ApiError::internal)?
+        else {
+            return Ok(info);
+        };
         info.calibration_rmse_mg_dl = Some(twin.calibration.rmse_mg_dl);
         let w: f64 = twin.weights.iter().sum::<f64>().max(f64::MIN_POSITIVE);
         for (k, name) in medtwin_twin::prior::THETA_NAMES.iter().enumerate() {
@@ -369,8 +384,12 @@ pub async fn whatif_for(
     id: &str,
     req: WhatifRequest,
 ) -> Result<WhatifResponse, ApiError> {
-    let row = state.store.load_twin(id).await?;
-    let Some(doc) = row.and_then(|r| r.doc) else {
+    let doc = state
+        .live
+        .twin_doc(&state.store, id)
+        .await
+        .map_err(ApiError::internal)?;
+    let Some(doc) = doc else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "the twin is not calibrated yet (needs 24 h of CGM)",

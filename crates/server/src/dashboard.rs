@@ -275,8 +275,12 @@ async fn render_patient(
     extra: &str,
 ) -> Result<Response, crate::ApiError> {
     let latest = state.store.latest_cgm(id, 288).await?;
-    let fc = state.store.load_forecast(id).await?;
-    let doc: Option<ForecastDoc> = fc.and_then(|f| serde_json::from_str(&f.doc).ok());
+    let fc = state
+        .live
+        .current_forecast(&state.store, &state.cfg, id)
+        .await
+        .map_err(crate::ApiError::internal)?;
+    let doc: Option<ForecastDoc> = fc.and_then(|f| serde_json::from_str(&f).ok());
     let last_ms = latest
         .first()
         .map(|d| d.entry.time.as_millisecond())

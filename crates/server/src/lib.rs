@@ -76,11 +76,14 @@ pub struct ServerConfig {
     pub horizon_min: u32,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
+    /// Live twins kept in memory between updates (beyond this many, a twin is loaded from
+    /// and saved to the store on every update). Memory per twin ≈ 2 kB per particle.
+    pub cached_twins: usize,
 }
 
 impl ServerConfig {
     /// Defaults: `sqlite://medtwin.db`, `127.0.0.1:8080`, one worker per core but one, queue 10 000,
-    /// 500 particles, 120-minute forecasts, 4 MiB bodies.
+    /// 500 particles, 120-minute forecasts, 4 MiB bodies, 10 000 twins in memory.
     pub fn new(db_url: &str, addr: SocketAddr) -> ServerConfig {
         ServerConfig {
             db_url: db_url.to_string(),
@@ -94,6 +97,7 @@ impl ServerConfig {
             particles: 500,
             horizon_min: 120,
             max_body_bytes: 4 << 20,
+            cached_twins: 10_000,
         }
     }
 }

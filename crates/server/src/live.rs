@@ -1,5 +1,6 @@
 //! Live twins: every stored CGM reading queues its patient for assimilation; a pool of
-//! workers keeps each patient's twin and forecast up to date.
+//! workers keeps each patient's twin up to date, and forecasts are computed from the current
+//! twin.
 //!
 //! * **Queue**: bounded ([`crate::ServerConfig::queue_capacity`] patients). A patient is in
 //!   the queue at most once: readings that arrive while it is queued are coalesced, and
@@ -10,8 +11,18 @@
 //! * **First fit**: a twin is calibrated once the patient has at least the calibration window
 //!   ([`medtwin_twin::TwinSettings::calibration_window_min`], 24 h) of CGM from the first
 //!   reading (and the calibration's minimum count of readings in it); until then the twin's
-//!   status is `waiting`. Then it assimilates every reading incrementally (particle filter),
-//!   and a forecast of [`crate::ServerConfig::horizon_min`] minutes is stored after each update.
+//!   status is `waiting`. Then it assimilates every reading incrementally (particle filter).
+//! * **Incremental loading**: an update reads only the data from the twin's time on (CGM,
+//!   boluses, carbohydrate, basal-rate changes), the basal rate in force and the long-acting
+//!   doses of the last 96 h (their action window plus the carry-forward), never the whole
+//!   history; the saved twin keeps only that window of inputs, so neither its size nor the
+//!   cost of an update grows with the patient's history.
+//! * **Forecasts** (of [`crate::ServerConfig::horizon_min`] minutes) are computed after an
+//!   update when no other patient waits for assimilation; otherwise they are computed on
+//!   demand ([`Live::current_forecast`], used by `GET /patients/{id}/forecast` and the
+//!   dashboard's patient page) from the saved twin, and in idle time. A forecast therefore
+//!   always reflects the twin's latest data, and under load the CPU goes to assimilation
+//!   first. The patient list shows the latest stored forecast's risk (with its data time).
 //! * **Persistence**: the twin (`medtwin-twin/1` JSON) is saved after every update, so a
 //!   restarted server resumes from the saved filter state (the start-up sweep queues the
 //!   patients with unassimilated readings).
@@ -20,13 +31,14 @@
 //! * A failed calibration is retried once the data have grown by an hour.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use medtwin_io::{Record, RecordKind};
 use medtwin_store::Store;
 use medtwin_twin::decide::whatif;
+use medtwin_twin::inputs::{LONG_ACTING_CARRY_MAX_MIN, LONG_ACTING_WINDOW_MIN};
 use medtwin_twin::{InputSchedule, Plan, Twin, TwinEngine, TwinSettings};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -35,6 +47,9 @@ use crate::ServerConfig;
 
 /// Seconds between sweeps that re-queue patients whose twin is behind.
 pub const SWEEP_S: u64 = 30;
+
+/// Seconds between checks for forecasts to compute while the workers are idle.
+pub const IDLE_FORECAST_S: u64 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
@@ -56,6 +71,17 @@ pub struct LiveStats {
     pub failures: u64,
     /// Patients whose twin this process calibrated from scratch (others resumed a saved twin).
     pub fitted_patients: Vec<String>,
+    /// Forecasts computed on request because the stored one was older than the twin.
+    pub lazy_forecasts: u64,
+    /// Patients waiting in the assimilation queue now.
+    pub queued: usize,
+    /// CGM readings assimilated by the updates.
+    pub readings_assimilated: u64,
+    /// Forecasts computed by the workers right after an update (the queue was empty).
+    pub eager_forecasts: u64,
+    /// Mean wall time of an update's phases, ms: `[load twin and new data, compute
+    /// (assimilate, forecast if eager, serialise), save]`.
+    pub mean_update_ms: [f64; 3],
 }
 
 /// The queue and its workers.
@@ -70,6 +96,17 @@ pub struct Live {
     /// Patients without a twin yet: first CGM time (ms). Readings before the end of their
     /// calibration window are not queued at all.
     waiting: Mutex<HashMap<String, i64>>,
+    /// One lazy forecast computation per patient at a time.
+    forecast_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    lazy_forecasts: AtomicU64,
+    /// Live twins in memory (checkpointed to the store).
+    cache: Mutex<HashMap<String, Entry>>,
+    /// Threads for twin CPU work (assimilation, forecasts): [`ServerConfig::workers`].
+    pool: Arc<rayon::ThreadPool>,
+    eager_forecasts: AtomicU64,
+    readings: AtomicU64,
+    /// Total µs per update phase (load, compute, save).
+    phase_us: [AtomicU64; 3],
 }
 
 /// One point of a forecast: minutes ahead and predictive quantiles, mg/dL.
@@ -247,9 +284,27 @@ impl Live {
             failures: AtomicU64::new(0),
             fitted: Mutex::new(Vec::new()),
             waiting: Mutex::new(HashMap::new()),
+            forecast_locks: Mutex::new(HashMap::new()),
+            lazy_forecasts: AtomicU64::new(0),
+            cache: Mutex::new(HashMap::new()),
+            pool: Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(cfg.workers.max(1))
+                    .thread_name(|i| format!("medtwin-twin-{i}"))
+                    .build()
+                    .unwrap_or_else(|_| {
+                        rayon::ThreadPoolBuilder::new()
+                            .build()
+                            .expect("a rayon pool")
+                    }),
+            ),
+            eager_forecasts: AtomicU64::new(0),
+            readings: AtomicU64::new(0),
+            phase_us: Default::default(),
         });
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        for _ in 0..cfg.workers.max(1) {
+        // Two update tasks per twin thread, so one loads or saves while the other computes.
+        for _ in 0..2 * cfg.workers.max(1) {
             let (live, rx, store, cfg) = (live.clone(), rx.clone(), store.clone(), cfg.clone());
             tokio::spawn(async move {
                 loop {
@@ -264,6 +319,24 @@ impl Live {
                 }
             });
         }
+        let (l3, s3, c3) = (live.clone(), store.clone(), cfg.clone());
+        tokio::spawn(async move {
+            // Idle time: forecasts the workers skipped while patients were waiting.
+            loop {
+                tokio::time::sleep(Duration::from_secs(IDLE_FORECAST_S)).await;
+                if !l3.idle() {
+                    continue;
+                }
+                for p in l3.forecasts_behind(&s3).await {
+                    if !l3.idle() {
+                        break;
+                    }
+                    if let Err(e) = l3.current_forecast(&s3, &c3, &p).await {
+                        eprintln!("medtwin serve: forecast for `{p}` failed: {e}");
+                    }
+                }
+            }
+        });
         let (l2, s2) = (live.clone(), store);
         tokio::spawn(async move {
             loop {
@@ -334,6 +407,14 @@ impl Live {
             queue_full: self.queue_full.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             fitted_patients: self.fitted.lock().map(|v| v.clone()).unwrap_or_default(),
+            lazy_forecasts: self.lazy_forecasts.load(Ordering::Relaxed),
+            queued: self.queued(),
+            readings_assimilated: self.readings.load(Ordering::Relaxed),
+            eager_forecasts: self.eager_forecasts.load(Ordering::Relaxed),
+            mean_update_ms: {
+                let n = self.updates.load(Ordering::Relaxed).max(1) as f64;
+                std::array::from_fn(|i| self.phase_us[i].load(Ordering::Relaxed) as f64 / n / 1e3)
+            },
         }
     }
 }
@@ -341,61 +422,541 @@ impl Live {
 /// The patient's record from the store (entries at or after `from_ms`).
 async fn record_of(store: &Store, pid: &str, from_ms: i64) -> Result<Record, String> {
     let data = store.data(pid, from_ms).await.map_err(|e| e.to_string())?;
-    Ok(Record::new(
+    Ok(record_from(pid, data))
+}
+
+fn record_from(pid: &str, data: Vec<medtwin_store::StoredDatum>) -> Record {
+    Record::new(
         medtwin_io::PatientInfo {
             id: Some(pid.to_string()),
             ..Default::default()
         },
         data.into_iter().map(|d| d.entry).collect(),
-    ))
+    )
 }
 
-/// Bring one patient's twin up to date (fit when due, else assimilate), store twin and
-/// forecast.
+/// How far back long-acting doses still act on the twin's inputs (the 24 h action window
+/// plus the 72 h carry-forward over a missing log), ms.
+const LONG_ACTING_LOOKBACK_MS: i64 =
+    ((LONG_ACTING_WINDOW_MIN + LONG_ACTING_CARRY_MAX_MIN) * 60_000.0) as i64;
+
+/// Wall-clock ms of twin minute `t_min` (its schedule's origin + t).
+fn ms_of_min(origin: jiff::Timestamp, t_min: f64) -> i64 {
+    origin.as_millisecond() + (t_min * 60_000.0).round() as i64
+}
+
+/// The forecast document of `engine` at its filter time (CPU work).
+fn forecast_doc(
+    engine: &TwinEngine,
+    sched: &InputSchedule,
+    pid: &str,
+    data_time_ms: i64,
+    horizon: u32,
+) -> Result<ForecastDoc, String> {
+    let f = engine
+        .forecast(sched, horizon, None, engine.settings.seed)
+        .map_err(|e| e.to_string())?;
+    let origin = sched.origin().ok_or("bad origin")?;
+    let t0 = engine.filter.t_min;
+    Ok(ForecastDoc {
+        patient_id: pid.to_string(),
+        data_time: jiff::Timestamp::from_millisecond(data_time_ms)
+            .map_err(|e| e.to_string())?
+            .to_string(),
+        computed_at: jiff::Timestamp::now().to_string(),
+        horizon_min: horizon,
+        p_below_70: unit_prob(f.p_below),
+        p_above_250: unit_prob(f.p_above),
+        bands: f
+            .t_min
+            .iter()
+            .zip(&f.bands)
+            .map(|(t, b)| band_point(origin, t0, *t, b))
+            .collect(),
+        particles: engine.filter.particles.len(),
+        skipped_observations: engine.skipped_observations,
+    })
+}
+
+/// The forecast of a saved twin document (CPU work: call from a blocking task); `history`
+/// as for [`with_history`].
+pub fn forecast_of_twin(
+    pid: &str,
+    twin_json: &str,
+    data_time_ms: i64,
+    horizon: u32,
+    history: &Record,
+) -> Result<String, String> {
+    let doc: Twin = serde_json::from_str(twin_json).map_err(|e| format!("stored twin: {e}"))?;
+    let engine = TwinEngine::from_twin(&doc).map_err(|e| e.to_string())?;
+    let sched = with_history(&doc.schedule, doc.t_min, history)?;
+    let f = forecast_doc(&engine, &sched, pid, data_time_ms, horizon)?;
+    serde_json::to_string(&f).map_err(|e| e.to_string())
+}
+
+/// The history a forecast learns from: every datum of the last
+/// [`medtwin_twin::hybrid::HISTORY_DAYS`] days before `data_time_ms` (the hybrid forecast fits
+/// its glucose-change model on the patient's own CGM, carbohydrate and boluses of that span).
+pub async fn forecast_history(
+    store: &Store,
+    pid: &str,
+    data_time_ms: i64,
+) -> Result<Record, String> {
+    let from = data_time_ms - (medtwin_twin::hybrid::HISTORY_DAYS * 86_400_000.0) as i64;
+    record_of(store, pid, from).await
+}
+
+/// A twin's window of inputs (what the filter needs) completed with the recorded history up
+/// to the twin's time `t_min` (CGM, carbohydrate, boluses; what the hybrid forecast learns
+/// from): the schedule a forecast from the twin needs.
+pub fn with_history(
+    window: &InputSchedule,
+    t_min: f64,
+    history: &Record,
+) -> Result<InputSchedule, String> {
+    let origin = window.origin().ok_or("twin: bad origin")?;
+    let hist = InputSchedule::from_record_at(history, origin).truncated(t_min);
+    let mut s = window.truncated(t_min);
+    s.cgm = hist.cgm;
+    s.carbs = hist.carbs;
+    s.boluses = hist.boluses;
+    Ok(s)
+}
+
+/// A live twin held in memory between updates (see the module docs).
+struct Cached {
+    engine: TwinEngine,
+    /// The twin's window of inputs (as in its saved document).
+    sched: InputSchedule,
+    /// Time of the last assimilated CGM reading, ms.
+    data_time_ms: i64,
+    /// Data time of the checkpoint in the store, ms.
+    saved_ms: i64,
+    /// When that checkpoint was written.
+    saved_at: Instant,
+}
+
+impl Cached {
+    fn from_doc(doc: &Twin, data_time_ms: i64) -> Result<Cached, String> {
+        Ok(Cached {
+            engine: TwinEngine::from_twin(doc).map_err(|e| e.to_string())?,
+            sched: doc.schedule.clone(),
+            data_time_ms,
+            saved_ms: data_time_ms,
+            saved_at: Instant::now(),
+        })
+    }
+}
+
+/// A cached twin: its state is locked only inside blocking tasks (CPU work); its data time
+/// can be read without waiting.
+struct LiveTwin {
+    state: Mutex<Cached>,
+    data_time_ms: AtomicI64,
+}
+
+type Entry = Arc<LiveTwin>;
+
+fn entry_of(c: Cached) -> Entry {
+    Arc::new(LiveTwin {
+        data_time_ms: AtomicI64::new(c.data_time_ms),
+        state: Mutex::new(c),
+    })
+}
+
+fn lock(e: &Entry) -> Result<std::sync::MutexGuard<'_, Cached>, String> {
+    e.state
+        .lock()
+        .map_err(|_| "twin cache lock poisoned".to_string())
+}
+
+impl Live {
+    /// Run twin CPU work on the twin pool (from a blocking task, off the async runtime).
+    async fn cpu<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || pool.install(f))
+            .await
+            .map_err(|e| format!("twin work panicked: {e}"))?
+    }
+
+    /// Run twin CPU work on a cached twin: its lock is taken on a blocking thread *before*
+    /// entering the pool, so no pool thread ever waits for a twin lock (a pool thread waiting
+    /// inside a parallel loop may pick up another job; had that job to wait for a lock held
+    /// further down the same thread's stack, it would deadlock).
+    async fn cpu_locked<T: Send + 'static>(
+        &self,
+        e: Entry,
+        f: impl FnOnce(&mut Cached, &LiveTwin) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = lock(&e)?;
+            let c: &mut Cached = &mut guard;
+            pool.install(|| f(c, &e))
+        })
+        .await
+        .map_err(|e| format!("twin work panicked: {e}"))?
+    }
+
+    fn cached(&self, pid: &str) -> Option<Entry> {
+        self.cache.lock().ok()?.get(pid).cloned()
+    }
+
+    /// Data time (ms) of the patient's live twin when it is held in memory.
+    pub fn data_time_ms(&self, pid: &str) -> Option<i64> {
+        self.cached(pid)
+            .map(|e| e.data_time_ms.load(Ordering::Acquire))
+    }
+
+    /// The live twin of `pid` as a saveable document: the in-memory one when cached (it may
+    /// be newer than the stored checkpoint), else the stored one. `None` when not calibrated.
+    pub async fn twin_doc(&self, store: &Store, pid: &str) -> Result<Option<Twin>, String> {
+        if let Some(e) = self.cached(pid) {
+            let p = pid.to_string();
+            return tokio::task::spawn_blocking(move || {
+                let c = lock(&e)?;
+                Ok(Some(c.engine.to_twin(&c.sched, Some(p))))
+            })
+            .await
+            .map_err(|e| format!("twin copy panicked: {e}"))?;
+        }
+        let row = store.load_twin(pid).await.map_err(|e| e.to_string())?;
+        match row.and_then(|r| r.doc) {
+            Some(d) => Ok(Some(
+                serde_json::from_str(&d).map_err(|e| format!("stored twin: {e}"))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The forecast of a patient's current twin (JSON `ForecastDoc`), or the stored one (if
+    /// any) when the patient has no calibrated twin. Forecasts are computed lazily: when the
+    /// stored forecast is older than the twin (the workers skip forecasts while other
+    /// patients wait for assimilation), it is computed now from the live twin, stored and
+    /// returned; one computation per patient at a time (concurrent callers wait and reuse it).
+    pub async fn current_forecast(
+        &self,
+        store: &Store,
+        cfg: &ServerConfig,
+        pid: &str,
+    ) -> Result<Option<String>, String> {
+        let err = |e: medtwin_store::StoreError| e.to_string();
+        // Data time of the twin now, if calibrated.
+        let twin_time = |live: &Live| {
+            let cached = live.cached(pid);
+            async move {
+                if let Some(e) = cached {
+                    return Ok(Some(e.data_time_ms.load(Ordering::Acquire)));
+                }
+                Ok::<_, String>(match store.twin_status(pid).await.map_err(err)? {
+                    Some((st, t)) if st == "ok" => Some(t),
+                    _ => None,
+                })
+            }
+        };
+        let stale = |t: Option<i64>, f: Option<i64>| t.is_some_and(|t| f.is_none_or(|f| f < t));
+        let t = twin_time(self).await?;
+        if stale(t, store.forecast_time(pid).await.map_err(err)?) {
+            let plock = match self.forecast_locks.lock() {
+                Ok(mut m) => m.entry(pid.to_string()).or_default().clone(),
+                Err(_) => return Err("forecast lock poisoned".into()),
+            };
+            let _guard = plock.lock().await;
+            // Another caller may have computed it while this one waited.
+            let t = twin_time(self).await?;
+            if stale(t, store.forecast_time(pid).await.map_err(err)?) {
+                let (p, h) = (pid.to_string(), cfg.horizon_min);
+                let history = forecast_history(store, pid, t.unwrap_or(i64::MAX)).await?;
+                let f = match self.cached(pid) {
+                    Some(e) => {
+                        self.cpu_locked(e, move |c, _| {
+                            let sched = with_history(&c.sched, c.engine.filter.t_min, &history)?;
+                            let f = forecast_doc(&c.engine, &sched, &p, c.data_time_ms, h)?;
+                            Ok(Some((
+                                c.data_time_ms,
+                                serde_json::to_string(&f).map_err(|e| e.to_string())?,
+                            )))
+                        })
+                        .await?
+                    }
+                    None => match store.load_twin(pid).await.map_err(err)? {
+                        Some(row) if row.status == "ok" && row.doc.is_some() => {
+                            let (doc, t) = (row.doc.unwrap_or_default(), row.data_time_ms);
+                            let f = self
+                                .cpu(move || forecast_of_twin(&p, &doc, t, h, &history))
+                                .await?;
+                            Some((t, f))
+                        }
+                        _ => None,
+                    },
+                };
+                if let Some((t, f)) = f {
+                    store.save_forecast(pid, t, &f).await.map_err(err)?;
+                    self.lazy_forecasts.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(store.load_forecast(pid).await.map_err(err)?.map(|f| f.doc))
+    }
+
+    /// Patients whose forecast is older than their twin: in the store, and in memory.
+    async fn forecasts_behind(&self, store: &Store) -> Vec<String> {
+        let mut out = store.forecasts_behind().await.unwrap_or_default();
+        let cached: Vec<(String, Entry)> = match self.cache.lock() {
+            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => return out,
+        };
+        for (p, e) in cached {
+            let t = e.data_time_ms.load(Ordering::Acquire);
+            if store
+                .forecast_time(&p)
+                .await
+                .ok()
+                .flatten()
+                .is_none_or(|f| f < t)
+                && !out.contains(&p)
+            {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// Patients waiting in the assimilation queue.
+    fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// No patient queued or being updated.
+    fn idle(&self) -> bool {
+        self.queued() == 0 && self.slots.lock().map(|m| m.is_empty()).unwrap_or(false)
+    }
+}
+
+/// Seconds between checkpoints of a live twin to the store while other patients wait for
+/// assimilation (when the queue is empty every update is saved).
+pub const CHECKPOINT_S: u64 = 10;
+
+/// Bring one patient's twin up to date (fit when due, else assimilate the data since the
+/// twin's time), checkpoint it to the store (see [`CHECKPOINT_S`]) and, when no other patient
+/// is waiting, compute its forecast.
 async fn update_twin(
     store: &Store,
     cfg: &ServerConfig,
     pid: &str,
     live: &Live,
 ) -> Result<(), String> {
-    let row = store.load_twin(pid).await.map_err(|e| e.to_string())?;
-    let doc: Option<Twin> = match row.as_ref().and_then(|r| r.doc.as_deref()) {
-        Some(d) => Some(serde_json::from_str(d).map_err(|e| format!("stored twin: {e}"))?),
-        None => None,
-    };
-    if doc.is_none() {
-        // Cheap check before loading the record: not yet 24 h of CGM → still waiting.
-        let window_min = TwinSettings::default().calibration_window_min;
-        let (_, first, last) = store.cgm_span(pid).await.map_err(|e| e.to_string())?;
-        if let (Some(f), Some(l)) = (first, last) {
-            let span_min = (l - f) as f64 / 60_000.0;
-            if span_min < window_min - 1.0 {
-                if let Ok(mut w) = live.waiting.lock() {
-                    w.insert(pid.to_string(), f);
+    let t_load = Instant::now();
+    let entry = match live.cached(pid) {
+        Some(e) => Some((e, true)),
+        None => {
+            let row = store.load_twin(pid).await.map_err(|e| e.to_string())?;
+            match row {
+                Some(r) if r.status == "ok" && r.doc.is_some() => {
+                    let (doc, t) = (r.doc.unwrap_or_default(), r.data_time_ms);
+                    let c = live
+                        .cpu(move || {
+                            let d: Twin = serde_json::from_str(&doc)
+                                .map_err(|e| format!("stored twin: {e}"))?;
+                            Cached::from_doc(&d, t)
+                        })
+                        .await?;
+                    let e = entry_of(c);
+                    let kept = match live.cache.lock() {
+                        Ok(mut m) if m.len() < cfg.cached_twins => {
+                            m.insert(pid.to_string(), e.clone());
+                            true
+                        }
+                        _ => false,
+                    };
+                    Some((e, kept))
                 }
-                let m = format!(
-                    "waiting for {:.0} h of CGM: the first reading is at {}",
-                    window_min / 60.0,
-                    jiff::Timestamp::from_millisecond(f)
-                        .map(|t| t.to_string())
-                        .unwrap_or_default()
-                );
-                return store
-                    .save_twin(pid, "waiting", &m, l, None)
-                    .await
-                    .map_err(|e| e.to_string());
+                _ => None,
             }
         }
-        if let Ok(mut w) = live.waiting.lock() {
-            w.remove(pid);
+    };
+    match entry {
+        Some((e, kept)) => continue_twin(store, cfg, pid, live, e, kept, t_load).await,
+        None => first_fit(store, cfg, pid, live).await,
+    }
+}
+
+/// Assimilate the data since a calibrated twin's time.
+async fn continue_twin(
+    store: &Store,
+    cfg: &ServerConfig,
+    pid: &str,
+    live: &Live,
+    entry: Entry,
+    cached: bool,
+    t_load: Instant,
+) -> Result<(), String> {
+    let (origin, t_min, data_time_ms) = {
+        let c = lock(&entry)?;
+        (
+            c.sched.origin().ok_or("twin: bad origin")?,
+            c.engine.filter.t_min,
+            c.data_time_ms,
+        )
+    };
+    let (record, last_ms) = twin_window(store, pid, origin, t_min).await?;
+    let idle = live.queued() == 0;
+    let pid_s = pid.to_string();
+    let t_compute = Instant::now();
+    let out = live
+        .cpu_locked(entry, move |c, e2| -> Result<Option<Update>, String> {
+            let new = last_ms > data_time_ms;
+            // A twin not kept in memory is saved every time.
+            let due = idle || !cached || c.saved_at.elapsed() >= Duration::from_secs(CHECKPOINT_S);
+            if !new && (c.saved_ms >= c.data_time_ms || !due) {
+                return Ok(None); // nothing new, checkpoint current (or not due)
+            }
+            let mut readings = 0;
+            if new {
+                let mut sched = InputSchedule::from_record_at(&record, origin);
+                sched.carried_long_acting_min = c.sched.carried_long_acting_min;
+                let until = sched.last_cgm_min();
+                let mut t = c.engine.filter.t_min;
+                readings = sched.cgm.iter().filter(|x| x.0 > t && x.0 <= until).count();
+                while t < until {
+                    t = (t + 360.0).min(until);
+                    c.engine
+                        .assimilate_until(&sched, t)
+                        .map_err(|e| e.to_string())?;
+                }
+                c.sched = sched.truncated(c.engine.filter.t_min);
+                c.data_time_ms = last_ms;
+                e2.data_time_ms.store(last_ms, Ordering::Release);
+            }
+
+            let twin = if due {
+                let t = c.engine.to_twin(&c.sched, Some(pid_s));
+                c.saved_ms = c.data_time_ms;
+                c.saved_at = Instant::now();
+                Some(serde_json::to_string(&t).map_err(|e| e.to_string())?)
+            } else {
+                None
+            };
+            Ok(Some(Update {
+                data_time_ms: c.data_time_ms,
+                twin,
+                readings,
+            }))
+        })
+        .await?;
+    let Some(u) = out else { return Ok(()) };
+    let t_save = Instant::now();
+    if let Some(twin) = &u.twin {
+        store
+            .save_twin(pid, "ok", "", u.data_time_ms, Some(twin))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if u.readings > 0 {
+        live.record_update(u.readings, [t_load, t_compute, t_save, Instant::now()]);
+    }
+    eager_forecast(store, cfg, pid, live).await
+}
+
+/// The data a twin at minute `t_min` of a schedule starting at `origin` needs to continue
+/// (see [`Store::twin_data`]: the CGM and inputs from its time on, the basal rate in force, the
+/// long-acting doses still acting), as a record, and the time of its newest CGM reading (ms;
+/// `i64::MIN` when none). Build its schedule with [`InputSchedule::from_record_at`] and the
+/// same `origin`.
+pub async fn twin_window(
+    store: &Store,
+    pid: &str,
+    origin: jiff::Timestamp,
+    t_min: f64,
+) -> Result<(Record, i64), String> {
+    let since = ms_of_min(origin, t_min - 0.5);
+    let data = store
+        .twin_data(pid, since, since - LONG_ACTING_LOOKBACK_MS)
+        .await
+        .map_err(|e| e.to_string())?;
+    let record = record_from(pid, data);
+    let last_ms = record
+        .of_kind(RecordKind::Cgm)
+        .map(|e| e.time.as_millisecond())
+        .max()
+        .unwrap_or(i64::MIN);
+    Ok((record, last_ms))
+}
+
+/// Result of [`continue_twin`]'s CPU part.
+struct Update {
+    data_time_ms: i64,
+    twin: Option<String>,
+    readings: usize,
+}
+
+/// Forecast right after an update when no other patient waits for assimilation; otherwise
+/// the forecast is computed on demand (`current_forecast`) or in idle time.
+async fn eager_forecast(
+    store: &Store,
+    cfg: &ServerConfig,
+    pid: &str,
+    live: &Live,
+) -> Result<(), String> {
+    if live.queued() == 0 {
+        let before = live.lazy_forecasts.load(Ordering::Relaxed);
+        live.current_forecast(store, cfg, pid).await?;
+        if live.lazy_forecasts.load(Ordering::Relaxed) > before {
+            live.lazy_forecasts.fetch_sub(1, Ordering::Relaxed);
+            live.eager_forecasts.fetch_add(1, Ordering::Relaxed);
         }
     }
-    let from_ms = doc
-        .as_ref()
-        .and_then(|d| d.schedule.origin())
-        .map(|o| o.as_millisecond())
-        .unwrap_or(i64::MIN);
-    let record = record_of(store, pid, from_ms).await?;
+    Ok(())
+}
+
+impl Live {
+    fn record_update(&self, readings: usize, t: [Instant; 4]) {
+        for i in 0..3 {
+            self.phase_us[i].fetch_add((t[i + 1] - t[i]).as_micros() as u64, Ordering::Relaxed);
+        }
+        self.readings.fetch_add(readings as u64, Ordering::Relaxed);
+        self.updates.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Calibrate the twin of a patient without one, once 24 h of CGM are there.
+async fn first_fit(
+    store: &Store,
+    cfg: &ServerConfig,
+    pid: &str,
+    live: &Live,
+) -> Result<(), String> {
+    let t_load = Instant::now();
+    let row = store.load_twin(pid).await.map_err(|e| e.to_string())?;
+    // Cheap check before loading the record: not yet 24 h of CGM → still waiting.
+    let window_min = TwinSettings::default().calibration_window_min;
+    let (_, first, last) = store.cgm_span(pid).await.map_err(|e| e.to_string())?;
+    if let (Some(f), Some(l)) = (first, last) {
+        let span_min = (l - f) as f64 / 60_000.0;
+        if span_min < window_min - 1.0 {
+            if let Ok(mut w) = live.waiting.lock() {
+                w.insert(pid.to_string(), f);
+            }
+            let m = format!(
+                "waiting for {:.0} h of CGM: the first reading is at {}",
+                window_min / 60.0,
+                jiff::Timestamp::from_millisecond(f)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default()
+            );
+            return store
+                .save_twin(pid, "waiting", &m, l, None)
+                .await
+                .map_err(|e| e.to_string());
+        }
+    }
+    if let Ok(mut w) = live.waiting.lock() {
+        w.remove(pid);
+    }
+    let record = record_of(store, pid, i64::MIN).await?;
     let Some(last_cgm) = record.of_kind(RecordKind::Cgm).map(|e| e.time).max() else {
         return Ok(());
     };
@@ -408,78 +969,51 @@ async fn update_twin(
             return Ok(()); // retry a failed calibration only after another hour of data
         }
     }
-    let particles = cfg.particles;
-    let horizon = cfg.horizon_min;
-    let pid_s = pid.to_string();
-    let fitted = doc.is_none();
-    let result = tokio::task::spawn_blocking(move || -> Result<Step, String> {
-        let sched = InputSchedule::from_record(&record).ok_or("no CGM")?;
-        let mut engine = match &doc {
-            Some(d) => {
-                if d.schedule.origin_utc != sched.origin_utc {
-                    return Err(format!(
-                        "record origin {} differs from the twin's {}",
-                        sched.origin_utc, d.schedule.origin_utc
-                    ));
-                }
-                TwinEngine::from_twin(d).map_err(|e| e.to_string())?
+    let (particles, pid_s) = (cfg.particles, pid.to_string());
+    let t_compute = Instant::now();
+    let result = live
+        .cpu(move || -> Result<Step, String> {
+            let sched = InputSchedule::from_record(&record).ok_or("no CGM")?;
+            let settings = TwinSettings {
+                n_particles: particles,
+                ..TwinSettings::default()
+            };
+            let span = sched.last_cgm_min();
+            if span < settings.calibration_window_min {
+                return Ok(Step::Waiting(format!(
+                    "needs {:.0} h of CGM to calibrate; has {:.1} h",
+                    settings.calibration_window_min / 60.0,
+                    span / 60.0
+                )));
             }
-            None => {
-                let settings = TwinSettings {
-                    n_particles: particles,
-                    ..TwinSettings::default()
-                };
-                let span = sched.last_cgm_min();
-                if span < settings.calibration_window_min {
-                    return Ok(Step::Waiting(format!(
-                        "needs {:.0} h of CGM to calibrate; has {:.1} h",
-                        settings.calibration_window_min / 60.0,
-                        span / 60.0
-                    )));
-                }
-                match TwinEngine::start(&sched, settings) {
-                    Ok(e) => e,
-                    Err(e) => return Ok(Step::Failed(e.to_string())),
-                }
+            let mut engine = match TwinEngine::start(&sched, settings) {
+                Ok(e) => e,
+                Err(e) => return Ok(Step::Failed(e.to_string())),
+            };
+            let until = sched.last_cgm_min();
+            let mut t = engine.filter.t_min;
+            let readings = sched.cgm.iter().filter(|c| c.0 > t && c.0 <= until).count();
+            while t < until {
+                t = (t + 360.0).min(until);
+                engine
+                    .assimilate_until(&sched, t)
+                    .map_err(|e| e.to_string())?;
             }
-        };
-        let until = sched.last_cgm_min();
-        let mut t = engine.filter.t_min;
-        while t < until {
-            t = (t + 360.0).min(until);
-            engine
-                .assimilate_until(&sched, t)
-                .map_err(|e| e.to_string())?;
-        }
-        let f = engine
-            .forecast(&sched, horizon, None, engine.settings.seed)
-            .map_err(|e| e.to_string())?;
-        let origin = sched.origin().ok_or("bad origin")?;
-        let t0 = engine.filter.t_min;
-        let fdoc = ForecastDoc {
-            patient_id: pid_s.clone(),
-            data_time: last_cgm.to_string(),
-            computed_at: jiff::Timestamp::now().to_string(),
-            horizon_min: horizon,
-            p_below_70: unit_prob(f.p_below),
-            p_above_250: unit_prob(f.p_above),
-            bands: f
-                .t_min
-                .iter()
-                .zip(&f.bands)
-                .map(|(t, b)| band_point(origin, t0, *t, b))
-                .collect(),
-            particles: engine.filter.particles.len(),
-            skipped_observations: engine.skipped_observations,
-        };
-        let twin = engine.to_twin(&sched, Some(pid_s));
-        Ok(Step::Updated {
-            twin: serde_json::to_string(&twin).map_err(|e| e.to_string())?,
-            forecast: serde_json::to_string(&fdoc).map_err(|e| e.to_string())?,
+
+            let twin = engine.to_twin(&sched, Some(pid_s));
+            let json = serde_json::to_string(&twin).map_err(|e| e.to_string())?;
+            let cached = Cached::from_doc(&twin, last_ms)?;
+            Ok(Step::Fitted(
+                Update {
+                    data_time_ms: last_ms,
+                    twin: Some(json),
+                    readings,
+                },
+                Box::new(cached),
+            ))
         })
-    })
-    .await
-    .map_err(|e| format!("worker panicked: {e}"))??;
+        .await?;
+    let t_save = Instant::now();
     match result {
         Step::Waiting(m) => store
             .save_twin(pid, "waiting", &m, last_ms, None)
@@ -492,23 +1026,23 @@ async fn update_twin(
                 .map_err(|e| e.to_string())?;
             return Err(m);
         }
-        Step::Updated { twin, forecast } => {
-            let data_time_ms = last_ms;
+        Step::Fitted(u, cached) => {
             store
-                .save_twin(pid, "ok", "", data_time_ms, Some(&twin))
+                .save_twin(pid, "ok", "", last_ms, u.twin.as_deref())
                 .await
                 .map_err(|e| e.to_string())?;
-            store
-                .save_forecast(pid, data_time_ms, &forecast)
-                .await
-                .map_err(|e| e.to_string())?;
-            live.updates.fetch_add(1, Ordering::Relaxed);
-            if fitted {
-                live.fits.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut v) = live.fitted.lock() {
-                    v.push(pid.to_string());
+
+            if let Ok(mut m) = live.cache.lock() {
+                if m.len() < cfg.cached_twins {
+                    m.insert(pid.to_string(), entry_of(*cached));
                 }
             }
+            live.record_update(u.readings, [t_load, t_compute, t_save, Instant::now()]);
+            live.fits.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut v) = live.fitted.lock() {
+                v.push(pid.to_string());
+            }
+            eager_forecast(store, cfg, pid, live).await?;
         }
     }
     Ok(())
@@ -517,14 +1051,14 @@ async fn update_twin(
 enum Step {
     Waiting(String),
     Failed(String),
-    Updated { twin: String, forecast: String },
+    Fitted(Update, Box<Cached>),
 }
 
-/// Validate a what-if request and run it on the saved twin (CPU work: call from a blocking
+/// Validate a what-if request and run it on the twin `doc` (CPU work: call from a blocking
 /// task). Errors: `Err((true, reason))` for bad input, `Err((false, reason))` for failures.
 pub fn run_whatif(
     pid: &str,
-    twin_json: &str,
+    doc: &Twin,
     req: &WhatifRequest,
 ) -> Result<WhatifResponse, (bool, String)> {
     let h = req.horizon_min;
@@ -534,7 +1068,6 @@ pub fn run_whatif(
     if req.plans.is_empty() || req.plans.len() > 8 {
         return Err((true, "give 1 to 8 plans".into()));
     }
-    let doc: Twin = serde_json::from_str(twin_json).map_err(|e| (false, e.to_string()))?;
     let t0 = doc.t_min;
     let mut plans = Vec::new();
     for (pi, p) in req.plans.iter().enumerate() {
@@ -569,7 +1102,7 @@ pub fn run_whatif(
         plan.basal_rates.sort_by(|a, b| a.0.total_cmp(&b.0));
         plans.push((p.name.clone(), plan));
     }
-    let engine = TwinEngine::from_twin(&doc).map_err(|e| (false, e.to_string()))?;
+    let engine = TwinEngine::from_twin(doc).map_err(|e| (false, e.to_string()))?;
     let outs = whatif(&engine, &doc.schedule, &plans, h, doc.settings.seed)
         .map_err(|e| (false, e.to_string()))?;
     let origin = doc

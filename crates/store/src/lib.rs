@@ -43,9 +43,11 @@
 
 #![warn(missing_docs)]
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use medtwin_io::{RecordEntry, RecordKind};
 use sha1::Sha1;
@@ -399,6 +401,37 @@ pub fn valid_patient_id(id: &str) -> bool {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    cache: Arc<Caches>,
+}
+
+/// How long an authenticated token is remembered without asking the database again, s.
+/// Tokens cannot be changed through the store (only created), so this bounds only how long a
+/// token deleted by hand in the database stays usable.
+pub const TOKEN_CACHE_S: u64 = 60;
+
+/// In-memory knowledge that saves database round trips on every request: authenticated
+/// tokens (by digest, for [`TOKEN_CACHE_S`]) and patients known to exist (patients are never
+/// deleted).
+#[derive(Debug, Default)]
+struct Caches {
+    principals: Mutex<HashMap<String, (Principal, Instant)>>,
+    patients: Mutex<HashSet<String>>,
+    /// The group-commit queue ([`Store::ingest`]); set on open.
+    committer: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Pending>>>,
+}
+
+impl Caches {
+    fn knows_patient(&self, id: &str) -> bool {
+        self.patients
+            .lock()
+            .map(|s| s.contains(id))
+            .unwrap_or(false)
+    }
+    fn add_patients<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        if let Ok(mut s) = self.patients.lock() {
+            s.extend(ids.into_iter().map(str::to_string));
+        }
+    }
 }
 
 fn table_of(kind: RecordKind) -> &'static str {
@@ -458,8 +491,24 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            cache: Arc::new(Caches::default()),
+        };
         store.migrate().await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        if let Ok(mut c) = store.cache.committer.lock() {
+            *c = Some(tx);
+        }
+        // The loop holds a store whose cache has no committer (no cycle keeps it alive once
+        // every other handle is gone).
+        let loop_store = Store {
+            pool: store.pool.clone(),
+            backend: store.backend,
+            cache: Arc::new(Caches::default()),
+        };
+        tokio::spawn(loop_store.committer(rx));
         Ok(store)
     }
 
@@ -540,16 +589,24 @@ impl Store {
         .rows_affected();
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
+        self.cache.add_patients([id]);
         Ok(n == 1)
     }
 
     /// Whether a patient exists.
     pub async fn patient_exists(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(sqlx::query("SELECT 1 FROM patients WHERE id = $1")
+        if self.cache.knows_patient(id) {
+            return Ok(true);
+        }
+        let exists = sqlx::query("SELECT 1 FROM patients WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .is_some())
+            .is_some();
+        if exists {
+            self.cache.add_patients([id]);
+        }
+        Ok(exists)
     }
 
     /// All patients (sorted by id) with their latest CGM reading and CGM count.
@@ -591,15 +648,22 @@ impl Store {
         Ok(out)
     }
 
-    /// Store one ingest in **one transaction**: create `new_patients` (existing ones are left
-    /// alone), insert `data` (each [`NewDatum`] names its patient), append every `audit`
-    /// record; either all of it is committed or nothing is. A datum whose `(patient, kind,
-    /// time)` is already stored is skipped and counted as a duplicate (idempotent ingest).
+    /// Store one ingest **atomically**: create `new_patients` (existing ones are left alone),
+    /// insert `data` (each [`NewDatum`] names its patient), append every `audit` record;
+    /// either all of it is committed or nothing is. A datum whose `(patient, kind, time)` is
+    /// already stored is skipped and counted as a duplicate (idempotent ingest).
+    ///
+    /// **Group commit**: ingests that arrive while a transaction is being written wait and are
+    /// committed together in the next one (up to [`GROUP_COMMIT_MAX`]), which saves the
+    /// per-transaction cost under load; the call returns only after its data are committed.
+    /// If a group fails, each of its ingests is retried in its own transaction, so one
+    /// ingest's failure never affects another's.
     ///
     /// Returns the counts and, per datum, whether it was inserted (`false`: duplicate).
     ///
-    /// Errors: a datum for a patient that does not exist (and is not in `new_patients`)
-    /// ([`StoreError::Invalid`], nothing stored); database failure (nothing stored).
+    /// Errors: an invalid patient id, or a datum for a patient that does not exist (and is not
+    /// in `new_patients`) ([`StoreError::Invalid`], nothing stored); database failure (nothing
+    /// stored).
     pub async fn ingest(
         &self,
         new_patients: &[String],
@@ -607,96 +671,91 @@ impl Store {
         received_ms: i64,
         audit: &[AuditEntry],
     ) -> Result<(IngestOutcome, Vec<bool>), StoreError> {
-        let mut tx = self.begin_write().await?;
         for p in new_patients {
             if !valid_patient_id(p) {
                 return Err(StoreError::Invalid(format!(
                     "patient id `{p}` must be 1-64 characters of A-Z a-z 0-9 . _ -"
                 )));
             }
-            sqlx::query(
-                "INSERT INTO patients (id, created_ms) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(p.as_str())
-            .bind(received_ms)
-            .execute(&mut *tx)
-            .await?;
         }
         let mut checked: Vec<&str> = Vec::new();
-        let mut out = IngestOutcome::default();
-        let mut flags = Vec::with_capacity(data.len());
         for d in data {
-            let patient = d.patient_id.as_str();
-            if !checked.contains(&patient) {
-                if sqlx::query("SELECT 1 FROM patients WHERE id = $1")
-                    .bind(patient)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .is_none()
-                {
-                    return Err(StoreError::Invalid(format!("unknown patient `{patient}`")));
-                }
-                checked.push(patient);
+            let p = d.patient_id.as_str();
+            if checked.contains(&p) || new_patients.iter().any(|n| n == p) {
+                continue;
             }
-            let e = &d.entry;
-            let t = to_ms(e.time);
-            let q = match e.kind {
-                RecordKind::Cgm | RecordKind::Smbg => sqlx::query(
-                    "INSERT INTO observations (patient_id, kind, time_ms, value_mg_dl, original_value, unit, source_unit, source, received_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (patient_id, kind, time_ms) DO NOTHING",
-                )
-                .bind(patient)
-                .bind(e.kind.name())
-                .bind(t)
-                .bind(e.value)
-                .bind(e.original_value)
-                .bind(e.unit.as_str())
-                .bind(d.source_unit.as_str())
-                .bind(e.source.as_str())
-                .bind(received_ms),
-                RecordKind::Bolus | RecordKind::BasalRate | RecordKind::LongActing => sqlx::query(
-                    "INSERT INTO insulin_administrations (patient_id, kind, time_ms, value, original_value, unit, source_unit, insulin, source, received_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (patient_id, kind, time_ms) DO NOTHING",
-                )
-                .bind(patient)
-                .bind(e.kind.name())
-                .bind(t)
-                .bind(e.value)
-                .bind(e.original_value)
-                .bind(e.unit.as_str())
-                .bind(d.source_unit.as_str())
-                .bind(e.insulin.clone())
-                .bind(e.source.as_str())
-                .bind(received_ms),
-                RecordKind::Carbs => sqlx::query(
-                    "INSERT INTO carbs (patient_id, time_ms, value_g, original_value, unit, source_unit, source, received_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (patient_id, time_ms) DO NOTHING",
-                )
-                .bind(patient)
-                .bind(t)
-                .bind(e.value)
-                .bind(e.original_value)
-                .bind(e.unit.as_str())
-                .bind(d.source_unit.as_str())
-                .bind(e.source.as_str())
-                .bind(received_ms),
-            };
-            let inserted = q.execute(&mut *tx).await?.rows_affected() == 1;
-            if inserted {
-                out.inserted += 1;
-                if e.kind == RecordKind::Cgm {
-                    out.inserted_cgm += 1;
-                }
-            } else {
-                out.duplicates += 1;
+            // Patients are never deleted: once seen, a patient exists for good.
+            if !self.patient_exists(p).await? {
+                return Err(StoreError::Invalid(format!("unknown patient `{p}`")));
             }
-            flags.push(inserted);
+            checked.push(p);
         }
-        for a in audit {
-            insert_audit(&mut tx, a).await?;
+        let job = IngestJob {
+            new_patients: new_patients.to_vec(),
+            data: data.to_vec(),
+            received_ms,
+            audit: audit.to_vec(),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = match self.cache.committer.lock() {
+            Ok(c) => c.as_ref().map(|c| c.send((job, tx))),
+            Err(_) => None,
+        };
+        match sent {
+            Some(Ok(())) => rx
+                .await
+                .map_err(|_| StoreError::Db(sqlx::Error::PoolClosed))?,
+            Some(Err(e)) => self.ingest_alone(&e.0 .0).await,
+            None => Err(StoreError::Db(sqlx::Error::PoolClosed)),
         }
+    }
+
+    /// One ingest in its own transaction.
+    async fn ingest_alone(
+        &self,
+        job: &IngestJob,
+    ) -> Result<(IngestOutcome, Vec<bool>), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let r = ingest_in(&mut tx, job).await?;
         tx.commit().await?;
-        Ok((out, flags))
+        self.cache.add_patients(job.patients());
+        Ok(r)
+    }
+
+    /// The group-commit loop: takes the ingests waiting, writes them in one transaction.
+    async fn committer(self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>) {
+        while let Some(first) = rx.recv().await {
+            let mut group = vec![first];
+            while group.len() < GROUP_COMMIT_MAX {
+                match rx.try_recv() {
+                    Ok(j) => group.push(j),
+                    Err(_) => break,
+                }
+            }
+            let together = async {
+                let mut tx = self.begin_write().await?;
+                let mut outs = Vec::with_capacity(group.len());
+                for (job, _) in &group {
+                    outs.push(ingest_in(&mut tx, job).await?);
+                }
+                tx.commit().await?;
+                Ok::<_, StoreError>(outs)
+            }
+            .await;
+            match together {
+                Ok(outs) => {
+                    for ((job, reply), out) in group.into_iter().zip(outs) {
+                        self.cache.add_patients(job.patients());
+                        let _ = reply.send(Ok(out));
+                    }
+                }
+                Err(_) => {
+                    for (job, reply) in group {
+                        let _ = reply.send(self.ingest_alone(&job).await);
+                    }
+                }
+            }
+        }
     }
 
     /// Every stored datum of a patient with `time_ms >= from_ms`, all kinds, sorted by time.
@@ -712,6 +771,53 @@ impl Store {
                 out.push(datum_of(&r, has_kind, has_insulin)?);
             }
         }
+        out.sort_by_key(|d| d.entry.time);
+        Ok(out)
+    }
+
+    /// What a live twin needs to continue from `since_ms` (its current time): CGM readings,
+    /// boluses, carbohydrate and pump basal-rate changes at or after `since_ms`, the pump basal
+    /// rate in force at `since_ms` (the latest change before it, if any), and long-acting doses
+    /// at or after `long_acting_since_ms` (their action window reaches back). SMBG is left out
+    /// (the twin does not use it). Sorted by time.
+    ///
+    /// Cost: a few indexed range queries whose size is the new data, not the patient's
+    /// history. Errors: database failure, or a stored row that no longer validates
+    /// ([`StoreError::Corrupt`]).
+    pub async fn twin_data(
+        &self,
+        patient: &str,
+        since_ms: i64,
+        long_acting_since_ms: i64,
+    ) -> Result<Vec<StoredDatum>, StoreError> {
+        // One statement (one round trip): the parts of the window as a UNION.
+        let rows = sqlx::query(
+            "SELECT kind, time_ms, original_value, unit, source_unit, source, received_ms, CAST(NULL AS TEXT)
+               FROM observations WHERE patient_id = $1 AND kind = 'cgm' AND time_ms >= $2
+             UNION ALL
+             SELECT kind, time_ms, original_value, unit, source_unit, source, received_ms, insulin
+               FROM insulin_administrations WHERE patient_id = $1 AND kind IN ('bolus', 'basal_rate') AND time_ms >= $2
+             UNION ALL
+             SELECT kind, time_ms, original_value, unit, source_unit, source, received_ms, insulin
+               FROM insulin_administrations WHERE patient_id = $1 AND kind = 'basal_rate'
+               AND time_ms = (SELECT MAX(time_ms) FROM insulin_administrations
+                              WHERE patient_id = $1 AND kind = 'basal_rate' AND time_ms < $2)
+             UNION ALL
+             SELECT kind, time_ms, original_value, unit, source_unit, source, received_ms, insulin
+               FROM insulin_administrations WHERE patient_id = $1 AND kind = 'long_acting' AND time_ms >= $3
+             UNION ALL
+             SELECT 'carbs', time_ms, original_value, unit, source_unit, source, received_ms, CAST(NULL AS TEXT)
+               FROM carbs WHERE patient_id = $1 AND time_ms >= $2",
+        )
+        .bind(patient)
+        .bind(since_ms)
+        .bind(long_acting_since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| datum_of(r, true, true))
+            .collect::<Result<Vec<_>, _>>()?;
         out.sort_by_key(|d| d.entry.time);
         Ok(out)
     }
@@ -786,6 +892,24 @@ impl Store {
         .transpose()
     }
 
+    /// Status and data time (ms) of a patient's saved twin, without its document (cheap).
+    pub async fn twin_status(&self, patient: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let r = sqlx::query("SELECT status, data_time_ms FROM twins WHERE patient_id = $1")
+            .bind(patient)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+
+    /// Data time (ms) of a patient's stored forecast, without its document (cheap).
+    pub async fn forecast_time(&self, patient: &str) -> Result<Option<i64>, StoreError> {
+        let r = sqlx::query("SELECT data_time_ms FROM forecasts WHERE patient_id = $1")
+            .bind(patient)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.map(|r| Ok(r.try_get(0)?)).transpose()
+    }
+
     /// Save (insert or replace) the twin of a patient; the version is incremented. `doc` is
     /// the twin JSON when `status` is `ok`, `None` otherwise.
     pub async fn save_twin(
@@ -814,7 +938,8 @@ impl Store {
         Ok(())
     }
 
-    /// Save (insert or replace) the latest forecast of a patient.
+    /// Save (insert or replace) the latest forecast of a patient. A forecast based on older
+    /// data than the stored one does not replace it (forecasts may be computed concurrently).
     pub async fn save_forecast(
         &self,
         patient: &str,
@@ -824,7 +949,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO forecasts (patient_id, data_time_ms, computed_ms, doc) VALUES ($1, $2, $3, $4)
              ON CONFLICT (patient_id) DO UPDATE SET data_time_ms = excluded.data_time_ms,
-               computed_ms = excluded.computed_ms, doc = excluded.doc",
+               computed_ms = excluded.computed_ms, doc = excluded.doc
+             WHERE forecasts.data_time_ms <= excluded.data_time_ms",
         )
         .bind(patient)
         .bind(data_time_ms)
@@ -861,6 +987,21 @@ impl Store {
              WHERE EXISTS (SELECT 1 FROM observations o WHERE o.patient_id = p.id AND o.kind = 'cgm'
                            AND o.time_ms > COALESCE(t.data_time_ms, -1))
              ORDER BY p.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Patients whose calibrated twin is newer than their stored forecast (or who have none):
+    /// the forecasts an idle server computes.
+    pub async fn forecasts_behind(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.patient_id FROM twins t LEFT JOIN forecasts f ON f.patient_id = t.patient_id
+             WHERE t.status = 'ok' AND (f.data_time_ms IS NULL OR f.data_time_ms < t.data_time_ms)
+             ORDER BY t.updated_ms",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -953,6 +1094,14 @@ impl Store {
         column: &str,
         digest: &str,
     ) -> Result<Option<Principal>, StoreError> {
+        let key = format!("{column}:{digest}");
+        if let Ok(m) = self.cache.principals.lock() {
+            if let Some((p, at)) = m.get(&key) {
+                if at.elapsed() < Duration::from_secs(TOKEN_CACHE_S) {
+                    return Ok(Some(p.clone()));
+                }
+            }
+        }
         let sql = format!("SELECT id, role FROM tokens WHERE {column} = $1");
         // `column` is one of two constants chosen by the callers above.
         let Some(r) = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -974,11 +1123,15 @@ impl Store {
         .iter()
         .map(|r| r.try_get::<String, _>(0))
         .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(Principal {
+        let p = Principal {
             token_id,
             role,
             patients,
-        }))
+        };
+        if let Ok(mut m) = self.cache.principals.lock() {
+            m.insert(key, (p.clone(), Instant::now()));
+        }
+        Ok(Some(p))
     }
 
     /// Append one audit record (outside any data transaction).
@@ -1055,6 +1208,107 @@ async fn insert_audit(
     Ok(())
 }
 
+/// Largest number of ingests committed in one transaction by the group commit.
+pub const GROUP_COMMIT_MAX: usize = 64;
+
+/// One ingest waiting for the group commit.
+struct IngestJob {
+    new_patients: Vec<String>,
+    data: Vec<NewDatum>,
+    received_ms: i64,
+    audit: Vec<AuditEntry>,
+}
+
+impl IngestJob {
+    fn patients(&self) -> impl Iterator<Item = &str> {
+        self.new_patients
+            .iter()
+            .map(String::as_str)
+            .chain(self.data.iter().map(|d| d.patient_id.as_str()))
+    }
+}
+
+type IngestResult = Result<(IngestOutcome, Vec<bool>), StoreError>;
+type Pending = (IngestJob, tokio::sync::oneshot::Sender<IngestResult>);
+
+/// The statements of one ingest inside an open write transaction (patients already checked).
+async fn ingest_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    job: &IngestJob,
+) -> Result<(IngestOutcome, Vec<bool>), StoreError> {
+    for p in &job.new_patients {
+        sqlx::query(
+            "INSERT INTO patients (id, created_ms) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(p.as_str())
+        .bind(job.received_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let received_ms = job.received_ms;
+    let mut out = IngestOutcome::default();
+    let mut flags = Vec::with_capacity(job.data.len());
+    for d in &job.data {
+        let patient = d.patient_id.as_str();
+        let e = &d.entry;
+        let t = to_ms(e.time);
+        let q = match e.kind {
+            RecordKind::Cgm | RecordKind::Smbg => sqlx::query(
+                "INSERT INTO observations (patient_id, kind, time_ms, value_mg_dl, original_value, unit, source_unit, source, received_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (patient_id, kind, time_ms) DO NOTHING",
+            )
+            .bind(patient)
+            .bind(e.kind.name())
+            .bind(t)
+            .bind(e.value)
+            .bind(e.original_value)
+            .bind(e.unit.as_str())
+            .bind(d.source_unit.as_str())
+            .bind(e.source.as_str())
+            .bind(received_ms),
+            RecordKind::Bolus | RecordKind::BasalRate | RecordKind::LongActing => sqlx::query(
+                "INSERT INTO insulin_administrations (patient_id, kind, time_ms, value, original_value, unit, source_unit, insulin, source, received_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (patient_id, kind, time_ms) DO NOTHING",
+            )
+            .bind(patient)
+            .bind(e.kind.name())
+            .bind(t)
+            .bind(e.value)
+            .bind(e.original_value)
+            .bind(e.unit.as_str())
+            .bind(d.source_unit.as_str())
+            .bind(e.insulin.clone())
+            .bind(e.source.as_str())
+            .bind(received_ms),
+            RecordKind::Carbs => sqlx::query(
+                "INSERT INTO carbs (patient_id, time_ms, value_g, original_value, unit, source_unit, source, received_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (patient_id, time_ms) DO NOTHING",
+            )
+            .bind(patient)
+            .bind(t)
+            .bind(e.value)
+            .bind(e.original_value)
+            .bind(e.unit.as_str())
+            .bind(d.source_unit.as_str())
+            .bind(e.source.as_str())
+            .bind(received_ms),
+        };
+        let inserted = q.execute(&mut **tx).await?.rows_affected() == 1;
+        if inserted {
+            out.inserted += 1;
+            if e.kind == RecordKind::Cgm {
+                out.inserted_cgm += 1;
+            }
+        } else {
+            out.duplicates += 1;
+        }
+        flags.push(inserted);
+    }
+    for a in &job.audit {
+        insert_audit(tx, a).await?;
+    }
+    Ok((out, flags))
+}
 fn datum_of(r: &AnyRow, has_kind: bool, has_insulin: bool) -> Result<StoredDatum, StoreError> {
     let kind_s: String = if has_kind {
         r.try_get(0)?
@@ -1079,4 +1333,83 @@ fn datum_of(r: &AnyRow, has_kind: bool, has_insulin: bool) -> Result<StoredDatum
         source_unit,
         received_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audit_for(p: &str) -> AuditEntry {
+        AuditEntry {
+            at_ms: 0,
+            actor: "test".into(),
+            action: "ingest".into(),
+            patient_id: Some(p.into()),
+            outcome: 200,
+            detail: String::new(),
+        }
+    }
+
+    fn cgm(p: &str, minute: i64) -> NewDatum {
+        let t = jiff::Timestamp::from_second(1_700_000_000 + minute * 60).unwrap();
+        NewDatum {
+            patient_id: p.into(),
+            entry: RecordEntry::new(
+                t,
+                RecordKind::Cgm,
+                100.0 + minute as f64,
+                "mg/dL",
+                None,
+                "t",
+            )
+            .unwrap(),
+            source_unit: "mg/dL".into(),
+        }
+    }
+
+    /// Concurrent ingests go through the group commit: each is atomic, idempotent, audited,
+    /// and one bad ingest (unknown patient) does not affect the others.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_keeps_ingests_atomic_and_idempotent() {
+        let dir = std::env::temp_dir().join(format!("medtwin-store-gc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display()))
+            .await
+            .unwrap();
+        store.create_patient("a", &audit_for("a")).await.unwrap();
+        // 200 concurrent ingests of 100 distinct readings (each sent twice), plus one for a
+        // patient that does not exist.
+        let mut tasks = Vec::new();
+        for i in 0..200i64 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.ingest(&[], &[cgm("a", i % 100)], 1, &[audit_for("a")])
+                    .await
+            }));
+        }
+        let bad = store
+            .ingest(&[], &[cgm("nobody", 1)], 1, &[audit_for("nobody")])
+            .await;
+        assert!(matches!(bad, Err(StoreError::Invalid(_))));
+        let (mut inserted, mut dups) = (0, 0);
+        for t in tasks {
+            let (o, flags) = t.await.unwrap().unwrap();
+            assert_eq!(flags.len(), 1);
+            inserted += o.inserted;
+            dups += o.duplicates;
+        }
+        assert_eq!((inserted, dups), (100, 100));
+        assert_eq!(store.counts("a").await.unwrap(), [100, 0, 0]);
+        assert_eq!(store.counts("nobody").await.unwrap(), [0, 0, 0]);
+        // Every accepted ingest was audited (the patient creation too), the refused one not.
+        assert_eq!(store.audit_log(Some("a"), 1000).await.unwrap().len(), 201);
+        assert!(store
+            .audit_log(Some("nobody"), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -54,6 +54,14 @@ impl InputSchedule {
     pub fn from_record(record: &Record) -> Option<InputSchedule> {
         let first = record.of_kind(RecordKind::Cgm).map(|e| e.time).min()?;
         let origin = jiff::Timestamp::from_second(first.as_second().div_euclid(60) * 60).ok()?;
+        Some(Self::from_record_at(record, origin))
+    }
+
+    /// The schedule of `record` on the minute grid of an explicit `origin` (entries before it
+    /// get negative times). For continuing a twin from a window of its data: the entries must
+    /// be those since the twin's time (plus the long-acting doses still acting), and the
+    /// origin the twin's own, so minutes line up with the twin's schedule.
+    pub fn from_record_at(record: &Record, origin: jiff::Timestamp) -> InputSchedule {
         let t = |e: &medtwin_io::RecordEntry| minutes_between(origin, e.time);
         let mut s = InputSchedule {
             origin_utc: origin.to_string(),
@@ -77,7 +85,7 @@ impl InputSchedule {
         }
         s.cgm.dedup_by(|b, a| a.0 == b.0); // two readings rounded into one minute: keep the first
         s.carried_long_acting_min = s.count_carried();
-        Some(s)
+        s
     }
 
     /// Origin as a timestamp.
