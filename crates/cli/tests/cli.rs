@@ -272,7 +272,25 @@ fn import_fit_forecast_with_plan() {
             "{l}"
         );
     }
-    // a 60 g meal without insulin must raise the forecast by the end of the horizon
+    // a 60 g meal without insulin must raise the forecast by the end of the horizon, compared
+    // with an empty plan (plans are forecast by the mechanistic twin alone; a forecast without
+    // any plan is hybrid)
+    let empty = d.join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let fc0 = d.join("f0.csv");
+    let o = run(&[
+        "twin",
+        "forecast",
+        twin.to_str().unwrap(),
+        "--plan",
+        empty.to_str().unwrap(),
+        "--horizon",
+        "120",
+        "--out",
+        fc0.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mechanistic = med(&std::fs::read_to_string(&fc0).unwrap());
     let plan = d.join("plan.toml");
     std::fs::write(&plan, "[[meal]]\nat_min = 0\ncarbs_g = 60\n").unwrap();
     let fc2 = d.join("f2.csv");
@@ -290,11 +308,12 @@ fn import_fit_forecast_with_plan() {
     assert!(o.status.success(), "{}", stderr(&o));
     let meal = med(&std::fs::read_to_string(&fc2).unwrap());
     assert!(
-        meal[119] > base[119] + 20.0,
-        "meal plan {} vs none {}",
+        meal[119] > mechanistic[119] + 20.0,
+        "meal plan {} vs empty plan {}",
         meal[119],
-        base[119]
+        mechanistic[119]
     );
+    assert_eq!(base.len(), mechanistic.len());
     // what-if: two plans on the same posterior (common random numbers)
     let none = d.join("none.toml");
     std::fs::write(&none, "").unwrap();
