@@ -17,7 +17,7 @@ pub struct ServeArgs {
     /// Listen address (port 0: pick a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// Twin worker threads (default: one per core but one, at least one).
+    /// Twin worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
     /// Particles of each live twin.

@@ -28,7 +28,9 @@
 //!
 //! ## Durability
 //!
-//! Every ingest is one transaction (data rows and their audit row together, or nothing).
+//! Every ingest is atomic (data rows and their audit row together, or nothing). Ingests that
+//! arrive together are group-committed: one transaction carries several of them, and each
+//! call returns only once its transaction is committed (see [`Store::ingest`]).
 //! SQLite runs in WAL mode with `synchronous = NORMAL`: a committed (acknowledged) transaction
 //! survives a crash or `kill -9` of the server process; it may be lost on power failure or an
 //! operating-system crash (use PostgreSQL, or `synchronous = FULL`, when that matters).
