@@ -479,6 +479,15 @@ async fn store_data(
         .ingest(new_patients, data, medtwin_store::now_ms(), &audits)
         .await?;
     for p in pids {
+        let oldest = data
+            .iter()
+            .zip(&r.1)
+            .filter(|(d, ins)| **ins && d.patient_id == p)
+            .map(|(d, _)| d.entry.time.as_millisecond())
+            .min();
+        if let Some(o) = oldest {
+            state.live.note_data(p, o);
+        }
         let newest = data
             .iter()
             .zip(&r.1)

@@ -26,8 +26,12 @@
 //! * **Persistence**: the twin (`medtwin-twin/1` JSON) is saved after every update, so a
 //!   restarted server resumes from the saved filter state (the start-up sweep queues the
 //!   patients with unassimilated readings).
-//! * **Late data**: readings older than the twin's time are stored but not assimilated (a
-//!   filter cannot go back); readings before the twin's origin are ignored by the twin.
+//! * **Late data** (readings or inputs older than the twin's time, e.g. a bolus logged after
+//!   the fact): a live twin keeps [`REPLAY_CHECKPOINTS`] past filter states
+//!   [`REPLAY_STEP_MIN`] minutes apart; the next update restarts the filter from the newest
+//!   kept state before the late datum and re-assimilates everything since (exactly as if the
+//!   datum had come in time; `tests/late.rs`). Late data older than every kept state (about
+//!   2–4 h), or for a twin not in memory, are stored but not assimilated, and counted.
 //! * A failed calibration is retried once the data have grown by an hour.
 
 use std::collections::HashMap;
@@ -75,6 +79,10 @@ pub struct LiveStats {
     pub lazy_forecasts: u64,
     /// Patients waiting in the assimilation queue now.
     pub queued: usize,
+    /// Times late data were re-assimilated from a kept filter state.
+    pub reassimilations: u64,
+    /// Times late data were too old for the kept filter states (stored, not assimilated).
+    pub late_ignored: u64,
     /// CGM readings assimilated by the updates.
     pub readings_assimilated: u64,
     /// Forecasts computed by the workers right after an update (the queue was empty).
@@ -99,6 +107,10 @@ pub struct Live {
     /// One lazy forecast computation per patient at a time.
     forecast_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     lazy_forecasts: AtomicU64,
+    /// Patients with late data (older than their twin's time): the oldest such time, ms.
+    late: Mutex<HashMap<String, i64>>,
+    reassimilations: AtomicU64,
+    late_ignored: AtomicU64,
     /// Live twins in memory (checkpointed to the store).
     cache: Mutex<HashMap<String, Entry>>,
     /// Threads for twin CPU work (assimilation, forecasts): [`ServerConfig::workers`].
@@ -287,6 +299,9 @@ impl Live {
             forecast_locks: Mutex::new(HashMap::new()),
             lazy_forecasts: AtomicU64::new(0),
             cache: Mutex::new(HashMap::new()),
+            late: Mutex::new(HashMap::new()),
+            reassimilations: AtomicU64::new(0),
+            late_ignored: AtomicU64::new(0),
             pool: Arc::new(
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(cfg.workers.max(1))
@@ -409,6 +424,8 @@ impl Live {
             fitted_patients: self.fitted.lock().map(|v| v.clone()).unwrap_or_default(),
             lazy_forecasts: self.lazy_forecasts.load(Ordering::Relaxed),
             queued: self.queued(),
+            reassimilations: self.reassimilations.load(Ordering::Relaxed),
+            late_ignored: self.late_ignored.load(Ordering::Relaxed),
             readings_assimilated: self.readings.load(Ordering::Relaxed),
             eager_forecasts: self.eager_forecasts.load(Ordering::Relaxed),
             mean_update_ms: {
@@ -534,7 +551,17 @@ struct Cached {
     saved_ms: i64,
     /// When that checkpoint was written.
     saved_at: Instant,
+    /// Save the next checkpoint whatever its age (the state changed without new data).
+    force_save: bool,
+    /// Past states of the filter for re-assimilating late data, oldest first: at most
+    /// [`REPLAY_CHECKPOINTS`], [`REPLAY_STEP_MIN`] apart.
+    replay: Vec<Twin>,
 }
+
+/// Filter states kept per live twin for re-assimilating late data.
+pub const REPLAY_CHECKPOINTS: usize = 2;
+/// Twin time between kept filter states, min: late data up to 2–4 h old are re-assimilated.
+pub const REPLAY_STEP_MIN: f64 = 120.0;
 
 impl Cached {
     fn from_doc(doc: &Twin, data_time_ms: i64) -> Result<Cached, String> {
@@ -544,7 +571,24 @@ impl Cached {
             data_time_ms,
             saved_ms: data_time_ms,
             saved_at: Instant::now(),
+            force_save: false,
+            replay: vec![doc.clone()],
         })
+    }
+
+    /// Keep the current filter state for replays when the newest kept one is old enough.
+    fn keep_replay_state(&mut self) {
+        let t = self.engine.filter.t_min;
+        if self
+            .replay
+            .last()
+            .is_none_or(|b| t - b.t_min >= REPLAY_STEP_MIN)
+        {
+            self.replay.push(self.engine.to_twin(&self.sched, None));
+            if self.replay.len() > REPLAY_CHECKPOINTS {
+                self.replay.remove(0);
+            }
+        }
     }
 }
 
@@ -603,6 +647,22 @@ impl Live {
 
     fn cached(&self, pid: &str) -> Option<Entry> {
         self.cache.lock().ok()?.get(pid).cloned()
+    }
+
+    /// New data for `pid` of which the oldest is at `oldest_ms`: when that is older than the
+    /// patient's live twin (late data), the next update re-assimilates from a kept filter state
+    /// before it (see [`REPLAY_STEP_MIN`]); the patient is queued.
+    pub fn note_data(&self, pid: &str, oldest_ms: i64) {
+        let Some(t) = self.data_time_ms(pid) else {
+            return;
+        };
+        if oldest_ms < t - 30_000 {
+            if let Ok(mut m) = self.late.lock() {
+                let v = m.entry(pid.to_string()).or_insert(oldest_ms);
+                *v = (*v).min(oldest_ms);
+            }
+            self.notify(pid, None);
+        }
     }
 
     /// Data time (ms) of the patient's live twin when it is held in memory.
@@ -794,6 +854,10 @@ async fn continue_twin(
     cached: bool,
     t_load: Instant,
 ) -> Result<(), String> {
+    let late = live.late.lock().ok().and_then(|mut m| m.remove(pid));
+    if let Some(late_ms) = late {
+        replay_late(store, pid, live, &entry, late_ms).await?;
+    }
     let (origin, t_min, data_time_ms) = {
         let c = lock(&entry)?;
         (
@@ -810,7 +874,10 @@ async fn continue_twin(
         .cpu_locked(entry, move |c, e2| -> Result<Option<Update>, String> {
             let new = last_ms > data_time_ms;
             // A twin not kept in memory is saved every time.
-            let due = idle || !cached || c.saved_at.elapsed() >= Duration::from_secs(CHECKPOINT_S);
+            let due = idle
+                || !cached
+                || c.force_save
+                || c.saved_at.elapsed() >= Duration::from_secs(CHECKPOINT_S);
             if !new && (c.saved_ms >= c.data_time_ms || !due) {
                 return Ok(None); // nothing new, checkpoint current (or not due)
             }
@@ -830,12 +897,14 @@ async fn continue_twin(
                 c.sched = sched.truncated(c.engine.filter.t_min);
                 c.data_time_ms = last_ms;
                 e2.data_time_ms.store(last_ms, Ordering::Release);
+                c.keep_replay_state();
             }
 
             let twin = if due {
                 let t = c.engine.to_twin(&c.sched, Some(pid_s));
                 c.saved_ms = c.data_time_ms;
                 c.saved_at = Instant::now();
+                c.force_save = false;
                 Some(serde_json::to_string(&t).map_err(|e| e.to_string())?)
             } else {
                 None
@@ -884,6 +953,67 @@ pub async fn twin_window(
         .max()
         .unwrap_or(i64::MIN);
     Ok((record, last_ms))
+}
+
+/// Late data (older than the twin's time, the oldest at `late_ms`): restart the filter from
+/// the newest kept state before them and re-assimilate everything since (bounded: the kept
+/// states reach [`REPLAY_STEP_MIN`]·[`REPLAY_CHECKPOINTS`] minutes back; older late data stay
+/// stored but unassimilated and are counted). The stored forecast is dropped (it no longer
+/// matches the twin) and recomputed on demand.
+async fn replay_late(
+    store: &Store,
+    pid: &str,
+    live: &Live,
+    entry: &Entry,
+    late_ms: i64,
+) -> Result<(), String> {
+    // The newest kept state strictly before the late datum's minute; newer ones lack it.
+    let start = live
+        .cpu_locked(entry.clone(), move |c, _| {
+            let origin = c.sched.origin().ok_or("twin: bad origin")?;
+            let Some(i) = c
+                .replay
+                .iter()
+                .rposition(|b| ms_of_min(origin, b.t_min + 0.5) <= late_ms)
+            else {
+                return Ok(None);
+            };
+            c.replay.truncate(i + 1);
+            Ok(Some((origin, c.replay[i].clone())))
+        })
+        .await?;
+    let Some((origin, from)) = start else {
+        live.late_ignored.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    };
+    let (record, last_ms) = twin_window(store, pid, origin, from.t_min).await?;
+    live.cpu_locked(entry.clone(), move |c, e| {
+        let mut engine = TwinEngine::from_twin(&from).map_err(|e| e.to_string())?;
+        let mut sched = InputSchedule::from_record_at(&record, origin);
+        sched.carried_long_acting_min = c.sched.carried_long_acting_min;
+        let until = sched.last_cgm_min();
+        let mut t = engine.filter.t_min;
+        while t < until {
+            t = (t + 360.0).min(until);
+            engine
+                .assimilate_until(&sched, t)
+                .map_err(|e| e.to_string())?;
+        }
+        c.engine = engine;
+        c.sched = sched.truncated(c.engine.filter.t_min);
+        c.data_time_ms = c.data_time_ms.max(last_ms);
+        e.data_time_ms.store(c.data_time_ms, Ordering::Release);
+        c.force_save = true;
+        c.keep_replay_state();
+        Ok(())
+    })
+    .await?;
+    store
+        .delete_forecast(pid)
+        .await
+        .map_err(|e| e.to_string())?;
+    live.reassimilations.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Result of [`continue_twin`]'s CPU part.

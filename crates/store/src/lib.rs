@@ -903,6 +903,15 @@ impl Store {
         r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
 
+    /// Remove a patient's stored forecast (it no longer matches the twin).
+    pub async fn delete_forecast(&self, patient: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM forecasts WHERE patient_id = $1")
+            .bind(patient)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Data time (ms) of a patient's stored forecast, without its document (cheap).
     pub async fn forecast_time(&self, patient: &str) -> Result<Option<i64>, StoreError> {
         let r = sqlx::query("SELECT data_time_ms FROM forecasts WHERE patient_id = $1")
