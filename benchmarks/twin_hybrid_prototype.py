@@ -7,7 +7,8 @@
 # XF=lmqxa extra features (l hinges, m 24-h mean, q 20-min slope, x hinge x trend, a acceleration),
 # LAM ridge penalty (x n/100), TAUC/TAUI absorption time constants, TW recency weighting (days),
 # TWIN=k stacks the twin median on top (penalty k). Measured 2026-11-30 (XF=lmqxa): pooled RMSE ratio
-# to persistence 0.861 (30 min), 0.885 (60), 0.866 (120); recency weighting, the twin median as a
+# to persistence 0.861 (30 min), 0.885 (60), 0.866 (120); with the extra CGM lags of arx5-style
+# feature L (changes over 5, 10, 90, 120 min; now in hybrid.rs) 0.849 / 0.880 / 0.867; recency weighting, the twin median as a
 # feature, a population prior (other participants) and sklearn gradient boosting did not improve 60 min.
 import csv, sys, math, bisect, os
 import numpy as np

@@ -17,7 +17,7 @@
 //! [`TRAIN_SPACING_MIN`] min after the previous training time, within the last
 //! [`HISTORY_DAYS`] days, whose outcome (a CGM sample within 2.5 min of `s + h`) was recorded at
 //! or before the forecast origin. Nothing after the origin is used, so a backtest stays honest.
-//! Features: the last CGM and its changes over 15/30/60 min, a 20-min least-squares slope and
+//! Features: the last CGM and its changes over 5/10/15/30/60/90/120 min, a 20-min least-squares slope and
 //! the change of the 15-min change, the deviation from the 24-h mean, hinge terms below
 //! 100 mg/dL and above 200 mg/dL (hypoglycaemia treatment and renal loss make the dynamics
 //! nonlinear there) and their products with the 15-min change, time of day (sine, cosine),
@@ -47,7 +47,7 @@ use medtwin_infer::ridge::RidgeFit;
 use medtwin_infer::{quantile_sorted, Bands, EnsemblePaths, Forecast, InferError};
 
 /// Number of features of [`features`].
-pub const N_FEATURES: usize = 17;
+pub const N_FEATURES: usize = 21;
 /// Ridge penalty per training row on standardised coefficients.
 pub const LAMBDA_PER_ROW: f64 = 0.1;
 /// Minimum spacing of training times, min.
@@ -165,6 +165,10 @@ fn features_with(s: &InputSchedule, idx: &CgmIndex, t: f64, h: f64) -> (Vec<f64>
         d15 * (100.0 - g).max(0.0) / 50.0,
         d15 * (g - 180.0).max(0.0) / 50.0,
         d15 - (g15 - g30),
+        g - cgm_at(&s.cgm, t - 5.0),
+        g - cgm_at(&s.cgm, t - 10.0),
+        g - cgm_at(&s.cgm, t - 90.0),
+        g - cgm_at(&s.cgm, t - 120.0),
     ];
     debug_assert_eq!(row.len(), N_FEATURES);
     (row, g)
