@@ -5,9 +5,9 @@
 #       ../shared/realdata/T1D-UOM 14 2301 2302 2305 2306 2308 2313 2401
 # (those dumps hold the twin's mechanistic median when hybrid_forecast = false). Environment:
 # XF=lmqxa extra features (l hinges, m 24-h mean, q 20-min slope, x hinge x trend, a acceleration),
-# LAM ridge penalty (x n/100), TAUC/TAUI absorption time constants, TW recency weighting (days),
-# TWIN=k stacks the twin median on top (penalty k). Measured 2026-11-30 (XF=lmqxa): pooled RMSE ratio
-# to persistence 0.861 (30 min), 0.885 (60), 0.866 (120); with the extra CGM lags of arx5-style
+# LAM ridge penalty (x n/100), TAUC/TAUI absorption time constants, 
+# TWIN=k stacks the twin median on top (penalty k); L extra CGM lags, W raw input windows, C slow curves. Measured 2026-11-30 (XF=lmqxa): pooled RMSE ratio
+# to persistence 0.861 (30 min), 0.885 (60), 0.866 (120); with the extra CGM lags of
 # feature L (changes over 5, 10, 90, 120 min; now in hybrid.rs) 0.849 / 0.880 / 0.867; recency weighting, the twin median as a
 # feature, a population prior (other participants) and sklearn gradient boosting did not improve 60 min.
 import csv, sys, math, bisect, os
@@ -55,15 +55,21 @@ def feat_fn(inp):
             base+=[sl]
         if 'x' in X: base+=[(g-g15)*max(0,100-g)/50, (g-g15)*max(0,g-180)/50]
         if 'a' in X: base+=[(g-g15)-(g15-g30)]
+        if 'L' in X:
+            g90,_=cg(t-90); g120,_=cg(t-120); g5,_=cg(t-5); g10,_=cg(t-10)
+            base+=[g-g5,g-g10,g-g90,g-g120]
+        if 'W' in X:
+            base+=[np.sum(mv[(mt<=t)&(mt>t-30)]),np.sum(mv[(mt<=t)&(mt>t-90)]),np.sum(bv[(bt<=t)&(bt>t-30)]),np.sum(bv[(bt<=t)&(bt>t-90)])]
+        if 'C' in X:
+            cf2=np.sum(mv[m]*(cum2(t+h-mt[m],90)-cum2(t-mt[m],90))); inf2=np.sum(bv[b]*(cum2(t+h-bt[b],140)-cum2(t-bt[b],140)))
+            base+=[cf2,inf2]
         return base, g, t-tg
     return F,ct,cv
-def ridge(X,y,lam,wt=None):
-    if wt is None: wt=np.ones(len(y))
-    mu=np.average(X,axis=0,weights=wt); sd=np.sqrt(np.average((X-mu)**2,axis=0,weights=wt)); sd[sd<1e-9]=1
+def ridge(X,y,lam):
+    mu=X.mean(0); sd=X.std(0); sd[sd<1e-9]=1
     Z=(X-mu)/sd; Z[:,0]=1
     L=np.eye(Z.shape[1])*lam; L[0,0]=0
-    Zw=Z*wt[:,None]
-    w=np.linalg.solve(Zw.T@Z+L*wt.sum()/100, Zw.T@y)
+    w=np.linalg.solve(Z.T@Z+L*len(y)/100, Z.T@y)
     return lambda x: ((np.asarray(x)-mu)/sd*np.r_[0,np.ones(len(mu)-1)]+np.r_[1,np.zeros(len(mu)-1)])@w
 pool={h:[] for h in H}
 for pid in ids:
@@ -91,8 +97,7 @@ for pid in ids:
             tr=T+h<=t
             if tr.sum()<50: continue
             f,g,_=F(t,h)
-            TW=float(os.environ.get('TW','0')); wt=np.exp(-(t-T[tr])/(TW*1440)) if TW>0 else None
-            pr=ridge(X[tr],Y[tr],lam,wt)
+            pr=ridge(X[tr],Y[tr],lam)
             d=pr(f); lo,hi=np.percentile(Y[tr],[0.5,99.5]); d=min(max(d,lo),hi); pred=min(max(g+d,40),400)
             obs=float(p['observed_mg_dl']); pers=float(p['persistence_mg_dl']); med=float(p['median_mg_dl'])
             res[h].append((obs,pred,pers,med))
