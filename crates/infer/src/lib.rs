@@ -388,6 +388,22 @@ impl EnsemblePaths {
             })
             .collect()
     }
+
+    /// The [`Forecast`] of these paths: bands at each output time, and the probabilities that
+    /// a path goes below `low` / above `high` at any output time.
+    pub fn forecast(&self, low: f64, high: f64) -> Result<Forecast, InferError> {
+        Ok(self.forecast_with_bands(self.bands()?, low, high))
+    }
+
+    /// As [`EnsemblePaths::forecast`] with `bands` already computed from these paths.
+    pub fn forecast_with_bands(&self, bands: Vec<Bands>, low: f64, high: f64) -> Forecast {
+        Forecast {
+            t_min: self.t_min.clone(),
+            bands,
+            p_below: self.probability(|p| p.iter().any(|&v| v < low)),
+            p_above: self.probability(|p| p.iter().any(|&v| v > high)),
+        }
+    }
 }
 
 /// Propagate (clones of) the ensemble from `filter.t_min` through `times` (increasing, after the
@@ -456,13 +472,7 @@ pub fn forecast<M: StateSpaceModel>(
     high: f64,
     seed: u64,
 ) -> Result<Forecast, InferError> {
-    let e = simulate_paths(model, filter, times, seed)?;
-    Ok(Forecast {
-        t_min: times.to_vec(),
-        bands: e.bands()?,
-        p_below: e.probability(|p| p.iter().any(|&v| v < low)),
-        p_above: e.probability(|p| p.iter().any(|&v| v > high)),
-    })
+    simulate_paths(model, filter, times, seed)?.forecast(low, high)
 }
 
 #[cfg(test)]

@@ -281,17 +281,18 @@ impl TwinEngine {
         if plan.is_none() && self.settings.hybrid_forecast {
             let t0 = self.filter.t_min;
             let seen = schedule.truncated(t0);
-            let paths = medtwin_infer::simulate_paths(&model, &self.filter, times, seed)?;
-            let mech = Forecast {
-                t_min: times.to_vec(),
-                bands: paths.bands()?,
-                p_below: paths.probability(|p| p.iter().any(|&v| v < LOW_MG_DL)),
-                p_above: paths.probability(|p| p.iter().any(|&v| v > HIGH_MG_DL)),
-            };
-            return Ok(
-                crate::hybrid::hybrid_forecast(&seen, t0, paths, LOW_MG_DL, HIGH_MG_DL)?
-                    .unwrap_or(mech),
+            let mut paths = medtwin_infer::simulate_paths(&model, &self.filter, times, seed)?;
+            let twin_bands = paths.bands()?;
+            let hybrid = crate::hybrid::hybrid_forecast(
+                &seen,
+                t0,
+                &mut paths,
+                &twin_bands,
+                LOW_MG_DL,
+                HIGH_MG_DL,
             );
+            return Ok(hybrid
+                .unwrap_or_else(|| paths.forecast_with_bands(twin_bands, LOW_MG_DL, HIGH_MG_DL)));
         }
         Ok(forecast(
             &model,

@@ -44,7 +44,7 @@
 
 use crate::inputs::InputSchedule;
 use medtwin_infer::ridge::RidgeFit;
-use medtwin_infer::{quantile_sorted, Bands, EnsemblePaths, Forecast, InferError};
+use medtwin_infer::{quantile_sorted, Bands, EnsemblePaths, Forecast};
 
 /// Number of features of [`features`].
 pub const N_FEATURES: usize = 21;
@@ -134,16 +134,25 @@ impl<'a> CgmIndex<'a> {
 /// `schedule` data at or before `t` only. Returns the row and the last CGM value (mg/dL).
 /// Shape: [`N_FEATURES`] values, in the order of the module documentation.
 pub fn features(schedule: &InputSchedule, t: f64, h: f64) -> (Vec<f64>, f64) {
-    features_with(schedule, &CgmIndex::new(&schedule.cgm), t, h)
+    let (mut row, g) = base_row(schedule, &CgmIndex::new(&schedule.cgm), t);
+    set_horizon(&mut row, schedule, t, h);
+    (row, g)
 }
 
-fn features_with(s: &InputSchedule, idx: &CgmIndex, t: f64, h: f64) -> (Vec<f64>, f64) {
+/// Index of the carbohydrate still to be absorbed within the horizon in a feature row.
+const CARB_FUTURE: usize = 4;
+/// Index of the bolus insulin still to be absorbed within the horizon in a feature row.
+const INSULIN_FUTURE: usize = 5;
+
+/// The horizon-independent features at `t` (the two horizon-dependent ones are 0; see
+/// [`set_horizon`]) and the last CGM value.
+fn base_row(s: &InputSchedule, idx: &CgmIndex, t: f64) -> (Vec<f64>, f64) {
     let g = cgm_at(&s.cgm, t);
     let g15 = cgm_at(&s.cgm, t - 15.0);
     let g30 = cgm_at(&s.cgm, t - 30.0);
     let g60 = cgm_at(&s.cgm, t - 60.0);
-    let (carb_future, cob) = absorption(&s.carbs, t, h, TAU_CARBS_MIN);
-    let (ins_future, iob) = absorption(&s.boluses, t, h, TAU_INSULIN_MIN);
+    let (_, cob) = absorption(&s.carbs, t, 0.0, TAU_CARBS_MIN);
+    let (_, iob) = absorption(&s.boluses, t, 0.0, TAU_INSULIN_MIN);
     let day = 2.0 * std::f64::consts::PI * (t / 1440.0);
     let mean24 = idx.mean_between(t - 1440.0, t).unwrap_or(g);
     let d15 = g - g15;
@@ -152,8 +161,8 @@ fn features_with(s: &InputSchedule, idx: &CgmIndex, t: f64, h: f64) -> (Vec<f64>
         d15,
         g - g30,
         g - g60,
-        carb_future,
-        ins_future,
+        0.0, // CARB_FUTURE
+        0.0, // INSULIN_FUTURE
         cob,
         iob,
         day.sin(),
@@ -174,6 +183,88 @@ fn features_with(s: &InputSchedule, idx: &CgmIndex, t: f64, h: f64) -> (Vec<f64>
     (row, g)
 }
 
+/// Fill the horizon-dependent features of a [`base_row`] at `t` for horizon `h`.
+fn set_horizon(row: &mut [f64], s: &InputSchedule, t: f64, h: f64) {
+    row[CARB_FUTURE] = absorption(&s.carbs, t, h, TAU_CARBS_MIN).0;
+    row[INSULIN_FUTURE] = absorption(&s.boluses, t, h, TAU_INSULIN_MIN).0;
+}
+
+/// What one forecast origin needs for every horizon, computed once: the training times (CGM
+/// samples at least [`TRAIN_SPACING_MIN`] apart within [`HISTORY_DAYS`] before `t0`) with
+/// their horizon-independent features, and the origin's own.
+struct Origin<'a> {
+    s: &'a InputSchedule,
+    t0: f64,
+    /// `(time, CGM, base row)` of each training time, in time order.
+    train: Vec<(f64, f64, Vec<f64>)>,
+    /// Base row at the origin.
+    row0: Vec<f64>,
+}
+
+impl<'a> Origin<'a> {
+    fn new(s: &'a InputSchedule, t0: f64) -> Option<Origin<'a>> {
+        let cgm = &s.cgm;
+        let idx = CgmIndex::new(cgm);
+        let first = cgm.first()?.0;
+        let start = (t0 - HISTORY_DAYS * 1440.0).max(first + 60.0);
+        let mut train = Vec::new();
+        let mut last = f64::NEG_INFINITY;
+        for &(ts, gs) in &cgm[cgm.partition_point(|c| c.0 < start)..] {
+            if ts > t0 {
+                break;
+            }
+            if ts - last < TRAIN_SPACING_MIN {
+                continue;
+            }
+            last = ts;
+            train.push((ts, gs, base_row(s, &idx, ts).0));
+        }
+        let row0 = base_row(s, &idx, t0).0;
+        Some(Origin { s, t0, train, row0 })
+    }
+
+    /// Fit the change model for horizon `h` and predict at the origin.
+    fn fit(&self, h: f64) -> Option<HorizonModel> {
+        let (cgm, t0) = (&self.s.cgm, self.t0);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for (ts, gs, base) in &self.train {
+            if ts + h > t0 {
+                break;
+            }
+            let j = cgm.partition_point(|c| c.0 < ts + h);
+            let Some(&(tj, gj)) = cgm.get(j) else {
+                continue;
+            };
+            if (tj - (ts + h)).abs() > 2.5 || tj > t0 {
+                continue;
+            }
+            let mut row = base.clone();
+            set_horizon(&mut row, self.s, *ts, h);
+            x.push(row);
+            y.push(gj - gs);
+        }
+        if y.len() < MIN_TRAIN_ROWS {
+            return None;
+        }
+        let fit = RidgeFit::fit(&x, &y, LAMBDA_PER_ROW)?;
+        let mut ys = y.clone();
+        ys.sort_by(f64::total_cmp);
+        let (lo, hi) = (quantile_sorted(&ys, 0.005), quantile_sorted(&ys, 0.995));
+        let mut row = self.row0.clone();
+        set_horizon(&mut row, self.s, t0, h);
+        let delta = fit.predict(&row).clamp(lo, hi);
+        let mut r = fit.loo_residuals;
+        r.sort_by(f64::total_cmp);
+        let q = [0.025, 0.10, 0.25, 0.75, 0.90, 0.975].map(|p| quantile_sorted(&r, p));
+        Some(HorizonModel {
+            horizon_min: h,
+            delta_mg_dl: delta,
+            residual_q: q,
+            n_train: y.len(),
+        })
+    }
+}
+
 /// The hybrid model for one horizon, fitted at one origin.
 #[derive(Debug, Clone)]
 pub struct HorizonModel {
@@ -190,55 +281,7 @@ pub struct HorizonModel {
 /// Fit the change model for horizon `h` at origin `t0` and predict. `None` with fewer than
 /// [`MIN_TRAIN_ROWS`] usable training rows or a singular fit.
 pub fn fit_horizon(schedule: &InputSchedule, t0: f64, h: f64) -> Option<HorizonModel> {
-    let idx = CgmIndex::new(&schedule.cgm);
-    fit_horizon_with(schedule, &idx, t0, h)
-}
-
-fn fit_horizon_with(s: &InputSchedule, idx: &CgmIndex, t0: f64, h: f64) -> Option<HorizonModel> {
-    let cgm = &s.cgm;
-    let first = cgm.first()?.0;
-    let start = (t0 - HISTORY_DAYS * 1440.0).max(first + 60.0);
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    let mut last = f64::NEG_INFINITY;
-    let i_start = cgm.partition_point(|c| c.0 < start);
-    for k in i_start..cgm.len() {
-        let (ts, gs) = cgm[k];
-        if ts + h > t0 {
-            break;
-        }
-        if ts - last < TRAIN_SPACING_MIN {
-            continue;
-        }
-        last = ts;
-        let j = cgm.partition_point(|c| c.0 < ts + h);
-        let Some(&(tj, gj)) = cgm.get(j) else {
-            continue;
-        };
-        if (tj - (ts + h)).abs() > 2.5 || tj > t0 {
-            continue;
-        }
-        let (row, _) = features_with(s, idx, ts, h);
-        x.push(row);
-        y.push(gj - gs);
-    }
-    if y.len() < MIN_TRAIN_ROWS {
-        return None;
-    }
-    let fit = RidgeFit::fit(&x, &y, LAMBDA_PER_ROW)?;
-    let mut ys = y.clone();
-    ys.sort_by(f64::total_cmp);
-    let (lo, hi) = (quantile_sorted(&ys, 0.005), quantile_sorted(&ys, 0.995));
-    let (row, _) = features_with(s, idx, t0, h);
-    let delta = fit.predict(&row).clamp(lo, hi);
-    let mut r = fit.loo_residuals.clone();
-    r.sort_by(f64::total_cmp);
-    let q = [0.025, 0.10, 0.25, 0.75, 0.90, 0.975].map(|p| quantile_sorted(&r, p));
-    Some(HorizonModel {
-        horizon_min: h,
-        delta_mg_dl: delta,
-        residual_q: q,
-        n_train: y.len(),
-    })
+    Origin::new(schedule, t0)?.fit(h)
 }
 
 /// Horizons to fit for forecast times `times` from origin `t0`: the distinct whole-minute
@@ -292,32 +335,30 @@ fn interpolate(models: &[HorizonModel], h: f64) -> (f64, [f64; 6]) {
     (d0 + w * (m1.delta_mg_dl - d0), q)
 }
 
-/// Combine the twin's predictive paths `paths` (at `paths.t_min`, from origin `t0`) with the
-/// hybrid change models fitted on `schedule` (data at or before `t0`). Returns `None` if any
-/// needed horizon lacks training data (the caller then keeps the mechanistic forecast).
-/// Errors only if the paths are empty.
+/// Combine the twin's predictive paths `paths` (at `paths.t_min`, from origin `t0`; `twin`
+/// their bands) with the hybrid change models fitted on `schedule` (data at or before `t0`).
+/// Returns `None`, leaving `paths` untouched, if any needed horizon lacks training data (the
+/// caller then keeps the mechanistic forecast); otherwise the paths are re-centred and rescaled
+/// in place.
 pub fn hybrid_forecast(
     schedule: &InputSchedule,
     t0: f64,
-    mut paths: EnsemblePaths,
+    paths: &mut EnsemblePaths,
+    twin: &[Bands],
     low_mg_dl: f64,
     high_mg_dl: f64,
-) -> Result<Option<Forecast>, InferError> {
-    if schedule.cgm.is_empty() || paths.t_min.is_empty() {
-        return Ok(None);
+) -> Option<Forecast> {
+    if paths.t_min.is_empty() || twin.len() != paths.t_min.len() {
+        return None;
     }
-    let idx = CgmIndex::new(&schedule.cgm);
-    let mut models = Vec::new();
-    for h in horizon_grid(t0, &paths.t_min) {
-        match fit_horizon_with(schedule, &idx, t0, h) {
-            Some(m) => models.push(m),
-            None => return Ok(None),
-        }
-    }
-    let twin = paths.bands()?;
+    let origin = Origin::new(schedule, t0)?;
+    let models = horizon_grid(t0, &paths.t_min)
+        .into_iter()
+        .map(|h| origin.fit(h))
+        .collect::<Option<Vec<_>>>()?;
     let g0 = cgm_at(&schedule.cgm, t0);
     let mut bands = Vec::with_capacity(paths.t_min.len());
-    for (k, &t) in paths.t_min.iter().enumerate() {
+    for (k, (&t, tw)) in paths.t_min.iter().zip(twin).enumerate() {
         let (d, q) = interpolate(&models, t - t0);
         let med = (g0 + d).clamp(40.0, 400.0);
         let c = |v: f64| (med + v).clamp(40.0, 400.0);
@@ -331,7 +372,6 @@ pub fn hybrid_forecast(
             hi95: c(q[5]),
         };
         // re-centre and rescale the twin's paths at this time
-        let tw = twin[k];
         let w_twin = tw.hi80 - tw.lo80;
         let scale = if w_twin > 1e-9 {
             (b.hi80 - b.lo80) / w_twin
@@ -343,12 +383,7 @@ pub fn hybrid_forecast(
         }
         bands.push(b);
     }
-    Ok(Some(Forecast {
-        t_min: paths.t_min.clone(),
-        bands,
-        p_below: paths.probability(|p| p.iter().any(|&v| v < low_mg_dl)),
-        p_above: paths.probability(|p| p.iter().any(|&v| v > high_mg_dl)),
-    }))
+    Some(paths.forecast_with_bands(bands, low_mg_dl, high_mg_dl))
 }
 
 #[cfg(test)]
