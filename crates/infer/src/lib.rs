@@ -19,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod boost;
 pub mod optim;
 pub mod ridge;
 

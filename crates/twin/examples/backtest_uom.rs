@@ -125,6 +125,8 @@ fn main() {
                         ("cgm", &sched.cgm),
                         ("carbs", &sched.carbs),
                         ("bolus", &sched.boluses),
+                        ("basal_rate", &sched.basal_rates),
+                        ("long_acting", &sched.long_acting),
                     ] {
                         for (tm, x) in v {
                             t += &format!("{kind},{tm},{x}\n");

@@ -43,7 +43,10 @@
 //! advice) stay purely mechanistic, because the twin's physiology is what answers "what if".
 
 use crate::inputs::InputSchedule;
+use medtwin_infer::boost::{BoostSettings, BoostedTrees};
 use medtwin_infer::ridge::RidgeFit;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use medtwin_infer::{quantile_sorted, Bands, EnsemblePaths, Forecast};
 
 /// Number of features of [`features`].
@@ -56,6 +59,13 @@ pub const TRAIN_SPACING_MIN: f64 = 14.0;
 pub const HISTORY_DAYS: f64 = 60.0;
 /// Fewer training rows than this for a horizon: no hybrid forecast.
 pub const MIN_TRAIN_ROWS: usize = 50;
+/// Fewer training rows than this for a horizon: the ridge alone (no boosted trees); about
+/// three days of CGM.
+pub const MIN_BOOST_ROWS: usize = 300;
+/// Weight of the boosted trees in the blended change (the ridge has `1 − BOOST_WEIGHT`).
+pub const BOOST_WEIGHT: f64 = 0.5;
+/// A cached boosted model is refitted after this many minutes ([`BoostCache`]).
+pub const BOOST_REFIT_MIN: f64 = 1440.0;
 /// Carbohydrate absorption time constant of the feature curves, min.
 pub const TAU_CARBS_MIN: f64 = 40.0;
 /// Bolus-insulin absorption time constant of the feature curves, min.
@@ -223,8 +233,10 @@ impl<'a> Origin<'a> {
         Some(Origin { s, t0, train, row0 })
     }
 
-    /// Fit the change model for horizon `h` and predict at the origin.
-    fn fit(&self, h: f64) -> Option<HorizonModel> {
+    /// Training rows for horizon `h`: features at each training time whose outcome (a CGM
+    /// sample within 2.5 min of `ts + h`) was recorded at or before the origin, and the CGM
+    /// change to that outcome.
+    fn training(&self, h: f64) -> (Vec<Vec<f64>>, Vec<f64>) {
         let (cgm, t0) = (&self.s.cgm, self.t0);
         let (mut x, mut y) = (Vec::new(), Vec::new());
         for (ts, gs, base) in &self.train {
@@ -243,6 +255,13 @@ impl<'a> Origin<'a> {
             x.push(row);
             y.push(gj - gs);
         }
+        (x, y)
+    }
+
+    /// Fit the change model for horizon `h` and predict at the origin; with `boost`, blend in
+    /// the (cached or newly fitted) boosted trees.
+    fn fit(&self, h: f64, boost: Option<&BoostCache>) -> Option<HorizonModel> {
+        let (x, y) = self.training(h);
         if y.len() < MIN_TRAIN_ROWS {
             return None;
         }
@@ -251,8 +270,14 @@ impl<'a> Origin<'a> {
         ys.sort_by(f64::total_cmp);
         let (lo, hi) = (quantile_sorted(&ys, 0.005), quantile_sorted(&ys, 0.995));
         let mut row = self.row0.clone();
-        set_horizon(&mut row, self.s, t0, h);
-        let delta = fit.predict(&row).clamp(lo, hi);
+        set_horizon(&mut row, self.s, self.t0, h);
+        let ridge = fit.predict(&row);
+        let boosted = boost.and_then(|c| c.predict(h, self.t0, &x, &y, &row));
+        let delta = match boosted {
+            Some(b) => (1.0 - BOOST_WEIGHT) * ridge + BOOST_WEIGHT * b,
+            None => ridge,
+        }
+        .clamp(lo, hi);
         let mut r = fit.loo_residuals;
         r.sort_by(f64::total_cmp);
         let q = [0.025, 0.10, 0.25, 0.75, 0.90, 0.975].map(|p| quantile_sorted(&r, p));
@@ -261,8 +286,57 @@ impl<'a> Origin<'a> {
             delta_mg_dl: delta,
             residual_q: q,
             n_train: y.len(),
+            boosted: boosted.is_some(),
         })
     }
+}
+
+/// Boosted-tree change models of one patient, one per horizon, each reused for
+/// [`BOOST_REFIT_MIN`] after its fit (a fit costs tens of milliseconds, the ridge
+/// microseconds). A model fitted at `t_fit` has seen only outcomes recorded by `t_fit`, and is
+/// used only for origins in `[t_fit, t_fit + BOOST_REFIT_MIN)`, so forecasts stay honest. Keep
+/// one cache per patient (e.g. in its [`crate::TwinEngine`]); it is thread-safe.
+#[derive(Debug, Default)]
+pub struct BoostCache(Mutex<BTreeMap<u32, (f64, BoostedTrees)>>);
+
+impl BoostCache {
+    /// The boosted prediction of the change over horizon `h` for origin row `row` at `t0`,
+    /// refitting on the training rows `x`, `y` (outcomes known at `t0`) when the cached model
+    /// for `h` is missing, older than [`BOOST_REFIT_MIN`] or fitted after `t0`. `None` with
+    /// fewer than [`MIN_BOOST_ROWS`] rows (and no valid cached model).
+    fn predict(&self, h: f64, t0: f64, x: &[Vec<f64>], y: &[f64], row: &[f64]) -> Option<f64> {
+        let key = h.round() as u32;
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((t_fit, m)) = map.get(&key) {
+            if *t_fit <= t0 && t0 - t_fit < BOOST_REFIT_MIN {
+                return Some(m.predict(row));
+            }
+        }
+        map.remove(&key);
+        if y.len() < MIN_BOOST_ROWS {
+            return None;
+        }
+        let m = BoostedTrees::fit(x, y, &boost_settings())?;
+        let p = m.predict(row);
+        map.insert(key, (t0, m));
+        Some(p)
+    }
+
+    /// Number of cached models.
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// True when no model is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Settings of the boosted change models: [`BoostSettings::default`] (100 trees of depth 3,
+/// learning rate 0.1, ≥ 40 rows per leaf, 64 bins).
+pub fn boost_settings() -> BoostSettings {
+    BoostSettings::default()
 }
 
 /// The hybrid model for one horizon, fitted at one origin.
@@ -276,12 +350,20 @@ pub struct HorizonModel {
     pub residual_q: [f64; 6],
     /// Training rows.
     pub n_train: usize,
+    /// Whether the boosted trees were blended in.
+    pub boosted: bool,
 }
 
-/// Fit the change model for horizon `h` at origin `t0` and predict. `None` with fewer than
-/// [`MIN_TRAIN_ROWS`] usable training rows or a singular fit.
-pub fn fit_horizon(schedule: &InputSchedule, t0: f64, h: f64) -> Option<HorizonModel> {
-    Origin::new(schedule, t0)?.fit(h)
+/// Fit the change model for horizon `h` at origin `t0` and predict (with `boost`, blended
+/// with the boosted trees of that cache). `None` with fewer than [`MIN_TRAIN_ROWS`] usable
+/// training rows or a singular fit.
+pub fn fit_horizon(
+    schedule: &InputSchedule,
+    t0: f64,
+    h: f64,
+    boost: Option<&BoostCache>,
+) -> Option<HorizonModel> {
+    Origin::new(schedule, t0)?.fit(h, boost)
 }
 
 /// Horizons to fit for forecast times `times` from origin `t0`: the distinct whole-minute
@@ -347,6 +429,7 @@ pub fn hybrid_forecast(
     twin: &[Bands],
     low_mg_dl: f64,
     high_mg_dl: f64,
+    boost: Option<&BoostCache>,
 ) -> Option<Forecast> {
     if paths.t_min.is_empty() || twin.len() != paths.t_min.len() {
         return None;
@@ -354,7 +437,7 @@ pub fn hybrid_forecast(
     let origin = Origin::new(schedule, t0)?;
     let models = horizon_grid(t0, &paths.t_min)
         .into_iter()
-        .map(|h| origin.fit(h))
+        .map(|h| origin.fit(h, boost))
         .collect::<Option<Vec<_>>>()?;
     let g0 = cgm_at(&schedule.cgm, t0);
     let mut bands = Vec::with_capacity(paths.t_min.len());
@@ -441,10 +524,11 @@ mod tests {
         let (mut se_h, mut se_p, mut inside, mut n) = (0.0, 0.0, 0, 0);
         let mut t0 = 2.0 * 1440.0;
         while t0 < 5.5 * 1440.0 {
-            let m = fit_horizon(&s, t0, 60.0).expect("enough history");
+            let m = fit_horizon(&s, t0, 60.0, Some(&BoostCache::default())).expect("history");
+            assert_eq!(m.boosted, m.n_train >= MIN_BOOST_ROWS);
             // the fit at t0 is unchanged when data after t0 are removed
             let cut = s.truncated(t0);
-            let m2 = fit_horizon(&cut, t0, 60.0).unwrap();
+            let m2 = fit_horizon(&cut, t0, 60.0, Some(&BoostCache::default())).unwrap();
             assert_eq!(m.delta_mg_dl, m2.delta_mg_dl);
             let g0 = cgm_at(&s.cgm, t0);
             let obs = cgm_at(&s.cgm, t0 + 60.0);
@@ -461,7 +545,35 @@ mod tests {
         let cov = inside as f64 / n as f64;
         assert!(ratio < 0.6, "RMSE ratio to persistence {ratio}");
         assert!((0.65..=0.95).contains(&cov), "80 % coverage {cov}");
-        assert!(fit_horizon(&s, 300.0, 60.0).is_none(), "too little history");
+        assert!(fit_horizon(&s, 300.0, 60.0, None).is_none(), "too little history");
+    }
+
+    /// A cached boosted model is reused within a day of its fit (and so ignores data after
+    /// its fit time), refitted after [`BOOST_REFIT_MIN`] and never used before its fit time.
+    #[test]
+    fn boosted_models_are_cached_for_a_day_and_never_look_ahead() {
+        let s = synthetic(6.0);
+        let cache = BoostCache::default();
+        let t_fit = 4.0 * 1440.0;
+        let a = fit_horizon(&s, t_fit, 60.0, Some(&cache)).unwrap();
+        assert!(a.boosted);
+        assert_eq!(cache.len(), 1);
+        // 6 h later the cached model is used: the result equals a fit whose boosted part
+        // saw only data up to t_fit (the ridge part is refitted at the origin)
+        let t1 = t_fit + 360.0;
+        let b = fit_horizon(&s, t1, 60.0, Some(&cache)).unwrap();
+        let fresh = BoostCache::default();
+        fit_horizon(&s.truncated(t_fit), t_fit, 60.0, Some(&fresh)).unwrap();
+        let c = fit_horizon(&s, t1, 60.0, Some(&fresh)).unwrap();
+        assert_eq!(b.delta_mg_dl, c.delta_mg_dl);
+        let d = fit_horizon(&s, t1, 60.0, Some(&BoostCache::default())).unwrap();
+        assert_ne!(b.delta_mg_dl, d.delta_mg_dl, "a refit at t1 sees more data");
+        // a day later, or before the fit time, the model is refitted at the origin
+        for t in [t_fit + BOOST_REFIT_MIN + 5.0, t_fit - 600.0] {
+            let e = fit_horizon(&s, t, 60.0, Some(&cache)).unwrap();
+            let f = fit_horizon(&s, t, 60.0, Some(&BoostCache::default())).unwrap();
+            assert_eq!(e.delta_mg_dl, f.delta_mg_dl);
+        }
     }
 
     #[test]
@@ -479,6 +591,7 @@ mod tests {
             delta_mg_dl: d,
             residual_q: [-2.0 * d, -d, -d / 2.0, d / 2.0, d, 2.0 * d],
             n_train: 100,
+            boosted: false,
         };
         let ms = [m(10.0, 10.0), m(20.0, 30.0)];
         assert_eq!(interpolate(&ms, 5.0).0, 5.0);
