@@ -94,22 +94,31 @@ impl BoostedTrees {
         {
             return None;
         }
-        // bin every feature: codes[f][i] is row i's bin of feature f
+        // bin every feature; row-major codes: codes[i * p + f] is row i's bin of feature f
         let mut edges = Vec::with_capacity(p);
-        let mut codes: Vec<Vec<u8>> = Vec::with_capacity(p);
+        let mut codes = vec![0u8; n * p];
         let mut col = vec![0.0; n];
         for f in 0..p {
             for (c, r) in col.iter_mut().zip(x) {
                 *c = r[f];
             }
             let e = bin_edges(&mut col, s.max_bins);
-            codes.push(
-                x.iter()
-                    .map(|r| e.partition_point(|&t| t < r[f]) as u8)
-                    .collect(),
-            );
+            for (i, r) in x.iter().enumerate() {
+                codes[i * p + f] = e.partition_point(|&t| t < r[f]) as u8;
+            }
             edges.push(e);
         }
+        let mut offsets = Vec::with_capacity(p + 1);
+        offsets.push(0);
+        for e in &edges {
+            offsets.push(offsets.last().copied().unwrap_or(0) + e.len() + 1);
+        }
+        let data = Binned {
+            codes,
+            p,
+            edges,
+            offsets,
+        };
         let base = y.iter().sum::<f64>() / n as f64;
         let mut pred = vec![base; n];
         let mut resid = vec![0.0; n];
@@ -120,7 +129,15 @@ impl BoostedTrees {
                 resid[i] = y[i] - pred[i];
             }
             let mut nodes = Vec::new();
-            grow(&mut nodes, &all, 0, &codes, &edges, &resid, s, &mut pred);
+            let hist = data.histogram(&all, &resid);
+            let mut grower = Grower {
+                data: &data,
+                resid: &resid,
+                s,
+                nodes: &mut nodes,
+                pred: &mut pred,
+            };
+            grower.grow(&all, hist, 0);
             trees.push(nodes);
         }
         Some(BoostedTrees {
@@ -163,44 +180,59 @@ impl BoostedTrees {
     }
 }
 
-/// Grow the subtree of `rows` at `depth` into `nodes` (returns its index) and add its shrunk
-/// leaf values to `pred`.
-#[allow(clippy::too_many_arguments)]
-fn grow(
-    nodes: &mut Vec<Node>,
-    rows: &[usize],
-    depth: usize,
-    codes: &[Vec<u8>],
-    edges: &[Vec<f64>],
-    resid: &[f64],
-    s: &BoostSettings,
-    pred: &mut [f64],
-) -> usize {
-    let n = rows.len() as f64;
-    let g: f64 = rows.iter().map(|&i| resid[i]).sum();
-    let here = nodes.len();
-    let parent_score = g * g / (n + s.l2);
-    let mut best: Option<(f64, usize, u8)> = None;
-    if depth < s.max_depth && rows.len() >= 2 * s.min_samples_leaf {
-        let mut sum = [0.0f64; 256];
-        let mut cnt = [0usize; 256];
-        for (f, code) in codes.iter().enumerate() {
-            let nb = edges[f].len() + 1;
-            if nb < 2 {
-                continue;
+/// Binned training rows.
+struct Binned {
+    /// Row-major bin codes, n × p.
+    codes: Vec<u8>,
+    p: usize,
+    /// Per-feature bin edges.
+    edges: Vec<Vec<f64>>,
+    /// Start of each feature's bins in a flat histogram (length p + 1).
+    offsets: Vec<usize>,
+}
+
+/// Flat per-feature histograms: (sum of residuals, count) per bin.
+type Hist = Vec<(f64, u32)>;
+
+impl Binned {
+    fn histogram(&self, rows: &[usize], resid: &[f64]) -> Hist {
+        let mut h = vec![(0.0, 0u32); self.offsets[self.p]];
+        for &i in rows {
+            let r = resid[i];
+            let codes = &self.codes[i * self.p..(i + 1) * self.p];
+            for (&c, &o) in codes.iter().zip(&self.offsets) {
+                let b = &mut h[o + c as usize];
+                b.0 += r;
+                b.1 += 1;
             }
-            sum[..nb].fill(0.0);
-            cnt[..nb].fill(0);
-            for &i in rows {
-                let b = code[i] as usize;
-                sum[b] += resid[i];
-                cnt[b] += 1;
-            }
+        }
+        h
+    }
+}
+
+/// Depth-first tree growth with histogram subtraction (the larger child's histogram is the
+/// parent's minus the smaller child's).
+struct Grower<'a> {
+    data: &'a Binned,
+    resid: &'a [f64],
+    s: &'a BoostSettings,
+    nodes: &'a mut Vec<Node>,
+    pred: &'a mut [f64],
+}
+
+impl Grower<'_> {
+    /// Best split of a node with histogram `hist`: (feature, bin).
+    fn best_split(&self, hist: &Hist, n: usize, g: f64) -> Option<(usize, usize)> {
+        let (s, l2) = (self.s, self.s.l2);
+        let parent_score = g * g / (n as f64 + l2);
+        let mut best: Option<(f64, usize, usize)> = None;
+        for f in 0..self.data.p {
+            let bins = &hist[self.data.offsets[f]..self.data.offsets[f + 1]];
             let (mut gl, mut nl) = (0.0, 0usize);
-            for b in 0..nb - 1 {
-                gl += sum[b];
-                nl += cnt[b];
-                let nr = rows.len() - nl;
+            for (b, &(sb, cb)) in bins[..bins.len() - 1].iter().enumerate() {
+                gl += sb;
+                nl += cb as usize;
+                let nr = n - nl;
                 if nl < s.min_samples_leaf {
                     continue;
                 }
@@ -208,36 +240,70 @@ fn grow(
                     break;
                 }
                 let gr = g - gl;
-                let gain = gl * gl / (nl as f64 + s.l2) + gr * gr / (nr as f64 + s.l2)
-                    - parent_score;
+                let gain =
+                    gl * gl / (nl as f64 + l2) + gr * gr / (nr as f64 + l2) - parent_score;
                 if gain > 1e-12 && best.is_none_or(|(bg, _, _)| gain > bg) {
-                    best = Some((gain, f, b as u8));
+                    best = Some((gain, f, b));
                 }
             }
         }
+        best.map(|(_, f, b)| (f, b))
     }
-    match best {
-        None => {
-            let v = s.learning_rate * g / (n + s.l2);
+
+    /// Grow the subtree of `rows` (histogram `hist`) at `depth`; returns its node index and
+    /// adds its shrunk leaf values to the predictions.
+    fn grow(&mut self, rows: &[usize], hist: Hist, depth: usize) -> usize {
+        let n = rows.len();
+        let g: f64 = rows.iter().map(|&i| self.resid[i]).sum();
+        let here = self.nodes.len();
+        let split = if depth < self.s.max_depth && n >= 2 * self.s.min_samples_leaf {
+            self.best_split(&hist, n, g)
+        } else {
+            None
+        };
+        let Some((f, b)) = split else {
+            let v = self.s.learning_rate * g / (n as f64 + self.s.l2);
             for &i in rows {
-                pred[i] += v;
+                self.pred[i] += v;
             }
-            nodes.push(Node::Leaf(v));
-        }
-        Some((_, f, b)) => {
-            nodes.push(Node::Leaf(0.0)); // placeholder, replaced below
-            let (l, r): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| codes[f][i] <= b);
-            let left = grow(nodes, &l, depth + 1, codes, edges, resid, s, pred);
-            let right = grow(nodes, &r, depth + 1, codes, edges, resid, s, pred);
-            nodes[here] = Node::Split {
-                feature: f,
-                threshold: edges[f][b as usize],
-                left,
-                right,
-            };
-        }
+            self.nodes.push(Node::Leaf(v));
+            return here;
+        };
+        self.nodes.push(Node::Leaf(0.0)); // replaced by the split below
+        let p = self.data.p;
+        let (l, r): (Vec<usize>, Vec<usize>) = rows
+            .iter()
+            .partition(|&&i| self.data.codes[i * p + f] as usize <= b);
+        // children at the last level are leaves and need no histogram
+        let need = depth + 1 < self.s.max_depth;
+        let (hl, hr) = if !need {
+            (Vec::new(), Vec::new())
+        } else {
+            let small_left = l.len() <= r.len();
+            let hs = self
+                .data
+                .histogram(if small_left { &l } else { &r }, self.resid);
+            let mut hb = hist;
+            for (x, y) in hb.iter_mut().zip(&hs) {
+                x.0 -= y.0;
+                x.1 -= y.1;
+            }
+            if small_left {
+                (hs, hb)
+            } else {
+                (hb, hs)
+            }
+        };
+        let left = self.grow(&l, hl, depth + 1);
+        let right = self.grow(&r, hr, depth + 1);
+        self.nodes[here] = Node::Split {
+            feature: f,
+            threshold: self.data.edges[f][b],
+            left,
+            right,
+        };
+        here
     }
-    here
 }
 
 #[cfg(test)]
