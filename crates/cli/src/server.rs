@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Largest request body, bytes.
     #[arg(long, default_value_t = 4 << 20)]
     max_body: usize,
+    /// Blend boosted trees into new twins' hybrid forecasts (as `medtwin twin` does): more
+    /// accurate, but each on-demand forecast then refits them (~50 ms per fitted horizon).
+    #[arg(long)]
+    boosted_forecasts: bool,
 }
 
 /// `medtwin token …`.
@@ -94,6 +98,7 @@ pub fn serve(a: ServeArgs) -> Result<(), CliError> {
     cfg.particles = a.particles;
     cfg.horizon_min = a.horizon;
     cfg.max_body_bytes = a.max_body;
+    cfg.boosted_forecasts = a.boosted_forecasts;
     medtwin_server::serve_blocking(cfg).map_err(cli_err)
 }
 

@@ -87,7 +87,8 @@ impl BoostedTrees {
         let p = x.first()?.len();
         if n == 0
             || x.len() != n
-            || x.iter().any(|r| r.len() != p || r.iter().any(|v| !v.is_finite()))
+            || x.iter()
+                .any(|r| r.len() != p || r.iter().any(|v| !v.is_finite()))
             || y.iter().any(|v| !v.is_finite())
             || !(s.learning_rate > 0.0 && s.learning_rate <= 1.0)
             || !(2..=256).contains(&s.max_bins)
@@ -240,8 +241,7 @@ impl Grower<'_> {
                     break;
                 }
                 let gr = g - gl;
-                let gain =
-                    gl * gl / (nl as f64 + l2) + gr * gr / (nr as f64 + l2) - parent_score;
+                let gain = gl * gl / (nl as f64 + l2) + gr * gr / (nr as f64 + l2) - parent_score;
                 if gain > 1e-12 && best.is_none_or(|(bg, _, _)| gain > bg) {
                     best = Some((gain, f, b));
                 }
@@ -326,7 +326,11 @@ mod tests {
         let mut rows = Vec::new();
         let mut y = Vec::new();
         for _ in 0..3000 {
-            let (a, b, c) = (lcg(&mut st) * 2.0 - 1.0, lcg(&mut st) * 2.0 - 1.0, lcg(&mut st));
+            let (a, b, c) = (
+                lcg(&mut st) * 2.0 - 1.0,
+                lcg(&mut st) * 2.0 - 1.0,
+                lcg(&mut st),
+            );
             rows.push(vec![a, b, c]);
             y.push(f(a, b) + (lcg(&mut st) - 0.5));
         }

@@ -1099,13 +1099,14 @@ async fn first_fit(
             return Ok(()); // retry a failed calibration only after another hour of data
         }
     }
-    let (particles, pid_s) = (cfg.particles, pid.to_string());
+    let (particles, boosted, pid_s) = (cfg.particles, cfg.boosted_forecasts, pid.to_string());
     let t_compute = Instant::now();
     let result = live
         .cpu(move || -> Result<Step, String> {
             let sched = InputSchedule::from_record(&record).ok_or("no CGM")?;
             let settings = TwinSettings {
                 n_particles: particles,
+                hybrid_boosting: boosted,
                 ..TwinSettings::default()
             };
             let span = sched.last_cgm_min();
