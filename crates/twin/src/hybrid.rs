@@ -33,8 +33,8 @@
 //! so each horizon's trees are refitted once a day ([`BoostCache`], [`BOOST_REFIT_MIN`]) from
 //! the data known at that refit, and only with at least [`MIN_BOOST_ROWS`] rows. Measured on
 //! the seven T1D-UOM participants' whole records (README, "Backtest"), the blend lowers the
-//! pooled 60-min RMSE ratio to persistence from 0.855 (ridge alone) to 0.830 (offline
-//! prototype, `benchmarks/twin_hybrid_prototype.py`).
+//! pooled 60-min RMSE ratio to persistence from 0.855 (ridge alone, offline prototype
+//! `benchmarks/twin_hybrid_boost_prototype.py`) to 0.831.
 //!
 //! # Bands and risks
 //! The median is `CGM(origin) + Δ̂_h`, with `Δ̂_h` clamped to the 0.5–99.5 % range of the
