@@ -326,7 +326,7 @@ impl BoostCache {
         if y.len() < MIN_BOOST_ROWS {
             return None;
         }
-        let m = BoostedTrees::fit(x, y, &boost_settings())?;
+        let m = BoostedTrees::fit(x, y, &BoostSettings::default())?;
         let p = m.predict(row);
         map.insert(key, (t0, m));
         Some(p)
@@ -341,12 +341,6 @@ impl BoostCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// Settings of the boosted change models: [`BoostSettings::default`] (100 trees of depth 3,
-/// learning rate 0.1, ≥ 40 rows per leaf, 64 bins).
-pub fn boost_settings() -> BoostSettings {
-    BoostSettings::default()
 }
 
 /// The hybrid model for one horizon, fitted at one origin.
@@ -489,12 +483,7 @@ mod tests {
     fn synthetic(days: f64) -> InputSchedule {
         let mut s = InputSchedule {
             origin_utc: "2024-01-01T00:00:00Z".into(),
-            cgm: Vec::new(),
-            carbs: Vec::new(),
-            boluses: Vec::new(),
-            basal_rates: Vec::new(),
-            long_acting: Vec::new(),
-            carried_long_acting_min: 0,
+            ..InputSchedule::default()
         };
         let n = (days * 1440.0 / 5.0) as usize;
         for d in 0..days as usize {

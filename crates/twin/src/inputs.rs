@@ -26,7 +26,7 @@ pub const LONG_ACTING_WINDOW_MIN: f64 = 1440.0;
 pub const LONG_ACTING_CARRY_MAX_MIN: f64 = 4320.0;
 
 /// A record on the engine's minute grid.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InputSchedule {
     /// Wall-clock instant of t = 0 (RFC 3339, UTC).
     pub origin_utc: String,
@@ -65,12 +65,7 @@ impl InputSchedule {
         let t = |e: &medtwin_io::RecordEntry| minutes_between(origin, e.time);
         let mut s = InputSchedule {
             origin_utc: origin.to_string(),
-            cgm: Vec::new(),
-            carbs: Vec::new(),
-            boluses: Vec::new(),
-            basal_rates: Vec::new(),
-            long_acting: Vec::new(),
-            carried_long_acting_min: 0,
+            ..InputSchedule::default()
         };
         for e in &record.entries {
             let tm = t(e);

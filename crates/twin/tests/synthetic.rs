@@ -17,12 +17,8 @@ fn synthetic(theta: [f64; N_THETA], noise: NoiseSettings, seed: u64) -> InputSch
     let days = 5;
     let mut s = InputSchedule {
         origin_utc: "2024-01-01T00:00:00Z".into(),
-        cgm: vec![],
-        carbs: vec![],
-        boluses: vec![],
         basal_rates: vec![(0.0, base.basal_u_per_min() * 60.0)],
-        long_acting: vec![],
-        carried_long_acting_min: 0,
+        ..InputSchedule::default()
     };
     for d in 0..days {
         for (h, g) in [(7.5, 50.0), (12.5, 70.0), (19.0, 80.0)] {
