@@ -83,8 +83,9 @@ impl StiffStructures {
 
 /// Gershgorin bound of the Jacobian's spectral radius at (t, x) (max over rows of Σ|J_ij|,
 /// from the analytic or finite-difference sparse Jacobian): an explicit method needs steps
-/// below about 3.3 / this for stability.
-pub(crate) fn stiffness_bound(m: &SbmlModel, t: f64, x: &[f64]) -> f64 {
+/// below about 3.3 / this for stability. `weights` are the states' absolute-tolerance weights
+/// ([`SbmlModel::atol_weights`]): finite-difference increments scale with them.
+pub(crate) fn stiffness_bound(m: &SbmlModel, t: f64, x: &[f64], weights: &[f64]) -> f64 {
     let n = x.len();
     if n == 0 {
         return 0.0;
@@ -105,7 +106,8 @@ pub(crate) fn stiffness_bound(m: &SbmlModel, t: f64, x: &[f64]) -> f64 {
                 m.fill(t, y, &mut vals, &mut stack);
                 m.derivs_from(t, &vals, out, &mut stack);
             };
-            jac.eval_fd(t, x, &f0, 1e-6, &mut rhs);
+            let floor: Vec<f64> = weights.iter().map(|w| 1e-6 * w).collect();
+            jac.eval_fd(t, x, &f0, &floor, &mut rhs);
         }
     }
     let mut best = 0.0f64;
@@ -136,7 +138,10 @@ pub(crate) struct BdfStats {
 pub(crate) struct Bdf {
     n: usize,
     rtol: f64,
-    atol: f64,
+    /// Absolute tolerance per state (see [`SbmlModel::atol_vector`]).
+    atol: Vec<f64>,
+    /// Finite-difference increment floor per state (`atol / rtol`).
+    fd_floor: Vec<f64>,
     h_max: f64,
     started: bool,
     /// Current time, step size (> 0), order, steps taken at this step size and order.
@@ -187,8 +192,9 @@ fn rms(v: &[f64], scale: &[f64]) -> f64 {
 }
 
 impl Bdf {
-    /// Integrator for model `m` with tolerances `rtol`, `atol` and maximum step `h_max`.
-    pub(crate) fn new(m: &SbmlModel, rtol: f64, atol: f64, h_max: f64) -> Self {
+    /// Integrator for model `m` with relative tolerance `rtol`, absolute tolerances `atol` (one
+    /// per state) and maximum step `h_max`.
+    pub(crate) fn new(m: &SbmlModel, rtol: f64, atol: &[f64], h_max: f64) -> Self {
         let n = m.state_slots.len();
         let StiffStructures { jac, lu, mut ad } = m
             .stiff_cache
@@ -201,7 +207,8 @@ impl Bdf {
         Bdf {
             n,
             rtol,
-            atol,
+            atol: atol.to_vec(),
+            fd_floor: atol.iter().map(|a| a / rtol.max(1e-300)).collect(),
             h_max,
             started: false,
             t: f64::NAN,
@@ -330,7 +337,7 @@ impl Bdf {
         self.f_at(m, t0, Which::D0);
         // Initial step (Hairer, Nørsett & Wanner, Solving ODEs I, §II.4), order 1.
         for i in 0..n {
-            self.scale[i] = self.atol + self.rtol * x[i].abs();
+            self.scale[i] = self.atol[i] + self.rtol * x[i].abs();
         }
         let d0 = rms(x, &self.scale);
         let d1 = rms(&self.f, &self.scale);
@@ -383,7 +390,8 @@ impl Bdf {
         let ok = x
             .iter()
             .zip(&p)
-            .all(|(a, b)| (a - b).abs() <= 1e-3 * (self.atol + self.rtol * a.abs()));
+            .zip(&self.atol)
+            .all(|((a, b), at)| (a - b).abs() <= 1e-3 * (at + self.rtol * a.abs()));
         self.tmp = p;
         ok
     }
@@ -484,7 +492,6 @@ impl Bdf {
 
     fn step(&mut self, m: &SbmlModel) -> Result<(), SbmlError> {
         let n = self.n;
-        let floor = self.atol / self.rtol.max(1e-300);
         let mut jac_this_step = false;
         if self.h > self.h_max {
             let f = self.h_max / self.h;
@@ -513,8 +520,8 @@ impl Bdf {
                     *ps += g * dj;
                 }
             }
-            for (sc, yp) in self.scale.iter_mut().zip(&self.y_pred) {
-                *sc = self.atol + self.rtol * yp.abs();
+            for ((sc, yp), at) in self.scale.iter_mut().zip(&self.y_pred).zip(&self.atol) {
+                *sc = at + self.rtol * yp.abs();
             }
             let c = self.h / ak;
             let mut converged = false;
@@ -530,6 +537,7 @@ impl Bdf {
                         let mut rhs = |t: f64, y: &[f64], out: &mut [f64]| {
                             Self::rhs(m, vals, stack, t, y, out);
                         };
+                        let floor = &self.fd_floor;
                         self.jac.eval_fd(t_new, &self.y_pred, &f0, floor, &mut rhs);
                         self.f.copy_from_slice(&f0);
                     }
@@ -572,7 +580,7 @@ impl Bdf {
             let safety =
                 0.9 * (2 * NEWTON_MAXITER + 1) as f64 / (2 * NEWTON_MAXITER + iters) as f64;
             for i in 0..n {
-                self.scale[i] = self.atol + self.rtol * self.y[i].abs();
+                self.scale[i] = self.atol[i] + self.rtol * self.y[i].abs();
             }
             let ek = error_const(k);
             let err = ek * rms(&self.corr, &self.scale);
@@ -805,7 +813,7 @@ mod tests {
         let m = parse_sbml(&robertson()).unwrap();
         let want = [0.7158270687193, 9.185534764e-6, 0.2841637457];
         for analytic in [true, false] {
-            let mut b = super::Bdf::new(&m, 1e-8, 1e-14, 40.0);
+            let mut b = super::Bdf::new(&m, 1e-8, &[1e-14; 3], 40.0);
             assert!(
                 b.ad.is_some(),
                 "Robertson's right-hand side is differentiable"

@@ -177,7 +177,8 @@ const D: [f64; 7] = [
 /// DOPRI5 for the delay equations, recording every accepted step in the history.
 pub(crate) struct DdeStepper {
     rtol: f64,
-    atol: f64,
+    /// Absolute tolerance per state.
+    atol: Vec<f64>,
     h_max: f64,
     h: f64,
     vals: Vec<f64>,
@@ -187,10 +188,10 @@ pub(crate) struct DdeStepper {
 }
 
 impl DdeStepper {
-    pub(crate) fn new(rtol: f64, atol: f64, h_max: f64) -> Self {
+    pub(crate) fn new(rtol: f64, atol: &[f64], h_max: f64) -> Self {
         DdeStepper {
             rtol,
-            atol,
+            atol: atol.to_vec(),
             h_max,
             h: 0.0,
             vals: Vec::new(),
@@ -284,7 +285,7 @@ impl DdeStepper {
                 for (j, kj) in k.iter().enumerate() {
                     e += E[j] * kj[i];
                 }
-                let sc = self.atol + self.rtol * ys[i].abs().max(y1[i].abs());
+                let sc = self.atol[i] + self.rtol * ys[i].abs().max(y1[i].abs());
                 err += (h * e / sc).powi(2);
             }
             let err = (err / n as f64).sqrt();

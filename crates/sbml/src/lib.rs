@@ -46,6 +46,8 @@
 //! compiled right-hand side; column-grouped finite differences where a construct is not
 //! differentiated) and a sparse LU with a minimum-degree ordering; an own DOPRI5 with recorded
 //! dense output for `delay()`.
+//! Every method uses per-state absolute tolerances scaled like libRoadRunner's (see
+//! [`SimulateOptions::atol`]).
 //! The previous stiff method, a Rosenbrock method with a Jacobian per step, remains as
 //! [`Method::Rosenbrock`]. Speed against libRoadRunner: `benchmarks/sbml_vs_roadrunner.md`.
 //!
@@ -147,7 +149,10 @@ pub struct SimulateOptions {
     pub concentration: Vec<String>,
     /// Integrator relative tolerance (DOPRI5).
     pub rtol: f64,
-    /// Integrator absolute tolerance.
+    /// Integrator absolute tolerance, scaled per state as libRoadRunner scales CVODE's: a
+    /// state's tolerance is `atol` times its initial magnitude (species are integrated as
+    /// amounts) or, for a species starting at zero, times its compartment's size, never more
+    /// than `atol` (so tiny compartments and nanomolar values in molar units are resolved).
     pub atol: f64,
     /// Integration method.
     pub method: Method,

@@ -218,6 +218,89 @@ impl OdeModel for SbmlModel {
     }
 }
 
+impl SbmlModel {
+    /// Absolute-tolerance weights of the states with initial values `x0`: a state's absolute
+    /// tolerance is `atol × weight`. The rule is libRoadRunner's (2.x, CVODE
+    /// `getAbsoluteToleranceVector`): the scalar tolerance times the state's initial magnitude
+    /// (species are integrated as amounts, so a species in a 1e-15 L compartment gets a
+    /// tolerance 1e-15 times smaller than the same concentration in 1 L), or, for a species
+    /// starting at zero, times its compartment's size; other states starting at zero keep the
+    /// scalar tolerance. Unlike libRoadRunner the weight is capped at 1 (a tolerance is never
+    /// looser than the one asked for) and rounded down to a power of two (so that integrating
+    /// `x / weight` instead of `x` is exact; the DOPRI5 path does that).
+    pub(crate) fn atol_weights(&self, x0: &[f64]) -> Vec<f64> {
+        use crate::model::Kind;
+        self.state_slots
+            .iter()
+            .zip(x0)
+            .map(|(&sl, &x)| {
+                let slot = &self.slots[sl];
+                let size = if x != 0.0 && x.is_finite() {
+                    x.abs()
+                } else {
+                    match (slot.kind, slot.comp) {
+                        (Kind::Species | Kind::HiddenAmount, Some(c))
+                            if self.base[c].is_finite() && self.base[c] != 0.0 =>
+                        {
+                            self.base[c].abs()
+                        }
+                        _ => 1.0,
+                    }
+                };
+                pow2_floor(size.min(1.0))
+            })
+            .collect()
+    }
+}
+
+/// Largest power of two `<= v` for `v` in (0, 1], at least 2^-900.
+fn pow2_floor(v: f64) -> f64 {
+    if v >= 1.0 || v.is_nan() {
+        return 1.0;
+    }
+    let e = v.log2().floor().max(-900.0) as i32;
+    let p = 2f64.powi(e);
+    if p > v {
+        p * 0.5
+    } else {
+        p
+    }
+}
+
+/// The model in the scaled states `y = x / w` (`w`: powers of two, so the scaling is exact):
+/// DOPRI5's scalar absolute tolerance on `y` is the per-state tolerance `atol·w` on `x`.
+struct Scaled<'a> {
+    m: &'a SbmlModel,
+    w: &'a [f64],
+}
+
+thread_local! {
+    static UNSCALED: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
+
+impl OdeModel for Scaled<'_> {
+    fn info(&self) -> &medtwin_core::ModelInfo {
+        &self.m.info
+    }
+
+    fn rhs(&self, t_min: f64, y: &[f64], u: &[f64], dy: &mut [f64]) {
+        UNSCALED.with(|b| {
+            let mut x = b.borrow_mut();
+            x.clear();
+            x.extend(y.iter().zip(self.w).map(|(v, w)| v * w));
+            self.m.rhs(t_min, &x, u, dy);
+        });
+        for (d, w) in dy.iter_mut().zip(self.w) {
+            *d /= w;
+        }
+    }
+
+    fn observe(&self, y: &[f64], out: &mut [f64]) {
+        let x: Vec<f64> = y.iter().zip(self.w).map(|(v, w)| v * w).collect();
+        self.m.observe(&x, out)
+    }
+}
+
 struct Pending {
     ev: usize,
     time: f64,
@@ -252,7 +335,10 @@ struct Sim<'a> {
     /// May switch to the stiff method when DOPRI5 gives up.
     auto: bool,
     rtol: f64,
-    atol: f64,
+    /// Absolute tolerance per state, and the weights (`atol / opts.atol`; None when all are 1)
+    /// by which DOPRI5 integrates scaled states.
+    atol: Vec<f64>,
+    weights: Option<Vec<f64>>,
     h_max_bdf: f64,
     /// Start (or last state jump) time, DOPRI5's steps before it, and the output spacing
     /// (for DOPRI5's steps per output interval).
@@ -535,7 +621,20 @@ impl<'a> Sim<'a> {
             return Ok(());
         }
         let x0 = x.to_vec();
-        match integ.integrate(self.m, t0, t1, x, &[]) {
+        let res = match &self.weights {
+            None => integ.integrate(self.m, t0, t1, x, &[]),
+            Some(w) => {
+                for (v, w) in x.iter_mut().zip(w) {
+                    *v /= w;
+                }
+                let r = integ.integrate(&Scaled { m: self.m, w }, t0, t1, x, &[]);
+                for (v, w) in x.iter_mut().zip(w) {
+                    *v *= w;
+                }
+                r
+            }
+        };
+        match res {
             Ok(()) => {
                 // Mildly stiff: DOPRI5 needs more than 10 steps per output interval (its steps
                 // are stability-limited, not accuracy-limited); the BDF takes over from here.
@@ -548,7 +647,7 @@ impl<'a> Sim<'a> {
                     let mut r = Stiff::Bdf(Box::new(Bdf::new(
                         self.m,
                         self.rtol,
-                        self.atol,
+                        &self.atol,
                         self.h_max_bdf,
                     )));
                     r.set_deadline(self.deadline);
@@ -562,7 +661,7 @@ impl<'a> Sim<'a> {
                 let mut r = Stiff::Bdf(Box::new(Bdf::new(
                     self.m,
                     self.rtol,
-                    self.atol,
+                    &self.atol,
                     self.h_max_bdf,
                 )));
                 r.set_deadline(self.deadline);
@@ -633,6 +732,8 @@ pub(crate) fn run(
         state_of[s] = Some(i);
     }
     let x_init = m.initial_state();
+    let weights = m.atol_weights(&x_init);
+    let atol: Vec<f64> = weights.iter().map(|w| opts.atol * w).collect();
     let ctx = if m.delays.is_empty() {
         None
     } else {
@@ -650,7 +751,7 @@ pub(crate) fn run(
     // BDF steps past output times (interpolated output) also with events: triggers are checked
     // on the interpolated solution at every sub-interval end.
     let h_max_bdf = (opts.end - opts.start).max(1e-300);
-    let bdf = || Stiff::Bdf(Box::new(Bdf::new(m, opts.rtol, opts.atol, h_max_bdf)));
+    let bdf = || Stiff::Bdf(Box::new(Bdf::new(m, opts.rtol, &atol, h_max_bdf)));
     let stiff = if !m.delays.is_empty() {
         None
     } else {
@@ -659,12 +760,12 @@ pub(crate) fn run(
             Method::Rosenbrock => Some(Stiff::Ros(Box::new(Rosenbrock::new(
                 m,
                 opts.rtol,
-                opts.atol,
+                &atol,
                 h_max_stiff,
             )))),
             Method::Explicit => None,
             Method::Auto => {
-                let rho = stiffness_bound(m, opts.start, &x_init);
+                let rho = stiffness_bound(m, opts.start, &x_init, &weights);
                 if rho * (opts.end - opts.start) > 1e4 {
                     Some(bdf())
                 } else {
@@ -677,7 +778,7 @@ pub(crate) fn run(
     if let Some(r) = stiff.as_mut() {
         r.set_deadline(deadline);
     }
-    let mut stepper = DdeStepper::new(opts.rtol, opts.atol, if dt > 0.0 { dt } else { 1.0 });
+    let mut stepper = DdeStepper::new(opts.rtol, &atol, if dt > 0.0 { dt } else { 1.0 });
     stepper.deadline = deadline;
     let mut roots = Vec::new();
     for e in &m.events {
@@ -703,7 +804,12 @@ pub(crate) fn run(
         stiff,
         auto: opts.method == Method::Auto && m.delays.is_empty(),
         rtol: opts.rtol,
-        atol: opts.atol,
+        atol: atol.clone(),
+        weights: if weights.iter().all(|&w| w == 1.0) {
+            None
+        } else {
+            Some(weights.clone())
+        },
         h_max_bdf,
         t_begin: opts.start,
         steps_at_reset: 0,

@@ -105,14 +105,15 @@ impl Jacobian {
     }
 
     /// Finite-difference Jacobian at (t, y) with `f0 = f(t, y)`; `f` evaluates the
-    /// right-hand side. Increments `√ε`-sized relative to max(|yⱼ|, atol/rtol).
-    pub fn eval_fd(&mut self, t: f64, y0: &[f64], f0: &[f64], floor: f64, f: &mut Rhs<'_>) {
+    /// right-hand side. Increments `√ε`-sized relative to max(|yⱼ|, floorⱼ) (floor: atol/rtol of
+    /// each state).
+    pub fn eval_fd(&mut self, t: f64, y0: &[f64], f0: &[f64], floor: &[f64], f: &mut Rhs<'_>) {
         self.y.copy_from_slice(y0);
         let mut del = Vec::new();
         for g in &self.groups {
             del.clear();
             for &j in g {
-                let d = 1.5e-8 * y0[j].abs().max(floor);
+                let d = 1.5e-8 * y0[j].abs().max(floor[j]);
                 self.y[j] = y0[j] + d;
                 del.push(self.y[j] - y0[j]);
             }

@@ -39,7 +39,8 @@ const A3X: f64 = 3.0 / 5.0;
 pub(crate) struct Rosenbrock {
     n: usize,
     rtol: f64,
-    atol: f64,
+    /// Absolute tolerance per state.
+    atol: Vec<f64>,
     h_max: f64,
     h: f64,
     valid: bool,
@@ -74,7 +75,7 @@ pub(crate) struct Rosenbrock {
 
 #[allow(clippy::needless_range_loop)]
 impl Rosenbrock {
-    pub(crate) fn new(m: &SbmlModel, rtol: f64, atol: f64, h_max: f64) -> Self {
+    pub(crate) fn new(m: &SbmlModel, rtol: f64, atol: &[f64], h_max: f64) -> Self {
         let n = m.state_slots.len();
         let rows: Vec<Vec<usize>> = match &m.jac_rows {
             Some(r) => r.clone(),
@@ -118,7 +119,7 @@ impl Rosenbrock {
         Rosenbrock {
             n,
             rtol,
-            atol,
+            atol: atol.to_vec(),
             h_max,
             h: 0.0,
             valid: false,
@@ -172,7 +173,7 @@ impl Rosenbrock {
         for g in &groups {
             let mut del = Vec::with_capacity(g.len());
             for &j in g {
-                let d = 1.5e-8 * self.yc[j].abs().max(self.atol / self.rtol.max(1e-300));
+                let d = 1.5e-8 * self.yc[j].abs().max(self.atol[j] / self.rtol.max(1e-300));
                 y[j] = self.yc[j] + d;
                 del.push(y[j] - self.yc[j]);
             }
@@ -239,7 +240,7 @@ impl Rosenbrock {
             if self.h <= 0.0 {
                 let (mut d0, mut d1) = (0.0, 0.0);
                 for i in 0..n {
-                    let sc = self.atol + self.rtol * x[i].abs();
+                    let sc = self.atol[i] + self.rtol * x[i].abs();
                     d0 += (x[i] / sc).powi(2);
                     d1 += (self.fc[i] / sc).powi(2);
                 }
@@ -326,7 +327,7 @@ impl Rosenbrock {
                 for i in 0..n {
                     y[i] = self.yc[i] + B1 * g[0][i] + B2 * g[1][i] + B3 * g[2][i] + B4 * g[3][i];
                     let e = E1 * g[0][i] + E2 * g[1][i] + E3 * g[2][i] + E4 * g[3][i];
-                    let sc = self.atol + self.rtol * self.yc[i].abs().max(y[i].abs());
+                    let sc = self.atol[i] + self.rtol * self.yc[i].abs().max(y[i].abs());
                     err += (e / sc).powi(2);
                 }
                 let err = (err / n as f64).sqrt();

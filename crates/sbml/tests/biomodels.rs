@@ -1,0 +1,83 @@
+//! Curated BioModels against tight-tolerance libRoadRunner references
+//! (`tests/data/biomodels/`, made by its `make_refs.py`; see its PROVENANCE.md): each species'
+//! largest error over the 101 output times, relative to that species' range in the reference,
+//! at medtwin's default tolerances.
+
+use medtwin_sbml::{load_sbml, simulate, SimulateOptions};
+use std::path::{Path, PathBuf};
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/biomodels")
+}
+
+fn read_ref(name: &str) -> (Vec<String>, Vec<Vec<f64>>) {
+    let text = std::fs::read_to_string(data().join(format!("REF_{name}.csv"))).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap().split(',').map(String::from).collect();
+    let rows = lines
+        .map(|l| l.split(',').map(|v| v.parse::<f64>().unwrap()).collect())
+        .collect();
+    (header, rows)
+}
+
+/// Largest error relative to the species' range (species id, error) over all output times.
+pub fn error_vs_reference(name: &str, opts: &SimulateOptions) -> (String, f64) {
+    let (header, reference) = read_ref(name);
+    let m = load_sbml(data().join(format!("{name}.xml"))).unwrap();
+    let end = reference.last().unwrap()[0];
+    let opts = SimulateOptions {
+        end,
+        steps: reference.len() - 1,
+        vars: Some(header[1..].to_vec()),
+        ..opts.clone()
+    };
+    let t = simulate(&m, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut worst = (String::new(), 0.0f64);
+    for (j, id) in header.iter().enumerate().skip(1) {
+        let col: Vec<f64> = reference.iter().map(|r| r[j]).collect();
+        let (lo, hi) = col
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let big = col.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let range = if hi > lo { hi - lo } else { big.max(1e-300) };
+        for (r, row) in reference.iter().zip(&t.rows) {
+            assert!((row[0] - r[0]).abs() <= 1e-9 * end, "{name}: time grid");
+            let e = (row[j] - r[j]).abs() / range;
+            let e = if e.is_nan() { f64::INFINITY } else { e };
+            if e > worst.1 {
+                worst = (format!("{id} at t = {}", r[0]), e);
+            }
+        }
+    }
+    worst
+}
+
+/// Tiny compartments (1e-16 to 4e-12 L) or nanomolar values in molar units: the absolute
+/// tolerance must be scaled per state (as libRoadRunner does) for these to be right.
+#[test]
+fn tiny_amounts_agree_with_roadrunner_at_default_tolerances() {
+    let mut report = Vec::new();
+    for name in [
+        "BIOMD0000000001",
+        "BIOMD0000000009",
+        "BIOMD0000000183",
+        "BIOMD0000000335",
+        "BIOMD0000000040",
+    ] {
+        let (at, err) = error_vs_reference(name, &SimulateOptions::default());
+        eprintln!("{name}: largest error {err:.3e} of range ({at})");
+        report.push((name, err, at));
+        let loose = SimulateOptions {
+            rtol: 1e-6,
+            atol: 1e-10,
+            ..Default::default()
+        };
+        let (at, err) = error_vs_reference(name, &loose);
+        eprintln!("{name} at rtol 1e-6, atol 1e-10: largest error {err:.3e} of range ({at})");
+    }
+    for (name, err, at) in &report {
+        assert!(*err <= 1e-3, "{name}: error {err:.3e} of range at {at}");
+    }
+}
