@@ -516,7 +516,7 @@ async fn fhir_bundle(State(state): State<AppState>, headers: HeaderMap, body: By
             return outcome_response(e.status, &security_issue(&e.reason));
         }
     };
-    let parsed = match fhir::parse_bundle(&body, jiff::Timestamp::now()) {
+    let parsed = match fhir::parse_bundle(&body, jiff::Timestamp::now(), &state.cfg.plausibility) {
         Ok(p) => p,
         Err(issues) => {
             let detail: Vec<String> = issues
@@ -636,14 +636,9 @@ async fn ns_upload(
             let reasons: Vec<String> = report.rejected.iter().map(|i| i.to_string()).collect();
             return Err(ApiError::bad(format!("nothing stored: {}", reasons.join("; "))));
         }
-        let latest = jiff::Timestamp::now().as_second() + crate::FUTURE_TOLERANCE_S;
-        if let Some(f) = record.entries.iter().find(|e| e.time.as_second() > latest) {
-            return Err(ApiError::bad(format!(
-                "nothing stored: {} at {} is in the future (server time {})",
-                f.kind,
-                f.time,
-                jiff::Timestamp::now()
-            )));
+        let problems = implausible_ns(&record.entries, &items, if treatments { "treatments" } else { "entries" }, &state.cfg.plausibility);
+        if !problems.is_empty() {
+            return Err(ApiError::bad(format!("nothing stored: {}", problems.join("; "))));
         }
         let data: Vec<NewDatum> = record
             .entries
@@ -659,6 +654,57 @@ async fn ns_upload(
         Ok(resp) => resp, // audited inside the ingest transaction
         Err(e) => audited(&state, Some(&who), action, Some(&pid), Err(e)).await,
     }
+}
+
+/// The plausibility problems of the entries of a Nightscout upload, each prefixed by its
+/// element path (`entries[3].date`, `treatments[2].insulin`). `items` are the uploaded
+/// documents; each entry's source names its index (`nightscout:{name}[i]`).
+fn implausible_ns(
+    entries: &[medtwin_io::RecordEntry],
+    items: &[Value],
+    name: &str,
+    limits: &medtwin_store::Plausibility,
+) -> Vec<String> {
+    let now = jiff::Timestamp::now();
+    let mut out = Vec::new();
+    for e in entries {
+        let idx = e
+            .source
+            .strip_prefix(&format!("nightscout:{name}["))
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|r| r.parse::<usize>().ok());
+        let item = idx.and_then(|i| items.get(i)).and_then(Value::as_object);
+        let present = |keys: &[&'static str]| -> &'static str {
+            keys.iter()
+                .copied()
+                .find(|k| item.is_some_and(|o| o.contains_key(*k)))
+                .unwrap_or(keys[0])
+        };
+        let at = |field: &str| match idx {
+            Some(i) => format!("{name}[{i}].{field}"),
+            None => format!("{name}[?].{field}"),
+        };
+        for (is_time, m) in limits.check(e, now) {
+            let field = if is_time {
+                if name == "entries" {
+                    present(&["date", "dateString", "sysTime"])
+                } else {
+                    present(&["created_at", "timestamp", "date", "mills"])
+                }
+            } else {
+                match e.kind {
+                    RecordKind::Bolus | RecordKind::LongActing => "insulin",
+                    RecordKind::Carbs => "carbs",
+                    RecordKind::BasalRate => present(&["absolute", "rate"]),
+                    RecordKind::Cgm => "sgv",
+                    RecordKind::Smbg if name == "entries" => "mbg",
+                    RecordKind::Smbg => "glucose",
+                }
+            };
+            out.push(format!("{}: {m}", at(field)));
+        }
+    }
+    out
 }
 
 /// Nightscout `POST /api/v1/entries` for one patient: `sgv` (mg/dL) → CGM, `mbg` → SMBG;

@@ -36,7 +36,7 @@
 
 use jiff::Timestamp;
 use medtwin_io::{RecordEntry, RecordKind};
-use medtwin_store::NewDatum;
+use medtwin_store::{NewDatum, Plausibility};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -221,8 +221,13 @@ pub struct ParsedBundle {
 }
 
 /// Parse and validate a FHIR transaction bundle (`body`: JSON bytes) received at
-/// `received`. Returns every problem found (not only the first) on failure.
-pub fn parse_bundle(body: &[u8], received: Timestamp) -> Result<ParsedBundle, Vec<FhirIssue>> {
+/// `received`, with the plausibility `limits` (times, doses). Returns every problem found
+/// (not only the first) on failure.
+pub fn parse_bundle(
+    body: &[u8],
+    received: Timestamp,
+    limits: &Plausibility,
+) -> Result<ParsedBundle, Vec<FhirIssue>> {
     let bundle: Bundle = serde_json::from_slice(body).map_err(|e| {
         vec![FhirIssue {
             expression: "Bundle".into(),
@@ -324,19 +329,12 @@ pub fn parse_bundle(body: &[u8], received: Timestamp) -> Result<ParsedBundle, Ve
             )),
         }
     };
-    let latest = Timestamp::from_second(received.as_second() + crate::FUTURE_TOLERANCE_S)
-        .unwrap_or(received);
     let parse_time = |s: &Option<String>| -> Result<Timestamp, String> {
         let s = s.as_deref().ok_or("effective time is required")?;
         let t: Timestamp = s.parse().map_err(|_| {
             format!("time `{s}` is not a FHIR dateTime with hours, minutes and a UTC offset")
         })?;
-        if t > latest {
-            return Err(format!(
-                "time {s} is in the future (server time {received}; tolerance {} s)",
-                crate::FUTURE_TOLERANCE_S
-            ));
-        }
+        limits.check_time(t, received)?;
         Ok(t)
     };
     for (i, e) in bundle.entry.iter().enumerate() {
@@ -409,14 +407,15 @@ pub fn parse_bundle(body: &[u8], received: Timestamp) -> Result<ParsedBundle, Ve
                         continue;
                     }
                 };
-                let time = match parse_time(if o.effective_date_time.is_some() {
-                    &o.effective_date_time
+                let (eff, eff_path) = if o.effective_date_time.is_some() || o.effective_instant.is_none() {
+                    (&o.effective_date_time, "effectiveDateTime")
                 } else {
-                    &o.effective_instant
-                }) {
+                    (&o.effective_instant, "effectiveInstant")
+                };
+                let time = match parse_time(eff) {
                     Ok(t) => t,
                     Err(m) => {
-                        issue(&mut issues, format!("{at}.effectiveDateTime"), "value", m);
+                        issue(&mut issues, format!("{at}.{eff_path}"), "value", m);
                         continue;
                     }
                 };
@@ -443,6 +442,10 @@ pub fn parse_bundle(body: &[u8], received: Timestamp) -> Result<ParsedBundle, Ve
                 }
                 match RecordEntry::new(time, kind, v, unit, None, source) {
                     Ok(entry) => {
+                        if let Err(m) = limits.check_value(entry.kind, entry.value) {
+                            issue(&mut issues, format!("{at}.valueQuantity.value"), "value", m);
+                            continue;
+                        }
                         out.data.push(NewDatum { patient_id: patient, entry, source_unit: code });
                         out.entry_of.push(i);
                     }
@@ -471,15 +474,15 @@ pub fn parse_bundle(body: &[u8], received: Timestamp) -> Result<ParsedBundle, Ve
                         continue;
                     }
                 };
-                let eff = if m.effective_date_time.is_some() {
-                    m.effective_date_time.clone()
+                let (eff, eff_path) = if m.effective_date_time.is_some() || m.effective_period.is_none() {
+                    (m.effective_date_time.clone(), "effectiveDateTime")
                 } else {
-                    m.effective_period.as_ref().and_then(|p| p.start.clone())
+                    (m.effective_period.as_ref().and_then(|p| p.start.clone()), "effectivePeriod.start")
                 };
                 let time = match parse_time(&eff) {
                     Ok(t) => t,
                     Err(msg) => {
-                        issue(&mut issues, format!("{at}.effectiveDateTime"), "value", msg);
+                        issue(&mut issues, format!("{at}.{eff_path}"), "value", msg);
                         continue;
                     }
                 };
@@ -530,6 +533,10 @@ pub fn parse_bundle(body: &[u8], received: Timestamp) -> Result<ParsedBundle, Ve
                 }
                 match RecordEntry::new(time, kind, v, kind.canonical_unit(), name, source) {
                     Ok(entry) => {
+                        if let Err(m) = limits.check_value(entry.kind, entry.value) {
+                            issue(&mut issues, format!("{at}.{path}.value"), "value", m);
+                            continue;
+                        }
                         out.data.push(NewDatum { patient_id: patient, entry, source_unit: code });
                         out.entry_of.push(i);
                     }
@@ -653,7 +660,7 @@ mod tests {
                  "request": {"method": "POST", "url": "Observation"}}
             ]
         });
-        let p = parse_bundle(b.to_string().as_bytes(), now()).unwrap();
+        let p = parse_bundle(b.to_string().as_bytes(), now(), &Plausibility::default()).unwrap();
         assert_eq!(p.patients, vec!["amy-1".to_string()]);
         assert_eq!(p.data.len(), 1);
         let d = &p.data[0];
@@ -683,7 +690,8 @@ mod tests {
             obs("2339-0", "mg/dL", "2026-01-01T08:20:00Z", 5000.0),
             {"resource": {"resourceType": "Condition"}}
         ]});
-        let issues = parse_bundle(b.to_string().as_bytes(), now()).unwrap_err();
+        let issues =
+            parse_bundle(b.to_string().as_bytes(), now(), &Plausibility::default()).unwrap_err();
         let at: Vec<&str> = issues.iter().map(|i| i.expression.as_str()).collect();
         assert_eq!(
             at,
@@ -699,6 +707,54 @@ mod tests {
         assert!(issues[1].diagnostics.contains("in the future"));
         let oo = operation_outcome(&issues);
         assert_eq!(oo["issue"].as_array().unwrap().len(), 6);
+    }
+
+    /// Far-past times and implausible doses are refused with their element paths.
+    #[test]
+    fn implausible_times_and_doses_are_refused_with_their_paths() {
+        let obs = |t: &str, code: &str, unit: &str, v: f64| {
+            json!({"resource": {"resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": LOINC, "code": code}]}, "subject": {"reference": "Patient/p"},
+                "effectiveDateTime": t, "valueQuantity": {"value": v, "system": UCUM, "code": unit}}})
+        };
+        let med = |dosage: Value| {
+            json!({"resource": {"resourceType": "MedicationAdministration", "status": "completed",
+                "medicationCodeableConcept": {"text": "aspart"}, "subject": {"reference": "Patient/p"},
+                "effectivePeriod": {"start": "2026-01-01T08:00:00Z"}, "dosage": dosage}})
+        };
+        let b = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            obs("2026-01-01T08:00:00Z", "99504-3", "mg/dL", 120.0),
+            obs("1900-01-01T00:00:00Z", "99504-3", "mg/dL", 120.0),
+            obs("0001-01-01T00:00:00Z", "99504-3", "mg/dL", 120.0),
+            obs("1999-12-31T23:59:59Z", "99504-3", "mg/dL", 120.0),
+            med(json!({"dose": {"value": 1_000_000.0, "system": UCUM, "code": "[IU]"}})),
+            med(json!({"rateQuantity": {"value": 500.0, "system": UCUM, "code": "[IU]/h"}})),
+            obs("2026-01-01T08:00:00Z", "9059-7", "g", 1e9),
+            obs("2000-01-01T00:00:00Z", "99504-3", "mg/dL", 120.0),
+            med(json!({"dose": {"value": 100.0, "system": UCUM, "code": "[IU]"}})),
+        ]});
+        let issues =
+            parse_bundle(b.to_string().as_bytes(), now(), &Plausibility::default()).unwrap_err();
+        let at: Vec<&str> = issues.iter().map(|i| i.expression.as_str()).collect();
+        assert_eq!(
+            at,
+            vec![
+                "Bundle.entry[1].resource.effectiveDateTime",
+                "Bundle.entry[2].resource.effectiveDateTime",
+                "Bundle.entry[3].resource.effectiveDateTime",
+                "Bundle.entry[4].resource.dosage.dose.value",
+                "Bundle.entry[5].resource.dosage.rateQuantity.value",
+                "Bundle.entry[6].resource.valueQuantity.value",
+            ]
+        );
+        assert!(issues[0]
+            .diagnostics
+            .contains("before the earliest plausible time"));
+        assert!(
+            issues[3].diagnostics.contains("limit 100"),
+            "{:?}",
+            issues[3]
+        );
     }
 
     #[test]
@@ -721,7 +777,7 @@ mod tests {
             RecordEntry::new(t, RecordKind::Smbg, 110.0, "mg/dL", None, "x").unwrap(),
         ];
         let b = bundle_of("p1", &es);
-        let p = parse_bundle(b.to_string().as_bytes(), now()).unwrap();
+        let p = parse_bundle(b.to_string().as_bytes(), now(), &Plausibility::default()).unwrap();
         let got: Vec<(RecordKind, f64, String)> = p
             .data
             .iter()

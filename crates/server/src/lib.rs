@@ -34,9 +34,12 @@
 //! delete audit records and the database rejects it (triggers).
 //!
 //! Input rules: bodies over [`ServerConfig::max_body_bytes`] → 413; malformed JSON, unknown
-//! codes, wrong units, impossible values, timestamps more than
-//! [`FUTURE_TOLERANCE_S`] in the future → 400 (FHIR: an `OperationOutcome`) naming each
-//! problem, and **nothing** of the request is stored.
+//! codes, wrong units, impossible values, data outside the plausibility limits
+//! ([`ServerConfig::plausibility`]: times before 2000-01-01T00:00Z or more than
+//! [`FUTURE_TOLERANCE_S`] in the future, bolus > 100 U, basal > 35 U/h, carbohydrate > 500 g)
+//! → 400 (FHIR: an `OperationOutcome`) naming each problem with its element path (e.g.
+//! `Bundle.entry[3].resource.effectiveDateTime`, `treatments[2].insulin`), and **nothing** of
+//! the request is stored (a transaction bundle and a Nightscout upload are all-or-nothing).
 
 #![warn(missing_docs)]
 
@@ -51,7 +54,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use medtwin_store::{AuditEntry, Principal, Role, Store};
+use medtwin_store::{AuditEntry, Plausibility, Principal, Role, Store};
 
 /// Readings may be at most this far in the future (clock skew between devices and server), s.
 pub const FUTURE_TOLERANCE_S: i64 = 300;
@@ -86,12 +89,14 @@ pub struct ServerConfig {
     /// (49 ms per fit on 60 days of history, ≈ 0.5 s per 120-min forecast; measured with
     /// `medtwin twin forecast` on 12 days of history: 0.20 s against 0.08 s without them).
     pub boosted_forecasts: bool,
+    /// Plausibility limits of ingested data (times, doses); see [`Plausibility`].
+    pub plausibility: Plausibility,
 }
 
 impl ServerConfig {
     /// Defaults: `sqlite://medtwin.db`, `127.0.0.1:8080`, one twin thread per core, queue 10 000,
     /// 500 particles, 120-minute forecasts, 4 MiB bodies, 10 000 twins in memory, hybrid
-    /// forecasts without boosted trees.
+    /// forecasts without boosted trees, the default [`Plausibility`] limits.
     pub fn new(db_url: &str, addr: SocketAddr) -> ServerConfig {
         ServerConfig {
             db_url: db_url.to_string(),
@@ -108,6 +113,10 @@ impl ServerConfig {
             max_body_bytes: 4 << 20,
             cached_twins: 10_000,
             boosted_forecasts: false,
+            plausibility: Plausibility {
+                future_tolerance_s: FUTURE_TOLERANCE_S,
+                ..Plausibility::default()
+            },
         }
     }
 }
@@ -304,7 +313,9 @@ pub async fn start(
     cfg: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<(), ServerError>>), ServerError> {
-    let store = Store::open(&cfg.db_url).await?;
+    let store = Store::open(&cfg.db_url)
+        .await?
+        .with_plausibility(cfg.plausibility);
     let cfg = Arc::new(cfg);
     let live = live::Live::start(store.clone(), cfg.clone());
     let state = AppState {

@@ -388,6 +388,98 @@ pub fn sha1_hex(token: &str) -> String {
     hex(&Sha1::digest(token.as_bytes()))
 }
 
+/// 2000-01-01T00:00:00Z in milliseconds since the epoch: the default earliest plausible time
+/// of a datum ([`Plausibility::earliest_ms`]).
+pub const EARLIEST_PLAUSIBLE_MS: i64 = 946_684_800_000;
+
+/// Plausibility limits applied at ingest (FHIR and Nightscout uploads, and
+/// [`Store::ingest`] itself): data outside them are refused, never stored.
+///
+/// Defaults ([`Plausibility::default`]): no datum before 2000-01-01T00:00Z or more than
+/// 300 s (5 min) after the server's clock; bolus ≤ 100 U, long-acting dose ≤ 300 U, basal
+/// rate ≤ 35 U/h, carbohydrate ≤ 500 g. Glucose has its own fixed range, checked when the entry
+/// is built (> 0 and ≤ [`medtwin_io::GLUCOSE_MAX_MG_DL`] mg/dL).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plausibility {
+    /// Earliest accepted time, ms since the epoch.
+    pub earliest_ms: i64,
+    /// How far in the future (server clock) a datum may be, s (clock skew between devices).
+    pub future_tolerance_s: i64,
+    /// Largest bolus, U.
+    pub max_bolus_u: f64,
+    /// Largest long-acting (basal injection) dose, U.
+    pub max_long_acting_u: f64,
+    /// Largest basal rate, U/h.
+    pub max_basal_u_h: f64,
+    /// Largest carbohydrate intake, g.
+    pub max_carbs_g: f64,
+}
+
+impl Default for Plausibility {
+    fn default() -> Plausibility {
+        Plausibility {
+            earliest_ms: EARLIEST_PLAUSIBLE_MS,
+            future_tolerance_s: 300,
+            max_bolus_u: 100.0,
+            max_long_acting_u: 300.0,
+            max_basal_u_h: 35.0,
+            max_carbs_g: 500.0,
+        }
+    }
+}
+
+impl Plausibility {
+    /// Why time `t` is implausible when received at `now`, if it is.
+    pub fn check_time(&self, t: jiff::Timestamp, now: jiff::Timestamp) -> Result<(), String> {
+        let ms = t.as_millisecond();
+        if ms < self.earliest_ms {
+            let earliest = jiff::Timestamp::from_millisecond(self.earliest_ms)
+                .map(|x| x.to_string())
+                .unwrap_or_else(|_| self.earliest_ms.to_string());
+            return Err(format!(
+                "time {t} is before the earliest plausible time {earliest}"
+            ));
+        }
+        if ms > now.as_millisecond() + self.future_tolerance_s * 1000 {
+            return Err(format!(
+                "time {t} is in the future (server time {now}; tolerance {} s)",
+                self.future_tolerance_s
+            ));
+        }
+        Ok(())
+    }
+
+    /// Why a value of `kind` (canonical unit) is implausible, if it is.
+    pub fn check_value(&self, kind: RecordKind, value: f64) -> Result<(), String> {
+        let (max, unit) = match kind {
+            RecordKind::Bolus => (self.max_bolus_u, "U"),
+            RecordKind::LongActing => (self.max_long_acting_u, "U"),
+            RecordKind::BasalRate => (self.max_basal_u_h, "U/h"),
+            RecordKind::Carbs => (self.max_carbs_g, "g"),
+            RecordKind::Cgm | RecordKind::Smbg => return Ok(()),
+        };
+        if value > max {
+            return Err(format!(
+                "implausible {kind} {value} {unit} (limit {max} {unit})"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every reason an entry is implausible at `now`: `(true, reason)` for its time,
+    /// `(false, reason)` for its value.
+    pub fn check(&self, e: &RecordEntry, now: jiff::Timestamp) -> Vec<(bool, String)> {
+        let mut out = Vec::new();
+        if let Err(m) = self.check_time(e.time, now) {
+            out.push((true, m));
+        }
+        if let Err(m) = self.check_value(e.kind, e.value) {
+            out.push((false, m));
+        }
+        out
+    }
+}
+
 /// Whether `id` is a valid patient identifier: 1–64 characters of `A–Z a–z 0–9 . _ -`
 /// (the FHIR `id` alphabet).
 pub fn valid_patient_id(id: &str) -> bool {
@@ -404,6 +496,7 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     cache: Arc<Caches>,
+    limits: Plausibility,
 }
 
 /// How long an authenticated token is remembered without asking the database again, s.
@@ -497,6 +590,7 @@ impl Store {
             pool,
             backend,
             cache: Arc::new(Caches::default()),
+            limits: Plausibility::default(),
         };
         store.migrate().await?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -509,6 +603,7 @@ impl Store {
             pool: store.pool.clone(),
             backend: store.backend,
             cache: Arc::new(Caches::default()),
+            limits: store.limits,
         };
         tokio::spawn(loop_store.committer(rx));
         Ok(store)
@@ -522,6 +617,18 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         })
+    }
+
+    /// This store with other plausibility limits for [`Store::ingest`] (default
+    /// [`Plausibility::default`]).
+    pub fn with_plausibility(mut self, limits: Plausibility) -> Store {
+        self.limits = limits;
+        self
+    }
+
+    /// The plausibility limits of [`Store::ingest`].
+    pub fn plausibility(&self) -> Plausibility {
+        self.limits
     }
 
     /// The engine behind this store.
@@ -663,9 +770,10 @@ impl Store {
     ///
     /// Returns the counts and, per datum, whether it was inserted (`false`: duplicate).
     ///
-    /// Errors: an invalid patient id, or a datum for a patient that does not exist (and is not
-    /// in `new_patients`) ([`StoreError::Invalid`], nothing stored); database failure (nothing
-    /// stored).
+    /// Errors: an invalid patient id, a datum for a patient that does not exist (and is not
+    /// in `new_patients`), or data outside the [`Plausibility`] limits (every one named as
+    /// `data[i]` with its source) ([`StoreError::Invalid`], nothing stored); database failure
+    /// (nothing stored).
     pub async fn ingest(
         &self,
         new_patients: &[String],
@@ -679,6 +787,23 @@ impl Store {
                     "patient id `{p}` must be 1-64 characters of A-Z a-z 0-9 . _ -"
                 )));
             }
+        }
+        let now = jiff::Timestamp::now();
+        let implausible: Vec<String> = data
+            .iter()
+            .enumerate()
+            .flat_map(|(i, d)| {
+                self.limits
+                    .check(&d.entry, now)
+                    .into_iter()
+                    .map(move |(_, m)| format!("data[{i}] ({}): {m}", d.entry.source))
+            })
+            .collect();
+        if !implausible.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "nothing stored: {}",
+                implausible.join("; ")
+            )));
         }
         let mut checked: Vec<&str> = Vec::new();
         for d in data {
@@ -1376,6 +1501,81 @@ mod tests {
             .unwrap(),
             source_unit: "mg/dL".into(),
         }
+    }
+
+    fn datum(p: &str, t: jiff::Timestamp, kind: RecordKind, v: f64, unit: &str) -> NewDatum {
+        NewDatum {
+            patient_id: p.into(),
+            entry: RecordEntry::new(t, kind, v, unit, None, format!("t{v}")).unwrap(),
+            source_unit: unit.into(),
+        }
+    }
+
+    /// Far-past and future times and implausible doses are refused by the store itself, each
+    /// named; nothing of the ingest is stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ingest_refuses_implausible_times_and_doses() {
+        let dir = std::env::temp_dir().join(format!("medtwin-store-pl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display()))
+            .await
+            .unwrap();
+        store.create_patient("a", &audit_for("a")).await.unwrap();
+        let ok_t = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let ts = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        let now = jiff::Timestamp::now();
+        let future = jiff::Timestamp::from_second(now.as_second() + 600).unwrap();
+        let bad = [
+            datum(
+                "a",
+                ts("1970-01-01T00:00:00Z"),
+                RecordKind::Cgm,
+                100.0,
+                "mg/dL",
+            ),
+            datum(
+                "a",
+                ts("1999-12-31T23:59:59Z"),
+                RecordKind::Cgm,
+                101.0,
+                "mg/dL",
+            ),
+            datum("a", future, RecordKind::Cgm, 102.0, "mg/dL"),
+            datum("a", ok_t, RecordKind::Bolus, 100.5, "U"),
+            datum("a", ok_t, RecordKind::BasalRate, 35.5, "U/h"),
+            datum("a", ok_t, RecordKind::Carbs, 501.0, "g"),
+        ];
+        for (i, d) in bad.iter().enumerate() {
+            let mut batch = vec![datum("a", ok_t, RecordKind::Cgm, 120.0, "mg/dL")];
+            batch.push(d.clone());
+            let r = store.ingest(&[], &batch, now_ms(), &[]).await;
+            match r {
+                Err(StoreError::Invalid(m)) => {
+                    assert!(m.contains("data[1]") && !m.contains("data[0]"), "{i}: {m}")
+                }
+                other => panic!("{i}: expected a refusal, got {other:?}"),
+            }
+        }
+        assert_eq!(store.counts("a").await.unwrap(), [0, 0, 0]);
+        // At the limits: accepted.
+        let edge = [
+            datum(
+                "a",
+                ts("2000-01-01T00:00:00Z"),
+                RecordKind::Cgm,
+                100.0,
+                "mg/dL",
+            ),
+            datum("a", now, RecordKind::Cgm, 100.0, "mg/dL"),
+            datum("a", ok_t, RecordKind::Bolus, 100.0, "U"),
+            datum("a", ok_t, RecordKind::BasalRate, 35.0, "U/h"),
+            datum("a", ok_t, RecordKind::Carbs, 500.0, "g"),
+        ];
+        let (o, _) = store.ingest(&[], &edge, now_ms(), &[]).await.unwrap();
+        assert_eq!(o.inserted, 5);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Concurrent ingests go through the group commit: each is atomic, idempotent, audited,

@@ -1,0 +1,219 @@
+//! Hardening of the server (issue 15): plausibility at ingest, redirects, security headers,
+//! file permissions, credentials, token revocation, dashboard authorisation. Each test runs
+//! the server in-process on a free loopback port with a temporary SQLite database.
+
+use std::path::PathBuf;
+
+use medtwin_server::client::{agent, request};
+use medtwin_server::ServerConfig;
+use medtwin_store::{Role, Store};
+use serde_json::{json, Value};
+
+/// A server in this process, stopped on drop.
+struct Srv {
+    rt: tokio::runtime::Runtime,
+    base: String,
+    db: String,
+    dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), medtwin_server::ServerError>>>,
+}
+
+impl Srv {
+    fn start(name: &str) -> Srv {
+        let dir = std::env::temp_dir().join(format!("medtwin-hard-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = format!("sqlite://{}", dir.join("t.db").display());
+        let rt = medtwin_server::runtime().unwrap();
+        let mut cfg = ServerConfig::new(&db, "127.0.0.1:0".parse().unwrap());
+        cfg.particles = 20;
+        cfg.workers = 1;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr, task) = rt.block_on(async {
+            medtwin_server::start(cfg, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
+        });
+        Srv {
+            rt,
+            base: format!("http://{addr}"),
+            db,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A new token (through a second store handle on the same database).
+    fn token(&self, role: Role, patients: &[&str]) -> String {
+        let ps: Vec<String> = patients.iter().map(|p| p.to_string()).collect();
+        self.rt.block_on(async {
+            let s = Store::open(&self.db).await.unwrap();
+            let t = s.create_token(role, &ps, "test").await.unwrap();
+            s.close().await;
+            t
+        })
+    }
+
+    fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
+        let a = agent();
+        let r = request(
+            &a,
+            method,
+            &format!("{}{path}", self.base),
+            headers,
+            body.map(str::as_bytes),
+        )
+        .unwrap();
+        Resp {
+            status: r.0,
+            body: r.1,
+        }
+    }
+
+    fn bearer(&self, method: &str, path: &str, token: &str, body: Option<&Value>) -> Resp {
+        let auth = format!("Bearer {token}");
+        let b = body.map(Value::to_string);
+        self.call(
+            method,
+            path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            b.as_deref(),
+        )
+    }
+}
+
+impl Drop for Srv {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = self.rt.block_on(t);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    body: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn iso_minutes_ago(m: i64) -> String {
+    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() / 60 * 60 - m * 60)
+        .unwrap()
+        .to_string()
+}
+
+fn ms_minutes_ago(m: i64) -> i64 {
+    (jiff::Timestamp::now().as_second() / 60 * 60 - m * 60) * 1000
+}
+
+/// Item a: far-past and future times and implausible doses are refused with their element
+/// paths on the FHIR and Nightscout paths; nothing of such a request is stored.
+#[test]
+fn implausible_data_are_refused_with_element_paths() {
+    let s = Srv::start("plaus");
+    let admin = s.token(Role::Admin, &[]);
+    assert_eq!(
+        s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p"})))
+            .status,
+        201
+    );
+    let obs = |t: &str, v: f64| {
+        json!({"resource": {"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "99504-3"}]},
+            "subject": {"reference": "Patient/p"}, "effectiveDateTime": t,
+            "valueQuantity": {"value": v, "system": "http://unitsofmeasure.org", "code": "mg/dL"}}})
+    };
+    let dose = json!({"resource": {"resourceType": "MedicationAdministration", "status": "completed",
+        "medicationCodeableConcept": {"text": "aspart"}, "subject": {"reference": "Patient/p"},
+        "effectiveDateTime": iso_minutes_ago(30),
+        "dosage": {"dose": {"value": 1_000_000.0, "system": "http://unitsofmeasure.org", "code": "[IU]"}}}});
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        obs(&iso_minutes_ago(10), 120.0),
+        obs("1900-01-01T00:00:00Z", 120.0),
+        obs("0001-01-01T00:00:00Z", 121.0),
+        dose,
+    ]});
+    let r = s.bearer("POST", "/fhir/Bundle", &admin, Some(&bundle));
+    assert_eq!(r.status, 400, "{}", r.body);
+    let paths: Vec<String> = r.json()["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["expression"][0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "Bundle.entry[1].resource.effectiveDateTime",
+            "Bundle.entry[2].resource.effectiveDateTime",
+            "Bundle.entry[3].resource.dosage.dose.value",
+        ]
+    );
+
+    // Nightscout: `date: 0`, a reading 10 min in the future, carbs 1e9, temp basal 500 U/h,
+    // bolus 101 U; the valid documents of the same upload are not stored either.
+    let entries = json!([
+        {"type": "sgv", "sgv": 120, "date": ms_minutes_ago(5)},
+        {"type": "sgv", "sgv": 121, "date": 0},
+        {"type": "sgv", "sgv": 122, "date": ms_minutes_ago(-10)},
+    ]);
+    let r = s.bearer("POST", "/ns/p/api/v1/entries", &admin, Some(&entries));
+    assert_eq!(r.status, 400, "{}", r.body);
+    let e = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("entries[1].date: ") && e.contains("before the earliest"),
+        "{e}"
+    );
+    assert!(
+        e.contains("entries[2].date: ") && e.contains("in the future"),
+        "{e}"
+    );
+    assert!(!e.contains("entries[0]"), "{e}");
+    let t = iso_minutes_ago(20);
+    let treatments = json!([
+        {"eventType": "Meal Bolus", "created_at": t, "carbs": 1e9},
+        {"eventType": "Temp Basal", "created_at": t, "absolute": 500, "duration": 30},
+        {"eventType": "Correction Bolus", "created_at": t, "insulin": 101},
+        {"eventType": "Correction Bolus", "created_at": iso_minutes_ago(25), "insulin": 2},
+    ]);
+    let r = s.bearer("POST", "/ns/p/api/v1/treatments", &admin, Some(&treatments));
+    assert_eq!(r.status, 400, "{}", r.body);
+    let e = r.json()["error"].as_str().unwrap().to_string();
+    for p in [
+        "treatments[0].carbs: ",
+        "treatments[1].absolute: ",
+        "treatments[2].insulin: ",
+    ] {
+        assert!(e.contains(p), "{p} missing in {e}");
+    }
+    assert!(!e.contains("treatments[3]"), "{e}");
+    let n = s
+        .bearer("GET", "/ns/p/api/v1/entries.json?count=100", &admin, None)
+        .json();
+    assert_eq!(n.as_array().unwrap().len(), 0, "nothing stored: {n}");
+    // Plausible data are still accepted.
+    let r = s.bearer(
+        "POST",
+        "/ns/p/api/v1/entries",
+        &admin,
+        Some(&json!([{"type": "sgv", "sgv": 120, "date": ms_minutes_ago(5)}])),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
