@@ -5,7 +5,7 @@
 //!   `HIGH RISK` when P(>250) ≥ 0.2).
 //! * `GET /login?token=T[&next=/ui/patients/ID]` or `POST /login` (form field `token`) — sets
 //!   the `medtwin_token` cookie (HttpOnly, SameSite=Strict, 12 h) when the token is valid, then
-//!   redirects to `next` (a local path) or `/`.
+//!   redirects to `next` when it is a same-site path ([`same_site_path`]), else to `/`.
 //! * `GET /ui/patients/{id}` — CGM history (last 24 h), the forecast cone (50/80/95 % bands
 //!   and median), calibrated parameters, and a what-if form (`POST /ui/patients/{id}/whatif`).
 //!
@@ -64,6 +64,56 @@ fn login_page(msg: &str) -> Response {
     .into_response()
 }
 
+/// Percent-decode `s` once (`%XY` with two hex digits; other `%` kept); `None` when the result
+/// is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Whether `next` is a safe redirect target: a same-site path. It must be printable ASCII
+/// and, as received and after each round of percent-decoding (until stable), start with a
+/// single `/`, not `//` or `/\`, and hold no control character (tab, CR, LF, NUL, DEL…)
+/// and no backslash. Browsers drop tabs and newlines and read `\` as `/`, so `/\t/evil`
+/// or `/\\evil` would otherwise leave the site.
+pub fn same_site_path(next: &str) -> bool {
+    if next.is_empty() || !next.bytes().all(|c| (0x21..0x7f).contains(&c)) {
+        return false;
+    }
+    let ok = |p: &str| {
+        p.starts_with('/')
+            && !p.starts_with("//")
+            && !p.contains('\\')
+            && !p.chars().any(|c| c.is_control())
+    };
+    let mut cur = next.to_string();
+    for _ in 0..8 {
+        if !ok(&cur) {
+            return false;
+        }
+        match percent_decode(&cur) {
+            Some(d) if d == cur => return true,
+            Some(d) => cur = d,
+            None => return false,
+        }
+    }
+    false
+}
+
 /// Query/form of the login.
 #[derive(Deserialize)]
 struct LoginForm {
@@ -73,10 +123,8 @@ struct LoginForm {
 }
 
 async fn login(state: &AppState, token: &str, next: Option<&str>) -> Response {
-    // Only local paths: no open redirect.
-    let next = next
-        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains(['\\', '\r', '\n']))
-        .unwrap_or("/");
+    // Only same-site paths: no open redirect.
+    let next = next.filter(|n| same_site_path(n)).unwrap_or("/");
     match state.store.authenticate_token(token.trim()).await {
         Ok(Some(_)) => (
             StatusCode::SEE_OTHER,
@@ -439,4 +487,37 @@ async fn whatif_form(
     let status = r.as_ref().map(|r| r.status()).unwrap_or_else(|e| e.status);
     audit(&state, Some(&who), action, Some(&id), status, "").await;
     r.unwrap_or_else(|e| e.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_same_site_paths_are_redirect_targets() {
+        for good in ["/", "/ui/patients/p1", "/ui/patients/p%2D1?x=1", "/a%20b"] {
+            assert!(same_site_path(good), "{good}");
+        }
+        for bad in [
+            "",
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/%09/evil.example",
+            "/%2509/evil.example",
+            "/%2F/evil.example",
+            "%2F%2Fevil.example",
+            "/%5Cevil.example",
+            "/%255Cevil.example",
+            "/%0d%0aSet-Cookie:x",
+            "/%00",
+            "/%7F",
+            "/%ff",
+            "https://evil.example",
+            "/caf\u{e9}",
+            "/a b",
+        ] {
+            assert!(!same_site_path(bad), "{bad}");
+        }
+    }
 }

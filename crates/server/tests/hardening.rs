@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use medtwin_server::client::{agent, request};
 use medtwin_server::ServerConfig;
 use medtwin_store::{Role, Store};
 use serde_json::{json, Value};
@@ -58,19 +57,30 @@ impl Srv {
         })
     }
 
+    /// A request that follows no redirect; 4xx/5xx are answers, not errors.
     fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
-        let a = agent();
-        let r = request(
-            &a,
-            method,
-            &format!("{}{path}", self.base),
-            headers,
-            body.map(str::as_bytes),
-        )
-        .unwrap();
+        let a: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into();
+        let mut b = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(body.unwrap_or("").as_bytes().to_vec()).unwrap();
+        let mut r = a.run(req).unwrap();
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
         Resp {
-            status: r.0,
-            body: r.1,
+            status: r.status().as_u16(),
+            headers,
+            body: r.body_mut().read_to_string().unwrap_or_default(),
         }
     }
 
@@ -104,10 +114,18 @@ impl Drop for Srv {
 #[derive(Debug)]
 struct Resp {
     status: u16,
+    headers: Vec<(String, String)>,
     body: String,
 }
 
 impl Resp {
+    /// The value of header `name` (lower case), if sent.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
     fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
@@ -216,4 +234,53 @@ fn implausible_data_are_refused_with_element_paths() {
         Some(&json!([{"type": "sgv", "sgv": 120, "date": ms_minutes_ago(5)}])),
     );
     assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Item b: the login's `next` must be a same-site path after percent-decoding; anything else
+/// redirects to `/`.
+#[test]
+fn login_redirects_only_to_same_site_paths() {
+    let s = Srv::start("redirect");
+    let admin = s.token(Role::Admin, &[]);
+    let login = |next: &str| {
+        let body = format!("token={admin}&next={next}");
+        let r = s.call(
+            "POST",
+            "/login",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(&body),
+        );
+        assert_eq!(r.status, 303, "{next}: {}", r.body);
+        r.header("location").unwrap_or("").to_string()
+    };
+    // The form body is itself percent-decoded once: `%25` sends a literal `%`.
+    for bad in [
+        "//evil.example",
+        "/%2F%2Fevil.example",
+        "%2F%2Fevil.example",
+        "/%09/evil.example",
+        "/%2509/evil.example",
+        "/%5C/evil.example",
+        "/%255C/evil.example",
+        "%2F%5Cevil.example",
+        "/%252F/evil.example",
+        "https://evil.example",
+        "evil.example",
+        "/ok%0D%0ALocation:%20https://evil.example",
+        "/%2500",
+        "",
+    ] {
+        assert_eq!(login(bad), "/", "next={bad}");
+    }
+    assert_eq!(login("/ui/patients/p1"), "/ui/patients/p1");
+    assert_eq!(login("/ui/patients/p%2D1"), "/ui/patients/p-1");
+    // GET /login?token=…&next=… follows the same rule.
+    let r = s.call(
+        "GET",
+        &format!("/login?token={admin}&next=/%09/evil.example"),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/"));
 }
