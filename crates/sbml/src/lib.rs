@@ -493,6 +493,36 @@ mod tests {
     }
 
     #[test]
+    fn endless_event_cascade_is_an_error_naming_the_event() {
+        // `flip` and `flop` re-trigger each other at the same time point forever.
+        let ev = |id: &str, rel: &str, v: i32| {
+            format!(
+                r#"<event id="{id}" useValuesFromTriggerTime="true"><trigger initialValue="false" persistent="true">
+  <math xmlns="http://www.w3.org/1998/Math/MathML"><apply><{rel}/><ci>x</ci><cn>0</cn></apply></math></trigger>
+  <listOfEventAssignments><eventAssignment variable="x"><math xmlns="http://www.w3.org/1998/Math/MathML"><cn>{v}</cn></math>
+  </eventAssignment></listOfEventAssignments></event>"#
+            )
+        };
+        let doc = format!(
+            r#"<sbml xmlns="http://www.sbml.org/sbml/level3/version2/core" level="3" version="2">
+  <model id="m"><listOfParameters><parameter id="x" value="-1" constant="false"/></listOfParameters>
+  <listOfRules><rateRule variable="x"><math xmlns="http://www.w3.org/1998/Math/MathML"><cn>1</cn></math></rateRule></listOfRules>
+  <listOfEvents>{}{}</listOfEvents></model></sbml>"#,
+            ev("flip", "gt", -1),
+            ev("flop", "lt", 1)
+        );
+        let m = parse_sbml(&doc).unwrap();
+        match simulate(&m, &SimulateOptions::default()) {
+            Err(SbmlError::Simulation(msg)) => assert!(
+                msg.contains("does not terminate at t = 0")
+                    && (msg.contains("'flip'") || msg.contains("'flop'")),
+                "{msg}"
+            ),
+            other => panic!("expected a simulation error, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn delay_equation_matches_method_of_steps() {
         // dx/dt = -0.5·x(t-1), x = 1 before the start: x = 1 - t/2 on [0, 1], then
         // x = 1/2 - ((t-1) - (t-1)²/4)/2 on [1, 2].

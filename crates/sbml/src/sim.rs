@@ -301,6 +301,12 @@ impl OdeModel for Scaled<'_> {
     }
 }
 
+/// Event-loop iterations at one time point before the simulation fails, naming the event.
+const MAX_EVENT_ITERATIONS: usize = 100_000;
+/// Trigger transitions of one event, each a vanishing time (`Sim::chatter_dt`) after the
+/// previous, after which further ones are accepted without firing.
+const CHATTER_STRIKES: u32 = 3;
+
 struct Pending {
     ev: usize,
     time: f64,
@@ -319,6 +325,12 @@ struct Sim<'a> {
     stack: Vec<f64>,
     state_of: Vec<Option<usize>>,
     prev: Vec<bool>,
+    /// Per event: time its trigger last came true, and consecutive repeats within
+    /// `chatter_dt` of each other; transitions accepted without firing (see `process_events`).
+    last_on: Vec<f64>,
+    strikes: Vec<u32>,
+    chatter_dt: f64,
+    suppressed: u64,
     pending: Vec<Pending>,
     rng: u64,
     deadline: Option<Instant>,
@@ -520,17 +532,45 @@ impl<'a> Sim<'a> {
         }
         let mut executed = false;
         let mut guard = 0usize;
+        let mut fired = vec![0usize; self.m.events.len()];
         loop {
             guard += 1;
-            if guard > 100_000 {
+            if guard > MAX_EVENT_ITERATIONS {
+                let (e, n) = fired
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, &n)| n)
+                    .unwrap_or((0, &0));
                 return Err(SbmlError::Simulation(format!(
-                    "event cascade does not terminate at t = {t}"
+                    "event cascade does not terminate at t = {t}: event '{}' executed {n} times",
+                    self.m.events[e].id
                 )));
             }
             let now = self.triggers(t, x);
             for (e, &on) in now.iter().enumerate() {
                 let ev = &self.m.events[e];
                 if on && !self.prev[e] {
+                    // Chattering: a trigger that comes true again a vanishing time after it last
+                    // did (a state reset onto the trigger's boundary, e.g. `V < 0 → V = 0` with
+                    // dV/dt < 0 at V = 0) would fire in an endless series of zero-length
+                    // intervals. After CHATTER_STRIKES such repeats the transition is accepted
+                    // without firing (as libRoadRunner's CVODE integrator does) until the
+                    // trigger comes true again after a real interval.
+                    let since = t - self.last_on[e];
+                    if since > 0.0 {
+                        if since <= self.chatter_dt {
+                            self.strikes[e] += 1;
+                        } else {
+                            self.strikes[e] = 0;
+                        }
+                    }
+                    self.last_on[e] = t;
+                    if self.strikes[e] >= CHATTER_STRIKES {
+                        self.suppressed += 1;
+                        self.prev[e] = on;
+                        continue;
+                    }
+                    fired[e] += 1;
                     let delay = match &ev.delay {
                         Some(c) => self.eval(c, t),
                         None => 0.0,
@@ -821,6 +861,10 @@ pub(crate) fn run(
         stack: Vec::new(),
         state_of,
         prev: m.events.iter().map(|e| e.initial_value).collect(),
+        last_on: vec![f64::NEG_INFINITY; m.events.len()],
+        strikes: vec![0; m.events.len()],
+        chatter_dt: 1e-9 * (opts.end - opts.start).max(opts.end.abs()).max(1e-300),
+        suppressed: 0,
         pending: Vec::new(),
         rng: 0x9E37_79B9_7F4A_7C15,
         deadline,
@@ -975,10 +1019,11 @@ pub(crate) fn run(
     if std::env::var_os("MEDTWIN_SBML_STATS").is_some() {
         let st = integ.stats();
         eprintln!(
-            "dopri5: {} rhs, {} accepted, {} rejected; stiff: {}",
+            "dopri5: {} rhs, {} accepted, {} rejected; {} chattering trigger transitions not fired; stiff: {}",
             st.rhs_evals,
             st.accepted,
             st.rejected,
+            sim.suppressed,
             sim.stiff
                 .as_ref()
                 .map(|r| r.stats())

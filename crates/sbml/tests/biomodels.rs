@@ -3,8 +3,9 @@
 //! largest error over the 101 output times, relative to that species' range in the reference,
 //! at medtwin's default tolerances.
 
-use medtwin_sbml::{load_sbml, simulate, SimulateOptions};
+use medtwin_sbml::{load_sbml, simulate_with_deadline, SimulateOptions};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/biomodels")
@@ -31,7 +32,8 @@ pub fn error_vs_reference(name: &str, opts: &SimulateOptions) -> (String, f64) {
         vars: Some(header[1..].to_vec()),
         ..opts.clone()
     };
-    let t = simulate(&m, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let t = simulate_with_deadline(&m, &opts, deadline).unwrap_or_else(|e| panic!("{name}: {e}"));
     let mut worst = (String::new(), 0.0f64);
     for (j, id) in header.iter().enumerate().skip(1) {
         let col: Vec<f64> = reference.iter().map(|r| r[j]).collect();
@@ -79,5 +81,28 @@ fn tiny_amounts_agree_with_roadrunner_at_default_tolerances() {
     }
     for (name, err, at) in &report {
         assert!(*err <= 1e-3, "{name}: error {err:.3e} of range at {at}");
+    }
+}
+
+/// Hancioglu 2007: the event `V < 0 → V = 0` meets V ≈ 1e-31 near t ≈ 11.5 d, where the
+/// integration error makes dV/dt < 0 at V = 0; event location must not stall in a series of
+/// zero-length intervals (it did at rtol 1e-6, atol 1e-10).
+#[test]
+fn event_at_its_boundary_does_not_stall() {
+    let name = "BIOMD0000000711";
+    for (rtol, atol) in [(1e-10, 1e-12), (1e-6, 1e-10), (1e-8, 1e-10), (1e-4, 1e-8)] {
+        let opts = SimulateOptions {
+            rtol,
+            atol,
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let (at, err) = error_vs_reference(name, &opts);
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!("{name} rtol {rtol:e} atol {atol:e}: largest error {err:.3e} of range ({at}) in {secs:.3} s");
+        assert!(secs < 10.0, "{name} took {secs:.1} s");
+        if rtol <= 1e-6 {
+            assert!(err <= 1e-3, "{name}: error {err:.3e} of range at {at}");
+        }
     }
 }
