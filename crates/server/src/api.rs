@@ -58,8 +58,18 @@ pub fn router(state: AppState) -> axum::Router {
         }),
     )
     .merge(crate::dashboard::routes())
+    .layer(axum::middleware::map_response(nosniff))
     .layer(DefaultBodyLimit::max(max))
     .with_state(state)
+}
+
+/// `X-Content-Type-Options: nosniff` on every answer (JSON included).
+async fn nosniff(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 /// Body of `POST /patients`.

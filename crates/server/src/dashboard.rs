@@ -9,7 +9,10 @@
 //! * `GET /ui/patients/{id}` — CGM history (last 24 h), the forecast cone (50/80/95 % bands
 //!   and median), calibrated parameters, and a what-if form (`POST /ui/patients/{id}/whatif`).
 //!
-//! Every patient page and what-if is audited like the API.
+//! Every patient page and what-if is audited like the API. Every dashboard answer carries a
+//! Content-Security-Policy without scripts or inline styles ([`CSP`]; the stylesheet is
+//! `GET /ui/style.css`), `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff`,
+//! `Referrer-Policy: no-referrer` and `Cache-Control: no-store` ([`html_headers`]).
 
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -30,6 +33,8 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", get(logout))
         .route("/ui/patients/{id}", get(patient_page))
         .route("/ui/patients/{id}/whatif", post(whatif_form))
+        .route("/ui/style.css", get(style_css))
+        .layer(axum::middleware::map_response(html_headers))
 }
 
 /// HTML-escape text.
@@ -41,13 +46,46 @@ pub fn esc(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// The dashboard's stylesheet (`GET /ui/style.css`): no inline styles or scripts, so the
+/// Content-Security-Policy can forbid both.
+pub const STYLE_CSS: &str = "body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse}\
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#eee}td.l{text-align:left}\
+.flag-low{color:#fff;background:#c00;padding:2px 6px}.flag-high{color:#000;background:#fc0;padding:2px 6px}\
+.muted{color:#777}\n";
+
+/// Content-Security-Policy of every dashboard page: only this site's own stylesheet, images
+/// and form targets; no scripts at all; never framed.
+pub const CSP: &str = "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self'; \
+object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Headers of every dashboard answer (pages, redirects, errors): CSP, no framing, no MIME
+/// sniffing, no referrer, no caching (pages show patient data).
+pub async fn html_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    for (k, v) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        h.insert(k, header::HeaderValue::from_static(v));
+    }
+    r
+}
+
+async fn style_css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        STYLE_CSS,
+    )
+        .into_response()
+}
+
 fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} — medtwin</title>\
-<style>body{{font-family:sans-serif;margin:2em;max-width:1000px}}table{{border-collapse:collapse}}\
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#eee}}\
-.flag-low{{color:#fff;background:#c00;padding:2px 6px}}.flag-high{{color:#000;background:#fc0;padding:2px 6px}}\
-.muted{{color:#777}}</style></head><body><h1>{t}</h1>{body}\
+<link rel=\"stylesheet\" href=\"/ui/style.css\"></head><body><h1>{t}</h1>{body}\
 <p class=\"muted\">medtwin — research software, not a medical device. <a href=\"/logout\">log out</a></p></body></html>",
         t = esc(title)
     ))
@@ -203,7 +241,7 @@ async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
             ));
         }
         rows.push_str(&format!(
-            "<tr><td style=\"text-align:left\"><a class=\"patient-link\" href=\"/ui/patients/{id}\">{id}</a></td><td>{g}</td><td>{gt}</td><td>{n}</td><td>{tw}</td><td>{pl}</td><td>{ph}</td><td style=\"text-align:left\">{flags}</td></tr>",
+            "<tr><td class=\"l\"><a class=\"patient-link\" href=\"/ui/patients/{id}\">{id}</a></td><td>{g}</td><td>{gt}</td><td>{n}</td><td>{tw}</td><td>{pl}</td><td>{ph}</td><td class=\"l\">{flags}</td></tr>",
             id = esc(&p.id),
             g = p.latest_glucose_mg_dl.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into()),
             gt = esc(p.latest_glucose_time.as_deref().unwrap_or("–")),
@@ -344,7 +382,7 @@ async fn render_patient(
     let mut params = String::new();
     for p in &info.parameters {
         params.push_str(&format!(
-            "<tr><td style=\"text-align:left\">{} <span class=\"muted\">({}; {})</span></td><td>{:.4}</td><td>{:.4}</td><td>{:.4}–{:.4}</td></tr>",
+            "<tr><td class=\"l\">{} <span class=\"muted\">({}; {})</span></td><td>{:.4}</td><td>{:.4}</td><td>{:.4}–{:.4}</td></tr>",
             esc(&p.name),
             esc(&p.description),
             esc(&p.unit), p.calibration_map, p.posterior_mean, p.p10, p.p90
@@ -475,7 +513,7 @@ async fn whatif_form(
                 Ok(r) => {
                     let mut t = String::from("<table id=\"whatif-result\"><tr><th>plan</th><th>P(&lt;70)</th><th>P(&lt;54)</th><th>P(&gt;250)</th><th>expected TIR %</th></tr>");
                     for o in &r.outcomes {
-                        t.push_str(&format!("<tr><td style=\"text-align:left\">{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.1}</td></tr>", esc(&o.name), o.p_below_70, o.p_below_54, o.p_above_250, o.expected_tir_pct));
+                        t.push_str(&format!("<tr><td class=\"l\">{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.1}</td></tr>", esc(&o.name), o.p_below_70, o.p_below_54, o.p_above_250, o.expected_tir_pct));
                     }
                     t + "</table>"
                 }

@@ -284,3 +284,90 @@ fn login_redirects_only_to_same_site_paths() {
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), Some("/"));
 }
+
+/// Item c: every dashboard answer carries the browser-hardening headers; JSON answers carry
+/// nosniff.
+#[test]
+fn security_headers_on_every_html_route() {
+    let s = Srv::start("headers");
+    let admin = s.token(Role::Admin, &[]);
+    assert_eq!(
+        s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p"})))
+            .status,
+        201
+    );
+    let cookie = format!("medtwin_token={admin}");
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let with_cookie = [
+        ("cookie", cookie.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let login_ok = format!("token={admin}");
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        Option<&'a str>,
+        u16,
+    );
+    let cases: Vec<Case> = vec![
+        ("GET", "/", &[], None, 200),
+        ("GET", "/", &with_cookie, None, 200),
+        ("GET", "/login", &[], None, 400),
+        ("POST", "/login", &form, Some("token=wrong"), 401),
+        ("POST", "/login", &form, Some(&login_ok), 303),
+        ("GET", "/logout", &[], None, 303),
+        ("GET", "/ui/patients/p", &[], None, 401),
+        ("GET", "/ui/patients/p", &with_cookie, None, 200),
+        (
+            "POST",
+            "/ui/patients/p/whatif",
+            &with_cookie,
+            Some("carbs_g=60&bolus_u=6&at_min=0"),
+            200,
+        ),
+        ("GET", "/ui/style.css", &[], None, 200),
+    ];
+    for (m, path, h, body, want) in cases {
+        let r = s.call(m, path, h, body);
+        assert_eq!(r.status, want, "{m} {path}: {}", r.body);
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        for part in [
+            "default-src 'self'",
+            "frame-ancestors 'none'",
+            "script-src 'none'",
+        ] {
+            assert!(csp.contains(part), "{m} {path}: CSP `{csp}` lacks {part}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        for (k, v) in [
+            ("x-frame-options", "DENY"),
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "no-referrer"),
+            ("cache-control", "no-store"),
+        ] {
+            assert_eq!(r.header(k), Some(v), "{m} {path}: {k}");
+        }
+        if r.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/html")
+        {
+            // The CSP forbids inline styles and scripts: the pages must not need them.
+            for bad in ["<script", "style=\"", "<style"] {
+                assert!(!r.body.contains(bad), "{m} {path} holds {bad}");
+            }
+        }
+    }
+    for path in ["/patients", "/healthz", "/openapi.json", "/audit"] {
+        let r = s.bearer("GET", path, &admin, None);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+    let r = s.call("GET", "/patients", &[], None);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+}
