@@ -490,6 +490,35 @@ pub fn valid_patient_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+/// Create the SQLite database file of URL remainder `rest` (`//PATH[?…]`) with mode 0600
+/// (owner read/write only) when it does not exist yet, so patient data are never readable by
+/// other users of the machine. SQLite creates the `-wal` and `-shm` files with the database
+/// file's mode. An existing file keeps its mode. No effect for `:memory:` or off Unix.
+fn create_private(rest: &str) -> Result<(), StoreError> {
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.starts_with(':') {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(StoreError::Db(sqlx::Error::Io(e)));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The persistence handle (cheap to clone; a connection pool inside).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -542,7 +571,8 @@ fn table_of(kind: RecordKind) -> &'static str {
 impl Store {
     /// Open (and create, for SQLite) the database at `url` and apply pending [`MIGRATIONS`].
     ///
-    /// `url`: `sqlite://PATH` (relative or absolute; the file is created when missing) or
+    /// `url`: `sqlite://PATH` (relative or absolute; the file is created when missing, with
+    /// mode 0600, and so are its `-wal` and `-shm` files) or
     /// `postgres://…` / `postgresql://…`. SQLite connections run `journal_mode = WAL`,
     /// `synchronous = NORMAL`, `busy_timeout = 30 s`, `foreign_keys = ON`.
     ///
@@ -551,6 +581,7 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            create_private(rest)?;
             let mut u = format!("sqlite:{rest}");
             if !rest.contains("mode=") {
                 u.push_str(if rest.contains('?') { "&" } else { "?" });
@@ -1501,6 +1532,30 @@ mod tests {
             .unwrap(),
             source_unit: "mg/dL".into(),
         }
+    }
+
+    /// A new SQLite database and its WAL and shared-memory files are readable by their owner
+    /// only (0600).
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_files_are_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("medtwin-store-perm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("t.db");
+        let store = Store::open(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        store.create_patient("a", &audit_for("a")).await.unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for suffix in ["", "-wal", "-shm"] {
+            let p = dir.join(format!("t.db{suffix}"));
+            assert!(p.exists(), "{} missing", p.display());
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn datum(p: &str, t: jiff::Timestamp, kind: RecordKind, v: f64, unit: &str) -> NewDatum {
