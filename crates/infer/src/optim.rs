@@ -114,6 +114,135 @@ pub fn nelder_mead(
     }
 }
 
+/// Quasi-Newton minimisation of a smooth `f` from `x0` by BFGS with central finite-difference
+/// gradients (step `h[i]` per coordinate) and a backtracking Armijo line search (Nocedal &
+/// Wright, *Numerical Optimization*, 2nd ed., Algorithm 6.1 and 3.1). The inverse-Hessian update
+/// is skipped when the curvature condition `sᵀy > 0` fails, and the approximation is reset to the
+/// identity (scaled, eq. 6.20) when a line search fails; two consecutive failures end the run.
+/// Stops when the largest gradient component is below `gtol` or the objective decreases by less
+/// than `ftol` (relative) over an iteration, or after `max_evals` evaluations.
+///
+/// Non-finite objective values are treated as +∞ (the line search backs off from them).
+pub fn bfgs(
+    f: &mut dyn FnMut(&[f64]) -> f64,
+    x0: &[f64],
+    h: &[f64],
+    gtol: f64,
+    ftol: f64,
+    max_evals: usize,
+) -> Minimum {
+    let n = x0.len();
+    let mut evals = 0usize;
+    let mut eval = |x: &[f64], evals: &mut usize| {
+        *evals += 1;
+        let v = f(x);
+        if v.is_finite() {
+            v
+        } else {
+            f64::INFINITY
+        }
+    };
+    let grad = |x: &[f64], eval: &mut dyn FnMut(&[f64], &mut usize) -> f64, evals: &mut usize| {
+        let mut g = vec![0.0; n];
+        let mut xp = x.to_vec();
+        for i in 0..n {
+            xp[i] = x[i] + h[i];
+            let fp = eval(&xp, evals);
+            xp[i] = x[i] - h[i];
+            let fm = eval(&xp, evals);
+            xp[i] = x[i];
+            g[i] = (fp - fm) / (2.0 * h[i]);
+        }
+        g
+    };
+    let mut x = x0.to_vec();
+    let mut fx = eval(&x, &mut evals);
+    let mut g = grad(&x, &mut eval, &mut evals);
+    let mut hinv = identity(n);
+    let mut converged = false;
+    let mut failures = 0;
+    while evals < max_evals {
+        if !fx.is_finite() || g.iter().any(|v| !v.is_finite()) {
+            break;
+        }
+        if g.iter().fold(0.0f64, |m, v| m.max(v.abs())) < gtol {
+            converged = true;
+            break;
+        }
+        let mut d: Vec<f64> = (0..n)
+            .map(|i| -(0..n).map(|j| hinv[i * n + j] * g[j]).sum::<f64>())
+            .collect();
+        let mut slope: f64 = d.iter().zip(&g).map(|(a, b)| a * b).sum();
+        if slope >= 0.0 {
+            hinv = identity(n);
+            d = g.iter().map(|v| -v).collect();
+            slope = -g.iter().map(|v| v * v).sum::<f64>();
+        }
+        let mut t = 1.0;
+        let mut accepted = None;
+        for _ in 0..40 {
+            let xt: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + t * b).collect();
+            let ft = eval(&xt, &mut evals);
+            if ft <= fx + 1e-4 * t * slope {
+                accepted = Some((xt, ft));
+                break;
+            }
+            t *= 0.5;
+        }
+        let Some((xn, fnew)) = accepted else {
+            failures += 1;
+            if failures >= 2 {
+                break;
+            }
+            hinv = identity(n);
+            continue;
+        };
+        failures = 0;
+        let gn = grad(&xn, &mut eval, &mut evals);
+        let s: Vec<f64> = xn.iter().zip(&x).map(|(a, b)| a - b).collect();
+        let y: Vec<f64> = gn.iter().zip(&g).map(|(a, b)| a - b).collect();
+        let sy: f64 = s.iter().zip(&y).map(|(a, b)| a * b).sum();
+        let decrease = fx - fnew;
+        if sy > 1e-12 * (s.iter().map(|v| v * v).sum::<f64>()).sqrt() {
+            if hinv == identity(n) {
+                let yy: f64 = y.iter().map(|v| v * v).sum();
+                hinv.iter_mut().for_each(|v| *v *= sy / yy);
+            }
+            let hy: Vec<f64> = (0..n)
+                .map(|i| (0..n).map(|j| hinv[i * n + j] * y[j]).sum())
+                .collect();
+            let yhy: f64 = y.iter().zip(&hy).map(|(a, b)| a * b).sum();
+            for i in 0..n {
+                for j in 0..n {
+                    hinv[i * n + j] +=
+                        (sy + yhy) * s[i] * s[j] / (sy * sy) - (hy[i] * s[j] + s[i] * hy[j]) / sy;
+                }
+            }
+        }
+        x = xn;
+        fx = fnew;
+        g = gn;
+        if decrease.abs() < ftol * (1.0 + fx.abs()) {
+            converged = true;
+            break;
+        }
+    }
+    Minimum {
+        x,
+        f: fx,
+        evals,
+        converged,
+    }
+}
+
+fn identity(n: usize) -> Vec<f64> {
+    let mut m = vec![0.0; n * n];
+    for i in 0..n {
+        m[i * n + i] = 1.0;
+    }
+    m
+}
+
 /// Laplace approximation at a mode `x` of the negative log posterior `f`: returns the
 /// covariance (inverse Hessian, row-major `n×n`) or `None` if the Hessian is not positive
 /// definite. `h` are the finite-difference steps.
@@ -200,6 +329,17 @@ pub fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bfgs_minimises_rosenbrock() {
+        let mut f = |x: &[f64]| (1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2);
+        let m = bfgs(&mut f, &[-1.2, 1.0], &[1e-6, 1e-6], 1e-6, 0.0, 20_000);
+        assert!(
+            (m.x[0] - 1.0).abs() < 1e-4 && (m.x[1] - 1.0).abs() < 1e-4,
+            "{m:?}"
+        );
+        assert!(m.converged);
+    }
 
     #[test]
     fn finds_rosenbrock_minimum_and_gaussian_covariance() {
