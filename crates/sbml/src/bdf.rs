@@ -179,6 +179,9 @@ pub(crate) struct Bdf {
     vals: Vec<f64>,
     stack: Vec<f64>,
     pub(crate) stats: BdfStats,
+    /// State whose derivative was last not finite in a Newton iteration of the current step
+    /// (named when the step size underflows).
+    nonfinite: Option<usize>,
     /// Give up (error) once this instant has passed.
     pub(crate) deadline: Option<std::time::Instant>,
 }
@@ -238,6 +241,7 @@ impl Bdf {
             vals: Vec::new(),
             stack: Vec::new(),
             stats: BdfStats::default(),
+            nonfinite: None,
             deadline: None,
         }
     }
@@ -452,7 +456,8 @@ impl Bdf {
             if it > 0 {
                 self.f_at(m, t_new, Which::Y);
             }
-            if !self.f.iter().all(|v| v.is_finite()) {
+            if let Some(i) = self.f.iter().position(|v| !v.is_finite()) {
+                self.nonfinite = Some(i);
                 return (false, it + 1);
             }
             for (((dy, f), ps), co) in self
@@ -502,8 +507,15 @@ impl Bdf {
         loop {
             let h_min = 10.0 * (self.t.abs() * f64::EPSILON).max(f64::MIN_POSITIVE);
             if self.h < h_min || !self.h.is_finite() {
+                let why = match self.nonfinite {
+                    Some(i) => format!(
+                        " (the derivative of '{}' is not finite near the solution)",
+                        m.slots[m.state_slots[i]].id
+                    ),
+                    None => String::new(),
+                };
                 return Err(SbmlError::Simulation(format!(
-                    "BDF: step size underflow at t = {}",
+                    "BDF: step size underflow at t = {}{why}",
                     self.t
                 )));
             }
@@ -597,6 +609,7 @@ impl Bdf {
                 continue;
             }
             // Accept.
+            self.nonfinite = None;
             if std::env::var_os("MEDTWIN_BDF_TRACE").is_some() {
                 eprintln!(
                     "step t={t_new:.6e} h={:.3e} k={k} it={iters} err={err:.2e}",
@@ -804,6 +817,29 @@ mod tests {
             "{last:?}"
         );
         assert!((last[3] - 0.9950617056).abs() < 1e-6, "{last:?}");
+    }
+
+    #[test]
+    fn step_size_underflow_names_a_state_with_non_finite_derivative() {
+        // x' = -1 from 1, y' = sqrt(x): no solution past t = 1 (sqrt of a negative).
+        let m = parse_sbml(&rate_rule_model(&[
+            ("x", 1.0, &cn(-1.0)),
+            ("y", 0.0, &ap("root", &[ci("x")])),
+        ]))
+        .unwrap();
+        let opts = SimulateOptions {
+            end: 2.0,
+            steps: 4,
+            method: Method::Stiff,
+            ..Default::default()
+        };
+        match simulate(&m, &opts) {
+            Err(crate::SbmlError::Simulation(msg)) => assert!(
+                msg.contains("underflow") && msg.contains("derivative of 'y' is not finite"),
+                "{msg}"
+            ),
+            other => panic!("expected a failure, got {other:?}"),
+        }
     }
 
     #[test]
