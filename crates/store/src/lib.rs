@@ -17,7 +17,8 @@
 //! | `carbs` | carbohydrate intake, g | `(patient_id, time_ms)` |
 //! | `twins` | the latest saved twin per patient (`medtwin-twin/1` JSON), version, status | `patient_id` |
 //! | `forecasts` | the latest forecast per patient (JSON), the data time it is based on | `patient_id` |
-//! | `tokens` | bearer tokens as SHA-256 and SHA-1 hex digests (never the token), role | both digests |
+//! | `tokens` | bearer tokens as keyed digests (HMAC-SHA256; never the token, never a value that authenticates), role | both digests |
+//! | `server_keys` | the random per-database key of the token digests | `name` |
 //! | `token_patients` | patients a clinician or device token may access | `(token_id, patient_id)` |
 //! | `audit` | who, what, which patient, when, outcome: **append-only** (database triggers reject `UPDATE` and `DELETE`) | `id` |
 //!
@@ -38,10 +39,14 @@
 //! ## Tokens
 //!
 //! Tokens are 32 random bytes from the operating system's generator, written `mt_` + 64 hex
-//! digits. Only digests are stored: SHA-256 (for `Authorization: Bearer`) and SHA-1 (for
-//! Nightscout's `api-secret` header, which carries the SHA-1 hex of the secret). A slow
-//! password hash (argon2) is not needed for 256-bit random secrets and would cost tens of
-//! milliseconds per request.
+//! digits. Only keyed digests are stored: HMAC-SHA256 under a random per-database key
+//! (`server_keys`) of the token's SHA-256 hex (for `Authorization: Bearer`) and of its SHA-1
+//! hex (for Nightscout's `api-secret` header, which carries the SHA-1 hex of the secret), so
+//! a value read from the `tokens` table never authenticates (up to schema version 1 the
+//! plain SHA-1 hex was stored, and worked as `api-secret`; migration 2 re-keys existing
+//! tokens, which keep working). A slow password hash (argon2) is not needed for 256-bit
+//! random secrets and would cost tens of milliseconds per request; the HMAC costs
+//! microseconds.
 
 #![warn(missing_docs)]
 
@@ -258,7 +263,62 @@ pub struct ForecastRow {
 
 /// Migrations, applied in order: `(version, SQLite SQL, PostgreSQL SQL)`. Statements are
 /// separated by `;;` (trigger bodies contain `;`).
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, SCHEMA_V1_SQLITE, SCHEMA_V1_PG)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, SCHEMA_V1_SQLITE, SCHEMA_V1_PG),
+    (2, SCHEMA_V2, SCHEMA_V2),
+];
+
+/// Version 2: tokens keep keyed digests (HMAC-SHA256 under a random per-database key in
+/// `server_keys`) instead of plain SHA-256/SHA-1 digests, so a value read from the database
+/// never authenticates. Existing rows are re-keyed by the migration (see
+/// [`Store::authenticate_token`]).
+const SCHEMA_V2: &str = "
+CREATE TABLE server_keys (
+  name TEXT PRIMARY KEY,
+  key_hex TEXT NOT NULL
+);;
+ALTER TABLE tokens RENAME COLUMN sha256_hex TO bearer_mac;;
+ALTER TABLE tokens RENAME COLUMN sha1_hex TO secret_mac";
+
+/// `server_keys.name` of the token MAC key.
+const TOKEN_KEY: &str = "token_mac";
+
+/// HMAC-SHA256 (RFC 2104) of `msg` under `key`.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
+    for i in 0..64 {
+        ipad[i] ^= k[i];
+        opad[i] ^= k[i];
+    }
+    let inner = Sha256::new()
+        .chain_update(ipad)
+        .chain_update(msg)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(opad)
+        .chain_update(inner)
+        .finalize();
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&outer);
+    out
+}
+
+/// The stored form of a bearer token: HMAC(key, "bearer" NUL sha256_hex(token)).
+fn bearer_mac(key: &[u8], sha256: &str) -> String {
+    hex(&hmac_sha256(key, format!("bearer\0{sha256}").as_bytes()))
+}
+
+/// The stored form of a Nightscout `api-secret` (SHA-1 hex of the token, lower case):
+/// HMAC(key, "api-secret" NUL sha1_hex).
+fn secret_mac(key: &[u8], sha1: &str) -> String {
+    hex(&hmac_sha256(key, format!("api-secret\0{sha1}").as_bytes()))
+}
 
 const SCHEMA_V1_COMMON: &str = "
 CREATE TABLE patients (
@@ -378,7 +438,7 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// SHA-256 hex digest of a token (the `tokens.sha256_hex` column).
+/// SHA-256 hex digest of a token (what [`Store::authenticate_token`] keys and compares).
 pub fn sha256_hex(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
@@ -539,6 +599,8 @@ pub const TOKEN_CACHE_S: u64 = 60;
 #[derive(Debug, Default)]
 struct Caches {
     principals: Mutex<HashMap<String, (Principal, Instant)>>,
+    /// The token MAC key (`server_keys`), loaded on open.
+    mac_key: std::sync::OnceLock<Vec<u8>>,
     patients: Mutex<HashSet<String>>,
     /// The group-commit queue ([`Store::ingest`]); set on open.
     committer: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Pending>>>,
@@ -579,6 +641,12 @@ impl Store {
     /// Errors: an unknown URL scheme ([`StoreError::Url`]); the database cannot be reached or
     /// migrated ([`StoreError::Db`]).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_upto(url, i64::MAX).await
+    }
+
+    /// [`Store::open`], applying the migrations up to version `upto` only (tests of
+    /// migrations).
+    async fn open_upto(url: &str, upto: i64) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
             create_private(rest)?;
@@ -623,7 +691,10 @@ impl Store {
             cache: Arc::new(Caches::default()),
             limits: Plausibility::default(),
         };
-        store.migrate().await?;
+        store.migrate(upto).await?;
+        if upto >= 2 {
+            store.load_key().await?;
+        }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         if let Ok(mut c) = store.cache.committer.lock() {
             *c = Some(tx);
@@ -667,13 +738,30 @@ impl Store {
         self.backend
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    /// Load the token MAC key (created by migration 2).
+    async fn load_key(&self) -> Result<(), StoreError> {
+        let r = sqlx::query("SELECT key_hex FROM server_keys WHERE name = $1")
+            .bind(TOKEN_KEY)
+            .fetch_one(&self.pool)
+            .await?;
+        let key_hex: String = r.try_get(0)?;
+        let key = unhex(&key_hex)
+            .ok_or_else(|| StoreError::Corrupt("server_keys: key is not hex".into()))?;
+        let _ = self.cache.mac_key.set(key);
+        Ok(())
+    }
+
+    fn mac_key(&self) -> &[u8] {
+        self.cache.mac_key.get().map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    async fn migrate(&self, upto: i64) -> Result<(), StoreError> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
         )
         .execute(&self.pool)
         .await?;
-        for &(version, sqlite, pg) in MIGRATIONS {
+        for &(version, sqlite, pg) in MIGRATIONS.iter().filter(|m| m.0 <= upto) {
             let mut tx = self.begin_write().await?;
             let done: Option<i64> =
                 sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
@@ -698,6 +786,9 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
+            }
+            if version == 2 {
+                rekey_tokens(&mut tx).await?;
             }
             sqlx::query("INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)")
                 .bind(version)
@@ -1218,10 +1309,10 @@ impl Store {
         let token = format!("mt_{}", hex(&bytes));
         let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query(
-            "INSERT INTO tokens (sha256_hex, sha1_hex, role, label, created_ms) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO tokens (bearer_mac, secret_mac, role, label, created_ms) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
-        .bind(sha256_hex(&token))
-        .bind(sha1_hex(&token))
+        .bind(bearer_mac(self.mac_key(), &sha256_hex(&token)))
+        .bind(secret_mac(self.mac_key(), &sha1_hex(&token)))
         .bind(role.name())
         .bind(label)
         .bind(now_ms())
@@ -1242,18 +1333,26 @@ impl Store {
     }
 
     /// The principal of a token given in clear text (`Authorization: Bearer`), if any.
+    ///
+    /// The database keeps only HMAC-SHA256 digests under a random per-database key
+    /// (`server_keys`, created by migration 2): of the token's SHA-256 hex for bearer use, of
+    /// its SHA-1 hex for Nightscout's `api-secret`. A value read from the `tokens` table is
+    /// therefore not a credential (presenting it yields the MAC of the MAC). One HMAC costs a
+    /// few microseconds per request; a slow hash is not needed for 256-bit random tokens.
     pub async fn authenticate_token(&self, token: &str) -> Result<Option<Principal>, StoreError> {
-        self.principal_by("sha256_hex", &sha256_hex(token)).await
+        let mac = bearer_mac(self.mac_key(), &sha256_hex(token));
+        self.principal_by("bearer_mac", &mac).await
     }
 
     /// The principal whose token's SHA-1 hex digest is `sha1` (Nightscout `api-secret`;
-    /// case-insensitive), if any.
+    /// case-insensitive), if any. Stored as a keyed digest (see
+    /// [`Store::authenticate_token`]).
     pub async fn authenticate_api_secret(
         &self,
         sha1: &str,
     ) -> Result<Option<Principal>, StoreError> {
-        self.principal_by("sha1_hex", &sha1.to_ascii_lowercase())
-            .await
+        let mac = secret_mac(self.mac_key(), &sha1.to_ascii_lowercase());
+        self.principal_by("secret_mac", &mac).await
     }
 
     async fn principal_by(
@@ -1355,6 +1454,44 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Migration 2's data step: create the token MAC key and replace every token's plain
+/// digests (the renamed columns still hold SHA-256 and SHA-1 hex) by their keyed digests.
+async fn rekey_tokens(tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<(), StoreError> {
+    let mut key = [0u8; 32];
+    rand::fill(&mut key);
+    sqlx::query("INSERT INTO server_keys (name, key_hex) VALUES ($1, $2)")
+        .bind(TOKEN_KEY)
+        .bind(hex(&key))
+        .execute(&mut **tx)
+        .await?;
+    let rows = sqlx::query("SELECT id, bearer_mac, secret_mac FROM tokens")
+        .fetch_all(&mut **tx)
+        .await?;
+    for r in rows {
+        let id: i64 = r.try_get(0)?;
+        let sha256: String = r.try_get(1)?;
+        let sha1: String = r.try_get(2)?;
+        sqlx::query("UPDATE tokens SET bearer_mac = $1, secret_mac = $2 WHERE id = $3")
+            .bind(bearer_mac(&key, &sha256))
+            .bind(secret_mac(&key, &sha1))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Bytes of a hex string; `None` when it is not hex.
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 async fn insert_audit(
@@ -1556,6 +1693,105 @@ mod tests {
         }
         store.close().await;
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        assert_eq!(
+            hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let key = [0xaau8; 131];
+        assert_eq!(
+            hex(&hmac_sha256(
+                &key,
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    /// What the `tokens` table holds never authenticates (neither stored digest, as bearer
+    /// token or as `api-secret`); only the token and its SHA-1 hex do. A version-1 database's tokens are re-keyed by migration 2 and keep
+    /// working.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stored_digests_are_not_credentials_and_v1_tokens_migrate() {
+        let dir = std::env::temp_dir().join(format!("medtwin-store-mac-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut urls = vec![format!("sqlite://{}", dir.join("t.db").display())];
+        // Also on PostgreSQL (a fresh database) when the CI variable is set.
+        if let Ok(base) = std::env::var("MEDTWIN_TEST_POSTGRES_URL") {
+            if !base.is_empty() {
+                let db = format!("medtwin_store_mac_{}", std::process::id());
+                let s = Store::open(&base).await.unwrap();
+                s.execute_raw(&format!("DROP DATABASE IF EXISTS {db}"))
+                    .await
+                    .unwrap();
+                s.execute_raw(&format!("CREATE DATABASE {db}"))
+                    .await
+                    .unwrap();
+                s.close().await;
+                let (prefix, _) = base.rsplit_once('/').unwrap();
+                urls.push(format!("{prefix}/{db}"));
+            }
+        }
+        for url in urls {
+            digests_are_not_credentials(&url).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    async fn digests_are_not_credentials(url: &str) {
+        let url = url.to_string();
+        // A version-1 database with one token stored the old way.
+        let old = "mt_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let v1 = Store::open_upto(&url, 1).await.unwrap();
+        v1.execute_raw(&format!(
+            "INSERT INTO tokens (sha256_hex, sha1_hex, role, label, created_ms) VALUES ('{}', '{}', 'admin', 'old', 0)",
+            sha256_hex(old),
+            sha1_hex(old)
+        ))
+        .await
+        .unwrap();
+        v1.close().await;
+
+        let store = Store::open(&url).await.unwrap();
+        let fresh = store
+            .create_token(Role::Device, &["a".into()], "")
+            .await
+            .unwrap();
+        for (tok, role) in [(old, Role::Admin), (fresh.as_str(), Role::Device)] {
+            let p = store.authenticate_token(tok).await.unwrap().unwrap();
+            assert_eq!(p.role, role);
+            let p = store
+                .authenticate_api_secret(&sha1_hex(tok).to_uppercase())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(p.role, role);
+        }
+        let rows = sqlx::query("SELECT bearer_mac, secret_mac FROM tokens ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        for (r, tok) in rows.iter().zip([old, fresh.as_str()]) {
+            let b: String = r.try_get(0).unwrap();
+            let s: String = r.try_get(1).unwrap();
+            assert_ne!(b, sha256_hex(tok));
+            assert_ne!(s, sha1_hex(tok));
+            for v in [&b, &s] {
+                assert!(store.authenticate_token(v).await.unwrap().is_none());
+                assert!(store.authenticate_api_secret(v).await.unwrap().is_none());
+            }
+            assert!(store
+                .authenticate_token(&sha256_hex(tok))
+                .await
+                .unwrap()
+                .is_none());
+        }
+        store.close().await;
     }
 
     fn datum(p: &str, t: jiff::Timestamp, kind: RecordKind, v: f64, unit: &str) -> NewDatum {
