@@ -52,6 +52,23 @@ pub enum TokenCmd {
         /// Free label stored with the token.
         #[arg(long, default_value = "")]
         label: String,
+        /// Expire after this long, e.g. 30d, 12h, 90m (default: valid until revoked).
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// List the tokens: id, role, patients, label, created, expires, revoked.
+    List {
+        /// Database URL (as for serve).
+        #[arg(long, default_value = "sqlite://medtwin.db")]
+        db: String,
+    },
+    /// Revoke a token by id (see `token list`); a running server refuses it within a second.
+    Revoke {
+        /// Token id.
+        id: i64,
+        /// Database URL (as for serve).
+        #[arg(long, default_value = "sqlite://medtwin.db")]
+        db: String,
     },
 }
 
@@ -109,14 +126,59 @@ pub fn token(c: TokenCmd) -> Result<(), CliError> {
             role,
             patients,
             label,
+            expires_in,
         } => {
             let role: Role = role.parse().map_err(CliError::input)?;
-            let t = medtwin_server::create_token_blocking(&db, role, &patients, &label)
+            let expires = expires_in
+                .as_deref()
+                .map(medtwin_server::parse_duration_ms)
+                .transpose()
+                .map_err(|m| CliError::input(format!("--expires-in: {m}")))?;
+            let t = medtwin_server::create_token_blocking(&db, role, &patients, &label, expires)
                 .map_err(cli_err)?;
             println!("{t}");
             eprintln!(
                 "{role} token created; it is shown only this once (the database keeps its hash)"
             );
+            Ok(())
+        }
+        TokenCmd::List { db } => {
+            let ts = medtwin_server::list_tokens_blocking(&db).map_err(cli_err)?;
+            let when = |ms: Option<i64>| {
+                ms.and_then(|m| jiff::Timestamp::from_millisecond(m).ok())
+                    .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                    .unwrap_or_else(|| "-".into())
+            };
+            let now = medtwin_store::now_ms();
+            println!("id\trole\tstatus\tpatients\tlabel\tcreated\texpires\trevoked");
+            for t in ts {
+                let status = if t.revoked_ms.is_some() {
+                    "revoked"
+                } else if t.expires_ms.is_some_and(|e| e <= now) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{}\t{}\t{status}\t{}\t{}\t{}\t{}\t{}",
+                    t.id,
+                    t.role,
+                    if t.patients.is_empty() {
+                        "*".to_string()
+                    } else {
+                        t.patients.join(",")
+                    },
+                    t.label.replace(['\t', '\n'], " "),
+                    when(Some(t.created_ms)),
+                    when(t.expires_ms),
+                    when(t.revoked_ms),
+                );
+            }
+            Ok(())
+        }
+        TokenCmd::Revoke { id, db } => {
+            medtwin_server::revoke_token_blocking(&db, id).map_err(cli_err)?;
+            eprintln!("token {id} revoked");
             Ok(())
         }
     }

@@ -372,18 +372,47 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, ServerError> {
         .map_err(|e| ServerError::Io(e.to_string()))
 }
 
-/// Create a token in the database at `db_url` (created and migrated if needed); returns the
-/// token (shown once, stored hashed). Errors: invalid role/patient combination (input).
+/// A duration such as `30d`, `12h`, `90m`, `45s` or `2w` (a whole number and one unit), in
+/// milliseconds. Errors: anything else, or not positive.
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let bad =
+        || format!("duration `{s}`: expected a whole number and a unit s, m, h, d or w (e.g. 30d)");
+    let unit = s.chars().last().ok_or_else(bad)?;
+    let per: i64 = match unit {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        'w' => 7 * 86_400_000,
+        _ => return Err(bad()),
+    };
+    let n: i64 = s[..s.len() - 1].parse().map_err(|_| bad())?;
+    if n <= 0 {
+        return Err(format!("duration `{s}` must be positive"));
+    }
+    n.checked_mul(per).ok_or_else(bad)
+}
+
+/// Create a token in the database at `db_url` (created and migrated if needed), valid for
+/// `expires_in_ms` from now (`None`: until revoked); returns the token (shown once, stored
+/// hashed). Errors: invalid role/patient combination (input).
 pub fn create_token_blocking(
     db_url: &str,
     role: Role,
     patients: &[String],
     label: &str,
+    expires_in_ms: Option<i64>,
 ) -> Result<String, ServerError> {
     runtime()?.block_on(async {
         let store = Store::open(db_url).await?;
         let t = store
-            .create_token(role, patients, label)
+            .create_token_expiring(
+                role,
+                patients,
+                label,
+                expires_in_ms.map(|d| medtwin_store::now_ms().saturating_add(d)),
+            )
             .await
             .map_err(|e| match e {
                 medtwin_store::StoreError::Invalid(m) => ServerError::Input(m),
@@ -392,4 +421,51 @@ pub fn create_token_blocking(
         store.close().await;
         Ok(t)
     })
+}
+
+/// Every token of the database at `db_url` (never the token or its digests).
+pub fn list_tokens_blocking(db_url: &str) -> Result<Vec<medtwin_store::TokenInfo>, ServerError> {
+    runtime()?.block_on(async {
+        let store = Store::open(db_url).await?;
+        let t = store.list_tokens().await?;
+        store.close().await;
+        Ok(t)
+    })
+}
+
+/// Revoke token `id` in the database at `db_url`; a running server stops accepting it within
+/// [`medtwin_store::TOKEN_CACHE_MS`]. Errors: no such token (input).
+pub fn revoke_token_blocking(db_url: &str, id: i64) -> Result<(), ServerError> {
+    runtime()?.block_on(async {
+        let store = Store::open(db_url).await?;
+        let found = store.revoke_token(id).await?;
+        store.close().await;
+        if found {
+            Ok(())
+        } else {
+            Err(ServerError::Input(format!("no token with id {id}")))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration_ms("30d"), Ok(30 * 86_400_000));
+        assert_eq!(super::parse_duration_ms("12h"), Ok(12 * 3_600_000));
+        assert_eq!(super::parse_duration_ms("1s"), Ok(1000));
+        for bad in [
+            "",
+            "d",
+            "30",
+            "-1d",
+            "0d",
+            "1.5d",
+            "30x",
+            "9999999999999999w",
+        ] {
+            assert!(super::parse_duration_ms(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -371,3 +371,85 @@ fn security_headers_on_every_html_route() {
     assert_eq!(r.status, 401);
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
 }
+
+/// Item f: a token revoked by another process (a second store on the database, as
+/// `medtwin token revoke` does) is refused by the running server within a second, also
+/// after it was just used (cached); an expired token is refused.
+#[test]
+fn revoked_and_expired_tokens_are_refused() {
+    let s = Srv::start("revoke");
+    let admin = s.token(Role::Admin, &[]);
+    let clin = s.token(Role::Admin, &[]);
+    assert_eq!(s.bearer("GET", "/patients", &clin, None).status, 200);
+    let cookie = format!("medtwin_token={clin}");
+    assert!(s
+        .call("GET", "/", &[("cookie", &cookie)], None)
+        .body
+        .contains("id=\"patients\""));
+    let id = s.rt.block_on(async {
+        let st = Store::open(&s.db).await.unwrap();
+        let list = st.list_tokens().await.unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(list.iter().all(|t| t.revoked_ms.is_none()));
+        let id = list[1].id;
+        assert!(st.revoke_token(id).await.unwrap());
+        assert!(!st.revoke_token(9999).await.unwrap());
+        st.close().await;
+        id
+    });
+    let t0 = std::time::Instant::now();
+    let mut refused_after = None;
+    while t0.elapsed() < std::time::Duration::from_secs(3) {
+        if s.bearer("GET", "/patients", &clin, None).status == 401 {
+            refused_after = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let after = refused_after.expect("revoked token still accepted after 3 s");
+    eprintln!("revoked token refused after {} ms", after.as_millis());
+    assert!(after < std::time::Duration::from_secs(1), "{after:?}");
+    // Every way of presenting it is refused; the other token still works.
+    let sha1 = medtwin_store::sha1_hex(&clin);
+    assert_eq!(
+        s.call("GET", "/patients", &[("api-secret", &sha1)], None)
+            .status,
+        401
+    );
+    assert!(!s
+        .call("GET", "/", &[("cookie", &cookie)], None)
+        .body
+        .contains("id=\"patients\""));
+    assert_eq!(s.bearer("GET", "/patients", &admin, None).status, 200);
+    let listed = s.rt.block_on(async {
+        let st = Store::open(&s.db).await.unwrap();
+        let l = st.list_tokens().await.unwrap();
+        st.close().await;
+        l
+    });
+    assert!(listed
+        .iter()
+        .find(|t| t.id == id)
+        .unwrap()
+        .revoked_ms
+        .is_some());
+
+    // Expiry: valid for 1 s.
+    let short = s.rt.block_on(async {
+        let st = Store::open(&s.db).await.unwrap();
+        let t = st
+            .create_token_expiring(
+                Role::Admin,
+                &[],
+                "short",
+                Some(medtwin_store::now_ms() + 1000),
+            )
+            .await
+            .unwrap();
+        st.close().await;
+        t
+    });
+    assert_eq!(s.bearer("GET", "/patients", &short, None).status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(s.bearer("GET", "/patients", &short, None).status, 401);
+}

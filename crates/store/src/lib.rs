@@ -17,7 +17,7 @@
 //! | `carbs` | carbohydrate intake, g | `(patient_id, time_ms)` |
 //! | `twins` | the latest saved twin per patient (`medtwin-twin/1` JSON), version, status | `patient_id` |
 //! | `forecasts` | the latest forecast per patient (JSON), the data time it is based on | `patient_id` |
-//! | `tokens` | bearer tokens as keyed digests (HMAC-SHA256; never the token, never a value that authenticates), role | both digests |
+//! | `tokens` | bearer tokens as keyed digests (HMAC-SHA256; never the token, never a value that authenticates), role, label, optional expiry and revocation times | both digests |
 //! | `server_keys` | the random per-database key of the token digests | `name` |
 //! | `token_patients` | patients a clinician or device token may access | `(token_id, patient_id)` |
 //! | `audit` | who, what, which patient, when, outcome: **append-only** (database triggers reject `UPDATE` and `DELETE`) | `id` |
@@ -266,7 +266,13 @@ pub struct ForecastRow {
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, SCHEMA_V1_SQLITE, SCHEMA_V1_PG),
     (2, SCHEMA_V2, SCHEMA_V2),
+    (3, SCHEMA_V3, SCHEMA_V3),
 ];
+
+/// Version 3: tokens may expire and be revoked (`medtwin token revoke`).
+const SCHEMA_V3: &str = "
+ALTER TABLE tokens ADD COLUMN expires_ms BIGINT;;
+ALTER TABLE tokens ADD COLUMN revoked_ms BIGINT";
 
 /// Version 2: tokens keep keyed digests (HMAC-SHA256 under a random per-database key in
 /// `server_keys`) instead of plain SHA-256/SHA-1 digests, so a value read from the database
@@ -588,17 +594,41 @@ pub struct Store {
     limits: Plausibility,
 }
 
-/// How long an authenticated token is remembered without asking the database again, s.
-/// Tokens cannot be changed through the store (only created), so this bounds only how long a
-/// token deleted by hand in the database stays usable.
-pub const TOKEN_CACHE_S: u64 = 60;
+/// How long an authenticated token is remembered without asking the database again, ms. It
+/// bounds how long a token revoked by another process (`medtwin token revoke` while the
+/// server runs) stays usable: revocation takes effect within this time (a revocation through
+/// the same [`Store`] at once). Under load it costs at most two token look-ups per token and
+/// second.
+pub const TOKEN_CACHE_MS: u64 = 500;
+
+/// A token as listed by [`Store::list_tokens`] (never the token or its digests).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenInfo {
+    /// `tokens.id` (what `medtwin token revoke` takes).
+    pub id: i64,
+    /// Role.
+    pub role: Role,
+    /// Free label given at creation.
+    pub label: String,
+    /// Patients it is limited to.
+    pub patients: Vec<String>,
+    /// Created, ms since the epoch.
+    pub created_ms: i64,
+    /// Expiry, ms since the epoch (`None`: never).
+    pub expires_ms: Option<i64>,
+    /// Revoked, ms since the epoch.
+    pub revoked_ms: Option<i64>,
+}
+
+/// An authenticated token in the cache: principal, when looked up, expiry (ms).
+type CachedPrincipal = (Principal, Instant, Option<i64>);
 
 /// In-memory knowledge that saves database round trips on every request: authenticated
-/// tokens (by digest, for [`TOKEN_CACHE_S`]) and patients known to exist (patients are never
+/// tokens (by digest, for [`TOKEN_CACHE_MS`]) and patients known to exist (patients are never
 /// deleted).
 #[derive(Debug, Default)]
 struct Caches {
-    principals: Mutex<HashMap<String, (Principal, Instant)>>,
+    principals: Mutex<HashMap<String, CachedPrincipal>>,
     /// The token MAC key (`server_keys`), loaded on open.
     mac_key: std::sync::OnceLock<Vec<u8>>,
     patients: Mutex<HashSet<String>>,
@@ -1280,6 +1310,19 @@ impl Store {
         patients: &[String],
         label: &str,
     ) -> Result<String, StoreError> {
+        self.create_token_expiring(role, patients, label, None)
+            .await
+    }
+
+    /// [`Store::create_token`] with an expiry (`expires_ms`, ms since the epoch; `None`:
+    /// never). An expired token authenticates no more.
+    pub async fn create_token_expiring(
+        &self,
+        role: Role,
+        patients: &[String],
+        label: &str,
+        expires_ms: Option<i64>,
+    ) -> Result<String, StoreError> {
         match (role, patients.len()) {
             (Role::Admin, 0) | (Role::Device, 1) => {}
             (Role::Clinician, n) if n >= 1 => {}
@@ -1309,13 +1352,14 @@ impl Store {
         let token = format!("mt_{}", hex(&bytes));
         let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query(
-            "INSERT INTO tokens (bearer_mac, secret_mac, role, label, created_ms) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO tokens (bearer_mac, secret_mac, role, label, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(bearer_mac(self.mac_key(), &sha256_hex(&token)))
         .bind(secret_mac(self.mac_key(), &sha1_hex(&token)))
         .bind(role.name())
         .bind(label)
         .bind(now_ms())
+        .bind(expires_ms)
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
@@ -1332,7 +1376,67 @@ impl Store {
         Ok(token)
     }
 
-    /// The principal of a token given in clear text (`Authorization: Bearer`), if any.
+    /// Every token (oldest first) with its role, label, patients, creation, expiry and
+    /// revocation times.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, role, label, created_ms, expires_ms, revoked_ms FROM tokens ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let links = sqlx::query(
+            "SELECT token_id, patient_id FROM token_patients ORDER BY token_id, patient_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: i64 = r.try_get(0)?;
+            let role: String = r.try_get(1)?;
+            let mut patients = Vec::new();
+            for l in &links {
+                if l.try_get::<i64, _>(0)? == id {
+                    patients.push(l.try_get::<String, _>(1)?);
+                }
+            }
+            out.push(TokenInfo {
+                id,
+                role: role.parse::<Role>().map_err(StoreError::Corrupt)?,
+                label: r.try_get(2)?,
+                patients,
+                created_ms: r.try_get(3)?,
+                expires_ms: r.try_get(4)?,
+                revoked_ms: r.try_get(5)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Revoke token `id`: it authenticates no more (through this store at once; through
+    /// another process's store within [`TOKEN_CACHE_MS`]). Returns `false` when no such token
+    /// exists; revoking a revoked token keeps its first revocation time.
+    pub async fn revoke_token(&self, id: i64) -> Result<bool, StoreError> {
+        let exists = sqlx::query("SELECT 1 FROM tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE tokens SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if let Ok(mut m) = self.cache.principals.lock() {
+            m.retain(|_, (p, _, _)| p.token_id != id);
+        }
+        Ok(true)
+    }
+
+    /// The principal of a token given in clear text (`Authorization: Bearer`), if any
+    /// (revoked and expired tokens: none).
     ///
     /// The database keeps only HMAC-SHA256 digests under a random per-database key
     /// (`server_keys`, created by migration 2): of the token's SHA-256 hex for bearer use, of
@@ -1361,17 +1465,24 @@ impl Store {
         digest: &str,
     ) -> Result<Option<Principal>, StoreError> {
         let key = format!("{column}:{digest}");
+        let now = now_ms();
         if let Ok(m) = self.cache.principals.lock() {
-            if let Some((p, at)) = m.get(&key) {
-                if at.elapsed() < Duration::from_secs(TOKEN_CACHE_S) {
+            if let Some((p, at, expires)) = m.get(&key) {
+                if at.elapsed() < Duration::from_millis(TOKEN_CACHE_MS)
+                    && expires.is_none_or(|e| now < e)
+                {
                     return Ok(Some(p.clone()));
                 }
             }
         }
-        let sql = format!("SELECT id, role FROM tokens WHERE {column} = $1");
+        let sql = format!(
+            "SELECT id, role, expires_ms FROM tokens WHERE {column} = $1 AND revoked_ms IS NULL \
+             AND (expires_ms IS NULL OR expires_ms > $2)"
+        );
         // `column` is one of two constants chosen by the callers above.
         let Some(r) = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(digest)
+            .bind(now)
             .fetch_optional(&self.pool)
             .await?
         else {
@@ -1379,6 +1490,7 @@ impl Store {
         };
         let token_id: i64 = r.try_get(0)?;
         let role: String = r.try_get(1)?;
+        let expires: Option<i64> = r.try_get(2)?;
         let role = role.parse::<Role>().map_err(StoreError::Corrupt)?;
         let patients = sqlx::query(
             "SELECT patient_id FROM token_patients WHERE token_id = $1 ORDER BY patient_id",
@@ -1395,7 +1507,7 @@ impl Store {
             patients,
         };
         if let Ok(mut m) = self.cache.principals.lock() {
-            m.insert(key, (p.clone(), Instant::now()));
+            m.insert(key, (p.clone(), Instant::now(), expires));
         }
         Ok(Some(p))
     }
