@@ -9,6 +9,8 @@
 //! * `GET /ui/patients/{id}` — CGM history (last 24 h), the forecast cone (50/80/95 % bands
 //!   and median), calibrated parameters, and a what-if form (`POST /ui/patients/{id}/whatif`).
 //!
+//! The dashboard enforces the API's roles: a device token sees no patient data on any page
+//! (403), a clinician only assigned patients (403 otherwise), an unknown patient is a 404.
 //! Every patient page and what-if is audited like the API. Every dashboard answer carries a
 //! Content-Security-Policy without scripts or inline styles ([`CSP`]; the stylesheet is
 //! `GET /ui/style.css`), `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff`,
@@ -212,6 +214,18 @@ async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Ok(who) = authenticate(&state, &headers).await else {
         return login_page("Paste a clinician or admin token to log in.");
     };
+    if let Err(e) = check_read_any(&who) {
+        audit(
+            &state,
+            Some(&who),
+            "GET / (dashboard)",
+            None,
+            e.status,
+            &e.reason,
+        )
+        .await;
+        return forbidden_page(&e);
+    }
     let list = match visible_patients(&state, &who).await {
         Ok(l) => l,
         Err(e) => return e.into_response(),
@@ -259,6 +273,60 @@ async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
         ),
     )
     .into_response()
+}
+
+/// Device tokens may only upload: no dashboard page shows them patient data.
+fn check_read_any(who: &crate::Principal) -> Result<(), crate::ApiError> {
+    if who.role == crate::Role::Device {
+        return Err(crate::ApiError::forbidden(
+            "a device token may only upload data (ingest-only); log in with a clinician or admin token",
+        ));
+    }
+    Ok(())
+}
+
+fn forbidden_page(e: &crate::ApiError) -> Response {
+    (
+        e.status,
+        page("Forbidden", &format!("<p>{}</p>", esc(&e.reason))),
+    )
+        .into_response()
+}
+
+/// Authenticate a patient page request and check the token may read `id`, which must exist:
+/// 401 (login page), 403, 404 (audited), or the principal.
+async fn gate_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    action: &str,
+    id: &str,
+) -> Result<crate::Principal, Response> {
+    let Ok(who) = authenticate(state, headers).await else {
+        audit(state, None, action, Some(id), StatusCode::UNAUTHORIZED, "").await;
+        let mut r = login_page("Log in first.");
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        return Err(r);
+    };
+    let checked = match check_access(&who, id, Access::Read) {
+        Err(e) => Err(e),
+        Ok(()) => match state.store.patient_exists(id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(crate::ApiError::not_found(format!(
+                "unknown patient `{id}`"
+            ))),
+            Err(e) => Err(e.into()),
+        },
+    };
+    if let Err(e) = checked {
+        audit(state, Some(&who), action, Some(id), e.status, &e.reason).await;
+        let title = if e.status == StatusCode::NOT_FOUND {
+            "Not found"
+        } else {
+            "Forbidden"
+        };
+        return Err((e.status, page(title, &format!("<p>{}</p>", esc(&e.reason)))).into_response());
+    }
+    Ok(who)
 }
 
 /// The glucose chart: CGM history `(ms, mg/dL)` and a forecast cone, as inline SVG
@@ -419,24 +487,10 @@ async fn patient_page(
     headers: HeaderMap,
 ) -> Response {
     let action = "GET /ui/patients/{id}";
-    let Ok(who) = authenticate(&state, &headers).await else {
-        audit(
-            &state,
-            None,
-            action,
-            Some(&id),
-            StatusCode::UNAUTHORIZED,
-            "",
-        )
-        .await;
-        let mut r = login_page("Log in first.");
-        *r.status_mut() = StatusCode::UNAUTHORIZED;
-        return r;
+    let who = match gate_page(&state, &headers, action, &id).await {
+        Ok(w) => w,
+        Err(r) => return r,
     };
-    if let Err(e) = check_access(&who, &id, Access::Read) {
-        audit(&state, Some(&who), action, Some(&id), e.status, &e.reason).await;
-        return (e.status, page("Forbidden", &esc(&e.reason))).into_response();
-    }
     let r = render_patient(&state, &id, "").await;
     let status = r.as_ref().map(|r| r.status()).unwrap_or_else(|e| e.status);
     audit(&state, Some(&who), action, Some(&id), status, "").await;
@@ -457,22 +511,10 @@ async fn whatif_form(
     Form(f): Form<WhatifForm>,
 ) -> Response {
     let action = "POST /ui/patients/{id}/whatif";
-    let Ok(who) = authenticate(&state, &headers).await else {
-        audit(
-            &state,
-            None,
-            action,
-            Some(&id),
-            StatusCode::UNAUTHORIZED,
-            "",
-        )
-        .await;
-        return login_page("Log in first.");
+    let who = match gate_page(&state, &headers, action, &id).await {
+        Ok(w) => w,
+        Err(r) => return r,
     };
-    if let Err(e) = check_access(&who, &id, Access::Read) {
-        audit(&state, Some(&who), action, Some(&id), e.status, &e.reason).await;
-        return (e.status, page("Forbidden", &esc(&e.reason))).into_response();
-    }
     let num = |s: &str, what: &str| {
         s.trim()
             .parse::<f64>()

@@ -453,3 +453,246 @@ fn revoked_and_expired_tokens_are_refused() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(s.bearer("GET", "/patients", &short, None).status, 401);
 }
+
+/// Item g: every HTML and JSON route × role (admin, clinician of `pat-a`, device of `pat-a`,
+/// no credentials) answers the expected status; a device token sees no patient data on any
+/// page; an unknown patient is a 404.
+#[test]
+fn routes_by_role_matrix() {
+    let s = Srv::start("matrix");
+    let admin = s.token(Role::Admin, &[]);
+    for id in ["pat-a", "pat-b"] {
+        assert_eq!(
+            s.bearer("POST", "/patients", &admin, Some(&json!({"id": id})))
+                .status,
+            201
+        );
+    }
+    let clin = s.token(Role::Clinician, &["pat-a"]);
+    let dev = s.token(Role::Device, &["pat-a"]);
+    let reading = |m: i64| {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Observation", "status": "final",
+             "code": {"coding": [{"system": "http://loinc.org", "code": "99504-3"}]},
+             "subject": {"reference": "Patient/pat-a"}, "effectiveDateTime": iso_minutes_ago(m),
+             "valueQuantity": {"value": 123, "system": "http://unitsofmeasure.org", "code": "mg/dL"}}}]})
+        .to_string()
+    };
+    let ns = |m: i64| json!([{"type": "sgv", "sgv": 124, "date": ms_minutes_ago(m)}]).to_string();
+    let tr = |m: i64| {
+        json!([{"eventType": "Correction Bolus", "created_at": iso_minutes_ago(m), "insulin": 1}])
+            .to_string()
+    };
+    let whatif = json!({"horizon_min": 60, "plans": [{"name": "x"}]}).to_string();
+    let form = "carbs_g=10&bolus_u=1&at_min=0";
+    // (method, path, body, expected status for admin, clinician, device, none)
+    let mut routes: Vec<(&str, String, Option<String>, [u16; 4])> = vec![
+        (
+            "POST",
+            "/patients".into(),
+            Some(r#"{"id":"pat-c"}"#.into()),
+            [201, 403, 403, 401],
+        ),
+        ("GET", "/patients".into(), None, [200, 200, 403, 401]),
+        (
+            "GET",
+            "/patients/pat-a/twin".into(),
+            None,
+            [200, 200, 403, 401],
+        ),
+        (
+            "GET",
+            "/patients/pat-b/twin".into(),
+            None,
+            [200, 403, 403, 401],
+        ),
+        (
+            "GET",
+            "/patients/doesnotexist/twin".into(),
+            None,
+            [404, 403, 403, 401],
+        ),
+        (
+            "GET",
+            "/patients/pat-a/forecast".into(),
+            None,
+            [404, 404, 403, 401],
+        ),
+        (
+            "GET",
+            "/patients/pat-b/forecast".into(),
+            None,
+            [404, 403, 403, 401],
+        ),
+        (
+            "POST",
+            "/patients/pat-a/whatif".into(),
+            Some(whatif.clone()),
+            [409, 409, 403, 401],
+        ),
+        (
+            "POST",
+            "/patients/pat-b/whatif".into(),
+            Some(whatif),
+            [409, 403, 403, 401],
+        ),
+        (
+            "GET",
+            "/ns/pat-a/api/v1/entries.json".into(),
+            None,
+            [200, 200, 403, 401],
+        ),
+        (
+            "GET",
+            "/ns/pat-b/api/v1/entries.json".into(),
+            None,
+            [200, 403, 403, 401],
+        ),
+        (
+            "GET",
+            "/ns/doesnotexist/api/v1/entries.json".into(),
+            None,
+            [404, 403, 403, 401],
+        ),
+        ("GET", "/audit".into(), None, [200, 403, 403, 401]),
+        ("GET", "/openapi.json".into(), None, [200, 200, 200, 200]),
+        ("GET", "/healthz".into(), None, [200, 200, 200, 200]),
+        (
+            "POST",
+            "/ns/pat-b/api/v1/entries".into(),
+            Some(ns(40)),
+            [200, 403, 403, 401],
+        ),
+        ("GET", "/".into(), None, [200, 200, 403, 200]),
+        (
+            "GET",
+            "/ui/patients/pat-a".into(),
+            None,
+            [200, 200, 403, 401],
+        ),
+        (
+            "GET",
+            "/ui/patients/pat-b".into(),
+            None,
+            [200, 403, 403, 401],
+        ),
+        (
+            "GET",
+            "/ui/patients/doesnotexist".into(),
+            None,
+            [404, 403, 403, 401],
+        ),
+        (
+            "POST",
+            "/ui/patients/pat-a/whatif".into(),
+            Some(form.into()),
+            [200, 200, 403, 401],
+        ),
+        (
+            "POST",
+            "/ui/patients/pat-b/whatif".into(),
+            Some(form.into()),
+            [200, 403, 403, 401],
+        ),
+        (
+            "POST",
+            "/ui/patients/doesnotexist/whatif".into(),
+            Some(form.into()),
+            [404, 403, 403, 401],
+        ),
+    ];
+    // Ingest routes: each role sends its own (distinct) data.
+    for (k, m) in [(0usize, 10i64), (1, 11), (2, 12), (3, 13)] {
+        let mut want = [0u16; 4];
+        for (j, w) in want.iter_mut().enumerate() {
+            *w = if j == k {
+                if k == 3 {
+                    401
+                } else {
+                    200
+                }
+            } else {
+                0
+            };
+        }
+        routes.push(("POST", "/fhir/Bundle".into(), Some(reading(m)), want));
+        routes.push((
+            "POST",
+            "/ns/pat-a/api/v1/entries".into(),
+            Some(ns(m + 20)),
+            want,
+        ));
+        routes.push((
+            "POST",
+            "/ns/pat-a/api/v1/treatments".into(),
+            Some(tr(m + 20)),
+            want,
+        ));
+    }
+    let roles: [(&str, Option<&str>); 4] = [
+        ("admin", Some(&admin)),
+        ("clinician", Some(&clin)),
+        ("device", Some(&dev)),
+        ("none", None),
+    ];
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for (method, path, body, want) in &routes {
+        let html = path == "/" || path.starts_with("/ui/");
+        for (k, (role, tok)) in roles.iter().enumerate() {
+            if want[k] == 0 {
+                continue;
+            }
+            let cookie = tok.map(|t| format!("medtwin_token={t}"));
+            let auth = tok.map(|t| format!("Bearer {t}"));
+            let ctype = if html {
+                "application/x-www-form-urlencoded"
+            } else {
+                "application/json"
+            };
+            let mut h: Vec<(&str, &str)> = vec![("content-type", ctype)];
+            match (html, &cookie, &auth) {
+                (true, Some(c), _) => h.push(("cookie", c)),
+                (false, _, Some(a)) => h.push(("authorization", a)),
+                _ => {}
+            }
+            let r = s.call(method, path, &h, body.as_deref());
+            n += 1;
+            if r.status != want[k] {
+                failures.push(format!(
+                    "{method} {path} as {role}: {} (expected {}): {}",
+                    r.status,
+                    want[k],
+                    r.body.chars().take(200).collect::<String>()
+                ));
+            }
+            if html && *role == "device" {
+                for leak in ["pat-a", "123", "124", "id=\"patients\"", "glucose-chart"] {
+                    if r.body.contains(leak) {
+                        failures.push(format!("{method} {path} as device shows `{leak}`"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{n} requests; failures:\n{}",
+        failures.join("\n")
+    );
+    // The clinician's list holds its patient only; the admin's all.
+    let cl = s.call(
+        "GET",
+        "/",
+        &[("cookie", &format!("medtwin_token={clin}"))],
+        None,
+    );
+    assert!(cl.body.contains("/ui/patients/pat-a") && !cl.body.contains("pat-b"));
+    let ad = s.call(
+        "GET",
+        "/",
+        &[("cookie", &format!("medtwin_token={admin}"))],
+        None,
+    );
+    assert!(ad.body.contains("/ui/patients/pat-b"));
+}
