@@ -22,6 +22,11 @@ pub enum ImportCmd {
         /// Output record CSV.
         #[arg(long)]
         out: PathBuf,
+        /// Also write what the study records about the participant (id, weight, age, sex,
+        /// insulin) to this patient.toml (nothing else is written unless asked; name it
+        /// `patient.toml` beside the CSV for `twin` commands to read it).
+        #[arg(long)]
+        patient_toml: Option<PathBuf>,
     },
     /// Convert a Nightscout export (entries.json, treatments.json).
     Nightscout {
@@ -32,6 +37,10 @@ pub enum ImportCmd {
         /// Output record CSV.
         #[arg(long)]
         out: PathBuf,
+        /// Also write the patient information to this patient.toml (the export holds none:
+        /// an empty file).
+        #[arg(long)]
+        patient_toml: Option<PathBuf>,
     },
 }
 
@@ -207,33 +216,36 @@ fn import_notes(rep: &ImportReport) -> Vec<String> {
 }
 
 pub fn import(c: ImportCmd) -> Result<(), CliError> {
-    let (rec, rep, out) = match c {
+    let (rec, rep, out, toml) = match c {
         ImportCmd::T1dUom {
             dir,
             participant,
             out,
+            patient_toml,
         } => {
             let (r, rep) = medtwin_io::import_t1d_uom(&dir, &participant).map_err(input_err)?;
-            (r, rep, out)
+            (r, rep, out, patient_toml)
         }
         ImportCmd::Nightscout {
             entries,
             treatments,
             out,
+            patient_toml,
         } => {
             let (r, rep) =
                 medtwin_io::import_nightscout(&entries, &treatments).map_err(input_err)?;
-            (r, rep, out)
+            (r, rep, out, patient_toml)
         }
     };
     print_import_report(&rep);
     medtwin_io::write_record_csv(&rec, &out).map_err(|e| CliError::failure(e.to_string()))?;
-    if !rec.patient.is_empty() {
-        let toml = out.with_file_name("patient.toml");
+    eprintln!("wrote {} entries to {}", rec.entries.len(), out.display());
+    // Only the files asked for: a patient.toml only with --patient-toml.
+    if let Some(toml) = toml {
         medtwin_io::write_patient_toml(&rec.patient, &toml)
             .map_err(|e| CliError::failure(e.to_string()))?;
+        eprintln!("wrote the patient information to {}", toml.display());
     }
-    eprintln!("wrote {} entries to {}", rec.entries.len(), out.display());
     Ok(())
 }
 

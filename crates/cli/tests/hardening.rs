@@ -2,12 +2,16 @@
 //! writing only what was asked for, the README's simulate example as written.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_medtwin"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -144,5 +148,41 @@ fn token_list_revoke_and_expiry_through_the_binary() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Item h: `import t1d-uom` writes the record CSV and nothing else; the participant's
+/// patient.toml only where `--patient-toml` says. Importing two participants into one folder
+/// no longer leaves the second one's patient.toml for the first one's record.
+#[test]
+fn import_writes_only_what_was_asked_for() {
+    let d = tmp("import");
+    let data = repo().join("tests/data/t1d-uom");
+    let import = |p: &str, extra: &[&str]| {
+        ok(&bin()
+            .args(["import", "t1d-uom"])
+            .arg(&data)
+            .args(["--participant", p, "--out"])
+            .arg(d.join(format!("{p}.csv")))
+            .args(extra)
+            .output()
+            .unwrap());
+    };
+    import("2313", &[]);
+    let files = |dir: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files(&d), ["2313.csv"]);
+    let toml = d.join("info").join("2313.toml");
+    std::fs::create_dir_all(toml.parent().unwrap()).unwrap();
+    import("2313", &["--patient-toml", toml.to_str().unwrap()]);
+    assert_eq!(files(&d), ["2313.csv", "info"]);
+    let info = medtwin_io::read_patient_toml(&toml).unwrap();
+    assert_eq!(info.id.as_deref(), Some("T1D-UOM-2313"));
     let _ = std::fs::remove_dir_all(&d);
 }
