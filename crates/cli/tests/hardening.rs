@@ -186,3 +186,65 @@ fn import_writes_only_what_was_asked_for() {
     assert_eq!(info.id.as_deref(), Some("T1D-UOM-2313"));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// The README's "### Simulate" section: its TOML block and the summary it shows.
+fn readme_simulate_example() -> (String, String) {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let sec = readme
+        .split("\n### Simulate\n")
+        .nth(1)
+        .expect("README has a ### Simulate section");
+    let sec = sec.split("\n### ").next().unwrap();
+    let toml = sec
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|r| r.split("\n```").next())
+        .expect("a ```toml block in ### Simulate")
+        .to_string();
+    let summary = sec
+        .split("$ cat summary.csv\n")
+        .nth(1)
+        .and_then(|r| r.split("\n```").next())
+        .expect("the summary shown in ### Simulate")
+        .to_string();
+    (toml, summary)
+}
+
+/// Item i: the README's simulate example runs as written (through the real binary) and
+/// prints the summary the README shows (4 significant decimals as printed).
+#[test]
+fn readme_simulate_example_runs_as_written() {
+    let d = tmp("readme");
+    let (toml, shown) = readme_simulate_example();
+    std::fs::write(d.join("example.toml"), &toml).unwrap();
+    ok(&bin()
+        .current_dir(&d)
+        .args([
+            "simulate",
+            "example.toml",
+            "--out",
+            "adult1.csv",
+            "--summary",
+            "summary.csv",
+        ])
+        .output()
+        .unwrap());
+    let got = std::fs::read_to_string(d.join("summary.csv")).unwrap();
+    let (got, shown): (Vec<&str>, Vec<&str>) = (got.lines().collect(), shown.lines().collect());
+    assert_eq!(got.len(), shown.len(), "{got:?} vs README {shown:?}");
+    assert_eq!(got[0], shown[0], "summary header");
+    for (g, s) in got[1..].iter().zip(&shown[1..]) {
+        for (a, b) in g.split(',').zip(s.split(',')) {
+            match (a.parse::<f64>(), b.parse::<f64>()) {
+                (Ok(x), Ok(y)) => assert!(
+                    (x - y).abs() <= 1e-3 * y.abs().max(1.0),
+                    "README shows {b}, the example gives {a}\n{g}\n{s}"
+                ),
+                _ => assert_eq!(a, b),
+            }
+        }
+    }
+    let traj = std::fs::read_to_string(d.join("adult1.csv")).unwrap();
+    assert_eq!(traj.lines().count(), 1442, "header + minutes 0..=1440");
+    let _ = std::fs::remove_dir_all(&d);
+}
