@@ -22,7 +22,12 @@
 //! prefixes, external model definitions, deletions, replaced elements and `replacedBy`, ports,
 //! conversion factors for values, time and extent); see [`flatten_comp`].
 //!
-//! ## Refused ([`SbmlError::Unsupported`], naming the element and its id)
+//! ## Refused
+//! Parameters, species and (L3) compartments whose initial value nothing sets (no value
+//! attribute, initial assignment, assignment rule or algebraic rule) are refused with
+//! [`SbmlError::Invalid`] naming every such id (as libRoadRunner refuses unset parameters).
+//!
+//! As [`SbmlError::Unsupported`], naming the element and its id:
 //! Level 1, required packages other than `comp`, elements of other packages inside `comp`
 //! models, variable stoichiometry in `fast` reactions,
 //! `delay()` in models with algebraic rules or fast reactions,
@@ -520,6 +525,53 @@ mod tests {
             ),
             other => panic!("expected a simulation error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn values_nothing_sets_are_refused_with_their_ids() {
+        let doc = |extra: &str| {
+            format!(
+                r#"<sbml xmlns="http://www.sbml.org/sbml/level3/version2/core" level="3" version="2">
+  <model id="m"><listOfCompartments><compartment id="c" size="1" constant="true"/>
+    <compartment id="nosize" spatialDimensions="3" constant="true"/></listOfCompartments>
+  <listOfSpecies><species id="s" compartment="c" hasOnlySubstanceUnits="false" boundaryCondition="false" constant="false"/>
+  </listOfSpecies>
+  <listOfParameters><parameter id="k" constant="true"/><parameter id="q" constant="false"/>
+    <parameter id="set" value="2" constant="true"/></listOfParameters>
+  <listOfRules><rateRule variable="q"><math xmlns="http://www.w3.org/1998/Math/MathML"><ci>k</ci></math></rateRule></listOfRules>
+  {extra}</model></sbml>"#
+            )
+        };
+        match parse_sbml(&doc("")) {
+            Err(SbmlError::Invalid(msg)) => {
+                for id in [
+                    "compartment 'nosize'",
+                    "species 's'",
+                    "parameter 'k'",
+                    "parameter 'q'",
+                ] {
+                    assert!(msg.contains(id), "{id} not named in: {msg}");
+                }
+                assert!(!msg.contains("'set'"), "{msg}");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        // Initial assignments (and assignment rules) set them.
+        let ia = |id: &str| {
+            format!(
+                r#"<initialAssignment symbol="{id}"><math xmlns="http://www.w3.org/1998/Math/MathML"><ci>set</ci></math></initialAssignment>"#
+            )
+        };
+        let all = format!(
+            "<listOfInitialAssignments>{}{}{}{}</listOfInitialAssignments>",
+            ia("nosize"),
+            ia("s"),
+            ia("k"),
+            ia("q")
+        );
+        let m = parse_sbml(&doc(&all)).unwrap();
+        let t = simulate(&m, &SimulateOptions::default()).unwrap();
+        assert_eq!(t.rows[0][1], 2.0);
     }
 
     #[test]

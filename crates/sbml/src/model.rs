@@ -586,6 +586,8 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
     let mut slots: Vec<Slot> = Vec::new();
     let mut ids: HashMap<String, usize> = HashMap::new();
     let mut attr_val: Vec<f64> = Vec::new();
+    // Compartments (L3, not 0-D), species and parameters declared without a value.
+    let mut no_value: Vec<usize> = Vec::new();
 
     // Compartments.
     let mut comp_dims: HashMap<usize, f64> = HashMap::new();
@@ -594,6 +596,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         let id = e.s("id").unwrap_or_default();
         let dims = e.f("spatialDimensions")?.unwrap_or(3.0);
         let size = e.f("size")?.or(e.f("volume")?);
+        let unset = size.is_none() && dims != 0.0 && l3;
         let size = size.unwrap_or(if dims == 0.0 || !l3 { 1.0 } else { f64::NAN });
         let constant = e.b("constant").unwrap_or(true);
         let i = add(
@@ -606,6 +609,9 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
             constant,
         )?;
         comp_dims.insert(i, dims);
+        if unset {
+            no_value.push(i);
+        }
     }
     // Species.
     struct SpInit {
@@ -637,10 +643,14 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         )?;
         slots[i].comp = Some(cs);
         slots[i].amount_units = hosu;
+        let (amount, conc) = (e.f("initialAmount")?, e.f("initialConcentration")?);
+        if amount.is_none() && conc.is_none() {
+            no_value.push(i);
+        }
         spinit.push(SpInit {
             slot: i,
-            amount: e.f("initialAmount")?,
-            conc: e.f("initialConcentration")?,
+            amount,
+            conc,
             boundary: e.b("boundaryCondition").unwrap_or(false),
             conv: e.s("conversionFactor"),
         });
@@ -649,17 +659,20 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
     for p in list(model, &ns, "listOfParameters", "parameter") {
         let e = El { n: p };
         let id = e.s("id").unwrap_or_default();
-        let v = e.f("value")?.unwrap_or(f64::NAN);
+        let v = e.f("value")?;
         let constant = e.b("constant").unwrap_or(true);
-        add(
+        let i = add(
             &mut slots,
             &mut attr_val,
             &mut ids,
             id,
             Kind::Parameter,
-            v,
+            v.unwrap_or(f64::NAN),
             constant,
         )?;
+        if v.is_none() {
+            no_value.push(i);
+        }
     }
     // Reactions (structure first; math resolved later).
     let mut raw_rxns = Vec::new();
@@ -1221,6 +1234,31 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         alg_res.extend(residuals);
     }
     let alg_set: HashSet<usize> = alg_vars.iter().copied().collect();
+    // A value that nothing defines (no attribute, initial assignment, assignment rule or
+    // algebraic rule; a rate rule or an event needs a starting value) is refused, naming every
+    // such id, as libRoadRunner refuses unset parameters (instead of simulating NaN).
+    let unset: Vec<String> = no_value
+        .iter()
+        .filter(|&&sl| {
+            !init_assign.contains_key(&sl)
+                && !assign_rules.contains_key(&sl)
+                && !alg_set.contains(&sl)
+        })
+        .map(|&sl| {
+            let kind = match slots[sl].kind {
+                Kind::Compartment => "compartment",
+                Kind::Species => "species",
+                _ => "parameter",
+            };
+            format!("{kind} '{}'", slots[sl].id)
+        })
+        .collect();
+    if !unset.is_empty() {
+        return Err(SbmlError::Invalid(format!(
+            "no value, initial assignment or rule sets the initial value of {}",
+            unset.join(", ")
+        )));
+    }
 
     let mut states: HashSet<usize> = HashSet::new();
     let mut state_slots = Vec::new();
