@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 2 bad input (unreadable/invalid files, unknown names), 1 other failures.
 
 mod error;
+mod pk;
 mod sbml;
 mod server;
 mod sim;
@@ -75,6 +76,9 @@ enum Command {
     /// In-silico clinical trials.
     #[command(subcommand)]
     Trial(trial::TrialCmd),
+    /// Pharmacokinetics: event tables, population fits, TDM twins, dose recommendation, NCA.
+    #[command(subcommand)]
+    Pk(pk::PkCmd),
     /// Any model via SBML: info and simulation.
     #[command(subcommand)]
     Sbml(sbml::SbmlCmd),
@@ -117,6 +121,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Import(c) => twin::import(c),
         Command::Twin(c) => twin::twin(c),
         Command::Sbml(c) => sbml::sbml(c),
+        Command::Pk(c) => pk::pk(c),
         Command::Cohort(c) => trial::cohort(c),
         Command::Trial(c) => trial::trial(c),
         Command::Serve(a) => server::serve(a),

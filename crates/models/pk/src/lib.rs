@@ -27,6 +27,7 @@ pub mod nca;
 pub mod ode;
 pub mod pd;
 pub mod pop;
+pub mod report;
 pub mod tdm;
 
 /// One dosing event of a subject (a NONMEM dose record after `ADDL` bookkeeping is left to the

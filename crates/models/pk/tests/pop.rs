@@ -44,20 +44,24 @@ fn theophylline_matches_nlme() {
         sigma_add: 0.7093,
         sigma_prop: 0.0,
     };
-    eprintln!(
-        "Theoph: FOCE-I logLik at nlme's estimates {:.3}",
-        -0.5 * objective_at(&ds, &m, &nlme).unwrap()
-    );
-    let rel = |a: f64, b: f64| ((a - b) / b).abs();
-    assert!(rel(log_theta(&f, "KE"), -2.4547) < 0.01);
-    assert!(rel(log_theta(&f, "KA"), 0.4657) < 0.01);
-    assert!(rel(log_theta(&f, "CL"), -3.2272) < 0.01);
+    let at_nlme = -0.5 * objective_at(&ds, &m, &nlme).unwrap();
+    eprintln!("Theoph: FOCE-I logLik at nlme's estimates {at_nlme:.3}");
+    // Same likelihood approximation: at nlme's estimates our FOCE-I log-likelihood is nlme's.
+    assert!((at_nlme - (-177.02)).abs() < 0.02, "{at_nlme}");
+    // FOCE-I maximises it; nlme's Lindstrom–Bates iteration stops at a fixed point below it.
+    assert!(f.log_likelihood >= at_nlme - 1e-6);
     assert!(
         (f.log_likelihood - (-177.02)).abs() < 0.5,
         "{}",
         f.log_likelihood
     );
-    assert!(rel(f.estimates.sigma_add, 0.7093) < 0.02);
+    assert!(f.converged);
+    // Typical values on the natural scale within 2 % of nlme's (README: why not 1 %).
+    let rel = |a: f64, b: f64| (a.exp() / b.exp() - 1.0).abs();
+    assert!(rel(log_theta(&f, "KE"), -2.4547) < 0.02);
+    assert!(rel(log_theta(&f, "KA"), 0.4657) < 0.02);
+    assert!(rel(log_theta(&f, "CL"), -3.2272) < 0.02);
+    assert!((f.estimates.sigma_add / 0.7093 - 1.0).abs() < 0.02);
 }
 
 /// nlme `phenoModel`: lCl −5.0932, lV 0.3425, SD(lCl) 0.4402, SD(lV) 0.4504, σ 2.793,
@@ -88,16 +92,17 @@ fn phenobarbital_matches_nlme() {
         sigma_add: 2.793,
         sigma_prop: 0.0,
     };
-    eprintln!(
-        "Phenobarb: FOCE-I logLik at nlme's estimates {:.3}",
-        -0.5 * objective_at(&ds, &m, &nlme).unwrap()
-    );
-    let rel = |a: f64, b: f64| ((a - b) / b).abs();
-    assert!(rel(log_theta(&f, "CL"), -5.0932) < 0.01);
-    assert!(rel(log_theta(&f, "V"), 0.3425) < 0.01);
+    let at_nlme = -0.5 * objective_at(&ds, &m, &nlme).unwrap();
+    eprintln!("Phenobarb: FOCE-I logLik at nlme's estimates {at_nlme:.3}");
+    assert!((at_nlme - (-505.42)).abs() < 0.02, "{at_nlme}");
+    assert!(f.log_likelihood >= at_nlme - 1e-6);
     assert!(
         (f.log_likelihood - (-505.42)).abs() < 0.5,
         "{}",
         f.log_likelihood
     );
+    assert!(f.converged);
+    let rel = |a: f64, b: f64| (a.exp() / b.exp() - 1.0).abs();
+    assert!(rel(log_theta(&f, "CL"), -5.0932) < 0.05);
+    assert!(rel(log_theta(&f, "V"), 0.3425) < 0.03);
 }
