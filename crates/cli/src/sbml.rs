@@ -36,9 +36,14 @@ pub enum SbmlCmd {
         /// Relative tolerance.
         #[arg(long)]
         rtol: Option<f64>,
-        /// Absolute tolerance.
+        /// Absolute tolerance (of a state of unit size; scaled per state by its initial amount or
+        /// compartment size, as libRoadRunner does).
         #[arg(long)]
         atol: Option<f64>,
+        /// Largest integration step (model time units), so that short pulses written as
+        /// piecewise functions of time (e.g. stimulus currents) are not stepped over.
+        #[arg(long)]
+        max_step: Option<f64>,
         /// Take all of the above from an SBML Test Suite settings file.
         #[arg(long)]
         settings: Option<PathBuf>,
@@ -66,6 +71,7 @@ pub fn sbml(c: SbmlCmd) -> Result<(), CliError> {
             concentration,
             rtol,
             atol,
+            max_step,
             settings,
             out,
         } => {
@@ -96,6 +102,14 @@ pub fn sbml(c: SbmlCmd) -> Result<(), CliError> {
             }
             if let Some(a) = atol {
                 opts.atol = a;
+            }
+            if let Some(h) = max_step {
+                if !(h > 0.0 && h.is_finite()) {
+                    return Err(CliError::input(format!(
+                        "--max-step must be positive, got {h}"
+                    )));
+                }
+                opts.max_step = Some(h);
             }
             if !(opts.end.is_finite() && opts.start.is_finite() && opts.end >= opts.start)
                 || opts.steps == 0

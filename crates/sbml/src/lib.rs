@@ -161,6 +161,11 @@ pub struct SimulateOptions {
     pub atol: f64,
     /// Integration method.
     pub method: Method,
+    /// Largest integration step (model time units), for every method; `None`: no limit beyond
+    /// the integrators' own (DOPRI5: the output interval; BDF: the span). Short pulses written
+    /// as piecewise functions of time (stimulus currents of cardiac cell models) are stepped
+    /// over unless the step is limited to a fraction of the pulse width.
+    pub max_step: Option<f64>,
 }
 
 /// Integration method of [`simulate`].
@@ -185,7 +190,8 @@ pub enum Method {
 }
 
 impl Default for SimulateOptions {
-    /// 0 to 10 in 100 steps, all variables, rtol 1e-10, atol 1e-12, automatic method.
+    /// 0 to 10 in 100 steps, all variables, rtol 1e-10, atol 1e-12, automatic method, no
+    /// maximum step.
     fn default() -> Self {
         SimulateOptions {
             start: 0.0,
@@ -197,6 +203,7 @@ impl Default for SimulateOptions {
             rtol: 1e-10,
             atol: 1e-12,
             method: Method::Auto,
+            max_step: None,
         }
     }
 }

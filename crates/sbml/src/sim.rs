@@ -780,6 +780,17 @@ pub(crate) fn run(
         Some(DdeCtx::new(m, opts.start, &x_init))
     };
     let dt = (opts.end - opts.start) / opts.steps as f64;
+    // Largest step of every integrator (`opts.max_step`: short pulses in time-dependent
+    // expressions are not stepped over).
+    let max_step = match opts.max_step {
+        None => f64::INFINITY,
+        Some(h) if h > 0.0 => h,
+        Some(h) => {
+            return Err(SbmlError::Options(format!(
+                "maximum step must be positive, got {h}"
+            )))
+        }
+    };
     // The stiff method steps past output times (Hermite output) unless events need watching.
     let h_max_stiff = if m.events.is_empty() {
         (opts.end - opts.start).max(1e-300)
@@ -787,10 +798,11 @@ pub(crate) fn run(
         dt
     } else {
         1.0
-    };
+    }
+    .min(max_step);
     // BDF steps past output times (interpolated output) also with events: triggers are checked
     // on the interpolated solution at every sub-interval end.
-    let h_max_bdf = (opts.end - opts.start).max(1e-300);
+    let h_max_bdf = (opts.end - opts.start).max(1e-300).min(max_step);
     let bdf = || Stiff::Bdf(Box::new(Bdf::new(m, opts.rtol, &atol, h_max_bdf)));
     let stiff = if !m.delays.is_empty() {
         None
@@ -818,7 +830,11 @@ pub(crate) fn run(
     if let Some(r) = stiff.as_mut() {
         r.set_deadline(deadline);
     }
-    let mut stepper = DdeStepper::new(opts.rtol, &atol, if dt > 0.0 { dt } else { 1.0 });
+    let mut stepper = DdeStepper::new(
+        opts.rtol,
+        &atol,
+        (if dt > 0.0 { dt } else { 1.0 }).min(max_step),
+    );
     stepper.deadline = deadline;
     let mut roots = Vec::new();
     for e in &m.events {
@@ -873,7 +889,7 @@ pub(crate) fn run(
     let sopts = SolverOptions {
         rtol: opts.rtol,
         atol: opts.atol,
-        h_max_min: if dt > 0.0 { dt } else { 1.0 },
+        h_max_min: (if dt > 0.0 { dt } else { 1.0 }).min(max_step),
         max_steps: if opts.method == Method::Auto {
             5_000
         } else {

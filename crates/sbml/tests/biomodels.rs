@@ -57,7 +57,8 @@ pub fn error_vs_reference(name: &str, opts: &SimulateOptions) -> (String, f64) {
 }
 
 /// Tiny compartments (1e-16 to 4e-12 L) or nanomolar values in molar units: the absolute
-/// tolerance must be scaled per state (as libRoadRunner does) for these to be right.
+/// tolerance must be scaled per state (as libRoadRunner does) for these to be right. Reynolds
+/// 2006 (0714) is a control with ordinary magnitudes.
 #[test]
 fn tiny_amounts_agree_with_roadrunner_at_default_tolerances() {
     let mut report = Vec::new();
@@ -67,6 +68,7 @@ fn tiny_amounts_agree_with_roadrunner_at_default_tolerances() {
         "BIOMD0000000183",
         "BIOMD0000000335",
         "BIOMD0000000040",
+        "BIOMD0000000714",
     ] {
         let (at, err) = error_vs_reference(name, &SimulateOptions::default());
         eprintln!("{name}: largest error {err:.3e} of range ({at})");
@@ -134,4 +136,49 @@ fn stimulus_events_in_tiny_compartment_run_and_agree() {
             assert!(err <= 1e-3, "{name}: error {err:.3e} of range at {at}");
         }
     }
+}
+
+/// Upward crossings of 0 mV by `V_membrane` on the output grid.
+fn upstrokes(t: &medtwin_sbml::Table) -> usize {
+    let v: Vec<f64> = t.rows.iter().map(|r| r[1]).collect();
+    v.windows(2).filter(|w| w[0] <= 0.0 && w[1] > 0.0).count()
+}
+
+/// Luo–Rudy 1991 paced by 2 ms stimulus pulses (a piecewise function of time) every 1000 ms
+/// from 100 ms: with a 0.1 ms maximum step every pulse produces an action potential.
+#[test]
+fn max_step_catches_every_stimulus_pulse() {
+    let m = load_sbml(data().join("MODEL0479527919_connected.xml")).unwrap();
+    let base = SimulateOptions {
+        end: 2500.0,
+        steps: 250,
+        vars: Some(vec!["V_membrane".into()]),
+        rtol: 1e-8,
+        atol: 1e-10,
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let free = simulate_with_deadline(&m, &base, deadline).unwrap();
+    let start = Instant::now();
+    let opts = SimulateOptions {
+        max_step: Some(0.1),
+        ..base
+    };
+    let limited = simulate_with_deadline(&m, &opts, deadline).unwrap();
+    let peak = limited.rows.iter().map(|r| r[1]).fold(f64::MIN, f64::max);
+    eprintln!(
+        "Luo-Rudy 1991: {} upstrokes without a maximum step, {} with 0.1 ms ({:.2} s, peak {peak:.1} mV)",
+        upstrokes(&free),
+        upstrokes(&limited),
+        start.elapsed().as_secs_f64()
+    );
+    assert_eq!(upstrokes(&limited), 3, "one action potential per stimulus");
+    let bad = SimulateOptions {
+        max_step: Some(0.0),
+        ..opts
+    };
+    assert!(matches!(
+        simulate_with_deadline(&m, &bad, deadline),
+        Err(medtwin_sbml::SbmlError::Options(_))
+    ));
 }
