@@ -144,41 +144,72 @@ fn upstrokes(t: &medtwin_sbml::Table) -> usize {
     v.windows(2).filter(|w| w[0] <= 0.0 && w[1] > 0.0).count()
 }
 
-/// Luo–Rudy 1991 paced by 2 ms stimulus pulses (a piecewise function of time) every 1000 ms
-/// from 100 ms: with a 0.1 ms maximum step every pulse produces an action potential.
+/// Luo–Rudy 1991 (2 ms pulses) and ten Tusscher 2004 (1 ms pulses), paced every 1000 ms from
+/// 100 ms by stimulus currents written as piecewise functions of time: with a 0.1 ms maximum
+/// step every pulse produces an action potential (libRoadRunner with the same maximum step: 3
+/// each, and the same values on the output grid; without it 0).
 #[test]
 fn max_step_catches_every_stimulus_pulse() {
-    let m = load_sbml(data().join("MODEL0479527919_connected.xml")).unwrap();
-    let base = SimulateOptions {
-        end: 2500.0,
-        steps: 250,
-        vars: Some(vec!["V_membrane".into()]),
-        rtol: 1e-8,
-        atol: 1e-10,
-        ..Default::default()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let free = simulate_with_deadline(&m, &base, deadline).unwrap();
-    let start = Instant::now();
-    let opts = SimulateOptions {
-        max_step: Some(0.1),
-        ..base
-    };
-    let limited = simulate_with_deadline(&m, &opts, deadline).unwrap();
-    let peak = limited.rows.iter().map(|r| r[1]).fold(f64::MIN, f64::max);
-    eprintln!(
-        "Luo-Rudy 1991: {} upstrokes without a maximum step, {} with 0.1 ms ({:.2} s, peak {peak:.1} mV)",
-        upstrokes(&free),
-        upstrokes(&limited),
-        start.elapsed().as_secs_f64()
-    );
-    assert_eq!(upstrokes(&limited), 3, "one action potential per stimulus");
-    let bad = SimulateOptions {
-        max_step: Some(0.0),
-        ..opts
-    };
-    assert!(matches!(
-        simulate_with_deadline(&m, &bad, deadline),
-        Err(medtwin_sbml::SbmlError::Options(_))
-    ));
+    for (file, model) in [
+        ("MODEL0479527919_connected.xml", "Luo-Rudy 1991"),
+        ("MODEL0393108880_connected.xml", "ten Tusscher 2004"),
+    ] {
+        let m = load_sbml(data().join(file)).unwrap();
+        let base = SimulateOptions {
+            end: 2500.0,
+            steps: 250,
+            vars: Some(vec!["V_membrane".into()]),
+            rtol: 1e-8,
+            atol: 1e-10,
+            ..Default::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let free = simulate_with_deadline(&m, &base, deadline).unwrap();
+        let start = Instant::now();
+        let opts = SimulateOptions {
+            max_step: Some(0.1),
+            ..base
+        };
+        let limited = simulate_with_deadline(&m, &opts, deadline).unwrap();
+        let peak = limited.rows.iter().map(|r| r[1]).fold(f64::MIN, f64::max);
+        eprintln!(
+            "{model}: {} upstrokes without a maximum step, {} with 0.1 ms ({:.2} s, grid peak {peak:.4} mV)",
+            upstrokes(&free),
+            upstrokes(&limited),
+            start.elapsed().as_secs_f64()
+        );
+        assert_eq!(
+            upstrokes(&limited),
+            3,
+            "{model}: one action potential per stimulus"
+        );
+        // Against libRoadRunner (rtol 1e-10, atol 1e-16, the same maximum step), at medtwin's
+        // default tolerances.
+        let (_, reference) = read_ref(file.trim_end_matches(".xml"));
+        let tight = SimulateOptions {
+            rtol: 1e-10,
+            atol: 1e-12,
+            ..opts.clone()
+        };
+        let ours = simulate_with_deadline(&m, &tight, deadline).unwrap();
+        let col: Vec<f64> = reference.iter().map(|r| r[1]).collect();
+        let range = col.iter().cloned().fold(f64::MIN, f64::max)
+            - col.iter().cloned().fold(f64::MAX, f64::min);
+        let err = ours
+            .rows
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a[1] - b[1]).abs() / range)
+            .fold(0.0, f64::max);
+        eprintln!("{model}: largest error {err:.3e} of range against libRoadRunner");
+        assert!(err <= 1e-3, "{model}: error {err:.3e} of range");
+        let bad = SimulateOptions {
+            max_step: Some(0.0),
+            ..opts
+        };
+        assert!(matches!(
+            simulate_with_deadline(&m, &bad, deadline),
+            Err(medtwin_sbml::SbmlError::Options(_))
+        ));
+    }
 }
