@@ -58,8 +58,12 @@ pub fn router(state: AppState) -> axum::Router {
         }),
     )
     .merge(crate::dashboard::routes())
-    .layer(axum::middleware::map_response(nosniff))
     .layer(DefaultBodyLimit::max(max))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::guard::middleware,
+    ))
+    .layer(axum::middleware::map_response(nosniff))
     .with_state(state)
 }
 

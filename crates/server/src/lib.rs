@@ -31,7 +31,10 @@
 //!
 //! Every request that reads or writes patient data appends an audit record (actor, action,
 //! patient, time, HTTP status), also when it is refused; the API has no way to change or
-//! delete audit records and the database rejects it (triggers).
+//! delete audit records and the database rejects it (triggers). Refused unauthenticated
+//! requests are audited boundedly: ids truncated to [`AUDIT_ID_MAX`] characters, the first
+//! refusal of a client per minute at once and the rest as one aggregated record per minute;
+//! per-client rate limits answer 429 with `Retry-After` ([`guard`]).
 //!
 //! Input rules: bodies over [`ServerConfig::max_body_bytes`] → 413; malformed JSON, unknown
 //! codes, wrong units, impossible values, data outside the plausibility limits
@@ -47,6 +50,7 @@ pub mod api;
 pub mod client;
 pub mod dashboard;
 pub mod fhir;
+pub mod guard;
 pub mod live;
 
 use std::net::SocketAddr;
@@ -58,6 +62,10 @@ use medtwin_store::{AuditEntry, Plausibility, Principal, Role, Store};
 
 /// Readings may be at most this far in the future (clock skew between devices and server), s.
 pub const FUTURE_TOLERANCE_S: i64 = 300;
+
+/// Longest patient id kept in an audit record (longer ids, e.g. of refused requests for made-up
+/// paths, are truncated), characters.
+pub const AUDIT_ID_MAX: usize = 128;
 
 /// Name of the dashboard's login cookie.
 pub const COOKIE: &str = "medtwin_token";
@@ -91,6 +99,12 @@ pub struct ServerConfig {
     pub boosted_forecasts: bool,
     /// Plausibility limits of ingested data (times, doses); see [`Plausibility`].
     pub plausibility: Plausibility,
+    /// Requests per second one client address may send (bursts of twice as many); beyond,
+    /// 429 with `Retry-After` ([`guard`]). 0: no limit.
+    pub client_rate_per_s: f64,
+    /// Refused authentications (401) per minute one client address may cause (bursts of as
+    /// many); beyond, every request of that client gets 429 until it refills. 0: no limit.
+    pub client_auth_failures_per_min: f64,
 }
 
 impl ServerConfig {
@@ -117,6 +131,11 @@ impl ServerConfig {
                 future_tolerance_s: FUTURE_TOLERANCE_S,
                 ..Plausibility::default()
             },
+            // Above the 1 000 readings/s of the load test from one client (one gateway may
+            // carry many devices), far below a flood (2 420 requests/s measured from one
+            // loopback client).
+            client_rate_per_s: 2000.0,
+            client_auth_failures_per_min: 60.0,
         }
     }
 }
@@ -144,6 +163,8 @@ pub struct AppState {
     pub live: Arc<live::Live>,
     /// Settings.
     pub cfg: Arc<ServerConfig>,
+    /// Rate limits and the aggregation of refused requests' audit.
+    pub guard: Arc<guard::Guard>,
 }
 
 /// An error answer: HTTP status and a reason sentence (JSON `{"error": reason}`).
@@ -283,9 +304,12 @@ pub fn audit_entry(
         at_ms: medtwin_store::now_ms(),
         actor: principal
             .map(Principal::actor)
-            .unwrap_or_else(|| "anonymous".into()),
+            .unwrap_or_else(|| match guard::current_client() {
+                Some(ip) => format!("anonymous@{ip}"),
+                None => "anonymous".into(),
+            }),
         action: action.to_string(),
-        patient_id: patient.map(str::to_string),
+        patient_id: patient.map(|p| p.chars().take(AUDIT_ID_MAX).collect()),
         outcome: status.as_u16() as i64,
         detail: detail.chars().take(500).collect(),
     }
@@ -300,6 +324,15 @@ pub async fn audit(
     status: StatusCode,
     detail: &str,
 ) {
+    // Refused unauthenticated requests: the first of a client per minute now, the rest as
+    // one aggregated record per minute (see [`guard`]).
+    if principal.is_none() && status == StatusCode::UNAUTHORIZED {
+        if let Some(ip) = guard::current_client() {
+            if !state.guard.note_refused(ip, action, false) {
+                return;
+            }
+        }
+    }
     let e = audit_entry(principal, action, patient, status, detail);
     if let Err(err) = state.store.audit(&e).await {
         eprintln!("medtwin serve: audit write failed: {err}");
@@ -322,8 +355,22 @@ pub async fn start(
         store: store.clone(),
         live,
         cfg: cfg.clone(),
+        guard: Arc::new(guard::Guard::new(
+            cfg.client_rate_per_s,
+            cfg.client_auth_failures_per_min,
+        )),
     };
-    let app = api::router(state);
+    let app = api::router(state.clone());
+    // Aggregated audit records of refused requests, once their minute is over.
+    let flusher = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                state.guard.flush(&state, false).await;
+            }
+        })
+    };
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
         .map_err(|e| ServerError::Io(format!("cannot listen on {}: {e}", cfg.addr)))?;
@@ -338,10 +385,15 @@ pub async fn start(
         cfg.particles
     );
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| ServerError::Io(e.to_string()))?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| ServerError::Io(e.to_string()))?;
+        flusher.abort();
+        state.guard.flush(&state, true).await;
         store.close().await;
         Ok(())
     });

@@ -20,6 +20,10 @@ struct Srv {
 
 impl Srv {
     fn start(name: &str) -> Srv {
+        Srv::start_with(name, |_| {})
+    }
+
+    fn start_with(name: &str, tune: impl FnOnce(&mut ServerConfig)) -> Srv {
         let dir = std::env::temp_dir().join(format!("medtwin-hard-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -28,6 +32,7 @@ impl Srv {
         let mut cfg = ServerConfig::new(&db, "127.0.0.1:0".parse().unwrap());
         cfg.particles = 20;
         cfg.workers = 1;
+        tune(&mut cfg);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (addr, task) = rt.block_on(async {
             medtwin_server::start(cfg, async {
@@ -99,14 +104,21 @@ impl Srv {
     }
 }
 
-impl Drop for Srv {
-    fn drop(&mut self) {
+impl Srv {
+    /// Stop the server (graceful: pending audit aggregates are written); the database stays.
+    fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
             let _ = self.rt.block_on(t);
         }
+    }
+}
+
+impl Drop for Srv {
+    fn drop(&mut self) {
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -695,4 +707,111 @@ fn routes_by_role_matrix() {
         None,
     );
     assert!(ad.body.contains("/ui/patients/pat-b"));
+}
+
+/// Unauthenticated floods cannot grow the audit log without bound: ids are truncated to 128
+/// characters, and the refused requests of a client are one record per minute plus its
+/// first one.
+#[test]
+fn unauthenticated_flood_audit_is_bounded() {
+    let mut s = Srv::start_with("flood", |c| c.client_auth_failures_per_min = 0.0);
+    let long = "A".repeat(10_000);
+    let db_file = s.dir.join("t.db");
+    let size = |p: &std::path::Path| {
+        ["", "-wal"]
+            .iter()
+            .map(|x| {
+                std::fs::metadata(format!("{}{x}", p.display()))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            })
+            .sum::<u64>()
+    };
+    let before = size(&db_file);
+    let n = 1000;
+    let t0 = std::time::Instant::now();
+    for _ in 0..n {
+        let r = s.call("GET", &format!("/patients/{long}/forecast"), &[], None);
+        assert_eq!(r.status, 401);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let after = size(&db_file);
+    eprintln!(
+        "{n} unauthenticated requests in {secs:.2} s: database + WAL {before} -> {after} bytes"
+    );
+    s.stop();
+    let rows = s.rt.block_on(async {
+        let st = Store::open(&s.db).await.unwrap();
+        let l = st.audit_log(None, 100_000).await.unwrap();
+        st.close().await;
+        l
+    });
+    let anon: Vec<_> = rows
+        .iter()
+        .filter(|r| r.actor.starts_with("anonymous"))
+        .collect();
+    assert!(
+        anon.iter()
+            .all(|r| r.actor.starts_with("anonymous@127.0.0.1")),
+        "{anon:?}"
+    );
+    assert!(anon
+        .iter()
+        .all(|r| r.patient_id.as_deref().map_or(0, |p| p.chars().count()) <= 128));
+    // One record per client and minute for the first refusal, one aggregate per minute.
+    let single = anon.iter().filter(|r| r.patient_id.is_some()).count();
+    let aggregated: Vec<_> = anon.iter().filter(|r| r.patient_id.is_none()).collect();
+    assert!((1..=2).contains(&single), "{single} single records");
+    assert!((1..=2).contains(&aggregated.len()), "{aggregated:?}");
+    let counted: usize = aggregated
+        .iter()
+        .map(|r| {
+            r.detail
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(
+        single + counted,
+        n,
+        "every refused request is accounted for"
+    );
+}
+
+/// Per-client limits: refused authentications beyond the limit, and requests beyond the
+/// rate, get 429 with Retry-After.
+#[test]
+fn rate_limits_answer_429_with_retry_after() {
+    let s = Srv::start("ratelimit");
+    let (mut n401, mut n429, mut retry) = (0, 0, None);
+    for i in 0..300 {
+        let r = s.bearer("GET", "/patients", &format!("mt_wrong{i}"), None);
+        match r.status {
+            401 => n401 += 1,
+            429 => {
+                n429 += 1;
+                retry = r.header("retry-after").map(str::to_string);
+            }
+            other => panic!("{other}"),
+        }
+    }
+    eprintln!("300 wrong tokens: {n401} x 401, {n429} x 429 (Retry-After {retry:?})");
+    assert!((60..=62).contains(&n401), "{n401}");
+    assert_eq!(n401 + n429, 300);
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&retry));
+
+    let s = Srv::start_with("ratelimit2", |c| c.client_rate_per_s = 20.0);
+    let statuses: Vec<u16> = (0..100)
+        .map(|_| s.call("GET", "/healthz", &[], None).status)
+        .collect();
+    let ok = statuses.iter().filter(|x| **x == 200).count();
+    eprintln!("100 requests at rate limit 20/s: {ok} x 200");
+    assert!((40..=70).contains(&ok), "{ok}");
+    let r = s.call("GET", "/healthz", &[], None);
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
 }

@@ -155,7 +155,7 @@ impl Principal {
 pub struct AuditEntry {
     /// When, ms since the epoch.
     pub at_ms: i64,
-    /// Who: `token:ID/ROLE`, or `anonymous` when unauthenticated.
+    /// Who: `token:ID/ROLE`, or `anonymous@ADDRESS` (client address) when unauthenticated.
     pub actor: String,
     /// What: method and route, e.g. `POST /fhir/Bundle`.
     pub action: String,
