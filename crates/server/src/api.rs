@@ -515,9 +515,11 @@ async fn store_data(
     Ok(r)
 }
 
-/// FHIR R4 transaction: Patient, Observation (glucose by LOINC, UCUM units; carbohydrate
-/// intake), MedicationAdministration (insulin). Answers a `transaction-response` Bundle
-/// (`201 Created` per new datum, `200 OK` for one already stored), or an `OperationOutcome`.
+/// FHIR R4 transaction or batch: Patient, Observation (glucose by LOINC, UCUM units;
+/// carbohydrate intake), MedicationAdministration (insulin). Answers a `transaction-response`
+/// Bundle (`201 Created` per new datum, `200 OK` for one already stored), or an
+/// `OperationOutcome` (nothing stored); a `batch` stores its valid entries and answers a
+/// `batch-response` with `400 Bad Request` and an `OperationOutcome` per invalid entry.
 #[utoipa::path(post, path = "/fhir/Bundle", request_body(content = Object, content_type = "application/fhir+json"),
     responses((status = 200, description = "transaction-response Bundle"),
         (status = 400, description = "OperationOutcome; nothing stored"), (status = 401), (status = 403), (status = 413)))]
@@ -530,25 +532,54 @@ async fn fhir_bundle(State(state): State<AppState>, headers: HeaderMap, body: By
             return outcome_response(e.status, &security_issue(&e.reason));
         }
     };
-    let parsed = match fhir::parse_bundle(&body, jiff::Timestamp::now(), &state.cfg.plausibility) {
-        Ok(p) => p,
-        Err(issues) => {
-            let detail: Vec<String> = issues
-                .iter()
-                .map(|i| format!("{}: {}", i.expression, i.diagnostics))
-                .collect();
-            audit(
-                &state,
-                Some(&who),
-                action,
-                None,
-                StatusCode::BAD_REQUEST,
-                &detail.join("; "),
-            )
-            .await;
-            return outcome_response(StatusCode::BAD_REQUEST, &issues);
-        }
-    };
+    let parsed =
+        match fhir::parse_bundle_entries(&body, jiff::Timestamp::now(), &state.cfg.plausibility)
+            .and_then(|(p, issues)| {
+                // A transaction is all-or-nothing; a batch's entries stand alone.
+                if issues.is_empty() || p.batch {
+                    Ok((p, issues))
+                } else {
+                    Err(issues)
+                }
+            }) {
+            Ok(p) => p,
+            Err(issues) => {
+                let detail: Vec<String> = issues
+                    .iter()
+                    .map(|i| format!("{}: {}", i.expression, i.diagnostics))
+                    .collect();
+                audit(
+                    &state,
+                    Some(&who),
+                    action,
+                    None,
+                    StatusCode::BAD_REQUEST,
+                    &detail.join("; "),
+                )
+                .await;
+                return outcome_response(StatusCode::BAD_REQUEST, &issues);
+            }
+        };
+    let (parsed, failed) = parsed;
+    if !failed.is_empty() {
+        let detail: Vec<String> = failed
+            .iter()
+            .map(|i| format!("{}: {}", i.expression, i.diagnostics))
+            .collect();
+        audit(
+            &state,
+            Some(&who),
+            action,
+            None,
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "batch: {} entries refused (the others stored): {}",
+                detail.len(),
+                detail.join("; ")
+            ),
+        )
+        .await;
+    }
     // Access: every patient named must be writable; unknown patients only by an admin.
     let mut named: Vec<String> = parsed.patients.clone();
     named.extend(parsed.data.iter().map(|d| d.patient_id.clone()));
@@ -592,13 +623,29 @@ async fn fhir_bundle(State(state): State<AppState>, headers: HeaderMap, body: By
             }
             let entries: Vec<Value> = status
                 .iter()
-                .map(|s| json!({"response": {"status": s.unwrap_or("200 OK")}}))
+                .enumerate()
+                .map(|(i, s)| {
+                    let mine: Vec<fhir::FhirIssue> = failed
+                        .iter()
+                        .filter(|x| fhir::issue_entry(x) == Some(i))
+                        .cloned()
+                        .collect();
+                    if mine.is_empty() {
+                        json!({"response": {"status": s.unwrap_or("200 OK")}})
+                    } else {
+                        json!({"response": {"status": "400 Bad Request", "outcome": fhir::operation_outcome(&mine)}})
+                    }
+                })
                 .collect();
+            let ty = if parsed.batch {
+                "batch-response"
+            } else {
+                "transaction-response"
+            };
             (
                 StatusCode::OK,
                 [("content-type", "application/fhir+json")],
-                json!({"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
-                    .to_string(),
+                json!({"resourceType": "Bundle", "type": ty, "entry": entries}).to_string(),
             )
                 .into_response()
         }

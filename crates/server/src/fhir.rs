@@ -31,8 +31,11 @@
 //! bundle (e.g. `urn:uuid:…`). A `Patient` entry's id is its `id` (else its first
 //! `identifier.value`); an unknown patient is created when the caller is an admin.
 //!
-//! Any problem → HTTP 400 with an `OperationOutcome` listing every issue with its
-//! `expression` (e.g. `Bundle.entry[3].resource.valueQuantity.code`); nothing is stored.
+//! `transaction`: any problem → HTTP 400 with an `OperationOutcome` listing every issue with
+//! its `expression` (e.g. `Bundle.entry[3].resource.valueQuantity.code`); nothing is stored.
+//! `batch`: each entry stands alone (FHIR batch semantics): the valid entries are stored and
+//! the answer is a `batch-response` with `400 Bad Request` and an `OperationOutcome` for each
+//! invalid one (problems of the bundle itself still refuse it whole).
 
 use jiff::Timestamp;
 use medtwin_io::{RecordEntry, RecordKind};
@@ -218,16 +221,44 @@ pub struct ParsedBundle {
     pub n_entries: usize,
     /// Patient id of each Patient entry (by entry index).
     pub patient_entries: Vec<(usize, String)>,
+    /// `Bundle.type` is `batch`: entries stand alone (see [`parse_bundle_entries`]).
+    pub batch: bool,
+}
+
+/// The bundle entry an issue is about (`Bundle.entry[i]…`), if any.
+pub fn issue_entry(issue: &FhirIssue) -> Option<usize> {
+    issue
+        .expression
+        .strip_prefix("Bundle.entry[")?
+        .split(']')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Parse and validate a FHIR transaction bundle (`body`: JSON bytes) received at
 /// `received`, with the plausibility `limits` (times, doses). Returns every problem found
-/// (not only the first) on failure.
+/// (not only the first) on failure: all-or-nothing, as a `transaction` requires.
 pub fn parse_bundle(
     body: &[u8],
     received: Timestamp,
     limits: &Plausibility,
 ) -> Result<ParsedBundle, Vec<FhirIssue>> {
+    match parse_bundle_entries(body, received, limits)? {
+        (p, issues) if issues.is_empty() => Ok(p),
+        (_, issues) => Err(issues),
+    }
+}
+
+/// [`parse_bundle`] entry by entry: the data of the valid entries, and the problems of the
+/// others (each expression names its `Bundle.entry[i]`; see [`issue_entry`]), for a `batch`
+/// whose valid entries are stored on their own. Problems of the bundle itself (not JSON, not
+/// a Bundle, wrong `Bundle.type`) are the error.
+pub fn parse_bundle_entries(
+    body: &[u8],
+    received: Timestamp,
+    limits: &Plausibility,
+) -> Result<(ParsedBundle, Vec<FhirIssue>), Vec<FhirIssue>> {
     let bundle: Bundle = serde_json::from_slice(body).map_err(|e| {
         vec![FhirIssue {
             expression: "Bundle".into(),
@@ -259,14 +290,17 @@ pub fn parse_bundle(
             &mut issues,
             "Bundle.type".into(),
             "value",
-            format!(
-                "Bundle.type is {:?}; only `transaction` (or `batch`, processed as a transaction) is accepted",
-                bundle.ty
-            ),
+            match &bundle.ty {
+                Some(t) => format!(
+                    "Bundle.type is `{t}`; only `transaction` (all-or-nothing) or `batch` (each entry on its own) is accepted"
+                ),
+                None => "Bundle.type is missing; `transaction` or `batch` is required".to_string(),
+            },
         );
     }
     let mut out = ParsedBundle {
         n_entries: bundle.entry.len(),
+        batch: bundle.ty.as_deref() == Some("batch"),
         ..ParsedBundle::default()
     };
     // First pass: patients (so observations may reference them by fullUrl).
@@ -551,10 +585,10 @@ pub fn parse_bundle(
             ),
         }
     }
-    if issues.is_empty() {
-        Ok(out)
-    } else {
+    if issues.iter().any(|i| issue_entry(i).is_none()) {
         Err(issues)
+    } else {
+        Ok((out, issues))
     }
 }
 
@@ -755,6 +789,36 @@ mod tests {
             "{:?}",
             issues[3]
         );
+    }
+
+    #[test]
+    fn batch_entries_stand_alone() {
+        let obs = |t: &str| {
+            json!({"resource": {"resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": LOINC, "code": "99504-3"}]}, "subject": {"reference": "Patient/p"},
+                "effectiveDateTime": t, "valueQuantity": {"value": 100.0, "system": UCUM, "code": "mg/dL"}}})
+        };
+        let b = |ty: Option<&str>| {
+            let mut b = json!({"resourceType": "Bundle", "entry": [
+                obs("2026-01-01T08:00:00Z"), obs("1900-01-01T00:00:00Z"), obs("2026-01-01T08:05:00Z")]});
+            if let Some(t) = ty {
+                b["type"] = json!(t);
+            }
+            b.to_string()
+        };
+        let lim = Plausibility::default();
+        let (p, issues) = parse_bundle_entries(b(Some("batch")).as_bytes(), now(), &lim).unwrap();
+        assert!(p.batch);
+        assert_eq!(p.entry_of, vec![0, 2]);
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issue_entry(&issues[0]), Some(1));
+        assert!(parse_bundle(b(Some("batch")).as_bytes(), now(), &lim).is_err());
+        let e = parse_bundle_entries(b(None).as_bytes(), now(), &lim).unwrap_err();
+        assert_eq!(
+            e[0].diagnostics,
+            "Bundle.type is missing; `transaction` or `batch` is required"
+        );
+        assert!(!e.iter().any(|i| i.diagnostics.contains("None")));
     }
 
     #[test]

@@ -42,7 +42,8 @@
 //! [`FUTURE_TOLERANCE_S`] in the future, bolus > 100 U, basal > 35 U/h, carbohydrate > 500 g)
 //! → 400 (FHIR: an `OperationOutcome`) naming each problem with its element path (e.g.
 //! `Bundle.entry[3].resource.effectiveDateTime`, `treatments[2].insulin`), and **nothing** of
-//! the request is stored (a transaction bundle and a Nightscout upload are all-or-nothing).
+//! the request is stored (a transaction bundle and a Nightscout upload are all-or-nothing; a
+//! FHIR `batch` stores its valid entries and reports each refused one, see [`fhir`]).
 
 #![warn(missing_docs)]
 

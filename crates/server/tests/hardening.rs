@@ -815,3 +815,70 @@ fn rate_limits_answer_429_with_retry_after() {
     assert_eq!(r.status, 429);
     assert!(r.header("retry-after").is_some());
 }
+
+/// Item a, partial success: a `batch` bundle stores its valid entries and reports each
+/// refused one with its element path; the same entries as a `transaction` store nothing.
+#[test]
+fn batch_bundles_store_valid_entries_and_report_the_others() {
+    let s = Srv::start("batch");
+    let admin = s.token(Role::Admin, &[]);
+    assert_eq!(
+        s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p"})))
+            .status,
+        201
+    );
+    let obs = |t: &str, v: f64| {
+        json!({"resource": {"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "99504-3"}]},
+            "subject": {"reference": "Patient/p"}, "effectiveDateTime": t,
+            "valueQuantity": {"value": v, "system": "http://unitsofmeasure.org", "code": "mg/dL"}}})
+    };
+    let entries = json!([
+        obs(&iso_minutes_ago(10), 120.0),
+        obs("1970-01-01T00:00:00Z", 121.0),
+        obs(&iso_minutes_ago(5), 122.0),
+        {"resource": {"resourceType": "MedicationAdministration", "status": "completed",
+         "subject": {"reference": "Patient/p"}, "effectiveDateTime": iso_minutes_ago(5),
+         "dosage": {"dose": {"value": 1e6, "system": "http://unitsofmeasure.org", "code": "[IU]"}}}},
+    ]);
+    let count = || {
+        s.bearer("GET", "/ns/p/api/v1/entries.json?count=100", &admin, None)
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    let r = s.bearer("POST", "/fhir/Bundle", &admin, Some(&tx));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(count(), 0);
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": entries});
+    let r = s.bearer("POST", "/fhir/Bundle", &admin, Some(&batch));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let b = r.json();
+    assert_eq!(b["type"], "batch-response");
+    let st: Vec<&str> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        st,
+        [
+            "201 Created",
+            "400 Bad Request",
+            "201 Created",
+            "400 Bad Request"
+        ]
+    );
+    assert_eq!(
+        b["entry"][1]["response"]["outcome"]["issue"][0]["expression"][0],
+        "Bundle.entry[1].resource.effectiveDateTime"
+    );
+    assert_eq!(
+        b["entry"][3]["response"]["outcome"]["issue"][0]["expression"][0],
+        "Bundle.entry[3].resource.dosage.dose.value"
+    );
+    assert_eq!(count(), 2);
+}
