@@ -7,7 +7,9 @@ use medtwin_pk::data::{import_r_dataset, read_event_table, write_event_table, Da
 use medtwin_pk::model::PkModel;
 use medtwin_pk::nca::{nca_dataset, Route};
 use medtwin_pk::pop::{fit, vpc, CovariateEffect, ErrorModel, FitOptions, PopFit, PopModel};
-use medtwin_pk::tdm::{backtest, recommend, Regimen, Target, TdmTwin};
+use medtwin_pk::tdm::{
+    backtest, recommend, recommend_with_interval, Regimen, Target, TdmTwin, STANDARD_INTERVALS_H,
+};
 use std::path::{Path, PathBuf};
 
 /// The population model options shared by `fit` and `backtest`.
@@ -150,9 +152,10 @@ pub struct RecommendArgs {
     target: String,
     /// Target value (concentration unit; AUC: concentration × h).
     value: f64,
-    /// Dosing interval, h.
+    /// Dosing interval, h; without it, the standard intervals 4, 6, 8, 12, 24, 48, 72 h are
+    /// tried and the longest whose dose passes the toxicity constraint is recommended.
     #[arg(long)]
-    interval: f64,
+    interval: Option<f64>,
     /// Dosing compartment (NONMEM CMT; default 1 = depot for oral, central for IV).
     #[arg(long, default_value_t = 1)]
     cmt: u32,
@@ -338,7 +341,7 @@ fn fit_cmd(
         f.wall_s,
         f.ofv,
         f.log_likelihood,
-        if f.converged { "" } else { " (optimiser stopped at its budget)" }
+        if f.converged { "" } else { " (convergence not confirmed: check the estimates)" }
     );
     for (name, v) in f.model.parameters.iter().zip(&f.estimates.log_theta) {
         let se = f
@@ -394,18 +397,50 @@ fn recommend_cmd(a: RecommendArgs) -> Result<(), CliError> {
             )))
         }
     };
-    let reg = Regimen {
-        interval_h: a.interval,
-        cmt: a.cmt,
-        infusion_h: a.infusion_h,
+    let map_err = |e: medtwin_pk::tdm::TdmError| match e {
+        medtwin_pk::tdm::TdmError::Refused(_) => CliError::failure(e.to_string()),
+        _ => CliError::input(e.to_string()),
     };
-    let r =
-        recommend(&twin, target, reg, a.toxic, a.max_risk, a.round, 2000, 1).map_err(
-            |e| match e {
-                medtwin_pk::tdm::TdmError::Refused(_) => CliError::failure(e.to_string()),
-                _ => CliError::input(e.to_string()),
-            },
-        )?;
+    let r = match a.interval {
+        Some(interval_h) => {
+            let reg = Regimen {
+                interval_h,
+                cmt: a.cmt,
+                infusion_h: a.infusion_h,
+            };
+            recommend(&twin, target, reg, a.toxic, a.max_risk, a.round, 2000, 1).map_err(map_err)?
+        }
+        None => {
+            let (best, tried) = recommend_with_interval(
+                &twin,
+                target,
+                &STANDARD_INTERVALS_H,
+                a.cmt,
+                a.infusion_h,
+                a.toxic,
+                a.max_risk,
+                a.round,
+                2000,
+                1,
+            );
+            if !a.json {
+                for (tau, r) in &tried {
+                    match r {
+                        Ok(r) => eprintln!(
+                            "  every {tau} h: dose {:.4}, Cmax {:.3}{}",
+                            r.dose,
+                            r.map_cmax,
+                            r.p_toxic
+                                .map(|p| format!(", P(Cmax > toxic) {p:.3}"))
+                                .unwrap_or_default()
+                        ),
+                        Err(e) => eprintln!("  every {tau} h: {e}"),
+                    }
+                }
+            }
+            best.map_err(map_err)?
+        }
+    };
     if a.json {
         println!(
             "{}",

@@ -5,6 +5,7 @@ use clap::Subcommand;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum SbmlCmd {
     /// Species, parameters, rules, events, and what is unsupported.
     Info {

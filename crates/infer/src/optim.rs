@@ -120,7 +120,8 @@ pub fn nelder_mead(
 /// is skipped when the curvature condition `sᵀy > 0` fails, and the approximation is reset to the
 /// identity (scaled, eq. 6.20) when a line search fails; two consecutive failures end the run.
 /// Stops when the largest gradient component is below `gtol` or the objective decreases by less
-/// than `ftol` (relative) over an iteration, or after `max_evals` evaluations.
+/// than `ftol` (relative) over an iteration, or after `max_evals` evaluations. No coordinate
+/// moves by more than `max_step` per iteration (a trust bound, e.g. for log-scale parameters).
 ///
 /// Non-finite objective values are treated as +∞ (the line search backs off from them).
 pub fn bfgs(
@@ -129,6 +130,7 @@ pub fn bfgs(
     h: &[f64],
     gtol: f64,
     ftol: f64,
+    max_step: f64,
     max_evals: usize,
 ) -> Minimum {
     let n = x0.len();
@@ -178,7 +180,13 @@ pub fn bfgs(
             d = g.iter().map(|v| -v).collect();
             slope = -g.iter().map(|v| v * v).sum::<f64>();
         }
-        let mut t = 1.0;
+        // Trust bound: no coordinate moves by more than `max_step` in one iteration.
+        let longest = d.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let mut t = if longest > max_step {
+            max_step / longest
+        } else {
+            1.0
+        };
         let mut accepted = None;
         for _ in 0..40 {
             let xt: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + t * b).collect();
@@ -333,7 +341,7 @@ mod tests {
     #[test]
     fn bfgs_minimises_rosenbrock() {
         let mut f = |x: &[f64]| (1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2);
-        let m = bfgs(&mut f, &[-1.2, 1.0], &[1e-6, 1e-6], 1e-6, 0.0, 20_000);
+        let m = bfgs(&mut f, &[-1.2, 1.0], &[1e-6, 1e-6], 1e-6, 0.0, 1.0, 20_000);
         assert!(
             (m.x[0] - 1.0).abs() < 1e-4 && (m.x[1] - 1.0).abs() < 1e-4,
             "{m:?}"

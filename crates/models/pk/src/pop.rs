@@ -446,6 +446,17 @@ fn sensitivities(
     Some(g)
 }
 
+/// Fisher information `1/V + V'²/(2V²)` and half the negative derivative of
+/// `(y − f)²/V + log V` with respect to the prediction `f`, for `V = σ_add² + σ_prop² f²`.
+fn score_information(est: &PopEstimates, f: f64, y: f64) -> (f64, f64) {
+    let v = residual_variance(est, f);
+    let dv = 2.0 * est.sigma_prop * est.sigma_prop * f;
+    let r = y - f;
+    let info = 1.0 / v + dv * dv / (2.0 * v * v);
+    let score = r / v + 0.5 * r * r * dv / (v * v) - 0.5 * dv / v;
+    (info, score)
+}
+
 /// Solve the `k×k` SPD system `a x = b` (row-major); `None` if not SPD.
 fn solve_spd(a: &[f64], b: &[f64], k: usize) -> Option<Vec<f64>> {
     let l = cholesky(a, k)?;
@@ -486,14 +497,15 @@ pub(crate) fn conditional(
             break;
         }
         let g = sensitivities(model, est, so, &eta)?;
-        // Gauss–Newton normal equations: (GᵀWG + Ω⁻¹ + λ diag) δ = GᵀW(y − f) − Ω⁻¹ η
+        // Fisher scoring (Levenberg-damped): (GᵀWG + Ω⁻¹ + λ diag) δ = Gᵀs − Ω⁻¹ η, with the
+        // score s and information W of N(f, V(f)) per observation (V' = dV/df), which reduce to
+        // Gauss–Newton for additive error.
         let mut a = omega_inv.to_vec();
         let mut rhs = vec![0.0; k];
         for i in 0..n {
-            let w = 1.0 / residual_variance(est, f[i]);
-            let r = so.y[i] - f[i];
+            let (w, score) = score_information(est, f[i], so.y[i]);
             for p in 0..k {
-                rhs[p] += g[i * k + p] * w * r;
+                rhs[p] += g[i * k + p] * score;
                 for q in 0..k {
                     a[p * k + q] += g[i * k + p] * w * g[i * k + q];
                 }
@@ -590,7 +602,7 @@ fn linearise(
         + z.iter().map(|v| v * v).sum::<f64>();
     let mut precision = omega_inv.to_vec();
     for i in 0..n {
-        let w = 1.0 / residual_variance(est, f[i]);
+        let (w, _) = score_information(est, f[i], so.y[i]);
         for p in 0..k {
             for q in 0..k {
                 precision[p * k + q] += g[i * k + p] * w * g[i * k + q];
@@ -840,7 +852,7 @@ pub fn fit(ds: &Dataset, model: &PopModel, opts: &FitOptions) -> Result<PopFit, 
     }
     let mut f = |x: &[f64]| objective(&model, &pack.unpack(x), &subjects, &mut etas);
     let h = vec![1e-4; x0.len()];
-    let mut best = bfgs(&mut f, &x0, &h, 1e-3, 1e-12, opts.max_evals);
+    let mut best = bfgs(&mut f, &x0, &h, 1e-3, 1e-12, 2.0, opts.max_evals);
     let mut evaluations = best.evals;
     for _ in 0..opts.restarts {
         // A Nelder–Mead look around the quasi-Newton optimum, then quasi-Newton again if it moved.
@@ -852,7 +864,7 @@ pub fn fit(ds: &Dataset, model: &PopModel, opts: &FitOptions) -> Result<PopFit, 
             best.converged = true;
             break;
         }
-        let b = bfgs(&mut f, &m.x, &h, 1e-3, 1e-12, opts.max_evals);
+        let b = bfgs(&mut f, &m.x, &h, 1e-3, 1e-12, 2.0, opts.max_evals);
         evaluations += b.evals;
         best = if b.f <= m.f { b } else { m };
     }

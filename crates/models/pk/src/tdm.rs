@@ -453,3 +453,53 @@ pub fn recommend(
         p_target,
     })
 }
+
+/// The outcome of [`recommend`] at one interval (h).
+pub type IntervalOutcome = (f64, Result<Recommendation, TdmError>);
+
+/// Standard dosing intervals tried by [`recommend_with_interval`], h.
+pub const STANDARD_INTERVALS_H: [f64; 7] = [4.0, 6.0, 8.0, 12.0, 24.0, 48.0, 72.0];
+
+/// Recommend dose *and* interval: [`recommend`] at each of `intervals_h`, keeping the longest
+/// interval (fewest administrations) whose dose is not refused. Returns that recommendation and
+/// the outcome at every interval tried (refusal reasons included), in the order given.
+#[allow(clippy::too_many_arguments)]
+pub fn recommend_with_interval(
+    twin: &TdmTwin,
+    target: Target,
+    intervals_h: &[f64],
+    cmt: u32,
+    infusion_h: f64,
+    toxic: Option<f64>,
+    max_risk: f64,
+    round_to: f64,
+    n_draws: usize,
+    seed: u64,
+) -> (Result<Recommendation, TdmError>, Vec<IntervalOutcome>) {
+    let tried: Vec<IntervalOutcome> = intervals_h
+        .iter()
+        .filter(|&&tau| tau >= infusion_h)
+        .map(|&tau| {
+            let reg = Regimen {
+                interval_h: tau,
+                cmt,
+                infusion_h,
+            };
+            (
+                tau,
+                recommend(twin, target, reg, toxic, max_risk, round_to, n_draws, seed),
+            )
+        })
+        .collect();
+    let best = tried
+        .iter()
+        .filter_map(|(tau, r)| r.as_ref().ok().map(|r| (*tau, r.clone())))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, r)| r)
+        .ok_or_else(|| {
+            TdmError::Refused(format!(
+                "no interval among {intervals_h:?} h has a dose meeting the target within the constraint"
+            ))
+        });
+    (best, tried)
+}
