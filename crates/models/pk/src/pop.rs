@@ -39,6 +39,7 @@
 use crate::data::{Dataset, Subject};
 use crate::model::{ModelError, PkModel, PkParams};
 use medtwin_infer::optim::{bfgs, cholesky, laplace, nelder_mead};
+use medtwin_infer::quantile_sorted as quantile;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
@@ -1116,15 +1117,4 @@ pub fn vpc(fit: &PopFit, ds: &Dataset, n_bins: usize, n_rep: usize, seed: u64) -
             }
         })
         .collect()
-}
-
-/// Linear-interpolation quantile of sorted values (R type 7); NaN when empty.
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let h = (sorted.len() - 1) as f64 * q;
-    let lo = h.floor() as usize;
-    let hi = h.ceil() as usize;
-    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
 }

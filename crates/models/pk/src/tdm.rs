@@ -12,11 +12,12 @@
 use crate::data::{Dataset, Subject};
 use crate::model::ModelError;
 use crate::pop::{
-    conditional, fit, individual_params, quantile, residual_variance, FitError, FitOptions,
-    PopEstimates, PopModel, SubjectObs,
+    conditional, fit, individual_params, residual_variance, FitError, FitOptions, PopEstimates,
+    PopModel, SubjectObs,
 };
 use crate::Dose;
 use medtwin_infer::optim::{cholesky, invert_spd};
+use medtwin_infer::quantile_sorted as quantile;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};

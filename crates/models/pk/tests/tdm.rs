@@ -16,6 +16,20 @@ fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Theoph and its population fit with nlme's SSfol model (IIV on KA and CL).
+fn theoph_population() -> (medtwin_pk::data::Dataset, medtwin_pk::pop::PopFit) {
+    let ds = import_theoph(&data("Theoph.csv")).unwrap();
+    let mut m = PopModel::new(PkModel::parse("1cpt-oral").unwrap());
+    m.parameters = vec!["KE".into(), "KA".into(), "CL".into()];
+    m.iiv = vec!["KA".into(), "CL".into()];
+    let opts = FitOptions {
+        standard_errors: false,
+        ..FitOptions::default()
+    };
+    let pop = fit(&ds, &m, &opts).unwrap();
+    (ds, pop)
+}
+
 /// The individual (MAP) forecast of each neonate's last level beats the population prediction,
 /// with calibrated intervals.
 #[test]
@@ -45,15 +59,7 @@ fn phenobarbital_holdout_last_individual_beats_population() {
 /// `examples/tdm_simulation.rs` and the README.)
 #[test]
 fn recommended_dose_reaches_target_trough_in_simulated_patients() {
-    let ds = import_theoph(&data("Theoph.csv")).unwrap();
-    let mut m = PopModel::new(PkModel::parse("1cpt-oral").unwrap());
-    m.parameters = vec!["KE".into(), "KA".into(), "CL".into()];
-    m.iiv = vec!["KA".into(), "CL".into()];
-    let opts = FitOptions {
-        standard_errors: false,
-        ..FitOptions::default()
-    };
-    let pop = fit(&ds, &m, &opts).unwrap();
+    let (_, pop) = theoph_population();
     let k = pop.model.n_eta();
     let chol = medtwin_infer::optim::cholesky(&pop.estimates.omega, k).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
@@ -123,15 +129,7 @@ fn recommended_dose_reaches_target_trough_in_simulated_patients() {
 /// A toxic threshold below the peak that the target implies is refused, with the reason.
 #[test]
 fn recommendation_refused_when_peak_would_be_toxic() {
-    let ds = import_theoph(&data("Theoph.csv")).unwrap();
-    let mut m = PopModel::new(PkModel::parse("1cpt-oral").unwrap());
-    m.parameters = vec!["KE".into(), "KA".into(), "CL".into()];
-    m.iiv = vec!["KA".into(), "CL".into()];
-    let opts = FitOptions {
-        standard_errors: false,
-        ..FitOptions::default()
-    };
-    let pop = fit(&ds, &m, &opts).unwrap();
+    let (ds, pop) = theoph_population();
     let twin = TdmTwin::new(&pop.model, &pop.estimates, &ds.subjects[0]).unwrap();
     let reg = Regimen {
         interval_h: 12.0,
