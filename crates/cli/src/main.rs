@@ -3,7 +3,9 @@
 //! Thin by design: every command parses its arguments and calls into a library crate.
 //! Exit codes: 0 success, 2 bad input (unreadable/invalid files, unknown names), 1 other failures.
 
+mod cardiac;
 mod error;
+mod petab;
 mod pk;
 mod sbml;
 mod server;
@@ -79,6 +81,12 @@ enum Command {
     /// Pharmacokinetics: event tables, population fits, TDM twins, dose recommendation, NCA.
     #[command(subcommand)]
     Pk(pk::PkCmd),
+    /// Cardiac safety twins: the CiPA in-silico proarrhythmia assay.
+    #[command(subcommand)]
+    Cardiac(cardiac::CardiacCmd),
+    /// PEtab calibration problems: log-likelihood and fits.
+    #[command(subcommand)]
+    Petab(petab::PetabCmd),
     /// Any model via SBML: info and simulation.
     #[command(subcommand)]
     Sbml(sbml::SbmlCmd),
@@ -122,6 +130,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Twin(c) => twin::twin(c),
         Command::Sbml(c) => sbml::sbml(c),
         Command::Pk(c) => pk::pk(c),
+        Command::Cardiac(c) => cardiac::cardiac(c),
+        Command::Petab(c) => petab::petab(c),
         Command::Cohort(c) => trial::cohort(c),
         Command::Trial(c) => trial::trial(c),
         Command::Serve(a) => server::serve(a),
