@@ -293,7 +293,46 @@ pub fn read_settings(path: impl AsRef<Path>) -> Result<SimulateOptions, SbmlErro
 ///
 /// Errors: [`SbmlError::Options`] (unknown variable, bad range), [`SbmlError::Simulation`].
 pub fn simulate(model: &SbmlModel, opts: &SimulateOptions) -> Result<Table, SbmlError> {
-    sim::run(model, opts, None)
+    sim::run(model, opts, &Course::default(), None)
+}
+
+/// A bolus into one state at a known time: the state (an amount for species, see
+/// [`SbmlModel::state_index`]) jumps by `amount` (state units; may be negative, e.g. a sample
+/// withdrawn). Events whose triggers the jump changes fire at that time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StateDose {
+    /// Time of the dose (model time units), `>=` the course's start.
+    pub time: f64,
+    /// Index into the state vector.
+    pub state: usize,
+    /// Change of the state (state units).
+    pub amount: f64,
+}
+
+/// What a time course adds to [`SimulateOptions`]: output times other than the uniform grid,
+/// and doses into states.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Course<'a> {
+    /// Output times (sorted, each `>= opts.start`; repeats allowed); `None`: the grid of
+    /// `opts.start`, `opts.end`, `opts.steps`. With `Some`, `opts.end` and `opts.steps` are
+    /// ignored.
+    pub times: Option<&'a [f64]>,
+    /// Doses, in any order. At a time that is also an output time the row is recorded before
+    /// the dose (the NONMEM convention: a level at dose time is a trough).
+    pub doses: &'a [StateDose],
+}
+
+/// [`simulate`] at chosen output times with doses into states: the time course of a twin's
+/// plan. Rows: one per output time, in order.
+///
+/// Errors: [`SbmlError::Options`] (unsorted or early output times, a dose into a state that
+/// does not exist, non-finite values), [`SbmlError::Simulation`].
+pub fn simulate_course(
+    model: &SbmlModel,
+    opts: &SimulateOptions,
+    course: &Course,
+) -> Result<Table, SbmlError> {
+    sim::run(model, opts, course, None)
 }
 
 /// [`simulate`] that gives up with [`SbmlError::Simulation`] once `deadline` has passed.
@@ -302,7 +341,7 @@ pub fn simulate_with_deadline(
     opts: &SimulateOptions,
     deadline: Instant,
 ) -> Result<Table, SbmlError> {
-    sim::run(model, opts, Some(deadline))
+    sim::run(model, opts, &Course::default(), Some(deadline))
 }
 
 fn fmt_num(v: f64) -> String {
@@ -346,6 +385,53 @@ impl SbmlModel {
         let &sl = self.ids.get(id)?;
         let target = self.slots[sl].hidden.unwrap_or(sl);
         self.state_slots.iter().position(|&s| s == target)
+    }
+
+    /// Ids of the model's global parameters declared constant, in document order: the values a
+    /// calibration may estimate or a PEtab condition may set ([`SbmlModel::set_value`]).
+    pub fn parameter_ids(&self) -> Vec<String> {
+        use model::Kind;
+        self.slots
+            .iter()
+            .filter(|s| s.kind == Kind::Parameter && s.constant)
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// Current value of `id` (parameter, compartment, species in its own units) at the
+    /// initial time, after initial assignments and rules; `None` for unknown ids.
+    pub fn value(&self, id: &str) -> Option<f64> {
+        self.ids.get(id).map(|&sl| self.base[sl])
+    }
+
+    /// Set the value of parameter, compartment or species `id` (species: in the unit of its
+    /// symbol, a concentration unless `hasOnlySubstanceUnits`) and recompute everything
+    /// derived from it at the initial time (initial assignments, assignment rules, amounts of
+    /// concentration species), as a PEtab condition or a calibration step does.
+    ///
+    /// Errors ([`SbmlError::Options`]): unknown id, a non-finite value, or an id whose initial
+    /// value an initial assignment or assignment rule determines (the set value would be
+    /// overwritten).
+    pub fn set_value(&mut self, id: &str, value: f64) -> Result<(), SbmlError> {
+        let &sl = self.ids.get(id).ok_or_else(|| {
+            SbmlError::Options(format!(
+                "unknown id '{id}': no such parameter, compartment or species"
+            ))
+        })?;
+        if !value.is_finite() {
+            return Err(SbmlError::Options(format!(
+                "value of '{id}' must be finite, got {value}"
+            )));
+        }
+        if self.init_prog.iter().any(|(s, _)| *s == sl) {
+            return Err(SbmlError::Options(format!(
+                "'{id}' is set by an initial assignment or assignment rule; set the quantities it depends on instead"
+            )));
+        }
+        self.base[sl] = value;
+        let t0 = self.init_time;
+        self.compute_initial(t0);
+        Ok(())
     }
 
     /// Species ids in document order.

@@ -725,17 +725,113 @@ impl<'a> Sim<'a> {
     }
 }
 
-/// See [`crate::simulate_with_deadline`].
+/// One stop of a time course: an output row, doses, or both (doses after the row).
+struct Stop {
+    t: f64,
+    output: bool,
+    doses: Vec<(usize, f64)>,
+}
+
+/// The stops of a course: the output grid of `opts` (or `course.times`) merged with the dose
+/// times, sorted. Errors name the offending time or state.
+fn stops(
+    m: &SbmlModel,
+    opts: &SimulateOptions,
+    course: &crate::Course,
+) -> Result<Vec<Stop>, SbmlError> {
+    let mut out: Vec<Stop> = match course.times {
+        None => (0..=opts.steps)
+            .map(|k| Stop {
+                t: if k == opts.steps {
+                    opts.end
+                } else {
+                    opts.start + (opts.end - opts.start) / opts.steps as f64 * k as f64
+                },
+                output: true,
+                doses: Vec::new(),
+            })
+            .collect(),
+        Some(ts) => {
+            for (i, w) in ts.windows(2).enumerate() {
+                if w[1] < w[0] {
+                    return Err(SbmlError::Options(format!(
+                        "output times must be sorted: time {} (index {}) follows {}",
+                        w[1],
+                        i + 1,
+                        w[0]
+                    )));
+                }
+            }
+            ts.iter()
+                .map(|&t| Stop {
+                    t,
+                    output: true,
+                    doses: Vec::new(),
+                })
+                .collect()
+        }
+    };
+    for t in out.iter().map(|s| s.t) {
+        if !t.is_finite() || t < opts.start {
+            return Err(SbmlError::Options(format!(
+                "output time {t} is before the start {} or not finite",
+                opts.start
+            )));
+        }
+    }
+    for d in course.doses {
+        if d.state >= m.state_slots.len() {
+            return Err(SbmlError::Options(format!(
+                "dose at time {} targets state {} but the model has {} states",
+                d.time,
+                d.state,
+                m.state_slots.len()
+            )));
+        }
+        if !d.time.is_finite() || d.time < opts.start || !d.amount.is_finite() {
+            return Err(SbmlError::Options(format!(
+                "dose of {} into state {} at time {}: time must be finite and >= the start {}, amount finite",
+                d.amount, d.state, d.time, opts.start
+            )));
+        }
+        match out.iter_mut().find(|s| s.t == d.time) {
+            Some(s) => s.doses.push((d.state, d.amount)),
+            None => out.push(Stop {
+                t: d.time,
+                output: false,
+                doses: vec![(d.state, d.amount)],
+            }),
+        }
+    }
+    out.sort_by(|a, b| a.t.total_cmp(&b.t));
+    Ok(out)
+}
+
+/// See [`crate::simulate_with_deadline`] and [`crate::simulate_course`].
 pub(crate) fn run(
     model: &SbmlModel,
     opts: &SimulateOptions,
+    course: &crate::Course,
     deadline: Option<Instant>,
 ) -> Result<Table, SbmlError> {
+    let opts = &match course.times {
+        Some(ts) => SimulateOptions {
+            end: ts
+                .iter()
+                .copied()
+                .chain(course.doses.iter().map(|d| d.time))
+                .fold(opts.start, f64::max),
+            steps: ts.len().max(1),
+            ..opts.clone()
+        },
+        None => opts.clone(),
+    };
     if opts.end.is_nan() || opts.start.is_nan() || opts.end < opts.start || opts.steps == 0 {
         return Err(SbmlError::Options(
             "need end >= start and steps >= 1".into(),
         ));
     }
+    let stops = stops(model, opts, course)?;
     let owned;
     let m = if model.init_time != opts.start {
         let mut c = model.clone();
@@ -923,13 +1019,8 @@ pub(crate) fn run(
             c.hist.borrow_mut().restart_at(t, &x);
         }
     }
-    record(&mut sim, t, &x, &mut rows);
-    for k in 1..=opts.steps {
-        let tk = if k == opts.steps {
-            opts.end
-        } else {
-            opts.start + dt * k as f64
-        };
+    for stop in &stops {
+        let tk = stop.t;
         while t < tk {
             sim.check_time()?;
             let next_due = sim
@@ -1029,8 +1120,27 @@ pub(crate) fn run(
             }
             tx = t;
         }
+        if time_only_triggers && tx < tk {
+            sim.advance(&mut integ, tx, tk, &mut x)?;
+        }
         t = tk;
-        record(&mut sim, t, &x, &mut rows);
+        tx = t;
+        if stop.output {
+            record(&mut sim, t, &x, &mut rows);
+        }
+        if !stop.doses.is_empty() {
+            for &(i, amount) in &stop.doses {
+                x[i] += amount;
+            }
+            sim.reset(&mut integ);
+            if let Some(c) = sim.dde {
+                c.hist.borrow_mut().restart_at(t, &x);
+                sim.stepper.reset();
+            }
+            if sim.process_events(t, &mut x)? {
+                sim.reset(&mut integ);
+            }
+        }
     }
     if std::env::var_os("MEDTWIN_SBML_STATS").is_some() {
         let st = integ.stats();
