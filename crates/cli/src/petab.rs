@@ -1,18 +1,168 @@
 //! `medtwin petab …`: PEtab problems. Thin: every command calls into `medtwin-petab`.
 
-use crate::error::CliError;
-use clap::Subcommand;
+use crate::error::{io_fail, CliError};
+use clap::{Args, Subcommand};
+use medtwin_petab::fit::{fit, FitOptions};
+use medtwin_petab::{Evaluator, PetabError, Problem, SimSettings};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// PEtab commands.
 #[derive(Subcommand)]
 pub enum PetabCmd {
-    /// Log-likelihood of a PEtab problem at its nominal parameters (being built; see issue 16).
-    Llh,
+    /// Log-likelihood of a PEtab v1 problem at its nominal parameters (prints `llh = …`).
+    Llh {
+        /// The problem's YAML file.
+        problem: PathBuf,
+        #[command(flatten)]
+        sim: SimArgs,
+        /// Also print every measurement's simulated value, σ and llh contribution.
+        #[arg(long)]
+        residuals: bool,
+    },
+    /// Multi-start maximum-likelihood fit of the estimated parameters (BFGS on the parameter
+    /// scale within the bounds; start 0 = nominal).
+    Fit {
+        /// The problem's YAML file.
+        problem: PathBuf,
+        /// Number of starts.
+        #[arg(long, default_value_t = 10)]
+        starts: usize,
+        /// Seed of the start sampler.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Objective evaluations per start.
+        #[arg(long, default_value_t = 4000)]
+        max_evals: usize,
+        /// Write the result as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        sim: SimArgs,
+    },
+}
+
+/// Integrator tolerances.
+#[derive(Args)]
+pub struct SimArgs {
+    /// Relative tolerance of the integrator.
+    #[arg(long, default_value_t = 1e-8)]
+    rtol: f64,
+    /// Absolute tolerance of the integrator (scaled per state).
+    #[arg(long, default_value_t = 1e-12)]
+    atol: f64,
+}
+
+impl SimArgs {
+    fn settings(&self) -> SimSettings {
+        SimSettings {
+            rtol: self.rtol,
+            atol: self.atol,
+            ..SimSettings::default()
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Problem, CliError> {
+    Problem::load(path).map_err(|e| match e {
+        PetabError::Io(_) | PetabError::Yaml(_) | PetabError::Table { .. } => {
+            CliError::input(e.to_string())
+        }
+        _ => CliError::failure(e.to_string()),
+    })
+}
+
+fn fail(e: PetabError) -> CliError {
+    CliError::failure(e.to_string())
 }
 
 /// Run a PEtab command.
 pub fn petab(c: PetabCmd) -> Result<(), CliError> {
     match c {
-        PetabCmd::Llh => Err(CliError::failure("petab llh: not built yet")),
+        PetabCmd::Llh {
+            problem,
+            sim,
+            residuals,
+        } => {
+            let t0 = Instant::now();
+            let p = load(&problem)?;
+            let ev = Evaluator::new(&p, sim.settings()).map_err(fail)?;
+            let t1 = Instant::now();
+            let res = ev.residuals(&p.nominal()).map_err(fail)?;
+            let t2 = Instant::now();
+            if residuals {
+                println!("line\tobservable\ttime\tmeasurement\tsimulated\tsigma\tllh");
+                for r in &res {
+                    let m = &p.measurements[r.measurement];
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        m.line,
+                        p.observables[m.observable].id,
+                        m.time,
+                        m.value,
+                        r.simulated,
+                        r.sigma,
+                        r.llh
+                    );
+                }
+            }
+            let llh: f64 = res.iter().map(|r| r.llh).sum();
+            println!("llh = {llh}");
+            println!(
+                "measurements {}, simulations {}, load {:.3} s, evaluation {:.3} s",
+                p.measurements.len(),
+                ev.n_simulations(),
+                (t1 - t0).as_secs_f64(),
+                (t2 - t1).as_secs_f64()
+            );
+            Ok(())
+        }
+        PetabCmd::Fit {
+            problem,
+            starts,
+            seed,
+            max_evals,
+            out,
+            sim,
+        } => {
+            let p = load(&problem)?;
+            let ev = Evaluator::new(&p, sim.settings()).map_err(fail)?;
+            let opts = FitOptions {
+                starts,
+                seed,
+                max_evals,
+                ..FitOptions::default()
+            };
+            let r = fit(&ev, &opts).map_err(fail)?;
+            for s in &r.starts {
+                println!(
+                    "start {:>3}: objective {:.6} (from {:.6}), {} evaluations, {}, {:.2} s",
+                    s.start,
+                    s.objective,
+                    s.initial_objective,
+                    s.evals,
+                    if s.converged {
+                        "converged"
+                    } else {
+                        "budget reached"
+                    },
+                    s.seconds
+                );
+            }
+            let b = r.best();
+            println!(
+                "best objective = {:.6} (nominal {:.6}; {} parameters), wall time {:.2} s",
+                b.objective,
+                r.nominal_objective,
+                r.ids.len(),
+                r.seconds
+            );
+            if let Some(path) = out {
+                let s = serde_json::to_string_pretty(&r)
+                    .map_err(|e| CliError::failure(e.to_string()))?;
+                std::fs::write(&path, s).map_err(|e| io_fail(&path, e))?;
+            }
+            Ok(())
+        }
     }
 }

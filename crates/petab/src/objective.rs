@@ -1,0 +1,386 @@
+//! Log-likelihood of a PEtab problem (PEtab v1 specification, "Objective function"): for each
+//! pair (preequilibration, simulation condition) the model is simulated at the measurement
+//! times, observables and noise parameters are evaluated with the measurement's overrides, and
+//!
+//! * normal: `llh_i = −½ ln(2π σ²) − ½ ((h(y) − h(m)) / σ)²`,
+//! * laplace: `llh_i = −ln(2b) − |h(y) − h(m)| / b`,
+//!
+//! where h is the observable transformation; for log / log10 the density is of the measurement
+//! itself, so `− ln(m)` / `− ln(m ln 10)` is added (as AMICI and libpetab compute it).
+//! Objective priors are not part of `llh` (as AMICI's `llh`).
+
+use crate::problem::{Measurement, Noise, Problem, Transform, Value};
+use crate::PetabError;
+use medtwin_core::OdeModel;
+use medtwin_sbml::{Course, Method, SbmlModel, SimulateOptions, StateDose};
+use rayon::prelude::*;
+use std::collections::HashMap;
+
+/// Integrator settings of every simulation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimSettings {
+    /// Relative tolerance.
+    pub rtol: f64,
+    /// Absolute tolerance (scaled per state by the SBML engine).
+    pub atol: f64,
+    /// Integration method.
+    pub method: Method,
+}
+
+impl Default for SimSettings {
+    /// rtol 1e-8, atol 1e-12, automatic method.
+    fn default() -> Self {
+        SimSettings {
+            rtol: 1e-8,
+            atol: 1e-12,
+            method: Method::Auto,
+        }
+    }
+}
+
+/// One measurement's simulated value, noise parameter and log-likelihood contribution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Residual {
+    /// Index into [`Problem::measurements`].
+    pub measurement: usize,
+    /// Simulated observable (untransformed).
+    pub simulated: f64,
+    /// Noise parameter σ (normal) or b (laplace).
+    pub sigma: f64,
+    /// Log-likelihood contribution.
+    pub llh: f64,
+}
+
+struct Group {
+    preeq: Option<String>,
+    sim: String,
+    times: Vec<f64>,
+    vars: Vec<String>,
+    /// (measurement index, row index into `times`).
+    meas: Vec<(usize, usize)>,
+}
+
+/// Evaluates the log-likelihood of a problem for parameter vectors (linear scale, one value
+/// per parameter-table row).
+pub struct Evaluator<'a> {
+    /// The problem.
+    pub problem: &'a Problem,
+    /// Integrator settings.
+    pub settings: SimSettings,
+    groups: Vec<Group>,
+    par_index: HashMap<String, usize>,
+    /// State ids (species reported as amounts), aligned with the state vector.
+    state_ids: Vec<(String, usize)>,
+}
+
+impl<'a> Evaluator<'a> {
+    /// Group the measurements by condition pair and check that every identifier the formulas
+    /// read can be resolved. Errors: [`PetabError::Table`] naming the measurement line.
+    pub fn new(problem: &'a Problem, settings: SimSettings) -> Result<Self, PetabError> {
+        let par_index: HashMap<String, usize> = problem
+            .parameters
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id.clone(), i))
+            .collect();
+        let mut by_key: HashMap<(Option<String>, String), usize> = HashMap::new();
+        let mut groups: Vec<Group> = Vec::new();
+        for m in &problem.measurements {
+            let key = (m.preeq.clone(), m.sim.clone());
+            let g = *by_key.entry(key).or_insert_with(|| {
+                groups.push(Group {
+                    preeq: m.preeq.clone(),
+                    sim: m.sim.clone(),
+                    times: Vec::new(),
+                    vars: Vec::new(),
+                    meas: Vec::new(),
+                });
+                groups.len() - 1
+            });
+            groups[g].times.push(m.time);
+        }
+        for g in &mut groups {
+            g.times.sort_by(f64::total_cmp);
+            g.times.dedup();
+        }
+        for (i, m) in problem.measurements.iter().enumerate() {
+            let g = by_key[&(m.preeq.clone(), m.sim.clone())];
+            let grp = &mut groups[g];
+            let row = grp.times.partition_point(|&t| t < m.time);
+            grp.meas.push((i, row));
+            let o = &problem.observables[m.observable];
+            for v in o.formula.vars().into_iter().chain(o.noise_formula.vars()) {
+                if problem.model.value(&v).is_some() && !grp.vars.contains(&v) {
+                    grp.vars.push(v);
+                }
+            }
+        }
+        let model = &problem.model;
+        let mut state_ids = Vec::new();
+        for id in model.default_variables() {
+            if let Some(i) = model.state_index(&id) {
+                state_ids.push((id, i));
+            }
+        }
+        Ok(Evaluator {
+            problem,
+            settings,
+            groups,
+            par_index,
+            state_ids,
+        })
+    }
+
+    /// Number of simulations (condition pairs) per evaluation.
+    pub fn n_simulations(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Log-likelihood at `theta` (linear scale, parameter-table order).
+    pub fn llh(&self, theta: &[f64]) -> Result<f64, PetabError> {
+        Ok(self.residuals(theta)?.iter().map(|r| r.llh).sum())
+    }
+
+    /// Per-measurement simulated values and log-likelihood contributions at `theta`
+    /// (linear scale), in measurement order.
+    pub fn residuals(&self, theta: &[f64]) -> Result<Vec<Residual>, PetabError> {
+        let base = self.base_model(theta)?;
+        let parts: Vec<Vec<Residual>> = self
+            .groups
+            .par_iter()
+            .map(|g| self.group(&base, g, theta))
+            .collect::<Result<_, _>>()?;
+        let mut out: Vec<Residual> = parts.into_iter().flatten().collect();
+        out.sort_by_key(|r| r.measurement);
+        Ok(out)
+    }
+
+    /// The model with every parameter-table parameter that is a model entity set to `theta`.
+    fn base_model(&self, theta: &[f64]) -> Result<SbmlModel, PetabError> {
+        let mut m = self.problem.model.clone();
+        for (p, &v) in self.problem.parameters.iter().zip(theta) {
+            if m.value(&p.id).is_some() {
+                m.set_value(&p.id, v)
+                    .map_err(|e| PetabError::Sbml(format!("parameter '{}': {e}", p.id)))?;
+            }
+        }
+        Ok(m)
+    }
+
+    fn value(&self, v: &Value, theta: &[f64]) -> Result<f64, PetabError> {
+        match v {
+            Value::Num(x) => Ok(*x),
+            Value::Par(id) => {
+                self.par_index.get(id).map(|&i| theta[i]).ok_or_else(|| {
+                    PetabError::Eval(format!("'{id}' is not in the parameter table"))
+                })
+            }
+        }
+    }
+
+    /// Apply condition `id` to `m`; returns the species ids it sets (re-initialised states).
+    fn apply(&self, m: &mut SbmlModel, id: &str, theta: &[f64]) -> Result<Vec<String>, PetabError> {
+        let c = &self.problem.conditions[id];
+        let mut set = Vec::new();
+        for (target, v) in &c.values {
+            let x = self.value(v, theta)?;
+            if x.is_nan() {
+                continue;
+            }
+            m.set_value(target, x)
+                .map_err(|e| PetabError::Sbml(format!("condition '{id}', '{target}': {e}")))?;
+            set.push(target.clone());
+        }
+        Ok(set)
+    }
+
+    fn options(&self, start: f64, vars: Vec<String>) -> SimulateOptions {
+        SimulateOptions {
+            start,
+            vars: Some(vars),
+            rtol: self.settings.rtol,
+            atol: self.settings.atol,
+            method: self.settings.method,
+            ..SimulateOptions::default()
+        }
+    }
+
+    /// Steady state of `m` (state vector) by simulating to times 1, 10, …, 1e10 until the
+    /// weighted RMS of the derivative (weights 1e-12 + 1e-8·|x|, AMICI's default steady-state
+    /// tolerances in spirit) is below 1.
+    fn steady_state(&self, m: &SbmlModel, cond: &str) -> Result<Vec<f64>, PetabError> {
+        let n = m.n_states();
+        if self.state_ids.len() != n {
+            return Err(PetabError::Eval(format!(
+                "preequilibration: {} of the model's {n} states have ids",
+                self.state_ids.len()
+            )));
+        }
+        let times: Vec<f64> = (0..=10).map(|k| 10f64.powi(k)).collect();
+        let ids: Vec<String> = self.state_ids.iter().map(|(s, _)| s.clone()).collect();
+        let mut opts = self.options(0.0, ids.clone());
+        opts.amount = ids;
+        let tab = medtwin_sbml::simulate_course(
+            m,
+            &opts,
+            &Course {
+                times: Some(&times),
+                doses: &[],
+            },
+        )
+        .map_err(|e| PetabError::Simulation(format!("preequilibration '{cond}': {e}")))?;
+        let mut dx = vec![0.0; n];
+        let mut best = (f64::INFINITY, Vec::new());
+        for (row, &t) in tab.rows.iter().zip(&times) {
+            let mut x = vec![0.0; n];
+            for (k, (_, i)) in self.state_ids.iter().enumerate() {
+                x[*i] = row[k + 1];
+            }
+            m.rhs(t, &x, &[], &mut dx);
+            let wrms = (dx
+                .iter()
+                .zip(&x)
+                .map(|(d, x)| (d / (1e-12 + 1e-8 * x.abs())).powi(2))
+                .sum::<f64>()
+                / n.max(1) as f64)
+                .sqrt();
+            if wrms < 1.0 {
+                return Ok(x);
+            }
+            if wrms < best.0 {
+                best = (wrms, x);
+            }
+        }
+        if best.0 < 1e6 {
+            return Ok(best.1);
+        }
+        Err(PetabError::Simulation(format!(
+            "preequilibration '{cond}': no steady state by t = 1e10 (weighted derivative norm {:.3e})",
+            best.0
+        )))
+    }
+
+    fn group(
+        &self,
+        base: &SbmlModel,
+        g: &Group,
+        theta: &[f64],
+    ) -> Result<Vec<Residual>, PetabError> {
+        let mut m = base.clone();
+        let set = self.apply(&mut m, &g.sim, theta)?;
+        let mut doses = Vec::new();
+        let mut start = 0.0;
+        if let Some(pre) = &g.preeq {
+            let mut mp = base.clone();
+            self.apply(&mut mp, pre, theta)?;
+            let ss = self.steady_state(&mp, pre)?;
+            let x0 = m.initial_state();
+            for (id, i) in &self.state_ids {
+                if !set.contains(id) && ss[*i] != x0[*i] {
+                    doses.push(StateDose {
+                        time: -1e-9,
+                        state: *i,
+                        amount: ss[*i] - x0[*i],
+                    });
+                }
+            }
+            start = -1e-9;
+        }
+        let opts = self.options(start, g.vars.clone());
+        let tab = medtwin_sbml::simulate_course(
+            &m,
+            &opts,
+            &Course {
+                times: Some(&g.times),
+                doses: &doses,
+            },
+        )
+        .map_err(|e| PetabError::Simulation(format!("condition '{}': {e}", g.sim)))?;
+        let col: HashMap<&str, usize> = g
+            .vars
+            .iter()
+            .enumerate()
+            .map(|(k, v)| (v.as_str(), k + 1))
+            .collect();
+        let mut out = Vec::with_capacity(g.meas.len());
+        for &(mi, row) in &g.meas {
+            let meas = &self.problem.measurements[mi];
+            let r = &tab.rows[row];
+            out.push(self.residual(mi, meas, &|v| col.get(v).map(|&c| r[c]), theta)?);
+        }
+        Ok(out)
+    }
+
+    fn residual(
+        &self,
+        mi: usize,
+        meas: &Measurement,
+        model_value: &dyn Fn(&str) -> Option<f64>,
+        theta: &[f64],
+    ) -> Result<Residual, PetabError> {
+        let o = &self.problem.observables[meas.observable];
+        let over = |list: &[Value], prefix: &str, name: &str| -> Option<Result<f64, PetabError>> {
+            let rest = name.strip_prefix(prefix)?;
+            let (k, obs) = rest.split_once('_')?;
+            if obs != o.id {
+                return None;
+            }
+            let k: usize = k.parse().ok()?;
+            Some(match list.get(k.wrapping_sub(1)) {
+                Some(v) => self.value(v, theta),
+                None => Err(PetabError::Eval(format!("no override {k} for '{name}'"))),
+            })
+        };
+        let err = std::cell::RefCell::new(None);
+        let env = |name: &str| -> Option<f64> {
+            if let Some(r) = over(&meas.obs_pars, "observableParameter", name)
+                .or_else(|| over(&meas.noise_pars, "noiseParameter", name))
+            {
+                return match r {
+                    Ok(x) => Some(x),
+                    Err(e) => {
+                        *err.borrow_mut() = Some(e);
+                        None
+                    }
+                };
+            }
+            if name == "time" || name == "t" {
+                return Some(meas.time);
+            }
+            model_value(name).or_else(|| self.par_index.get(name).map(|&i| theta[i]))
+        };
+        let at = |e: String| {
+            err.borrow_mut().take().unwrap_or(PetabError::Eval(format!(
+                "measurement line {} (observable '{}'): {e}",
+                meas.line, o.id
+            )))
+        };
+        let y = o.formula.eval(&env).map_err(at)?;
+        let sigma = o.noise_formula.eval(&env).map_err(at)?;
+        Ok(Residual {
+            measurement: mi,
+            simulated: y,
+            sigma,
+            llh: log_density(meas.value, y, sigma, o.transform, o.noise),
+        })
+    }
+}
+
+/// Log-density of measurement `m` given simulation `y` and noise parameter `sigma`
+/// (see the module documentation). Non-positive values under a log transformation give NaN.
+pub fn log_density(m: f64, y: f64, sigma: f64, t: Transform, noise: Noise) -> f64 {
+    let (hm, hy, jac) = match t {
+        Transform::Lin => (m, y, 0.0),
+        Transform::Log => (m.ln(), y.ln(), m.ln()),
+        Transform::Log10 => (m.log10(), y.log10(), (m * std::f64::consts::LN_10).ln()),
+    };
+    let r = hm - hy;
+    match noise {
+        Noise::Normal => {
+            -0.5 * (2.0 * std::f64::consts::PI * sigma * sigma).ln()
+                - 0.5 * (r / sigma).powi(2)
+                - jac
+        }
+        Noise::Laplace => -(2.0 * sigma).ln() - r.abs() / sigma - jac,
+    }
+}
