@@ -1,0 +1,30 @@
+//! Where the integrator spends its steps in one control beat (diagnostic).
+use medtwin_cardiac::model::{OrdParams, INITIAL_STATE_CL2000};
+use medtwin_cardiac::solver::{Integrator, SolverOptions};
+fn main() {
+    let rtol: f64 = std::env::args().nth(1).map_or(2e-4, |s| s.parse().unwrap());
+    let mut it = Integrator::new(
+        OrdParams::control(),
+        SolverOptions {
+            rtol,
+            ..Default::default()
+        },
+    );
+    let mut y = INITIAL_STATE_CL2000;
+    let o = it.beat(&mut y, 2000.0, true).unwrap();
+    let edges = [
+        0.0, 1.0, 5.0, 20.0, 100.0, 250.0, 300.0, 400.0, 1000.0, 2000.0,
+    ];
+    for w in edges.windows(2) {
+        let n = o
+            .trace
+            .iter()
+            .filter(|p| p.t_ms > w[0] && p.t_ms <= w[1])
+            .count();
+        println!("{:>6}-{:<6} {n}", w[0], w[1]);
+    }
+    println!(
+        "steps {} rejected {} qnet {}",
+        o.steps, o.rejected, o.qnet_nc_per_uf
+    );
+}
