@@ -108,6 +108,13 @@ pub fn petab(c: PetabCmd) -> Result<(), CliError> {
             }
             let llh: f64 = res.iter().map(|r| r.llh).sum();
             println!("llh = {llh}");
+            if ev.retries() > 0 {
+                println!(
+                    "note: {} simulation(s) failed at rtol {} and were repeated at looser tolerances",
+                    ev.retries(),
+                    sim.rtol
+                );
+            }
             println!(
                 "measurements {}, simulations {}, load {:.3} s, evaluation {:.3} s",
                 p.measurements.len(),

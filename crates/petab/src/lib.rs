@@ -10,6 +10,7 @@ pub mod expr;
 pub mod fit;
 pub mod objective;
 pub mod problem;
+pub mod sbml_fix;
 pub mod table;
 pub mod yaml;
 

@@ -71,6 +71,7 @@ pub struct Evaluator<'a> {
     par_index: HashMap<String, usize>,
     /// State ids (species reported as amounts), aligned with the state vector.
     state_ids: Vec<(String, usize)>,
+    retries: std::sync::atomic::AtomicUsize,
 }
 
 impl<'a> Evaluator<'a> {
@@ -128,12 +129,45 @@ impl<'a> Evaluator<'a> {
             groups,
             par_index,
             state_ids,
+            retries: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
     /// Number of simulations (condition pairs) per evaluation.
     pub fn n_simulations(&self) -> usize {
         self.groups.len()
+    }
+
+    /// Simulations that failed at the requested tolerances and succeeded at looser ones
+    /// (see [`Evaluator::simulate`]), counted since construction.
+    pub fn retries(&self) -> usize {
+        self.retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `medtwin_sbml::simulate_course`; when the integrator fails (e.g. the BDF's step size
+    /// underflows at a discontinuity of a piecewise function of time, which the SBML engine
+    /// does not locate), retry with both tolerances ×100, then ×10⁴ (counted in
+    /// [`Evaluator::retries`]).
+    pub fn simulate(
+        &self,
+        m: &SbmlModel,
+        opts: &SimulateOptions,
+        course: &Course,
+    ) -> Result<medtwin_sbml::Table, medtwin_sbml::SbmlError> {
+        let mut o = opts.clone();
+        let mut attempt = 0;
+        loop {
+            match medtwin_sbml::simulate_course(m, &o, course) {
+                Err(medtwin_sbml::SbmlError::Simulation(_)) if attempt < 2 => {
+                    attempt += 1;
+                    o.rtol *= 100.0;
+                    o.atol *= 100.0;
+                    self.retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Log-likelihood at `theta` (linear scale, parameter-table order).
@@ -287,15 +321,16 @@ impl<'a> Evaluator<'a> {
             start = -1e-9;
         }
         let opts = self.options(start, g.vars.clone());
-        let tab = medtwin_sbml::simulate_course(
-            &m,
-            &opts,
-            &Course {
-                times: Some(&g.times),
-                doses: &doses,
-            },
-        )
-        .map_err(|e| PetabError::Simulation(format!("condition '{}': {e}", g.sim)))?;
+        let tab = self
+            .simulate(
+                &m,
+                &opts,
+                &Course {
+                    times: Some(&g.times),
+                    doses: &doses,
+                },
+            )
+            .map_err(|e| PetabError::Simulation(format!("condition '{}': {e}", g.sim)))?;
         let col: HashMap<&str, usize> = g
             .vars
             .iter()

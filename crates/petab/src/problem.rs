@@ -191,8 +191,7 @@ impl Problem {
             .first()
             .ok_or_else(|| PetabError::Yaml(format!("{name}: empty 'problems'")))?;
         let sbml = files(p, "sbml_files", &name)?;
-        let model = medtwin_sbml::load_sbml(dir.join(&sbml[0]))
-            .map_err(|e| PetabError::Sbml(format!("{}: {e}", sbml[0])))?;
+        let model = load_model(&dir.join(&sbml[0]))?;
         let parameters = read_parameters(&Tsv::read(&dir.join(&param_file))?)?;
         let mut observables = Vec::new();
         for f in files(p, "observable_files", &name)? {
@@ -222,6 +221,25 @@ impl Problem {
     /// Nominal values of all parameters (linear scale), in parameter-table order.
     pub fn nominal(&self) -> Vec<f64> {
         self.parameters.iter().map(|p| p.nominal).collect()
+    }
+}
+
+/// Load the SBML model; when the reader refuses it, retry once with the repairs of
+/// [`crate::sbml_fix`].
+fn load_model(path: &Path) -> Result<SbmlModel, PetabError> {
+    let name = path.display().to_string();
+    match medtwin_sbml::load_sbml(path) {
+        Ok(m) => Ok(m),
+        Err(first) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| PetabError::Io(format!("{name}: {e}")))?;
+            let fixed = crate::sbml_fix::unwrap_grouping_applies(&text);
+            if fixed == text {
+                return Err(PetabError::Sbml(format!("{name}: {first}")));
+            }
+            medtwin_sbml::parse_sbml(&fixed)
+                .map_err(|_| PetabError::Sbml(format!("{name}: {first}")))
+        }
     }
 }
 
