@@ -423,7 +423,12 @@ impl SbmlModel {
                 "value of '{id}' must be finite, got {value}"
             )));
         }
-        if self.init_prog.iter().any(|(s, _)| *s == sl) {
+        if self.declared_init.contains(&sl) {
+            let code = math::Code::compile(&math::RExpr::Num(value));
+            if let Some(entry) = self.init_prog.iter_mut().find(|(s, _)| *s == sl) {
+                entry.1 = code;
+            }
+        } else if self.init_prog.iter().any(|(s, _)| *s == sl) {
             return Err(SbmlError::Options(format!(
                 "'{id}' is set by an initial assignment or assignment rule; set the quantities it depends on instead"
             )));

@@ -107,6 +107,9 @@ pub struct SbmlModel {
     /// Values of every slot at the initial time (after initial assignments and rules).
     pub(crate) base: Vec<f64>,
     pub(crate) init_prog: Vec<(usize, Code)>,
+    /// Species whose `init_prog` entry is their declared initial amount or concentration (not
+    /// an initial assignment or rule): [`SbmlModel::set_value`] may replace it.
+    pub(crate) declared_init: Vec<usize>,
     pub(crate) derived: Vec<(usize, Code)>,
     /// `derived` as one register-machine tape (None with algebraic rules or `delay()`).
     pub(crate) tape: Option<Tape>,
@@ -1402,6 +1405,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
 
     // Initial-value program.
     let mut inodes: Vec<(usize, RExpr)> = Vec::new();
+    let mut declared_init: Vec<usize> = Vec::new();
     for sl in 0..slots.len() {
         let s = &slots[sl];
         let e = if let Some(ia) = init_assign.get(&sl) {
@@ -1414,6 +1418,9 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
             Some(m.clone())
         } else if s.kind == Kind::Species {
             let si = spinit.iter().find(|x| x.slot == sl);
+            if si.is_some_and(|x| x.conc.is_some() || x.amount.is_some()) {
+                declared_init.push(sl);
+            }
             let comp = RExpr::Slot(s.comp.unwrap_or(0));
             match si {
                 Some(SpInit { conc: Some(c), .. }) => Some(if s.amount_units {
@@ -1677,6 +1684,7 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         ids,
         base: attr_val,
         init_prog,
+        declared_init,
         tape,
         stiff_cache: std::sync::OnceLock::new(),
         derived,

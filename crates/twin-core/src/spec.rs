@@ -1,0 +1,411 @@
+//! The calibration spec: which parameters a twin estimates (priors, bounds, scales), how each
+//! observable is measured (noise model, as PEtab's `noiseDistribution`/`noiseFormula`), and
+//! optional outcome classes read off the forecast. Written as TOML or JSON.
+
+use crate::TwinError;
+use serde::{Deserialize, Serialize};
+
+/// Prior of one estimated parameter, on its natural scale.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "distribution", rename_all = "kebab-case")]
+pub enum Prior {
+    /// log θ ~ Normal(ln `median`, `sd_log`²) (θ > 0). Estimated on the log scale.
+    LogNormal {
+        /// Median of θ (> 0).
+        median: f64,
+        /// Standard deviation of ln θ (> 0).
+        sd_log: f64,
+    },
+    /// θ ~ Normal(`mean`, `sd`²). Estimated on the linear scale.
+    Normal {
+        /// Mean.
+        mean: f64,
+        /// Standard deviation (> 0).
+        sd: f64,
+    },
+    /// θ ~ Uniform(`lower`, `upper`) (the bounds of the parameter). Estimated on the log
+    /// scale when `lower > 0`, else linear; the density on the estimation scale carries the
+    /// Jacobian.
+    Uniform {
+        /// Lower bound.
+        lower: f64,
+        /// Upper bound (> lower).
+        upper: f64,
+    },
+}
+
+/// One estimated parameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Estimated {
+    /// Model id (parameter, or species/compartment for an initial value).
+    pub id: String,
+    /// Prior on the natural scale.
+    pub prior: Prior,
+    /// Hard lower bound (natural scale; default: 0 for log-scale priors, −∞ otherwise).
+    #[serde(default)]
+    pub lower: Option<f64>,
+    /// Hard upper bound (natural scale; default +∞).
+    #[serde(default)]
+    pub upper: Option<f64>,
+}
+
+impl Estimated {
+    /// Whether θ is estimated as z = ln θ.
+    pub fn log_scale(&self) -> bool {
+        match self.prior {
+            Prior::LogNormal { .. } => true,
+            Prior::Normal { .. } => false,
+            Prior::Uniform { lower, .. } => lower > 0.0,
+        }
+    }
+
+    /// Natural value of the estimation-scale coordinate `z`.
+    pub fn natural(&self, z: f64) -> f64 {
+        if self.log_scale() {
+            z.exp()
+        } else {
+            z
+        }
+    }
+
+    /// Estimation-scale coordinate of the natural value `v`.
+    pub fn scaled(&self, v: f64) -> f64 {
+        if self.log_scale() {
+            v.ln()
+        } else {
+            v
+        }
+    }
+
+    /// Hard bounds on the natural scale (prior support intersected with `lower`/`upper`).
+    pub fn bounds(&self) -> (f64, f64) {
+        let (pl, pu) = match self.prior {
+            Prior::LogNormal { .. } => (0.0, f64::INFINITY),
+            Prior::Normal { .. } => (f64::NEG_INFINITY, f64::INFINITY),
+            Prior::Uniform { lower, upper } => (lower, upper),
+        };
+        (
+            self.lower.map_or(pl, |l| l.max(pl)),
+            self.upper.map_or(pu, |u| u.min(pu)),
+        )
+    }
+
+    /// Log prior density of the estimation-scale coordinate `z` (Jacobian included);
+    /// −∞ outside the bounds.
+    pub fn log_prior(&self, z: f64) -> f64 {
+        let v = self.natural(z);
+        let (lo, hi) = self.bounds();
+        if !(v > lo && v < hi) {
+            return f64::NEG_INFINITY;
+        }
+        let ln2pi = (2.0 * std::f64::consts::PI).ln();
+        match self.prior {
+            Prior::LogNormal { median, sd_log } => {
+                let u = (z - median.ln()) / sd_log;
+                -0.5 * u * u - sd_log.ln() - 0.5 * ln2pi
+            }
+            Prior::Normal { mean, sd } => {
+                let u = (z - mean) / sd;
+                -0.5 * u * u - sd.ln() - 0.5 * ln2pi
+            }
+            Prior::Uniform { lower, upper } => {
+                if self.log_scale() {
+                    z - (upper - lower).ln()
+                } else {
+                    -(upper - lower).ln()
+                }
+            }
+        }
+    }
+
+    /// Prior median and a spread on the estimation scale: the starting point and step of the
+    /// optimiser and the defensive component of the importance proposal.
+    pub fn prior_center_sd(&self) -> (f64, f64) {
+        match self.prior {
+            Prior::LogNormal { median, sd_log } => (median.ln(), sd_log),
+            Prior::Normal { mean, sd } => (mean, sd),
+            Prior::Uniform { lower, upper } => {
+                if self.log_scale() {
+                    let (a, b) = (lower.ln(), upper.ln());
+                    (0.5 * (a + b), (b - a) / 12f64.sqrt())
+                } else {
+                    (0.5 * (lower + upper), (upper - lower) / 12f64.sqrt())
+                }
+            }
+        }
+    }
+
+    fn check(&self) -> Result<(), TwinError> {
+        let bad = |what: &str| Err(TwinError::Spec(format!("parameter '{}': {what}", self.id)));
+        match self.prior {
+            Prior::LogNormal { median, sd_log } => {
+                if !(median > 0.0 && median.is_finite() && sd_log > 0.0 && sd_log.is_finite()) {
+                    return bad("log-normal prior needs median > 0 and sd_log > 0");
+                }
+            }
+            Prior::Normal { mean, sd } => {
+                if !(mean.is_finite() && sd > 0.0 && sd.is_finite()) {
+                    return bad("normal prior needs a finite mean and sd > 0");
+                }
+            }
+            Prior::Uniform { lower, upper } => {
+                if !(lower.is_finite() && upper.is_finite() && upper > lower) {
+                    return bad("uniform prior needs finite lower < upper");
+                }
+            }
+        }
+        let (lo, hi) = self.bounds();
+        if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
+            return bad("bounds leave no room (lower >= upper)");
+        }
+        Ok(())
+    }
+}
+
+/// Measurement noise of one observable (PEtab `noiseDistribution` with `observableTransformation`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "distribution", rename_all = "kebab-case")]
+pub enum Noise {
+    /// y ~ Normal(m, σ²), σ in the observable's unit.
+    Normal {
+        /// Standard deviation.
+        sigma: f64,
+    },
+    /// ln y ~ Normal(ln m, σ²), σ on the log scale (≈ relative error).
+    LogNormal {
+        /// Standard deviation of ln y.
+        sigma: f64,
+    },
+}
+
+impl Noise {
+    /// This noise with σ replaced (a measurement's own `noiseParameters`).
+    pub fn with_sigma(self, sigma: f64) -> Noise {
+        match self {
+            Noise::Normal { .. } => Noise::Normal { sigma },
+            Noise::LogNormal { .. } => Noise::LogNormal { sigma },
+        }
+    }
+
+    /// σ of this noise model.
+    pub fn sigma(self) -> f64 {
+        match self {
+            Noise::Normal { sigma } | Noise::LogNormal { sigma } => sigma,
+        }
+    }
+
+    /// Smallest model value a log-normal likelihood evaluates (values below are floored: a
+    /// cleared pathogen predicts "below detection", not −∞).
+    pub const LOG_FLOOR: f64 = 1e-9;
+
+    /// Log density of measurement `y` given model value `m` (PEtab's definition, normalising
+    /// constants included).
+    pub fn log_density(self, y: f64, m: f64) -> f64 {
+        let ln2pi = (2.0 * std::f64::consts::PI).ln();
+        match self {
+            Noise::Normal { sigma } => {
+                let u = (y - m) / sigma;
+                -0.5 * u * u - sigma.ln() - 0.5 * ln2pi
+            }
+            Noise::LogNormal { sigma } => {
+                if y <= 0.0 {
+                    return f64::NEG_INFINITY;
+                }
+                let u = (y.ln() - m.max(Self::LOG_FLOOR).ln()) / sigma;
+                -0.5 * u * u - (sigma * y).ln() - 0.5 * ln2pi
+            }
+        }
+    }
+
+    /// A draw of a measurement given model value `m` and a standard normal draw `e`.
+    pub fn draw(self, m: f64, e: f64) -> f64 {
+        match self {
+            Noise::Normal { sigma } => m + sigma * e,
+            Noise::LogNormal { sigma } => m.max(Self::LOG_FLOOR) * (sigma * e).exp(),
+        }
+    }
+}
+
+/// One observable of the twin: a model id and its measurement noise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservableSpec {
+    /// Model id (PEtab `observableId` equal to a model quantity).
+    pub id: String,
+    /// Noise model (σ may be overridden per measurement).
+    pub noise: Noise,
+}
+
+/// A rule of an outcome class: the class holds when the observable at the outcome time is
+/// above `above` (when set) and below `below` (when set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeRule {
+    /// Class name (e.g. "septic death").
+    pub name: String,
+    /// Model id read at the outcome time.
+    pub observable: String,
+    /// Lower threshold (exclusive).
+    #[serde(default)]
+    pub above: Option<f64>,
+    /// Upper threshold (exclusive).
+    #[serde(default)]
+    pub below: Option<f64>,
+}
+
+/// Outcome classes read off a trajectory at one time: the first rule that holds names the
+/// class, else `otherwise`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcomes {
+    /// Time at which the class is read (model time unit).
+    pub at_time: f64,
+    /// Rules in priority order.
+    pub rules: Vec<OutcomeRule>,
+    /// Class when no rule holds.
+    pub otherwise: String,
+}
+
+impl Outcomes {
+    /// Every class name: the rules' (first appearance order) then `otherwise`.
+    pub fn classes(&self) -> Vec<String> {
+        let mut c: Vec<String> = Vec::new();
+        for r in &self.rules {
+            if !c.contains(&r.name) {
+                c.push(r.name.clone());
+            }
+        }
+        if !c.contains(&self.otherwise) {
+            c.push(self.otherwise.clone());
+        }
+        c
+    }
+
+    /// Model ids the rules read.
+    pub fn observables(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for r in &self.rules {
+            if !v.contains(&r.observable) {
+                v.push(r.observable.clone());
+            }
+        }
+        v
+    }
+
+    /// The class of a state given as `value(id)` at the outcome time.
+    pub fn classify(&self, value: &dyn Fn(&str) -> f64) -> &str {
+        for r in &self.rules {
+            let v = value(&r.observable);
+            if r.above.is_none_or(|a| v > a) && r.below.is_none_or(|b| v < b) {
+                return &r.name;
+            }
+        }
+        &self.otherwise
+    }
+}
+
+fn default_samples() -> usize {
+    400
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+/// Everything that says how a model becomes a twin of one patient.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationSpec {
+    /// Estimated parameters (the rest keep their nominal values or `fixed`).
+    #[serde(default)]
+    pub estimate: Vec<Estimated>,
+    /// Values fixed for this patient (model id → value), applied before estimation.
+    #[serde(default)]
+    pub fixed: Vec<(String, f64)>,
+    /// Observables with their noise models.
+    #[serde(default, rename = "observable")]
+    pub observables: Vec<ObservableSpec>,
+    /// Outcome classes (optional).
+    #[serde(default)]
+    pub outcomes: Option<Outcomes>,
+    /// Posterior samples kept (importance sampling around the MAP).
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+    /// Seed of every random draw (samples, predictive noise).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+impl Default for CalibrationSpec {
+    fn default() -> Self {
+        CalibrationSpec {
+            estimate: Vec::new(),
+            fixed: Vec::new(),
+            observables: Vec::new(),
+            outcomes: None,
+            samples: default_samples(),
+            seed: default_seed(),
+        }
+    }
+}
+
+impl CalibrationSpec {
+    /// Read a spec from TOML text; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, TwinError> {
+        toml::from_str(text).map_err(|e| TwinError::Spec(format!("{origin}: {e}")))
+    }
+
+    /// Check the spec against a model: known ids, valid priors, a noise model per
+    /// observable, at least 2 samples.
+    pub fn validate(&self, model: &dyn crate::TwinModel) -> Result<(), TwinError> {
+        let known = model.parameter_ids();
+        for e in &self.estimate {
+            if !known.contains(&e.id) {
+                return Err(TwinError::Spec(format!(
+                    "estimated parameter '{}' is not a parameter or species of the model",
+                    e.id
+                )));
+            }
+            e.check()?;
+        }
+        for (id, v) in &self.fixed {
+            if !known.contains(id) || !v.is_finite() {
+                return Err(TwinError::Spec(format!(
+                    "fixed value {id} = {v}: unknown id or not finite"
+                )));
+            }
+        }
+        for o in &self.observables {
+            if !model.has_observable(&o.id) {
+                return Err(TwinError::Spec(format!(
+                    "observable '{}' is not a quantity of the model",
+                    o.id
+                )));
+            }
+            let s = o.noise.sigma();
+            if !(s > 0.0 && s.is_finite()) {
+                return Err(TwinError::Spec(format!(
+                    "observable '{}': noise sigma must be > 0, got {s}",
+                    o.id
+                )));
+            }
+        }
+        if let Some(out) = &self.outcomes {
+            for id in out.observables() {
+                if !model.has_observable(&id) {
+                    return Err(TwinError::Spec(format!(
+                        "outcome rule reads '{id}', which is not a quantity of the model"
+                    )));
+                }
+            }
+        }
+        if self.samples < 2 {
+            return Err(TwinError::Spec("samples must be at least 2".into()));
+        }
+        Ok(())
+    }
+
+    /// The noise model of observable `id`.
+    pub fn noise_of(&self, id: &str) -> Option<Noise> {
+        self.observables
+            .iter()
+            .find(|o| o.id == id)
+            .map(|o| o.noise)
+    }
+}
