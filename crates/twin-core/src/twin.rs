@@ -207,7 +207,7 @@ impl Twin {
         order.sort_by(|&a, &b| sim_times[a].total_cmp(&sim_times[b]));
         let sorted: Vec<f64> = order.iter().map(|&i| sim_times[i]).collect();
         let post = &self.posterior;
-        let runs: Vec<Option<Vec<Vec<f64>>>> = post
+        let runs: Vec<Result<Vec<Vec<f64>>, TwinError>> = post
             .samples
             .par_iter()
             .map(|s| {
@@ -218,27 +218,25 @@ impl Twin {
                     .map(|(id, v)| (id.as_str(), *v))
                     .collect();
                 values.extend(post.ids.iter().map(String::as_str).zip(s.iter().copied()));
-                let sim = self
-                    .model
-                    .simulate(&values, &full, &sorted, &sim_ids)
-                    .ok()?;
+                let sim = self.model.simulate(&values, &full, &sorted, &sim_ids)?;
                 // Back to the caller's order of times.
                 let mut back = vec![Vec::new(); sim.len()];
                 for (k, &i) in order.iter().enumerate() {
                     back[i] = sim[k].clone();
                 }
-                Some(back)
+                Ok(back)
             })
             .collect();
         let kept: Vec<(usize, &Vec<Vec<f64>>)> = runs
             .iter()
             .enumerate()
-            .filter_map(|(k, r)| r.as_ref().map(|r| (k, r)))
+            .filter_map(|(k, r)| r.as_ref().ok().map(|r| (k, r)))
             .collect();
         if kept.is_empty() {
-            return Err(TwinError::Model(
-                "every posterior sample failed to simulate the plan".into(),
-            ));
+            let first = runs.into_iter().find_map(Result::err);
+            return Err(first.unwrap_or_else(|| {
+                TwinError::Model("the posterior has no samples to simulate".into())
+            }));
         }
         let w: Vec<f64> = kept.iter().map(|(k, _)| post.weights[*k]).collect();
         let obs_pred = self.observable_bands(&observables, times.len(), &kept, &w)?;
