@@ -34,6 +34,9 @@ pub enum PetabCmd {
         /// Objective evaluations per start.
         #[arg(long, default_value_t = 4000)]
         max_evals: usize,
+        /// Finite-difference step of the gradient, on the parameter scale.
+        #[arg(long, default_value_t = 1e-4)]
+        fd_step: f64,
         /// Write the result as JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -129,6 +132,7 @@ pub fn petab(c: PetabCmd) -> Result<(), CliError> {
             starts,
             seed,
             max_evals,
+            fd_step,
             out,
             sim,
         } => {
@@ -138,6 +142,7 @@ pub fn petab(c: PetabCmd) -> Result<(), CliError> {
                 starts,
                 seed,
                 max_evals,
+                fd_step,
                 ..FitOptions::default()
             };
             let r = fit(&ev, &opts).map_err(fail)?;

@@ -283,7 +283,7 @@ fn read_parameters(t: &Tsv) -> Result<Vec<Parameter>, PetabError> {
         if p.nominal.is_nan() {
             return Err(t.error(*line, format!("parameter '{}' has no nominalValue", p.id)));
         }
-        if estimate && !(p.lower <= p.upper) {
+        if estimate && (p.lower.is_nan() || p.upper.is_nan() || p.lower > p.upper) {
             return Err(t.error(
                 *line,
                 format!(

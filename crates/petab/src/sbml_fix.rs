@@ -2,13 +2,14 @@
 //! refuses: a MathML `<apply>` whose only child is another `<apply>` (a bracketing that
 //! libSBML reads as the inner expression; Beer_MolBioSystems2014's kinetic laws).
 
+/// Byte range in the document text.
+type Span = std::ops::Range<usize>;
+
 /// Byte ranges `(outer, inner)` of `<apply>` elements whose only element child is an
 /// `<apply>`, outermost first, non-overlapping.
-fn grouping_applies(
-    text: &str,
-) -> Result<Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>, String> {
+fn grouping_applies(text: &str) -> Result<Vec<(Span, Span)>, String> {
     let doc = roxmltree::Document::parse(text).map_err(|e| e.to_string())?;
-    let mut out: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
+    let mut out: Vec<(Span, Span)> = Vec::new();
     for n in doc.descendants().filter(|n| n.has_tag_name("apply")) {
         let kids: Vec<_> = n.children().filter(|c| c.is_element()).collect();
         if kids.len() == 1 && kids[0].has_tag_name("apply") {
