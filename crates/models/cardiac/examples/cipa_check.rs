@@ -21,6 +21,9 @@ fn main() {
     if let Some(g) = a.get(4) {
         opts.solver.gate_atol = g.parse().unwrap();
     }
+    if let Some(z) = a.get(5) {
+        opts.solver.slaved_z = z.parse().unwrap();
+    }
     let t0 = Instant::now();
     let r = run_dose(drug.as_ref(), dose, &opts).unwrap();
     let el = t0.elapsed().as_secs_f64();
