@@ -5,6 +5,7 @@
 
 mod cardiac;
 mod error;
+mod generic_twin;
 mod petab;
 mod pk;
 mod sbml;

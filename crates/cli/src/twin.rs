@@ -46,10 +46,14 @@ pub enum ImportCmd {
 
 #[derive(Subcommand)]
 pub enum TwinCmd {
-    /// Calibrate a twin on a record and assimilate it up to a time; save it as JSON.
+    /// Calibrate a twin on a record and assimilate it up to a time; save it as JSON. Any SBML
+    /// model: `twin fit MODEL.xml --data MEASUREMENTS.tsv --estimate ID[,ID…] --out twin.json`.
     Fit {
-        /// Record CSV (medtwin record format).
+        /// Record CSV (medtwin record format), or an SBML model (.xml) for a generic twin.
         record: PathBuf,
+        /// Generic twins (SBML models): data, estimated parameters, priors, noise, doses.
+        #[command(flatten)]
+        generic: crate::generic_twin::SpecArgs,
         /// Until: RFC 3339 time (2023-12-20T08:00:00Z), or an offset from the first CGM (36h, 5d).
         #[arg(long)]
         until: Option<String>,
@@ -67,8 +71,11 @@ pub enum TwinCmd {
     Update {
         /// Twin JSON.
         twin: PathBuf,
-        /// The patient's record, now with newer data.
+        /// The patient's record, now with newer data (generic twins: a PEtab measurement table).
         record: PathBuf,
+        /// Generic twins: doses given since the last update (TOML, [[dose]] time, target, amount).
+        #[arg(long)]
+        doses: Option<PathBuf>,
         /// Until (RFC 3339 or offset from the first CGM); default: the last CGM.
         #[arg(long)]
         until: Option<String>,
@@ -86,6 +93,12 @@ pub enum TwinCmd {
         /// Horizon, minutes (≤ 720).
         #[arg(long, default_value_t = 240)]
         horizon: u32,
+        /// Generic twins: forecast until this time (model time unit).
+        #[arg(long)]
+        until: Option<f64>,
+        /// Generic twins: time between forecast points (default: 20 points).
+        #[arg(long)]
+        step: Option<f64>,
         /// Output CSV.
         #[arg(long)]
         out: PathBuf,
@@ -100,6 +113,12 @@ pub enum TwinCmd {
         /// Horizon, minutes (≤ 720).
         #[arg(long, default_value_t = 360)]
         horizon: u32,
+        /// Generic twins: compare plans until this time (model time unit).
+        #[arg(long)]
+        until: Option<f64>,
+        /// Generic twins: time between forecast points.
+        #[arg(long)]
+        step: Option<f64>,
         /// Output directory (summary.csv, <plan>.csv, <plan>.svg, index.html).
         #[arg(long)]
         out: PathBuf,
@@ -141,10 +160,20 @@ pub enum TwinCmd {
         #[arg(long, default_value_t = 1.0)]
         step: f64,
     },
-    /// Backtest: rolling-origin forecasts scored against the recorded CGM.
+    /// Backtest: rolling-origin forecasts scored against the recorded CGM (or, for an SBML
+    /// model, against held-out measurements: --data, --origins, --window).
     Backtest {
-        /// Record CSV.
+        /// Record CSV, or an SBML model (.xml) for a generic twin.
         record: PathBuf,
+        /// Generic twins: data, estimated parameters, priors, noise, doses.
+        #[command(flatten)]
+        generic: crate::generic_twin::SpecArgs,
+        /// Generic twins: origins (model time unit).
+        #[arg(long, value_delimiter = ',')]
+        origins: Vec<f64>,
+        /// Generic twins: forecast window after each origin (model time unit).
+        #[arg(long, default_value_t = 0.0)]
+        window: f64,
         /// First origin (RFC 3339 or offset like 2d); default: after the 24 h warm-up.
         #[arg(long)]
         from: Option<String>,
@@ -382,6 +411,12 @@ fn band_row(t_min: f64, b: &medtwin_infer::Bands) -> String {
     )
 }
 
+/// Whether a positional model/record argument is an SBML model (generic twin).
+fn is_sbml(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("xml") || e.eq_ignore_ascii_case("sbml"))
+}
+
 fn read_twin(path: &Path) -> Result<Twin, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
@@ -393,10 +428,17 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
     match c {
         TwinCmd::Fit {
             record,
+            generic,
+            out,
+            ..
+        } if is_sbml(&record) => crate::generic_twin::fit(&record, &generic, &out),
+        TwinCmd::Fit {
+            record,
             until,
             out,
             particles,
             seed,
+            ..
         } => {
             let (rec, _) = read_record(&record)?;
             let sched = InputSchedule::from_record(&rec)
@@ -455,8 +497,18 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
         TwinCmd::Update {
             twin,
             record,
+            doses,
+            out,
+            ..
+        } if crate::generic_twin::is_generic_twin(&twin) => {
+            crate::generic_twin::update(&twin, &record, doses.as_deref(), &out)
+        }
+        TwinCmd::Update {
+            twin,
+            record,
             until,
             out,
+            ..
         } => {
             let doc = read_twin(&twin)?;
             let mut engine = TwinEngine::from_twin(&doc).map_err(input_err)?;
@@ -545,8 +597,19 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
         TwinCmd::Whatif {
             twin,
             plans,
+            until,
+            step,
+            out,
+            ..
+        } if crate::generic_twin::is_generic_twin(&twin) => {
+            crate::generic_twin::whatif(&twin, &plans, until, step, &out)
+        }
+        TwinCmd::Whatif {
+            twin,
+            plans,
             horizon,
             out,
+            ..
         } => whatif_cmd(&twin, &plans, horizon, &out),
         TwinCmd::Advise {
             twin,
@@ -560,8 +623,19 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
         TwinCmd::Forecast {
             twin,
             plan,
+            until,
+            step,
+            out,
+            ..
+        } if crate::generic_twin::is_generic_twin(&twin) => {
+            crate::generic_twin::forecast(&twin, plan.as_deref(), until, step, &out)
+        }
+        TwinCmd::Forecast {
+            twin,
+            plan,
             horizon,
             out,
+            ..
         } => {
             if horizon == 0 || horizon > 720 {
                 return Err(CliError::input(format!(
@@ -601,12 +675,23 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
         }
         TwinCmd::Backtest {
             record,
+            generic,
+            origins,
+            window,
+            out,
+            ..
+        } if is_sbml(&record) => {
+            crate::generic_twin::backtest_cmd(&record, &generic, &origins, window, &out)
+        }
+        TwinCmd::Backtest {
+            record,
             from,
             to,
             origin_every,
             horizons,
             out,
             particles,
+            ..
         } => {
             let (rec, _) = read_record(&record)?;
             let sched = InputSchedule::from_record(&rec)
