@@ -4,9 +4,10 @@
 //! Prints a markdown table (used in benchmarks/cardiac_cipa.md) and the single-thread CPU time per
 //! beat.
 //!
-//! `cargo run --release -p medtwin-cardiac --example cipa_validate [-- BEATS]`
+//! `cargo run --release -p medtwin-cardiac --example cipa_validate [-- BEATS [drug,drug,…]]`
 
 use medtwin_cardiac::assay::{run_dose, AssayOptions, DoseResult};
+use medtwin_cardiac::classify::{category_index, leave_one_out, TdpClassifier, CATEGORIES};
 use medtwin_cardiac::drug::bundled_drug;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -77,5 +78,70 @@ fn main() {
         rows.len(),
         rayon::current_num_threads(),
         cpu * 1000.0 / n_beats
+    );
+    classify(&rows, &ours);
+}
+
+/// Ordinal-logistic TdP classifier on qNet averaged over 1–4 × Cmax, fitted to the reference's
+/// and to medtwin's qNets (drugs with all four doses), with leave-one-out predictions.
+fn classify(rows: &[HashMap<&str, &str>], ours: &[(DoseResult, f64)]) {
+    let mut names: Vec<&str> = Vec::new();
+    let mut x_ref = Vec::new();
+    let mut x_ours = Vec::new();
+    let mut y = Vec::new();
+    for d in rows.iter().map(|r| r["drug"]) {
+        if d == "control" || names.contains(&d) {
+            continue;
+        }
+        let idx: Vec<usize> = (0..rows.len()).filter(|&i| rows[i]["drug"] == d).collect();
+        if idx.len() != 4 {
+            continue;
+        }
+        names.push(d);
+        x_ref.push(
+            idx.iter()
+                .map(|&i| rows[i]["qNet"].parse::<f64>().unwrap())
+                .sum::<f64>()
+                / 4.0,
+        );
+        x_ours.push(idx.iter().map(|&i| ours[i].0.qnet_nc_per_uf).sum::<f64>() / 4.0);
+        let risk = bundled_drug(d).unwrap().tdp_risk.unwrap();
+        y.push(category_index(&risk).unwrap());
+    }
+    if names.len() < 4 {
+        return;
+    }
+    println!();
+    println!(
+        "| drug | CiPA risk | mean qNet 1–4×Cmax ref | medtwin | LOO prediction ref | medtwin |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let loo_ref = leave_one_out(&x_ref, &y);
+    let loo_ours = leave_one_out(&x_ours, &y);
+    for i in 0..names.len() {
+        println!(
+            "| {} | {} | {:.3} | {:.3} | {} | {} |",
+            names[i],
+            CATEGORIES[y[i]],
+            x_ref[i],
+            x_ours[i],
+            CATEGORIES[loo_ref.predicted[i]],
+            CATEGORIES[loo_ours.predicted[i]]
+        );
+    }
+    let full = TdpClassifier::fit(&x_ours, &y);
+    println!();
+    println!(
+        "leave-one-out errors: reference qNets {}/{} (mean |Δcategory| {:.3}), medtwin qNets {}/{} ({:.3}); medtwin fit on all: b {:.3}, a {:?}, qNet mean {:.3} sd {:.3}",
+        loo_ref.errors,
+        names.len(),
+        loo_ref.mean_abs_error,
+        loo_ours.errors,
+        names.len(),
+        loo_ours.mean_abs_error,
+        full.b,
+        full.a,
+        full.x_mean,
+        full.x_sd
     );
 }

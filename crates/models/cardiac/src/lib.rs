@@ -11,11 +11,13 @@
 //! * [`drug`]: drugs (Hill block of six currents + hERG binding), TOML input, the 12 bundled CiPA
 //!   training drugs.
 //! * [`assay`]: the CiPA assay: pacing at 2000 ms from the control steady state, qNet per dose.
+//! * [`classify`]: ordinal-logistic TdP risk classifier on mean qNet, leave-one-out error.
 
 // Dense small-matrix and state-vector kernels index several arrays in step.
 #![allow(clippy::needless_range_loop)]
 
 pub mod assay;
+pub mod classify;
 pub mod drug;
 pub mod error;
 pub mod markov;

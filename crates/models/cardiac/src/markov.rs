@@ -152,9 +152,6 @@ fn matmul(a: &Mat9, b: &Mat9) -> Mat9 {
     for i in 0..MARKOV_LEN {
         for k in 0..MARKOV_LEN {
             let aik = a[i][k];
-            if aik == 0.0 {
-                continue;
-            }
             for j in 0..MARKOV_LEN {
                 c[i][j] += aik * b[k][j];
             }
