@@ -179,10 +179,25 @@ impl<'a> Evaluator<'a> {
     /// (linear scale), in measurement order.
     pub fn residuals(&self, theta: &[f64]) -> Result<Vec<Residual>, PetabError> {
         let base = self.base_model(theta)?;
+        let mut pre: Vec<&str> = self
+            .groups
+            .iter()
+            .filter_map(|g| g.preeq.as_deref())
+            .collect();
+        pre.sort_unstable();
+        pre.dedup();
+        let states: HashMap<&str, Vec<f64>> = pre
+            .par_iter()
+            .map(|&c| {
+                let mut mp = base.clone();
+                self.apply(&mut mp, c, theta)?;
+                Ok((c, self.steady_state(&mp, c)?))
+            })
+            .collect::<Result<_, PetabError>>()?;
         let parts: Vec<Vec<Residual>> = self
             .groups
             .par_iter()
-            .map(|g| self.group(&base, g, theta))
+            .map(|g| self.group(&base, g, g.preeq.as_deref().map(|c| &states[c]), theta))
             .collect::<Result<_, _>>()?;
         let mut out: Vec<Residual> = parts.into_iter().flatten().collect();
         out.sort_by_key(|r| r.measurement);
@@ -294,20 +309,20 @@ impl<'a> Evaluator<'a> {
         )))
     }
 
+    /// Simulate one condition pair (`ss`: the preequilibration steady state, if any) and
+    /// evaluate its measurements.
     fn group(
         &self,
         base: &SbmlModel,
         g: &Group,
+        ss: Option<&Vec<f64>>,
         theta: &[f64],
     ) -> Result<Vec<Residual>, PetabError> {
         let mut m = base.clone();
         let set = self.apply(&mut m, &g.sim, theta)?;
         let mut doses = Vec::new();
         let mut start = 0.0;
-        if let Some(pre) = &g.preeq {
-            let mut mp = base.clone();
-            self.apply(&mut mp, pre, theta)?;
-            let ss = self.steady_state(&mp, pre)?;
+        if let Some(ss) = ss {
             let x0 = m.initial_state();
             for (id, i) in &self.state_ids {
                 if !set.contains(id) && ss[*i] != x0[*i] {
