@@ -59,6 +59,10 @@ pub fn router(state: AppState) -> axum::Router {
     )
     .merge(crate::dashboard::routes())
     .layer(DefaultBodyLimit::max(max))
+    .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        std::time::Duration::from_secs_f64(state.cfg.request_timeout_s),
+    ))
     .layer(axum::middleware::from_fn_with_state(
         state.clone(),
         crate::guard::middleware,
@@ -392,12 +396,45 @@ async fn get_twin(
     audited(&state, Some(&who), action, Some(&id), r).await
 }
 
+/// Most entries (meals, boluses and basal rates together) of one what-if plan.
+pub const MAX_PLAN_ENTRIES: usize = 1000;
+
+/// Refuse a what-if too large to simulate before any work: horizon outside 1–720 min or more
+/// than 8 plans (400), a plan with more than [`MAX_PLAN_ENTRIES`] entries (413).
+pub fn check_whatif_size(req: &WhatifRequest) -> Result<(), ApiError> {
+    let h = req.horizon_min;
+    if h == 0 || h > 720 {
+        return Err(ApiError::bad(format!(
+            "horizon_min = {h} must be in 1..=720 minutes"
+        )));
+    }
+    if req.plans.is_empty() || req.plans.len() > 8 {
+        return Err(ApiError::bad(format!(
+            "plans: {} given, give 1 to 8 plans",
+            req.plans.len()
+        )));
+    }
+    for (i, p) in req.plans.iter().enumerate() {
+        let n = p.meals.len() + p.boluses.len() + p.basal.len();
+        if n > MAX_PLAN_ENTRIES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "plans[{i}] has {n} entries (meals + boluses + basal); at most {MAX_PLAN_ENTRIES} per plan"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Run a what-if on the saved twin (CPU work on a blocking thread).
 pub async fn whatif_for(
     state: &AppState,
     id: &str,
     req: WhatifRequest,
 ) -> Result<WhatifResponse, ApiError> {
+    check_whatif_size(&req)?;
     let doc = state
         .live
         .twin_doc(&state.store, id)

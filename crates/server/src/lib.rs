@@ -34,7 +34,10 @@
 //! delete audit records and the database rejects it (triggers). Refused unauthenticated
 //! requests are audited boundedly: ids truncated to [`AUDIT_ID_MAX`] characters, the first
 //! refusal of a client per minute at once and the rest as one aggregated record per minute;
-//! per-client rate limits answer 429 with `Retry-After` ([`guard`]).
+//! per-client rate limits answer 429 with `Retry-After` ([`guard`]). A request head not
+//! complete within [`ServerConfig::header_read_timeout_s`] closes the connection ([`net`]); an
+//! answer not ready within [`ServerConfig::request_timeout_s`] is a 408; a what-if plan may hold
+//! at most [`api::MAX_PLAN_ENTRIES`] entries (413) and a horizon of 720 min (400).
 //!
 //! Input rules: bodies over [`ServerConfig::max_body_bytes`] → 413; malformed JSON, unknown
 //! codes, wrong units, impossible values, data outside the plausibility limits
@@ -53,6 +56,7 @@ pub mod dashboard;
 pub mod fhir;
 pub mod guard;
 pub mod live;
+pub mod net;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,12 +110,19 @@ pub struct ServerConfig {
     /// Refused authentications (401) per minute one client address may cause (bursts of as
     /// many); beyond, every request of that client gets 429 until it refills. 0: no limit.
     pub client_auth_failures_per_min: f64,
+    /// A client must send a request's complete head (request line and headers) within this
+    /// many seconds of starting it (or of opening the connection); else the connection is
+    /// closed ([`net`]).
+    pub header_read_timeout_s: f64,
+    /// A request (body included) must be answered within this many seconds; else 408.
+    pub request_timeout_s: f64,
 }
 
 impl ServerConfig {
     /// Defaults: `sqlite://medtwin.db`, `127.0.0.1:8080`, one twin thread per core, queue 10 000,
     /// 500 particles, 120-minute forecasts, 4 MiB bodies, 10 000 twins in memory, hybrid
-    /// forecasts without boosted trees, the default [`Plausibility`] limits.
+    /// forecasts without boosted trees, the default [`Plausibility`] limits, request heads
+    /// within 10 s and answers within 60 s.
     pub fn new(db_url: &str, addr: SocketAddr) -> ServerConfig {
         ServerConfig {
             db_url: db_url.to_string(),
@@ -137,6 +148,8 @@ impl ServerConfig {
             // loopback client).
             client_rate_per_s: 2000.0,
             client_auth_failures_per_min: 60.0,
+            header_read_timeout_s: 10.0,
+            request_timeout_s: 60.0,
         }
     }
 }
@@ -386,13 +399,14 @@ pub async fn start(
         cfg.particles
     );
     let task = tokio::spawn(async move {
-        axum::serve(
+        net::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            std::time::Duration::from_secs_f64(cfg.header_read_timeout_s),
+            std::time::Duration::from_secs_f64(cfg.request_timeout_s),
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| ServerError::Io(e.to_string()))?;
+        .await;
         flusher.abort();
         state.guard.flush(&state, true).await;
         store.close().await;

@@ -882,3 +882,89 @@ fn batch_bundles_store_valid_entries_and_report_the_others() {
     );
     assert_eq!(count(), 2);
 }
+
+/// Timeouts: a client that opens a request and never finishes its head is disconnected after
+/// the header-read timeout; complete requests on other connections are still answered.
+#[test]
+fn incomplete_request_heads_are_disconnected() {
+    use std::io::{Read, Write};
+    let s = Srv::start_with("headtimeout", |c| c.header_read_timeout_s = 1.0);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut socks: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| {
+            let mut t = std::net::TcpStream::connect(&addr).unwrap();
+            t.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            t.set_read_timeout(Some(std::time::Duration::from_secs(6)))
+                .unwrap();
+            t
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    assert_eq!(s.call("GET", "/healthz", &[], None).status, 200);
+    for (i, t) in socks.iter_mut().enumerate() {
+        let mut buf = [0u8; 512];
+        // Closed: end of stream (possibly after a 408 answer) or a reset; open: WouldBlock.
+        let closed = loop {
+            match t.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break false,
+                Err(_) => break true,
+            }
+        };
+        assert!(
+            closed,
+            "incomplete request {i} still open after {:?}",
+            t0.elapsed()
+        );
+    }
+    let waited = t0.elapsed().as_secs_f64();
+    eprintln!("20 incomplete request heads closed after {waited:.2} s");
+    assert!(waited < 4.0, "{waited}");
+}
+
+/// Limits on what-if size: more than 1000 entries in a plan → 413, a horizon over 720 min or
+/// more than 8 plans → 400, each with a message naming the value; checked before any work
+/// (the patient's twin is not even calibrated).
+#[test]
+fn whatif_plan_size_and_horizon_are_limited() {
+    let s = Srv::start("whatiflimit");
+    let admin = s.token(Role::Admin, &[]);
+    assert_eq!(
+        s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p"})))
+            .status,
+        201
+    );
+    let meals: Vec<Value> = (0..1001)
+        .map(|i| json!({"at_min": (i % 240) as f64, "carbs_g": 1.0}))
+        .collect();
+    let big = json!({"horizon_min": 240, "plans": [{"name": "a", "meals": meals}]});
+    let r = s.bearer("POST", "/patients/p/whatif", &admin, Some(&big));
+    assert_eq!(r.status, 413, "{}", r.body);
+    let e = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("plans[0]") && e.contains("1001") && e.contains("1000"),
+        "{e}"
+    );
+
+    let long = json!({"horizon_min": 100000, "plans": [{"name": "a"}]});
+    let r = s.bearer("POST", "/patients/p/whatif", &admin, Some(&long));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("horizon_min = 100000"), "{}", r.body);
+
+    let plans: Vec<Value> = (0..9).map(|i| json!({"name": format!("p{i}")})).collect();
+    let many = json!({"horizon_min": 60, "plans": plans});
+    let r = s.bearer("POST", "/patients/p/whatif", &admin, Some(&many));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("9 given"), "{}", r.body);
+
+    // Within the limits the request goes on to the twin (not calibrated here: 409).
+    let ok = json!({"horizon_min": 240, "plans": [{"name": "a", "meals": [{"at_min": 10.0, "carbs_g": 40.0}]}]});
+    assert_eq!(
+        s.bearer("POST", "/patients/p/whatif", &admin, Some(&ok))
+            .status,
+        409
+    );
+}
