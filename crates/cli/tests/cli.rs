@@ -272,9 +272,8 @@ fn import_fit_forecast_with_plan() {
             "{l}"
         );
     }
-    // a 60 g meal without insulin must raise the forecast by the end of the horizon, compared
-    // with an empty plan (plans are forecast by the mechanistic twin alone; a forecast without
-    // any plan is hybrid)
+    // one predictive distribution: an empty plan is the same question as no plan (identical
+    // forecast), and a 60 g meal without insulin raises the forecast by the end of the horizon
     let empty = d.join("empty.toml");
     std::fs::write(&empty, "").unwrap();
     let fc0 = d.join("f0.csv");
@@ -291,6 +290,11 @@ fn import_fit_forecast_with_plan() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mechanistic = med(&std::fs::read_to_string(&fc0).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&fc0).unwrap(),
+        f,
+        "empty plan and no plan must give the same forecast"
+    );
     let plan = d.join("plan.toml");
     std::fs::write(&plan, "[[meal]]\nat_min = 0\ncarbs_g = 60\n").unwrap();
     let fc2 = d.join("f2.csv");
@@ -314,6 +318,39 @@ fn import_fit_forecast_with_plan() {
         mechanistic[119]
     );
     assert_eq!(base.len(), mechanistic.len());
+    // more insulin never raises the forecast: the same meal with a 4 U bolus
+    let bolus_plan = d.join("bolus.toml");
+    std::fs::write(
+        &bolus_plan,
+        "[[meal]]\nat_min = 0\ncarbs_g = 60\n[[bolus]]\nat_min = 0\nunits = 4\n",
+    )
+    .unwrap();
+    let fc3 = d.join("f3.csv");
+    let o = run(&[
+        "twin",
+        "forecast",
+        twin.to_str().unwrap(),
+        "--plan",
+        bolus_plan.to_str().unwrap(),
+        "--horizon",
+        "120",
+        "--out",
+        fc3.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bolused = med(&std::fs::read_to_string(&fc3).unwrap());
+    for k in 0..120 {
+        assert!(
+            bolused[k] <= meal[k] + 1e-9,
+            "minute {k}: {} > {}",
+            bolused[k],
+            meal[k]
+        );
+    }
+    assert!(
+        bolused[119] < meal[119] - 5.0,
+        "4 U must lower glucose by 2 h"
+    );
     // what-if: two plans on the same posterior (common random numbers)
     let none = d.join("none.toml");
     std::fs::write(&none, "").unwrap();

@@ -357,6 +357,9 @@ pub struct EnsemblePaths {
     pub paths: Vec<Vec<f64>>,
     /// Normalised weights of the kept paths.
     pub weights: Vec<f64>,
+    /// Index of each kept path's particle in the filter (paths of two plans simulated with the
+    /// same seed pair up by this index: common random numbers).
+    pub particle: Vec<usize>,
 }
 
 impl EnsemblePaths {
@@ -440,10 +443,12 @@ pub fn simulate_paths<M: StateSpaceModel>(
         .collect();
     let mut weights = Vec::new();
     let mut kept = Vec::new();
-    for (p, wi) in paths.into_iter().zip(&filter.weights) {
+    let mut particle = Vec::new();
+    for (i, (p, wi)) in paths.into_iter().zip(&filter.weights).enumerate() {
         if let Some(p) = p {
             kept.push(p);
             weights.push(*wi);
+            particle.push(i);
         }
     }
     let ws: f64 = weights.iter().sum();
@@ -460,6 +465,7 @@ pub fn simulate_paths<M: StateSpaceModel>(
         t_min: times.to_vec(),
         paths: kept,
         weights,
+        particle,
     })
 }
 

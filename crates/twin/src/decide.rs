@@ -72,12 +72,12 @@ pub fn whatif(
 ) -> Result<Vec<PlanOutcome>, TwinError> {
     let t0 = engine.filter.t_min;
     let times: Vec<f64> = (1..=horizon_min).map(|k| t0 + k as f64).collect();
+    let refs: Vec<Option<&Plan>> = plans.iter().map(|(_, p)| Some(p)).collect();
+    let paths = engine.paths_for_plans(schedule, &times, &refs, seed)?;
     plans
         .iter()
-        .map(|(name, plan)| {
-            let e = engine.paths(schedule, &times, Some(plan), seed)?;
-            outcome(name, &e)
-        })
+        .zip(&paths)
+        .map(|((name, _), e)| outcome(name, e))
         .collect()
 }
 
@@ -193,10 +193,27 @@ pub fn advise(
     let mut candidates = Vec::new();
     let mut outcomes = Vec::new();
     let n = (s.max_bolus_u / s.step_u).floor() as usize;
-    for k in 0..=n {
-        let b = k as f64 * s.step_u;
-        let e = engine.paths(schedule, &times, Some(&plan_for(b)), seed)?;
-        let o = outcome(&format!("{b:.1} U"), &e)?;
+    let grid: Vec<f64> = (0..=n).map(|k| k as f64 * s.step_u).collect();
+    let cgm = schedule
+        .cgm
+        .iter()
+        .rev()
+        .find(|c| c.0 <= t0)
+        .map(|c| c.1)
+        .unwrap_or(s.target_mg_dl);
+    let iob = insulin_on_board(schedule, t0, s.insulin_action_min);
+    let standard_bolus =
+        (carbs_g / s.cr_g_per_u + (cgm - s.target_mg_dl) / s.cf_mg_dl_per_u - iob).max(0.0);
+    let plans: Vec<Plan> = grid
+        .iter()
+        .chain(std::iter::once(&standard_bolus))
+        .map(|&b| plan_for(b))
+        .collect();
+    let refs: Vec<Option<&Plan>> = plans.iter().map(Some).collect();
+    let mut paths = engine.paths_for_plans(schedule, &times, &refs, seed)?;
+    let standard_paths = paths.pop().expect("the standard bolus plan");
+    for (&b, e) in grid.iter().zip(&paths) {
+        let o = outcome(&format!("{b:.1} U"), e)?;
         candidates.push((b, o.expected_risk_index, o.p_below_70));
         outcomes.push(o);
     }
@@ -215,18 +232,7 @@ pub fn advise(
             .min_by(|&a, &b| outcomes[a].p_below_70.total_cmp(&outcomes[b].p_below_70))
     }
     .unwrap_or(0);
-    let cgm = schedule
-        .cgm
-        .iter()
-        .rev()
-        .find(|c| c.0 <= t0)
-        .map(|c| c.1)
-        .unwrap_or(s.target_mg_dl);
-    let iob = insulin_on_board(schedule, t0, s.insulin_action_min);
-    let standard_bolus =
-        (carbs_g / s.cr_g_per_u + (cgm - s.target_mg_dl) / s.cf_mg_dl_per_u - iob).max(0.0);
-    let e = engine.paths(schedule, &times, Some(&plan_for(standard_bolus)), seed)?;
-    let standard = outcome("standard calculator", &e)?;
+    let standard = outcome("standard calculator", &standard_paths)?;
     let refusal = (!constraint_met).then(|| {
         format!(
             "no bolus keeps P(<70 mg/dL within {} min) <= {:.0} %: the lowest reachable is {:.0} % (with {:.1} U); \

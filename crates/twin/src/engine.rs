@@ -13,7 +13,7 @@ use crate::inputs::InputSchedule;
 use crate::model::{NoiseSettings, ParticleSnapshot, Plan, T1dTwinModel, TwinParticle};
 use crate::prior::{Prior, N_THETA};
 use medtwin_infer::optim::cholesky;
-use medtwin_infer::{forecast, Forecast, InferError, ParticleFilter};
+use medtwin_infer::{Bands, Forecast, InferError, ParticleFilter};
 use medtwin_t1d::PatientParams;
 use serde::{Deserialize, Serialize};
 
@@ -276,9 +276,10 @@ impl TwinEngine {
         self.forecast_at(schedule, &times, plan, seed)
     }
 
-    /// Forecast at the given absolute times (increasing, after the filter time). Without a
-    /// plan and with [`TwinSettings::hybrid_forecast`], the hybrid forecast
-    /// ([`crate::hybrid`]) once the record holds enough history; otherwise the mechanistic one.
+    /// Forecast at the given absolute times (increasing, after the filter time): the bands and
+    /// risks of [`TwinEngine::paths`]. Without a plan (or with an empty one) and with
+    /// [`TwinSettings::hybrid_forecast`], the bands are the hybrid forecast's conformal bands
+    /// ([`crate::hybrid`]) once the record holds enough history.
     pub fn forecast_at(
         &self,
         schedule: &InputSchedule,
@@ -286,35 +287,27 @@ impl TwinEngine {
         plan: Option<&Plan>,
         seed: u64,
     ) -> Result<Forecast, TwinError> {
-        let model = self.model(schedule, self.filter.t_min, plan);
-        if plan.is_none() && self.settings.hybrid_forecast {
-            let t0 = self.filter.t_min;
-            let seen = schedule.truncated(t0);
-            let mut paths = medtwin_infer::simulate_paths(&model, &self.filter, times, seed)?;
-            let twin_bands = paths.bands()?;
-            let hybrid = crate::hybrid::hybrid_forecast(
-                &seen,
-                t0,
-                &mut paths,
-                &twin_bands,
-                LOW_MG_DL,
-                HIGH_MG_DL,
-                self.settings.hybrid_boosting.then_some(&self.boost),
-            );
-            return Ok(hybrid
-                .unwrap_or_else(|| paths.forecast_with_bands(twin_bands, LOW_MG_DL, HIGH_MG_DL)));
-        }
-        Ok(forecast(
-            &model,
-            &self.filter,
-            times,
-            LOW_MG_DL,
-            HIGH_MG_DL,
-            seed,
-        )?)
+        let plan = plan.filter(|p| !p.is_empty());
+        let (base, raw, hybrid_bands) = self.baseline_paths(schedule, times, seed)?;
+        let paths = match plan {
+            None => base,
+            Some(p) => self.with_plan_effect(schedule, times, p, seed, &base, &raw)?,
+        };
+        let bands = match (plan, hybrid_bands) {
+            (None, Some(b)) => b,
+            _ => paths.bands()?,
+        };
+        Ok(paths.forecast_with_bands(bands, LOW_MG_DL, HIGH_MG_DL))
     }
 
-    /// Predictive paths at the given absolute times (common random numbers for a fixed `seed`).
+    /// Predictive paths at the given absolute times (common random numbers for a fixed
+    /// `seed`): **one predictive distribution for every question**. The baseline is the plain
+    /// forecast (the hybrid forecast's re-centred paths once the record holds enough history,
+    /// else the mechanistic paths); a plan adds, path by path, the mechanistic twin's effect of
+    /// the plan: the difference between the particle's path with and without the plan under
+    /// the same random numbers. No plan and an empty plan are the same question (identical
+    /// paths); the plan's effect comes from the twin's physiology, so more insulin never
+    /// raises and more carbohydrate never lowers a path beyond the model's own response.
     pub fn paths(
         &self,
         schedule: &InputSchedule,
@@ -322,13 +315,109 @@ impl TwinEngine {
         plan: Option<&Plan>,
         seed: u64,
     ) -> Result<medtwin_infer::EnsemblePaths, TwinError> {
-        let model = self.model(schedule, self.filter.t_min, plan);
-        Ok(medtwin_infer::simulate_paths(
-            &model,
+        Ok(self
+            .paths_for_plans(schedule, times, &[plan], seed)?
+            .swap_remove(0))
+    }
+
+    /// [`TwinEngine::paths`] for several plans on one baseline (computed once): what-if
+    /// comparisons and the advisor's candidate boluses.
+    pub fn paths_for_plans(
+        &self,
+        schedule: &InputSchedule,
+        times: &[f64],
+        plans: &[Option<&Plan>],
+        seed: u64,
+    ) -> Result<Vec<medtwin_infer::EnsemblePaths>, TwinError> {
+        let (base, raw, _) = self.baseline_paths(schedule, times, seed)?;
+        plans
+            .iter()
+            .map(|p| match p.filter(|p| !p.is_empty()) {
+                None => Ok(base.clone()),
+                Some(p) => self.with_plan_effect(schedule, times, p, seed, &base, &raw),
+            })
+            .collect()
+    }
+
+    /// The plain forecast's paths (hybrid re-centred when available), the mechanistic paths
+    /// they came from, and, when the hybrid applies, its bands.
+    #[allow(clippy::type_complexity)]
+    fn baseline_paths(
+        &self,
+        schedule: &InputSchedule,
+        times: &[f64],
+        seed: u64,
+    ) -> Result<
+        (
+            medtwin_infer::EnsemblePaths,
+            medtwin_infer::EnsemblePaths,
+            Option<Vec<Bands>>,
+        ),
+        TwinError,
+    > {
+        let model = self.model(schedule, self.filter.t_min, None);
+        let mut paths = medtwin_infer::simulate_paths(&model, &self.filter, times, seed)?;
+        let raw = paths.clone();
+        if !self.settings.hybrid_forecast {
+            return Ok((paths, raw, None));
+        }
+        let t0 = self.filter.t_min;
+        let seen = schedule.truncated(t0);
+        let twin_bands = paths.bands()?;
+        let hybrid = crate::hybrid::hybrid_forecast(
+            &seen,
+            t0,
+            &mut paths,
+            &twin_bands,
+            LOW_MG_DL,
+            HIGH_MG_DL,
+            self.settings.hybrid_boosting.then_some(&self.boost),
+        );
+        Ok((paths, raw, hybrid.map(|f| f.bands)))
+    }
+
+    /// `base` plus the mechanistic effect of `plan`, path by path (paired by particle).
+    fn with_plan_effect(
+        &self,
+        schedule: &InputSchedule,
+        times: &[f64],
+        plan: &Plan,
+        seed: u64,
+        base: &medtwin_infer::EnsemblePaths,
+        none: &medtwin_infer::EnsemblePaths,
+    ) -> Result<medtwin_infer::EnsemblePaths, TwinError> {
+        let t0 = self.filter.t_min;
+        let mut out = base.clone();
+        let with = medtwin_infer::simulate_paths(
+            &self.model(schedule, t0, Some(plan)),
             &self.filter,
             times,
             seed,
-        )?)
+        )?;
+        let index = |e: &medtwin_infer::EnsemblePaths, i: usize| e.particle.binary_search(&i).ok();
+        let mut keep = Vec::with_capacity(base.paths.len());
+        for (k, &i) in base.particle.iter().enumerate() {
+            let (Some(a), Some(b)) = (index(none, i), index(&with, i)) else {
+                continue;
+            };
+            let path: Vec<f64> = base.paths[k]
+                .iter()
+                .zip(none.paths[a].iter().zip(&with.paths[b]))
+                .map(|(v, (n, w))| v + (w - n))
+                .collect();
+            keep.push((path, base.weights[k], i));
+        }
+        if keep.is_empty() {
+            return Err(TwinError::Infer(InferError::Degenerate {
+                t_min: t0,
+                why: "every forecast path failed under the plan".into(),
+            }));
+        }
+        let total: f64 = keep.iter().map(|k| k.1).sum();
+        out.paths = keep.iter().map(|k| k.0.clone()).collect();
+        out.weights = keep.iter().map(|k| k.1 / total).collect();
+        out.particle = keep.iter().map(|k| k.2).collect();
+        Ok(out)
     }
 
     /// Posterior samples of θ (resampled by weight, log scale).

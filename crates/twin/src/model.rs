@@ -174,6 +174,14 @@ pub struct Plan {
     pub basal_rates: Vec<(f64, f64)>,
 }
 
+impl Plan {
+    /// Whether the plan changes nothing (no meal, bolus or basal override): the same question
+    /// as no plan.
+    pub fn is_empty(&self) -> bool {
+        self.meals.is_empty() && self.boluses.is_empty() && self.basal_rates.is_empty()
+    }
+}
+
 /// The twin's state-space model over a patient's inputs, with knowledge up to `known_until`.
 pub struct T1dTwinModel<'a> {
     /// Base virtual patient (θ applied per particle).
