@@ -2,7 +2,8 @@
 //! (`estimate` = 1) are optimised on their `parameterScale` within their bounds by a projected
 //! BFGS (see [`minimize_box`]) with finite-difference gradients.
 //! Start 0 is the nominal vector; the others are uniform in the scaled box (as pyPESTO's
-//! default start sampler), drawn from a ChaCha8 stream seeded by `seed`.
+//! default start sampler), drawn from a ChaCha8 stream seeded by `seed`; a draw whose
+//! simulation fails is replaced by the next draw (up to 20).
 
 use crate::{Evaluator, PetabError};
 use rand::{Rng, SeedableRng};
@@ -50,8 +51,11 @@ pub struct StartResult {
     pub x: Vec<f64>,
     /// Objective evaluations (simulations of every condition).
     pub evals: usize,
-    /// Whether BFGS met its gradient or progress criterion before the budget.
+    /// Whether BFGS met its gradient or progress criterion before the budget (false when no
+    /// start point with a finite objective was found in 20 draws).
     pub converged: bool,
+    /// Start points drawn (random starts whose simulation fails are redrawn).
+    pub draws: usize,
     /// Wall time of this start, seconds.
     pub seconds: f64,
 }
@@ -122,18 +126,26 @@ pub fn fit(ev: &Evaluator, opts: &FitOptions) -> Result<FitResult, PetabError> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
     let mut starts = Vec::new();
     for s in 0..opts.starts {
-        let x0: Vec<f64> = if s == 0 {
-            est.iter()
-                .enumerate()
-                .map(|(k, &i)| pars[i].scale.to_scale(pars[i].nominal).clamp(lo[k], hi[k]))
-                .collect()
-        } else {
-            (0..est.len())
-                .map(|k| rng.random_range(lo[k]..=hi[k]))
-                .collect()
-        };
         let ts = Instant::now();
-        let f0 = objective(&x0);
+        let mut x0: Vec<f64> = est
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| pars[i].scale.to_scale(pars[i].nominal).clamp(lo[k], hi[k]))
+            .collect();
+        let mut f0 = if s == 0 {
+            objective(&x0)
+        } else {
+            f64::INFINITY
+        };
+        // Random starts where the model cannot be simulated are redrawn (up to 20 times).
+        let mut draws = 0;
+        while s > 0 && !f0.is_finite() && draws < 20 {
+            x0 = (0..est.len())
+                .map(|k| rng.random_range(lo[k]..=hi[k]))
+                .collect();
+            f0 = objective(&x0);
+            draws += 1;
+        }
         let m = minimize_box(&mut objective, &x0, &lo, &hi, opts);
         let x = m.x;
         starts.push(StartResult {
@@ -142,7 +154,8 @@ pub fn fit(ev: &Evaluator, opts: &FitOptions) -> Result<FitResult, PetabError> {
             objective: m.f,
             x,
             evals: m.evals,
-            converged: m.converged,
+            converged: m.converged && m.f.is_finite(),
+            draws: draws.max(1),
             seconds: ts.elapsed().as_secs_f64(),
         });
     }
