@@ -4,6 +4,7 @@ use crate::error::{io_fail, CliError};
 use clap::{Args, Subcommand};
 use medtwin_cardiac::assay::{results_csv, run_assay, AssayOptions, DoseResult};
 use medtwin_cardiac::drug::{bundled_drug, Drug};
+use medtwin_cardiac::report::report_html;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -26,7 +27,7 @@ pub struct CipaArgs {
     /// Doses as multiples of Cmax, comma-separated, e.g. 1,2,3,4.
     #[arg(long, allow_hyphen_values = true)]
     pub doses: String,
-    /// Output directory (created); results.csv and traces.csv are written there.
+    /// Output directory (created); results.csv, traces.csv and report.html are written there.
     #[arg(long)]
     pub out: PathBuf,
     /// Beats paced per dose (reference: 1000); the last min(250, beats) are analysed.
@@ -127,6 +128,9 @@ fn cipa(a: CipaArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&a.out).map_err(|e| io_fail(&a.out, e))?;
     write(&a.out.join("results.csv"), &results_csv(&results))?;
     write(&a.out.join("traces.csv"), &traces_csv(&results))?;
+    let html = report_html(&drug.name, drug.cmax_nm, opts.beats, &results)
+        .map_err(|e| CliError::failure(e.to_string()))?;
+    write(&a.out.join("report.html"), &html)?;
     println!(
         "{}: Cmax {} nM; {} beats at 2000 ms per dose, last {} analysed ({:.1} s)",
         drug.name, drug.cmax_nm, opts.beats, opts.analysed_beats, secs

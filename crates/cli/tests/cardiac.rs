@@ -83,6 +83,8 @@ fn bundled_drug_writes_results_csv() {
     assert!(r[1..].iter().all(|x| x[5] == "false"));
     let traces = std::fs::read_to_string(d.join("traces.csv")).unwrap();
     assert_eq!(traces.lines().count(), 2002);
+    let html = std::fs::read_to_string(d.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("CiPA in-silico assay: dofetilide"));
 }
 
 /// A drug given as a TOML file gives the same numbers as the same drug bundled.
