@@ -174,6 +174,10 @@ pub enum TwinCmd {
         /// Generic twins: forecast window after each origin (model time unit).
         #[arg(long, default_value_t = 0.0)]
         window: f64,
+        /// `blind` (honest: no future inputs) or `recorded` (replay validation: the forecast is
+        /// told the meals, boluses and basal changes recorded within the horizon).
+        #[arg(long, default_value = "blind")]
+        future_inputs: String,
         /// First origin (RFC 3339 or offset like 2d); default: after the 24 h warm-up.
         #[arg(long)]
         from: Option<String>,
@@ -691,8 +695,18 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
             horizons,
             out,
             particles,
+            future_inputs,
             ..
         } => {
+            let future_inputs_recorded = match future_inputs.as_str() {
+                "blind" => false,
+                "recorded" => true,
+                other => {
+                    return Err(CliError::input(format!(
+                        "--future-inputs '{other}': expected blind or recorded"
+                    )))
+                }
+            };
             let (rec, _) = read_record(&record)?;
             let sched = InputSchedule::from_record(&rec)
                 .ok_or_else(|| CliError::input("record has no CGM"))?;
@@ -711,6 +725,7 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
                 None => f64::INFINITY,
             };
             let opts = BacktestOptions {
+                future_inputs_recorded,
                 from_min,
                 to_min,
                 origin_every_min: origin_every as f64,
@@ -794,6 +809,7 @@ fn report(
         .unwrap_or_default();
     let opts = ReportOptions {
         backtest: BacktestOptions {
+            future_inputs_recorded: false,
             from_min: 0.0,
             to_min: days
                 .map(|d| settings.calibration_window_min + d * 1440.0)

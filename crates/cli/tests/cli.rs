@@ -471,6 +471,52 @@ fn backtest_writes_metrics_json() {
         let c95 = s["coverage_95"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&c80) && c95 >= c80);
     }
+    assert_eq!(v["future_inputs"], "blind");
+    // replay validation: the same keys, told the recorded future inputs
+    let m2 = d.join("replay.json");
+    let o = run(&[
+        "twin",
+        "backtest",
+        rec.to_str().unwrap(),
+        "--to",
+        "2d",
+        "--origin-every",
+        "120",
+        "--horizons",
+        "30,60",
+        "--particles",
+        "100",
+        "--future-inputs",
+        "recorded",
+        "--out",
+        m2.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&m2).unwrap()).unwrap();
+    assert_eq!(r["future_inputs"], "recorded");
+    for h in ["30", "60"] {
+        assert_eq!(
+            r["horizons"][h]["n"], v["horizons"][h]["n"],
+            "same scored points"
+        );
+        assert!(r["horizons_with_inputs"][h]["n"].as_u64().unwrap() > 0);
+    }
+    assert_ne!(
+        r["horizons_with_inputs"]["60"]["rmse_mg_dl"],
+        v["horizons_with_inputs"]["60"]["rmse_mg_dl"],
+        "knowing the recorded meals and boluses changes the forecasts that have them"
+    );
+    let o = run(&[
+        "twin",
+        "backtest",
+        rec.to_str().unwrap(),
+        "--future-inputs",
+        "psychic",
+        "--out",
+        m2.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! `cargo run --release -p medtwin-twin --example backtest_uom -- DIR DAYS ID [ID ...]`.
 //! Environment overrides of the noise settings (for tuning): MT_DSD, MT_TAU, MT_BSD, MT_BTAU,
 //! MT_SENS_ABS, MT_SENS_REL, MT_GSD, MT_MEAL_RATE, MT_MEAL_G, MT_RW, MT_N, MT_H (horizons);
-//! MT_DUMP=DIR writes every scored point per participant to DIR/ID.csv.
+//! MT_DUMP=DIR writes every scored point per participant to DIR/ID.csv; MT_REPLAY=1 runs the
+//! replay validation (forecasts told the recorded future meals, boluses and basal changes).
 use medtwin_twin::backtest::{score, ScoredPoint};
 use medtwin_twin::{backtest, BacktestOptions, InputSchedule, TwinSettings};
 
@@ -83,6 +84,7 @@ fn main() {
             continue;
         };
         let opts = BacktestOptions {
+            future_inputs_recorded: std::env::var("MT_REPLAY").is_ok_and(|v| v == "1"),
             from_min: 0.0,
             to_min: 1440.0 * (1.0 + days),
             origin_every_min: 60.0,
@@ -94,6 +96,10 @@ fn main() {
         match backtest(&sched, &opts, &mut |_, _| {}) {
             Ok((r, _)) => {
                 print(pid, &r.horizons);
+                print(
+                    &format!("{pid} (meal/bolus in horizon)"),
+                    &r.horizons_with_inputs,
+                );
                 println!(
                     "{pid} wall {:.1} s, mean update {:.2} ms, origins {}, skipped obs {}",
                     r.wall_s, r.mean_update_ms, r.n_origins, r.skipped_observations

@@ -25,6 +25,10 @@ pub struct BacktestOptions {
     pub n_cones: usize,
     /// Horizon of the saved cones, minutes.
     pub cone_horizon_min: u32,
+    /// Replay validation: tell the forecast the meals, boluses and basal changes actually
+    /// recorded after the origin (within the longest horizon) as a plan, so interventions with a
+    /// known outcome are scored; `false`: the honest input-blind forecast.
+    pub future_inputs_recorded: bool,
 }
 
 /// Scores at one horizon.
@@ -69,6 +73,8 @@ pub struct ScoredPoint {
     pub lo95: f64,
     /// 95 % band upper.
     pub hi95: f64,
+    /// Whether a meal or bolus was recorded in (origin, origin + horizon].
+    pub inputs_in_horizon: bool,
 }
 
 /// Result of a backtest.
@@ -76,6 +82,10 @@ pub struct ScoredPoint {
 pub struct BacktestResult {
     /// Scores per horizon (key: minutes as a string, as in `metrics.json`).
     pub horizons: BTreeMap<String, HorizonScore>,
+    /// The same scores on the forecasts with a meal or bolus recorded inside their horizon.
+    pub horizons_with_inputs: BTreeMap<String, HorizonScore>,
+    /// "recorded" (replay: the forecasts knew the recorded future inputs) or "blind".
+    pub future_inputs: String,
     /// Every scored point.
     #[serde(skip)]
     pub points: Vec<ScoredPoint>,
@@ -92,6 +102,22 @@ pub struct BacktestResult {
     pub wall_s: f64,
     /// Mean wall time of one assimilation update, ms.
     pub mean_update_ms: f64,
+}
+
+/// The meals, boluses and pump basal changes recorded in (from, to] as a what-if plan (replay
+/// validation of interventions).
+pub fn recorded_plan(schedule: &InputSchedule, from: f64, to: f64) -> crate::model::Plan {
+    let within = |v: &[(f64, f64)]| -> Vec<(f64, f64)> {
+        v.iter()
+            .filter(|e| e.0 > from && e.0 <= to)
+            .copied()
+            .collect()
+    };
+    crate::model::Plan {
+        meals: within(&schedule.carbs),
+        boluses: within(&schedule.boluses),
+        basal_rates: within(&schedule.basal_rates),
+    }
 }
 
 /// Score points into per-horizon metrics.
@@ -207,8 +233,20 @@ pub fn backtest(
         let persistence = schedule.cgm[i - 1].1;
         let seed = opts.settings.seed ^ (origin as u64).wrapping_mul(0x9E37_79B9);
         let save_cone = k % cone_every == 0 && cones.len() < opts.n_cones;
+        let replay = opts.future_inputs_recorded.then(|| {
+            recorded_plan(
+                schedule,
+                origin,
+                origin + hmax.max(opts.cone_horizon_min) as f64,
+            )
+        });
         let f = if save_cone {
-            let f = engine.forecast(schedule, opts.cone_horizon_min.max(hmax), None, seed)?;
+            let f = engine.forecast(
+                schedule,
+                opts.cone_horizon_min.max(hmax),
+                replay.as_ref(),
+                seed,
+            )?;
             cones.push((origin, f.clone()));
             f
         } else {
@@ -217,7 +255,7 @@ pub fn backtest(
                 .iter()
                 .map(|&h| origin + h as f64)
                 .collect();
-            engine.forecast_at(schedule, &times, None, seed)?
+            engine.forecast_at(schedule, &times, replay.as_ref(), seed)?
         };
         n_origins += 1;
         for &h in &opts.horizons_min {
@@ -239,13 +277,29 @@ pub fn backtest(
                 hi80: b.hi80,
                 lo95: b.lo95,
                 hi95: b.hi95,
+                inputs_in_horizon: schedule
+                    .carbs
+                    .iter()
+                    .chain(&schedule.boluses)
+                    .any(|e| e.0 > origin && e.0 <= target && e.1 > 0.0),
             });
         }
         progress(k + 1, marks.len());
     }
     let skipped_observations = engine.skipped_observations;
+    let with_inputs: Vec<ScoredPoint> = points
+        .iter()
+        .filter(|p| p.inputs_in_horizon)
+        .copied()
+        .collect();
     let result = BacktestResult {
         horizons: score(&points, &opts.horizons_min),
+        horizons_with_inputs: score(&with_inputs, &opts.horizons_min),
+        future_inputs: if opts.future_inputs_recorded {
+            "recorded".into()
+        } else {
+            "blind".into()
+        },
         points,
         cones,
         n_origins,
@@ -259,4 +313,24 @@ pub fn backtest(
         },
     };
     Ok((result, engine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_plan_takes_inputs_strictly_after_the_origin_up_to_the_end() {
+        let s = InputSchedule {
+            carbs: vec![(100.0, 30.0), (160.0, 50.0), (400.0, 20.0)],
+            boluses: vec![(100.0, 3.0), (161.0, 5.0)],
+            basal_rates: vec![(50.0, 1.0), (200.0, 0.5)],
+            ..InputSchedule::default()
+        };
+        let p = recorded_plan(&s, 100.0, 220.0);
+        assert_eq!(p.meals, vec![(160.0, 50.0)]);
+        assert_eq!(p.boluses, vec![(161.0, 5.0)]);
+        assert_eq!(p.basal_rates, vec![(200.0, 0.5)]);
+        assert!(recorded_plan(&s, 400.0, 500.0).is_empty());
+    }
 }

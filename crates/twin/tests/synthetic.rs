@@ -75,6 +75,7 @@ fn twin_experiment_recovers_parameters_and_covers_nominally() {
         ..TwinSettings::default()
     };
     let opts = BacktestOptions {
+        future_inputs_recorded: false,
         from_min: 0.0,
         to_min: f64::INFINITY,
         origin_every_min: 30.0,
