@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
 use medtwin_io::{RecordKind, T1D_UOM_CITATION};
-use medtwin_store::{NewDatum, Principal, Role};
+use medtwin_store::{DatumStatus, NewDatum, OnConflict, Principal, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
@@ -507,7 +507,8 @@ async fn store_data(
     action: &str,
     new_patients: &[String],
     data: &[NewDatum],
-) -> Result<(medtwin_store::IngestOutcome, Vec<bool>), ApiError> {
+    on_conflict: OnConflict,
+) -> Result<(medtwin_store::IngestOutcome, Vec<DatumStatus>), ApiError> {
     let mut pids: Vec<&str> = data.iter().map(|d| d.patient_id.as_str()).collect();
     pids.extend(new_patients.iter().map(String::as_str));
     pids.sort();
@@ -527,13 +528,19 @@ async fn store_data(
         .collect();
     let r = state
         .store
-        .ingest(new_patients, data, medtwin_store::now_ms(), &audits)
+        .ingest_with(
+            new_patients,
+            data,
+            medtwin_store::now_ms(),
+            &audits,
+            on_conflict,
+        )
         .await?;
     for p in pids {
         let oldest = data
             .iter()
             .zip(&r.1)
-            .filter(|(d, ins)| **ins && d.patient_id == p)
+            .filter(|(d, st)| **st == DatumStatus::Inserted && d.patient_id == p)
             .map(|(d, _)| d.entry.time.as_millisecond())
             .min();
         if let Some(o) = oldest {
@@ -542,7 +549,11 @@ async fn store_data(
         let newest = data
             .iter()
             .zip(&r.1)
-            .filter(|(d, ins)| **ins && d.patient_id == p && d.entry.kind == RecordKind::Cgm)
+            .filter(|(d, st)| {
+                **st == DatumStatus::Inserted
+                    && d.patient_id == p
+                    && d.entry.kind == RecordKind::Cgm
+            })
             .map(|(d, _)| d.entry.time.as_millisecond())
             .max();
         if newest.is_some() {
@@ -649,31 +660,23 @@ async fn fhir_bundle(State(state): State<AppState>, headers: HeaderMap, body: By
             Err(e) => return ApiError::from(e).into_response(),
         }
     }
-    match store_data(&state, &who, action, &new_patients, &parsed.data).await {
+    let on_conflict = if parsed.batch {
+        OnConflict::Report
+    } else {
+        OnConflict::Refuse
+    };
+    match store_data(
+        &state,
+        &who,
+        action,
+        &new_patients,
+        &parsed.data,
+        on_conflict,
+    )
+    .await
+    {
         Ok((_, flags)) => {
-            let mut status = vec![None; parsed.n_entries];
-            for (k, i) in parsed.entry_of.iter().enumerate() {
-                status[*i] = Some(if flags[k] { "201 Created" } else { "200 OK" });
-            }
-            for (i, _) in &parsed.patient_entries {
-                status[*i] = Some("200 OK");
-            }
-            let entries: Vec<Value> = status
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let mine: Vec<fhir::FhirIssue> = failed
-                        .iter()
-                        .filter(|x| fhir::issue_entry(x) == Some(i))
-                        .cloned()
-                        .collect();
-                    if mine.is_empty() {
-                        json!({"response": {"status": s.unwrap_or("200 OK")}})
-                    } else {
-                        json!({"response": {"status": "400 Bad Request", "outcome": fhir::operation_outcome(&mine)}})
-                    }
-                })
-                .collect();
+            let entries = fhir_entry_responses(&parsed, &flags, &failed);
             let ty = if parsed.batch {
                 "batch-response"
             } else {
@@ -696,6 +699,58 @@ async fn fhir_bundle(State(state): State<AppState>, headers: HeaderMap, body: By
             outcome_response(e.status, &[issue])
         }
     }
+}
+
+/// The `entry` of a transaction- or batch-response: `201 Created` per new datum, `200 OK`
+/// per identical re-send and Patient, `409 Conflict` with an `OperationOutcome` per datum that
+/// differs from the one stored at its time, `400 Bad Request` per refused batch entry.
+fn fhir_entry_responses(
+    parsed: &fhir::ParsedBundle,
+    flags: &[DatumStatus],
+    failed: &[fhir::FhirIssue],
+) -> Vec<Value> {
+    let mut status: Vec<Option<Value>> = vec![None; parsed.n_entries];
+    for (k, i) in parsed.entry_of.iter().enumerate() {
+        status[*i] = Some(match flags[k] {
+            DatumStatus::Inserted => json!({"status": "201 Created"}),
+            DatumStatus::Duplicate => json!({"status": "200 OK"}),
+            DatumStatus::Conflict { stored } => {
+                let d = &parsed.data[k];
+                let issue = fhir::FhirIssue {
+                    expression: format!("Bundle.entry[{i}].resource"),
+                    diagnostics: format!(
+                        "conflict: {} at {} is stored as {stored} {}, this one is {} {} (not stored)",
+                        d.entry.kind.name(),
+                        d.entry.time,
+                        d.entry.kind.canonical_unit(),
+                        d.entry.value,
+                        d.entry.kind.canonical_unit()
+                    ),
+                    code: "conflict",
+                };
+                json!({"status": "409 Conflict", "outcome": fhir::operation_outcome(&[issue])})
+            }
+        });
+    }
+    for (i, _) in &parsed.patient_entries {
+        status[*i] = Some(json!({"status": "200 OK"}));
+    }
+    status
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mine: Vec<fhir::FhirIssue> = failed
+                .iter()
+                .filter(|x| fhir::issue_entry(x) == Some(i))
+                .cloned()
+                .collect();
+            if mine.is_empty() {
+                json!({"response": s.unwrap_or_else(|| json!({"status": "200 OK"}))})
+            } else {
+                json!({"response": {"status": "400 Bad Request", "outcome": fhir::operation_outcome(&mine)}})
+            }
+        })
+        .collect()
 }
 
 /// Items of a Nightscout upload: a JSON array, or one object.
@@ -743,7 +798,7 @@ async fn ns_upload(
             .into_iter()
             .map(|entry| NewDatum { patient_id: pid.clone(), source_unit: entry.unit.clone(), entry })
             .collect();
-        let (out, _) = store_data(&state, &who, action, &[], &data).await?;
+        let (out, _) = store_data(&state, &who, action, &[], &data, OnConflict::Refuse).await?;
         // Nightscout answers with the stored documents; uploaders only check the status.
         Ok((StatusCode::OK, Json(json!({"ok": 1, "n": items.len(), "inserted": out.inserted, "duplicates": out.duplicates, "skipped": items.len().saturating_sub(data.len())}))).into_response())
     }

@@ -46,7 +46,10 @@
 //! → 400 (FHIR: an `OperationOutcome`) naming each problem with its element path (e.g.
 //! `Bundle.entry[3].resource.effectiveDateTime`, `treatments[2].insulin`), and **nothing** of
 //! the request is stored (a transaction bundle and a Nightscout upload are all-or-nothing; a
-//! FHIR `batch` stores its valid entries and reports each refused one, see [`fhir`]).
+//! FHIR `batch` stores its valid entries and reports each refused one, see [`fhir`]). A value
+//! that differs from the one stored at the same patient, kind and time is a conflict: 409
+//! naming the element, time and both values (nothing stored; in a `batch`, that entry's
+//! response is `409 Conflict` with an `OperationOutcome`); an identical re-send is a duplicate.
 
 #![warn(missing_docs)]
 
@@ -231,9 +234,39 @@ impl From<medtwin_store::StoreError> for ApiError {
     fn from(e: medtwin_store::StoreError) -> ApiError {
         match e {
             medtwin_store::StoreError::Invalid(m) => ApiError::bad(m),
+            medtwin_store::StoreError::Conflict(c) => {
+                let what: Vec<String> = c.iter().map(conflict_text).collect();
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "nothing stored: {} conflicting with stored data (re-send the stored value, or nothing, for these times): {}",
+                        c.len(),
+                        what.join("; ")
+                    ),
+                )
+            }
             other => ApiError::internal(other),
         }
     }
+}
+
+/// A conflict in a sentence naming the element (`entries[3]` for Nightscout, the `fullUrl` or
+/// `Bundle.entry[i]` for FHIR), kind, time and both values.
+pub fn conflict_text(c: &medtwin_store::Conflict) -> String {
+    let at = c
+        .source
+        .strip_prefix("nightscout:")
+        .or_else(|| c.source.strip_prefix("fhir:"))
+        .unwrap_or(&c.source);
+    format!(
+        "{at}: {} at {} is stored as {} {}, this one is {} {}",
+        c.kind.name(),
+        c.time,
+        c.stored,
+        c.kind.canonical_unit(),
+        c.sent,
+        c.kind.canonical_unit()
+    )
 }
 
 impl IntoResponse for ApiError {

@@ -968,3 +968,111 @@ fn whatif_plan_size_and_horizon_are_limited() {
         409
     );
 }
+
+/// Conflicts: a different value at a stored time is a 409 naming the element, the time and
+/// both values (Nightscout and FHIR transactions: nothing of the upload stored; FHIR batch:
+/// `409 Conflict` with an OperationOutcome for that entry, the others stored); identical
+/// re-sends stay idempotent duplicates.
+#[test]
+fn differing_values_at_stored_times_are_conflicts() {
+    let s = Srv::start("conflict");
+    let admin = s.token(Role::Admin, &[]);
+    assert_eq!(
+        s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p"})))
+            .status,
+        201
+    );
+    let count = || {
+        s.bearer("GET", "/ns/p/api/v1/entries.json?count=100", &admin, None)
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let (t1, t2, t3) = (ms_minutes_ago(20), ms_minutes_ago(15), ms_minutes_ago(10));
+    let sgv = |t: i64, v: f64| json!({"type": "sgv", "date": t, "sgv": v});
+    let ns = "/ns/p/api/v1/entries";
+    let r = s.bearer("POST", ns, &admin, Some(&json!([sgv(t1, 120.0)])));
+    assert_eq!(
+        (r.status, r.json()["inserted"].as_u64()),
+        (200, Some(1)),
+        "{}",
+        r.body
+    );
+    let r = s.bearer("POST", ns, &admin, Some(&json!([sgv(t1, 120.0)])));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (
+            r.json()["duplicates"].as_u64(),
+            r.json()["conflicts"].as_u64()
+        ),
+        (Some(1), None)
+    );
+    let r = s.bearer(
+        "POST",
+        ns,
+        &admin,
+        Some(&json!([sgv(t2, 110.0), sgv(t1, 130.0)])),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    let e = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("entries[1]") && e.contains("120") && e.contains("130"),
+        "{e}"
+    );
+    assert!(!e.contains("entries[0]"), "{e}");
+    assert_eq!(count(), 1, "nothing of a conflicting upload is stored");
+
+    let obs = |t: &str, v: f64| {
+        json!({"resource": {"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "99504-3"}]},
+            "subject": {"reference": "Patient/p"}, "effectiveDateTime": t,
+            "valueQuantity": {"value": v, "system": "http://unitsofmeasure.org", "code": "mg/dL"}}})
+    };
+    let iso = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap().to_string();
+    // Transaction: all or nothing.
+    let tx = json!({"resourceType": "Bundle", "type": "transaction",
+        "entry": [obs(&iso(t3), 100.0), obs(&iso(t1), 125.0)]});
+    let r = s.bearer("POST", "/fhir/Bundle", &admin, Some(&tx));
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    assert!(
+        r.body.contains("125") && r.body.contains("120"),
+        "{}",
+        r.body
+    );
+    assert_eq!(count(), 1);
+    // Batch: two differing values at one new time, a conflict with a stored value, an
+    // identical re-send, a new value.
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        obs(&iso(t2), 111.0), obs(&iso(t2), 112.0), obs(&iso(t1), 125.0),
+        obs(&iso(t1), 120.0), obs(&iso(t3), 100.0)]});
+    let r = s.bearer("POST", "/fhir/Bundle", &admin, Some(&batch));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let b = r.json();
+    let st: Vec<&str> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        st,
+        [
+            "201 Created",
+            "409 Conflict",
+            "409 Conflict",
+            "200 OK",
+            "201 Created"
+        ]
+    );
+    let o = &b["entry"][1]["response"]["outcome"]["issue"][0];
+    assert_eq!(o["expression"][0], "Bundle.entry[1].resource");
+    assert_eq!(o["code"], "conflict");
+    let d = o["diagnostics"].as_str().unwrap();
+    assert!(
+        d.contains("stored as 111") && d.contains("this one is 112"),
+        "{d}"
+    );
+    assert_eq!(count(), 3);
+}

@@ -77,6 +77,73 @@ pub enum StoreError {
     /// A caller-side mistake (unknown patient, invalid identifier).
     #[error("{0}")]
     Invalid(String),
+    /// Data that differ from those already stored at the same patient, kind and time (an
+    /// ingest refused with [`OnConflict::Refuse`]; nothing of it stored).
+    #[error("nothing stored: {}", conflicts_text(.0))]
+    Conflict(Vec<Conflict>),
+}
+
+/// A datum whose `(patient, kind, time)` is stored with a different value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    /// Index of the datum in the ingest.
+    pub index: usize,
+    /// Its source (e.g. `nightscout:entries[3]`, `Bundle.entry[2]`).
+    pub source: String,
+    /// Its kind.
+    pub kind: RecordKind,
+    /// Its time.
+    pub time: jiff::Timestamp,
+    /// The value stored (canonical unit).
+    pub stored: f64,
+    /// The value sent (canonical unit).
+    pub sent: f64,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "data[{}] ({}): conflict: {} at {} is stored as {} {}, this one is {}",
+            self.index,
+            self.source,
+            self.kind.name(),
+            self.time,
+            self.stored,
+            self.kind.canonical_unit(),
+            self.sent
+        )
+    }
+}
+
+fn conflicts_text(c: &[Conflict]) -> String {
+    c.iter()
+        .map(Conflict::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What an ingest does with a datum that differs from the one stored at its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Refuse the whole ingest ([`StoreError::Conflict`] listing every conflict).
+    Refuse,
+    /// Store the rest; report the datum as [`DatumStatus::Conflict`].
+    Report,
+}
+
+/// What became of one datum of an ingest.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DatumStatus {
+    /// Stored.
+    Inserted,
+    /// The same value was already stored at its time (idempotent re-send).
+    Duplicate,
+    /// A different value is stored at its time; not stored.
+    Conflict {
+        /// The value stored (canonical unit).
+        stored: f64,
+    },
 }
 
 /// Which database engine a [`Store`] talks to.
@@ -202,8 +269,11 @@ pub struct NewDatum {
 pub struct IngestOutcome {
     /// Rows stored.
     pub inserted: usize,
-    /// Rows already present (same patient, kind and time): not stored again.
+    /// Rows already present with the same value (same patient, kind and time): not stored
+    /// again.
     pub duplicates: usize,
+    /// Rows whose patient, kind and time are stored with a different value: not stored.
+    pub conflicts: usize,
     /// Of the inserted rows, CGM readings.
     pub inserted_cgm: usize,
 }
@@ -912,7 +982,9 @@ impl Store {
     /// Store one ingest **atomically**: create `new_patients` (existing ones are left alone),
     /// insert `data` (each [`NewDatum`] names its patient), append every `audit` record;
     /// either all of it is committed or nothing is. A datum whose `(patient, kind, time)` is
-    /// already stored is skipped and counted as a duplicate (idempotent ingest).
+    /// already stored with the same value is skipped and counted as a duplicate (idempotent
+    /// ingest); with a different value, the whole ingest is refused
+    /// ([`StoreError::Conflict`]; see [`Store::ingest_with`] to store the rest).
     ///
     /// **Group commit**: ingests that arrive while a transaction is being written wait and are
     /// committed together in the next one (up to [`GROUP_COMMIT_MAX`]), which saves the
@@ -933,6 +1005,26 @@ impl Store {
         received_ms: i64,
         audit: &[AuditEntry],
     ) -> Result<(IngestOutcome, Vec<bool>), StoreError> {
+        let (out, st) = self
+            .ingest_with(new_patients, data, received_ms, audit, OnConflict::Refuse)
+            .await?;
+        Ok((
+            out,
+            st.iter().map(|s| *s == DatumStatus::Inserted).collect(),
+        ))
+    }
+
+    /// [`Store::ingest`] with a choice of what a conflicting datum does: refuse the ingest, or
+    /// leave that datum out and report it ([`DatumStatus::Conflict`]). Returns the counts and
+    /// each datum's status.
+    pub async fn ingest_with(
+        &self,
+        new_patients: &[String],
+        data: &[NewDatum],
+        received_ms: i64,
+        audit: &[AuditEntry],
+        on_conflict: OnConflict,
+    ) -> Result<(IngestOutcome, Vec<DatumStatus>), StoreError> {
         for p in new_patients {
             if !valid_patient_id(p) {
                 return Err(StoreError::Invalid(format!(
@@ -974,6 +1066,7 @@ impl Store {
             data: data.to_vec(),
             received_ms,
             audit: audit.to_vec(),
+            on_conflict,
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = match self.cache.committer.lock() {
@@ -990,10 +1083,7 @@ impl Store {
     }
 
     /// One ingest in its own transaction.
-    async fn ingest_alone(
-        &self,
-        job: &IngestJob,
-    ) -> Result<(IngestOutcome, Vec<bool>), StoreError> {
+    async fn ingest_alone(&self, job: &IngestJob) -> IngestResult {
         let mut tx = self.begin_write().await?;
         let r = ingest_in(&mut tx, job).await?;
         tx.commit().await?;
@@ -1633,6 +1723,7 @@ struct IngestJob {
     data: Vec<NewDatum>,
     received_ms: i64,
     audit: Vec<AuditEntry>,
+    on_conflict: OnConflict,
 }
 
 impl IngestJob {
@@ -1644,14 +1735,44 @@ impl IngestJob {
     }
 }
 
-type IngestResult = Result<(IngestOutcome, Vec<bool>), StoreError>;
+type IngestResult = Result<(IngestOutcome, Vec<DatumStatus>), StoreError>;
 type Pending = (IngestJob, tokio::sync::oneshot::Sender<IngestResult>);
+
+/// The value stored (canonical unit) for `(patient, kind, time_ms)` in an open transaction.
+async fn stored_value(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    patient: &str,
+    kind: RecordKind,
+    time_ms: i64,
+) -> Result<f64, StoreError> {
+    let q = match kind {
+        RecordKind::Cgm | RecordKind::Smbg => sqlx::query(
+            "SELECT value_mg_dl FROM observations WHERE patient_id = $1 AND kind = $2 AND time_ms = $3",
+        )
+        .bind(patient)
+        .bind(kind.name())
+        .bind(time_ms),
+        RecordKind::Bolus | RecordKind::BasalRate | RecordKind::LongActing => sqlx::query(
+            "SELECT value FROM insulin_administrations WHERE patient_id = $1 AND kind = $2 AND time_ms = $3",
+        )
+        .bind(patient)
+        .bind(kind.name())
+        .bind(time_ms),
+        RecordKind::Carbs => {
+            sqlx::query("SELECT value_g FROM carbs WHERE patient_id = $1 AND time_ms = $2")
+                .bind(patient)
+                .bind(time_ms)
+        }
+    };
+    let row = q.fetch_one(&mut **tx).await?;
+    Ok(row.try_get(0)?)
+}
 
 /// The statements of one ingest inside an open write transaction (patients already checked).
 async fn ingest_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     job: &IngestJob,
-) -> Result<(IngestOutcome, Vec<bool>), StoreError> {
+) -> IngestResult {
     for p in &job.new_patients {
         sqlx::query(
             "INSERT INTO patients (id, created_ms) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
@@ -1715,10 +1836,36 @@ async fn ingest_in(
             if e.kind == RecordKind::Cgm {
                 out.inserted_cgm += 1;
             }
-        } else {
-            out.duplicates += 1;
+            flags.push(DatumStatus::Inserted);
+            continue;
         }
-        flags.push(inserted);
+        let stored = stored_value(tx, patient, e.kind, t).await?;
+        if (stored - e.value).abs() <= 1e-9 * stored.abs().max(1.0) {
+            out.duplicates += 1;
+            flags.push(DatumStatus::Duplicate);
+        } else {
+            out.conflicts += 1;
+            flags.push(DatumStatus::Conflict { stored });
+        }
+    }
+    if job.on_conflict == OnConflict::Refuse && out.conflicts > 0 {
+        let list = flags
+            .iter()
+            .zip(&job.data)
+            .enumerate()
+            .filter_map(|(index, (f, d))| match f {
+                DatumStatus::Conflict { stored } => Some(Conflict {
+                    index,
+                    source: d.entry.source.clone(),
+                    kind: d.entry.kind,
+                    time: d.entry.time,
+                    stored: *stored,
+                    sent: d.entry.value,
+                }),
+                _ => None,
+            })
+            .collect();
+        return Err(StoreError::Conflict(list));
     }
     for a in &job.audit {
         insert_audit(tx, a).await?;
