@@ -186,16 +186,25 @@ fn print_summary(twin: &Twin) {
     );
 }
 
-/// `twin fit MODEL.xml --data … --estimate … --out twin.json`.
-pub fn fit(model_path: &Path, args: &SpecArgs, out: &Path) -> Result<(), CliError> {
+/// What `fit` and `backtest` read: the model (as saved with the twin), the completed spec, the
+/// dosing history and the measurements.
+struct Problem {
+    source: ModelSource,
+    spec: CalibrationSpec,
+    history: Plan,
+    data: Vec<medtwin_twin_core::Measurement>,
+}
+
+fn load_problem(model_path: &Path, args: &SpecArgs, command: &str) -> Result<Problem, CliError> {
     let text = std::fs::read_to_string(model_path)
         .map_err(|e| CliError::input(format!("{}: {e}", model_path.display())))?;
     let model = SbmlTwinModel::from_sbml(&text, &args.time_unit)
         .map_err(|e| CliError::input(format!("{}: {e}", model_path.display())))?;
-    let data_path = args
-        .data
-        .as_ref()
-        .ok_or_else(|| CliError::input("twin fit MODEL.xml needs --data MEASUREMENTS.tsv"))?;
+    let data_path = args.data.as_ref().ok_or_else(|| {
+        CliError::input(format!(
+            "twin {command} MODEL.xml needs --data MEASUREMENTS.tsv"
+        ))
+    })?;
     let data = read_measurements(data_path).map_err(twin_err)?;
     let mut obs: Vec<String> = data.iter().map(|m| m.observable.clone()).collect();
     obs.sort();
@@ -214,7 +223,18 @@ pub fn fit(model_path: &Path, args: &SpecArgs, out: &Path) -> Result<(), CliErro
         text,
         time_unit: args.time_unit.clone(),
     };
-    let twin = Twin::fit(source, spec, history, data).map_err(twin_err)?;
+    Ok(Problem {
+        source,
+        spec,
+        history,
+        data,
+    })
+}
+
+/// `twin fit MODEL.xml --data … --estimate … --out twin.json`.
+pub fn fit(model_path: &Path, args: &SpecArgs, out: &Path) -> Result<(), CliError> {
+    let p = load_problem(model_path, args, "fit")?;
+    let twin = Twin::fit(p.source, p.spec, p.history, p.data).map_err(twin_err)?;
     print_summary(&twin);
     twin.save(out).map_err(twin_err)?;
     println!("twin saved to {}", out.display());
@@ -377,33 +397,13 @@ pub fn backtest_cmd(
     window: f64,
     out: &Path,
 ) -> Result<(), CliError> {
-    let text = std::fs::read_to_string(model_path)
-        .map_err(|e| CliError::input(format!("{}: {e}", model_path.display())))?;
-    let model = SbmlTwinModel::from_sbml(&text, &args.time_unit)
-        .map_err(|e| CliError::input(format!("{}: {e}", model_path.display())))?;
-    let data_path = args
-        .data
-        .as_ref()
-        .ok_or_else(|| CliError::input("twin backtest MODEL.xml needs --data MEASUREMENTS.tsv"))?;
-    let data = read_measurements(data_path).map_err(twin_err)?;
-    let mut obs: Vec<String> = data.iter().map(|m| m.observable.clone()).collect();
-    obs.sort();
-    obs.dedup();
-    let spec = build_spec(args, &model, &obs)?;
     if origins.is_empty() || window.is_nan() || window <= 0.0 {
         return Err(CliError::input(
             "generic backtests need --origins T[,T…] and --window W > 0 (model time unit)",
         ));
     }
-    let history = match &args.doses {
-        Some(p) => read_plan(p)?,
-        None => Plan::default(),
-    };
-    let source = ModelSource::Sbml {
-        text,
-        time_unit: args.time_unit.clone(),
-    };
-    let r = backtest(&source, &spec, &history, &data, origins, window).map_err(twin_err)?;
+    let p = load_problem(model_path, args, "backtest")?;
+    let r = backtest(&p.source, &p.spec, &p.history, &p.data, origins, window).map_err(twin_err)?;
     for o in &r.origins {
         println!(
             "origin {:>8}: {} calibration, {} held out, RMSE {:.4}, coverage 80 % {:.2} / 95 % {:.2}",

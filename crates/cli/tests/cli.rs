@@ -436,21 +436,26 @@ fn backtest_writes_metrics_json() {
     let d = tmp("bt");
     let rec = import_demo(&d);
     let m = d.join("metrics.json");
-    let o = run(&[
-        "twin",
-        "backtest",
-        rec.to_str().unwrap(),
-        "--to",
-        "2d",
-        "--origin-every",
-        "120",
-        "--horizons",
-        "30,60",
-        "--particles",
-        "100",
-        "--out",
-        m.to_str().unwrap(),
-    ]);
+    let backtest = |future: &str, out: &Path| {
+        run(&[
+            "twin",
+            "backtest",
+            rec.to_str().unwrap(),
+            "--to",
+            "2d",
+            "--origin-every",
+            "120",
+            "--horizons",
+            "30,60",
+            "--particles",
+            "100",
+            "--future-inputs",
+            future,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let o = backtest("blind", &m);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&m).unwrap()).unwrap();
     for h in ["30", "60"] {
@@ -474,23 +479,7 @@ fn backtest_writes_metrics_json() {
     assert_eq!(v["future_inputs"], "blind");
     // replay validation: the same keys, told the recorded future inputs
     let m2 = d.join("replay.json");
-    let o = run(&[
-        "twin",
-        "backtest",
-        rec.to_str().unwrap(),
-        "--to",
-        "2d",
-        "--origin-every",
-        "120",
-        "--horizons",
-        "30,60",
-        "--particles",
-        "100",
-        "--future-inputs",
-        "recorded",
-        "--out",
-        m2.to_str().unwrap(),
-    ]);
+    let o = backtest("recorded", &m2);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&m2).unwrap()).unwrap();
@@ -507,15 +496,7 @@ fn backtest_writes_metrics_json() {
         v["horizons_with_inputs"]["60"]["rmse_mg_dl"],
         "knowing the recorded meals and boluses changes the forecasts that have them"
     );
-    let o = run(&[
-        "twin",
-        "backtest",
-        rec.to_str().unwrap(),
-        "--future-inputs",
-        "psychic",
-        "--out",
-        m2.to_str().unwrap(),
-    ]);
+    let o = backtest("psychic", &m2);
     assert_eq!(o.status.code(), Some(2));
 }
 

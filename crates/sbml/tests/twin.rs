@@ -10,34 +10,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 /// One-compartment oral PK: gut --ka--> central (volume V) --ke--> ; time in hours, mg, L.
-const PK: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<sbml xmlns="http://www.sbml.org/sbml/level3/version2/core" level="3" version="2">
-  <model id="oral_pk" timeUnits="hour">
-    <listOfCompartments>
-      <compartment id="gut" size="1" constant="true"/>
-      <compartment id="central" size="20" constant="true"/>
-    </listOfCompartments>
-    <listOfSpecies>
-      <species id="A_gut" compartment="gut" initialAmount="0" hasOnlySubstanceUnits="true" boundaryCondition="false" constant="false"/>
-      <species id="C" compartment="central" initialAmount="0" hasOnlySubstanceUnits="false" boundaryCondition="false" constant="false"/>
-    </listOfSpecies>
-    <listOfParameters>
-      <parameter id="ka" value="1.2" constant="true"/>
-      <parameter id="ke" value="0.15" constant="true"/>
-    </listOfParameters>
-    <listOfReactions>
-      <reaction id="absorption" reversible="false">
-        <listOfReactants><speciesReference species="A_gut" stoichiometry="1" constant="true"/></listOfReactants>
-        <listOfProducts><speciesReference species="C" stoichiometry="1" constant="true"/></listOfProducts>
-        <kineticLaw><math xmlns="http://www.w3.org/1998/Math/MathML"><apply><times/><ci>ka</ci><ci>A_gut</ci></apply></math></kineticLaw>
-      </reaction>
-      <reaction id="elimination" reversible="false">
-        <listOfReactants><speciesReference species="C" stoichiometry="1" constant="true"/></listOfReactants>
-        <kineticLaw><math xmlns="http://www.w3.org/1998/Math/MathML"><apply><times/><ci>ke</ci><ci>C</ci><ci>central</ci></apply></math></kineticLaw>
-      </reaction>
-    </listOfReactions>
-  </model>
-</sbml>"#;
+const PK: &str = include_str!("../../../tests/data/twin/oral_pk_1cpt.xml");
 
 const KA: f64 = 1.2;
 const KE: f64 = 0.15;
