@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// accurate, but each on-demand forecast then refits them (~50 ms per fitted horizon).
     #[arg(long)]
     boosted_forecasts: bool,
+    /// The server is reached through a TLS-terminating reverse proxy (HTTPS): the dashboard
+    /// cookie gets the `Secure` flag.
+    #[arg(long)]
+    behind_tls_proxy: bool,
 }
 
 /// `medtwin token …`.
@@ -116,6 +120,7 @@ pub fn serve(a: ServeArgs) -> Result<(), CliError> {
     cfg.horizon_min = a.horizon;
     cfg.max_body_bytes = a.max_body;
     cfg.boosted_forecasts = a.boosted_forecasts;
+    cfg.secure_cookies = a.behind_tls_proxy;
     medtwin_server::serve_blocking(cfg).map_err(cli_err)
 }
 

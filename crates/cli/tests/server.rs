@@ -969,7 +969,6 @@ fn dashboard_in_chromium(base: &str, db: &str, dir: &Path) {
         return;
     };
     let clin = token(db, "clinician", &["uom"]);
-    let url = format!("{base}/login?token={clin}&next=/ui/patients/uom");
     let profile = dir.join("chromium-profile");
     let flags = |out: &mut Command, prof: &Path| {
         out.args([
@@ -986,15 +985,13 @@ fn dashboard_in_chromium(base: &str, db: &str, dir: &Path) {
         ])
         .arg(format!("--user-data-dir={}", prof.display()));
     };
-    let mut c = Command::new(&chrome);
-    flags(&mut c, &profile);
-    let o = c.arg("--dump-dom").arg(&url).output().unwrap();
-    let dom = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        dom.contains("Patient uom"),
-        "patient page not reached: {}\n{}",
-        dom,
-        String::from_utf8_lossy(&o.stderr)
+    let dom = dom_after_login(
+        &chrome,
+        &profile,
+        base,
+        &clin,
+        "/ui/patients/uom",
+        "Patient uom",
     );
     assert!(dom.contains("id=\"glucose-chart\""), "no chart in the DOM");
     assert!(
@@ -1007,14 +1004,14 @@ fn dashboard_in_chromium(base: &str, db: &str, dir: &Path) {
     );
     assert!(dom.contains("id=\"whatif\""), "no what-if form");
     // The patient list: the clinician sees its patient with the latest glucose.
-    let mut c = Command::new(&chrome);
-    flags(&mut c, &dir.join("chromium-list"));
-    let o = c
-        .arg("--dump-dom")
-        .arg(format!("{base}/login?token={clin}&next=/"))
-        .output()
-        .unwrap();
-    let list = String::from_utf8_lossy(&o.stdout).to_string();
+    let list = dom_after_login(
+        &chrome,
+        &dir.join("chromium-list"),
+        base,
+        &clin,
+        "/",
+        "id=\"patients\"",
+    );
     assert!(
         list.contains("id=\"patients\"") && list.contains("href=\"/ui/patients/uom\""),
         "patient list without the patient: {list}"
@@ -1039,7 +1036,7 @@ fn dashboard_in_chromium(base: &str, db: &str, dir: &Path) {
     flags(&mut c, &profile);
     let o = c
         .arg(format!("--screenshot={}", shot.display()))
-        .arg(&url)
+        .arg(format!("{base}/ui/patients/uom"))
         .output()
         .unwrap();
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
@@ -1177,12 +1174,10 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// Real Chromium logs in as the clinician, opens the patient page, fills in the what-if form
-/// and submits it like a user (button click), then finds the plans' outcomes in the page that
-/// comes back; a screenshot of it is kept under the target directory.
-fn whatif_in_chromium(chrome: &str, base: &str, clin: &str, dir: &Path) {
-    let mut cdp = Cdp::start(chrome, &dir.join("chromium-whatif"));
-    let url = format!("{base}/login?token={clin}&next=/ui/patients/uom");
+/// Open the login form (`GET /login?next=NEXT`) in a new page, type the token and submit it
+/// like a user (tokens never travel in URLs); the page's session id.
+fn login_in_chromium(cdp: &mut Cdp, base: &str, token: &str, next: &str) -> String {
+    let url = format!("{base}/login?next={next}");
     let target = cdp.call(None, "Target.createTarget", json!({"url": url}));
     let target_id = target["targetId"].as_str().unwrap().to_string();
     let attached = cdp.call(
@@ -1191,6 +1186,57 @@ fn whatif_in_chromium(chrome: &str, base: &str, clin: &str, dir: &Path) {
         json!({"targetId": target_id, "flatten": true}),
     );
     let session = attached["sessionId"].as_str().unwrap().to_string();
+    wait_for("the login form", 120, || {
+        let v = cdp.eval(
+            &session,
+            "document.readyState === 'complete' && !!document.querySelector('input[name=token]')",
+        );
+        (v.as_bool() == Some(true)).then_some(())
+    });
+    let submitted = cdp.eval(
+        &session,
+        &format!(
+            "(() => {{ const f = document.querySelector('form[action=\\'/login\\']');\
+              f.querySelector('input[name=token]').value = '{token}';\
+              f.querySelector('button[type=submit]').click(); return true; }})()"
+        ),
+    );
+    assert_eq!(submitted, json!(true));
+    session
+}
+
+/// The DOM of `next` after logging in through the form in Chromium (profile `profile`, whose
+/// cookie later runs reuse), once it contains `ready`.
+fn dom_after_login(
+    chrome: &str,
+    profile: &Path,
+    base: &str,
+    token: &str,
+    next: &str,
+    ready: &str,
+) -> String {
+    let mut cdp = Cdp::start(chrome, profile);
+    let session = login_in_chromium(&mut cdp, base, token, next);
+    let mut last = String::new();
+    let dom = wait_for(
+        &format!("`{ready}` in {next} after logging in"),
+        120,
+        || {
+            let v = cdp.eval(&session, "document.documentElement.outerHTML");
+            last = v.as_str().unwrap_or_default().to_string();
+            last.contains(ready).then(|| last.clone())
+        },
+    );
+    let _ = cdp.call(None, "Browser.close", json!({}));
+    dom
+}
+
+/// Real Chromium logs in as the clinician, opens the patient page, fills in the what-if form
+/// and submits it like a user (button click), then finds the plans' outcomes in the page that
+/// comes back; a screenshot of it is kept under the target directory.
+fn whatif_in_chromium(chrome: &str, base: &str, clin: &str, dir: &Path) {
+    let mut cdp = Cdp::start(chrome, &dir.join("chromium-whatif"));
+    let session = login_in_chromium(&mut cdp, base, clin, "/ui/patients/uom");
     let wait_js = |cdp: &mut Cdp, what: &str, expr: &str| {
         wait_for(what, 120, || {
             let v = cdp.eval(&session, expr);

@@ -3,9 +3,12 @@
 //! * `GET /` — login form (paste a token) or, when logged in, the patient list with the
 //!   latest glucose and risk flags (`LOW RISK` when P(<70) ≥ 0.2 within the forecast horizon,
 //!   `HIGH RISK` when P(>250) ≥ 0.2).
-//! * `GET /login?token=T[&next=/ui/patients/ID]` or `POST /login` (form field `token`) — sets
-//!   the `medtwin_token` cookie (HttpOnly, SameSite=Strict, 12 h) when the token is valid, then
-//!   redirects to `next` when it is a same-site path ([`same_site_path`]), else to `/`.
+//! * `GET /login[?next=/ui/patients/ID]` — the login form (a `token` in the URL is ignored:
+//!   tokens never travel in URLs, where logs and histories keep them).
+//! * `POST /login` (form fields `token`, `next`) — sets the `medtwin_token` cookie (HttpOnly,
+//!   SameSite=Strict, 12 h; `Secure` when [`crate::ServerConfig::secure_cookies`], i.e. served
+//!   behind a TLS proxy) when the token is valid, then redirects to `next` when it is a
+//!   same-site path ([`same_site_path`]), else to `/`.
 //! * `GET /ui/patients/{id}` — CGM history (last 24 h), the forecast cone (50/80/95 % bands
 //!   and median), calibrated parameters, and a what-if form (`POST /ui/patients/{id}/whatif`).
 //!
@@ -94,10 +97,19 @@ fn page(title: &str, body: &str) -> Html<String> {
 }
 
 fn login_page(msg: &str) -> Response {
+    login_form(msg, None)
+}
+
+/// The login form; `next` (a same-site path) travels in a hidden field.
+fn login_form(msg: &str, next: Option<&str>) -> Response {
+    let next = next
+        .filter(|n| same_site_path(n))
+        .map(|n| format!("<input type=\"hidden\" name=\"next\" value=\"{}\">", esc(n)))
+        .unwrap_or_default();
     page(
         "medtwin login",
         &format!(
-            "<p>{}</p><form method=\"post\" action=\"/login\"><label>Token <input name=\"token\" size=\"70\" autocomplete=\"off\"></label> <button type=\"submit\">Log in</button></form>",
+            "<p>{}</p><form method=\"post\" action=\"/login\">{next}<label>Token <input name=\"token\" type=\"password\" size=\"70\" autocomplete=\"off\"></label> <button type=\"submit\">Log in</button></form>",
             esc(msg)
         ),
     )
@@ -154,7 +166,14 @@ pub fn same_site_path(next: &str) -> bool {
     false
 }
 
-/// Query/form of the login.
+/// Query of `GET /login` (any other field, a `token` included, is ignored).
+#[derive(Deserialize)]
+struct LoginQuery {
+    /// Local path to go to after logging in.
+    next: Option<String>,
+}
+
+/// Form of the login.
 #[derive(Deserialize)]
 struct LoginForm {
     token: String,
@@ -173,8 +192,13 @@ async fn login(state: &AppState, token: &str, next: Option<&str>) -> Response {
                 (
                     header::SET_COOKIE,
                     format!(
-                        "{COOKIE}={}; Path=/; Max-Age=43200; HttpOnly; SameSite=Strict",
-                        token.trim()
+                        "{COOKIE}={}; Path=/; Max-Age=43200; HttpOnly; SameSite=Strict{}",
+                        token.trim(),
+                        if state.cfg.secure_cookies {
+                            "; Secure"
+                        } else {
+                            ""
+                        }
                     ),
                 ),
             ],
@@ -188,22 +212,32 @@ async fn login(state: &AppState, token: &str, next: Option<&str>) -> Response {
     }
 }
 
-async fn login_get(State(state): State<AppState>, Query(f): Query<LoginForm>) -> Response {
-    login(&state, &f.token, f.next.as_deref()).await
+async fn login_get(Query(q): Query<LoginQuery>) -> Response {
+    login_form(
+        "Paste a clinician or admin token to log in.",
+        q.next.as_deref(),
+    )
 }
 
 async fn login_post(State(state): State<AppState>, Form(f): Form<LoginForm>) -> Response {
     login(&state, &f.token, f.next.as_deref()).await
 }
 
-async fn logout() -> Response {
+async fn logout(State(state): State<AppState>) -> Response {
     (
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, "/".to_string()),
             (
                 header::SET_COOKIE,
-                format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
+                format!(
+                    "{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
+                    if state.cfg.secure_cookies {
+                        "; Secure"
+                    } else {
+                        ""
+                    }
+                ),
             ),
         ],
     )

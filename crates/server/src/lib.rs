@@ -119,6 +119,9 @@ pub struct ServerConfig {
     pub header_read_timeout_s: f64,
     /// A request (body included) must be answered within this many seconds; else 408.
     pub request_timeout_s: f64,
+    /// The dashboard cookie carries `Secure` (browsers send it over HTTPS only): set when the
+    /// server is reached through a TLS-terminating reverse proxy (`--behind-tls-proxy`).
+    pub secure_cookies: bool,
 }
 
 impl ServerConfig {
@@ -153,6 +156,7 @@ impl ServerConfig {
             client_auth_failures_per_min: 60.0,
             header_read_timeout_s: 10.0,
             request_timeout_s: 60.0,
+            secure_cookies: false,
         }
     }
 }

@@ -286,15 +286,15 @@ fn login_redirects_only_to_same_site_paths() {
     }
     assert_eq!(login("/ui/patients/p1"), "/ui/patients/p1");
     assert_eq!(login("/ui/patients/p%2D1"), "/ui/patients/p-1");
-    // GET /login?token=…&next=… follows the same rule.
+    // GET /login?token=…&next=… shows the form (no login, no redirect, no bad `next`).
     let r = s.call(
         "GET",
         &format!("/login?token={admin}&next=/%09/evil.example"),
         &[],
         None,
     );
-    assert_eq!(r.status, 303);
-    assert_eq!(r.header("location"), Some("/"));
+    assert_eq!(r.status, 200);
+    assert!(!r.body.contains("evil.example"), "{}", r.body);
 }
 
 /// Item c: every dashboard answer carries the browser-hardening headers; JSON answers carry
@@ -325,7 +325,7 @@ fn security_headers_on_every_html_route() {
     let cases: Vec<Case> = vec![
         ("GET", "/", &[], None, 200),
         ("GET", "/", &with_cookie, None, 200),
-        ("GET", "/login", &[], None, 400),
+        ("GET", "/login", &[], None, 200),
         ("POST", "/login", &form, Some("token=wrong"), 401),
         ("POST", "/login", &form, Some(&login_ok), 303),
         ("GET", "/logout", &[], None, 303),
@@ -1075,4 +1075,55 @@ fn differing_values_at_stored_times_are_conflicts() {
         "{d}"
     );
     assert_eq!(count(), 3);
+}
+
+/// Login by form POST only: a token in the URL no longer logs in (200 login form, no cookie);
+/// the form keeps a same-site `next`; the cookie is `Secure` only when the server runs behind a
+/// TLS proxy; an unknown patient's page is a 404.
+#[test]
+fn login_by_form_post_only_and_secure_cookie_behind_tls() {
+    let s = Srv::start("loginpost");
+    let admin = s.token(Role::Admin, &[]);
+    let r = s.call(
+        "GET",
+        &format!("/login?token={admin}&next=/ui/patients/p"),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("set-cookie"), None, "a token in the URL logged in");
+    assert!(r.body.contains("method=\"post\""), "{}", r.body);
+    assert!(
+        r.body.contains("name=\"next\" value=\"/ui/patients/p\""),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains(&admin), "the token is echoed");
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let r = s.call(
+        "POST",
+        "/login",
+        &form,
+        Some(&format!("token={admin}&next=/")),
+    );
+    assert_eq!(r.status, 303);
+    let c = r.header("set-cookie").unwrap().to_string();
+    assert!(c.contains("HttpOnly") && !c.contains("Secure"), "{c}");
+    let cookie = format!("medtwin_token={admin}");
+    let r = s.call(
+        "GET",
+        "/ui/patients/doesnotexist",
+        &[("cookie", &cookie)],
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    let s = Srv::start_with("loginpost-tls", |c| c.secure_cookies = true);
+    let admin = s.token(Role::Admin, &[]);
+    let r = s.call("POST", "/login", &form, Some(&format!("token={admin}")));
+    assert_eq!(r.status, 303);
+    let c = r.header("set-cookie").unwrap().to_string();
+    assert!(c.contains("; Secure") && c.contains("HttpOnly"), "{c}");
+    let r = s.call("GET", "/logout", &[], None);
+    assert!(r.header("set-cookie").unwrap().contains("; Secure"));
 }
