@@ -23,25 +23,49 @@ const KNOWN_TREATMENTS: [&str; 8] = [
     "BG Check",
 ];
 
-/// Read a JSON file that must hold an array.
+/// Read a Nightscout export: a JSON array, one object, or JSON lines (mongoexport: one object
+/// per line).
 fn read_json_array(path: &Path, what: &str) -> Result<Vec<Value>, IoError> {
     let file = path.display().to_string();
     let bytes = read_bytes(path)?;
     let (data, _) = strip_bom(&bytes);
-    let value: Value = serde_json::from_slice(data).map_err(|e| IoError::Parse {
-        file: file.clone(),
-        reason: format!("invalid JSON: {e}"),
-    })?;
-    match value {
-        Value::Array(items) => Ok(items),
-        other => Err(IoError::Parse {
-            file,
-            reason: format!(
-                "expected a JSON array of {what}, found {}",
-                json_type(&other)
-            ),
-        }),
+    nightscout_documents(data, what).map_err(|reason| IoError::Parse { file, reason })
+}
+
+/// The documents of a Nightscout upload or export: a JSON array of objects, one object, or
+/// JSON lines (mongoexport's default: one object per line, blank lines allowed). MongoDB
+/// extended JSON numbers (`{"$numberLong": "…"}`) are read as numbers. Errors name the line
+/// (and column) and what was found.
+pub fn nightscout_documents(data: &[u8], what: &str) -> Result<Vec<Value>, String> {
+    let (data, _) = strip_bom(data);
+    let mut docs = Vec::new();
+    let mut values = 0;
+    let stream = serde_json::Deserializer::from_slice(data).into_iter::<Value>();
+    for (i, v) in stream.enumerate() {
+        values += 1;
+        let v = v.map_err(|e| {
+            format!(
+                "invalid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            )
+        })?;
+        match v {
+            Value::Array(items) if i == 0 => docs.extend(items),
+            Value::Object(_) => docs.push(v),
+            other => {
+                return Err(format!(
+                    "expected a JSON array of {what}, one object, or one object per line (mongoexport); document {} is {}",
+                    i + 1,
+                    json_type(&other)
+                ))
+            }
+        }
     }
+    if values == 0 {
+        return Err(format!("no {what} found"));
+    }
+    Ok(docs)
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -60,6 +84,15 @@ fn number(obj: &Map<String, Value>, key: &str) -> Option<f64> {
     match obj.get(key)? {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse::<f64>().ok(),
+        // MongoDB extended JSON (mongoexport): {"$numberLong": "1600000000000"} and the like.
+        Value::Object(o) => [
+            "$numberLong",
+            "$numberDouble",
+            "$numberInt",
+            "$numberDecimal",
+        ]
+        .iter()
+        .find_map(|k| number(o, k)),
         _ => None,
     }
 }
@@ -79,6 +112,13 @@ fn time_of(obj: &Map<String, Value>, keys: &[&str]) -> Option<Timestamp> {
     keys.iter().find_map(|k| match obj.get(*k)? {
         Value::String(s) => s.trim().parse::<Timestamp>().ok(),
         Value::Number(n) => n.as_f64().and_then(from_millis),
+        // Extended JSON: {"$date": "2020-…Z" | ms | {"$numberLong": "…"}}, {"$numberLong": "…"}.
+        Value::Object(o) => match o.get("$date") {
+            Some(Value::String(s)) => s.trim().parse::<Timestamp>().ok(),
+            Some(Value::Number(n)) => n.as_f64().and_then(from_millis),
+            Some(Value::Object(d)) => number(d, "$numberLong").and_then(from_millis),
+            _ => number(obj, k).and_then(from_millis),
+        },
         _ => None,
     })
 }

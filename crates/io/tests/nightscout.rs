@@ -108,7 +108,8 @@ fn file_level_errors() {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("medtwin-io-ns");
     fs::create_dir_all(&d).unwrap();
     let obj = d.join("object.json");
-    fs::write(&obj, "{\"type\":\"sgv\"}").unwrap();
+    // One object is a one-line mongoexport (accepted); a number is neither.
+    fs::write(&obj, "42").unwrap();
     let bad = d.join("bad.json");
     fs::write(&bad, "[{\"type\":").unwrap();
     let empty = d.join("empty.json");
@@ -130,4 +131,48 @@ fn file_level_errors() {
     ));
     let (record, report) = import_nightscout(&empty, &empty).unwrap();
     assert!(record.entries.is_empty() && report.rejected.is_empty());
+}
+
+/// A mongoexport (one object per line, extended-JSON numbers and dates) imports like the same
+/// documents as JSON arrays; a broken line is named.
+#[test]
+fn mongoexport_json_lines_import_like_arrays() {
+    let dir = std::env::temp_dir().join(format!("medtwin-ns-lines-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let lines = dir.join("entries.json");
+    fs::write(
+        &lines,
+        "{\"_id\":{\"$oid\":\"x\"},\"type\":\"sgv\",\"date\":{\"$numberLong\":\"1700000000000\"},\"sgv\":101}\n\
+         {\"type\":\"sgv\",\"date\":{\"$date\":\"2023-11-14T22:18:20Z\"},\"sgv\":{\"$numberInt\":\"102\"}}\n",
+    )
+    .unwrap();
+    let array = dir.join("entries-array.json");
+    fs::write(
+        &array,
+        "[{\"type\":\"sgv\",\"date\":1700000000000,\"sgv\":101},{\"type\":\"sgv\",\"dateString\":\"2023-11-14T22:18:20Z\",\"sgv\":102}]",
+    )
+    .unwrap();
+    let treatments = dir.join("treatments.json");
+    fs::write(&treatments, "{\"eventType\":\"Meal Bolus\",\"created_at\":\"2023-11-14T22:15:00Z\",\"insulin\":2,\"carbs\":30}\n").unwrap();
+    let (a, ra) = import_nightscout(&lines, &treatments).unwrap();
+    let (b, _) = import_nightscout(&array, &treatments).unwrap();
+    assert!(ra.rejected.is_empty(), "{:?}", ra.rejected);
+    assert_eq!(a.entries.len(), 4, "{:?}", a.entries);
+    let vals = |r: &medtwin_io::Record| -> Vec<(i64, f64)> {
+        r.entries
+            .iter()
+            .map(|e| (e.time.as_millisecond(), e.value))
+            .collect()
+    };
+    assert_eq!(vals(&a), vals(&b));
+    fs::write(
+        &lines,
+        "{\"type\":\"sgv\",\"date\":1700000000000,\"sgv\":101}\n{\"type\": sgv}\n",
+    )
+    .unwrap();
+    match import_nightscout(&lines, &treatments) {
+        Err(IoError::Parse { reason, .. }) => assert!(reason.contains("line 2"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let _ = fs::remove_dir_all(&dir);
 }

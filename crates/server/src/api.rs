@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(post_whatif))
         .routes(routes!(get_twin))
         .routes(routes!(fhir_bundle))
+        .routes(routes!(fhir_observation))
         .routes(routes!(ns_post_entries))
         .routes(routes!(ns_post_treatments))
         .routes(routes!(ns_get_entries))
@@ -753,15 +754,64 @@ fn fhir_entry_responses(
         .collect()
 }
 
-/// Items of a Nightscout upload: a JSON array, or one object.
-fn ns_items(body: &[u8]) -> Result<Vec<Value>, ApiError> {
-    match parse_json::<Value>(body)? {
-        Value::Array(a) => Ok(a),
-        o @ Value::Object(_) => Ok(vec![o]),
-        _ => Err(ApiError::bad(
-            "expected a JSON array of Nightscout documents (or one object)",
-        )),
+/// FHIR R4 create of one `Observation` (as a one-entry transaction, see [`fhir`]): `201` when
+/// stored, `200` for an identical re-send, `409` for a different value at a stored time, `400`
+/// with an `OperationOutcome` (element paths from `Observation`) when invalid.
+#[utoipa::path(post, path = "/fhir/Observation", request_body(content = Object, content_type = "application/fhir+json"),
+    responses((status = 201, description = "stored"), (status = 200, description = "already stored"),
+        (status = 400, description = "OperationOutcome"), (status = 401), (status = 403), (status = 409)))]
+async fn fhir_observation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let resource: Value = match parse_json(&body) {
+        Ok(v) => v,
+        Err(e) => return outcome_response(e.status, &security_issue(&e.reason)),
+    };
+    if resource.get("resourceType").and_then(Value::as_str) != Some("Observation") {
+        let issue = fhir::FhirIssue {
+            expression: "Observation.resourceType".into(),
+            diagnostics: format!(
+                "resourceType is {}, expected `Observation`",
+                resource
+                    .get("resourceType")
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "missing".into())
+            ),
+            code: "invalid",
+        };
+        return outcome_response(StatusCode::BAD_REQUEST, &[issue]);
     }
+    let bundle =
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": resource}]});
+    let r = fhir_bundle(State(state), headers, Bytes::from(bundle.to_string())).await;
+    let status = r.status();
+    let Ok(bytes) = axum::body::to_bytes(r.into_body(), usize::MAX).await else {
+        return ApiError::internal("FHIR answer unreadable").into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes).replace("Bundle.entry[0].resource", "Observation");
+    let (status, text) = if status == StatusCode::OK {
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        let resp = &v["entry"][0]["response"];
+        let code = resp["status"]
+            .as_str()
+            .and_then(|s| s.split(' ').next())
+            .and_then(|c| c.parse::<u16>().ok())
+            .unwrap_or(200);
+        (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
+            resp.to_string(),
+        )
+    } else {
+        (status, text)
+    };
+    (status, [("content-type", "application/fhir+json")], text).into_response()
+}
+
+/// Items of a Nightscout upload: a JSON array, one object, or JSON lines (mongoexport).
+fn ns_items(body: &[u8], what: &str) -> Result<Vec<Value>, ApiError> {
+    medtwin_io::nightscout_documents(body, what).map_err(ApiError::bad)
 }
 
 async fn ns_upload(
@@ -781,7 +831,7 @@ async fn ns_upload(
         Err(r) => return r,
     };
     let r = async {
-        let items = ns_items(&body)?;
+        let items = ns_items(&body, if treatments { "treatments" } else { "entries" })?;
         let empty: [Value; 0] = [];
         let (e, t) = if treatments { (&empty[..], &items[..]) } else { (&items[..], &empty[..]) };
         let (record, report) = medtwin_io::nightscout_from_values(e, t, ("entries", "entries"), ("treatments", "treatments"));

@@ -3,8 +3,8 @@
 //! small serde structures for exactly the elements used; everything else in a resource is
 //! ignored.
 //!
-//! ## Observation (`status` not `entered-in-error`/`cancelled`; `effectiveDateTime` or
-//! `effectiveInstant` with a UTC offset; `valueQuantity` with `system`
+//! ## Observation (`status` not `entered-in-error`/`cancelled`; `effectiveDateTime`,
+//! `effectiveInstant` or `effectivePeriod` (its `start` is the datum's time) with a UTC offset; `valueQuantity` with `system`
 //! `http://unitsofmeasure.org` and a UCUM `code`)
 //!
 //! | LOINC (`code.coding`, system `http://loinc.org`) | meaning | record kind | UCUM unit |
@@ -182,6 +182,7 @@ struct Observation {
     subject: Option<Reference>,
     effective_date_time: Option<String>,
     effective_instant: Option<String>,
+    effective_period: Option<Period>,
     value_quantity: Option<Quantity>,
 }
 
@@ -441,12 +442,18 @@ pub fn parse_bundle_entries(
                         continue;
                     }
                 };
-                let (eff, eff_path) = if o.effective_date_time.is_some() || o.effective_instant.is_none() {
-                    (&o.effective_date_time, "effectiveDateTime")
+                // A period (e.g. a CGM IG summary) counts at its start.
+                let period_start = o.effective_period.as_ref().and_then(|p| p.start.clone());
+                let (eff, eff_path) = if o.effective_date_time.is_some() {
+                    (o.effective_date_time.clone(), "effectiveDateTime")
+                } else if o.effective_instant.is_some() {
+                    (o.effective_instant.clone(), "effectiveInstant")
+                } else if o.effective_period.is_some() {
+                    (period_start, "effectivePeriod.start")
                 } else {
-                    (&o.effective_instant, "effectiveInstant")
+                    (None, "effectiveDateTime")
                 };
-                let time = match parse_time(eff) {
+                let time = match parse_time(&eff) {
                     Ok(t) => t,
                     Err(m) => {
                         issue(&mut issues, format!("{at}.{eff_path}"), "value", m);

@@ -16,8 +16,9 @@
 //! | `GET /patients/{id}/forecast` | admin, clinician | latest forecast: bands, P(<70), P(>250), data time |
 //! | `POST /patients/{id}/whatif` | admin, clinician | compare plans on the twin's posterior |
 //! | `GET /patients/{id}/twin` | admin, clinician | twin status and calibrated parameters |
-//! | `POST /fhir/Bundle` | admin, clinician, device | FHIR R4 transaction (see [`fhir`]) |
-//! | `POST /ns/{id}/api/v1/entries` | admin, clinician, device | Nightscout entries upload |
+//! | `POST /fhir/Bundle` | admin, clinician, device | FHIR R4 transaction or batch (see [`fhir`]) |
+//! | `POST /fhir/Observation` | admin, clinician, device | one FHIR Observation (201 stored, 200 re-sent, 409 conflict) |
+//! | `POST /ns/{id}/api/v1/entries` | admin, clinician, device | Nightscout entries upload (JSON array, object, or JSON lines as mongoexport writes them) |
 //! | `POST /ns/{id}/api/v1/treatments` | admin, clinician, device | Nightscout treatments upload |
 //! | `GET /ns/{id}/api/v1/entries.json?count=N` | admin, clinician | latest N CGM entries (Nightscout JSON) |
 //! | `GET /audit?patient=ID&limit=N` | admin | audit records, newest first |

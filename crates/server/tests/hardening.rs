@@ -1127,3 +1127,91 @@ fn login_by_form_post_only_and_secure_cookie_behind_tls() {
     let r = s.call("GET", "/logout", &[], None);
     assert!(r.header("set-cookie").unwrap().contains("; Secure"));
 }
+
+/// Real exports: Nightscout mongoexport (JSON lines, extended-JSON numbers) and arrays are
+/// both accepted, a broken line is named; a FHIR Observation with `effectivePeriod` is stored
+/// at the period's start; `POST /fhir/Observation` stores one resource (201, 200 on re-send,
+/// 409 for a different value, 400 with `Observation.…` paths).
+#[test]
+fn mongoexport_lines_effective_period_and_single_observation() {
+    let s = Srv::start("exports");
+    let admin = s.token(Role::Admin, &[]);
+    assert_eq!(
+        s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p"})))
+            .status,
+        201
+    );
+    let entries = |n: usize| -> Vec<Value> {
+        s.bearer(
+            "GET",
+            &format!("/ns/p/api/v1/entries.json?count={n}"),
+            &admin,
+            None,
+        )
+        .json()
+        .as_array()
+        .unwrap()
+        .clone()
+    };
+    let (t1, t2, t3) = (ms_minutes_ago(30), ms_minutes_ago(25), ms_minutes_ago(20));
+    let lines = format!(
+        "{{\"_id\":{{\"$oid\":\"a1\"}},\"type\":\"sgv\",\"date\":{{\"$numberLong\":\"{t1}\"}},\"sgv\":101}}\n\n{{\"type\":\"sgv\",\"date\":{t2},\"sgv\":{{\"$numberInt\":\"102\"}}}}\n"
+    );
+    let auth = format!("Bearer {admin}");
+    let h = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let r = s.call("POST", "/ns/p/api/v1/entries", &h, Some(&lines));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["inserted"], 2, "{}", r.body);
+    let arr = json!([{"type": "sgv", "date": t3, "sgv": 103}]).to_string();
+    let r = s.call("POST", "/ns/p/api/v1/entries", &h, Some(&arr));
+    assert_eq!(
+        (r.status, r.json()["inserted"].as_u64()),
+        (200, Some(1)),
+        "{}",
+        r.body
+    );
+    let bad = format!("{{\"type\":\"sgv\",\"date\":{t1},\"sgv\":101}}\n{{\"type\": sgv}}\n");
+    let r = s.call("POST", "/ns/p/api/v1/entries", &h, Some(&bad));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("line 2"), "{}", r.body);
+    assert_eq!(entries(100).len(), 3);
+
+    let start = jiff::Timestamp::from_millisecond(ms_minutes_ago(15)).unwrap();
+    let end = jiff::Timestamp::from_millisecond(ms_minutes_ago(10)).unwrap();
+    let obs = |v: f64| {
+        json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "99504-3"}]},
+            "subject": {"reference": "Patient/p"},
+            "effectivePeriod": {"start": start.to_string(), "end": end.to_string()},
+            "valueQuantity": {"value": v, "system": "http://unitsofmeasure.org", "code": "mg/dL"}})
+    };
+    let r = s.bearer("POST", "/fhir/Observation", &admin, Some(&obs(140.0)));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let newest = &entries(1)[0];
+    assert_eq!(newest["sgv"].as_f64(), Some(140.0), "{newest}");
+    assert_eq!(
+        newest["date"].as_i64(),
+        Some(start.as_millisecond()),
+        "{newest}"
+    );
+    assert_eq!(
+        s.bearer("POST", "/fhir/Observation", &admin, Some(&obs(140.0)))
+            .status,
+        200
+    );
+    let r = s.bearer("POST", "/fhir/Observation", &admin, Some(&obs(150.0)));
+    assert_eq!(r.status, 409, "{}", r.body);
+    let mut broken = obs(140.0);
+    broken["effectivePeriod"] = json!({"start": "yesterday"});
+    let r = s.bearer("POST", "/fhir/Observation", &admin, Some(&broken));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("Observation.effectivePeriod.start"),
+        "{}",
+        r.body
+    );
+    assert_eq!(entries(100).len(), 4);
+}
