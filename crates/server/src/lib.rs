@@ -447,17 +447,44 @@ pub async fn start(
         .await;
         flusher.abort();
         state.guard.flush(&state, true).await;
+        let late = state
+            .live
+            .shutdown(std::time::Duration::from_secs_f64(cfg.request_timeout_s))
+            .await;
+        if late > 0 {
+            eprintln!("medtwin serve: {late} twin updates still running at shutdown (resumed at the next start)");
+        }
         store.close().await;
         Ok(())
     });
     Ok((local, task))
 }
 
-/// Run the server until Ctrl-C (see [`start`]). Prints `medtwin serve: listening on
+/// Run the server until SIGINT (Ctrl-C) or SIGTERM (see [`start`]): then it stops accepting,
+/// finishes the requests in flight and the queued twin updates, and closes the store. Prints `medtwin serve: listening on
 /// http://ADDR` once ready.
 pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     let (local, task) = start(cfg, async {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        eprintln!("medtwin serve: stopping (finishing requests and queued twin updates)");
     })
     .await?;
     println!("medtwin serve: listening on http://{local}");

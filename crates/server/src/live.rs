@@ -92,9 +92,16 @@ pub struct LiveStats {
     pub mean_update_ms: [f64; 3],
 }
 
+/// Handles of spawned tasks.
+type Tasks = Vec<tokio::task::JoinHandle<()>>;
+
 /// The queue and its workers.
 pub struct Live {
     tx: mpsc::Sender<String>,
+    /// Set by [`Live::shutdown`]: workers finish the queue and stop.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Update workers (awaited at shutdown) and background tasks (aborted at shutdown).
+    tasks: Mutex<(Tasks, Tasks)>,
     slots: Mutex<HashMap<String, Slot>>,
     updates: AtomicU64,
     fits: AtomicU64,
@@ -289,6 +296,8 @@ impl Live {
         let (tx, rx) = mpsc::channel::<String>(cfg.queue_capacity.max(1));
         let live = Arc::new(Live {
             tx,
+            stop: tokio::sync::watch::channel(false).0,
+            tasks: Mutex::new((Vec::new(), Vec::new())),
             slots: Mutex::new(HashMap::new()),
             updates: AtomicU64::new(0),
             fits: AtomicU64::new(0),
@@ -319,11 +328,24 @@ impl Live {
         });
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         // Two update tasks per twin thread, so one loads or saves while the other computes.
+        let mut workers = Vec::new();
         for _ in 0..2 * cfg.workers.max(1) {
             let (live, rx, store, cfg) = (live.clone(), rx.clone(), store.clone(), cfg.clone());
-            tokio::spawn(async move {
+            let mut stop = live.stop.subscribe();
+            workers.push(tokio::spawn(async move {
                 loop {
-                    let next = rx.lock().await.recv().await;
+                    // Once stopping: what is queued, then end.
+                    let next = {
+                        let mut r = rx.lock().await;
+                        if *stop.borrow() {
+                            r.try_recv().ok()
+                        } else {
+                            tokio::select! {
+                                v = r.recv() => v,
+                                _ = stop.changed() => r.try_recv().ok(),
+                            }
+                        }
+                    };
                     let Some(pid) = next else { break };
                     live.set(&pid, Slot::Running);
                     if let Err(e) = update_twin(&store, &cfg, &pid, &live).await {
@@ -332,10 +354,10 @@ impl Live {
                     }
                     live.finish(&pid);
                 }
-            });
+            }));
         }
         let (l3, s3, c3) = (live.clone(), store.clone(), cfg.clone());
-        tokio::spawn(async move {
+        let idle = tokio::spawn(async move {
             // Idle time: forecasts the workers skipped while patients were waiting.
             loop {
                 tokio::time::sleep(Duration::from_secs(IDLE_FORECAST_S)).await;
@@ -353,7 +375,7 @@ impl Live {
             }
         });
         let (l2, s2) = (live.clone(), store);
-        tokio::spawn(async move {
+        let sweeper = tokio::spawn(async move {
             loop {
                 match s2.patients_behind().await {
                     Ok(ps) => {
@@ -366,7 +388,34 @@ impl Live {
                 tokio::time::sleep(Duration::from_secs(SWEEP_S)).await;
             }
         });
+        if let Ok(mut t) = live.tasks.lock() {
+            *t = (workers, vec![idle, sweeper]);
+        }
         live
+    }
+
+    /// Stop cleanly before the store closes: stop the sweeper and idle forecasts, let the
+    /// workers finish the twins queued (new data no longer queue any), and wait for them, at
+    /// most `drain` (twins left behind are resumed at the next start: they are behind their
+    /// data). Returns the number of workers that did not finish in time.
+    pub async fn shutdown(&self, drain: Duration) -> usize {
+        let _ = self.stop.send(true);
+        let (workers, background) = match self.tasks.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => return 0,
+        };
+        for b in background {
+            b.abort();
+            let _ = b.await;
+        }
+        let deadline = tokio::time::Instant::now() + drain;
+        let mut late = 0;
+        for w in workers {
+            if tokio::time::timeout_at(deadline, w).await.is_err() {
+                late += 1;
+            }
+        }
+        late
     }
 
     fn set(&self, pid: &str, s: Slot) {
@@ -389,6 +438,9 @@ impl Live {
     /// its twin for an update (coalesced; see module docs). A patient still inside its first
     /// calibration window is not queued.
     pub fn notify(&self, pid: &str, newest_cgm_ms: Option<i64>) {
+        if *self.stop.borrow() {
+            return;
+        }
         if let (Some(t), Ok(w)) = (newest_cgm_ms, self.waiting.lock()) {
             let window_ms = (TwinSettings::default().calibration_window_min - 1.0) * 60_000.0;
             if w.get(pid)
