@@ -415,6 +415,13 @@ fn band_row(t_min: f64, b: &medtwin_infer::Bands) -> String {
     )
 }
 
+/// Per-horizon scores in order of minutes (the map's keys are strings: "120" sorts before "30").
+fn by_minutes<T>(m: &std::collections::BTreeMap<String, T>) -> Vec<(&String, &T)> {
+    let mut v: Vec<(&String, &T)> = m.iter().collect();
+    v.sort_by_key(|(h, _)| h.parse::<u32>().unwrap_or(u32::MAX));
+    v
+}
+
 /// Whether a positional model/record argument is an SBML model (generic twin).
 fn is_sbml(path: &Path) -> bool {
     path.extension()
@@ -747,7 +754,7 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
                 p.finish_and_clear();
             }
             write_json(&out, &r)?;
-            for (h, s) in &r.horizons {
+            for (h, s) in by_minutes(&r.horizons) {
                 println!(
                     "h={h:>3} min: RMSE {:.1} (persistence {:.1}, ratio {:.3}), MAE {:.1}, coverage80 {:.3}, coverage95 {:.3}, width80 {:.1}, n {}",
                     s.rmse_mg_dl,
@@ -847,7 +854,7 @@ fn report(
         .map_err(|e| CliError::failure(e.to_string()))?;
     write_json(&out.join("metrics.json"), &result.backtest)?;
     write_json(&out.join("twin.json"), &result.twin)?;
-    for (h, s) in &result.backtest.horizons {
+    for (h, s) in by_minutes(&result.backtest.horizons) {
         println!(
             "h={h:>3} min: RMSE {:.1} mg/dL (persistence {:.1}), coverage80 {:.2}, coverage95 {:.2}, n {}",
             s.rmse_mg_dl, s.persistence_rmse_mg_dl, s.coverage_80, s.coverage_95, s.n

@@ -446,7 +446,7 @@ fn backtest_writes_metrics_json() {
             "--origin-every",
             "120",
             "--horizons",
-            "30,60",
+            "30,60,120",
             "--particles",
             "100",
             "--future-inputs",
@@ -477,6 +477,12 @@ fn backtest_writes_metrics_json() {
         assert!((0.0..=1.0).contains(&c80) && c95 >= c80);
     }
     assert_eq!(v["future_inputs"], "blind");
+    let printed = String::from_utf8_lossy(&o.stdout);
+    let at = |h: &str| printed.find(h);
+    assert!(
+        at("h= 30").is_some() && at("h= 30") < at("h= 60") && at("h= 60") < at("h=120"),
+        "horizons printed in order of minutes: {printed}"
+    );
     // replay validation: the same keys, told the recorded future inputs
     let m2 = d.join("replay.json");
     let o = backtest("recorded", &m2);
