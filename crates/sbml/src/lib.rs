@@ -25,7 +25,8 @@
 //! ## Refused
 //! Parameters, species and (L3) compartments whose initial value nothing sets (no value
 //! attribute, initial assignment, assignment rule or algebraic rule) are refused with
-//! [`SbmlError::Invalid`] naming every such id (as libRoadRunner refuses unset parameters).
+//! [`SbmlError::Invalid`] naming every such id (as libRoadRunner refuses unset parameters);
+//! [`load_sbml_with_values`] gives them values.
 //!
 //! As [`SbmlError::Unsupported`], naming the element and its id:
 //! Level 1, required packages other than `comp`, elements of other packages inside `comp`
@@ -105,24 +106,53 @@ pub enum SbmlError {
 /// Errors: [`SbmlError::Io`], [`SbmlError::Xml`], [`SbmlError::Invalid`],
 /// [`SbmlError::Unsupported`].
 pub fn load_sbml(path: impl AsRef<Path>) -> Result<SbmlModel, SbmlError> {
+    load_sbml_with_values(path, &[])
+}
+
+/// [`load_sbml`] with values given for some ids before the model is checked and compiled:
+/// each `(id, value)` replaces the `value` of a global parameter, the `size` of a compartment
+/// or the initial value of a species (in the unit of its symbol: a concentration unless
+/// `hasOnlySubstanceUnits` or in a 0-D compartment), as if the document said so. This is how a
+/// model whose file leaves values unset (refused by [`load_sbml`] with their ids, as
+/// libRoadRunner refuses them) is made loadable; `medtwin sbml simulate --set ID=VALUE` uses it.
+///
+/// Errors: those of [`load_sbml`], and [`SbmlError::Options`] for a non-finite value, an id
+/// that is no compartment, species or global parameter, or an id whose initial value an
+/// initial assignment, assignment rule or algebraic rule determines.
+pub fn load_sbml_with_values(
+    path: impl AsRef<Path>,
+    values: &[(String, f64)],
+) -> Result<SbmlModel, SbmlError> {
     let p = path.as_ref();
     let text =
         std::fs::read_to_string(p).map_err(|e| SbmlError::Io(format!("{}: {e}", p.display())))?;
-    parse_in(&text, p.parent())
+    parse_in(&text, p.parent(), values)
 }
 
 /// Compile SBML given as text; see [`load_sbml`]. Documents using the `comp` package are
 /// flattened first (external model definitions need [`load_sbml`], which knows the directory).
 pub fn parse_sbml(text: &str) -> Result<SbmlModel, SbmlError> {
-    parse_in(text, None)
+    parse_in(text, None, &[])
 }
 
-fn parse_in(text: &str, dir: Option<&Path>) -> Result<SbmlModel, SbmlError> {
+/// [`parse_sbml`] with values given for some ids; see [`load_sbml_with_values`].
+pub fn parse_sbml_with_values(
+    text: &str,
+    values: &[(String, f64)],
+) -> Result<SbmlModel, SbmlError> {
+    parse_in(text, None, values)
+}
+
+fn parse_in(
+    text: &str,
+    dir: Option<&Path>,
+    values: &[(String, f64)],
+) -> Result<SbmlModel, SbmlError> {
     if comp::uses_comp(text) {
         let flat = comp::flatten(text, dir)?;
-        return model::build(&flat, 0.0);
+        return model::build(&flat, 0.0, values);
     }
-    model::build(text, 0.0)
+    model::build(text, 0.0, values)
 }
 
 /// Flatten a document that uses the `comp` package into core SBML text (submodels instantiated
@@ -670,6 +700,60 @@ mod tests {
         let m = parse_sbml(&doc(&all)).unwrap();
         let t = simulate(&m, &SimulateOptions::default()).unwrap();
         assert_eq!(t.rows[0][1], 2.0);
+    }
+
+    #[test]
+    fn given_values_make_unset_ids_loadable() {
+        let doc = r#"<sbml xmlns="http://www.sbml.org/sbml/level3/version2/core" level="3" version="2">
+  <model id="m"><listOfCompartments><compartment id="c" spatialDimensions="3" constant="true"/></listOfCompartments>
+  <listOfSpecies><species id="s" compartment="c" hasOnlySubstanceUnits="false" boundaryCondition="false" constant="false"/>
+    <species id="a" compartment="c" initialAmount="1" hasOnlySubstanceUnits="true" boundaryCondition="false" constant="false"/>
+  </listOfSpecies>
+  <listOfParameters><parameter id="k" constant="true"/><parameter id="r" constant="true"/>
+    <parameter id="set" value="2" constant="true"/></listOfParameters>
+  <listOfInitialAssignments><initialAssignment symbol="r"><math xmlns="http://www.w3.org/1998/Math/MathML"><ci>set</ci></math></initialAssignment></listOfInitialAssignments>
+  <listOfRules><rateRule variable="s"><math xmlns="http://www.w3.org/1998/Math/MathML"><ci>k</ci></math></rateRule></listOfRules>
+  </model></sbml>"#;
+        let v = |pairs: &[(&str, f64)]| -> Vec<(String, f64)> {
+            pairs.iter().map(|(k, x)| (k.to_string(), *x)).collect()
+        };
+        // Still refused naming what is left unset.
+        match parse_sbml_with_values(doc, &v(&[("c", 2.0), ("s", 3.0)])) {
+            Err(SbmlError::Invalid(msg)) => {
+                assert!(msg.contains("parameter 'k'"), "{msg}");
+                assert!(!msg.contains("'c'") && !msg.contains("'s'"), "{msg}");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        // All given: s is a concentration 3 in c = 2 (amount 6) rising at k = 0.5 per unit time;
+        // the given value of a set one (a) replaces it.
+        let m = parse_sbml_with_values(doc, &v(&[("c", 2.0), ("s", 3.0), ("k", 0.5), ("a", 7.0)]))
+            .unwrap();
+        let opts = SimulateOptions {
+            end: 2.0,
+            steps: 2,
+            vars: Some(vec!["s".into(), "a".into(), "c".into()]),
+            amount: vec!["s".into()],
+            ..Default::default()
+        };
+        let t = simulate(&m, &opts).unwrap();
+        assert_eq!(t.rows[0][1..], [6.0, 7.0, 2.0]);
+        assert!(
+            (t.rows[2][1] - 2.0 * (3.0 + 0.5 * 2.0)).abs() < 1e-9,
+            "{:?}",
+            t.rows
+        );
+        // Unknown ids, ids an initial assignment sets, and non-finite values are refused.
+        for (pairs, what) in [
+            (v(&[("nope", 1.0)]), "'nope'"),
+            (v(&[("r", 1.0)]), "initial assignment"),
+            (v(&[("k", f64::NAN)]), "finite"),
+        ] {
+            match parse_sbml_with_values(doc, &pairs) {
+                Err(SbmlError::Options(msg)) => assert!(msg.contains(what), "{msg}"),
+                other => panic!("{pairs:?}: expected Options, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -503,8 +503,20 @@ fn add(
 }
 
 /// Parse SBML text into a compiled model. `init_time` is the time at which initial assignments
-/// are evaluated (the simulation start).
-pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> {
+/// are evaluated (the simulation start). `values` replace the value attributes of the
+/// compartments, species (in the unit of their symbol) and parameters they name, before values
+/// nothing sets are refused (see [`crate::load_sbml_with_values`]).
+pub(crate) fn build(
+    text: &str,
+    init_time: f64,
+    values: &[(String, f64)],
+) -> Result<SbmlModel, SbmlError> {
+    let given: HashMap<&str, f64> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    if let Some((id, v)) = values.iter().find(|(_, v)| !v.is_finite()) {
+        return Err(SbmlError::Options(format!(
+            "value of '{id}' must be finite, got {v}"
+        )));
+    }
     let opt = roxmltree::ParsingOptions {
         allow_dtd: true,
         ..Default::default()
@@ -598,7 +610,11 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         let e = El { n: c };
         let id = e.s("id").unwrap_or_default();
         let dims = e.f("spatialDimensions")?.unwrap_or(3.0);
-        let size = e.f("size")?.or(e.f("volume")?);
+        let size = given
+            .get(id.as_str())
+            .copied()
+            .or(e.f("size")?)
+            .or(e.f("volume")?);
         let unset = size.is_none() && dims != 0.0 && l3;
         let size = size.unwrap_or(if dims == 0.0 || !l3 { 1.0 } else { f64::NAN });
         let constant = e.b("constant").unwrap_or(true);
@@ -646,7 +662,11 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         )?;
         slots[i].comp = Some(cs);
         slots[i].amount_units = hosu;
-        let (amount, conc) = (e.f("initialAmount")?, e.f("initialConcentration")?);
+        let (amount, conc) = match given.get(id.as_str()) {
+            Some(&v) if hosu => (Some(v), None),
+            Some(&v) => (None, Some(v)),
+            None => (e.f("initialAmount")?, e.f("initialConcentration")?),
+        };
         if amount.is_none() && conc.is_none() {
             no_value.push(i);
         }
@@ -662,7 +682,10 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
     for p in list(model, &ns, "listOfParameters", "parameter") {
         let e = El { n: p };
         let id = e.s("id").unwrap_or_default();
-        let v = e.f("value")?;
+        let v = match given.get(id.as_str()) {
+            Some(&v) => Some(v),
+            None => e.f("value")?,
+        };
         let constant = e.b("constant").unwrap_or(true);
         let i = add(
             &mut slots,
@@ -1237,6 +1260,27 @@ pub(crate) fn build(text: &str, init_time: f64) -> Result<SbmlModel, SbmlError> 
         alg_res.extend(residuals);
     }
     let alg_set: HashSet<usize> = alg_vars.iter().copied().collect();
+    // Given values: only for declared compartments, species and parameters, and not for ids
+    // whose initial value an initial assignment or a rule determines (it would be overwritten).
+    for (id, _) in values {
+        let sl = ids.get(id.as_str()).copied().filter(|&sl| {
+            matches!(
+                slots[sl].kind,
+                Kind::Compartment | Kind::Species | Kind::Parameter
+            )
+        });
+        let Some(sl) = sl else {
+            return Err(SbmlError::Options(format!(
+                "cannot set '{id}': no such compartment, species or global parameter"
+            )));
+        };
+        if init_assign.contains_key(&sl) || assign_rules.contains_key(&sl) || alg_set.contains(&sl)
+        {
+            return Err(SbmlError::Options(format!(
+                "cannot set '{id}': an initial assignment or rule determines its value"
+            )));
+        }
+    }
     // A value that nothing defines (no attribute, initial assignment, assignment rule or
     // algebraic rule; a rate rule or an event needs a starting value) is refused, naming every
     // such id, as libRoadRunner refuses unset parameters (instead of simulating NaN).

@@ -213,3 +213,79 @@ fn max_step_catches_every_stimulus_pulse() {
         ));
     }
 }
+
+/// The unrepaired Luo–Rudy 1991 conversion (`MODEL0479527919.xml`, as BioModels serves it)
+/// leaves the gates' copies of the membrane voltage and of time without a value: refused at
+/// load naming every such id (libRoadRunner refuses it too), never simulated as NaN. Given
+/// values (as `medtwin sbml simulate --set ID=VALUE` gives them: −84.5 mV, 0 ms), it loads and
+/// agrees with libRoadRunner given the same values (`REF_MODEL0479527919_set.csv`; the gates
+/// then sit at a constant voltage, so neither tool shows an action potential: the repaired
+/// `_connected` copy above is the model to pace).
+#[test]
+fn unset_values_are_refused_by_id_and_can_be_given() {
+    let path = data().join("MODEL0479527919.xml");
+    let unset: Vec<String> = [
+        "fast_sodium_current_m_gate",
+        "fast_sodium_current_h_gate",
+        "fast_sodium_current_j_gate",
+        "slow_inward_current_d_gate",
+        "slow_inward_current_f_gate",
+        "time_dependent_potassium_current_X_gate",
+        "time_dependent_potassium_current_Xi_gate",
+    ]
+    .iter()
+    .flat_map(|g| [format!("V_{g}"), format!("time_{g}")])
+    .chain(["V_time_independent_potassium_current_K1_gate".to_string()])
+    .collect();
+    match load_sbml(&path) {
+        Err(medtwin_sbml::SbmlError::Invalid(msg)) => {
+            for id in &unset {
+                assert!(
+                    msg.contains(&format!("parameter '{id}'")),
+                    "{id} not named: {msg}"
+                );
+            }
+            assert_eq!(msg.matches("parameter '").count(), unset.len(), "{msg}");
+        }
+        other => panic!("expected the unset values to be refused, got {other:?}"),
+    }
+    let values: Vec<(String, f64)> = unset
+        .iter()
+        .map(|id| {
+            (
+                id.clone(),
+                if id.starts_with("time_") { 0.0 } else { -84.5 },
+            )
+        })
+        .collect();
+    // One missing is still refused, naming just that one.
+    match medtwin_sbml::load_sbml_with_values(&path, &values[1..]) {
+        Err(medtwin_sbml::SbmlError::Invalid(msg)) => {
+            assert!(msg.ends_with(&format!("parameter '{}'", unset[0])), "{msg}")
+        }
+        other => panic!("expected one refused value, got {other:?}"),
+    }
+    let m = medtwin_sbml::load_sbml_with_values(&path, &values).unwrap();
+    let (_, reference) = read_ref("MODEL0479527919_set");
+    let opts = SimulateOptions {
+        end: 1200.0,
+        steps: 1200,
+        vars: Some(vec!["V_membrane".into()]),
+        max_step: Some(0.1),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ours = simulate_with_deadline(&m, &opts, deadline).unwrap();
+    let col: Vec<f64> = reference.iter().map(|r| r[1]).collect();
+    let range =
+        col.iter().cloned().fold(f64::MIN, f64::max) - col.iter().cloned().fold(f64::MAX, f64::min);
+    let err = ours
+        .rows
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a[1] - b[1]).abs() / range)
+        .fold(0.0, f64::max);
+    eprintln!("Luo-Rudy 1991 with given values: largest error {err:.3e} of range ({range:.2} mV) against libRoadRunner");
+    assert_eq!(ours.rows.len(), reference.len());
+    assert!(err <= 1e-3, "error {err:.3e} of range");
+}

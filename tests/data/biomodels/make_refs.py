@@ -7,6 +7,7 @@ as medtwin's `sbml simulate` reports them by default) and prints the settings us
 
     pip install libroadrunner && python3 make_refs.py
 """
+import re
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -33,6 +34,50 @@ MODELS = {
 # Pulse-paced cardiac cell models (repaired copies, see PROVENANCE.md): V_membrane, 0..2500 ms,
 # 251 points, CVODE with a 0.1 ms maximum step (the stimulus pulses last 1-2 ms).
 CARDIAC = ["MODEL0479527919_connected", "MODEL0393108880_connected"]
+
+
+# The unrepaired Luo-Rudy 1991 conversion leaves 15 parameters without a value (libRoadRunner
+# and medtwin refuse it); the reference gives them values as `medtwin sbml simulate --set`
+# does: every gate voltage copy V_*_gate the resting voltage -84.5 mV, every time_*_gate 0.
+# The gates then stay at their resting voltage (no action potential in either tool).
+UNSET = "MODEL0479527919"
+UNSET_V = -84.5
+
+
+def unset_values(text):
+    """{id: value} for the parameters of the unrepaired file that have no value."""
+    ruled = set(re.findall(r'(?:variable|symbol)="([^"]+)"', text))
+    out = {}
+    for tag in re.findall(r"<parameter [^>]*>", text):
+        pid = re.search(r' id="([^"]+)"', tag).group(1)
+        if " value=" not in tag and pid not in ruled:
+            out[pid] = 0.0 if pid.startswith("time_") else UNSET_V
+    return out
+
+
+def unset(name):
+    text = (HERE / f"{name}.xml").read_text()
+    values = unset_values(text)
+
+    def give(m):
+        tag = m.group(0)
+        pid = re.search(r' id="([^"]+)"', tag).group(1)
+        if pid not in values:
+            return tag
+        return tag.replace("<parameter ", f'<parameter value="{values[pid]!r}" ', 1)
+
+    text = re.sub(r"<parameter [^>]*>", give, text)
+    r = roadrunner.RoadRunner(text)
+    r.integrator.relative_tolerance = RTOL
+    r.integrator.absolute_tolerance = ATOL
+    r.integrator.maximum_time_step = 0.1
+    r.integrator.maximum_num_steps = 1_000_000
+    a = np.array(r.simulate(0.0, 1200.0, 1201, ["time", "V_membrane"]))
+    with open(HERE / f"REF_{name}_set.csv", "w") as f:
+        f.write("time,V_membrane\n")
+        for row in a:
+            f.write(",".join(f"{v:.12g}" for v in row) + "\n")
+    print(f"{name} with {len(values)} unset values given: 0..1200 ms every 1 ms, maximum step 0.1 ms")
 
 
 def species_columns(path):
@@ -68,7 +113,10 @@ def cardiac(name):
 
 def main(names):
     print(f"libroadrunner {roadrunner.__version__}, CVODE rtol {RTOL}, atol {ATOL}, {POINTS} points")
-    for name in names or list(MODELS) + CARDIAC:
+    for name in names or list(MODELS) + CARDIAC + [UNSET]:
+        if name == UNSET:
+            unset(name)
+            continue
         if name in CARDIAC:
             cardiac(name)
             continue
