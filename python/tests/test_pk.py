@@ -1,0 +1,117 @@
+"""medtwin.pk: NCA against an independent numpy reference, FOCE-I against R nlme (README)."""
+
+import math
+
+import pyarrow as pa
+import pytest
+
+import medtwin
+
+
+@pytest.fixture(scope="module")
+def theoph(data_dir):
+    return medtwin.pk.import_r("theoph", data_dir / "pk" / "Theoph.csv")
+
+
+def test_nca_theoph_subject_1_matches_numpy_reference(theoph):
+    """Expected values: tests/data/pk/nca_reference.py (textbook definitions in numpy)."""
+    t = medtwin.pk.nca(theoph)
+    assert t.num_rows == 12
+    r = t.to_pylist()[0]
+    assert r["id"] == "1" and r["error"] is None
+    assert (r["cmax"], r["tmax_h"], r["clast"], r["tlast_h"]) == (10.5, 1.12, 3.28, 24.37)
+    assert r["n_lambda_z"] == 3 and r["lambda_z_first_h"] == 9.05
+    expected = {
+        "auc_last": 147.234748537,
+        "aumc_last": 1499.12908516,
+        "lambda_z_per_h": 0.0484569969658,
+        "r2_adj": 0.99999945935,
+        "t_half_h": 14.3043775711,
+        "auc_inf": 214.923631575,
+        "aumc_inf": 4545.59280107,
+        "auc_pct_extrapolated": 31.4943882821,
+        "cl_f_l_per_h": 0.0187043182294,
+        "vz_f_l": 0.385998295408,
+    }
+    for k, v in expected.items():
+        assert r[k] == pytest.approx(v, rel=1e-9), k
+    assert r["c0"] is None
+    assert t.schema.metadata[b"amount"] == b"mg/kg"
+
+
+def test_nca_analytic_iv_bolus():
+    """IV bolus, C = 10 exp(-0.2 t): AUCinf = C0/k exactly (log-down trapezoids are exact)."""
+    lines = ["ID,TIME,AMT,EVID,DV", "1,0,100,1,."]
+    for tt in [0.5, 1, 2, 4, 6, 8, 12, 24]:
+        lines.append(f"1,{tt},.,0,{10 * math.exp(-0.2 * tt)}")
+    r = medtwin.pk.nca("\n".join(lines) + "\n", route="iv-bolus").to_pylist()[0]
+    assert r["error"] is None, r["error"]
+    assert r["c0"] == pytest.approx(10.0, rel=1e-12)
+    assert r["lambda_z_per_h"] == pytest.approx(0.2, rel=1e-12)
+    assert r["auc_inf"] == pytest.approx(10 / 0.2, rel=1e-12)
+    assert r["cl_f_l_per_h"] == pytest.approx(100 / 50, rel=1e-12)
+
+
+def test_nca_table_inputs_agree(theoph, tmp_path):
+    import pyarrow.csv as pacsv
+    import io
+
+    a = medtwin.pk.nca(theoph)
+    p = tmp_path / "theoph.csv"
+    p.write_text(theoph)
+    b = medtwin.pk.nca(p)
+    # a pyarrow.Table of the same data (no units comment: the defaults mg, mg/L)
+    body = "\n".join(l for l in theoph.splitlines() if not l.startswith("#")) + "\n"
+    tbl = pacsv.read_csv(io.BytesIO(body.encode()))
+    c = medtwin.pk.nca(tbl)
+    for x in (b, c):
+        assert x.column("auc_inf").to_pylist() == a.column("auc_inf").to_pylist()
+
+
+def test_nca_refuses_multiple_doses_per_subject(data_dir):
+    pheno = medtwin.pk.import_r("phenobarb", data_dir / "pk" / "Phenobarb.csv")
+    t = medtwin.pk.nca(pheno, route="iv-bolus")
+    assert t.num_rows == 59
+    r = t.to_pylist()[0]
+    assert r["auc_inf"] is None and r["error"].startswith("subject `1`: ")
+
+
+def test_bad_tables_raise_input_error():
+    with pytest.raises(medtwin.InputError, match="DV"):
+        medtwin.pk.nca("ID,TIME\n1,0\n")
+    with pytest.raises(medtwin.InputError, match="<string>:3"):
+        medtwin.pk.nca("ID,TIME,AMT,EVID,DV\n1,0,100,1,.\n1,abc,.,0,3\n")
+    with pytest.raises(medtwin.InputError, match="route"):
+        medtwin.pk.nca("ID,TIME,DV\n1,0,1\n", route="nasal")
+    with pytest.raises(TypeError):
+        medtwin.pk.nca(3.5)
+
+
+def test_population_fit_theophylline_vs_nlme(theoph):
+    """README: nlme logLik -177.02; medtwin's FOCE-I maximum -176.992; lKe -2.4656, lKa 0.4822,
+    lCl -3.2304 (nlme -2.4547, 0.4657, -3.2272)."""
+    f = medtwin.pk.fit(theoph, "1cpt-oral", parameters=["KE", "KA", "CL"], iiv=["KA", "CL"])
+    assert f.converged
+    assert f.log_likelihood == pytest.approx(-176.992, abs=0.01)
+    assert f.log_likelihood >= -177.022 - 1e-6
+    lt = f.log_theta
+    assert lt["KE"] == pytest.approx(-2.4656, abs=2e-3)
+    assert lt["KA"] == pytest.approx(0.4822, abs=2e-3)
+    assert lt["CL"] == pytest.approx(-3.2304, abs=2e-3)
+    assert f.iiv == ["KA", "CL"] and len(f.omega) == 2 and f.omega[0][1] == 0.0
+    pred = f.predictions()
+    assert pred.num_rows == 132  # 12 subjects x 11 levels
+    assert set(pred.column_names) == {"id", "time_h", "dv", "pred", "ipred", "iwres", "cwres"}
+    ind = f.individual_parameters()
+    assert ind.num_rows == 12 and "CL" in ind.column_names
+    assert f.ofv == pytest.approx(-2 * f.log_likelihood, rel=1e-9)
+    assert '"log_likelihood"' in f.to_json()
+
+
+def test_fit_spec_errors(theoph):
+    with pytest.raises(medtwin.InputError, match="model"):
+        medtwin.pk.fit(theoph, "7cpt")
+    with pytest.raises(medtwin.InputError, match="error"):
+        medtwin.pk.fit(theoph, error="cubic")
+    with pytest.raises(medtwin.InputError):
+        medtwin.pk.fit(theoph, covariates=["CL~NOPE"])
