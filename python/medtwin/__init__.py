@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Tuple, Union
+from typing import TYPE_CHECKING, Any, Mapping, Tuple, Union, overload
+
+if TYPE_CHECKING:  # pyarrow is imported lazily at run time (import medtwin stays fast)
+    import pyarrow as pa
+    from typing import Literal
 
 from . import _native
 from ._native import (
@@ -68,6 +72,10 @@ def _scenario_source(scenario: ScenarioLike) -> Tuple[str, str, str]:
     )
 
 
+@overload
+def simulate(scenario: ScenarioLike, *, summary: "Literal[False]" = ...) -> "pa.Table": ...
+@overload
+def simulate(scenario: ScenarioLike, *, summary: "Literal[True]") -> "Tuple[pa.Table, pa.Table]": ...
 def simulate(scenario: ScenarioLike, *, summary: bool = False) -> Any:
     """Simulate a type 1 diabetes scenario exactly as ``medtwin simulate`` does.
 
@@ -132,7 +140,7 @@ def simulate(scenario: ScenarioLike, *, summary: bool = False) -> Any:
     return traj
 
 
-def _summary_table(s: Mapping[str, Any]) -> Any:
+def _summary_table(s: Mapping[str, Any]) -> "pa.Table":
     import pyarrow as pa
 
     d = dict(s)
@@ -140,7 +148,7 @@ def _summary_table(s: Mapping[str, Any]) -> Any:
     return pa.table(d)
 
 
-def simulate_summary(scenario: ScenarioLike) -> Any:
+def simulate_summary(scenario: ScenarioLike) -> "pa.Table":
     """Only the per-patient summary of :func:`simulate` (the CLI's ``--no-trajectory --summary``):
     a ``pyarrow.Table`` with one row per patient; nothing per minute is kept, so memory stays
     small for long or large runs."""
@@ -149,7 +157,7 @@ def simulate_summary(scenario: ScenarioLike) -> Any:
     return _summary_table(out["summary"])
 
 
-def patients() -> Any:
+def patients() -> "pa.Table":
     """The 30 bundled virtual patients (simglucose 0.2.11) as a ``pyarrow.Table``: ``patient``,
     ``age_years``, ``body_weight_kg``, ``basal_glucose_mg_dl``, ``carb_ratio_g_per_u``,
     ``correction_factor_mg_dl_per_u``, ``basal_u_per_h``, ``total_daily_insulin_u``."""

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _native
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["nca", "fit", "import_r", "read_table", "PopulationFit", "NCA_COLUMNS"]
 
@@ -73,7 +76,7 @@ def import_r(kind: str, path: Union[str, "os.PathLike[str]"]) -> str:
     return _native.pk_import_r(kind, os.fspath(path))
 
 
-def nca(data: TableLike, route: str = "extravascular", *, infusion_h: Optional[float] = None) -> Any:
+def nca(data: TableLike, route: str = "extravascular", *, infusion_h: Optional[float] = None) -> "pa.Table":
     """Non-compartmental analysis of every subject with a single dose (``medtwin pk nca``).
 
     AUC by linear-up/log-down trapezoids, λz by the best adjusted R² over the last ≥ 3 points
@@ -134,21 +137,21 @@ class PopulationFit:
     @property
     def ofv(self) -> float:
         """Objective function value, −2 log-likelihood."""
-        return self.raw["ofv"]
+        return float(self.raw["ofv"])
 
     @property
     def log_likelihood(self) -> float:
         """FOCE-I log-likelihood at the estimates."""
-        return self.raw["log_likelihood"]
+        return float(self.raw["log_likelihood"])
 
     @property
     def converged(self) -> bool:
-        return self.raw["converged"]
+        return bool(self.raw["converged"])
 
     @property
     def wall_s(self) -> float:
         """Wall time of the fit, s."""
-        return self.raw["wall_s"]
+        return float(self.raw["wall_s"])
 
     @property
     def parameters(self) -> List[str]:
@@ -182,12 +185,12 @@ class PopulationFit:
     @property
     def sigma_add(self) -> float:
         """Additive residual SD (concentration unit); 0 when not in the model."""
-        return self.raw["estimates"]["sigma_add"]
+        return float(self.raw["estimates"]["sigma_add"])
 
     @property
     def sigma_prop(self) -> float:
         """Proportional residual SD (fraction); 0 when not in the model."""
-        return self.raw["estimates"]["sigma_prop"]
+        return float(self.raw["estimates"]["sigma_prop"])
 
     @property
     def standard_errors(self) -> Optional[Dict[str, Tuple[float, float]]]:
@@ -196,7 +199,7 @@ class PopulationFit:
         se = self.raw.get("standard_errors")
         return None if se is None else {n: (e, s) for n, e, s in se}
 
-    def predictions(self) -> Any:
+    def predictions(self) -> "pa.Table":
         """Per-observation diagnostics as a ``pyarrow.Table``: ``id``, ``time_h``, ``dv``,
         ``pred`` (η = 0), ``ipred`` (η̂), ``iwres``, ``cwres``."""
         import pyarrow as pa
@@ -209,7 +212,7 @@ class PopulationFit:
                 cols[k].extend(ind[k])
         return pa.table(cols)
 
-    def individual_parameters(self) -> Any:
+    def individual_parameters(self) -> "pa.Table":
         """Each subject's parameters at η̂ (natural scale) as a ``pyarrow.Table``: ``id`` then one
         column per parameter."""
         import pyarrow as pa

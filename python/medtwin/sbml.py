@@ -10,9 +10,12 @@ Times are in the model's own time unit (SBML ``timeUnits``; the engine does not 
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import _native
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 from ._native import InputError
 
 __all__ = ["load", "Model"]
@@ -23,7 +26,7 @@ class Model:
 
     Values set with :meth:`set` apply to this object only (use :meth:`copy` to branch)."""
 
-    def __init__(self, native: Any, source: str) -> None:
+    def __init__(self, native: _native.NativeSbmlModel, source: str) -> None:
         self._m = native
         self.source = source
 
@@ -83,7 +86,7 @@ class Model:
         atol: Optional[float] = None,
         method: str = "auto",
         max_step: Optional[float] = None,
-    ) -> Any:
+    ) -> "pa.Table":
         """Simulate a time course.
 
         Parameters
