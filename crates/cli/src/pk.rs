@@ -1,5 +1,6 @@
 //! `medtwin pk …`: pharmacokinetic data, population fits, TDM twins and dose recommendation.
-//! Thin: every command calls into `medtwin-pk`.
+//! Thin: every command calls into `medtwin-pk` (data, models, population fits) or
+//! `medtwin-twin-core`'s `pk` module (TDM twins, backtest, recommendation).
 
 use crate::error::{io_fail, CliError};
 use clap::{Args, Subcommand};
@@ -7,8 +8,9 @@ use medtwin_pk::data::{import_r_dataset, read_event_table, write_event_table, Da
 use medtwin_pk::model::PkModel;
 use medtwin_pk::nca::{nca_dataset, Route};
 use medtwin_pk::pop::{fit, vpc, CovariateEffect, ErrorModel, FitOptions, PopFit, PopModel};
-use medtwin_pk::tdm::{
-    backtest, recommend, recommend_with_interval, Regimen, Target, TdmTwin, STANDARD_INTERVALS_H,
+use medtwin_twin_core::pk::{
+    backtest, recommend, recommend_with_interval, Regimen, Target, TdmError, TdmTwin,
+    STANDARD_INTERVALS_H,
 };
 use std::path::{Path, PathBuf};
 
@@ -113,7 +115,8 @@ pub enum PkCmd {
         #[arg(long)]
         forecasts: Option<PathBuf>,
     },
-    /// Individualise a patient's TDM twin (MAP with the population as prior).
+    /// Individualise a patient's TDM twin through the generic twin layer (posterior with the
+    /// population as prior); the JSON is a twin-core twin.
     Twin {
         /// Population fit JSON (from `pk fit`).
         pop: PathBuf,
@@ -271,7 +274,10 @@ pub fn pk(cmd: PkCmd) -> Result<(), CliError> {
             let params = twin
                 .map_parameters()
                 .map_err(|e| CliError::failure(e.to_string()))?;
-            write_json(&out, &twin)?;
+            let json = twin
+                .to_json()
+                .map_err(|e| CliError::failure(e.to_string()))?;
+            std::fs::write(&out, json).map_err(|e| io_fail(&out, e))?;
             println!(
                 "twin of {id} from {} levels: MAP {}",
                 s.observations.len(),
@@ -386,7 +392,9 @@ fn fit_cmd(
 }
 
 fn recommend_cmd(a: RecommendArgs) -> Result<(), CliError> {
-    let twin: TdmTwin = read_json(&a.twin)?;
+    let text = std::fs::read_to_string(&a.twin).map_err(|e| io_fail(&a.twin, e))?;
+    let twin = TdmTwin::from_json(&text, &a.twin.display().to_string())
+        .map_err(|e| CliError::input(e.to_string()))?;
     let target = match a.target.as_str() {
         "trough" => Target::Trough(a.value),
         "auc" => Target::Auc(a.value),
@@ -397,8 +405,8 @@ fn recommend_cmd(a: RecommendArgs) -> Result<(), CliError> {
             )))
         }
     };
-    let map_err = |e: medtwin_pk::tdm::TdmError| match e {
-        medtwin_pk::tdm::TdmError::Refused(_) => CliError::failure(e.to_string()),
+    let map_err = |e: TdmError| match e {
+        TdmError::Refused(_) => CliError::failure(e.to_string()),
         _ => CliError::input(e.to_string()),
     };
     let r = match a.interval {
@@ -408,7 +416,7 @@ fn recommend_cmd(a: RecommendArgs) -> Result<(), CliError> {
                 cmt: a.cmt,
                 infusion_h: a.infusion_h,
             };
-            recommend(&twin, target, reg, a.toxic, a.max_risk, a.round, 2000, 1).map_err(map_err)?
+            recommend(&twin, target, reg, a.toxic, a.max_risk, a.round).map_err(map_err)?
         }
         None => {
             let (best, tried) = recommend_with_interval(
@@ -420,8 +428,6 @@ fn recommend_cmd(a: RecommendArgs) -> Result<(), CliError> {
                 a.toxic,
                 a.max_risk,
                 a.round,
-                2000,
-                1,
             );
             if !a.json {
                 for (tau, r) in &tried {

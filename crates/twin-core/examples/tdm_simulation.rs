@@ -2,20 +2,23 @@
 //! from a population fitted to real data, two levels, MAP twin, recommended dose, true
 //! steady-state trough within ±20 % of the target?
 //!
-//! `cargo run --release -p medtwin-pk --example tdm_simulation`
+//! The twin is the generic twin-core posterior ([`medtwin_twin_core::pk::TdmTwin`]); the
+//! recommendation reads its weighted posterior samples.
+//!
+//! `cargo run --release -p medtwin-twin-core --example tdm_simulation`
 
 use medtwin_pk::data::{import_phenobarb, import_theoph, Dataset, Observation, Subject};
 use medtwin_pk::model::PkModel;
 use medtwin_pk::pop::{fit, individual_params, FitOptions, PopFit, PopModel};
-use medtwin_pk::tdm::{recommend, Regimen, Target, TdmTwin};
 use medtwin_pk::Dose;
+use medtwin_twin_core::pk::{recommend, Regimen, Target, TdmTwin};
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use std::path::PathBuf;
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../tests/data/pk")
+        .join("../../tests/data/pk")
         .join(name)
 }
 
@@ -73,21 +76,23 @@ fn study(
                 .concentration(&p, &[ss], reg.interval_h)
                 .unwrap()
         };
-        let twin = TdmTwin::new(&pop.model, &pop.estimates, &s).unwrap();
-        let rec = recommend(&twin, Target::Trough(target), reg, None, 1.0, 0.0, 100, 3).unwrap();
+        let twin = TdmTwin::with_samples(&pop.model, &pop.estimates, &s, 100, 3).unwrap();
+        let rec = recommend(&twin, Target::Trough(target), reg, None, 1.0, 0.0).unwrap();
         if (trough_of(rec.dose) / target - 1.0).abs() <= 0.2 {
             hits += 1;
         }
-        let prior = TdmTwin::new(
+        let prior = TdmTwin::with_samples(
             &pop.model,
             &pop.estimates,
             &Subject {
                 observations: vec![],
                 ..s.clone()
             },
+            10,
+            3,
         )
         .unwrap();
-        let rec0 = recommend(&prior, Target::Trough(target), reg, None, 1.0, 0.0, 10, 3).unwrap();
+        let rec0 = recommend(&prior, Target::Trough(target), reg, None, 1.0, 0.0).unwrap();
         if (trough_of(rec0.dose) / target - 1.0).abs() <= 0.2 {
             hits_pop += 1;
         }

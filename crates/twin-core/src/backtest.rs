@@ -60,9 +60,12 @@ struct Acc {
 
 impl Acc {
     fn add(&mut self, noise: Noise, y: f64, b: &medtwin_infer::Bands) {
-        let tr = |v: f64| match noise {
-            Noise::LogNormal { .. } => v.max(Noise::LOG_FLOOR).ln(),
-            Noise::Normal { .. } => v,
+        let tr = |v: f64| {
+            if noise.is_log() {
+                v.max(Noise::LOG_FLOOR).ln()
+            } else {
+                v
+            }
         };
         self.n += 1;
         self.se += (tr(y) - tr(b.median)).powi(2);

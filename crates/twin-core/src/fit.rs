@@ -122,6 +122,8 @@ pub(crate) struct Problem<'a> {
     pub spec: &'a CalibrationSpec,
     pub history: &'a Plan,
     pub design: Design,
+    /// Cholesky factor of the joint Gaussian prior, when the spec has one.
+    pub prior_chol: Option<Vec<f64>>,
 }
 
 impl Problem<'_> {
@@ -144,12 +146,7 @@ impl Problem<'_> {
     }
 
     fn log_prior(&self, z: &[f64]) -> f64 {
-        self.spec
-            .estimate
-            .iter()
-            .zip(z)
-            .map(|(e, &zi)| e.log_prior(zi))
-            .sum()
+        self.spec.log_prior(z, self.prior_chol.as_deref())
     }
 
     /// Log-likelihood of the measurements at `z`; −∞ when the simulation fails.
@@ -345,6 +342,7 @@ pub fn posterior(
         spec,
         history,
         design: Design::new(spec, data)?,
+        prior_chol: spec.correlation_factor()?,
     };
     let ids: Vec<String> = spec.estimate.iter().map(|e| e.id.clone()).collect();
     if ids.is_empty() {

@@ -14,6 +14,9 @@
 //! * [`twin`]: the lifecycle — [`Twin::fit`], [`Twin::update`], [`Twin::forecast`],
 //!   [`Twin::whatif`], save/load in a versioned format.
 //! * [`backtest`]: rolling-origin validation on held-out data.
+//! * [`pk`]: the pharmacokinetic adapter — a patient's closed-form PK model as a
+//!   [`TwinModel`] with the population fit as prior, and the therapeutic-drug-monitoring (TDM)
+//!   twin, holdout backtest and dose recommendation built on it.
 //! * [`sepsis`]: the worked example — the Reynolds 2006 acute-inflammation twin.
 //!
 //! Times are in the model's time unit ([`TwinModel::time_unit`]), from the model's start.
@@ -24,6 +27,7 @@ pub mod backtest;
 pub mod data;
 pub mod fit;
 pub mod model;
+pub mod pk;
 pub mod sepsis;
 pub mod spec;
 pub mod twin;

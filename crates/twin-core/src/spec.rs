@@ -162,7 +162,8 @@ impl Estimated {
     }
 }
 
-/// Measurement noise of one observable (PEtab `noiseDistribution` with `observableTransformation`).
+/// Measurement noise of one observable (PEtab `noiseDistribution` with `observableTransformation`,
+/// plus the pharmacometric combined error model).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "distribution", rename_all = "kebab-case")]
 pub enum Noise {
@@ -176,21 +177,74 @@ pub enum Noise {
         /// Standard deviation of ln y.
         sigma: f64,
     },
+    /// y ~ Normal(m, σ_add² + σ_prop² m²): the additive, proportional (`sigma_add` = 0) or
+    /// combined residual error of population PK (NONMEM `Y = F + F·ε₁ + ε₂`; Beal & Sheiner,
+    /// NONMEM Users Guide). The variance is floored at 1e-300, so a proportional-only model
+    /// with a zero prediction gives a vanishing (not undefined) likelihood to a non-zero level.
+    Combined {
+        /// Additive SD, observable's unit (≥ 0).
+        sigma_add: f64,
+        /// Proportional SD, fraction of the model value (≥ 0).
+        sigma_prop: f64,
+    },
 }
 
 impl Noise {
-    /// This noise with σ replaced (a measurement's own `noiseParameters`).
+    /// This noise with σ replaced (a measurement's own `noiseParameters`). For
+    /// [`Noise::Combined`] the measurement's σ is its whole SD: the result is `Normal { σ }`.
     pub fn with_sigma(self, sigma: f64) -> Noise {
         match self {
-            Noise::Normal { .. } => Noise::Normal { sigma },
+            Noise::Normal { .. } | Noise::Combined { .. } => Noise::Normal { sigma },
             Noise::LogNormal { .. } => Noise::LogNormal { sigma },
         }
     }
 
-    /// σ of this noise model.
+    /// σ of this noise model (for [`Noise::Combined`], the additive σ).
     pub fn sigma(self) -> f64 {
         match self {
             Noise::Normal { sigma } | Noise::LogNormal { sigma } => sigma,
+            Noise::Combined { sigma_add, .. } => sigma_add,
+        }
+    }
+
+    /// SD of a measurement on the scale the noise is Gaussian on (the observable's unit;
+    /// log scale for log-normal) given model value `m`.
+    pub fn sd_at(self, m: f64) -> f64 {
+        match self {
+            Noise::Normal { sigma } | Noise::LogNormal { sigma } => sigma,
+            Noise::Combined {
+                sigma_add,
+                sigma_prop,
+            } => (sigma_add * sigma_add + sigma_prop * sigma_prop * m * m)
+                .max(1e-300)
+                .sqrt(),
+        }
+    }
+
+    /// Check the parameters: σ > 0 and finite; for [`Noise::Combined`] both σ ≥ 0, finite, and
+    /// not both 0. Errors name the fault.
+    pub fn check(self) -> Result<(), String> {
+        match self {
+            Noise::Normal { sigma } | Noise::LogNormal { sigma } => {
+                if sigma > 0.0 && sigma.is_finite() {
+                    Ok(())
+                } else {
+                    Err(format!("noise sigma must be > 0, got {sigma}"))
+                }
+            }
+            Noise::Combined {
+                sigma_add,
+                sigma_prop,
+            } => {
+                let ok = |s: f64| s >= 0.0 && s.is_finite();
+                if ok(sigma_add) && ok(sigma_prop) && sigma_add + sigma_prop > 0.0 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "combined noise needs sigma_add, sigma_prop >= 0 and not both 0, got {sigma_add}, {sigma_prop}"
+                    ))
+                }
+            }
         }
     }
 
@@ -198,14 +252,20 @@ impl Noise {
     /// cleared pathogen predicts "below detection", not −∞).
     pub const LOG_FLOOR: f64 = 1e-9;
 
+    /// Whether scores (RMSE) of this observable are computed on the log scale.
+    pub fn is_log(self) -> bool {
+        matches!(self, Noise::LogNormal { .. })
+    }
+
     /// Log density of measurement `y` given model value `m` (PEtab's definition, normalising
     /// constants included).
     pub fn log_density(self, y: f64, m: f64) -> f64 {
         let ln2pi = (2.0 * std::f64::consts::PI).ln();
         match self {
-            Noise::Normal { sigma } => {
-                let u = (y - m) / sigma;
-                -0.5 * u * u - sigma.ln() - 0.5 * ln2pi
+            Noise::Normal { .. } | Noise::Combined { .. } => {
+                let sd = self.sd_at(m);
+                let u = (y - m) / sd;
+                -0.5 * u * u - sd.ln() - 0.5 * ln2pi
             }
             Noise::LogNormal { sigma } => {
                 if y <= 0.0 {
@@ -220,7 +280,7 @@ impl Noise {
     /// A draw of a measurement given model value `m` and a standard normal draw `e`.
     pub fn draw(self, m: f64, e: f64) -> f64 {
         match self {
-            Noise::Normal { sigma } => m + sigma * e,
+            Noise::Normal { .. } | Noise::Combined { .. } => m + self.sd_at(m) * e,
             Noise::LogNormal { sigma } => m.max(Self::LOG_FLOOR) * (sigma * e).exp(),
         }
     }
@@ -330,6 +390,15 @@ pub struct CalibrationSpec {
     /// Seed of every random draw (samples, predictive noise).
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Correlation of the estimated parameters' priors on the estimation scale: row-major
+    /// `n × n` in the order of `estimate` (symmetric, unit diagonal, positive definite). With
+    /// it the joint prior is the multivariate normal `z ~ N(μ, D R D)` on the estimation scale
+    /// (`z = ln θ` for log-normal priors), where `μ` and `D = diag(sd)` are the marginal priors'
+    /// centres and SDs — e.g. a population PK prior `ln θ ~ N(ln θ_typical, Ω)` with
+    /// `R_ij = Ω_ij / √(Ω_ii Ω_jj)`. Every estimated prior must then be log-normal or normal
+    /// (Gaussian on the estimation scale); bounds still truncate. `None`: independent priors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_correlation: Option<Vec<f64>>,
 }
 
 impl Default for CalibrationSpec {
@@ -341,6 +410,7 @@ impl Default for CalibrationSpec {
             outcomes: None,
             samples: default_samples(),
             seed: default_seed(),
+            prior_correlation: None,
         }
     }
 }
@@ -378,13 +448,9 @@ impl CalibrationSpec {
                     o.id
                 )));
             }
-            let s = o.noise.sigma();
-            if !(s > 0.0 && s.is_finite()) {
-                return Err(TwinError::Spec(format!(
-                    "observable '{}': noise sigma must be > 0, got {s}",
-                    o.id
-                )));
-            }
+            o.noise
+                .check()
+                .map_err(|e| TwinError::Spec(format!("observable '{}': {e}", o.id)))?;
         }
         if let Some(out) = &self.outcomes {
             for id in out.observables() {
@@ -398,7 +464,101 @@ impl CalibrationSpec {
         if self.samples < 2 {
             return Err(TwinError::Spec("samples must be at least 2".into()));
         }
+        self.correlation_factor()?;
         Ok(())
+    }
+
+    /// Lower Cholesky factor of the prior covariance `D R D` on the estimation scale (row-major
+    /// `n × n`), `None` without [`CalibrationSpec::prior_correlation`].
+    ///
+    /// Errors: [`TwinError::Spec`] when the matrix is not `n × n`, not symmetric, has a
+    /// diagonal other than 1, is not positive definite, or a prior is not Gaussian on the
+    /// estimation scale.
+    pub fn correlation_factor(&self) -> Result<Option<Vec<f64>>, TwinError> {
+        let Some(r) = &self.prior_correlation else {
+            return Ok(None);
+        };
+        let n = self.estimate.len();
+        let bad = |m: String| Err(TwinError::Spec(format!("prior_correlation: {m}")));
+        if r.len() != n * n {
+            return bad(format!(
+                "{} entries for {n} estimated parameters (needs {})",
+                r.len(),
+                n * n
+            ));
+        }
+        for i in 0..n {
+            if (r[i * n + i] - 1.0).abs() > 1e-12 {
+                return bad(format!(
+                    "diagonal entry {} is {}, not 1",
+                    i + 1,
+                    r[i * n + i]
+                ));
+            }
+            for j in 0..i {
+                let (a, b) = (r[i * n + j], r[j * n + i]);
+                if !(a.is_finite() && (a - b).abs() <= 1e-12 && a.abs() < 1.0) {
+                    return bad(format!(
+                        "entries ({},{}) = {a} and ({},{}) = {b} must be equal and in (-1, 1)",
+                        i + 1,
+                        j + 1,
+                        j + 1,
+                        i + 1
+                    ));
+                }
+            }
+        }
+        if let Some(e) = self
+            .estimate
+            .iter()
+            .find(|e| matches!(e.prior, Prior::Uniform { .. }))
+        {
+            return bad(format!(
+                "parameter '{}' has a uniform prior; a joint Gaussian prior needs log-normal or normal marginals",
+                e.id
+            ));
+        }
+        let sd: Vec<f64> = self
+            .estimate
+            .iter()
+            .map(|e| e.prior_center_sd().1)
+            .collect();
+        let cov: Vec<f64> = (0..n * n).map(|k| sd[k / n] * r[k] * sd[k % n]).collect();
+        match medtwin_infer::optim::cholesky(&cov, n) {
+            Some(l) => Ok(Some(l)),
+            None => bad("not positive definite".into()),
+        }
+    }
+
+    /// Log prior density of the estimation-scale point `z` (Jacobians of the scale included;
+    /// −∞ outside any bound): the sum of the marginal priors, or the multivariate normal of
+    /// [`CalibrationSpec::prior_correlation`] when set (`l` its Cholesky factor from
+    /// [`CalibrationSpec::correlation_factor`]).
+    pub fn log_prior(&self, z: &[f64], l: Option<&[f64]>) -> f64 {
+        let marginal: f64 = self
+            .estimate
+            .iter()
+            .zip(z)
+            .map(|(e, &zi)| e.log_prior(zi))
+            .sum();
+        let Some(l) = l else {
+            return marginal;
+        };
+        if marginal == f64::NEG_INFINITY {
+            return marginal;
+        }
+        let n = z.len();
+        let mut y = vec![0.0; n];
+        let mut logdet = 0.0;
+        for i in 0..n {
+            let c = self.estimate[i].prior_center_sd().0;
+            let s: f64 = (0..i).map(|k| l[i * n + k] * y[k]).sum();
+            y[i] = (z[i] - c - s) / l[i * n + i];
+            logdet += l[i * n + i].ln();
+        }
+        -0.5 * y.iter().map(|v| v * v).sum::<f64>()
+            - logdet
+            - 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln()
     }
 
     /// The noise model of observable `id`.

@@ -71,6 +71,9 @@ pub enum ModelSource {
         /// Time unit of the model.
         time_unit: String,
     },
+    /// A closed-form linear PK model with the patient's dose records and nominal parameters
+    /// ([`crate::pk::PkTwinModel`], hours).
+    Pk(crate::pk::PkTwinModel),
 }
 
 /// A calibrated twin of one patient: the model, its calibration spec, the patient's dosing
@@ -103,6 +106,10 @@ fn model_of(source: &ModelSource) -> Result<Box<dyn TwinModel>, TwinError> {
     match source {
         ModelSource::Sbml { text, time_unit } => {
             Ok(Box::new(SbmlTwinModel::from_sbml(text, time_unit)?))
+        }
+        ModelSource::Pk(m) => {
+            m.check()?;
+            Ok(Box::new(m.clone()))
         }
     }
 }
@@ -169,6 +176,38 @@ impl Twin {
     /// The twin's model.
     pub fn model(&self) -> &dyn TwinModel {
         self.model.as_ref()
+    }
+
+    /// How the twin's model is stored (what [`Twin::to_json`] saves).
+    pub fn source(&self) -> &ModelSource {
+        &self.source
+    }
+
+    /// Model values at the MAP: the spec's fixed values then the MAP of each estimated
+    /// parameter (natural scale), `(id, value)`.
+    pub fn map_values(&self) -> Vec<(String, f64)> {
+        let mut v = self.spec.fixed.clone();
+        v.extend(
+            self.posterior
+                .ids
+                .iter()
+                .cloned()
+                .zip(self.posterior.map.iter().copied()),
+        );
+        v
+    }
+
+    /// The spec's observables simulated with the MAP values ([`Twin::map_values`]) at `times`
+    /// (sorted, ≥ 0) under the history plus `plan`, `[time][observable]` (no measurement
+    /// noise).
+    ///
+    /// Errors: [`TwinError::Model`] from the simulation.
+    pub fn simulate_map(&self, plan: &Plan, times: &[f64]) -> Result<Vec<Vec<f64>>, TwinError> {
+        let values = self.map_values();
+        let v: Vec<(&str, f64)> = values.iter().map(|(id, x)| (id.as_str(), *x)).collect();
+        let obs: Vec<String> = self.spec.observables.iter().map(|o| o.id.clone()).collect();
+        self.model
+            .simulate(&v, &self.history.merged(plan), times, &obs)
     }
 
     /// Parameter summaries of the posterior.

@@ -1,18 +1,19 @@
-//! Therapeutic drug monitoring on real data (Phenobarb, Grasela & Donn 1985) and a simulation
-//! study of the dose recommendation.
+//! Therapeutic drug monitoring through the generic twin layer, on real data (Theoph; Phenobarb,
+//! Grasela & Donn 1985): equivalence with the FOCE-I conditional mode, intervals narrowing as
+//! levels accrue, the holdout-last backtest and a simulation study of the dose recommendation.
 
 use medtwin_pk::data::{import_phenobarb, import_theoph, Observation, Subject};
 use medtwin_pk::model::PkModel;
 use medtwin_pk::pop::{fit, individual_params, FitOptions, PopModel};
-use medtwin_pk::tdm::{backtest, recommend, Regimen, Target, TdmTwin};
 use medtwin_pk::Dose;
+use medtwin_twin_core::pk::{backtest, recommend, Regimen, Target, TdmTwin};
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use std::path::PathBuf;
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../tests/data/pk")
+        .join("../../tests/data/pk")
         .join(name)
 }
 
@@ -106,14 +107,14 @@ fn recommended_dose_reaches_target_trough_in_simulated_patients() {
             };
             pop.model.pk.concentration(&p_true, &[ss], 12.0).unwrap()
         };
-        let twin = TdmTwin::new(&pop.model, &pop.estimates, &s).unwrap();
-        let rec = recommend(&twin, Target::Trough(target), reg, None, 1.0, 0.0, 200, 3).unwrap();
+        let twin = TdmTwin::with_samples(&pop.model, &pop.estimates, &s, 200, 3).unwrap();
+        let rec = recommend(&twin, Target::Trough(target), reg, None, 1.0, 0.0).unwrap();
         if (true_trough(rec.dose) / target - 1.0).abs() <= 0.2 {
             hits += 1;
         }
         s.observations.clear();
-        let prior = TdmTwin::new(&pop.model, &pop.estimates, &s).unwrap();
-        let rec0 = recommend(&prior, Target::Trough(target), reg, None, 1.0, 0.0, 10, 3).unwrap();
+        let prior = TdmTwin::with_samples(&pop.model, &pop.estimates, &s, 10, 3).unwrap();
+        let rec0 = recommend(&prior, Target::Trough(target), reg, None, 1.0, 0.0).unwrap();
         if (true_trough(rec0.dose) / target - 1.0).abs() <= 0.2 {
             hits_population += 1;
         }
@@ -130,26 +131,174 @@ fn recommended_dose_reaches_target_trough_in_simulated_patients() {
 #[test]
 fn recommendation_refused_when_peak_would_be_toxic() {
     let (ds, pop) = theoph_population();
-    let twin = TdmTwin::new(&pop.model, &pop.estimates, &ds.subjects[0]).unwrap();
+    let twin = TdmTwin::with_samples(&pop.model, &pop.estimates, &ds.subjects[0], 300, 1).unwrap();
     let reg = Regimen {
         interval_h: 12.0,
         cmt: 1,
         infusion_h: 0.0,
     };
-    let ok = recommend(
-        &twin,
-        Target::Trough(8.0),
-        reg,
-        Some(40.0),
-        0.1,
-        0.0,
-        300,
-        1,
-    )
-    .unwrap();
+    let ok = recommend(&twin, Target::Trough(8.0), reg, Some(40.0), 0.1, 0.0).unwrap();
     assert!(ok.map_cmax > ok.map_trough && ok.p_toxic.unwrap() <= 0.1);
-    let err = recommend(&twin, Target::Trough(8.0), reg, Some(9.0), 0.1, 0.0, 300, 1)
+    let err = recommend(&twin, Target::Trough(8.0), reg, Some(9.0), 0.1, 0.0)
         .unwrap_err()
         .to_string();
     assert!(err.contains("P(Cmax,ss > 9)"), "{err}");
+}
+
+/// Log posterior (unnormalised, the generic layer's definition) of a TDM twin's problem at the
+/// estimated parameters `values` (natural scale, in the posterior's order).
+fn log_post_at(twin: &TdmTwin, values: &[f64]) -> f64 {
+    let t = twin.twin();
+    let spec = &t.spec;
+    let z: Vec<f64> = values.iter().map(|v| v.ln()).collect();
+    let l = spec.correlation_factor().unwrap();
+    let named: Vec<(&str, f64)> = t
+        .posterior
+        .ids
+        .iter()
+        .map(String::as_str)
+        .zip(values.iter().copied())
+        .collect();
+    let times: Vec<f64> = t.data.iter().map(|m| m.time).collect();
+    let sim = t
+        .model()
+        .simulate(&named, &t.history, &times, &["C".to_string()])
+        .unwrap();
+    let noise = spec.observables[0].noise;
+    spec.log_prior(&z, l.as_deref())
+        + t.data
+            .iter()
+            .zip(&sim)
+            .map(|(m, row)| noise.log_density(m.value, row[0]))
+            .sum::<f64>()
+}
+
+/// Over the subjects of `ds`: the largest relative difference between the twin's MAP
+/// parameters and FOCE-I's conditional-mode parameters (the previous `medtwin_pk::tdm` MAP
+/// called that same conditional-mode routine), and the largest amount by which the log
+/// posterior at FOCE-I's point exceeds the one at the twin's MAP.
+fn map_differences(ds: &medtwin_pk::data::Dataset, pop: &medtwin_pk::pop::PopFit) -> (f64, f64) {
+    let (mut worst, mut lp_gain) = (0.0_f64, f64::NEG_INFINITY);
+    for (s, ind) in ds.subjects.iter().zip(&pop.individuals) {
+        assert_eq!(s.id, ind.id);
+        let twin = TdmTwin::with_samples(&pop.model, &pop.estimates, s, 50, 1).unwrap();
+        for ((n, v), (n0, v0)) in twin.map_parameters().unwrap().iter().zip(&ind.parameters) {
+            assert_eq!(n, n0);
+            worst = worst.max(((v - v0) / v0).abs());
+        }
+        let foce: Vec<f64> = twin
+            .posterior()
+            .ids
+            .iter()
+            .map(|id| ind.parameters.iter().find(|(n, _)| n == id).unwrap().1)
+            .collect();
+        let lp_twin = log_post_at(&twin, &twin.posterior().map);
+        assert!((lp_twin - twin.posterior().log_post_map).abs() < 1e-9);
+        lp_gain = lp_gain.max(log_post_at(&twin, &foce) - lp_twin);
+    }
+    (worst, lp_gain)
+}
+
+/// The generic layer's MAP (BFGS + Nelder–Mead on −log posterior) equals the FOCE-I conditional
+/// mode η̂ (damped Gauss–Newton on the same objective) for every Theoph subject, diagonal Ω.
+#[test]
+fn twin_core_map_equals_foce_conditional_mode_theoph() {
+    let (ds, pop) = theoph_population();
+    let (worst, lp_gain) = map_differences(&ds, &pop);
+    eprintln!("diagonal Ω: max relative MAP difference {worst:.2e}, log posterior higher at FOCE's point by at most {lp_gain:.2e}");
+    assert!(worst < 1e-5, "{worst}");
+    assert!(lp_gain < 1e-9, "{lp_gain}");
+}
+
+/// The same with a full Ω: the prior is the correlated multivariate normal on the log scale
+/// (`prior_correlation`), and the MAP still equals FOCE-I's conditional mode.
+#[test]
+fn twin_core_map_equals_foce_conditional_mode_full_omega() {
+    let ds = import_theoph(&data("Theoph.csv")).unwrap();
+    let mut m = PopModel::new(PkModel::parse("1cpt-oral").unwrap());
+    m.parameters = vec!["KE".into(), "KA".into(), "CL".into()];
+    m.iiv = vec!["KA".into(), "CL".into()];
+    m.full_omega = true;
+    let opts = FitOptions {
+        standard_errors: false,
+        ..FitOptions::default()
+    };
+    let pop = fit(&ds, &m, &opts).unwrap();
+    let om = &pop.estimates.omega;
+    let corr = om[1] / (om[0] * om[3]).sqrt();
+    eprintln!("fitted correlation of η_KA, η_CL: {corr:.3}");
+    assert!(corr.abs() > 1e-3);
+    let twin = TdmTwin::with_samples(&pop.model, &pop.estimates, &ds.subjects[0], 50, 1).unwrap();
+    let r = twin.twin().spec.prior_correlation.clone().unwrap();
+    assert!((r[1] - corr).abs() < 1e-12 && (r[2] - corr).abs() < 1e-12);
+    let (worst, lp_gain) = map_differences(&ds, &pop);
+    eprintln!("full Ω: max relative MAP difference {worst:.2e}, log posterior higher at FOCE's point by at most {lp_gain:.2e}");
+    assert!(worst < 1e-5, "{worst}");
+    assert!(lp_gain < 1e-9, "{lp_gain}");
+}
+
+/// Prediction intervals of a future level narrow as a patient's levels accrue: Theoph subject 1
+/// continued on the same dose every 12 h from 24 h, the 80 % interval of a measured level at
+/// the 96 h trough (clearance-driven) from 0 (population prior), 4, 7 and all 11 levels.
+#[test]
+fn prediction_interval_narrows_as_levels_accrue() {
+    let (ds, pop) = theoph_population();
+    let full = &ds.subjects[0];
+    let amount = full.doses[0].amount;
+    let plan = medtwin_twin_core::Plan {
+        doses: (2..8)
+            .map(|k| medtwin_twin_core::Dose {
+                time: 12.0 * k as f64,
+                target: "depot".into(),
+                amount,
+            })
+            .collect(),
+    };
+    let n_all = full.observations.len();
+    let mut widths = Vec::new();
+    for n in [0, 4, 7, n_all] {
+        let s = Subject {
+            observations: full.observations[..n].to_vec(),
+            ..full.clone()
+        };
+        let twin = TdmTwin::with_samples(&pop.model, &pop.estimates, &s, 1000, 5).unwrap();
+        let p = twin.predict_levels(&plan, &[96.0]).unwrap()[0];
+        eprintln!(
+            "{n} levels: MAP {:.3}, 80 % [{:.3}, {:.3}], 95 % [{:.3}, {:.3}], ESS {:.0}",
+            p.map,
+            p.pi80[0],
+            p.pi80[1],
+            p.pi95[0],
+            p.pi95[1],
+            twin.posterior().ess
+        );
+        widths.push(p.pi80[1] - p.pi80[0]);
+    }
+    eprintln!("80 % interval width at the 96 h trough after 0/4/7/{n_all} levels: {widths:?}");
+    for w in widths.windows(2) {
+        assert!(w[1] < w[0], "{widths:?}");
+    }
+}
+
+/// A saved TDM twin is a generic twin-core twin: it loads through both entry points and
+/// forecasts identically.
+#[test]
+fn tdm_twin_saves_in_the_generic_format() {
+    let (ds, pop) = theoph_population();
+    let twin = TdmTwin::with_samples(&pop.model, &pop.estimates, &ds.subjects[2], 200, 1).unwrap();
+    let json = twin.to_json().unwrap();
+    let back = TdmTwin::from_json(&json, "twin.json").unwrap();
+    let generic = medtwin_twin_core::Twin::from_json(&json, "twin.json").unwrap();
+    let plan = medtwin_twin_core::Plan::default();
+    let times = [30.0, 36.0];
+    let a = twin.predict_levels(&plan, &times).unwrap();
+    assert_eq!(a, back.predict_levels(&plan, &times).unwrap());
+    let g = generic.forecast(&plan, &times).unwrap();
+    assert_eq!(g.observables[0].bands[1].median, a[1].median);
+    // An SBML twin file is refused as a TDM twin, with the reason.
+    let err = TdmTwin::from_json("{\"format\":\"x\"}", "bad.json")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("bad.json"), "{err}");
 }

@@ -11,9 +11,11 @@
 //!   doses (`ADDL`), in closed form and through the engine's ODE integrator;
 //! * [`pd`]: direct (sigmoid) Emax, effect compartment and Jusko's four indirect-response models;
 //! * [`nca`]: non-compartmental analysis (AUC by linear-up/log-down, Cmax, Tmax, t½, CL/F);
-//! * [`pop`]: population (nonlinear mixed-effects) fits by FOCE-I;
-//! * [`tdm`]: therapeutic drug monitoring: MAP Bayesian individual parameters with the population
-//!   model as prior, prediction intervals, holdout backtests and dose recommendation.
+//! * [`pop`]: population (nonlinear mixed-effects) fits by FOCE-I.
+//!
+//! Therapeutic drug monitoring (a patient's twin with the population fit as prior, holdout
+//! backtests, dose recommendation) is in `medtwin-twin-core`'s `pk` module: the posterior maths
+//! belong to the generic twin layer, which depends on this crate (not the reverse).
 //!
 //! Units: time in **hours** throughout this crate (the pharmacometric convention; the engine's
 //! minutes appear only where a PK model is handed to `medtwin-simulate`), amounts in the data set's
@@ -28,7 +30,6 @@ pub mod ode;
 pub mod pd;
 pub mod pop;
 pub mod report;
-pub mod tdm;
 
 /// One dosing event of a subject (a NONMEM dose record after `ADDL` bookkeeping is left to the
 /// model: the event keeps `ii_h`/`addl`/`ss` as given).

@@ -327,6 +327,32 @@ impl Default for FitOptions {
     }
 }
 
+/// Log typical values of one subject: `θ_j + Σ_c β_jc g_c(x_c)` for each of
+/// [`PopModel::parameters`] (natural log of the parameter's unit, e.g. ln(L/h) for `CL`), i.e.
+/// the centre of the subject's prior `ln P_j ~ N(·, Ω)` before any level is seen. A missing
+/// covariate gives `NaN`.
+pub fn typical_log_values(model: &PopModel, est: &PopEstimates, subject: &Subject) -> Vec<f64> {
+    model
+        .parameters
+        .iter()
+        .enumerate()
+        .map(|(j, name)| {
+            let mut lp = est.log_theta[j];
+            for (c, b) in model.covariates.iter().zip(&est.beta) {
+                if &c.parameter == name {
+                    let x = subject
+                        .covariates
+                        .get(&c.covariate)
+                        .copied()
+                        .unwrap_or(f64::NAN);
+                    lp += c.log_effect(x, *b);
+                }
+            }
+            lp
+        })
+        .collect()
+}
+
 /// Individual parameters of one subject under `(model, estimates)` with random effects `eta`.
 pub fn individual_params(
     model: &PopModel,
@@ -334,24 +360,13 @@ pub fn individual_params(
     subject: &Subject,
     eta: &[f64],
 ) -> Result<PkParams, ModelError> {
-    let mut named: Vec<(&str, f64)> = Vec::with_capacity(model.parameters.len());
-    for (j, name) in model.parameters.iter().enumerate() {
-        let mut lp = est.log_theta[j];
-        for (c, b) in model.covariates.iter().zip(&est.beta) {
-            if &c.parameter == name {
-                let x = subject
-                    .covariates
-                    .get(&c.covariate)
-                    .copied()
-                    .unwrap_or(f64::NAN);
-                lp += c.log_effect(x, *b);
-            }
-        }
+    let tv = typical_log_values(model, est, subject);
+    let named = model.parameters.iter().zip(tv).map(|(name, mut lp)| {
         if let Some(k) = model.iiv.iter().position(|n| n == name) {
             lp += eta[k];
         }
-        named.push((name.as_str(), lp.exp()));
-    }
+        (name.as_str(), lp.exp())
+    });
     PkParams::from_named(named)
 }
 
@@ -380,8 +395,6 @@ pub(crate) struct Conditional {
     pub m2ll: f64,
     /// Whitened residuals `L⁻¹ r` (CWRES).
     pub cwres: Vec<f64>,
-    /// Posterior precision `Gᵀ R⁻¹ G + Ω⁻¹`, row-major `k × k`.
-    pub precision: Vec<f64>,
 }
 
 /// Subject-level data extracted once.
@@ -601,21 +614,11 @@ fn linearise(
     let m2ll = n as f64 * (2.0 * std::f64::consts::PI).ln()
         + logdet
         + z.iter().map(|v| v * v).sum::<f64>();
-    let mut precision = omega_inv.to_vec();
-    for i in 0..n {
-        let (w, _) = score_information(est, f[i], so.y[i]);
-        for p in 0..k {
-            for q in 0..k {
-                precision[p * k + q] += g[i * k + p] * w * g[i * k + q];
-            }
-        }
-    }
     m2ll.is_finite().then_some(Conditional {
         eta,
         f,
         m2ll,
         cwres: z,
-        precision,
     })
 }
 
