@@ -11,6 +11,10 @@ pub enum SbmlCmd {
     Info {
         /// SBML file (Level 2 or 3).
         model: PathBuf,
+        /// Give a parameter, compartment or species (unit of its symbol) a value before the
+        /// model is checked: `--set ID=VALUE`, repeatable (for files that leave values unset).
+        #[arg(long = "set", value_name = "ID=VALUE", value_parser = parse_set)]
+        set: Vec<(String, f64)>,
     },
     /// Simulate and write the SBML Test Suite result layout (time, then one column per variable).
     Simulate {
@@ -45,6 +49,11 @@ pub enum SbmlCmd {
         /// piecewise functions of time (e.g. stimulus currents) are not stepped over.
         #[arg(long)]
         max_step: Option<f64>,
+        /// Give a parameter, compartment or species (unit of its symbol) a value before the
+        /// model is checked: `--set ID=VALUE`, repeatable (for files that leave values unset,
+        /// which are refused naming them, or to change a value).
+        #[arg(long = "set", value_name = "ID=VALUE", value_parser = parse_set)]
+        set: Vec<(String, f64)>,
         /// Take all of the above from an SBML Test Suite settings file.
         #[arg(long)]
         settings: Option<PathBuf>,
@@ -54,10 +63,29 @@ pub enum SbmlCmd {
     },
 }
 
+/// `ID=VALUE` of `--set`.
+fn parse_set(s: &str) -> Result<(String, f64), String> {
+    let (id, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=VALUE, got '{s}'"))?;
+    let id = id.trim();
+    if id.is_empty() {
+        return Err(format!("expected ID=VALUE, got '{s}' (no id)"));
+    }
+    let x: f64 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{id}': value '{v}' is not a number"))?;
+    if !x.is_finite() {
+        return Err(format!("'{id}': value must be finite, got {v}"));
+    }
+    Ok((id.to_string(), x))
+}
+
 pub fn sbml(c: SbmlCmd) -> Result<(), CliError> {
     match c {
-        SbmlCmd::Info { model } => {
-            let m = medtwin_sbml::load_sbml(&model)
+        SbmlCmd::Info { model, set } => {
+            let m = medtwin_sbml::load_sbml_with_values(&model, &set)
                 .map_err(|e| CliError::input(format!("{}: {e}", model.display())))?;
             print!("{}", medtwin_sbml::info(&m));
             Ok(())
@@ -73,10 +101,11 @@ pub fn sbml(c: SbmlCmd) -> Result<(), CliError> {
             rtol,
             atol,
             max_step,
+            set,
             settings,
             out,
         } => {
-            let m = medtwin_sbml::load_sbml(&model)
+            let m = medtwin_sbml::load_sbml_with_values(&model, &set)
                 .map_err(|e| CliError::input(format!("{}: {e}", model.display())))?;
             let mut opts = match &settings {
                 Some(s) => medtwin_sbml::read_settings(s)
@@ -133,5 +162,23 @@ pub fn sbml(c: SbmlCmd) -> Result<(), CliError> {
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_set;
+
+    #[test]
+    fn set_values_are_parsed_or_refused_with_the_reason() {
+        assert_eq!(
+            parse_set("V_gate=-84.5").unwrap(),
+            ("V_gate".to_string(), -84.5)
+        );
+        assert_eq!(parse_set(" k = 1e-3 ").unwrap(), ("k".to_string(), 1e-3));
+        assert!(parse_set("k").unwrap_err().contains("ID=VALUE"));
+        assert!(parse_set("=1").unwrap_err().contains("no id"));
+        assert!(parse_set("k=abc").unwrap_err().contains("not a number"));
+        assert!(parse_set("k=nan").unwrap_err().contains("finite"));
     }
 }
