@@ -138,7 +138,7 @@ pub(crate) struct BdfStats {
 pub(crate) struct Bdf {
     n: usize,
     rtol: f64,
-    /// Absolute tolerance per state (see [`SbmlModel::atol_vector`]).
+    /// Absolute tolerance per state (`atol` × [`SbmlModel::atol_weights`]).
     atol: Vec<f64>,
     /// Finite-difference increment floor per state (`atol / rtol`).
     fd_floor: Vec<f64>,

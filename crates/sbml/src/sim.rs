@@ -1160,3 +1160,58 @@ pub(crate) fn run(
     header.extend(vars);
     Ok(Table { header, rows })
 }
+
+#[cfg(test)]
+mod tests {
+    /// Per-state absolute tolerances against libRoadRunner 2.10's
+    /// `integrator.getAbsoluteToleranceVector()` for the same document at
+    /// `absolute_tolerance = 1e-12` (printed by libroadrunner 2.10.0 from PyPI): libRoadRunner
+    /// multiplies by the initial amount (species) or value (rate-rule variables), or for a
+    /// species starting at 0 by its compartment's size (a 0-size compartment: unscaled), without
+    /// a cap. medtwin caps the factor at 1 and rounds it down to a power of two, so its
+    /// tolerance is min(libRoadRunner's, atol) within a factor 2 below.
+    #[test]
+    fn absolute_tolerances_scale_as_libroadrunner() {
+        let doc = r#"<sbml xmlns="http://www.sbml.org/sbml/level3/version1/core" level="3" version="1">
+<model id="m"><listOfCompartments>
+ <compartment id="C" size="5" constant="true" spatialDimensions="3"/>
+ <compartment id="D" size="1e-3" constant="true" spatialDimensions="3"/>
+ <compartment id="Z" size="0" constant="true" spatialDimensions="3"/></listOfCompartments>
+<listOfSpecies>
+ <species id="A" compartment="C" initialConcentration="20" hasOnlySubstanceUnits="false" boundaryCondition="false" constant="false"/>
+ <species id="B" compartment="C" initialConcentration="0" hasOnlySubstanceUnits="false" boundaryCondition="false" constant="false"/>
+ <species id="E" compartment="D" initialConcentration="0" hasOnlySubstanceUnits="false" boundaryCondition="false" constant="false"/>
+ <species id="F" compartment="D" initialConcentration="0.5" hasOnlySubstanceUnits="false" boundaryCondition="false" constant="false"/>
+ <species id="G" compartment="Z" initialAmount="0" hasOnlySubstanceUnits="true" boundaryCondition="false" constant="false"/></listOfSpecies>
+<listOfParameters><parameter id="p" value="100" constant="false"/><parameter id="q" value="0" constant="false"/>
+ <parameter id="k" value="1" constant="true"/></listOfParameters>
+<listOfRules><rateRule variable="p"><math xmlns="http://www.w3.org/1998/Math/MathML"><cn>1</cn></math></rateRule>
+ <rateRule variable="q"><math xmlns="http://www.w3.org/1998/Math/MathML"><cn>1</cn></math></rateRule></listOfRules>
+<listOfReactions><reaction id="r" reversible="false">
+ <listOfReactants><speciesReference species="A" stoichiometry="1" constant="true"/></listOfReactants>
+ <listOfProducts><speciesReference species="B" stoichiometry="1" constant="true"/><speciesReference species="E" stoichiometry="1" constant="true"/><speciesReference species="F" stoichiometry="1" constant="true"/><speciesReference species="G" stoichiometry="1" constant="true"/></listOfProducts>
+ <kineticLaw><math xmlns="http://www.w3.org/1998/Math/MathML"><apply><times/><ci>k</ci><ci>A</ci></apply></math></kineticLaw>
+</reaction></listOfReactions></model></sbml>"#;
+        let m = crate::parse_sbml(doc).unwrap();
+        let atol = 1e-12;
+        let w = m.atol_weights(&m.initial_state());
+        let roadrunner = [
+            ("A", 1e-10),
+            ("B", 5e-12),
+            ("E", 1e-15),
+            ("F", 5e-16),
+            ("G", 1e-12),
+            ("p", 1e-10),
+            ("q", 1e-12),
+        ];
+        assert_eq!(w.len(), roadrunner.len());
+        for (id, rr) in roadrunner {
+            let ours = atol * w[m.state_index(id).unwrap()];
+            let want = f64::min(rr, atol);
+            assert!(
+                ours <= want * (1.0 + 1e-12) && ours > 0.5 * want,
+                "{id}: {ours:e}, libRoadRunner {rr:e}"
+            );
+        }
+    }
+}
