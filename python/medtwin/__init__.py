@@ -6,7 +6,8 @@ Bound so far:
   (``medtwin simulate``), results as Arrow tables (``.to_pandas()``, ``polars.from_arrow``);
 * :func:`patients` — the 30 bundled virtual patients;
 * :mod:`medtwin.sbml` — load any SBML model and simulate it (``medtwin sbml simulate``);
-* :mod:`medtwin.pk` — non-compartmental analysis of a NONMEM-style event table (``medtwin pk nca``).
+* :mod:`medtwin.pk` — NONMEM-style event tables: NCA and FOCE-I population fits (``medtwin pk``);
+* :mod:`medtwin.twin` — T1D patient twins on real records: fit, update, forecast (``medtwin twin``).
 
 Errors are :class:`MedtwinError` subclasses; long computations release the GIL.
 """
@@ -44,6 +45,7 @@ __all__ = [
     "SimulationError",
     "sbml",
     "pk",
+    "twin",
     "__version__",
 ]
 
@@ -168,7 +170,7 @@ def patients() -> "pa.Table":
 
 def __getattr__(name: str) -> Any:
     # Submodules load on first use, so ``import medtwin`` stays fast.
-    if name in ("sbml", "pk"):
+    if name in ("sbml", "pk", "twin"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

@@ -13,6 +13,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 mod pk;
 mod sbml;
 mod t1d;
+mod twin;
 
 create_exception!(
     _native,
@@ -106,5 +107,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     t1d::register(m)?;
     sbml::register(m)?;
     pk::register(m)?;
+    twin::register(m)?;
     Ok(())
 }

@@ -22,7 +22,10 @@ def cli_binary():
     env = os.environ.get("MEDTWIN_CLI")
     if env:
         return pathlib.Path(env)
-    for p in (REPO / "target" / "release" / "medtwin", REPO / "target" / "debug" / "medtwin"):
-        if p.is_file() and os.access(p, os.X_OK):
-            return p
-    return None
+    found = [
+        p
+        for p in (REPO / "target" / "release" / "medtwin", REPO / "target" / "debug" / "medtwin")
+        if p.is_file() and os.access(p, os.X_OK)
+    ]
+    # the most recently built one (a stale build of an older checkout would compare other code)
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None

