@@ -91,6 +91,27 @@ fn theophylline_import_fit_twin_recommend() {
         twin.to_str().unwrap(),
     ]));
     assert!(out.contains("from 11 levels"), "{out}");
+    // The TDM twin is a twin of the generic layer, saved in its versioned format.
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&twin).unwrap()).unwrap();
+    assert_eq!(saved["format"], "medtwin-twin-core");
+    assert_eq!(saved["model"]["kind"], "pk");
+    // A file that is not a twin is refused naming it (exit 2).
+    let o = run(&[
+        "pk",
+        "recommend",
+        "--twin",
+        pop.to_str().unwrap(),
+        "--target",
+        "trough",
+        "8",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("pop.json"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let out = ok(&run(&[
         "pk",
         "recommend",

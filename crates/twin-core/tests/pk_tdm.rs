@@ -46,7 +46,8 @@ fn phenobarbital_holdout_last_individual_beats_population() {
     assert_eq!(metrics.n, rows.len());
     assert!(metrics.n >= 40, "{}", metrics.n);
     assert!(metrics.rmse < 0.8 * metrics.rmse_population, "{metrics:?}");
-    // Coverage is reported, not asserted to be nominal: measured 0.64 / 0.84 (README).
+    // Coverage is reported, not asserted to be nominal: measured 0.86 / 0.96 here (1000 samples,
+    // seed 7); 0.90 / 0.96 with the CLI's 2000 samples, seed 1 (README).
     assert!(metrics.coverage_95 > metrics.coverage_80 && metrics.coverage_80 > 0.5);
     assert_eq!(metrics.unit, ds.units.concentration);
 }
