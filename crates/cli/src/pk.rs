@@ -278,14 +278,17 @@ pub fn pk(cmd: PkCmd) -> Result<(), CliError> {
                 .to_json()
                 .map_err(|e| CliError::failure(e.to_string()))?;
             std::fs::write(&out, json).map_err(|e| io_fail(&out, e))?;
+            let post = twin.posterior();
             println!(
-                "twin of {id} from {} levels: MAP {}",
+                "twin of {id} from {} levels: MAP {} ({} posterior samples, effective {:.0})",
                 s.observations.len(),
                 params
                     .iter()
                     .map(|(n, v)| format!("{n} {v:.5}"))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                post.samples.len(),
+                post.ess
             );
             Ok(())
         }

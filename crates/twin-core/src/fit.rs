@@ -29,8 +29,9 @@ pub struct Posterior {
     pub ids: Vec<String>,
     /// MAP point, natural scale.
     pub map: Vec<f64>,
-    /// Laplace covariance on the estimation scale (row-major n×n); the prior's diagonal when
-    /// the Hessian was not positive definite (`laplace_ok` false).
+    /// Laplace covariance on the estimation scale (row-major n×n); the prior's covariance
+    /// (diagonal unless the spec has a `prior_correlation`) when the Hessian was not positive
+    /// definite (`laplace_ok` false).
     pub cov_scaled: Vec<f64>,
     /// Whether the Laplace covariance exists.
     pub laplace_ok: bool,
@@ -222,9 +223,22 @@ fn covariance(p: &Problem, zmap: &[f64]) -> (Vec<f64>, bool) {
         Some(c) => (c, true),
         None => {
             let mut c = vec![0.0; n * n];
-            for (i, e) in p.spec.estimate.iter().enumerate() {
-                let sd = e.prior_center_sd().1;
-                c[i * n + i] = sd * sd;
+            match &p.prior_chol {
+                // The joint Gaussian prior's covariance L Lᵀ.
+                Some(l) => {
+                    for i in 0..n {
+                        for j in 0..n {
+                            c[i * n + j] =
+                                (0..=i.min(j)).map(|k| l[i * n + k] * l[j * n + k]).sum();
+                        }
+                    }
+                }
+                None => {
+                    for (i, e) in p.spec.estimate.iter().enumerate() {
+                        let sd = e.prior_center_sd().1;
+                        c[i * n + i] = sd * sd;
+                    }
+                }
             }
             (c, false)
         }

@@ -423,6 +423,34 @@ impl TdmTwin {
             .collect())
     }
 
+    /// Assimilate new levels (concentration at `time_h`, h) under the recorded doses: the
+    /// generic [`Twin::update`] (posterior on all levels, warm-started at the previous MAP). On
+    /// error the twin is unchanged.
+    ///
+    /// Errors: [`TdmError::Twin`] (non-finite level, calibration failure).
+    pub fn add_levels(&mut self, levels: &[Observation]) -> Result<(), TdmError> {
+        let data: Vec<Measurement> = levels
+            .iter()
+            .map(|o| Measurement {
+                observable: OBSERVABLE.into(),
+                time: o.time_h,
+                value: o.dv,
+                sigma: None,
+            })
+            .collect();
+        if let Some(m) = data
+            .iter()
+            .find(|m| !(m.time.is_finite() && m.time >= 0.0 && m.value.is_finite()))
+        {
+            return Err(TdmError::Twin(TwinError::Data(format!(
+                "level {} at {} h: time must be >= 0 and both finite",
+                m.value, m.time
+            ))));
+        }
+        self.twin.update(&data, &Plan::default())?;
+        Ok(())
+    }
+
     /// Population prediction (typical values for this patient, no random effects) at `times_h`.
     pub fn population_levels(&self, times_h: &[f64]) -> Result<Vec<f64>, TdmError> {
         let m = self.pk_model();

@@ -303,3 +303,38 @@ fn tdm_twin_saves_in_the_generic_format() {
         .to_string();
     assert!(err.contains("bad.json"), "{err}");
 }
+
+/// Levels added one at a time by `add_levels` (the generic update, warm-started) give the same
+/// MAP as a twin fitted on all of them at once; a non-finite level is refused, twin unchanged.
+#[test]
+fn adding_levels_equals_fitting_them_at_once() {
+    let (ds, pop) = theoph_population();
+    let full = &ds.subjects[4];
+    let first = Subject {
+        observations: full.observations[..3].to_vec(),
+        ..full.clone()
+    };
+    let mut twin = TdmTwin::with_samples(&pop.model, &pop.estimates, &first, 100, 1).unwrap();
+    for o in &full.observations[3..] {
+        twin.add_levels(std::slice::from_ref(o)).unwrap();
+    }
+    let at_once = TdmTwin::with_samples(&pop.model, &pop.estimates, full, 100, 1).unwrap();
+    for (a, b) in twin
+        .map_parameters()
+        .unwrap()
+        .iter()
+        .zip(at_once.map_parameters().unwrap())
+    {
+        assert!(((a.1 - b.1) / b.1).abs() < 1e-5, "{a:?} vs {b:?}");
+    }
+    let before = twin.posterior().map.clone();
+    let bad = Observation {
+        time_h: 30.0,
+        dv: f64::NAN,
+        cmt: 2,
+        line: 0,
+    };
+    let err = twin.add_levels(&[bad]).unwrap_err().to_string();
+    assert!(err.contains("finite"), "{err}");
+    assert_eq!(twin.posterior().map, before);
+}
