@@ -338,3 +338,51 @@ fn adding_levels_equals_fitting_them_at_once() {
     assert!(err.contains("finite"), "{err}");
     assert_eq!(twin.posterior().map, before);
 }
+
+/// The PK adapter as a plain `TwinModel`: the Bateman function for a 1-cpt oral model, plan
+/// boluses by target name or CMT, and named errors for unknown parameters, targets and
+/// observables.
+#[test]
+fn pk_twin_model_simulates_and_names_bad_input() {
+    use medtwin_twin_core::pk::PkTwinModel;
+    use medtwin_twin_core::{Dose as PlanDose, TwinModel};
+    let m = PkTwinModel {
+        pk: PkModel::parse("1cpt-oral").unwrap(),
+        parameters: vec![("CL".into(), 2.0), ("V".into(), 20.0), ("KA".into(), 1.5)],
+        doses: vec![Dose::bolus(0.0, 100.0, 1)],
+    };
+    let c = vec!["C".to_string()];
+    let bateman = |dose: f64, ke: f64, t: f64| {
+        dose * 1.5 / (20.0 * (1.5 - ke)) * ((-ke * t).exp() - (-1.5 * t).exp())
+    };
+    let y = m
+        .simulate(&[("CL", 3.0)], &Default::default(), &[2.0, 8.0], &c)
+        .unwrap();
+    for (row, t) in y.iter().zip([2.0, 8.0]) {
+        let want = bateman(100.0, 0.15, t);
+        assert!((row[0] - want).abs() < 1e-12 * want, "{} vs {want}", row[0]);
+    }
+    for target in ["depot", "1"] {
+        let plan = medtwin_twin_core::Plan {
+            doses: vec![PlanDose {
+                time: 4.0,
+                target: target.into(),
+                amount: 50.0,
+            }],
+        };
+        let y = m.simulate(&[], &plan, &[8.0], &c).unwrap()[0][0];
+        let want = bateman(100.0, 0.1, 8.0) + bateman(50.0, 0.1, 4.0);
+        assert!((y - want).abs() < 1e-12 * want);
+    }
+    let err = |r: Result<Vec<Vec<f64>>, medtwin_twin_core::TwinError>| r.unwrap_err().to_string();
+    assert!(err(m.simulate(&[("Q", 1.0)], &Default::default(), &[1.0], &c)).contains("'Q'"));
+    let plan = medtwin_twin_core::Plan {
+        doses: vec![PlanDose {
+            time: 1.0,
+            target: "gut".into(),
+            amount: 1.0,
+        }],
+    };
+    assert!(err(m.simulate(&[], &plan, &[1.0], &c)).contains("'gut'"));
+    assert!(err(m.simulate(&[], &Default::default(), &[1.0], &["Ce".into()])).contains("'Ce'"));
+}
