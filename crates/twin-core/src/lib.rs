@@ -13,7 +13,7 @@
 //! * [`fit`]: the posterior (MAP, Laplace, importance sampling) of the estimated parameters.
 //! * [`twin`]: the lifecycle — [`Twin::fit`], [`Twin::update`], [`Twin::forecast`],
 //!   [`Twin::whatif`], save/load in a versioned format.
-//! * [`backtest`]: rolling-origin validation on held-out data.
+//! * [`backtest`](mod@backtest): rolling-origin validation on held-out data.
 //! * [`pk`]: the pharmacokinetic adapter — a patient's closed-form PK model as a
 //!   [`TwinModel`] with the population fit as prior, and the therapeutic-drug-monitoring (TDM)
 //!   twin, holdout backtest and dose recommendation built on it.
