@@ -3,7 +3,9 @@
 //! Environment overrides of the noise settings (for tuning): MT_DSD, MT_TAU, MT_BSD, MT_BTAU,
 //! MT_SENS_ABS, MT_SENS_REL, MT_GSD, MT_MEAL_RATE, MT_MEAL_G, MT_RW, MT_N, MT_H (horizons);
 //! MT_DUMP=DIR writes every scored point per participant to DIR/ID.csv; MT_REPLAY=1 runs the
-//! replay validation (forecasts told the recorded future meals, boluses and basal changes).
+//! replay validation (forecasts told the recorded future meals, boluses and basal changes);
+//! MT_LEARNT=1 gives plans the learnt response (`TwinSettings::learnt_plan_response`);
+//! MT_COEF=1 prints the learnt responses at days 3, 6 and 9 instead of backtesting.
 use medtwin_twin::backtest::{score, ScoredPoint};
 use medtwin_twin::{backtest, BacktestOptions, InputSchedule, TwinSettings};
 
@@ -64,6 +66,7 @@ fn main() {
     if let Some(v) = env("MT_BTAU") {
         n.sensor_bias_tau_min = v;
     }
+    settings.learnt_plan_response = std::env::var("MT_LEARNT").is_ok_and(|v| v == "1");
     if let Some(v) = env("MT_N") {
         settings.n_particles = v as usize;
     }
@@ -83,6 +86,20 @@ fn main() {
         let Some(sched) = InputSchedule::from_record(&rec) else {
             continue;
         };
+        if std::env::var("MT_COEF").is_ok_and(|v| v == "1") {
+            for d in [3.0, 6.0, 9.0] {
+                for h in [60.0, 120.0, 240.0] {
+                    let r = medtwin_twin::hybrid::plan_response(&sched, d * 1440.0 + 720.0, h);
+                    if let Some(r) = r {
+                        println!(
+                            "{pid} day {d} h {h}: mg/dL per net g {:.2}, carb ratio {:?} g/U ({} meal boluses)",
+                            r.fitted_mg_dl_per_net_g, r.carb_ratio_g_per_u, r.n_meal_boluses
+                        );
+                    }
+                }
+            }
+            continue;
+        }
         let opts = BacktestOptions {
             future_inputs_recorded: std::env::var("MT_REPLAY").is_ok_and(|v| v == "1"),
             from_min: 0.0,
@@ -149,4 +166,10 @@ fn main() {
         }
     }
     print("pooled", &score(&pooled, &horizons));
+    let with_inputs: Vec<ScoredPoint> =
+        pooled.into_iter().filter(|p| p.inputs_in_horizon).collect();
+    print(
+        "pooled (meal/bolus in horizon)",
+        &score(&with_inputs, &horizons),
+    );
 }

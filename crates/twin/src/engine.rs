@@ -53,6 +53,14 @@ pub struct TwinSettings {
     /// horizon). Default `true` (also for twins saved before the field existed).
     #[serde(default = "default_true")]
     pub hybrid_boosting: bool,
+    /// Plans' meals and boluses take the patient's learnt response
+    /// ([`crate::hybrid::PlanResponses`]) instead of the mechanistic twin's effect, when the
+    /// record identifies one. Default `false`: on the T1D-UOM records the learnt response is
+    /// 0.1–1.2 mg/dL per g (physiology: ~3–5), confounded by meal-time dosing, so insulin looks
+    /// weak and bolus advice would grow unsafe; its replay gain is small (README, "Replay
+    /// validation").
+    #[serde(default)]
+    pub learnt_plan_response: bool,
 }
 
 fn default_true() -> bool {
@@ -71,6 +79,7 @@ impl Default for TwinSettings {
             init_cov_inflation: 2.0,
             hybrid_forecast: true,
             hybrid_boosting: true,
+            learnt_plan_response: false,
         }
     }
 }
@@ -291,7 +300,11 @@ impl TwinEngine {
         let (base, raw, hybrid_bands) = self.baseline_paths(schedule, times, seed)?;
         let paths = match plan {
             None => base,
-            Some(p) => self.with_plan_effect(schedule, times, p, seed, &base, &raw)?,
+            Some(p) => {
+                let learnt =
+                    self.plan_responses(schedule, times, &[Some(p)], hybrid_bands.is_some());
+                self.with_plan_effect(schedule, times, p, seed, &base, &raw, learnt.as_ref())?
+            }
         };
         let bands = match (plan, hybrid_bands) {
             (None, Some(b)) => b,
@@ -329,12 +342,15 @@ impl TwinEngine {
         plans: &[Option<&Plan>],
         seed: u64,
     ) -> Result<Vec<medtwin_infer::EnsemblePaths>, TwinError> {
-        let (base, raw, _) = self.baseline_paths(schedule, times, seed)?;
+        let (base, raw, hybrid_bands) = self.baseline_paths(schedule, times, seed)?;
+        let learnt = self.plan_responses(schedule, times, plans, hybrid_bands.is_some());
         plans
             .iter()
             .map(|p| match p.filter(|p| !p.is_empty()) {
                 None => Ok(base.clone()),
-                Some(p) => self.with_plan_effect(schedule, times, p, seed, &base, &raw),
+                Some(p) => {
+                    self.with_plan_effect(schedule, times, p, seed, &base, &raw, learnt.as_ref())
+                }
             })
             .collect()
     }
@@ -376,8 +392,72 @@ impl TwinEngine {
         Ok((paths, raw, hybrid.map(|f| f.bands)))
     }
 
-    /// `base` plus the mechanistic effect of `plan`, path by path (paired by particle).
+    /// The learnt responses to planned inputs ([`crate::hybrid::PlanResponses`]) when
+    /// [`TwinSettings::learnt_plan_response`] is set, the hybrid forecast applies (`hybrid`) and
+    /// some plan has a meal or bolus.
+    fn plan_responses(
+        &self,
+        schedule: &InputSchedule,
+        times: &[f64],
+        plans: &[Option<&Plan>],
+        hybrid: bool,
+    ) -> Option<crate::hybrid::PlanResponses> {
+        let needed = plans
+            .iter()
+            .flatten()
+            .any(|p| !p.meals.is_empty() || !p.boluses.is_empty());
+        let t0 = self.filter.t_min;
+        (self.settings.learnt_plan_response && hybrid && needed)
+            .then(|| crate::hybrid::PlanResponses::fit(&schedule.truncated(t0), t0, times))
+            .flatten()
+    }
+
+    /// `base` plus the effect of `plan`. With `learnt` responses, planned
+    /// meals and boluses take the patient's learnt response ([`crate::hybrid::learnt_plan_effect`],
+    /// the same shift on every path); what was not learnt (and every basal override) takes the
+    /// mechanistic twin's effect, path by path: the particle's path with minus without the plan
+    /// under the same random numbers.
+    #[allow(clippy::too_many_arguments)]
     fn with_plan_effect(
+        &self,
+        schedule: &InputSchedule,
+        times: &[f64],
+        plan: &Plan,
+        seed: u64,
+        base: &medtwin_infer::EnsemblePaths,
+        none: &medtwin_infer::EnsemblePaths,
+        learnt: Option<&crate::hybrid::PlanResponses>,
+    ) -> Result<medtwin_infer::EnsemblePaths, TwinError> {
+        let mut mechanistic = plan.clone();
+        let mut shift = vec![0.0; times.len()];
+        if let Some(e) = learnt.map(|r| r.effect(times, &plan.meals, &plan.boluses)) {
+            for (learnt, events) in [
+                (e.meals_mg_dl, &mut mechanistic.meals),
+                (e.boluses_mg_dl, &mut mechanistic.boluses),
+            ] {
+                if let Some(v) = learnt {
+                    shift.iter_mut().zip(v).for_each(|(s, v)| *s += v);
+                    events.clear();
+                }
+            }
+        }
+        let mut out = if mechanistic.is_empty() {
+            base.clone()
+        } else {
+            self.with_mechanistic_effect(schedule, times, &mechanistic, seed, base, none)?
+        };
+        if shift.iter().any(|&v| v != 0.0) {
+            for p in out.paths.iter_mut() {
+                for (v, s) in p.iter_mut().zip(&shift) {
+                    *v = (*v + s).clamp(40.0, 400.0);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `base` plus the mechanistic effect of `plan`, path by path (paired by particle).
+    fn with_mechanistic_effect(
         &self,
         schedule: &InputSchedule,
         times: &[f64],

@@ -48,9 +48,25 @@
 //! those paths. With fewer than [`MIN_TRAIN_ROWS`] training rows for a horizon (the first
 //! ~12 h of a record) the mechanistic forecast is returned unchanged.
 //!
-//! # What it is not
-//! It knows nothing of planned meals or insulin: forecasts with a [`crate::Plan`] (what-if,
-//! advice) stay purely mechanistic, because the twin's physiology is what answers "what if".
+//! # Plans: the learnt response to planned meals and boluses
+//! A plan (what-if, advice, replay of recorded inputs) is an input to the same forecast. Meals
+//! and boluses enter through one feature, the *net carbohydrate* absorbed by `s + h` from the
+//! events recorded in `(s, s + h]`: carbohydrate minus `k` × insulin, both through the gamma-2
+//! curves, with `k` the patient's own carbohydrate ratio (g/U; [`recorded_carb_ratio`], the
+//! median over recorded meal boluses). For each horizon `h`, [`plan_response`] fits a second
+//! ridge on the same training rows with this feature added (all such events were recorded
+//! before the origin, so the fit stays honest); its raw coefficient `β` (mg/dL per net g) gives
+//! `β` mg/dL per g of carbohydrate and `−β·k` mg/dL per U of insulin absorbed. One coefficient,
+//! because on real records carbohydrate and insulin are nearly collinear (boluses come with
+//! meals): fitted separately on the seven T1D-UOM participants, insulin came out with the
+//! wrong sign in most fits. The timing of absorption (carbohydrate faster than insulin) is
+//! what identifies `β`: a matched meal bolus still gives the post-meal excursion. A plan's
+//! effect at horizon `h` is `β · (planned carbohydrate absorbed by t0 + h) − β·k · (planned
+//! insulin absorbed by t0 + h)`, added to the plain forecast (empty plan: zero effect, the same
+//! answer). With `β ≤ 0`, or fewer than [`MIN_PLAN_EVENTS`] recorded meal boluses, nothing is
+//! learnt (`None`): the caller then takes the effect from the mechanistic twin. So more insulin
+//! never raises and more carbohydrate never lowers the forecast. The learnt effect carries no
+//! uncertainty of its own: bands keep the plain forecast's widths.
 
 use crate::inputs::InputSchedule;
 use medtwin_infer::boost::{BoostSettings, BoostedTrees};
@@ -67,6 +83,9 @@ pub const LAMBDA_PER_ROW: f64 = 0.1;
 pub const TRAIN_SPACING_MIN: f64 = 14.0;
 /// History used for training, days.
 pub const HISTORY_DAYS: f64 = 60.0;
+/// Ridge penalty per training row of the fit behind [`plan_response`]: light, so the
+/// coefficients of planned inputs are not shrunk towards zero (only those are used).
+pub const PLAN_LAMBDA_PER_ROW: f64 = 0.001;
 /// Fewer training rows than this for a horizon: no hybrid forecast.
 pub const MIN_TRAIN_ROWS: usize = 50;
 /// Fewer training rows than this for a horizon: the ridge alone (no boosted trees); about
@@ -80,6 +99,12 @@ pub const BOOST_REFIT_MIN: f64 = 1440.0;
 pub const TAU_CARBS_MIN: f64 = 40.0;
 /// Bolus-insulin absorption time constant of the feature curves, min.
 pub const TAU_INSULIN_MIN: f64 = 70.0;
+/// Fewer recorded meal boluses (meals with a bolus within ±30 min) in the training history than
+/// this: no learnt response to planned inputs ([`plan_response`]).
+pub const MIN_PLAN_EVENTS: usize = 10;
+/// Shorter horizons take the learnt response of this horizon, min: within a few minutes too
+/// little of a planned input is absorbed for its coefficient to be identified.
+pub const MIN_PLAN_HORIZON_MIN: f64 = 60.0;
 /// Horizons fitted for long per-minute forecasts, min (then every 15 min).
 const GRID_HEAD_MIN: [u32; 4] = [5, 10, 15, 20];
 
@@ -105,6 +130,17 @@ fn absorption(events: &[(f64, f64)], t: f64, h: f64, tau: f64) -> (f64, f64) {
         on_board += v * (1.0 - a);
     }
     (future, on_board)
+}
+
+/// Amount absorbed by `t + h` (gamma-2 curve, time constant `tau` min) of the events in
+/// `(t, t + h]` (events time-ordered).
+fn absorbed_ahead(events: &[(f64, f64)], t: f64, h: f64, tau: f64) -> f64 {
+    let i0 = events.partition_point(|e| e.0 <= t);
+    let i1 = events.partition_point(|e| e.0 <= t + h);
+    events[i0..i1]
+        .iter()
+        .map(|&(te, v)| v * cum2(t + h - te, tau))
+        .sum()
 }
 
 /// Prefix sums of CGM values for 24-h means.
@@ -246,9 +282,10 @@ impl<'a> Origin<'a> {
     /// Training rows for horizon `h`: features at each training time whose outcome (a CGM
     /// sample within 2.5 min of `ts + h`) was recorded at or before the origin, and the CGM
     /// change to that outcome.
-    fn training(&self, h: f64) -> (Vec<Vec<f64>>, Vec<f64>) {
+    /// Also returns each row's time.
+    fn training(&self, h: f64) -> (Vec<Vec<f64>>, Vec<f64>, Vec<f64>) {
         let (cgm, t0) = (&self.s.cgm, self.t0);
-        let (mut x, mut y) = (Vec::new(), Vec::new());
+        let (mut x, mut y, mut times) = (Vec::new(), Vec::new(), Vec::new());
         for (ts, gs, base) in &self.train {
             if ts + h > t0 {
                 break;
@@ -264,14 +301,44 @@ impl<'a> Origin<'a> {
             set_horizon(&mut row, self.s, *ts, h);
             x.push(row);
             y.push(gj - gs);
+            times.push(*ts);
         }
-        (x, y)
+        (x, y, times)
+    }
+
+    /// The learnt response to inputs announced ahead over horizon `h` (module docs, "Plans").
+    fn plan_response(&self, h: f64) -> Option<PlanResponse> {
+        let (mut x, y, ts) = self.training(h);
+        if y.len() < MIN_TRAIN_ROWS {
+            return None;
+        }
+        let start = self.train.first().map_or(self.t0, |r| r.0);
+        let (ratio, n_pairs) = recorded_carb_ratio(self.s, start, self.t0);
+        let k = ratio.unwrap_or(0.0);
+        for (row, &t) in x.iter_mut().zip(&ts) {
+            row.push(
+                absorbed_ahead(&self.s.carbs, t, h, TAU_CARBS_MIN)
+                    - k * absorbed_ahead(&self.s.boluses, t, h, TAU_INSULIN_MIN),
+            );
+        }
+        let fit = RidgeFit::fit(&x, &y, PLAN_LAMBDA_PER_ROW)?;
+        let beta = fit.coef[N_FEATURES] / fit.sd[N_FEATURES];
+        let learnt = ratio.filter(|_| beta > 0.0 && n_pairs >= MIN_PLAN_EVENTS);
+        Some(PlanResponse {
+            horizon_min: h,
+            mg_dl_per_g: learnt.map(|_| beta),
+            mg_dl_per_u: learnt.map(|k| -beta * k),
+            fitted_mg_dl_per_net_g: beta,
+            carb_ratio_g_per_u: ratio,
+            n_meal_boluses: n_pairs,
+            n_train: y.len(),
+        })
     }
 
     /// Fit the change model for horizon `h` and predict at the origin; with `boost`, blend in
     /// the (cached or newly fitted) boosted trees.
     fn fit(&self, h: f64, boost: Option<&BoostCache>) -> Option<HorizonModel> {
-        let (x, y) = self.training(h);
+        let (x, y, _) = self.training(h);
         if y.len() < MIN_TRAIN_ROWS {
             return None;
         }
@@ -368,6 +435,176 @@ pub fn fit_horizon(
     boost: Option<&BoostCache>,
 ) -> Option<HorizonModel> {
     Origin::new(schedule, t0)?.fit(h, boost)
+}
+
+/// The patient's own carbohydrate ratio from the record: the median of carbohydrate / bolus
+/// over the meals in `(from, to]` with a bolus within ±30 min (the boluses within that window
+/// summed), g/U, and the number of such meals. `None` without any.
+pub fn recorded_carb_ratio(s: &InputSchedule, from: f64, to: f64) -> (Option<f64>, usize) {
+    let mut r: Vec<f64> = s
+        .carbs
+        .iter()
+        .filter(|m| m.0 > from && m.0 <= to && m.1 > 0.0)
+        .filter_map(|m| {
+            let u: f64 = s
+                .boluses
+                .iter()
+                .filter(|b| (b.0 - m.0).abs() <= 30.0)
+                .map(|b| b.1)
+                .sum();
+            (u > 0.0).then(|| m.1 / u)
+        })
+        .collect();
+    r.sort_by(f64::total_cmp);
+    let n = r.len();
+    ((n > 0).then(|| quantile_sorted(&r, 0.5)), n)
+}
+
+/// The patient's learnt response to inputs announced ahead, for one horizon (module docs,
+/// "Plans").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanResponse {
+    /// Horizon, min.
+    pub horizon_min: f64,
+    /// CGM change per gram of planned carbohydrate absorbed within the horizon, mg/dL per g
+    /// (positive); `None` when not learnt (wrong sign or fewer than [`MIN_PLAN_EVENTS`] meals).
+    pub mg_dl_per_g: Option<f64>,
+    /// CGM change per unit of planned bolus insulin absorbed within the horizon, mg/dL per U
+    /// (negative); `None` when not learnt.
+    pub mg_dl_per_u: Option<f64>,
+    /// The fitted coefficient of net carbohydrate before the sign and event-count checks,
+    /// mg/dL per g absorbed.
+    pub fitted_mg_dl_per_net_g: f64,
+    /// The patient's recorded carbohydrate ratio ([`recorded_carb_ratio`]), g/U.
+    pub carb_ratio_g_per_u: Option<f64>,
+    /// Meals with a bolus within ±30 min in the training history.
+    pub n_meal_boluses: usize,
+    /// Training rows.
+    pub n_train: usize,
+}
+
+/// Fit the learnt response to planned inputs for horizon `h` at origin `t0` from `schedule`
+/// (data at or before `t0` are used). `None` with fewer than [`MIN_TRAIN_ROWS`] training rows
+/// or a singular fit.
+pub fn plan_response(schedule: &InputSchedule, t0: f64, h: f64) -> Option<PlanResponse> {
+    Origin::new(schedule, t0)?.plan_response(h)
+}
+
+/// The learnt effects of a plan's meals and boluses ([`learnt_plan_effect`]), mg/dL at each
+/// forecast time; `None` for an input kind whose response was not learnt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LearntPlanEffect {
+    /// Effect of the planned meals (all zeros without meals).
+    pub meals_mg_dl: Option<Vec<f64>>,
+    /// Effect of the planned boluses (all zeros without boluses).
+    pub boluses_mg_dl: Option<Vec<f64>>,
+}
+
+/// The learnt responses to planned inputs for one forecast (origin and output times): fitted
+/// once, applied to any number of plans ([`PlanResponses::effect`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanResponses {
+    /// Forecast origin, min.
+    pub t0_min: f64,
+    /// Horizons fitted, min (the forecast's horizon grid).
+    pub grid_min: Vec<f64>,
+    /// The response at each grid horizon (horizons under [`MIN_PLAN_HORIZON_MIN`] hold that
+    /// horizon's response).
+    pub responses: Vec<PlanResponse>,
+}
+
+impl PlanResponses {
+    /// Fit the responses on `schedule` (data at or before `t0` are used) for forecast times
+    /// `times` (absolute minutes after `t0`). `None` when a needed horizon cannot be fitted.
+    pub fn fit(schedule: &InputSchedule, t0: f64, times: &[f64]) -> Option<PlanResponses> {
+        let origin = Origin::new(schedule, t0)?;
+        let grid_min = horizon_grid(t0, times);
+        let mut cache: BTreeMap<u32, PlanResponse> = BTreeMap::new();
+        let mut responses = Vec::with_capacity(grid_min.len());
+        for &h in &grid_min {
+            let hf = h.max(MIN_PLAN_HORIZON_MIN);
+            let key = hf.round() as u32;
+            let r = match cache.get(&key) {
+                Some(r) => *r,
+                None => {
+                    let r = origin.plan_response(hf)?;
+                    cache.insert(key, r);
+                    r
+                }
+            };
+            responses.push(r);
+        }
+        Some(PlanResponses {
+            t0_min: t0,
+            grid_min,
+            responses,
+        })
+    }
+
+    /// The learnt effect of planned meals `meals` (`(t_min, g)`) and boluses `boluses`
+    /// (`(t_min, U)`) on the CGM at each of `times` (absolute minutes after the origin; the
+    /// times the responses were fitted for), mg/dL, one value per time: coefficient ×
+    /// amount of the planned inputs absorbed by that time, coefficients interpolated linearly
+    /// between grid horizons. An input kind present in the plan whose response was not learnt
+    /// at some horizon gets `None`: the caller then uses the mechanistic twin's effect for it.
+    pub fn effect(
+        &self,
+        times: &[f64],
+        meals: &[(f64, f64)],
+        boluses: &[(f64, f64)],
+    ) -> LearntPlanEffect {
+        LearntPlanEffect {
+            meals_mg_dl: self.effect_of(times, meals, TAU_CARBS_MIN, |r| r.mg_dl_per_g),
+            boluses_mg_dl: self.effect_of(times, boluses, TAU_INSULIN_MIN, |r| r.mg_dl_per_u),
+        }
+    }
+
+    fn effect_of(
+        &self,
+        times: &[f64],
+        events: &[(f64, f64)],
+        tau: f64,
+        coef_of: fn(&PlanResponse) -> Option<f64>,
+    ) -> Option<Vec<f64>> {
+        let coefs: Vec<f64> = if events.is_empty() {
+            vec![0.0; self.responses.len()]
+        } else {
+            self.responses.iter().map(coef_of).collect::<Option<_>>()?
+        };
+        let mut ev = events.to_vec();
+        ev.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (grid, t0) = (&self.grid_min, self.t0_min);
+        Some(
+            times
+                .iter()
+                .map(|&t| {
+                    let h = t - t0;
+                    let k = grid.partition_point(|&g| g < h);
+                    let coef = match (k.checked_sub(1), coefs.get(k)) {
+                        (Some(j), Some(&c1)) => {
+                            let w = ((h - grid[j]) / (grid[k] - grid[j])).clamp(0.0, 1.0);
+                            coefs[j] + w * (c1 - coefs[j])
+                        }
+                        (None, Some(&c1)) => c1,
+                        (Some(j), None) => coefs[j],
+                        (None, None) => 0.0,
+                    };
+                    coef * absorbed_ahead(&ev, t0, h, tau)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// [`PlanResponses::fit`] then [`PlanResponses::effect`] for one plan.
+pub fn learnt_plan_effect(
+    schedule: &InputSchedule,
+    t0: f64,
+    times: &[f64],
+    meals: &[(f64, f64)],
+    boluses: &[(f64, f64)],
+) -> Option<LearntPlanEffect> {
+    Some(PlanResponses::fit(schedule, t0, times)?.effect(times, meals, boluses))
 }
 
 /// Horizons to fit for forecast times `times` from origin `t0`: the distinct whole-minute
@@ -481,18 +718,38 @@ mod tests {
     /// insulin plus a daily rhythm: the hybrid must beat persistence clearly, use no data
     /// after the origin, and cover about 80 % with its 80 % band.
     fn synthetic(days: f64) -> InputSchedule {
+        synthetic_with(days, false)
+    }
+
+    /// [`synthetic`]; with `varied`, boluses are given 0–40 min after the meal with
+    /// carbohydrate ratios of 6–14 g/U (median 10, the record's true 30/3), and a correction bolus some evenings, so carbohydrate
+    /// and insulin responses can be told apart.
+    fn synthetic_with(days: f64, varied: bool) -> InputSchedule {
         let mut s = InputSchedule {
             origin_utc: "2024-01-01T00:00:00Z".into(),
             ..InputSchedule::default()
         };
         let n = (days * 1440.0 / 5.0) as usize;
         for d in 0..days as usize {
-            for (hh, g) in [(7.5, 50.0), (12.5, 70.0), (19.0, 80.0)] {
+            for (m, (hh, g)) in [(7.5, 50.0), (12.5, 70.0), (19.0, 80.0)]
+                .into_iter()
+                .enumerate()
+            {
                 let t = d as f64 * 1440.0 + hh * 60.0;
                 s.carbs.push((t, g));
-                s.boluses.push((t, g / 12.0));
+                if varied {
+                    let k = (3 * d + m) % 5;
+                    s.boluses
+                        .push((t + 10.0 * k as f64, g / (8.0 + 2.0 * k as f64)));
+                } else {
+                    s.boluses.push((t, g / 12.0));
+                }
+            }
+            if varied && d % 2 == 1 {
+                s.boluses.push((d as f64 * 1440.0 + 22.5 * 60.0, 1.5));
             }
         }
+        s.boluses.sort_by(|a, b| a.0.total_cmp(&b.0));
         let mut state = 0u64;
         for k in 0..=n {
             let t = k as f64 * 5.0;
@@ -576,6 +833,90 @@ mod tests {
             let f = fit_horizon(&s, t, 60.0, Some(&BoostCache::default())).unwrap();
             assert_eq!(e.delta_mg_dl, f.delta_mg_dl);
         }
+    }
+
+    /// The learnt response to inputs announced ahead recovers the record's true response
+    /// (+3 mg/dL per g and −30 mg/dL per U absorbed within the horizon) and sees no data after
+    /// the origin.
+    #[test]
+    fn plan_response_recovers_the_true_input_response() {
+        let s = synthetic_with(8.0, true);
+        let t0 = 7.0 * 1440.0 + 6.0 * 60.0;
+        let r = plan_response(&s, t0, 60.0).expect("history");
+        let (c, i) = (
+            r.mg_dl_per_g.expect("carbs"),
+            r.mg_dl_per_u.expect("insulin"),
+        );
+        assert!((c - 3.0).abs() < 0.5, "mg/dL per g {c}");
+        assert!((i + 30.0).abs() < 8.0, "mg/dL per U {i}");
+        assert_eq!(plan_response(&s.truncated(t0), t0, 60.0), Some(r));
+        // a CGM-only record learns nothing about inputs
+        let cgm_only = InputSchedule {
+            cgm: s.cgm.clone(),
+            ..InputSchedule::default()
+        };
+        let r = plan_response(&cgm_only, t0, 60.0).expect("history");
+        assert_eq!((r.mg_dl_per_g, r.mg_dl_per_u), (None, None));
+        let times: Vec<f64> = (1..=120).map(|k| t0 + k as f64).collect();
+        let e = learnt_plan_effect(&cgm_only, t0, &times, &[(t0 + 5.0, 40.0)], &[]).unwrap();
+        assert_eq!(e.meals_mg_dl, None);
+        assert_eq!(e.boluses_mg_dl, Some(vec![0.0; 120]));
+    }
+
+    /// Planned inputs: no plan is zero effect; more insulin never raises and more carbohydrate
+    /// never lowers; telling the forecast the recorded meal and bolus beats not telling it.
+    #[test]
+    fn learnt_plan_effect_is_monotone_and_improves_replay() {
+        let s = synthetic_with(8.0, true);
+        let (mut se_blind, mut se_told, mut n) = (0.0, 0.0, 0);
+        for d in 5..8 {
+            for (hh, _) in [(7.5, 0), (12.5, 1), (19.0, 2)] {
+                let t0 = d as f64 * 1440.0 + hh * 60.0 - 20.0;
+                let times: Vec<f64> = (1..=120).map(|k| t0 + k as f64).collect();
+                let meals: Vec<(f64, f64)> = s
+                    .carbs
+                    .iter()
+                    .filter(|e| e.0 > t0 && e.0 <= t0 + 120.0)
+                    .copied()
+                    .collect();
+                let boluses: Vec<(f64, f64)> = s
+                    .boluses
+                    .iter()
+                    .filter(|e| e.0 > t0 && e.0 <= t0 + 120.0)
+                    .copied()
+                    .collect();
+                let seen = s.truncated(t0);
+                let e = learnt_plan_effect(&seen, t0, &times, &meals, &boluses).unwrap();
+                let (em, eb) = (e.meals_mg_dl.unwrap(), e.boluses_mg_dl.unwrap());
+                let zero = learnt_plan_effect(&seen, t0, &times, &[], &[]).unwrap();
+                assert_eq!(zero.meals_mg_dl, Some(vec![0.0; 120]));
+                let more: Vec<(f64, f64)> = boluses.iter().map(|b| (b.0, b.1 + 2.0)).collect();
+                let eb2 = learnt_plan_effect(&seen, t0, &times, &[], &more)
+                    .unwrap()
+                    .boluses_mg_dl
+                    .unwrap();
+                let more_carbs: Vec<(f64, f64)> = meals.iter().map(|m| (m.0, m.1 + 20.0)).collect();
+                let em2 = learnt_plan_effect(&seen, t0, &times, &more_carbs, &[])
+                    .unwrap()
+                    .meals_mg_dl
+                    .unwrap();
+                for k in 0..120 {
+                    assert!(eb2[k] <= eb[k] && eb[k] <= 0.0, "insulin effect at {k}");
+                    assert!(
+                        em2[k] >= em[k] && em[k] >= 0.0,
+                        "carbohydrate effect at {k}"
+                    );
+                }
+                let m = fit_horizon(&seen, t0, 120.0, None).unwrap();
+                let blind = cgm_at(&s.cgm, t0) + m.delta_mg_dl;
+                let obs = cgm_at(&s.cgm, t0 + 120.0);
+                se_blind += (blind - obs).powi(2);
+                se_told += (blind + em[119] + eb[119] - obs).powi(2);
+                n += 1;
+            }
+        }
+        let (rb, rt) = ((se_blind / n as f64).sqrt(), (se_told / n as f64).sqrt());
+        assert!(rt < 0.7 * rb, "replay RMSE {rt} vs blind {rb}");
     }
 
     #[test]
