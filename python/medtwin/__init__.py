@@ -7,7 +7,8 @@ Bound so far:
 * :func:`patients` — the 30 bundled virtual patients;
 * :mod:`medtwin.sbml` — load any SBML model and simulate it (``medtwin sbml simulate``);
 * :mod:`medtwin.pk` — NONMEM-style event tables: NCA and FOCE-I population fits (``medtwin pk``);
-* :mod:`medtwin.twin` — T1D patient twins on real records: fit, update, forecast (``medtwin twin``).
+* :mod:`medtwin.twin` — T1D patient twins on real records: fit, update, forecast (``medtwin twin``);
+* :mod:`medtwin.trial` — in-silico trials on virtual cohorts: run, analyze (``medtwin trial``).
 
 Errors are :class:`MedtwinError` subclasses; long computations release the GIL.
 """
@@ -46,6 +47,7 @@ __all__ = [
     "sbml",
     "pk",
     "twin",
+    "trial",
     "__version__",
 ]
 
@@ -170,7 +172,7 @@ def patients() -> "pa.Table":
 
 def __getattr__(name: str) -> Any:
     # Submodules load on first use, so ``import medtwin`` stays fast.
-    if name in ("sbml", "pk", "twin"):
+    if name in ("sbml", "pk", "twin", "trial"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

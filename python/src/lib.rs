@@ -13,6 +13,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 mod pk;
 mod sbml;
 mod t1d;
+mod trial;
 mod twin;
 
 create_exception!(
@@ -108,5 +109,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sbml::register(m)?;
     pk::register(m)?;
     twin::register(m)?;
+    trial::register(m)?;
     Ok(())
 }

@@ -9,12 +9,17 @@ use medtwin_pk::pop::{fit, CovariateEffect, ErrorModel, FitError, FitOptions, Po
 use pyo3::prelude::*;
 
 fn json<T: serde::Serialize>(v: &T) -> PyResult<String> {
-    serde_json::to_string(v).map_err(|e| SimulationError::new_err(format!("serialising the result: {e}")))
+    serde_json::to_string(v)
+        .map_err(|e| SimulationError::new_err(format!("serialising the result: {e}")))
 }
 
 /// Parse and validate an event table; returns it normalised (CSV text) and its summary.
 #[pyfunction]
-fn pk_check_table(py: Python<'_>, text: &str, source: &str) -> PyResult<(String, usize, usize, usize)> {
+fn pk_check_table(
+    py: Python<'_>,
+    text: &str,
+    source: &str,
+) -> PyResult<(String, usize, usize, usize)> {
     let ds = parse_event_table(text, source).map_err(|e| InputError::new_err(e.to_string()))?;
     let mut buf = Vec::new();
     write_event_table(&ds, &mut buf).map_err(|e| SimulationError::new_err(e.to_string()))?;
@@ -52,7 +57,9 @@ fn pk_nca(
         ("infusion", Some(d)) => Route::Infusion { duration_h: d },
         ("infusion", None) => return Err(InputError::new_err("route 'infusion' needs infusion_h")),
         (r, Some(_)) if r != "infusion" => {
-            return Err(InputError::new_err("infusion_h is only for route 'infusion'"))
+            return Err(InputError::new_err(
+                "infusion_h is only for route 'infusion'",
+            ))
         }
         (r, _) => {
             return Err(InputError::new_err(format!(
@@ -94,7 +101,10 @@ fn pk_fit(
     let pk = PkModel::parse(model).map_err(|e| InputError::new_err(format!("model: {e}")))?;
     let mut m = PopModel::new(pk);
     if !parameters.is_empty() {
-        m.parameters = parameters.iter().map(|p| p.trim().to_ascii_uppercase()).collect();
+        m.parameters = parameters
+            .iter()
+            .map(|p| p.trim().to_ascii_uppercase())
+            .collect();
         m.iiv = m.parameters.clone();
     }
     if !iiv.is_empty() {

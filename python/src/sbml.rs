@@ -36,7 +36,9 @@ impl PySbml {
     /// Compile SBML given as text.
     #[staticmethod]
     fn from_text(py: Python<'_>, text: String) -> PyResult<Self> {
-        let m = py.detach(|| medtwin_sbml::parse_sbml(&text)).map_err(map_err)?;
+        let m = py
+            .detach(|| medtwin_sbml::parse_sbml(&text))
+            .map_err(map_err)?;
         Ok(PySbml { inner: m })
     }
 
@@ -114,19 +116,25 @@ impl PySbml {
         };
         if let Some(r) = rtol {
             if !(r > 0.0 && r.is_finite()) {
-                return Err(InputError::new_err(format!("rtol must be positive, got {r}")));
+                return Err(InputError::new_err(format!(
+                    "rtol must be positive, got {r}"
+                )));
             }
             opts.rtol = r;
         }
         if let Some(a) = atol {
             if !(a > 0.0 && a.is_finite()) {
-                return Err(InputError::new_err(format!("atol must be positive, got {a}")));
+                return Err(InputError::new_err(format!(
+                    "atol must be positive, got {a}"
+                )));
             }
             opts.atol = a;
         }
         if let Some(h) = max_step {
             if !(h > 0.0 && h.is_finite()) {
-                return Err(InputError::new_err(format!("max_step must be positive, got {h}")));
+                return Err(InputError::new_err(format!(
+                    "max_step must be positive, got {h}"
+                )));
             }
             opts.max_step = Some(h);
         }
@@ -146,12 +154,19 @@ impl PySbml {
                     "dose into '{id}': not a state of the model (a species, or a parameter/compartment changed by rate rules)"
                 ))
             })?;
-            sd.push(StateDose { time: *t, state, amount: *a });
+            sd.push(StateDose {
+                time: *t,
+                state,
+                amount: *a,
+            });
         }
         let model = &self.inner;
         let table = py
             .detach(|| {
-                let course = Course { times: times.as_deref(), doses: &sd };
+                let course = Course {
+                    times: times.as_deref(),
+                    doses: &sd,
+                };
                 medtwin_sbml::simulate_course(model, &opts, &course)
             })
             .map_err(map_err)?;

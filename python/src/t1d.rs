@@ -1,8 +1,12 @@
 //! T1D simulation (`medtwin simulate` of the CLI) and the virtual patients.
 
-use crate::{columns_dict, f64_bytes, i32_bytes, i64_bytes, InputError, ScenarioError, SimulationError};
+use crate::{
+    columns_dict, f64_bytes, i32_bytes, i64_bytes, InputError, ScenarioError, SimulationError,
+};
 use medtwin_simulate::SolverOptions;
-use medtwin_t1d::env::{patient_seed, simulate_patient, MinuteRow, SummaryAccumulator, TrajectorySummary};
+use medtwin_t1d::env::{
+    patient_seed, simulate_patient, MinuteRow, SummaryAccumulator, TrajectorySummary,
+};
 use medtwin_t1d::scenario::Scenario;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -30,10 +34,16 @@ fn parse_scenario(text: &str, format: &str, source: &str) -> PyResult<Scenario> 
                 ))
             })?;
             toml::to_string(&v).map_err(|e| {
-                ScenarioError::new_err(format!("{source}: (dict): cannot be expressed as TOML: {e}"))
+                ScenarioError::new_err(format!(
+                    "{source}: (dict): cannot be expressed as TOML: {e}"
+                ))
             })?
         }
-        other => return Err(InputError::new_err(format!("unknown scenario format '{other}'"))),
+        other => {
+            return Err(InputError::new_err(format!(
+                "unknown scenario format '{other}'"
+            )))
+        }
     };
     Scenario::from_toml_str(&toml_text, source).map_err(|e| ScenarioError::new_err(e.to_string()))
 }
@@ -69,7 +79,13 @@ fn simulate_t1d<'py>(
                     let n = scen.duration_min as usize + 1;
                     tr.t.reserve_exact(n);
                     tr.sampled.reserve_exact(n);
-                    for v in [&mut tr.plasma, &mut tr.sc, &mut tr.cgm, &mut tr.insulin, &mut tr.carbs] {
+                    for v in [
+                        &mut tr.plasma,
+                        &mut tr.sc,
+                        &mut tr.cgm,
+                        &mut tr.insulin,
+                        &mut tr.carbs,
+                    ] {
                         v.reserve_exact(n);
                     }
                 }
@@ -105,7 +121,10 @@ fn simulate_t1d<'py>(
     }
     let out = PyDict::new(py);
     out.set_item("patients", scen.patients.clone())?;
-    out.set_item("rows", ok.iter().map(|(t, _)| t.t.len()).collect::<Vec<_>>())?;
+    out.set_item(
+        "rows",
+        ok.iter().map(|(t, _)| t.t.len()).collect::<Vec<_>>(),
+    )?;
     if trajectory {
         let cat = |f: &dyn Fn(&Traj) -> &Vec<f64>| -> Vec<f64> {
             ok.iter().flat_map(|(t, _)| f(t).iter().copied()).collect()
@@ -122,7 +141,10 @@ fn simulate_t1d<'py>(
         cols.set_item("plasma_glucose_mg_dl", f64_bytes(py, &cat(&|t| &t.plasma))?)?;
         cols.set_item("sc_glucose_mg_dl", f64_bytes(py, &cat(&|t| &t.sc))?)?;
         cols.set_item("cgm_mg_dl", f64_bytes(py, &cat(&|t| &t.cgm))?)?;
-        let sampled: Vec<u8> = ok.iter().flat_map(|(t, _)| t.sampled.iter().copied()).collect();
+        let sampled: Vec<u8> = ok
+            .iter()
+            .flat_map(|(t, _)| t.sampled.iter().copied())
+            .collect();
         cols.set_item("cgm_sampled", pyo3::types::PyBytes::new(py, &sampled))?;
         cols.set_item("insulin_u_per_min", f64_bytes(py, &cat(&|t| &t.insulin))?)?;
         cols.set_item("carbs_g_per_min", f64_bytes(py, &cat(&|t| &t.carbs))?)?;
@@ -176,14 +198,42 @@ fn check_scenario(text: &str, format: &str, source: &str) -> PyResult<(Vec<Strin
 fn t1d_patients(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let all = medtwin_t1d::all_patients().map_err(|e| SimulationError::new_err(e.to_string()))?;
     let d = PyDict::new(py);
-    d.set_item("patient", all.iter().map(|p| p.name.clone()).collect::<Vec<_>>())?;
-    d.set_item("age_years", all.iter().map(|p| p.age_years).collect::<Vec<_>>())?;
-    d.set_item("body_weight_kg", all.iter().map(|p| p.bw).collect::<Vec<_>>())?;
-    d.set_item("basal_glucose_mg_dl", all.iter().map(|p| p.basal_glucose_mg_dl()).collect::<Vec<_>>())?;
-    d.set_item("carb_ratio_g_per_u", all.iter().map(|p| p.cr_g_per_u).collect::<Vec<_>>())?;
-    d.set_item("correction_factor_mg_dl_per_u", all.iter().map(|p| p.cf_mg_dl_per_u).collect::<Vec<_>>())?;
-    d.set_item("basal_u_per_h", all.iter().map(|p| p.basal_u_per_min() * 60.0).collect::<Vec<_>>())?;
-    d.set_item("total_daily_insulin_u", all.iter().map(|p| p.tdi_u_per_day).collect::<Vec<_>>())?;
+    d.set_item(
+        "patient",
+        all.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+    )?;
+    d.set_item(
+        "age_years",
+        all.iter().map(|p| p.age_years).collect::<Vec<_>>(),
+    )?;
+    d.set_item(
+        "body_weight_kg",
+        all.iter().map(|p| p.bw).collect::<Vec<_>>(),
+    )?;
+    d.set_item(
+        "basal_glucose_mg_dl",
+        all.iter()
+            .map(|p| p.basal_glucose_mg_dl())
+            .collect::<Vec<_>>(),
+    )?;
+    d.set_item(
+        "carb_ratio_g_per_u",
+        all.iter().map(|p| p.cr_g_per_u).collect::<Vec<_>>(),
+    )?;
+    d.set_item(
+        "correction_factor_mg_dl_per_u",
+        all.iter().map(|p| p.cf_mg_dl_per_u).collect::<Vec<_>>(),
+    )?;
+    d.set_item(
+        "basal_u_per_h",
+        all.iter()
+            .map(|p| p.basal_u_per_min() * 60.0)
+            .collect::<Vec<_>>(),
+    )?;
+    d.set_item(
+        "total_daily_insulin_u",
+        all.iter().map(|p| p.tdi_u_per_day).collect::<Vec<_>>(),
+    )?;
     Ok(d)
 }
 

@@ -8,12 +8,20 @@ use pyo3::types::PyDict;
 use std::path::PathBuf;
 
 fn read_schedule(path: &std::path::Path) -> PyResult<(medtwin_io::Record, InputSchedule)> {
-    let (rec, _rep) = medtwin_io::read_record_csv(path).map_err(|e| InputError::new_err(e.to_string()))?;
+    let (rec, _rep) =
+        medtwin_io::read_record_csv(path).map_err(|e| InputError::new_err(e.to_string()))?;
     if rec.count_of(medtwin_io::RecordKind::Cgm) == 0 {
-        return Err(InputError::new_err(format!("{}: the record has no CGM readings", path.display())));
+        return Err(InputError::new_err(format!(
+            "{}: the record has no CGM readings",
+            path.display()
+        )));
     }
-    let sched = InputSchedule::from_record(&rec)
-        .ok_or_else(|| InputError::new_err(format!("{}: the record has no CGM readings", path.display())))?;
+    let sched = InputSchedule::from_record(&rec).ok_or_else(|| {
+        InputError::new_err(format!(
+            "{}: the record has no CGM readings",
+            path.display()
+        ))
+    })?;
     Ok((rec, sched))
 }
 
@@ -24,12 +32,18 @@ fn parse_twin(json: &str) -> PyResult<Twin> {
 /// Import a T1D-UOM participant and write medtwin's record CSV to `out`; returns the number of
 /// CGM readings.
 #[pyfunction]
-fn twin_import_t1d_uom(py: Python<'_>, dir: PathBuf, participant: &str, out: PathBuf) -> PyResult<usize> {
+fn twin_import_t1d_uom(
+    py: Python<'_>,
+    dir: PathBuf,
+    participant: &str,
+    out: PathBuf,
+) -> PyResult<usize> {
     let rec = py
         .detach(|| medtwin_io::import_t1d_uom(&dir, participant))
         .map_err(|e| InputError::new_err(e.to_string()))?
         .0;
-    medtwin_io::write_record_csv(&rec, &out).map_err(|e| SimulationError::new_err(e.to_string()))?;
+    medtwin_io::write_record_csv(&rec, &out)
+        .map_err(|e| SimulationError::new_err(e.to_string()))?;
     Ok(rec.count_of(medtwin_io::RecordKind::Cgm))
 }
 
@@ -37,7 +51,10 @@ fn twin_import_t1d_uom(py: Python<'_>, dir: PathBuf, participant: &str, out: Pat
 #[pyfunction]
 fn twin_record_span(record: PathBuf) -> PyResult<(f64, String)> {
     let (_, s) = read_schedule(&record)?;
-    Ok((s.last_cgm_min(), s.origin().map(|o| o.to_string()).unwrap_or_default()))
+    Ok((
+        s.last_cgm_min(),
+        s.origin().map(|o| o.to_string()).unwrap_or_default(),
+    ))
 }
 
 /// Calibrate (MAP on the first 24 h) and assimilate up to `until_min`; returns the twin JSON and
@@ -55,7 +72,11 @@ fn twin_fit<'py>(
     if particles == 0 {
         return Err(InputError::new_err("particles must be >= 1"));
     }
-    let settings = TwinSettings { n_particles: particles, seed, ..TwinSettings::default() };
+    let settings = TwinSettings {
+        n_particles: particles,
+        seed,
+        ..TwinSettings::default()
+    };
     let until = until_min.unwrap_or_else(|| sched.last_cgm_min());
     if !until.is_finite() || until < settings.calibration_window_min {
         return Err(InputError::new_err(format!(
@@ -76,7 +97,13 @@ fn twin_fit<'py>(
     d.set_item("prior_rmse_mg_dl", cal.prior_rmse_mg_dl)?;
     d.set_item("converged", cal.converged)?;
     d.set_item("insulin_scale", cal.insulin_scale)?;
-    d.set_item("diagnostics", cal.diagnostics.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
+    d.set_item(
+        "diagnostics",
+        cal.diagnostics
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>(),
+    )?;
     let json = serde_json::to_string(&doc).map_err(|e| SimulationError::new_err(e.to_string()))?;
     Ok((json, d))
 }
@@ -84,7 +111,12 @@ fn twin_fit<'py>(
 /// Assimilate newer data of the same record into a twin; returns the updated twin JSON.
 #[pyfunction]
 #[pyo3(signature = (twin, record, until_min=None))]
-fn twin_update(py: Python<'_>, twin: &str, record: PathBuf, until_min: Option<f64>) -> PyResult<String> {
+fn twin_update(
+    py: Python<'_>,
+    twin: &str,
+    record: PathBuf,
+    until_min: Option<f64>,
+) -> PyResult<String> {
     let doc = parse_twin(twin)?;
     let (_, sched) = read_schedule(&record)?;
     if sched.origin_utc != doc.schedule.origin_utc {
@@ -117,7 +149,9 @@ fn twin_update(py: Python<'_>, twin: &str, record: PathBuf, until_min: Option<f6
 #[pyfunction]
 fn twin_forecast<'py>(py: Python<'py>, twin: &str, horizon: u32) -> PyResult<Bound<'py, PyDict>> {
     if horizon == 0 || horizon > 720 {
-        return Err(InputError::new_err(format!("horizon {horizon} must be in 1..=720 minutes")));
+        return Err(InputError::new_err(format!(
+            "horizon {horizon} must be in 1..=720 minutes"
+        )));
     }
     let doc = parse_twin(twin)?;
     let f = py
@@ -129,7 +163,8 @@ fn twin_forecast<'py>(py: Python<'py>, twin: &str, horizon: u32) -> PyResult<Bou
     let d = PyDict::new(py);
     let t: Vec<f64> = f.t_min.iter().map(|t| t - doc.t_min).collect();
     d.set_item("t_min", f64_bytes(py, &t)?)?;
-    let col = |g: &dyn Fn(&medtwin_infer::Bands) -> f64| f.bands.iter().map(g).collect::<Vec<f64>>();
+    let col =
+        |g: &dyn Fn(&medtwin_infer::Bands) -> f64| f.bands.iter().map(g).collect::<Vec<f64>>();
     d.set_item("median_mg_dl", f64_bytes(py, &col(&|b| b.median))?)?;
     d.set_item("lo50_mg_dl", f64_bytes(py, &col(&|b| b.lo50))?)?;
     d.set_item("hi50_mg_dl", f64_bytes(py, &col(&|b| b.hi50))?)?;
@@ -140,7 +175,13 @@ fn twin_forecast<'py>(py: Python<'py>, twin: &str, horizon: u32) -> PyResult<Bou
     d.set_item("p_below_70", f.p_below)?;
     d.set_item("p_above_250", f.p_above)?;
     d.set_item("twin_t_min", doc.t_min)?;
-    d.set_item("origin", doc.schedule.origin().map(|o| o.to_string()).unwrap_or_default())?;
+    d.set_item(
+        "origin",
+        doc.schedule
+            .origin()
+            .map(|o| o.to_string())
+            .unwrap_or_default(),
+    )?;
     Ok(d)
 }
 
