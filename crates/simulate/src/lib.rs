@@ -264,8 +264,10 @@ impl Dopri5 {
     fn interpolate(&self, t: f64, out: &mut [f64]) {
         let th = (t - self.dense_ta) / (self.dense_tb - self.dense_ta);
         let th1 = 1.0 - th;
+        let n = out.len();
         let [r1, r2, r3, r4, r5] = &self.rcont;
-        for i in 0..out.len() {
+        let (r1, r2, r3, r4, r5) = (&r1[..n], &r2[..n], &r3[..n], &r4[..n], &r5[..n]);
+        for i in 0..n {
             out[i] = r1[i] + th * (r2[i] + th1 * (r3[i] + th * (r4[i] + th1 * r5[i])));
         }
     }
@@ -275,8 +277,19 @@ impl Dopri5 {
     #[allow(clippy::needless_range_loop)]
     fn try_step<M: OdeModel + ?Sized>(&mut self, model: &M, t: f64, h: f64, u: &[f64]) -> f64 {
         let n = self.ys.len();
+        // Every slice re-cut to length n so that the loops below carry no bounds checks and
+        // vectorise (the arithmetic, and so the result, is unchanged).
         let [k1, k2, k3, k4, k5, k6, k7] = &mut self.k;
-        let (x, y1) = (&self.ys, &mut self.y1);
+        let (k1, k2, k3, k4, k5, k6, k7) = (
+            &mut k1[..n],
+            &mut k2[..n],
+            &mut k3[..n],
+            &mut k4[..n],
+            &mut k5[..n],
+            &mut k6[..n],
+            &mut k7[..n],
+        );
+        let (x, y1, tmp) = (&self.ys[..n], &mut self.y1[..n], &mut self.tmp[..n]);
         for i in 0..n {
             y1[i] = x[i] + h * A21 * k1[i];
         }
@@ -304,14 +317,15 @@ impl Dopri5 {
         }
         model.rhs(t + h, y1, u, k7);
         for i in 0..n {
-            self.tmp[i] =
+            tmp[i] =
                 h * (E1 * k1[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i] + E6 * k6[i] + E7 * k7[i]);
         }
         self.stats.rhs_evals += 6;
+        let (atol, rtol) = (self.opts.atol, self.opts.rtol);
         let mut s = 0.0;
         for i in 0..n {
-            let sc = self.opts.atol + self.opts.rtol * x[i].abs().max(self.y1[i].abs());
-            let r = self.tmp[i] / sc;
+            let sc = atol + rtol * x[i].abs().max(y1[i].abs());
+            let r = tmp[i] / sc;
             s += r * r;
         }
         (s / n as f64).sqrt()
@@ -322,11 +336,20 @@ impl Dopri5 {
     fn accept(&mut self, t: f64, h: f64) {
         let n = self.ys.len();
         let [k1, _k2, k3, k4, k5, k6, k7] = &self.k;
+        let (k1, k3, k4, k5, k6, k7) = (&k1[..n], &k3[..n], &k4[..n], &k5[..n], &k6[..n], &k7[..n]);
         let [r1, r2, r3, r4, r5] = &mut self.rcont;
+        let (r1, r2, r3, r4, r5) = (
+            &mut r1[..n],
+            &mut r2[..n],
+            &mut r3[..n],
+            &mut r4[..n],
+            &mut r5[..n],
+        );
+        let (ys, y1) = (&self.ys[..n], &self.y1[..n]);
         for i in 0..n {
-            let ydiff = self.y1[i] - self.ys[i];
+            let ydiff = y1[i] - ys[i];
             let bspl = h * k1[i] - ydiff;
-            r1[i] = self.ys[i];
+            r1[i] = ys[i];
             r2[i] = ydiff;
             r3[i] = bspl;
             r4[i] = ydiff - h * k7[i] - bspl;
