@@ -20,6 +20,17 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// CPU time of this thread, ns (Linux `/proc/thread-self/schedstat`; `None` elsewhere): on a
+/// shared machine wall time includes the time other processes hold the core.
+fn cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let days = arg(&args, "--days", 1).max(1);
@@ -62,18 +73,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // bit-identical trajectories
     let fp = fingerprint.get();
     let mut per_rep = Vec::new();
+    let mut cpu_per_rep = Vec::new();
     let mut check = 0.0;
+    let pd = (params.len() as u64 * days) as f64;
     for _ in 0..reps {
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_ns());
         for (i, p) in params.iter().enumerate() {
             check += run(i, p)?;
         }
-        per_rep.push(t0.elapsed().as_secs_f64() / (params.len() as u64 * days) as f64);
+        per_rep.push(t0.elapsed().as_secs_f64() / pd);
+        if let (Some(c0), Some(c1)) = (c0, cpu_ns()) {
+            cpu_per_rep.push((c1 - c0) as f64 * 1e-9 / pd);
+        }
     }
     per_rep.sort_by(|a, b| a.total_cmp(b));
+    cpu_per_rep.sort_by(|a, b| a.total_cmp(b));
     let med = per_rep[per_rep.len() / 2];
+    if let Some(c) = cpu_per_rep.get(cpu_per_rep.len() / 2) {
+        println!(
+            "CPU time (this thread): median {:.1} us per patient-day (min {:.1}; {:.0} patient-days per CPU-second)",
+            1e6 * c,
+            1e6 * cpu_per_rep[0],
+            1.0 / c
+        );
+    }
     println!(
-        "30 patients x {days} day(s) x {reps} rep(s), single thread: median {:.1} us per patient-day \
+        "30 patients x {days} day(s) x {reps} rep(s), single thread, wall: median {:.1} us per patient-day \
          (min {:.1}, max {:.1}; {:.0} patient-days/s); checksum {:.6}, fingerprint {fp:016x}",
         1e6 * med,
         1e6 * per_rep[0],

@@ -81,6 +81,16 @@ fn info() -> &'static ModelInfo {
     })
 }
 
+/// `tanh(x) = 1 − 2/(e^{2x} + 1)`: one `exp` (libm's `tanh` goes through the slower `expm1`, and
+/// its two calls per right-hand side were a third of the simulation's time). Absolute error a
+/// few units in the last place of 1 (≤ 4.5e-16 over ±40, tested); saturates to ±1 without
+/// overflow (`e^{2x} = ∞` gives 1, `0` gives −1). The gastric-emptying rate only uses the
+/// difference of two values in [−1, 1], so the absolute error is what matters.
+#[inline]
+fn tanh(x: f64) -> f64 {
+    1.0 - 2.0 / ((2.0 * x).exp() + 1.0)
+}
+
 /// The UVA/Padova S2008 right-hand side for one patient's parameters.
 #[derive(Debug, Clone)]
 pub struct UvaPadova {
@@ -106,7 +116,7 @@ impl OdeModel for UvaPadova {
             let cc = 5.0 / (2.0 * dbar * p.d);
             p.kmin
                 + (p.kmax - p.kmin) / 2.0
-                    * ((aa * (qsto - p.b * dbar)).tanh() - (cc * (qsto - p.d * dbar)).tanh() + 2.0)
+                    * (tanh(aa * (qsto - p.b * dbar)) - tanh(cc * (qsto - p.d * dbar)) + 2.0)
         } else {
             p.kmax
         };
@@ -312,6 +322,21 @@ impl VirtualPatient {
 mod tests {
     use super::*;
     use crate::params::patient;
+
+    #[test]
+    fn exp_tanh_is_within_a_few_ulp_of_libm() {
+        let mut worst: f64 = 0.0;
+        for i in -400_000..=400_000 {
+            let x = i as f64 * 1e-4;
+            worst = worst.max((tanh(x) - x.tanh()).abs());
+        }
+        for x in [-1e300, -750.0, -40.0, 1e-300, 0.0, 40.0, 750.0, 1e300] {
+            worst = worst.max((tanh(x) - x.tanh()).abs());
+        }
+        assert!(worst <= 4.5e-16, "{worst:e}");
+        assert_eq!(tanh(f64::INFINITY), 1.0);
+        assert_eq!(tanh(f64::NEG_INFINITY), -1.0);
+    }
 
     #[test]
     fn basal_steady_state_holds_for_24h() {
