@@ -102,6 +102,11 @@ pub fn simulate_patient_with(
         sample_time_min: st as f64,
     };
     let tl = &scenario.timeline;
+    // The timeline is searched only in minutes holding a dose: `next_dose` indexes the first dose
+    // at or after the current minute; other minutes take what `doses_in` returns for no dose.
+    let doses = tl.doses();
+    let no_dose = tl.doses_in(CARBS_G, f64::NEG_INFINITY, f64::NEG_INFINITY);
+    let mut next_dose = 0usize;
     let duration = scenario.duration_min;
     let mut t: u64 = 0;
     let mut sampled = true;
@@ -113,13 +118,23 @@ pub fn simulate_patient_with(
                 break;
             }
             let tf = t as f64;
-            let mut announced = tl.doses_in(CARBS_G, tf, tf + 1.0);
+            while next_dose < doses.len() && doses[next_dose].at_min < tf {
+                next_dose += 1;
+            }
+            let dose_now = next_dose < doses.len() && doses[next_dose].at_min < tf + 1.0;
+            let (mut announced, extra_bolus) = if dose_now {
+                (
+                    tl.doses_in(CARBS_G, tf, tf + 1.0),
+                    tl.doses_in(BOLUS_U, tf, tf + 1.0),
+                )
+            } else {
+                (no_dose, no_dose)
+            };
             if let Some(rm) = random_meals.as_mut() {
                 announced += rm.carbs_at(t);
             }
             let mut insulin =
                 pump.basal(action.basal_u_per_min) + pump.bolus(action.bolus_u_per_min);
-            let extra_bolus = tl.doses_in(BOLUS_U, tf, tf + 1.0);
             if extra_bolus > 0.0 {
                 insulin += pump.bolus(extra_bolus);
             }
