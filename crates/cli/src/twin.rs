@@ -416,6 +416,16 @@ fn band_row(t_min: f64, b: &medtwin_infer::Bands) -> String {
 }
 
 /// Per-horizon scores in order of minutes (the map's keys are strings: "120" sorts before "30").
+/// Print the Brier scores of a backtest's risk forecasts.
+fn print_risk(r: &medtwin_twin::RiskScore) {
+    for (name, e) in [("P(< 70)", &r.below_70), ("P(> 250)", &r.above_250)] {
+        println!(
+            "{name} within {} min: Brier {:.3} (base-rate forecast {:.3}, skill {:.2}), mean forecast {:.3} vs observed {:.3}, n {}",
+            r.horizon_min, e.brier, e.brier_base_rate, e.brier_skill, e.mean_predicted, e.base_rate, e.n
+        );
+    }
+}
+
 fn by_minutes<T>(m: &std::collections::BTreeMap<String, T>) -> Vec<(&String, &T)> {
     let mut v: Vec<(&String, &T)> = m.iter().collect();
     v.sort_by_key(|(h, _)| h.parse::<u32>().unwrap_or(u32::MAX));
@@ -767,6 +777,7 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
                     s.n
                 );
             }
+            print_risk(&r.risk);
             eprintln!(
                 "{} origins in {:.1} s; mean assimilation update {:.2} ms",
                 r.n_origins, r.wall_s, r.mean_update_ms
@@ -860,6 +871,7 @@ fn report(
             s.rmse_mg_dl, s.persistence_rmse_mg_dl, s.coverage_80, s.coverage_95, s.n
         );
     }
+    print_risk(&result.backtest.risk);
     println!("report: {}", index.display());
     Ok(())
 }

@@ -75,6 +75,7 @@ fn main() {
         .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or(vec![30, 60, 120]);
     let mut pooled: Vec<ScoredPoint> = Vec::new();
+    let mut pooled_risk = Vec::new();
     for pid in &args[3..] {
         let (rec, _rep) = match medtwin_io::import_t1d_uom(&dir, pid) {
             Ok(r) => r,
@@ -161,11 +162,26 @@ fn main() {
                     }
                 }
                 pooled.extend(r.points);
+                pooled_risk.extend(r.risk_points);
             }
             Err(e) => eprintln!("{pid}: backtest failed: {e}"),
         }
     }
     print("pooled", &score(&pooled, &horizons));
+    let hmax = horizons.iter().copied().max().unwrap_or(60);
+    let risk = medtwin_twin::RiskScore::from_points(&pooled_risk, hmax);
+    for (name, e) in [("P(<70)", &risk.below_70), ("P(>250)", &risk.above_250)] {
+        println!(
+            "pooled {name} within {hmax} min: Brier {:.4} base-rate {:.4} skill {:.3} mean forecast {:.3} observed {:.3} n {}",
+            e.brier, e.brier_base_rate, e.brier_skill, e.mean_predicted, e.base_rate, e.n
+        );
+        for b in e.reliability.iter().filter(|b| b.n > 0) {
+            println!(
+                "  [{:.1}, {:.1}): n {:>4} forecast {:.3} observed {:.3}",
+                b.p_lo, b.p_hi, b.n, b.mean_predicted, b.observed_frequency
+            );
+        }
+    }
     let with_inputs: Vec<ScoredPoint> =
         pooled.into_iter().filter(|p| p.inputs_in_horizon).collect();
     print(

@@ -77,6 +77,148 @@ pub struct ScoredPoint {
     pub inputs_in_horizon: bool,
 }
 
+/// One scored risk forecast: the forecast probabilities of CGM < 70 and > 250 mg/dL at any
+/// 5-min sample within the longest horizon, and whether the recorded CGM did so.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RiskPoint {
+    /// Origin, minutes.
+    pub origin_min: f64,
+    /// Forecast P(CGM < 70 mg/dL within the horizon).
+    pub p_below_70: f64,
+    /// Forecast P(CGM > 250 mg/dL within the horizon).
+    pub p_above_250: f64,
+    /// Whether a recorded CGM value in (origin, origin + horizon] was below 70 mg/dL.
+    pub below_70: bool,
+    /// Whether one was above 250 mg/dL.
+    pub above_250: bool,
+}
+
+/// One bin of a reliability table (forecast probabilities in `[p_lo, p_hi)`; the last bin
+/// includes 1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReliabilityBin {
+    /// Lower edge of the bin.
+    pub p_lo: f64,
+    /// Upper edge of the bin.
+    pub p_hi: f64,
+    /// Forecasts in the bin.
+    pub n: usize,
+    /// Mean forecast probability in the bin (NaN when empty).
+    pub mean_predicted: f64,
+    /// Observed frequency of the event in the bin (NaN when empty).
+    pub observed_frequency: f64,
+}
+
+/// Scores of one binary event's probability forecasts: the Brier score (Brier, Monthly
+/// Weather Review 78:1, 1950) beside that of always forecasting the observed base rate, and a
+/// 10-bin reliability table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct EventScore {
+    /// Scored forecasts.
+    pub n: usize,
+    /// Mean squared difference of forecast probability and outcome (0/1).
+    pub brier: f64,
+    /// Brier score of the constant base-rate forecast (in-sample climatology).
+    pub brier_base_rate: f64,
+    /// Brier skill score `1 − brier / brier_base_rate` (NaN when the event never or always
+    /// happened).
+    pub brier_skill: f64,
+    /// Observed frequency of the event.
+    pub base_rate: f64,
+    /// Mean forecast probability.
+    pub mean_predicted: f64,
+    /// Reliability table, 10 bins of width 0.1.
+    pub reliability: Vec<ReliabilityBin>,
+}
+
+impl EventScore {
+    /// Score `(probability, outcome)` pairs.
+    pub fn from_pairs(pairs: &[(f64, bool)]) -> EventScore {
+        let n = pairs.len();
+        let nf = n.max(1) as f64;
+        let y = |o: bool| if o { 1.0 } else { 0.0 };
+        let base_rate = pairs.iter().map(|p| y(p.1)).sum::<f64>() / nf;
+        let brier = pairs.iter().map(|p| (p.0 - y(p.1)).powi(2)).sum::<f64>() / nf;
+        let brier_base_rate = base_rate * (1.0 - base_rate);
+        let reliability = (0..10)
+            .map(|b| {
+                let (lo, hi) = (b as f64 / 10.0, (b + 1) as f64 / 10.0);
+                let inside: Vec<&(f64, bool)> = pairs
+                    .iter()
+                    .filter(|p| p.0 >= lo && (p.0 < hi || (b == 9 && p.0 <= 1.0)))
+                    .collect();
+                let k = inside.len() as f64;
+                ReliabilityBin {
+                    p_lo: lo,
+                    p_hi: hi,
+                    n: inside.len(),
+                    mean_predicted: inside.iter().map(|p| p.0).sum::<f64>() / k,
+                    observed_frequency: inside.iter().map(|p| y(p.1)).sum::<f64>() / k,
+                }
+            })
+            .collect();
+        EventScore {
+            n,
+            brier,
+            brier_base_rate,
+            brier_skill: if brier_base_rate > 0.0 {
+                1.0 - brier / brier_base_rate
+            } else {
+                f64::NAN
+            },
+            base_rate,
+            mean_predicted: pairs.iter().map(|p| p.0).sum::<f64>() / nf,
+            reliability,
+        }
+    }
+}
+
+/// Risk scores of a backtest (`risk` in `metrics.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RiskScore {
+    /// The horizon of the events (the longest scored horizon), minutes.
+    pub horizon_min: u32,
+    /// P(CGM < 70 mg/dL within the horizon).
+    pub below_70: EventScore,
+    /// P(CGM > 250 mg/dL within the horizon).
+    pub above_250: EventScore,
+}
+
+impl RiskScore {
+    /// Score risk points of horizon `horizon_min`.
+    pub fn from_points(points: &[RiskPoint], horizon_min: u32) -> RiskScore {
+        let below: Vec<(f64, bool)> = points.iter().map(|p| (p.p_below_70, p.below_70)).collect();
+        let above: Vec<(f64, bool)> = points
+            .iter()
+            .map(|p| (p.p_above_250, p.above_250))
+            .collect();
+        RiskScore {
+            horizon_min,
+            below_70: EventScore::from_pairs(&below),
+            above_250: EventScore::from_pairs(&above),
+        }
+    }
+}
+
+/// Whether recorded CGM < 70 and > 250 mg/dL occurred in `(t0, t1]`; `None` when the record
+/// has a gap over 20 min in that window (including its ends), so the outcome is unknown.
+fn observed_events(schedule: &InputSchedule, t0: f64, t1: f64) -> Option<(bool, bool)> {
+    let i0 = schedule.cgm.partition_point(|c| c.0 <= t0);
+    let i1 = schedule.cgm.partition_point(|c| c.0 <= t1);
+    let w = &schedule.cgm[i0..i1];
+    let mut last = t0;
+    for c in w {
+        if c.0 - last > 20.0 {
+            return None;
+        }
+        last = c.0;
+    }
+    if t1 - last > 20.0 {
+        return None;
+    }
+    Some((w.iter().any(|c| c.1 < 70.0), w.iter().any(|c| c.1 > 250.0)))
+}
+
 /// Result of a backtest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BacktestResult {
@@ -86,6 +228,12 @@ pub struct BacktestResult {
     pub horizons_with_inputs: BTreeMap<String, HorizonScore>,
     /// "recorded" (replay: the forecasts knew the recorded future inputs) or "blind".
     pub future_inputs: String,
+    /// Brier scores and reliability of P(< 70) and P(> 250 mg/dL) within the longest horizon.
+    #[serde(default)]
+    pub risk: RiskScore,
+    /// Every scored risk forecast.
+    #[serde(skip)]
+    pub risk_points: Vec<RiskPoint>,
     /// Every scored point.
     #[serde(skip)]
     pub points: Vec<ScoredPoint>,
@@ -168,6 +316,20 @@ pub fn score(points: &[ScoredPoint], horizons: &[u32]) -> BTreeMap<String, Horiz
     out
 }
 
+/// Forecast times of a scored origin: every scored horizon and every 5 min up to the longest
+/// (the CGM sampling interval, so P(< 70 within the horizon) refers to the same samples as the
+/// recorded outcome), absolute minutes, increasing.
+fn forecast_times(origin: f64, horizons_min: &[u32]) -> Vec<f64> {
+    let hmax = horizons_min.iter().copied().max().unwrap_or(60);
+    let mut h: Vec<u32> = (1..=hmax / 5)
+        .map(|k| 5 * k)
+        .chain(horizons_min.iter().copied())
+        .collect();
+    h.sort_unstable();
+    h.dedup();
+    h.into_iter().map(|h| origin + h as f64).collect()
+}
+
 fn nearest_cgm(schedule: &InputSchedule, t: f64, tol: f64) -> Option<f64> {
     let i = schedule.cgm.partition_point(|c| c.0 < t - tol);
     schedule.cgm[i..]
@@ -210,6 +372,7 @@ pub fn backtest(
         .map(|v| v.max(1))
         .unwrap_or(usize::MAX);
     let mut points = Vec::new();
+    let mut risk_points = Vec::new();
     let mut cones = Vec::new();
     let (mut skipped, mut n_origins) = (0, 0);
     let mut update_time = 0.0;
@@ -250,14 +413,27 @@ pub fn backtest(
             cones.push((origin, f.clone()));
             f
         } else {
-            let times: Vec<f64> = opts
-                .horizons_min
-                .iter()
-                .map(|&h| origin + h as f64)
-                .collect();
-            engine.forecast_at(schedule, &times, replay.as_ref(), seed)?
+            engine.forecast_at(
+                schedule,
+                &forecast_times(origin, &opts.horizons_min),
+                replay.as_ref(),
+                seed,
+            )?
         };
         n_origins += 1;
+        // a cone forecast's probabilities cover its own horizon
+        let risk_window = !save_cone || opts.cone_horizon_min.max(hmax) == hmax;
+        if let Some((below, above)) =
+            observed_events(schedule, origin, origin + hmax as f64).filter(|_| risk_window)
+        {
+            risk_points.push(RiskPoint {
+                origin_min: origin,
+                p_below_70: f.p_below,
+                p_above_250: f.p_above,
+                below_70: below,
+                above_250: above,
+            });
+        }
         for &h in &opts.horizons_min {
             let target = origin + h as f64;
             let Some(obs) = nearest_cgm(schedule, target, 2.5) else {
@@ -300,6 +476,8 @@ pub fn backtest(
         } else {
             "blind".into()
         },
+        risk: RiskScore::from_points(&risk_points, hmax),
+        risk_points,
         points,
         cones,
         n_origins,
@@ -318,6 +496,61 @@ pub fn backtest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn brier_scores_and_reliability_bins() {
+        let pairs = [
+            (0.05, false),
+            (0.05, false),
+            (0.95, true),
+            (0.95, false),
+            (1.0, true),
+        ];
+        let s = EventScore::from_pairs(&pairs);
+        assert_eq!(s.n, 5);
+        let brier = (0.05f64.powi(2) * 2.0 + 0.05f64.powi(2) + 0.95f64.powi(2) + 0.0) / 5.0;
+        assert!((s.brier - brier).abs() < 1e-12);
+        assert!((s.base_rate - 0.4).abs() < 1e-12);
+        assert!((s.brier_base_rate - 0.24).abs() < 1e-12);
+        assert!((s.brier_skill - (1.0 - brier / 0.24)).abs() < 1e-12);
+        assert_eq!(s.reliability.len(), 10);
+        assert_eq!(s.reliability[0].n, 2);
+        assert_eq!(s.reliability[0].observed_frequency, 0.0);
+        assert_eq!(
+            s.reliability[9].n, 3,
+            "0.95, 0.95 and 1.0 fall in the last bin"
+        );
+        assert!((s.reliability[9].observed_frequency - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(s.reliability.iter().map(|b| b.n).sum::<usize>(), 5);
+        assert!(s.reliability[5].mean_predicted.is_nan());
+        // an event that never happens has no base-rate skill
+        assert!(EventScore::from_pairs(&[(0.1, false)]).brier_skill.is_nan());
+    }
+
+    #[test]
+    fn risk_outcomes_need_a_gap_free_window_and_times_cover_the_cgm_grid() {
+        let s = InputSchedule {
+            cgm: (0..=24)
+                .map(|k| (5.0 * k as f64, if k == 7 { 65.0 } else { 120.0 }))
+                .collect(),
+            ..InputSchedule::default()
+        };
+        assert_eq!(observed_events(&s, 0.0, 60.0), Some((true, false)));
+        assert_eq!(observed_events(&s, 40.0, 100.0), Some((false, false)));
+        assert_eq!(
+            observed_events(&s, 60.0, 180.0),
+            None,
+            "no CGM after 120 min"
+        );
+        let mut gap = s.clone();
+        gap.cgm.retain(|c| !(c.0 > 50.0 && c.0 < 80.0));
+        assert_eq!(observed_events(&gap, 40.0, 100.0), None);
+        let t = forecast_times(100.0, &[30, 62, 60]);
+        assert_eq!(t.len(), 13);
+        assert_eq!(t[0], 105.0);
+        assert!(t.contains(&162.0) && t.contains(&160.0) && t.contains(&130.0));
+        assert!(t.windows(2).all(|w| w[0] < w[1]));
+    }
 
     #[test]
     fn recorded_plan_takes_inputs_strictly_after_the_origin_up_to_the_end() {

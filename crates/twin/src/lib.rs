@@ -20,7 +20,9 @@ pub mod model;
 pub mod prior;
 pub mod report;
 
-pub use backtest::{backtest, BacktestOptions, BacktestResult, HorizonScore};
+pub use backtest::{
+    backtest, BacktestOptions, BacktestResult, EventScore, HorizonScore, RiskPoint, RiskScore,
+};
 pub use engine::{Twin, TwinEngine, TwinError, TwinSettings};
 pub use inputs::InputSchedule;
 pub use model::{NoiseSettings, Plan};
