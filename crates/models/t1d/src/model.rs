@@ -105,6 +105,8 @@ impl OdeModel for UvaPadova {
 
     #[inline]
     fn rhs(&self, _t_min: f64, x: &[f64], u: &[f64], dx: &mut [f64]) {
+        // Fixed lengths up front: one check each instead of one per state access.
+        let (x, u, dx) = (&x[..13], &u[..3], &mut dx[..13]);
         let p = &self.p;
         let d = u[input::CHO_G_PER_MIN] * 1000.0; // g/min -> mg/min
         let ins = u[input::INSULIN_U_PER_MIN] * INSULIN_PMOL_PER_U / p.bw; // U/min -> pmol/kg/min
