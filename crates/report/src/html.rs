@@ -287,6 +287,8 @@ pub(crate) fn build(r: &TwinReport) -> Built {
         ),
     );
 
+    agp_and_hypoglycaemia(&mut doc, cgm, wall);
+
     // ------------------------------------------------------------ 3 cones
     section(&mut doc, 2);
     forecasts(&mut doc, r, cgm, origin_label, wall);
@@ -912,6 +914,61 @@ fn narrowing(doc: &mut Doc, r: &TwinReport, cgm: &[(f64, f64)], origin_label: &s
             ("P(> 250)", true),
             ("Inside 80 % band", true),
             ("MAE of median (mg/dL)", true),
+        ],
+        &rows,
+    );
+}
+
+// ---------------------------------------------------------------- AGP, hypoglycaemia
+
+/// The ambulatory glucose profile (needs the local time of t = 0) and the list of
+/// hypoglycaemia episodes.
+fn agp_and_hypoglycaemia(doc: &mut Doc, cgm: &[(f64, f64)], wall: Option<stats::WallOrigin>) {
+    match wall {
+        Some(w) => {
+            let slots = stats::agp(cgm, w.minute_of_day() as f64);
+            doc.figure(
+                "agp.svg",
+                plots::agp_figure(&slots),
+                "Ambulatory glucose profile: the 5–95 % and 25–75 % ranges and the median of all CGM \
+                 readings by local time of day (15-min slots pooling readings within ±30 min, all days; \
+                 Battelino et al., Diabetes Care 42:1593, 2019). Shaded: 70–180 mg/dL.",
+            );
+        }
+        None => doc.para(
+            "No ambulatory glucose profile: the local time of t = 0 is not known (origin label without \
+             a date and time).",
+        ),
+    }
+    let episodes = stats::hypo_episodes(cgm);
+    let rows: Vec<Vec<Cell>> = episodes
+        .iter()
+        .map(|e| {
+            vec![
+                Cell::num(fmt_hours(e.start_min)),
+                Cell::text(&match wall {
+                    Some(w) => stats::wall_clock(w, e.start_min),
+                    None => "—".into(),
+                }),
+                Cell::num(fmt_f(e.end_min - e.start_min, 0)),
+                Cell::num(fmt_f(e.nadir_mg_dl, 0)),
+                Cell::text(if e.level2 { "2 (< 54)" } else { "1 (< 70)" }),
+            ]
+        })
+        .collect();
+    doc.table(
+        &format!(
+            "Hypoglycaemia episodes: {} (level 2: {}); an episode is at least 15 min below 70 mg/dL, \
+             ended by 15 min at or above 70 (Battelino et al., Lancet Diabetes Endocrinol 11:42, 2023).",
+            episodes.len(),
+            episodes.iter().filter(|e| e.level2).count()
+        ),
+        &[
+            ("Start (t)", true),
+            ("Start (local)", false),
+            ("Duration (min)", true),
+            ("Nadir (mg/dL)", true),
+            ("Level", false),
         ],
         &rows,
     );

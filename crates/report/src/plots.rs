@@ -1069,6 +1069,80 @@ pub(crate) fn narrowing_width_figure(items: &[(String, Cone)]) -> Result<String,
     })
 }
 
+// ---------------------------------------------------------------- AGP
+
+/// The ambulatory glucose profile figure: 5–95 % and 25–75 % bands and the median of CGM by
+/// time of day (slots of [`stats::agp`]), over the 70–180 mg/dL target range.
+pub(crate) fn agp_figure(slots: &[stats::AgpSlot]) -> Result<String, ReportError> {
+    const FIG: &str = "ambulatory glucose profile";
+    let pts: Vec<(f64, [f64; 5])> = slots
+        .iter()
+        .filter(|s| s.p.iter().all(|v| v.is_finite()))
+        .map(|s| (s.minute_of_day / 60.0, s.p))
+        .collect();
+    if pts.len() < 2 {
+        return Err(no_data(
+            FIG,
+            "fewer than two time-of-day slots hold enough CGM readings",
+        ));
+    }
+    let (ylo, yhi) = glucose_range(pts.iter().flat_map(|p| p.1), 300.0);
+    let items = vec![
+        (Swatch::Band(BAND, 0.18), "5–95 %".to_string()),
+        (Swatch::Band(BAND, 0.38), "25–75 %".to_string()),
+        (Swatch::Line(MEDIAN, 3), "median".to_string()),
+    ];
+    let hh = header_height(1000, &items);
+    render(FIG, (1000, 360 + hh), |root| {
+        let (head, body) = root.split_vertically(hh);
+        header(
+            &head,
+            "Ambulatory glucose profile (all days, by time of day)",
+            &items,
+        )?;
+        let mut chart = ChartBuilder::on(&body)
+            .margin_left(6)
+            .margin_right(22)
+            .margin_top(8)
+            .margin_bottom(4)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..24.0, ylo..yhi)?;
+        let fx = |v: &f64| format!("{:02}:00", *v as i64);
+        let fy = |v: &f64| stats::fmt_axis(*v);
+        chart
+            .configure_mesh()
+            .x_labels(13)
+            .x_label_formatter(&fx)
+            .y_label_formatter(&fy)
+            .label_style(font_c(11.5, INK))
+            .axis_desc_style(font_c(12.5, INK))
+            .bold_line_style(GRID)
+            .light_line_style(TRANSPARENT)
+            .axis_style(AXIS)
+            .x_desc("Time of day (local)")
+            .y_desc("Glucose (mg/dL)")
+            .draw()?;
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(0.0, 70f64.clamp(ylo, yhi)), (24.0, 180f64.clamp(ylo, yhi))],
+            TARGET.mix(0.07).filled(),
+        )))?;
+        for (lo, hi, alpha) in [(0, 4, 0.18), (1, 3, 0.38)] {
+            let mut poly: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1[hi])).collect();
+            poly.extend(pts.iter().rev().map(|p| (p.0, p.1[lo])));
+            chart.draw_series(std::iter::once(Polygon::new(
+                poly,
+                BAND.mix(alpha).filled(),
+            )))?;
+        }
+        chart.draw_series(LineSeries::new(
+            pts.iter().map(|p| (p.0, p.1[2])),
+            MEDIAN.stroke_width(3),
+        ))?;
+        Ok(())
+    })
+}
+
 // ---------------------------------------------------------------- figure 4: posteriors
 
 struct Hist {

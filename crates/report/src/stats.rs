@@ -414,6 +414,13 @@ pub(crate) struct WallOrigin {
     minute: i64,
 }
 
+impl WallOrigin {
+    /// Local minute of the day of t = 0.
+    pub(crate) fn minute_of_day(&self) -> i64 {
+        self.minute
+    }
+}
+
 pub(crate) fn parse_origin(label: &str) -> Option<WallOrigin> {
     let b = label.trim().as_bytes();
     if b.len() < 16 {
@@ -488,8 +495,193 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// One time-of-day slot of the ambulatory glucose profile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AgpSlot {
+    /// Slot centre, minutes after local midnight.
+    pub minute_of_day: f64,
+    /// 5, 25, 50, 75 and 95 % of the CGM values within ±30 min of the slot centre (any day),
+    /// mg/dL; NaN with fewer than [`AGP_MIN_VALUES`] values.
+    pub p: [f64; 5],
+    /// Values pooled.
+    pub n: usize,
+}
+
+/// Fewer pooled values than this in a slot: no AGP percentiles there.
+pub(crate) const AGP_MIN_VALUES: usize = 5;
+
+/// The ambulatory glucose profile (Bergenstal et al., Diabetes Technol Ther 15:198, 2013;
+/// Battelino et al., Diabetes Care 42:1593, 2019): 5/25/50/75/95 % of CGM by time of day, in
+/// 96 slots of 15 min, each pooling the values within ±30 min of its centre over all days (the
+/// day wraps at midnight). `cgm` is `(t_min, mg/dL)`; `origin_minute_of_day` the local time
+/// of t = 0 (no DST handling).
+pub(crate) fn agp(cgm: &[(f64, f64)], origin_minute_of_day: f64) -> Vec<AgpSlot> {
+    let tod: Vec<(f64, f64)> = cgm
+        .iter()
+        .filter(|c| c.0.is_finite() && c.1.is_finite())
+        .map(|c| ((origin_minute_of_day + c.0).rem_euclid(1440.0), c.1))
+        .collect();
+    (0..96)
+        .map(|k| {
+            let centre = 15.0 * k as f64 + 7.5;
+            let mut v: Vec<f64> = tod
+                .iter()
+                .filter(|c| {
+                    let d = (c.0 - centre).abs();
+                    d.min(1440.0 - d) <= 30.0
+                })
+                .map(|c| c.1)
+                .collect();
+            v.sort_by(f64::total_cmp);
+            let p = if v.len() >= AGP_MIN_VALUES {
+                [0.05, 0.25, 0.5, 0.75, 0.95].map(|q| quantile_sorted(&v, q))
+            } else {
+                [f64::NAN; 5]
+            };
+            AgpSlot {
+                minute_of_day: centre,
+                p,
+                n: v.len(),
+            }
+        })
+        .collect()
+}
+
+/// A hypoglycaemia episode in the CGM record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct HypoEpisode {
+    /// First reading below 70 mg/dL, minutes after t = 0.
+    pub start_min: f64,
+    /// First reading of the 15 min at or above 70 mg/dL that ended it (or the last reading
+    /// below, if the record or a gap ends it), minutes.
+    pub end_min: f64,
+    /// Lowest reading, mg/dL.
+    pub nadir_mg_dl: f64,
+    /// Whether it reached level 2 (< 54 mg/dL for at least 15 min).
+    pub level2: bool,
+}
+
+/// Hypoglycaemia episodes as the international consensus counts CGM events (Battelino et al.,
+/// Lancet Diabetes Endocrinol 11:42, 2023): at least 15 consecutive minutes below 70 mg/dL,
+/// ended by at least 15 consecutive minutes at or above 70; level 2 when below 54 mg/dL for at
+/// least 15 minutes within it. A gap over 30 min between readings ends an episode. `cgm` is
+/// `(t_min, mg/dL)`, time-ordered.
+pub(crate) fn hypo_episodes(cgm: &[(f64, f64)]) -> Vec<HypoEpisode> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < cgm.len() {
+        if cgm[i].1 >= 70.0 {
+            i += 1;
+            continue;
+        }
+        let start = cgm[i].0;
+        let (mut nadir, mut last_below) = (cgm[i].1, cgm[i].0);
+        let (mut run54, mut longest54) = (None::<f64>, 0.0f64);
+        let mut end = None;
+        let mut j = i;
+        while j < cgm.len() {
+            let (t, v) = cgm[j];
+            if j > i && t - cgm[j - 1].0 > 30.0 {
+                break;
+            }
+            if v < 70.0 {
+                last_below = t;
+                nadir = nadir.min(v);
+            } else {
+                // recovered once readings stay at or above 70 for 15 min
+                let k = cgm[j..].iter().take_while(|c| c.1 >= 70.0).last();
+                if k.is_some_and(|c| c.0 - t >= 15.0) {
+                    end = Some(t);
+                    break;
+                }
+            }
+            if v < 54.0 {
+                let s = *run54.get_or_insert(t);
+                longest54 = longest54.max(t - s);
+            } else {
+                run54 = None;
+            }
+            j += 1;
+        }
+        let end_min = end.unwrap_or(last_below);
+        if end_min - start >= 15.0 {
+            out.push(HypoEpisode {
+                start_min: start,
+                end_min,
+                nadir_mg_dl: nadir,
+                level2: longest54 >= 15.0,
+            });
+        }
+        i = j.max(i + 1);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn agp_pools_by_time_of_day_and_wraps_midnight() {
+        // three days of 5-min CGM: 100 mg/dL, except 200 between 12:00 and 13:00
+        let cgm: Vec<(f64, f64)> = (0..3 * 288)
+            .map(|k| {
+                let t = 5.0 * k as f64;
+                let tod = t.rem_euclid(1440.0);
+                (
+                    t,
+                    if (720.0..780.0).contains(&tod) {
+                        200.0
+                    } else {
+                        100.0
+                    },
+                )
+            })
+            .collect();
+        let a = agp(&cgm, 0.0);
+        assert_eq!(a.len(), 96);
+        let noon = a.iter().find(|s| s.minute_of_day == 727.5).unwrap();
+        assert_eq!(noon.p[2], 200.0);
+        assert_eq!(a[0].p, [100.0; 5]);
+        assert_eq!(
+            a[0].n,
+            3 * 12,
+            "±30 min around 00:07:30 wraps to the previous evening"
+        );
+        // an origin at 06:00 local shifts the profile by 6 h
+        let b = agp(&cgm, 360.0);
+        let six_pm = b.iter().find(|s| s.minute_of_day == 1087.5).unwrap();
+        assert_eq!(six_pm.p[2], 200.0);
+        assert!(agp(&cgm[..3], 0.0).iter().all(|s| s.p[0].is_nan()));
+    }
+
+    #[test]
+    fn hypo_episodes_follow_the_consensus_definition() {
+        let mut v = vec![100.0; 60];
+        for x in v.iter_mut().take(16).skip(10) {
+            *x = 60.0; // 30 min below 70: an episode (ends at index 16)
+        }
+        for x in v.iter_mut().take(22).skip(20) {
+            *x = 50.0; // two readings, 10 min below: too short
+        }
+        for x in v.iter_mut().take(42).skip(30) {
+            *x = 50.0; // 55 min below 54, with one 80 at 36 that does not end it
+        }
+        v[36] = 80.0;
+        let cgm: Vec<(f64, f64)> = v
+            .iter()
+            .enumerate()
+            .map(|(k, &g)| (5.0 * k as f64, g))
+            .collect();
+        let e = hypo_episodes(&cgm);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(
+            (e[0].start_min, e[0].end_min, e[0].nadir_mg_dl),
+            (50.0, 80.0, 60.0)
+        );
+        assert!(!e[0].level2);
+        assert_eq!((e[1].start_min, e[1].end_min), (150.0, 210.0));
+        assert!(e[1].level2);
+    }
     use super::*;
 
     #[test]

@@ -229,8 +229,10 @@ fn full_report_has_all_sections_and_files() {
 
     // Figures: inline SVG with polygons (bands), paths (lines), text labels.
     let n_svg = html.matches("<svg").count();
-    // cgm, overview, 3 cones, narrowing, narrowing width, posteriors, backtest
-    assert_eq!(n_svg, 9, "expected 9 inline figures");
+    // cgm, AGP, overview, 3 cones, narrowing, narrowing width, posteriors, backtest
+    assert_eq!(n_svg, 10, "expected 10 inline figures");
+    assert!(html.contains("Ambulatory glucose profile"));
+    assert!(html.contains("Hypoglycaemia episodes:"));
     assert!(html.contains("<polygon"));
     assert!(html.contains("<polyline") || html.contains("<path"));
     assert!(html.contains("Glucose (mg/dL)"));
@@ -258,6 +260,7 @@ fn full_report_has_all_sections_and_files() {
     // Standalone SVG files next to the HTML.
     for f in [
         "cgm.svg",
+        "agp.svg",
         "cones_overview.svg",
         "cone_1.svg",
         "cone_2.svg",
