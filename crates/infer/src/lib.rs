@@ -369,8 +369,8 @@ impl EnsemblePaths {
             .iter()
             .zip(&self.weights)
             .filter(|(p, _)| pred(p))
-            .map(|(_, w)| w)
-            .sum()
+            // fold from +0.0: an empty f64 sum is −0.0, printed "-0.000"
+            .fold(0.0, |acc, (_, w)| acc + w)
     }
     /// Weighted mean over paths of `stat(path)`.
     pub fn expectation(&self, stat: impl Fn(&[f64]) -> f64) -> f64 {
@@ -486,6 +486,20 @@ pub fn forecast<M: StateSpaceModel>(
 mod tests {
     use super::*;
     use rand_distr::{Distribution, Normal};
+
+    #[test]
+    fn probability_of_an_event_no_path_meets_is_positive_zero() {
+        let e = EnsemblePaths {
+            t_min: vec![1.0],
+            paths: vec![vec![100.0], vec![120.0]],
+            weights: vec![0.5, 0.5],
+            particle: vec![0, 1],
+        };
+        let p = e.probability(|p| p[0] < 70.0);
+        assert!(p == 0.0 && p.is_sign_positive(), "{p}");
+        assert_eq!(format!("{:.3}", p), "0.000");
+        assert_eq!(e.probability(|p| p[0] > 110.0), 0.5);
+    }
 
     /// Linear-Gaussian random walk x' = x + N(0, q dt), y = x + N(0, r): the Kalman filter is
     /// exact, so the particle filter's mean/variance/log-likelihood must match it.
