@@ -371,6 +371,23 @@ struct PlanBasal {
 }
 
 /// Read a plan TOML; times are minutes after `t0`. Errors name the file, entry and value.
+/// Refuse an insulin question (a plan with a bolus or basal change, or bolus advice) on a twin
+/// whose record holds no insulin at all: its response to insulin was never observed, so any
+/// answer would be the population prior's, presented as this person's.
+fn require_insulin_data(schedule: &InputSchedule, what: &str) -> Result<(), CliError> {
+    if schedule.boluses.is_empty()
+        && schedule.basal_rates.is_empty()
+        && schedule.long_acting.is_empty()
+    {
+        return Err(CliError::input(format!(
+            "{what}: refused: this twin was calibrated without any insulin data (no bolus, basal \
+             rate or long-acting dose in its record), so it has never seen this person's response to \
+             insulin; add the insulin log to the record and refit"
+        )));
+    }
+    Ok(())
+}
+
 fn read_plan(path: &Path, t0: f64, horizon: u32) -> Result<Plan, CliError> {
     let f = path.display();
     let text = std::fs::read_to_string(path)
@@ -669,6 +686,12 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
                 Some(p) => Some(read_plan(&p, doc.t_min, horizon)?),
                 None => None,
             };
+            if plan
+                .as_ref()
+                .is_some_and(|p| !p.boluses.is_empty() || !p.basal_rates.is_empty())
+            {
+                require_insulin_data(&doc.schedule, "forecast with an insulin plan")?;
+            }
             let f = engine
                 .forecast(&doc.schedule, horizon, plan.as_ref(), doc.settings.seed)
                 .map_err(|e| CliError::failure(e.to_string()))?;
@@ -940,6 +963,12 @@ fn whatif_cmd(
         }
         plans.push((name, read_plan(p, doc.t_min, horizon)?));
     }
+    if plans
+        .iter()
+        .any(|(_, p)| !p.boluses.is_empty() || !p.basal_rates.is_empty())
+    {
+        require_insulin_data(&doc.schedule, "what-if with an insulin plan")?;
+    }
     let outcomes =
         medtwin_twin::decide::whatif(&engine, &doc.schedule, &plans, horizon, doc.settings.seed)
             .map_err(|e| CliError::failure(e.to_string()))?;
@@ -1068,6 +1097,7 @@ fn advise_cmd(
         )));
     }
     let doc = read_twin(twin)?;
+    require_insulin_data(&doc.schedule, "bolus advice")?;
     let engine = TwinEngine::from_twin(&doc).map_err(input_err)?;
     let mut s =
         medtwin_twin::decide::AdvisorSettings::from_tdi(engine.calibration.window_tdi_u_per_day);

@@ -784,3 +784,89 @@ fn ctrl_c_leaves_a_valid_partial_file_that_resume_completes() {
     );
     assert!(!cut.join("results.partial.parquet").exists());
 }
+
+/// A twin calibrated from CGM alone says so and refuses insulin questions (bolus advice, what-ifs
+/// and forecasts with a bolus) with the reason; a meal-only plan is still answered.
+#[test]
+fn cgm_only_twin_refuses_insulin_questions() {
+    let d = tmp("cgm-only");
+    let rec = import_demo(&d);
+    let text = std::fs::read_to_string(&rec).unwrap();
+    let cgm_only: String = text
+        .lines()
+        .filter(|l| {
+            !l.contains(",bolus,") && !l.contains(",long_acting,") && !l.contains(",basal_rate,")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(cgm_only.lines().count() < text.lines().count());
+    let rec2 = d.join("cgm_only.csv");
+    std::fs::write(&rec2, cgm_only).unwrap();
+    let twin = d.join("twin.json");
+    let o = run(&[
+        "twin",
+        "fit",
+        rec2.to_str().unwrap(),
+        "--until",
+        "2d",
+        "--particles",
+        "50",
+        "--out",
+        twin.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["twin", "advise", twin.to_str().unwrap(), "--carbs", "60"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("without any insulin data"),
+        "{}",
+        stderr(&o)
+    );
+    let bolus = d.join("bolus.toml");
+    std::fs::write(&bolus, "[[bolus]]\nat_min = 0\nunits = 5\n").unwrap();
+    let o = run(&[
+        "twin",
+        "whatif",
+        twin.to_str().unwrap(),
+        "--plan",
+        bolus.to_str().unwrap(),
+        "--out",
+        d.join("wi").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("what-if with an insulin plan: refused"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "twin",
+        "forecast",
+        twin.to_str().unwrap(),
+        "--plan",
+        bolus.to_str().unwrap(),
+        "--horizon",
+        "60",
+        "--out",
+        d.join("f.csv").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let meal = d.join("meal.toml");
+    std::fs::write(&meal, "[[meal]]\nat_min = 0\ncarbs_g = 40\n").unwrap();
+    let o = run(&[
+        "twin",
+        "forecast",
+        twin.to_str().unwrap(),
+        "--plan",
+        meal.to_str().unwrap(),
+        "--horizon",
+        "60",
+        "--out",
+        d.join("f.csv").to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "a meal-only plan is answered: {}",
+        stderr(&o)
+    );
+}
