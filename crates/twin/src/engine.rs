@@ -297,15 +297,8 @@ impl TwinEngine {
         seed: u64,
     ) -> Result<Forecast, TwinError> {
         let plan = plan.filter(|p| !p.is_empty());
-        let (base, raw, hybrid_bands) = self.baseline_paths(schedule, times, seed)?;
-        let paths = match plan {
-            None => base,
-            Some(p) => {
-                let learnt =
-                    self.plan_responses(schedule, times, &[Some(p)], hybrid_bands.is_some());
-                self.with_plan_effect(schedule, times, p, seed, &base, &raw, learnt.as_ref())?
-            }
-        };
+        let (mut paths, hybrid_bands) = self.plan_paths(schedule, times, &[plan], seed)?;
+        let paths = paths.swap_remove(0);
         let bands = match (plan, hybrid_bands) {
             (None, Some(b)) => b,
             _ => paths.bands()?,
@@ -342,9 +335,22 @@ impl TwinEngine {
         plans: &[Option<&Plan>],
         seed: u64,
     ) -> Result<Vec<medtwin_infer::EnsemblePaths>, TwinError> {
+        Ok(self.plan_paths(schedule, times, plans, seed)?.0)
+    }
+
+    /// [`TwinEngine::paths_for_plans`], and the hybrid forecast's bands when it applies (the
+    /// bands of the no-plan answer).
+    #[allow(clippy::type_complexity)]
+    fn plan_paths(
+        &self,
+        schedule: &InputSchedule,
+        times: &[f64],
+        plans: &[Option<&Plan>],
+        seed: u64,
+    ) -> Result<(Vec<medtwin_infer::EnsemblePaths>, Option<Vec<Bands>>), TwinError> {
         let (base, raw, hybrid_bands) = self.baseline_paths(schedule, times, seed)?;
         let learnt = self.plan_responses(schedule, times, plans, hybrid_bands.is_some());
-        plans
+        let paths = plans
             .iter()
             .map(|p| match p.filter(|p| !p.is_empty()) {
                 None => Ok(base.clone()),
@@ -352,7 +358,8 @@ impl TwinEngine {
                     self.with_plan_effect(schedule, times, p, seed, &base, &raw, learnt.as_ref())
                 }
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((paths, hybrid_bands))
     }
 
     /// The plain forecast's paths (hybrid re-centred when available), the mechanistic paths
