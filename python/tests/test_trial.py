@@ -86,10 +86,14 @@ def test_interrupt_then_resume_is_byte_identical(run1, tmp_path):
         interrupted = False
     except RuntimeError:
         interrupted = True
-    if interrupted:
-        assert (tmp_path / "results.partial.parquet").exists()
+    partial = tmp_path / "results.partial.parquet"
+    if interrupted and partial.exists():
         r = medtwin.trial.run(spec, tmp_path, resume=True, progress=False)
         assert 0 <= r.resumed_patients < 24
+    elif interrupted:
+        # the stop is seen by the runner only between patients: a 0.03 s trial may finish first,
+        # and then the complete file is written (the callback's exception is still raised)
+        assert (tmp_path / "results.parquet").exists()
     # interrupted or not (a fast machine may finish before the first report), the file is the same
     assert filecmp.cmp(run1.results_path, tmp_path / "results.parquet", shallow=False)
 
