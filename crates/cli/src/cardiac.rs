@@ -3,8 +3,13 @@
 use crate::error::{io_fail, CliError};
 use clap::{Args, Subcommand};
 use medtwin_cardiac::assay::{results_csv, run_assay, AssayOptions, DoseResult};
+use medtwin_cardiac::classify::training_classifier;
 use medtwin_cardiac::drug::{bundled_drug, Drug};
 use medtwin_cardiac::report::report_html;
+use medtwin_cardiac::samples::{
+    bundled_samples, parse_samples, risk_uncertainty, run_samples, samples_csv, summarize,
+    summary_csv, UncertaintySample,
+};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -36,6 +41,16 @@ pub struct CipaArgs {
     /// Relative tolerance of the integrator (also the gates' absolute tolerance).
     #[arg(long, default_value_t = 5e-5)]
     pub rtol: f64,
+    /// Also propagate the first N uncertainty samples (bootstrap hERG binding + MCMC Hill
+    /// parameters, Li et al. 2019) through every dose on all cores; writes DIR/samples.csv,
+    /// DIR/samples_summary.csv (median and 95 % interval per dose) and DIR/samples_risk.csv
+    /// (fraction of samples per TdP risk class). Bundled: 50 per CiPA training drug.
+    #[arg(long, default_value_t = 0)]
+    pub samples: usize,
+    /// Directory with the FDA/CiPA-layout sample tables boot_pars.csv and IC50_samples.csv
+    /// (instead of the bundled ones; any drug, any number of rows).
+    #[arg(long, requires = "samples")]
+    pub samples_dir: Option<PathBuf>,
 }
 
 /// Run a cardiac command.
@@ -115,6 +130,12 @@ fn cipa(a: CipaArgs) -> Result<(), CliError> {
         )));
     }
     let drug = load_drug(&a)?;
+    // sample tables are read before anything runs, so bad sample input writes nothing
+    let samples = if a.samples > 0 {
+        Some(load_samples(&a, &drug)?)
+    } else {
+        None
+    };
     let mut opts = AssayOptions {
         beats: a.beats,
         ..AssayOptions::default()
@@ -154,5 +175,108 @@ fn cipa(a: CipaArgs) -> Result<(), CliError> {
         );
     }
     println!("wrote {}", a.out.join("results.csv").display());
+    if let Some(samples) = samples {
+        uncertainty(&a, &drug, &doses, &samples, &opts)?;
+    }
+    Ok(())
+}
+
+fn load_samples(a: &CipaArgs, drug: &Drug) -> Result<Vec<UncertaintySample>, CliError> {
+    let Some(dir) = &a.samples_dir else {
+        return bundled_samples(&drug.name, a.samples).map_err(|e| CliError::input(e.to_string()));
+    };
+    let read = |f: &str| {
+        let p = dir.join(f);
+        std::fs::read_to_string(&p)
+            .map_err(|e| CliError::input(format!("--samples-dir: {}: {e}", p.display())))
+    };
+    let (b, i) = (read("boot_pars.csv")?, read("IC50_samples.csv")?);
+    let all = parse_samples(&b, &i, ("boot_pars.csv", "IC50_samples.csv"))
+        .map_err(|e| CliError::input(e.to_string()))?;
+    if all.len() < a.samples {
+        return Err(CliError::input(format!(
+            "--samples {}: {} holds only {} paired samples",
+            a.samples,
+            dir.display(),
+            all.len()
+        )));
+    }
+    Ok(all.into_iter().take(a.samples).collect())
+}
+
+fn uncertainty(
+    a: &CipaArgs,
+    drug: &Drug,
+    doses: &[f64],
+    samples: &[UncertaintySample],
+    opts: &AssayOptions,
+) -> Result<(), CliError> {
+    let t0 = Instant::now();
+    let rows =
+        run_samples(drug, doses, samples, opts).map_err(|e| CliError::failure(e.to_string()))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let sum = summarize(&rows);
+    let (classifier, left_out) = training_classifier(&drug.name);
+    let risk = risk_uncertainty(&rows, &classifier);
+    write(&a.out.join("samples.csv"), &samples_csv(&drug.name, &rows))?;
+    write(
+        &a.out.join("samples_summary.csv"),
+        &summary_csv(&drug.name, &sum),
+    )?;
+    let mq = |k: usize| {
+        risk.mean_qnet
+            .map_or("NA".to_string(), |v| format!("{:.4}", v[k]))
+    };
+    write(
+        &a.out.join("samples_risk.csv"),
+        &format!(
+            "drug,n_classified,frac_low,frac_intermediate,frac_high,call,mean_qnet_median,\
+             mean_qnet_lo95,mean_qnet_hi95,classifier\n{},{},{:.4},{:.4},{:.4},{},{},{},{},{}\n",
+            drug.name,
+            risk.n,
+            risk.fractions[0],
+            risk.fractions[1],
+            risk.fractions[2],
+            risk.call_name(),
+            mq(0),
+            mq(1),
+            mq(2),
+            if left_out {
+                "training set without this drug"
+            } else {
+                "training set"
+            }
+        ),
+    )?;
+    let jobs = rows.len();
+    println!(
+        "uncertainty: {} samples × {} doses = {jobs} runs on {} threads ({secs:.1} s wall)",
+        samples.len(),
+        doses.len(),
+        rayon::current_num_threads()
+    );
+    println!("dose_x_cmax  n_ok  qnet median [95% interval]      apd90 median [95% interval]  EAD  no-repol");
+    for d in &sum {
+        let q = d.qnet.map_or("NA".to_string(), |v| {
+            format!("{:.3} [{:.3}, {:.3}]", v[0], v[1], v[2])
+        });
+        let p = d.apd90.map_or("NA".to_string(), |v| {
+            format!("{:.0} [{:.0}, {:.0}]", v[0], v[1], v[2])
+        });
+        println!(
+            "{:>11}  {:>4}  {:<30}  {:<27}  {:>3}  {:>8}",
+            d.dose_x_cmax, d.n_ok, q, p, d.ead_samples, d.no_repol_samples
+        );
+    }
+    println!(
+        "TdP risk ({} samples, qNet averaged over the doses > 0; classifier: {}): low {:.0} %, intermediate {:.0} %, high {:.0} % -> {}",
+        risk.n,
+        if left_out { "CiPA training set without this drug" } else { "CiPA training set" },
+        100.0 * risk.fractions[0],
+        100.0 * risk.fractions[1],
+        100.0 * risk.fractions[2],
+        risk.call_name()
+    );
+    println!("wrote {}", a.out.join("samples.csv").display());
     Ok(())
 }

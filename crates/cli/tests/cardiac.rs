@@ -192,6 +192,35 @@ fn bad_input_is_refused_with_exit_code_2() {
             vec!["cardiac", "cipa", "--doses", "1", "--out", o],
             "give a drug TOML file or --drug NAME",
         ),
+        (
+            vec![
+                "cardiac",
+                "cipa",
+                "--drug",
+                "sotalol",
+                "--doses",
+                "1",
+                "--out",
+                o,
+                "--samples",
+                "51",
+            ],
+            "51 samples requested, 50 bundled",
+        ),
+        (
+            vec![
+                "cardiac",
+                "cipa",
+                neg.to_str().unwrap(),
+                "--doses",
+                "1",
+                "--out",
+                o,
+                "--samples",
+                "2",
+            ],
+            "block.ical.ic50_nm = -5",
+        ),
     ];
     for (args, want) in cases {
         let r = run(&args);
@@ -201,4 +230,73 @@ fn bad_input_is_refused_with_exit_code_2() {
         assert!(!err.contains("panicked"), "{err}");
     }
     assert!(!out.exists());
+}
+
+/// `--samples N`: one row per sample × dose in samples.csv, a per-dose summary with the median
+/// inside its 95 % interval, and the risk call with the fraction of samples per class; the
+/// point-estimate results.csv is unchanged by asking for samples.
+#[test]
+fn samples_write_per_sample_rows_summary_and_risk() {
+    let d = tmp("samples");
+    let plain = d.join("plain");
+    let unc = d.join("unc");
+    let args = |out: &PathBuf, extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "cardiac", "cipa", "--drug", "sotalol", "--doses", "1,4", "--beats", "3", "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push(out.to_str().unwrap().to_string());
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let a1 = args(&plain, &[]);
+    ok(&run(&a1.iter().map(String::as_str).collect::<Vec<_>>()));
+    let a2 = args(&unc, &["--samples", "3"]);
+    let out = ok(&run(&a2.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert!(out.contains("3 samples × 2 doses = 6 runs"), "{out}");
+    assert!(out.contains("TdP risk (3 samples"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(plain.join("results.csv")).unwrap(),
+        std::fs::read_to_string(unc.join("results.csv")).unwrap()
+    );
+    let s = rows(&std::fs::read_to_string(unc.join("samples.csv")).unwrap());
+    assert_eq!(
+        s[0].join(","),
+        "drug,sample,dose_x_cmax,qnet_nc_per_uf,apd90_ms,apd50_ms,ead_beats,no_repol_beats,status"
+    );
+    assert_eq!(s.len(), 7);
+    let ids: Vec<(&str, &str)> = s[1..]
+        .iter()
+        .map(|r| (r[1].as_str(), r[2].as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("1", "1"),
+            ("1", "4"),
+            ("2", "1"),
+            ("2", "4"),
+            ("3", "1"),
+            ("3", "4")
+        ]
+    );
+    assert!(s[1..].iter().all(|r| r[8] == "ok"));
+    let m = rows(&std::fs::read_to_string(unc.join("samples_summary.csv")).unwrap());
+    assert_eq!(m.len(), 3);
+    assert_eq!(m[0][4], "qnet_median");
+    for r in &m[1..] {
+        let (med, lo, hi): (f64, f64, f64) = (
+            r[4].parse().unwrap(),
+            r[5].parse().unwrap(),
+            r[6].parse().unwrap(),
+        );
+        assert!(lo <= med && med <= hi, "{r:?}");
+    }
+    let k = rows(&std::fs::read_to_string(unc.join("samples_risk.csv")).unwrap());
+    assert_eq!(k[1][0], "sotalol");
+    assert_eq!(k[1][1], "3");
+    let f: f64 = (2..5).map(|i| k[1][i].parse::<f64>().unwrap()).sum();
+    assert!((f - 1.0).abs() < 1e-3, "{k:?}");
 }

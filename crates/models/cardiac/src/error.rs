@@ -51,4 +51,12 @@ pub enum CardiacError {
         /// Beat time of the failure, ms.
         t_ms: f64,
     },
+    /// An uncertainty-sample table did not parse or is missing.
+    #[error("uncertainty samples {source_name}: {message}")]
+    Samples {
+        /// Table (or drug) name.
+        source_name: String,
+        /// What is wrong.
+        message: String,
+    },
 }

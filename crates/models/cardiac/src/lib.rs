@@ -12,6 +12,7 @@
 //!   training drugs.
 //! * [`assay`]: the CiPA assay: pacing at 2000 ms from the control steady state, qNet per dose.
 //! * [`classify`]: ordinal-logistic TdP risk classifier on mean qNet, leave-one-out error.
+//! * [`samples`]: uncertainty propagation (bootstrap hERG + MCMC Hill samples) on all cores.
 //! * [`report`]: self-contained HTML report (AP traces, qNet vs dose, results table).
 
 // Dense small-matrix and state-vector kernels index several arrays in step.
@@ -25,6 +26,7 @@ pub mod markov;
 pub mod metrics;
 pub mod model;
 pub mod report;
+pub mod samples;
 pub mod solver;
 
 pub use assay::{run_assay, run_dose, AssayOptions, DoseResult};
