@@ -73,6 +73,12 @@ impl StiffStructures {
         m.stiff_cache.get_or_init(|| StiffStructures::new(m));
     }
 
+    /// Copies of the cached structures (built on first use).
+    pub(crate) fn parts(m: &SbmlModel) -> (Jacobian, SparseLu, Option<AnalyticJac>) {
+        let s = m.stiff_cache.get_or_init(|| StiffStructures::new(m));
+        (s.jac.clone(), s.lu.clone(), s.ad.clone())
+    }
+
     fn new(m: &SbmlModel) -> Self {
         let jac = Jacobian::new(m);
         let lu = SparseLu::new(&jac);

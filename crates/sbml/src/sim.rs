@@ -409,12 +409,16 @@ impl Stiff {
                     s.rhs, s.steps, s.rejected, s.newton_fails, s.jacobians, s.factorizations
                 )
             }
-            Stiff::Ros(r) => format!(
-                "Rosenbrock, {} rhs, {} steps, {} RHS/Jacobian",
-                r.evals,
-                r.steps,
-                r.n_groups()
-            ),
+            Stiff::Ros(r) => {
+                let kind = match r.n_groups() {
+                    0 => "analytic".to_string(),
+                    g => format!("finite-difference, {g} RHS each"),
+                };
+                format!(
+                    "Rosenbrock, {} rhs, {} steps, {} rejected, Jacobians {kind}",
+                    r.evals, r.steps, r.rejected
+                )
+            }
         }
     }
 }
