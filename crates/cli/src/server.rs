@@ -37,6 +37,13 @@ pub struct ServeArgs {
     /// cookie gets the `Secure` flag.
     #[arg(long)]
     behind_tls_proxy: bool,
+    /// Serve HTTPS (built-in TLS, rustls): PEM certificate chain, server certificate first
+    /// (e.g. fullchain.pem). Needs --tls-key; the dashboard cookie gets `Secure`.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (unencrypted PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// `medtwin token …`.
@@ -90,6 +97,10 @@ pub struct PushArgs {
     /// Bearer token.
     #[arg(long)]
     token: String,
+    /// For an https:// server: trust only the certificates in this PEM file (a private CA, or
+    /// the server's self-signed certificate) instead of the public roots.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
 }
 
 fn cli_err(e: ServerError) -> CliError {
@@ -121,6 +132,9 @@ pub fn serve(a: ServeArgs) -> Result<(), CliError> {
     cfg.max_body_bytes = a.max_body;
     cfg.boosted_forecasts = a.boosted_forecasts;
     cfg.secure_cookies = a.behind_tls_proxy;
+    if let (Some(cert), Some(key)) = (a.tls_cert, a.tls_key) {
+        cfg.tls = Some(medtwin_server::tls::TlsFiles { cert, key });
+    }
     medtwin_server::serve_blocking(cfg).map_err(cli_err)
 }
 
@@ -191,7 +205,8 @@ pub fn token(c: TokenCmd) -> Result<(), CliError> {
 
 pub fn push(a: PushArgs) -> Result<(), CliError> {
     let s =
-        medtwin_server::client::push(&a.record, &a.to, &a.patient, &a.token).map_err(cli_err)?;
+        medtwin_server::client::push(&a.record, &a.to, &a.patient, &a.token, a.ca_cert.as_deref())
+            .map_err(cli_err)?;
     println!(
         "pushed {} entries in {} bundles: {} stored, {} already present; {} rows rejected by the reader",
         s.sent, s.bundles, s.created, s.existing, s.rejected_rows

@@ -22,7 +22,8 @@ pub struct PushSummary {
     pub rejected_rows: usize,
 }
 
-/// A blocking HTTP agent that returns 4xx/5xx answers as responses (not errors).
+/// A blocking HTTP agent that returns 4xx/5xx answers as responses (not errors). HTTPS
+/// servers are verified against Mozilla's root certificates (webpki-roots).
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -31,10 +32,34 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
+/// [`agent`], but HTTPS servers are verified against the certificates in the PEM file `ca`
+/// only (a private CA, or a self-signed server certificate). Errors: the file cannot be read
+/// or holds no certificate (input, naming the file).
+pub fn agent_trusting(ca: &Path) -> Result<ureq::Agent, ServerError> {
+    let certs = crate::tls::load_certs_as("--ca-cert", ca).map_err(ServerError::Input)?;
+    let roots: Vec<ureq::tls::Certificate<'static>> = certs
+        .iter()
+        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    Ok(ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(300)))
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::from(roots))
+                .build(),
+        )
+        .build()
+        .into())
+}
+
 /// Send the record CSV at `record` (medtwin record format, read by
 /// [`medtwin_io::read_record_csv`]) for `patient` to the server at `base_url` (e.g.
 /// `http://127.0.0.1:8080`) as FHIR transaction bundles of [`PUSH_CHUNK`] entries, with
 /// `Authorization: Bearer token`. Idempotent: pushing the same file twice stores nothing new.
+///
+/// An `https://` server is verified against Mozilla's roots, or only against the
+/// certificates in the PEM file `ca` when given (see [`agent_trusting`]).
 ///
 /// Errors: unreadable file (input); the server refuses a bundle (the OperationOutcome's
 /// diagnostics are in the message; bundles before it stay stored) or cannot be reached.
@@ -43,7 +68,12 @@ pub fn push(
     base_url: &str,
     patient: &str,
     token: &str,
+    ca: Option<&Path>,
 ) -> Result<PushSummary, ServerError> {
+    let agent = match ca {
+        Some(ca) => agent_trusting(ca)?,
+        None => agent(),
+    };
     let (rec, report) =
         medtwin_io::read_record_csv(record).map_err(|e| ServerError::Input(e.to_string()))?;
     for r in report.rejected.iter().take(10) {
@@ -54,7 +84,6 @@ pub fn push(
         ..PushSummary::default()
     };
     let url = format!("{}/fhir/Bundle", base_url.trim_end_matches('/'));
-    let agent = agent();
     for chunk in rec.entries.chunks(PUSH_CHUNK) {
         let bundle = crate::fhir::bundle_of(patient, chunk);
         let mut resp = agent

@@ -61,6 +61,7 @@ pub mod fhir;
 pub mod guard;
 pub mod live;
 pub mod net;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -121,8 +122,12 @@ pub struct ServerConfig {
     /// A request (body included) must be answered within this many seconds; else 408.
     pub request_timeout_s: f64,
     /// The dashboard cookie carries `Secure` (browsers send it over HTTPS only): set when the
-    /// server is reached through a TLS-terminating reverse proxy (`--behind-tls-proxy`).
+    /// server is reached through a TLS-terminating reverse proxy (`--behind-tls-proxy`), and
+    /// always with built-in TLS ([`ServerConfig::tls`]).
     pub secure_cookies: bool,
+    /// Built-in TLS: serve HTTPS with this certificate chain and key ([`tls`]); `None`: plain
+    /// HTTP (behind a TLS-terminating reverse proxy, or on loopback).
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl ServerConfig {
@@ -158,6 +163,7 @@ impl ServerConfig {
             header_read_timeout_s: 10.0,
             request_timeout_s: 60.0,
             secure_cookies: false,
+            tls: None,
         }
     }
 }
@@ -398,6 +404,17 @@ pub async fn start(
     cfg: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<(), ServerError>>), ServerError> {
+    let mut cfg = cfg;
+    // TLS files first: a bad certificate or key stops the start before anything is opened.
+    let tls = match &cfg.tls {
+        Some(files) => {
+            cfg.secure_cookies = true;
+            Some(tokio_rustls::TlsAcceptor::from(
+                tls::server_config(files).map_err(ServerError::Input)?,
+            ))
+        }
+        None => None,
+    };
     let store = Store::open(&cfg.db_url)
         .await?
         .with_plausibility(cfg.plausibility);
@@ -442,6 +459,7 @@ pub async fn start(
             app,
             std::time::Duration::from_secs_f64(cfg.header_read_timeout_s),
             std::time::Duration::from_secs_f64(cfg.request_timeout_s),
+            tls,
             shutdown,
         )
         .await;
@@ -462,8 +480,9 @@ pub async fn start(
 
 /// Run the server until SIGINT (Ctrl-C) or SIGTERM (see [`start`]): then it stops accepting,
 /// finishes the requests in flight and the queued twin updates, and closes the store. Prints `medtwin serve: listening on
-/// http://ADDR` once ready.
+/// http://ADDR` (`https://` with built-in TLS) once ready.
 pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let (local, task) = start(cfg, async {
         #[cfg(unix)]
         {
@@ -487,7 +506,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         eprintln!("medtwin serve: stopping (finishing requests and queued twin updates)");
     })
     .await?;
-    println!("medtwin serve: listening on http://{local}");
+    println!("medtwin serve: listening on {scheme}://{local}");
     task.await.map_err(|e| ServerError::Io(e.to_string()))?
 }
 

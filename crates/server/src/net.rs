@@ -2,6 +2,8 @@
 //! a complete request head within [`crate::ServerConfig::header_read_timeout_s`] is
 //! disconnected, so incomplete requests cannot pile up), the client address for each request
 //! (`ConnectInfo<SocketAddr>`), and a graceful shutdown that lets the requests in flight finish.
+//! With built-in TLS ([`crate::tls`]) each connection first completes its TLS handshake, within
+//! the same header-read timeout, and then speaks HTTP/1.1 over it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,12 +17,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Serve `app` on `listener` until `shutdown` resolves; then stop accepting, ask every open
-/// connection to close after its current request, and wait for them (at most `drain`).
+/// connection to close after its current request, and wait for them (at most `drain`). With
+/// `tls`, every connection is TLS (a client that does not complete its handshake within
+/// `header_read_timeout` is disconnected; a failed handshake closes the connection).
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     header_read_timeout: Duration,
     drain: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -41,14 +46,31 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(
-            stream,
-            remote,
-            app.clone(),
-            header_read_timeout,
-            stop_rx.clone(),
-            done_tx.clone(),
-        ));
+        let (app, stop, done) = (app.clone(), stop_rx.clone(), done_tx.clone());
+        match &tls {
+            None => {
+                tokio::spawn(connection(
+                    stream,
+                    remote,
+                    app,
+                    header_read_timeout,
+                    stop,
+                    done,
+                ));
+            }
+            Some(acceptor) => {
+                let handshake = acceptor.accept(stream);
+                tokio::spawn(async move {
+                    // A failed or too slow handshake (plain HTTP to the TLS port, a scanner)
+                    // just closes the connection.
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(header_read_timeout, handshake).await
+                    {
+                        connection(stream, remote, app, header_read_timeout, stop, done).await;
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -57,14 +79,16 @@ pub async fn serve(
 }
 
 /// One connection: requests until the client closes, the header timeout strikes, or shutdown.
-async fn connection(
-    stream: tokio::net::TcpStream,
+async fn connection<S>(
+    stream: S,
     remote: SocketAddr,
     app: axum::Router,
     header_read_timeout: Duration,
     mut stop: watch::Receiver<bool>,
     _done: tokio::sync::mpsc::Sender<()>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(remote));
         let mut app = app.clone();
