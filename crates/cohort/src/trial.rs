@@ -417,19 +417,22 @@ pub fn run_trial(
     }
 }
 
-/// Simulates and streams; returns (simulations, patient-days, resumed patients).
-fn run_inner(
-    spec: &TrialSpec,
-    cohort: &[PatientParams],
-    writing: &Path,
-    fingerprint: &str,
-    previous: Option<crate::summary::ResultsTable>,
-    control: &RunControl<'_>,
-) -> Result<(u64, u64, usize), TrialError> {
-    let n = cohort.len();
+/// What every patient's simulation needs, shared by [`run_trial`] and [`TrialPlan`].
+struct Setup {
+    k: usize,
+    parallel: bool,
+    scenarios: Vec<Scenario>,
+    allocation: Option<Vec<usize>>,
+    model: Option<PrognosticModel>,
+    /// Simulations and patient-days spent fitting the prognostic model.
+    model_cost: (u64, u64),
+    meta: TrialMeta,
+    meta_json: String,
+}
+
+fn setup(spec: &TrialSpec, n: usize, fingerprint: &str, file: &Path) -> Result<Setup, TrialError> {
     let k = spec.arms.len();
     let parallel = matches!(spec.design, Design::Parallel { .. });
-    let cancelled = || control.cancel.is_some_and(|c| c.load(Ordering::SeqCst));
     let scenarios: Vec<Scenario> = (0..k)
         .map(|a| {
             arm_scenario(
@@ -450,14 +453,12 @@ fn run_inner(
             Some(v)
         }
     };
-    let mut simulations = 0u64;
-    let mut patient_days = 0u64;
+    let mut model_cost = (0u64, 0u64);
     // the prognostic model (deterministic; refitted on resume)
     let model: Option<PrognosticModel> = if parallel {
         let m = fit_prognostic_model(spec).map_err(TrialError::Prognostic)?;
         let per = spec.prognostic.run_in_days + spec.days;
-        simulations += 2 * m.n_train as u64;
-        patient_days += per * m.n_train as u64;
+        model_cost = (2 * m.n_train as u64, per * m.n_train as u64);
         Some(m)
     } else {
         None
@@ -484,21 +485,122 @@ fn run_inner(
                 .collect(),
         }),
     };
-    let meta_json = serde_json::to_string(&meta).map_err(|e| out_err(writing, &e))?;
-    let schema = results_schema(parallel);
-    let props = WriterProperties::builder()
+    let meta_json = serde_json::to_string(&meta).map_err(|e| out_err(file, &e))?;
+    Ok(Setup {
+        k,
+        parallel,
+        scenarios,
+        allocation,
+        model,
+        model_cost,
+        meta,
+        meta_json,
+    })
+}
+
+/// Simulate patient `i` (cohort index) in its arm(s), with its prognostic score.
+fn simulate_patient(
+    spec: &TrialSpec,
+    s: &Setup,
+    p: &PatientParams,
+    i: usize,
+) -> Result<Outcome, TrialError> {
+    let fail = |arm: String, message: String| TrialError::Simulation {
+        patient: p.name.clone(),
+        index: i,
+        arm,
+        message,
+    };
+    let arms: Vec<usize> = match &s.allocation {
+        None => (0..s.k).collect(),
+        Some(v) => vec![v[i]],
+    };
+    let mut rows = Vec::with_capacity(arms.len());
+    for &a in &arms {
+        let (r, _) =
+            simulate_row(p, &s.scenarios[a], i).map_err(|m| fail(spec.arms[a].name.clone(), m))?;
+        rows.push((a, r));
+    }
+    let score = match &s.model {
+        Some(m) => {
+            Some(m.predict(&trial_features(spec, p, i).map_err(|e| fail("run-in".into(), e))?))
+        }
+        None => None,
+    };
+    Ok(Outcome { rows, score })
+}
+
+/// Rows of the outcomes of patients `start..`, in (patient, arm) order; adds their
+/// simulations and patient-days to `cost`.
+fn outcome_rows<'a>(
+    spec: &TrialSpec,
+    cohort: &'a [PatientParams],
+    start: usize,
+    outcomes: impl IntoIterator<Item = Result<Outcome, TrialError>>,
+    cost: &mut (u64, u64),
+) -> Result<Vec<RowOut<'a>>, TrialError> {
+    let mut rows = Vec::new();
+    for (off, o) in outcomes.into_iter().enumerate() {
+        let o = o?;
+        let i = start + off;
+        cost.0 += o.rows.len() as u64;
+        cost.1 += o.rows.len() as u64 * spec.days;
+        if o.score.is_some() {
+            cost.0 += 1;
+            cost.1 += spec.prognostic.run_in_days;
+        }
+        for (a, r) in o.rows {
+            rows.push((cohort[i].name.as_str(), i, a, r, o.score));
+        }
+    }
+    Ok(rows)
+}
+
+/// Writer properties of a results file: one row group per chunk, the trial metadata.
+fn results_props(spec: &TrialSpec, k: usize, meta_json: &str) -> WriterProperties {
+    WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(spec.chunk_patients * k.max(1) + 1))
-        .set_key_value_metadata(Some(vec![KeyValue::new(META_KEY.into(), meta_json)]))
-        .build();
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            META_KEY.into(),
+            meta_json.to_string(),
+        )]))
+        .build()
+}
+
+/// Close a results file with its status and number of completed patients.
+fn finish_results<W: std::io::Write + Send>(
+    mut writer: ArrowWriter<W>,
+    status: &str,
+    completed: usize,
+    file: &Path,
+) -> Result<W, TrialError> {
+    writer.append_key_value_metadata(KeyValue::new(STATUS_KEY.into(), status.to_string()));
+    writer.append_key_value_metadata(KeyValue::new(COMPLETED_KEY.into(), completed.to_string()));
+    writer.into_inner().map_err(|e| out_err(file, &e))
+}
+
+/// Simulates and streams; returns (simulations, patient-days, resumed patients).
+fn run_inner(
+    spec: &TrialSpec,
+    cohort: &[PatientParams],
+    writing: &Path,
+    fingerprint: &str,
+    previous: Option<crate::summary::ResultsTable>,
+    control: &RunControl<'_>,
+) -> Result<(u64, u64, usize), TrialError> {
+    let n = cohort.len();
+    let cancelled = || control.cancel.is_some_and(|c| c.load(Ordering::SeqCst));
+    let setup = setup(spec, n, fingerprint, writing)?;
+    let (k, parallel, meta) = (setup.k, setup.parallel, &setup.meta);
+    let mut cost = setup.model_cost;
+    let schema = results_schema(parallel);
+    let props = results_props(spec, k, &setup.meta_json);
     let file = File::create(writing).map_err(|e| out_err(writing, &e))?;
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
         .map_err(|e| out_err(writing, &e))?;
-    let finish = |mut writer: ArrowWriter<File>, status: &str, completed: usize| {
-        writer.append_key_value_metadata(KeyValue::new(STATUS_KEY.into(), status.to_string()));
-        writer
-            .append_key_value_metadata(KeyValue::new(COMPLETED_KEY.into(), completed.to_string()));
-        writer.close().map(|_| ()).map_err(|e| out_err(writing, &e))
+    let finish = |writer: ArrowWriter<File>, status: &str, completed: usize| {
+        finish_results(writer, status, completed, writing).map(|_| ())
     };
     // rows of the previous partial run, copied row group by row group
     let mut start = 0usize;
@@ -508,15 +610,7 @@ fn run_inner(
             let batch = build_batch(
                 &schema,
                 parallel,
-                (row..row + len).map(|r| {
-                    let i = prev.patient_index[r] as usize;
-                    let metrics: Row = std::array::from_fn(|m| prev.metrics[m][r]);
-                    let score = prev
-                        .prognostic
-                        .as_ref()
-                        .map(|p| std::array::from_fn(|m| p[m][r]));
-                    (cohort[i].name.as_str(), i, prev.arm[r], metrics, score)
-                }),
+                table_rows(prev, cohort, row..row + len),
                 &meta.arms,
             )
             .map_err(|e| out_err(writing, &e))?;
@@ -536,33 +630,7 @@ fn run_inner(
                 if cancelled() {
                     return None;
                 }
-                let p = &cohort[i];
-                let fail = |arm: String, message: String| TrialError::Simulation {
-                    patient: p.name.clone(),
-                    index: i,
-                    arm,
-                    message,
-                };
-                let arms: Vec<usize> = match &allocation {
-                    None => (0..k).collect(),
-                    Some(v) => vec![v[i]],
-                };
-                let run = || -> Result<Outcome, TrialError> {
-                    let mut rows = Vec::with_capacity(arms.len());
-                    for &a in &arms {
-                        let (r, _) = simulate_row(p, &scenarios[a], i)
-                            .map_err(|m| fail(spec.arms[a].name.clone(), m))?;
-                        rows.push((a, r));
-                    }
-                    let score = match &model {
-                        Some(m) => Some(m.predict(
-                            &trial_features(spec, p, i).map_err(|e| fail("run-in".into(), e))?,
-                        )),
-                        None => None,
-                    };
-                    Ok(Outcome { rows, score })
-                };
-                let o = run();
+                let o = simulate_patient(spec, &setup, &cohort[i], i);
                 (control.progress)(done.fetch_add(1, Ordering::SeqCst) + 1);
                 Some(o)
             })
@@ -575,20 +643,13 @@ fn run_inner(
                 total: n,
             });
         }
-        let mut rows = Vec::with_capacity((end - start) * k);
-        for (off, o) in outcomes.into_iter().flatten().enumerate() {
-            let o = o?;
-            let i = start + off;
-            simulations += o.rows.len() as u64;
-            patient_days += o.rows.len() as u64 * spec.days;
-            if o.score.is_some() {
-                simulations += 1;
-                patient_days += spec.prognostic.run_in_days;
-            }
-            for (a, r) in o.rows {
-                rows.push((cohort[i].name.as_str(), i, a, r, o.score));
-            }
-        }
+        let rows = outcome_rows(
+            spec,
+            cohort,
+            start,
+            outcomes.into_iter().flatten(),
+            &mut cost,
+        )?;
         let batch = build_batch(&schema, parallel, rows.into_iter(), &meta.arms)
             .map_err(|e| out_err(writing, &e))?;
         writer.write(&batch).map_err(|e| out_err(writing, &e))?;
@@ -597,10 +658,338 @@ fn run_inner(
     }
     finish(writer, "complete", n)?;
     Ok((
-        simulations,
-        patient_days,
+        cost.0,
+        cost.1,
         previous.map(|p| p.completed_patients).unwrap_or(0),
     ))
+}
+
+/// The rows `range` of a results table, named from `cohort`.
+fn table_rows<'a, 't>(
+    t: &'t crate::summary::ResultsTable,
+    cohort: &'a [PatientParams],
+    range: std::ops::Range<usize>,
+) -> impl Iterator<Item = RowOut<'a>> + 't
+where
+    'a: 't,
+{
+    range.map(move |r| {
+        let i = t.patient_index[r] as usize;
+        let metrics: Row = std::array::from_fn(|m| t.metrics[m][r]);
+        let score = t
+            .prognostic
+            .as_ref()
+            .map(|p| std::array::from_fn(|m| p[m][r]));
+        (cohort[i].name.as_str(), i, t.arm[r], metrics, score)
+    })
+}
+
+/// Key–value metadata of a chunk file ([`TrialPlan::chunk_parquet`]): `"START..END"`.
+pub const CHUNK_KEY: &str = "medtwin.chunk";
+/// [`STATUS_KEY`] value of a chunk file.
+pub const CHUNK_STATUS: &str = "chunk";
+
+/// A trial ready to simulate any range of its patients — the unit of work of distributed
+/// backends (the Python package's Ray backend). Each patient's simulations depend on the seeds
+/// and its cohort index only, so chunks simulated anywhere, in any order, assembled with
+/// [`assemble_trial`] give the same bytes as [`run_trial`].
+pub struct TrialPlan {
+    spec: TrialSpec,
+    cohort: Vec<PatientParams>,
+    fingerprint: String,
+    setup: Setup,
+}
+
+/// One simulated chunk ([`TrialPlan::chunk_parquet`]).
+#[derive(Debug, Clone)]
+pub struct TrialChunk {
+    /// First cohort index.
+    pub start: usize,
+    /// One past the last cohort index.
+    pub end: usize,
+    /// A Parquet file (results schema and trial metadata, status [`CHUNK_STATUS`],
+    /// [`CHUNK_KEY`] = `START..END`) with the rows of patients `start..end`.
+    pub parquet: Vec<u8>,
+    /// Simulations run for the chunk.
+    pub simulations: u64,
+    /// Patient-days simulated for the chunk.
+    pub patient_days: u64,
+}
+
+impl TrialPlan {
+    /// Load the cohort and, for a parallel design, fit the prognostic model (on the current
+    /// rayon pool; the model is deterministic). Errors as [`run_trial`]'s.
+    pub fn new(spec: &TrialSpec) -> Result<TrialPlan, TrialError> {
+        let (cohort, _) = load_cohort(&spec.cohort)?;
+        let fingerprint = format!("{spec:?}");
+        let setup = setup(spec, cohort.len(), &fingerprint, Path::new("<metadata>"))?;
+        Ok(TrialPlan {
+            spec: spec.clone(),
+            cohort,
+            fingerprint,
+            setup,
+        })
+    }
+
+    /// Patients in the cohort.
+    pub fn n_patients(&self) -> usize {
+        self.cohort.len()
+    }
+
+    /// The specification's fingerprint (recorded in every results and chunk file).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Simulations and patient-days spent building the plan (the prognostic model's fit).
+    pub fn setup_cost(&self) -> (u64, u64) {
+        self.setup.model_cost
+    }
+
+    /// Simulate patients `start..end` (on the current rayon pool) into an in-memory Parquet
+    /// chunk. Errors: an empty or out-of-range `start..end` ([`TrialError::Selection`]), a
+    /// failed simulation, an encoding error.
+    pub fn chunk_parquet(&self, start: usize, end: usize) -> Result<TrialChunk, TrialError> {
+        let n = self.cohort.len();
+        if start >= end || end > n {
+            return Err(TrialError::Selection(format!(
+                "chunk {start}..{end} is empty or outside the cohort's 0..{n}"
+            )));
+        }
+        let spec = &self.spec;
+        let s = &self.setup;
+        let here = Path::new("<chunk>");
+        let outcomes: Vec<Result<Outcome, TrialError>> = (start..end)
+            .into_par_iter()
+            .map(|i| simulate_patient(spec, s, &self.cohort[i], i))
+            .collect();
+        let mut cost = (0u64, 0u64);
+        let rows = outcome_rows(spec, &self.cohort, start, outcomes, &mut cost)?;
+        let schema = results_schema(s.parallel);
+        let batch = build_batch(&schema, s.parallel, rows.into_iter(), &s.meta.arms)
+            .map_err(|e| out_err(here, &e))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new(META_KEY.into(), s.meta_json.clone()),
+                KeyValue::new(CHUNK_KEY.into(), format!("{start}..{end}")),
+            ]))
+            .build();
+        let mut writer =
+            ArrowWriter::try_new(Vec::new(), schema, Some(props)).map_err(|e| out_err(here, &e))?;
+        writer.write(&batch).map_err(|e| out_err(here, &e))?;
+        let parquet = finish_results(writer, CHUNK_STATUS, end - start, here)?;
+        Ok(TrialChunk {
+            start,
+            end,
+            parquet,
+            simulations: cost.0,
+            patient_days: cost.1,
+        })
+    }
+}
+
+/// What the caller of [`assemble_trial`] measured (reported in the [`TrialSummary`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AssembleStats {
+    /// Simulations run in this invocation.
+    pub simulations: u64,
+    /// Patient-days simulated in this invocation.
+    pub patient_days: u64,
+    /// Patients taken from chunks of an earlier invocation.
+    pub resumed_patients: usize,
+    /// Wall-clock time of the simulation phase, s.
+    pub wall_s: f64,
+}
+
+/// Read the `START..END` range of a chunk file.
+pub fn chunk_range(path: &Path) -> Result<(usize, usize), TrialError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let f = File::open(path).map_err(|e| out_err(path, &e))?;
+    let r = SerializedFileReader::new(f).map_err(|e| out_err(path, &e))?;
+    let kv = r.metadata().file_metadata().key_value_metadata();
+    let get = |k: &str| {
+        kv.and_then(|v| v.iter().find(|x| x.key == k))
+            .and_then(|x| x.value.clone())
+    };
+    if get(STATUS_KEY).as_deref() != Some(CHUNK_STATUS) {
+        return Err(out_err(path, &"not a medtwin trial chunk file"));
+    }
+    get(CHUNK_KEY)
+        .and_then(|v| {
+            let (a, b) = v.split_once("..")?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .ok_or_else(|| out_err(path, &format!("no valid '{CHUNK_KEY}' metadata")))
+}
+
+/// Assemble chunk files ([`TrialPlan::chunk_parquet`], any order, together covering the
+/// cohort exactly once) into `out_dir/results.parquet` — byte-identical to [`run_trial`]'s:
+/// rows in (patient, arm) order, one row group per `chunk_patients` patients — then analyse it
+/// (`summary.json`, `plots/`). The chunk files are left in place.
+///
+/// Errors: [`TrialError::Resume`] when a chunk belongs to another specification, when the
+/// chunks overlap or leave a gap, or when `out_dir` holds an interrupted single-machine run;
+/// unreadable chunks and output errors ([`TrialError::Output`]); analysis errors.
+pub fn assemble_trial(
+    spec: &TrialSpec,
+    out_dir: &Path,
+    chunk_files: &[PathBuf],
+    stats: AssembleStats,
+) -> Result<TrialSummary, TrialError> {
+    let (cohort, acceptance) = load_cohort(&spec.cohort)?;
+    let n = cohort.len();
+    let k = spec.arms.len();
+    let parallel = matches!(spec.design, Design::Parallel { .. });
+    let fingerprint = format!("{spec:?}");
+    std::fs::create_dir_all(out_dir).map_err(|e| out_err(out_dir, &e))?;
+    let results_path = out_dir.join(RESULTS_FILE);
+    let partial_path = out_dir.join(PARTIAL_FILE);
+    let writing = out_dir.join(WRITING_FILE);
+    if partial_path.exists() {
+        return Err(TrialError::Resume(format!(
+            "{} holds an interrupted single-machine run: complete it without Ray, or remove it",
+            partial_path.display()
+        )));
+    }
+    let mut chunks = Vec::with_capacity(chunk_files.len());
+    for f in chunk_files {
+        chunks.push((chunk_range(f)?, f));
+    }
+    chunks.sort_by_key(|c| c.0);
+    let mut next = 0usize;
+    for ((a, b), f) in &chunks {
+        if *a != next || b <= a {
+            return Err(TrialError::Resume(format!(
+                "chunk files do not cover the cohort 0..{n} exactly once: expected one starting at {next}, found {} ({a}..{b})",
+                f.display()
+            )));
+        }
+        next = *b;
+    }
+    if next != n {
+        return Err(TrialError::Resume(format!(
+            "chunk files cover patients 0..{next} of 0..{n}"
+        )));
+    }
+    let per = if parallel { 1 } else { k };
+    let t0 = Instant::now();
+    let r = (|| -> Result<(), TrialError> {
+        let mut meta_json: Option<String> = None;
+        let mut writer: Option<ArrowWriter<File>> = None;
+        let schema = results_schema(parallel);
+        let arm_names = spec_arm_names(spec);
+        // rows read but not written yet: tables and row ranges, patients `done..`
+        let mut pending: Vec<(crate::summary::ResultsTable, std::ops::Range<usize>)> = Vec::new();
+        let mut done = 0usize;
+        for (ci, ((a, b), f)) in chunks.iter().enumerate() {
+            let t = read_results(f)?;
+            let m = read_meta_string(f)?;
+            if t.meta.spec_fingerprint != fingerprint {
+                return Err(TrialError::Resume(format!(
+                    "{} was written for another trial specification",
+                    f.display()
+                )));
+            }
+            match &meta_json {
+                None => meta_json = Some(m),
+                Some(x) if *x != m => {
+                    return Err(TrialError::Resume(format!(
+                        "{}: trial metadata differs from the other chunks'",
+                        f.display()
+                    )))
+                }
+                _ => {}
+            }
+            let rows = t.patient_index.len();
+            if rows != (b - a) * per
+                || t.patient_index
+                    .iter()
+                    .enumerate()
+                    .any(|(r, &i)| i as usize != a + r / per)
+            {
+                return Err(out_err(
+                    f,
+                    &format!("rows do not match patients {a}..{b} in (patient, arm) order"),
+                ));
+            }
+            if writer.is_none() {
+                let props = results_props(spec, k, meta_json.as_deref().unwrap_or(""));
+                let file = File::create(&writing).map_err(|e| out_err(&writing, &e))?;
+                writer = Some(
+                    ArrowWriter::try_new(file, schema.clone(), Some(props))
+                        .map_err(|e| out_err(&writing, &e))?,
+                );
+            }
+            let w = writer.as_mut().expect("created above");
+            pending.push((t, 0..rows));
+            let last = ci + 1 == chunks.len();
+            // write every full row group (and the rest after the last chunk)
+            while done < *b {
+                let group_end = (done + spec.chunk_patients).min(n);
+                if group_end > *b && !last {
+                    break;
+                }
+                let mut take = (group_end - done) * per;
+                let mut group: Vec<RowOut<'_>> = Vec::with_capacity(take);
+                while take > 0 {
+                    let (t, range) = &mut pending[0];
+                    let m = take.min(range.len());
+                    group.extend(table_rows(t, &cohort, range.start..range.start + m));
+                    range.start += m;
+                    take -= m;
+                    if range.start == range.end {
+                        pending.remove(0);
+                    }
+                }
+                let batch = build_batch(&schema, parallel, group.into_iter(), &arm_names)
+                    .map_err(|e| out_err(&writing, &e))?;
+                w.write(&batch).map_err(|e| out_err(&writing, &e))?;
+                w.flush().map_err(|e| out_err(&writing, &e))?;
+                done = group_end;
+            }
+        }
+        let w = writer.ok_or_else(|| TrialError::Selection("no chunk files".into()))?;
+        finish_results(w, "complete", n, &writing).map(|_| ())
+    })();
+    let _ = t0;
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&writing);
+        return Err(e);
+    }
+    std::fs::rename(&writing, &results_path).map_err(|e| {
+        let _ = std::fs::remove_file(&writing);
+        out_err(&results_path, &e)
+    })?;
+    let (summary, summary_path) = analyze_dir(out_dir, AnalyzeOptions::default())?;
+    Ok(TrialSummary {
+        summary,
+        acceptance,
+        simulations: stats.simulations,
+        patient_days: stats.patient_days,
+        wall_s: stats.wall_s,
+        patient_days_per_s: stats.patient_days as f64 / stats.wall_s.max(1e-9),
+        resumed_patients: stats.resumed_patients,
+        results_path,
+        summary_path,
+    })
+}
+
+fn spec_arm_names(spec: &TrialSpec) -> Vec<String> {
+    spec.arms.iter().map(|a| a.name.clone()).collect()
+}
+
+/// The verbatim trial metadata JSON of a results or chunk file.
+fn read_meta_string(path: &Path) -> Result<String, TrialError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let f = File::open(path).map_err(|e| out_err(path, &e))?;
+    let r = SerializedFileReader::new(f).map_err(|e| out_err(path, &e))?;
+    r.metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|v| v.iter().find(|x| x.key == META_KEY))
+        .and_then(|x| x.value.clone())
+        .ok_or_else(|| out_err(path, &format!("no '{META_KEY}' metadata")))
 }
 
 type RowOut<'a> = (&'a str, usize, usize, Row, Option<Row>);
