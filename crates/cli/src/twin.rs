@@ -612,23 +612,41 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
             if let Some(p) = pb {
                 p.finish_and_clear();
             }
-            let mut lines =
-                vec!["t_min,carbs_g,taken_u,advised_u,standard_u,constraint_met".to_string()];
+            let mut lines = vec![
+                "time_utc,t_min,carbs_g,taken_u,advised_u,standard_u,cr_g_per_u,cgm_mg_dl,cgm_trend_mg_dl_per_min,p_below_70_no_bolus,p_below_70_advised,constraint_met,refused,reason"
+                    .to_string(),
+            ];
             for r in &a.rows {
                 lines.push(format!(
-                    "{:.0},{:.1},{:.2},{:.2},{:.2},{}",
-                    r.t_min, r.carbs_g, r.taken_u, r.advised_u, r.standard_u, r.constraint_met
+                    "{},{:.0},{:.1},{:.2},{:.2},{:.2},{:.2},{:.0},{:.2},{:.3},{:.3},{},{},\"{}\"",
+                    r.time_utc,
+                    r.t_min,
+                    r.carbs_g,
+                    r.taken_u,
+                    r.advised_u,
+                    r.standard_u,
+                    r.cr_g_per_u,
+                    r.cgm_mg_dl,
+                    r.cgm_trend_mg_dl_per_min,
+                    r.p_below_70_no_bolus,
+                    r.p_below_70_advised,
+                    r.constraint_met,
+                    r.refused,
+                    r.reason.replace('"', "\"\"")
                 ));
             }
             std::fs::write(&out, lines.join("\n") + "\n").map_err(|e| io_fail(&out, e))?;
             println!(
-                "{} meals: advice differs from the dose taken by > 1 U in {:.0} % (mean |diff| {:.2} U, mean diff {:+.2} U); standard calculator mean |diff| {:.2} U; constraint unmet in {:.0} %",
+                "{} meals: advice differs from the dose taken by > 1 U in {:.0} % (mean |diff| {:.2} U, mean diff {:+.2} U); standard calculator mean |diff| {:.2} U; refused {:.0} %; P(<70) above the limit even with the advice (refusals, and 0 U for low or falling glucose) {:.0} %; 0 U for meals >= {:.0} g: {}",
                 a.n_meals,
                 100.0 * a.frac_differs_gt_1u,
                 a.mean_abs_diff_u,
                 a.mean_diff_u,
                 a.standard_mean_abs_diff_u,
-                100.0 * a.frac_constraint_unmet
+                100.0 * a.frac_refused,
+                100.0 * a.frac_constraint_unmet,
+                medtwin_twin::decide::MEAL_NEEDS_BOLUS_G,
+                a.n_zero_advice_large_meals
             );
             Ok(())
         }
@@ -861,7 +879,8 @@ fn report(
             n_cones: 8,
             cone_horizon_min: 240,
         },
-        narrowing_days: vec![1.0, 3.0, 7.0],
+        narrowing_days: vec![1.0, 3.0, 7.0, 14.0],
+        learning_eval_days: 2.0,
         patient_id: id.to_string(),
         citation: citation.to_string(),
         import_notes: import_notes(rep),
@@ -1127,6 +1146,8 @@ fn advise_cmd(
     );
     if let Some(why) = &a.refusal {
         println!("ADVICE REFUSED: {why}");
+    } else {
+        println!("why: {}", a.reason);
     }
     let mut rows = vec![("standard calculator", a.standard_bolus_u, &a.standard)];
     if a.refusal.is_none() {

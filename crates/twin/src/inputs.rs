@@ -193,6 +193,28 @@ impl InputSchedule {
         }
     }
 
+    /// A copy that starts at `t_min`: CGM, carbohydrate and boluses before it are dropped (a
+    /// record that begins there); the pump's basal programme and long-acting doses are kept
+    /// (therapy settings, and doses still acting at `t_min`). Used to give a twin only the
+    /// most recent days of a record ([`crate::learning`]).
+    pub fn since(&self, t_min: f64) -> InputSchedule {
+        let keep = |v: &[(f64, f64)]| {
+            v.iter()
+                .copied()
+                .filter(|e| e.0 >= t_min)
+                .collect::<Vec<_>>()
+        };
+        InputSchedule {
+            origin_utc: self.origin_utc.clone(),
+            cgm: keep(&self.cgm),
+            carbs: keep(&self.carbs),
+            boluses: keep(&self.boluses),
+            basal_rates: self.basal_rates.clone(),
+            long_acting: self.long_acting.clone(),
+            carried_long_acting_min: self.carried_long_acting_min,
+        }
+    }
+
     /// Total daily insulin estimate over `[t0, t1)`, U/day (for diagnostics and priors).
     pub fn mean_daily_insulin_u(&self, t0: f64, t1: f64) -> f64 {
         if t1 <= t0 {

@@ -16,6 +16,7 @@ pub mod decide;
 pub mod engine;
 pub mod hybrid;
 pub mod inputs;
+pub mod learning;
 pub mod model;
 pub mod prior;
 pub mod report;
@@ -25,4 +26,5 @@ pub use backtest::{
 };
 pub use engine::{Twin, TwinEngine, TwinError, TwinSettings};
 pub use inputs::InputSchedule;
+pub use learning::{learning_curve, LearningCurve, LearningOptions, LearningPoint};
 pub use model::{NoiseSettings, Plan};

@@ -2,8 +2,9 @@
 //! as data accrue, posterior against prior — assembled into a [`medtwin_report::TwinReport`].
 
 use crate::backtest::{backtest, BacktestOptions, BacktestResult};
-use crate::engine::{Twin, TwinEngine, TwinError};
+use crate::engine::{Twin, TwinError};
 use crate::inputs::InputSchedule;
+use crate::learning::{learning_curve, LearningCurve, LearningOptions};
 use crate::prior::{N_THETA, THETA_DESCRIPTIONS, THETA_NAMES, THETA_UNITS};
 use medtwin_infer::Forecast;
 use medtwin_io::Record;
@@ -16,8 +17,12 @@ use rand_distr::{Distribution, Normal};
 pub struct ReportOptions {
     /// Backtest options (their settings are the twin's).
     pub backtest: BacktestOptions,
-    /// Days of data seen before the fixed origin of the "narrowing" figure.
+    /// Days of data the twins of the "learning from more data" section see before its
+    /// evaluation window ([`crate::learning`]), e.g. `[1, 3, 7, 14]`.
     pub narrowing_days: Vec<f64>,
+    /// Length of that evaluation window at the end of the record (or of the backtest span),
+    /// days.
+    pub learning_eval_days: f64,
     /// Patient identifier shown in the report.
     pub patient_id: String,
     /// Citation of the data source.
@@ -34,6 +39,8 @@ pub struct ReportOutput {
     pub report: TwinReport,
     /// Backtest scores.
     pub backtest: BacktestResult,
+    /// The learning curve (or why it could not be measured: a record too short).
+    pub learning: Result<LearningCurve, TwinError>,
     /// The twin after the whole record.
     pub twin: Twin,
 }
@@ -78,35 +85,53 @@ pub fn twin_report(
     let (bt, engine) = backtest(&schedule, &opts.backtest, &mut |d, n| {
         progress("backtest", d, n)
     })?;
-    let horizon = opts.backtest.cone_horizon_min;
-    // Narrowing: one fixed origin near the end, twins that have seen d days before it.
-    let mut narrowing = Vec::new();
-    let last = schedule.last_cgm_min();
-    let target = last - horizon as f64 - 60.0;
-    let i = schedule.cgm.partition_point(|c| c.0 <= target);
-    if let Some(&(origin, _)) = i.checked_sub(1).and_then(|j| schedule.cgm.get(j)) {
-        let window = opts.backtest.settings.calibration_window_min;
-        for (k, &d) in opts.narrowing_days.iter().enumerate() {
-            let start = origin - d * 1440.0 - window;
-            if start < 0.0 {
-                continue;
+    // Learning from more data: the record's last days forecast by twins that saw d days
+    // before them (crate::learning); the cones at the window's first origin are the figure.
+    let hmax = opts
+        .backtest
+        .horizons_min
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(60) as f64;
+    let span = schedule.truncated(opts.backtest.to_min + hmax);
+    let learning = learning_curve(
+        &span,
+        &LearningOptions {
+            days: opts.narrowing_days.clone(),
+            eval_days: opts.learning_eval_days,
+            backtest: opts.backtest.clone(),
+        },
+        &mut |d, done, n| {
+            let k = opts
+                .narrowing_days
+                .iter()
+                .position(|&x| x == d)
+                .unwrap_or(0);
+            if done == n {
+                progress("learning from more data", k + 1, opts.narrowing_days.len());
             }
-            progress("narrowing", k + 1, opts.narrowing_days.len());
-            let mut settings = opts.backtest.settings.clone();
-            settings.calibration_start_min = start;
-            let mut e = match TwinEngine::start(&schedule, settings) {
-                Ok(e) => e,
-                Err(_) => continue,
-            };
-            e.assimilate_until(&schedule, origin)?;
-            let f = e.forecast(&schedule, horizon, None, opts.backtest.settings.seed)?;
-            let label = if d == 1.0 {
-                "after 1 day of data".to_string()
-            } else {
-                format!("after {d} days of data")
-            };
-            narrowing.push((label, cone(origin, &f)));
+        },
+    );
+    let mut narrowing = Vec::new();
+    let mut learning_tables = Vec::new();
+    let mut learning_note = None;
+    match &learning {
+        Ok(c) => {
+            for p in &c.points {
+                if let Some((origin, f)) = &p.cone {
+                    let d = p.days_of_data;
+                    let label = if d == 1.0 {
+                        "after 1 day of data".to_string()
+                    } else {
+                        format!("after {d} days of data")
+                    };
+                    narrowing.push((label, cone(*origin, f)));
+                }
+            }
+            learning_tables.push(learning_table(c));
         }
+        Err(e) => learning_note = Some(format!("Learning from more data: not measured ({e}).")),
     }
     // Parameters: population prior vs posterior (natural units).
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.backtest.settings.seed);
@@ -222,7 +247,10 @@ pub fn twin_report(
          Long-acting insulin is modelled as a flat basal appearance of the last 24 h of doses, carried forward up to 72 h over a missing log."
             .to_string(),
     ];
+    notes.push(fit_quality(&bt, &parameters));
+    notes.extend(learning_note);
     notes.extend(opts.import_notes.iter().cloned());
+    tables.extend(learning_tables);
     let report = TwinReport {
         title: "medtwin patient twin report".into(),
         patient_id: opts.patient_id.clone(),
@@ -245,6 +273,102 @@ pub fn twin_report(
     Ok(ReportOutput {
         report,
         backtest: bt,
+        learning,
         twin,
     })
+}
+
+/// The learning-curve table: one row per twin (days of data before the evaluation window).
+fn learning_table(c: &LearningCurve) -> (String, Vec<String>, Vec<Vec<String>>) {
+    let rows = c
+        .points
+        .iter()
+        .map(|p| {
+            let h60 = p.horizons.get("60").copied().unwrap_or_default();
+            vec![
+                format!("{}", p.days_of_data),
+                format!("{:.1}", p.mean_width_80_mg_dl),
+                format!("{:.2}", p.coverage_80),
+                format!("{:.2}", p.coverage_95),
+                format!("{:.1}", h60.rmse_mg_dl),
+                format!("{:.1}", h60.persistence_rmse_mg_dl),
+                p.n.to_string(),
+            ]
+        })
+        .collect();
+    let skipped = if c.skipped_days.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; not enough record before the window for {:?} days",
+            c.skipped_days
+        )
+    };
+    (
+        format!(
+            "Learning from more data: the same window (the last {:.1} days, origins every hour, horizons 30/60/120 min) forecast by twins given only the days of data before it.              Bands should narrow with more data while the 80 % band keeps covering about 80 %{skipped}",
+            (c.eval_window_min.1 - c.eval_window_min.0) / 1440.0
+        ),
+        [
+            "days of data",
+            "mean 80 % width, mg/dL",
+            "coverage 80 %",
+            "coverage 95 %",
+            "RMSE 60 min, mg/dL",
+            "persistence RMSE 60 min",
+            "scored forecasts",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        rows,
+    )
+}
+
+/// Posterior SD / prior SD of a parameter above which the report says the data do not pin it
+/// down (log scale).
+pub const NOT_PINNED_SD_RATIO: f64 = 0.5;
+
+/// The report's plain statement of fit quality: forecast error against persistence, band
+/// coverage, and which parameters the data pin down (posterior/prior SD of the log-parameter).
+fn fit_quality(bt: &BacktestResult, parameters: &[ParameterPosterior]) -> String {
+    let sd = |v: &[f64]| {
+        let l: Vec<f64> = v.iter().filter(|x| **x > 0.0).map(|x| x.ln()).collect();
+        let n = l.len().max(2) as f64;
+        let m = l.iter().sum::<f64>() / n;
+        (l.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    };
+    let mut pinned = Vec::new();
+    let mut loose = Vec::new();
+    for p in parameters {
+        let r = sd(&p.posterior_samples) / sd(&p.prior_samples);
+        let item = format!("{} ({r:.2})", p.name);
+        if r > NOT_PINNED_SD_RATIO {
+            loose.push(item);
+        } else {
+            pinned.push(item);
+        }
+    }
+    let horizons: Vec<String> = ["30", "60", "120"]
+        .iter()
+        .filter_map(|h| bt.horizons.get(*h).map(|s| (h, s)))
+        .map(|(h, s)| {
+            format!(
+                "{h} min: RMSE {:.1} mg/dL ({:.2} × persistence), 80 % band covers {:.0} %",
+                s.rmse_mg_dl,
+                s.rmse_mg_dl / s.persistence_rmse_mg_dl,
+                100.0 * s.coverage_80
+            )
+        })
+        .collect();
+    format!(
+        "Fit quality. Backtest of input-blind forecasts over this record: {}.          Parameters the data pin down (posterior/prior SD of the log-parameter ≤ {NOT_PINNED_SD_RATIO}): {};          not pinned down (the prior still dominates, answers that depend on them are as uncertain as the population): {}.          A small ratio after a particle filter can also mean the particles collapsed rather than that the data are informative.          What-if and advice answers for meals and insulin rest on the mechanistic model's dose response, which the replay          validation (`medtwin twin backtest --future-inputs recorded`) scores on recorded meals and boluses.",
+        if horizons.is_empty() {
+            "no horizon scored".to_string()
+        } else {
+            horizons.join("; ")
+        },
+        if pinned.is_empty() { "none".to_string() } else { pinned.join(", ") },
+        if loose.is_empty() { "none".to_string() } else { loose.join(", ") }
+    )
 }

@@ -116,3 +116,68 @@ fn twin_experiment_recovers_parameters_and_covers_nominally() {
         assert!(s.coverage_95 >= 0.85, "h={h}: coverage95 {}", s.coverage_95);
     }
 }
+
+/// Issue 14's safety rule on several twins: the advised dose keeps P(< 70 mg/dL within 4 h)
+/// ≤ 5 % under the twin (unless the advice is a refusal, which must say why), stays within the
+/// calculator's range or below it, and 0 U for a meal of ≥ 30 g always carries its reason.
+#[test]
+fn advised_doses_keep_the_hypoglycaemia_risk_within_the_limit_on_several_twins() {
+    use medtwin_twin::decide::{advise, AdvisorSettings, MEAL_NEEDS_BOLUS_G};
+    let prior = Prior::population().unwrap();
+    let noise = NoiseSettings {
+        unannounced_meal_rate_per_h: 0.0,
+        theta_rw_sd_per_sqrt_h: [0.0, 0.0],
+        disturbance_sd_mg_kg_min: 1.0,
+        ..NoiseSettings::default()
+    };
+    let mut advised = 0;
+    for (k, shift) in [(0usize, 0.3), (1, -0.2), (2, 0.0)] {
+        let mut theta = prior.mean;
+        theta[0] += shift;
+        let sched = synthetic(theta, noise, 11 + k as u64);
+        let settings = TwinSettings {
+            n_particles: 100,
+            noise,
+            ..TwinSettings::default()
+        };
+        let mut engine = medtwin_twin::TwinEngine::start(&sched, settings).unwrap();
+        // just before day 3's lunch
+        engine
+            .assimilate_until(&sched, 2.0 * 1440.0 + 12.0 * 60.0)
+            .unwrap();
+        let mut s = AdvisorSettings::from_tdi(engine.calibration.window_tdi_u_per_day);
+        s.step_u = 1.0;
+        for carbs in [20.0, 60.0, 100.0] {
+            let a = advise(&engine, &sched, carbs, 15.0, &s, 7).unwrap();
+            let (lo, hi) = a.dose_range_u;
+            assert!(a.recommended_bolus_u <= hi + 1e-9, "{}", a.reason);
+            if let Some(why) = &a.refusal {
+                assert!(why.contains("no bolus keeps"), "{why}");
+                continue;
+            }
+            advised += 1;
+            assert!(
+                a.recommended.p_below_70 <= s.max_p_below_70,
+                "twin {k}, {carbs} g: {} U has P(<70) {}",
+                a.recommended_bolus_u,
+                a.recommended.p_below_70
+            );
+            if a.recommended_bolus_u < lo {
+                assert!(a.reason.starts_with("reduced below"), "{}", a.reason);
+            }
+            if carbs >= MEAL_NEEDS_BOLUS_G && a.recommended_bolus_u == 0.0 {
+                assert!(
+                    ["low", "falling", "insulin on board", "reduced"]
+                        .iter()
+                        .any(|w| a.reason.contains(w)),
+                    "{}",
+                    a.reason
+                );
+            }
+        }
+    }
+    assert!(
+        advised >= 6,
+        "most meals on well-specified twins get advice ({advised}/9)"
+    );
+}
