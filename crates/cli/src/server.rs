@@ -37,6 +37,11 @@ pub struct ServeArgs {
     /// cookie gets the `Secure` flag.
     #[arg(long)]
     behind_tls_proxy: bool,
+    /// Requests per minute one token may send (bursts of as many); requests without a valid
+    /// token are limited the same way per client address. Beyond: 429 with Retry-After.
+    /// 0: no per-token limit.
+    #[arg(long, default_value_t = 6000)]
+    rate_limit_per_min: u32,
     /// Serve HTTPS (built-in TLS, rustls): PEM certificate chain, server certificate first
     /// (e.g. fullchain.pem). Needs --tls-key; the dashboard cookie gets `Secure`.
     #[arg(long, requires = "tls_key")]
@@ -132,6 +137,7 @@ pub fn serve(a: ServeArgs) -> Result<(), CliError> {
     cfg.max_body_bytes = a.max_body;
     cfg.boosted_forecasts = a.boosted_forecasts;
     cfg.secure_cookies = a.behind_tls_proxy;
+    cfg.rate_limit_per_min = f64::from(a.rate_limit_per_min);
     if let (Some(cert), Some(key)) = (a.tls_cert, a.tls_key) {
         cfg.tls = Some(medtwin_server::tls::TlsFiles { cert, key });
     }

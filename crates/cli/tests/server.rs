@@ -813,7 +813,8 @@ fn live_twin(db: &str, dir: &Path, first: &Path, rest: &[String]) {
         let a = agent();
         let auth = format!("Bearer {admin}");
         let mut acked = Vec::new();
-        for i in from..to {
+        let mut i = from;
+        while i < to {
             match request(
                 &a,
                 "POST",
@@ -822,8 +823,14 @@ fn live_twin(db: &str, dir: &Path, first: &Path, rest: &[String]) {
                 Some(reading(i).to_string().as_bytes()),
             ) {
                 Ok((200, _)) => acked.push(i),
+                // Over the per-token rate limit: wait and send the same reading again.
+                Ok((429, _)) => {
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
                 _ => break,
             }
+            i += 1;
         }
         acked
     };

@@ -57,6 +57,7 @@ pub fn agent_trusting(ca: &Path) -> Result<ureq::Agent, ServerError> {
 /// [`medtwin_io::read_record_csv`]) for `patient` to the server at `base_url` (e.g.
 /// `http://127.0.0.1:8080`) as FHIR transaction bundles of [`PUSH_CHUNK`] entries, with
 /// `Authorization: Bearer token`. Idempotent: pushing the same file twice stores nothing new.
+/// A `429` (rate limit) is waited out as its `Retry-After` says and the bundle sent again.
 ///
 /// An `https://` server is verified against Mozilla's roots, or only against the
 /// certificates in the PEM file `ca` when given (see [`agent_trusting`]).
@@ -86,12 +87,30 @@ pub fn push(
     let url = format!("{}/fhir/Bundle", base_url.trim_end_matches('/'));
     for chunk in rec.entries.chunks(PUSH_CHUNK) {
         let bundle = crate::fhir::bundle_of(patient, chunk);
-        let mut resp = agent
-            .post(&url)
-            .header("authorization", &format!("Bearer {token}"))
-            .header("content-type", "application/fhir+json")
-            .send(bundle.to_string())
-            .map_err(|e| ServerError::Io(format!("{url}: {e}")))?;
+        let body = bundle.to_string();
+        let mut waited = 0u64;
+        let mut resp = loop {
+            let resp = agent
+                .post(&url)
+                .header("authorization", &format!("Bearer {token}"))
+                .header("content-type", "application/fhir+json")
+                .send(&body)
+                .map_err(|e| ServerError::Io(format!("{url}: {e}")))?;
+            // Over the server's rate limit: wait as told (at most 10 min in all), send again.
+            if resp.status().as_u16() == 429 && waited < 600 {
+                let wait = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(1)
+                    .clamp(1, 60);
+                std::thread::sleep(std::time::Duration::from_secs(wait));
+                waited += wait;
+                continue;
+            }
+            break resp;
+        };
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()

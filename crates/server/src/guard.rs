@@ -1,6 +1,15 @@
-//! Abuse resistance: per-client rate limits (429 with `Retry-After`) and a bounded audit of
-//! refused unauthenticated requests.
+//! Abuse resistance: per-client and per-token rate limits (429 with `Retry-After`) and a
+//! bounded audit of refused unauthenticated requests.
 //!
+//! * **Per-token limit** ([`crate::ServerConfig::rate_limit_per_min`], `serve
+//!   --rate-limit-per-min N`, default 6 000): every authenticated request spends one unit of
+//!   its token's bucket, which holds N and refills at N per minute (so a burst of N, then N per
+//!   minute). Requests without a valid credential spend from a bucket of the same size per
+//!   client address instead. Over it: `429 Too Many Requests` with `Retry-After`, before the
+//!   handler runs (no database work, not audited one by one). Another token, or another
+//!   address, is unaffected. Memory is bounded: at most [`MAX_TOKENS`] token buckets and
+//!   [`MAX_CLIENTS`] address buckets; full (idle) buckets are dropped when the map is full,
+//!   and beyond that new keys share one overflow bucket.
 //! * **Rate limits**, per client address (token buckets): at most
 //!   [`crate::ServerConfig::client_rate_per_s`] requests per second (bursts of twice that),
 //!   and at most [`crate::ServerConfig::client_auth_failures_per_min`] refused
@@ -30,9 +39,86 @@ use crate::AppState;
 /// Clients tracked at most (rate-limit buckets and audit aggregates).
 pub const MAX_CLIENTS: usize = 10_000;
 
+/// Token buckets kept at most (per-token rate limit).
+pub const MAX_TOKENS: usize = 100_000;
+
+/// One token bucket per key: capacity `per_min`, refilled at `per_min` per minute.
+#[derive(Debug)]
+pub struct KeyedLimit<K> {
+    per_min: f64,
+    max_keys: usize,
+    overflow: K,
+    map: Mutex<Levels<K>>,
+}
+
+/// Bucket levels and when each was last updated; when the map was last pruned.
+type Levels<K> = (HashMap<K, (f64, Instant)>, Option<Instant>);
+
+impl<K: std::hash::Hash + Eq + Copy> KeyedLimit<K> {
+    /// A limit of `per_min` requests per minute per key (bursts of as many; 0 or less: none),
+    /// at most `max_keys` buckets (then new keys share the bucket of `overflow`).
+    pub fn new(per_min: f64, max_keys: usize, overflow: K) -> KeyedLimit<K> {
+        KeyedLimit {
+            per_min,
+            max_keys: max_keys.max(1),
+            overflow,
+            map: Mutex::new((HashMap::new(), None)),
+        }
+    }
+
+    /// Spend one request of `key`'s bucket: `Err(seconds to wait)` when it is empty.
+    pub fn admit(&self, key: K) -> Result<(), u64> {
+        if self.per_min <= 0.0 {
+            return Ok(());
+        }
+        let Ok(mut guard) = self.map.lock() else {
+            return Ok(());
+        };
+        let (m, pruned) = &mut *guard;
+        let now = Instant::now();
+        let cap = self.per_min.max(1.0);
+        let per_s = self.per_min / 60.0;
+        let mut key = key;
+        if !m.contains_key(&key) && m.len() >= self.max_keys {
+            // A bucket refilled to capacity is the same as no bucket: drop those (at most once
+            // a second, so a stream of new keys does not scan the map every time).
+            if pruned.is_none_or(|p| now.duration_since(p).as_secs_f64() >= 1.0) {
+                *pruned = Some(now);
+                m.retain(|_, (level, at)| {
+                    *level + now.duration_since(*at).as_secs_f64() * per_s < cap
+                });
+            }
+            if m.len() >= self.max_keys {
+                key = self.overflow;
+            }
+        }
+        let (level, at) = m.entry(key).or_insert((cap, now));
+        *level = (*level + now.duration_since(*at).as_secs_f64() * per_s).min(cap);
+        *at = now;
+        if *level < 1.0 {
+            return Err(((1.0 - *level) / per_s).ceil().max(1.0) as u64);
+        }
+        *level -= 1.0;
+        Ok(())
+    }
+
+    /// Buckets held (tests, bounds): at most `max_keys` plus the overflow bucket.
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.0.len()).unwrap_or(0)
+    }
+
+    /// No bucket held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 tokio::task_local! {
     /// The address of the client whose request the current task serves.
     pub static CLIENT: IpAddr;
+    /// Who the current request authenticated as (or why not): found once by the middleware,
+    /// reused by [`crate::authenticate`].
+    pub static AUTH: Result<medtwin_store::Principal, crate::ApiError>;
 }
 
 /// The client address of the request being served, if known.
@@ -62,6 +148,10 @@ pub struct Guard {
     failures_per_min: f64,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
     refused: Mutex<Refused>,
+    /// Per-token buckets (authenticated requests).
+    pub per_token: KeyedLimit<i64>,
+    /// Per-address buckets of requests without a valid credential.
+    pub per_anonymous: KeyedLimit<IpAddr>,
 }
 
 /// The current minute's aggregate per client, and finished ones waiting to be written.
@@ -79,14 +169,24 @@ fn minute_now() -> i64 {
 
 impl Guard {
     /// A guard with these limits (requests per second; refused authentications per minute;
-    /// 0 or less: no limit).
+    /// 0 or less: no limit), and no per-token limit (see [`Guard::with_token_limit`]).
     pub fn new(rate_per_s: f64, failures_per_min: f64) -> Guard {
         Guard {
             rate_per_s,
             failures_per_min,
             buckets: Mutex::new(HashMap::new()),
             refused: Mutex::new(Refused::default()),
+            per_token: KeyedLimit::new(0.0, MAX_TOKENS, -1),
+            per_anonymous: KeyedLimit::new(0.0, MAX_CLIENTS, OVERFLOW),
         }
+    }
+
+    /// The per-token limit: `per_min` requests per minute per token (bursts of as many), and
+    /// as many per client address for requests without a valid credential (0: none).
+    pub fn with_token_limit(mut self, per_min: f64) -> Guard {
+        self.per_token = KeyedLimit::new(per_min, MAX_TOKENS, -1);
+        self.per_anonymous = KeyedLimit::new(per_min, MAX_CLIENTS, OVERFLOW);
+        self
     }
 
     fn burst(&self) -> (f64, f64) {
@@ -255,9 +355,82 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         )
             .into_response();
     }
-    let r = CLIENT.scope(ip, next.run(req)).await;
+    // Who is calling (once; handlers reuse it through AUTH): the token's bucket, or the
+    // address's bucket for requests without a valid credential.
+    let who = CLIENT
+        .scope(ip, crate::authenticate_headers(&state, req.headers()))
+        .await;
+    let limited = match &who {
+        Ok(p) => state
+            .guard
+            .per_token
+            .admit(p.token_id)
+            .err()
+            .map(|w| (w, "this token")),
+        Err(_) => state
+            .guard
+            .per_anonymous
+            .admit(ip)
+            .err()
+            .map(|w| (w, "this client without a valid token")),
+    };
+    if let Some((wait, whose)) = limited {
+        if who.is_err() {
+            let action = format!("{} {}", req.method(), req.uri().path());
+            state.guard.note_refused(ip, &action, true);
+        }
+        let per_min = state.cfg.rate_limit_per_min;
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, wait.to_string())],
+            axum::Json(serde_json::json!({
+                "error": format!("too many requests from {whose} (limit {per_min} per minute); retry after {wait} s")
+            })),
+        )
+            .into_response();
+    }
+    let r = CLIENT.scope(ip, AUTH.scope(who, next.run(req))).await;
     if r.status() == StatusCode::UNAUTHORIZED {
         state.guard.failed(ip);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_limit_is_per_key_and_bounded() {
+        let l = KeyedLimit::new(60.0, 1000, -1i64);
+        for _ in 0..60 {
+            assert!(l.admit(7).is_ok());
+        }
+        // Empty: wait about a second for the next one (60 per minute).
+        assert_eq!(l.admit(7), Err(1));
+        assert!(l.admit(8).is_ok());
+        // Many distinct keys: never more than 1 000 buckets.
+        for k in 0..50_000 {
+            let _ = l.admit(100 + k);
+        }
+        assert!(l.len() <= 1001, "{}", l.len());
+        // No limit at all.
+        let off = KeyedLimit::new(0.0, 10, -1i64);
+        assert!((0..10_000).all(|k| off.admit(k).is_ok()));
+        assert!(off.is_empty());
+    }
+
+    #[test]
+    fn full_buckets_are_dropped_when_the_map_is_full() {
+        // 6 000 000 per minute: a bucket refills within milliseconds.
+        let l = KeyedLimit::new(6_000_000.0, 100, -1i64);
+        for k in 0..100 {
+            l.admit(k).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // The 100 buckets are full again: a new key evicts them instead of overflowing (the
+        // first prune of this map, so not held back by the once-a-second rule).
+        l.admit(1000).unwrap();
+        assert_eq!(l.len(), 1);
+    }
 }

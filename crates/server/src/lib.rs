@@ -115,6 +115,10 @@ pub struct ServerConfig {
     /// Refused authentications (401) per minute one client address may cause (bursts of as
     /// many); beyond, every request of that client gets 429 until it refills. 0: no limit.
     pub client_auth_failures_per_min: f64,
+    /// Requests per minute one token may send (bursts of as many); requests without a valid
+    /// credential are limited the same way per client address. Beyond, 429 with `Retry-After`
+    /// ([`guard`]). 0: no limit.
+    pub rate_limit_per_min: f64,
     /// A client must send a request's complete head (request line and headers) within this
     /// many seconds of starting it (or of opening the connection); else the connection is
     /// closed ([`net`]).
@@ -160,6 +164,10 @@ impl ServerConfig {
             // loopback client).
             client_rate_per_s: 2000.0,
             client_auth_failures_per_min: 60.0,
+            // 100 requests/s sustained per token, any burst up to one minute's worth: far above
+            // a device (one reading per 5 min), a dashboard user or `medtwin push` (500 entries
+            // per request), far below what one flooding client sends (2 420/s measured).
+            rate_limit_per_min: 6000.0,
             header_read_timeout_s: 10.0,
             request_timeout_s: 60.0,
             secure_cookies: false,
@@ -290,8 +298,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Who is calling: the principal, or why not (401).
+/// Who is calling: the principal, or why not (401). Within a request the rate-limit
+/// middleware ([`guard::middleware`]) has already found out; that answer is reused.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    if let Ok(known) = guard::AUTH.try_with(|a| a.clone()) {
+        return known;
+    }
+    authenticate_headers(state, headers).await
+}
+
+/// [`authenticate`] from the request's headers (bearer token, `api-secret`, cookie).
+pub async fn authenticate_headers(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let p = if let Some(auth) = header("authorization") {
         let token = auth
@@ -424,10 +444,10 @@ pub async fn start(
         store: store.clone(),
         live,
         cfg: cfg.clone(),
-        guard: Arc::new(guard::Guard::new(
-            cfg.client_rate_per_s,
-            cfg.client_auth_failures_per_min,
-        )),
+        guard: Arc::new(
+            guard::Guard::new(cfg.client_rate_per_s, cfg.client_auth_failures_per_min)
+                .with_token_limit(cfg.rate_limit_per_min),
+        ),
     };
     let app = api::router(state.clone());
     // Aggregated audit records of refused requests, once their minute is over.

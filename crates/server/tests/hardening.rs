@@ -816,6 +816,77 @@ fn rate_limits_answer_429_with_retry_after() {
     assert!(r.header("retry-after").is_some());
 }
 
+/// Per-token limits: a burst beyond the limit gets 429 with `Retry-After`, another token is
+/// unaffected, the bucket refills; requests without a valid credential have their own
+/// per-address bucket of the same size.
+#[test]
+fn per_token_rate_limit() {
+    // 120 per minute: a burst of 120, then 2 per second.
+    let s = Srv::start_with("tokenlimit", |c| c.rate_limit_per_min = 120.0);
+    let a = s.token(Role::Admin, &[]);
+    let b = s.token(Role::Admin, &[]);
+    let mut statuses = Vec::new();
+    let mut first_429 = None;
+    let t0 = std::time::Instant::now();
+    for _ in 0..150 {
+        let r = s.bearer("GET", "/patients", &a, None);
+        if r.status == 429 && first_429.is_none() {
+            first_429 = Some(r);
+        } else {
+            statuses.push(r.status);
+        }
+    }
+    let took = t0.elapsed().as_secs_f64();
+    let ok = statuses.iter().filter(|x| **x == 200).count();
+    let limited = 150 - ok;
+    eprintln!("150 requests of one token in {took:.2} s at 120/min: {ok} x 200, {limited} x 429");
+    assert!(
+        statuses.iter().all(|x| *x == 200 || *x == 429),
+        "{statuses:?}"
+    );
+    // The burst (120) plus what refilled while the loop ran (2/s).
+    assert!(
+        ok >= 120 && ok <= 120 + (took * 2.0).ceil() as usize + 1,
+        "{ok} in {took} s"
+    );
+    let r = first_429.expect("no 429 after 150 requests at a limit of 120/min");
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("this token"),
+        "{}",
+        r.body
+    );
+    // Still limited right now; another token is not.
+    assert_eq!(s.bearer("GET", "/patients", &a, None).status, 429);
+    assert_eq!(s.bearer("GET", "/patients", &b, None).status, 200);
+    // Refills at 2 per second.
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    assert_eq!(s.bearer("GET", "/patients", &a, None).status, 200);
+
+    // Without a valid credential: the client address's own bucket (the tokens' requests did
+    // not spend from it), 429 once it is empty, and the tokens are unaffected by that.
+    let anon: Vec<u16> = (0..130)
+        .map(|_| s.call("GET", "/healthz", &[], None).status)
+        .collect();
+    let ok = anon.iter().filter(|x| **x == 200).count();
+    eprintln!("130 unauthenticated requests at 120/min: {ok} x 200");
+    assert!((120..=124).contains(&ok), "{ok}");
+    let r = s.call("GET", "/healthz", &[], None);
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(s.bearer("GET", "/patients", &b, None).status, 200);
+
+    // 0: no per-token limit.
+    let s = Srv::start_with("tokenlimit0", |c| c.rate_limit_per_min = 0.0);
+    let a = s.token(Role::Admin, &[]);
+    assert!((0..300).all(|_| s.bearer("GET", "/patients", &a, None).status == 200));
+}
+
 /// Item a, partial success: a `batch` bundle stores its valid entries and reports each
 /// refused one with its element path; the same entries as a `transaction` store nothing.
 #[test]
