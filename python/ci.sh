@@ -4,8 +4,10 @@
 #   bash python/ci.sh            (from anywhere; CI calls it from .ci/run)
 #
 # Needs: python3 >= 3.9 with the venv module (Debian: apt-get install python3-venv), a Rust
-# toolchain >= 1.95 (cargo on PATH), and PyPI for maturin, pytest and pyarrow. No Python headers
-# are needed (abi3 extension). Builds an abi3 wheel with `maturin build --release` into
+# toolchain >= 1.95 (cargo on PATH), and PyPI for maturin, pytest, pyarrow and ray (ray: the
+# distributed-trial tests, tests/test_ray.py, which start a two-node Ray cluster on 127.0.0.1 and
+# stop it with `ray stop --force`; MEDTWIN_PY_NO_RAY=1 skips installing it, and those tests).
+# No Python headers are needed (abi3 extension). Builds an abi3 wheel with `maturin build --release` into
 # python/dist/, installs it into a fresh venv (python/.venv-ci, or $MEDTWIN_PY_VENV) and runs
 # pytest on python/tests. The Rust build goes to python/target (not the workspace's target/).
 # Set MEDTWIN_CLI to a built `medtwin` binary to also compare with the CLI bit for bit
@@ -22,6 +24,11 @@ t0=$(date +%s)
 "$py" -m venv --clear "$venv" \
   || { echo "python/ci.sh: '$py -m venv' failed (Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; }
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "maturin>=1.16,<2" "pytest>=7" "pyarrow>=14"
+if [ -z "${MEDTWIN_PY_NO_RAY:-}" ]; then
+  tr0=$(date +%s)
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "ray>=2.9,<3"
+  echo "python/ci.sh: ray installed in $(($(date +%s) - tr0)) s"
+fi
 t1=$(date +%s)
 
 rm -rf "$here/dist"

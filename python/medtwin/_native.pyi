@@ -78,3 +78,36 @@ def trial_run(
     progress: Optional[Any] = None,
 ) -> Dict[str, Any]: ...
 def trial_analyze(dir: Union[str, PathLike[str]], bootstrap: int = 0, seed: int = 1) -> str: ...
+
+# Chunked execution (the Ray backend, medtwin.ray_run).
+def trial_info(text: str, format: str, source: str, base_dir: Union[str, PathLike[str]]) -> Dict[str, Any]:
+    """``{"n_patients", "fingerprint", "chunk_patients", "toml"}`` of a specification (loads the cohort)."""
+def trial_chunk(
+    text: str,
+    format: str,
+    source: str,
+    base_dir: Union[str, PathLike[str]],
+    start: int,
+    end: int,
+    threads: int = 0,
+) -> Tuple[bytes, Dict[str, Any]]:
+    """Simulate patients ``start..end`` on ``threads`` threads (0: all cores) into an in-memory
+    Parquet chunk; stats ``start, end, simulations, patient_days, setup_simulations,
+    setup_patient_days, wall_s`` (setup: the prognostic model's fit when this call built the
+    plan, cached per process). GIL released."""
+def trial_chunk_range(path: Union[str, PathLike[str]]) -> Tuple[int, int]:
+    """``(start, end)`` of a chunk file (InputError if it is not one)."""
+def trial_assemble(
+    text: str,
+    format: str,
+    source: str,
+    base_dir: Union[str, PathLike[str]],
+    out_dir: Union[str, PathLike[str]],
+    chunk_files: Sequence[Union[str, PathLike[str]]],
+    simulations: int,
+    patient_days: int,
+    resumed_patients: int,
+    wall_s: float,
+) -> Dict[str, Any]:
+    """Chunk files covering the cohort once -> ``out_dir/results.parquet`` (byte-identical to
+    :func:`trial_run`'s) + ``summary.json`` + ``plots/``; the same dict as :func:`trial_run`."""

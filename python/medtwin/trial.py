@@ -13,7 +13,12 @@
 The spec is the CLI's trial TOML (README "In-silico trials") as a dict, TOML text or a path.
 Results are byte-identical to ``medtwin trial run`` (same seeds, same row order, whatever the
 thread count). Ctrl-C stops after the patients in flight, keeps ``results.partial.parquet`` and
-raises ``KeyboardInterrupt``; ``resume=True`` completes it. Distributed runs (Ray) are not bound yet.
+raises ``KeyboardInterrupt``; ``resume=True`` completes it.
+
+``backend="ray"`` runs the cohort in chunks as Ray tasks on a cluster (:mod:`medtwin.ray_run`),
+with the same bytes out::
+
+    r = medtwin.trial.run(spec, "trial-out", backend="ray", address="auto", chunk_patients=256)
 """
 
 from __future__ import annotations
@@ -103,6 +108,10 @@ def run(
     *,
     resume: bool = False,
     progress: Union[bool, Callable[[int], None]] = True,
+    backend: str = "local",
+    address: Optional[str] = None,
+    chunk_patients: Optional[int] = None,
+    **ray_options: Any,
 ) -> TrialResult:
     """Run an in-silico trial and analyse it (``medtwin trial run SPEC --out DIR``).
 
@@ -119,10 +128,33 @@ def run(
         ``True``: a tqdm bar when tqdm is installed; ``False``: none; or a callable given the
         number of patients finished (called about every 50 ms from this thread; an exception it
         raises stops the run as Ctrl-C does and is re-raised).
+    backend:
+        ``"local"`` (all cores of this machine) or ``"ray"``: chunks of ``chunk_patients``
+        patients as Ray tasks on the cluster at ``address`` (``None``, ``"auto"``, ``"local"``
+        or ``"HOST:PORT"``), finished chunks kept in ``out_dir/ray-chunks/`` until the end
+        (``resume=True`` then re-runs only the missing ones), output byte-identical to the local
+        backend. ``ray_options``: ``cpus_per_task``, ``max_retries``, ``max_in_flight``,
+        ``attempt_log`` (see :func:`medtwin.ray_run.run_ray`).
 
     Raises :class:`medtwin.ScenarioError` (bad spec), :class:`medtwin.InputError` (cohort file,
     resume mismatch), :class:`medtwin.SimulationError`, ``KeyboardInterrupt`` (Ctrl-C).
     """
+    if backend == "ray":
+        from .ray_run import run_ray
+
+        return run_ray(
+            spec,
+            out_dir,
+            address=address,
+            chunk_patients=chunk_patients,
+            resume=resume,
+            progress=progress,
+            **ray_options,
+        )
+    if backend != "local":
+        raise ValueError(f"backend must be 'local' or 'ray', not {backend!r}")
+    if address is not None or chunk_patients is not None or ray_options:
+        raise TypeError("address, chunk_patients and Ray options need backend='ray'")
     text, fmt, source, base = _spec_source(spec)
     close: Callable[[], None] = lambda: None
     cb: Optional[Callable[[int], None]]

@@ -43,6 +43,16 @@ pub enum TrialCmd {
         /// Complete the interrupted run in DIR (same specification required).
         #[arg(long)]
         resume: bool,
+        /// Run on a Ray cluster at ADDRESS (`auto`, `HOST:PORT`, or `local` for a Ray started
+        /// for this run) through the Python package: `$MEDTWIN_PYTHON -m medtwin.ray_run`
+        /// (default `python3`; needs `medtwin` and `ray` importable). The results are
+        /// byte-identical to a run without `--ray`.
+        #[arg(long, value_name = "ADDRESS")]
+        ray: Option<String>,
+        /// With `--ray`: patients per Ray task (default: the specification's
+        /// `execution.chunk_patients`).
+        #[arg(long, requires = "ray")]
+        chunk_patients: Option<usize>,
     },
     /// Analyse a trial directory: summary.json (per-arm statistics, effects with 95 % CI,
     /// PROCOVA) and plots/<endpoint>.svg.
@@ -103,7 +113,16 @@ pub fn cohort(c: CohortCmd) -> Result<(), CliError> {
 
 pub fn trial(c: TrialCmd) -> Result<(), CliError> {
     match c {
-        TrialCmd::Run { spec, out, resume } => {
+        TrialCmd::Run {
+            spec,
+            out,
+            resume,
+            ray: Some(address),
+            chunk_patients,
+        } => run_on_ray(&spec, &out, resume, &address, chunk_patients),
+        TrialCmd::Run {
+            spec, out, resume, ..
+        } => {
             let s = medtwin_cohort::TrialSpec::from_file(&spec)
                 .map_err(|e| CliError::input(e.to_string()))?;
             let cancel = Arc::new(AtomicBool::new(false));
@@ -166,5 +185,108 @@ pub fn trial(c: TrialCmd) -> Result<(), CliError> {
             println!("{text}\nsummary: {}", path.display());
             Ok(())
         }
+    }
+}
+
+/// The Python interpreter that runs `medtwin.ray_run`: `$MEDTWIN_PYTHON`, else `python3`.
+fn python() -> String {
+    std::env::var("MEDTWIN_PYTHON")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "python3".into())
+}
+
+/// Check that `py` can import the medtwin package (with its compiled extension) and ray.
+fn check_python(py: &str) -> Result<(), CliError> {
+    let hint = "install them with `pip install ./python ray` (from the repository) or point \
+                MEDTWIN_PYTHON at an interpreter that has them";
+    let out = std::process::Command::new(py)
+        .args(["-c", "import medtwin._native, medtwin.ray_run, ray"])
+        .output()
+        .map_err(|e| {
+            CliError::failure(format!(
+                "--ray runs the Python package, but '{py}' cannot be started ({e}); {hint}"
+            ))
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    Err(CliError::failure(format!(
+        "--ray needs the Python packages medtwin and ray importable by '{py}': {last}; {hint}"
+    )))
+}
+
+fn run_on_ray(
+    spec: &std::path::Path,
+    out: &std::path::Path,
+    resume: bool,
+    address: &str,
+    chunk_patients: Option<usize>,
+) -> Result<(), CliError> {
+    // the specification is checked here first (same messages and exit code as without --ray)
+    medtwin_cohort::TrialSpec::from_file(spec).map_err(|e| CliError::input(e.to_string()))?;
+    if chunk_patients == Some(0) {
+        return Err(CliError::input("--chunk-patients must be >= 1"));
+    }
+    let py = python();
+    check_python(&py)?;
+    let mut cmd = std::process::Command::new(&py);
+    cmd.args(["-m", "medtwin.ray_run"])
+        .arg(spec)
+        .arg("--out")
+        .arg(out)
+        .args(["--address", address]);
+    if resume {
+        cmd.arg("--resume");
+    }
+    if let Some(c) = chunk_patients {
+        cmd.args(["--chunk-patients", &c.to_string()]);
+    }
+    // Ctrl-C reaches the Python driver too (same process group); it keeps finished chunks
+    let _ = ctrlc::set_handler(|| {});
+    let status = cmd
+        .status()
+        .map_err(|e| CliError::failure(format!("cannot run '{py} -m medtwin.ray_run': {e}")))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(2) => Err(CliError::input(
+            "the Ray run refused its input (message above)",
+        )),
+        Some(130) | None => Err(CliError::interrupted(
+            "the Ray run was interrupted; finished chunks are kept in DIR/ray-chunks \
+             (complete them with `trial run --ray ADDRESS --resume`)",
+        )),
+        Some(c) => Err(CliError::failure(format!(
+            "the Ray run failed (exit code {c}; message above)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ray_without_an_interpreter_fails_with_the_reason() {
+        let e = check_python("/nonexistent/python3").unwrap_err();
+        assert_eq!(e.code(), 1);
+        let m = e.to_string();
+        assert!(
+            m.contains("cannot be started") && m.contains("MEDTWIN_PYTHON"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn ray_without_the_packages_names_the_missing_module() {
+        // an "interpreter" that starts but cannot import them
+        let e = check_python("false").unwrap_err();
+        assert!(e.to_string().contains("medtwin and ray"), "{e}");
     }
 }
