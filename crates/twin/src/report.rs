@@ -306,7 +306,7 @@ fn learning_table(c: &LearningCurve) -> (String, Vec<String>, Vec<Vec<String>>) 
     };
     (
         format!(
-            "Learning from more data: the same window (the last {:.1} days, origins every hour, horizons 30/60/120 min) forecast by twins given only the days of data before it.              Bands should narrow with more data while the 80 % band keeps covering about 80 %{skipped}",
+            "Learning from more data: the same window (the last {:.1} days, origins every hour, horizons 30/60/120 min) forecast by twins given only the days of data before it. Bands should narrow with more data while the 80 % band keeps covering about 80 %{skipped}",
             (c.eval_window_min.1 - c.eval_window_min.0) / 1440.0
         ),
         [
@@ -362,7 +362,7 @@ fn fit_quality(bt: &BacktestResult, parameters: &[ParameterPosterior]) -> String
         })
         .collect();
     format!(
-        "Fit quality. Backtest of input-blind forecasts over this record: {}.          Parameters the data pin down (posterior/prior SD of the log-parameter ≤ {NOT_PINNED_SD_RATIO}): {};          not pinned down (the prior still dominates, answers that depend on them are as uncertain as the population): {}.          A small ratio after a particle filter can also mean the particles collapsed rather than that the data are informative.          What-if and advice answers for meals and insulin rest on the mechanistic model's dose response, which the replay          validation (`medtwin twin backtest --future-inputs recorded`) scores on recorded meals and boluses.",
+        "Fit quality. Backtest of input-blind forecasts over this record: {}. Parameters the data pin down (posterior/prior SD of the log-parameter ≤ {NOT_PINNED_SD_RATIO}): {}; not pinned down (the prior still dominates, answers that depend on them are as uncertain as the population): {}. A small ratio after a particle filter can also mean the particles collapsed rather than that the data are informative. What-if and advice answers for meals and insulin rest on the mechanistic model's dose response, which the replay validation (`medtwin twin backtest --future-inputs recorded`) scores on recorded meals and boluses.",
         if horizons.is_empty() {
             "no horizon scored".to_string()
         } else {
