@@ -2,7 +2,7 @@
 
 use crate::error::{io_fail, CliError};
 use clap::{Args, Subcommand};
-use medtwin_petab::fit::{fit, FitOptions};
+use medtwin_petab::fit::{fit, FitOptions, Optimizer, Sampler};
 use medtwin_petab::{Evaluator, PetabError, Problem, SimSettings};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -20,8 +20,10 @@ pub enum PetabCmd {
         #[arg(long)]
         residuals: bool,
     },
-    /// Multi-start maximum-likelihood fit of the estimated parameters (BFGS on the parameter
-    /// scale within the bounds; start 0 = nominal).
+    /// Multi-start maximum-likelihood fit of the estimated parameters on the parameter scale
+    /// within the bounds (Levenberg–Marquardt on the Fisher information with finite-difference
+    /// Jacobians, or BFGS; Latin-hypercube starts; start 0 = nominal unless
+    /// --no-nominal-start). Prints how many starts reach within 0.1 of the best objective.
     Fit {
         /// The problem's YAML file.
         problem: PathBuf,
@@ -37,6 +39,21 @@ pub enum PetabCmd {
         /// Finite-difference step of the gradient, on the parameter scale.
         #[arg(long, default_value_t = 1e-4)]
         fd_step: f64,
+        /// Local optimiser: `lm` (Levenberg–Marquardt on the Fisher information) or `bfgs`.
+        #[arg(long, default_value = "lm")]
+        optimizer: String,
+        /// Start sampler: `lhs` (Latin hypercube) or `uniform`.
+        #[arg(long, default_value = "lhs")]
+        sampler: String,
+        /// Sample every start (start 0 is otherwise the nominal vector).
+        #[arg(long)]
+        no_nominal_start: bool,
+        /// Wall-time limit per start, seconds.
+        #[arg(long)]
+        time_limit: Option<f64>,
+        /// Wall-time limit per simulation, seconds (a slower simulation counts as failed).
+        #[arg(long, default_value_t = 10.0)]
+        sim_time_limit: f64,
         /// Write the result as JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -133,23 +150,55 @@ pub fn petab(c: PetabCmd) -> Result<(), CliError> {
             seed,
             max_evals,
             fd_step,
+            optimizer,
+            sampler,
+            no_nominal_start,
+            time_limit,
+            sim_time_limit,
             out,
             sim,
         } => {
+            let optimizer = match optimizer.as_str() {
+                "lm" => Optimizer::FisherLm,
+                "bfgs" => Optimizer::Bfgs,
+                o => {
+                    return Err(CliError::input(format!(
+                        "unknown optimizer '{o}' (lm, bfgs)"
+                    )))
+                }
+            };
+            let sampler = match sampler.as_str() {
+                "lhs" => Sampler::LatinHypercube,
+                "uniform" => Sampler::Uniform,
+                o => {
+                    return Err(CliError::input(format!(
+                        "unknown sampler '{o}' (lhs, uniform)"
+                    )))
+                }
+            };
             let p = load(&problem)?;
-            let ev = Evaluator::new(&p, sim.settings()).map_err(fail)?;
+            let settings = SimSettings {
+                time_limit: Some(sim_time_limit),
+                ..sim.settings()
+            };
+            let ev = Evaluator::new(&p, settings).map_err(fail)?;
             let opts = FitOptions {
                 starts,
                 seed,
                 max_evals,
                 fd_step,
+                optimizer,
+                sampler,
+                nominal_start: !no_nominal_start,
+                time_limit,
                 ..FitOptions::default()
             };
             let r = fit(&ev, &opts).map_err(fail)?;
             for s in &r.starts {
                 println!(
-                    "start {:>3}: objective {:.6} (from {:.6}), {} evaluations, {}, {:.2} s",
+                    "start {:>3}{}: objective {:.6} (from {:.6}), {} evaluations, {}, {:.2} s",
                     s.start,
+                    if s.nominal { " (nominal)" } else { "" },
                     s.objective,
                     s.initial_objective,
                     s.evals,
@@ -168,6 +217,12 @@ pub fn petab(c: PetabCmd) -> Result<(), CliError> {
                 r.nominal_objective,
                 r.ids.len(),
                 r.seconds
+            );
+            let (near, near_sampled) = r.within(0.1);
+            let sampled = r.starts.iter().filter(|s| !s.nominal).count();
+            println!(
+                "starts within 0.1 of the best: {near} of {} ({near_sampled} of {sampled} sampled starts)",
+                r.starts.len()
             );
             if let Some(path) = out {
                 let s = serde_json::to_string_pretty(&r)

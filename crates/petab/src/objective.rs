@@ -25,15 +25,19 @@ pub struct SimSettings {
     pub atol: f64,
     /// Integration method.
     pub method: Method,
+    /// Wall-time limit of one simulation, seconds (None: no limit). A simulation over it fails
+    /// (fits treat the parameter vector as infeasible).
+    pub time_limit: Option<f64>,
 }
 
 impl Default for SimSettings {
-    /// rtol 1e-8, atol 1e-12, automatic method.
+    /// rtol 1e-8, atol 1e-12, automatic method, no time limit.
     fn default() -> Self {
         SimSettings {
             rtol: 1e-8,
             atol: 1e-12,
             method: Method::Auto,
+            time_limit: None,
         }
     }
 }
@@ -157,8 +161,10 @@ impl<'a> Evaluator<'a> {
         let mut o = opts.clone();
         let mut attempt = 0;
         loop {
-            match medtwin_sbml::simulate_course(m, &o, course) {
-                Err(medtwin_sbml::SbmlError::Simulation(_)) if attempt < 2 => {
+            match self.run(m, &o, course) {
+                Err(medtwin_sbml::SbmlError::Simulation(e))
+                    if attempt < 2 && !e.contains("time limit") =>
+                {
                     attempt += 1;
                     o.rtol *= 100.0;
                     o.atol *= 100.0;
@@ -167,6 +173,21 @@ impl<'a> Evaluator<'a> {
                 }
                 r => return r,
             }
+        }
+    }
+
+    fn run(
+        &self,
+        m: &SbmlModel,
+        opts: &SimulateOptions,
+        course: &Course,
+    ) -> Result<medtwin_sbml::Table, medtwin_sbml::SbmlError> {
+        match self.settings.time_limit {
+            Some(s) => {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(s);
+                medtwin_sbml::simulate_course_with_deadline(m, opts, course, deadline)
+            }
+            None => medtwin_sbml::simulate_course(m, opts, course),
         }
     }
 
@@ -269,15 +290,16 @@ impl<'a> Evaluator<'a> {
         let ids: Vec<String> = self.state_ids.iter().map(|(s, _)| s.clone()).collect();
         let mut opts = self.options(0.0, ids.clone());
         opts.amount = ids;
-        let tab = medtwin_sbml::simulate_course(
-            m,
-            &opts,
-            &Course {
-                times: Some(&times),
-                doses: &[],
-            },
-        )
-        .map_err(|e| PetabError::Simulation(format!("preequilibration '{cond}': {e}")))?;
+        let tab = self
+            .run(
+                m,
+                &opts,
+                &Course {
+                    times: Some(&times),
+                    doses: &[],
+                },
+            )
+            .map_err(|e| PetabError::Simulation(format!("preequilibration '{cond}': {e}")))?;
         let mut dx = vec![0.0; n];
         let mut best = (f64::INFINITY, Vec::new());
         for (row, &t) in tab.rows.iter().zip(&times) {

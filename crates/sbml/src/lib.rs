@@ -366,6 +366,17 @@ pub fn simulate_course(
     sim::run(model, opts, course, None)
 }
 
+/// [`simulate_course`] that gives up with [`SbmlError::Simulation`] ("time limit exceeded")
+/// once `deadline` has passed: for fits, where some parameter vectors make a model very slow.
+pub fn simulate_course_with_deadline(
+    model: &SbmlModel,
+    opts: &SimulateOptions,
+    course: &Course,
+    deadline: Instant,
+) -> Result<Table, SbmlError> {
+    sim::run(model, opts, course, Some(deadline))
+}
+
 /// [`simulate`] that gives up with [`SbmlError::Simulation`] once `deadline` has passed.
 pub fn simulate_with_deadline(
     model: &SbmlModel,
