@@ -36,6 +36,8 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(get_twin))
         .routes(routes!(fhir_bundle))
         .routes(routes!(fhir_observation))
+        .routes(routes!(fhir_patient_create))
+        .routes(routes!(fhir_patient_read))
         .routes(routes!(ns_post_entries))
         .routes(routes!(ns_post_treatments))
         .routes(routes!(ns_get_entries))
@@ -807,6 +809,124 @@ async fn fhir_observation(
         (status, text)
     };
     (status, [("content-type", "application/fhir+json")], text).into_response()
+}
+
+/// FHIR R4 create of one `Patient` (admin): the patient's id on this server is the resource's
+/// `id`, else its first `identifier[].value`. `201 Created` with `Location:
+/// /fhir/Patient/{id}` and the resource (with that `id`); `200` when the patient exists; `400`
+/// with an `OperationOutcome` naming the element (`Patient.id`, `Patient.identifier[0].value`,
+/// `Patient.resourceType`) when invalid.
+#[utoipa::path(post, path = "/fhir/Patient", request_body(content = Object, content_type = "application/fhir+json"),
+    responses((status = 201, description = "created; Location: /fhir/Patient/{id}"), (status = 200, description = "already existed"),
+        (status = 400, description = "OperationOutcome"), (status = 401), (status = 403)))]
+async fn fhir_patient_create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let action = "POST /fhir/Patient";
+    let who = match authenticate(&state, &headers).await {
+        Ok(p) => p,
+        Err(e) => {
+            audit(&state, None, action, None, e.status, &e.reason).await;
+            return outcome_response(e.status, &patient_security_issue(&e.reason));
+        }
+    };
+    let resource: Value = match parse_json(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            audit(&state, Some(&who), action, None, e.status, &e.reason).await;
+            let issue = fhir::FhirIssue {
+                expression: "Patient".into(),
+                diagnostics: e.reason,
+                code: "structure",
+            };
+            return outcome_response(e.status, &[issue]);
+        }
+    };
+    let pid = match fhir::patient_id_of(&resource) {
+        Ok(id) => id,
+        Err(issues) => {
+            let detail: Vec<String> = issues
+                .iter()
+                .map(|i| format!("{}: {}", i.expression, i.diagnostics))
+                .collect();
+            audit(
+                &state,
+                Some(&who),
+                action,
+                None,
+                StatusCode::BAD_REQUEST,
+                &detail.join("; "),
+            )
+            .await;
+            return outcome_response(StatusCode::BAD_REQUEST, &issues);
+        }
+    };
+    if who.role != Role::Admin {
+        let e = ApiError::forbidden("only an admin token may create patients");
+        audit(&state, Some(&who), action, Some(&pid), e.status, &e.reason).await;
+        return outcome_response(e.status, &patient_security_issue(&e.reason));
+    }
+    let entry = audit_entry(Some(&who), action, Some(&pid), StatusCode::CREATED, "");
+    let mut echoed = resource;
+    echoed["id"] = Value::String(pid.clone());
+    match state.store.create_patient(&pid, &entry).await {
+        Ok(created) => (
+            if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            [
+                ("content-type", "application/fhir+json".to_string()),
+                ("location", format!("/fhir/Patient/{pid}")),
+            ],
+            echoed.to_string(),
+        )
+            .into_response(),
+        Err(e) => {
+            let e = ApiError::from(e);
+            audit(&state, Some(&who), action, Some(&pid), e.status, &e.reason).await;
+            let issue = fhir::FhirIssue {
+                expression: "Patient".into(),
+                diagnostics: e.reason.clone(),
+                code: "exception",
+            };
+            outcome_response(e.status, &[issue])
+        }
+    }
+}
+
+fn patient_security_issue(msg: &str) -> Vec<fhir::FhirIssue> {
+    vec![fhir::FhirIssue {
+        expression: "Patient".into(),
+        diagnostics: msg.to_string(),
+        code: "security",
+    }]
+}
+
+/// FHIR R4 read of a `Patient` (admin, clinician assigned to it): `{"resourceType": "Patient",
+/// "id": …}` (the server keeps no demographics); 404 when unknown.
+#[utoipa::path(get, path = "/fhir/Patient/{id}", params(("id" = String, Path, description = "patient id")),
+    responses((status = 200, description = "Patient"), (status = 404, description = "OperationOutcome"), (status = 401), (status = 403)))]
+async fn fhir_patient_read(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let action = "GET /fhir/Patient/{id}";
+    let who = match gate(&state, &headers, action, &id, Access::Read).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    audit(&state, Some(&who), action, Some(&id), StatusCode::OK, "").await;
+    (
+        StatusCode::OK,
+        [("content-type", "application/fhir+json")],
+        json!({"resourceType": "Patient", "id": id}).to_string(),
+    )
+        .into_response()
 }
 
 /// Items of a Nightscout upload: a JSON array, one object, or JSON lines (mongoexport).

@@ -105,6 +105,100 @@ pub struct FhirIssue {
     pub code: &'static str,
 }
 
+/// The patient id of one FHIR R4 `Patient` resource (`POST /fhir/Patient`): its `id`, else the
+/// first `identifier[].value` (as for Patient entries of a bundle). Errors: every problem with
+/// its element path (`Patient.resourceType`, `Patient.id`, `Patient.identifier[1].value`, …).
+pub fn patient_id_of(r: &Value) -> Result<String, Vec<FhirIssue>> {
+    let mut issues = Vec::new();
+    let Some(obj) = r.as_object() else {
+        return Err(vec![FhirIssue {
+            expression: "Patient".into(),
+            diagnostics: "the body must be a JSON object (a FHIR Patient resource)".into(),
+            code: "structure",
+        }]);
+    };
+    match obj.get("resourceType") {
+        Some(Value::String(t)) if t == "Patient" => {}
+        other => issues.push(FhirIssue {
+            expression: "Patient.resourceType".into(),
+            diagnostics: format!(
+                "resourceType is {}, expected `Patient`",
+                other
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "missing".into())
+            ),
+            code: "invalid",
+        }),
+    }
+    let id = match obj.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(("Patient.id".to_string(), s.clone())),
+        Some(v) => {
+            issues.push(FhirIssue {
+                expression: "Patient.id".into(),
+                diagnostics: format!("id must be a string, not {v}"),
+                code: "structure",
+            });
+            None
+        }
+    };
+    let mut from_identifier = None;
+    match obj.get("identifier") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(ids)) => {
+            for (i, ident) in ids.iter().enumerate() {
+                let at = format!("Patient.identifier[{i}]");
+                match ident {
+                    Value::Object(o) => match o.get("value") {
+                        None | Some(Value::Null) => {}
+                        Some(Value::String(v)) => {
+                            if from_identifier.is_none() {
+                                from_identifier = Some((format!("{at}.value"), v.clone()));
+                            }
+                        }
+                        Some(v) => issues.push(FhirIssue {
+                            expression: format!("{at}.value"),
+                            diagnostics: format!("identifier value must be a string, not {v}"),
+                            code: "structure",
+                        }),
+                    },
+                    v => issues.push(FhirIssue {
+                        expression: at,
+                        diagnostics: format!("an Identifier must be an object, not {v}"),
+                        code: "structure",
+                    }),
+                }
+            }
+        }
+        Some(v) => issues.push(FhirIssue {
+            expression: "Patient.identifier".into(),
+            diagnostics: format!("identifier must be an array of Identifier, not {v}"),
+            code: "structure",
+        }),
+    }
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    match id.or(from_identifier) {
+        Some((_, id)) if medtwin_store::valid_patient_id(&id) => Ok(id),
+        Some((at, id)) => Err(vec![FhirIssue {
+            expression: at,
+            diagnostics: format!(
+                "patient id `{}` must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                id.chars().take(100).collect::<String>()
+            ),
+            code: "value",
+        }]),
+        None => Err(vec![FhirIssue {
+            expression: "Patient.id".into(),
+            diagnostics:
+                "Patient needs an id or an identifier value (the patient's id on this server)"
+                    .into(),
+            code: "required",
+        }]),
+    }
+}
+
 /// An `OperationOutcome` resource listing `issues` (severity `error`).
 pub fn operation_outcome(issues: &[FhirIssue]) -> Value {
     json!({

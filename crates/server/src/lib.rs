@@ -18,6 +18,8 @@
 //! | `GET /patients/{id}/twin` | admin, clinician | twin status and calibrated parameters |
 //! | `POST /fhir/Bundle` | admin, clinician, device | FHIR R4 transaction or batch (see [`fhir`]) |
 //! | `POST /fhir/Observation` | admin, clinician, device | one FHIR Observation (201 stored, 200 re-sent, 409 conflict) |
+//! | `POST /fhir/Patient` | admin | one FHIR Patient: id from `id`, else the first `identifier.value` (201 with `Location`, 200 when it exists, 400 `OperationOutcome` naming the element) |
+//! | `GET /fhir/Patient/{id}` | admin, clinician | the Patient (`resourceType`, `id`) |
 //! | `POST /ns/{id}/api/v1/entries` | admin, clinician, device | Nightscout entries upload (JSON array, object, or JSON lines as mongoexport writes them) |
 //! | `POST /ns/{id}/api/v1/treatments` | admin, clinician, device | Nightscout treatments upload |
 //! | `GET /ns/{id}/api/v1/entries.json?count=N` | admin, clinician | latest N CGM entries (Nightscout JSON) |

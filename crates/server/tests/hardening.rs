@@ -612,6 +612,30 @@ fn routes_by_role_matrix() {
             Some(form.into()),
             [404, 403, 403, 401],
         ),
+        (
+            "POST",
+            "/fhir/Patient".into(),
+            Some(r#"{"resourceType":"Patient","id":"pat-d"}"#.into()),
+            [201, 403, 403, 401],
+        ),
+        (
+            "GET",
+            "/fhir/Patient/pat-a".into(),
+            None,
+            [200, 200, 403, 401],
+        ),
+        (
+            "GET",
+            "/fhir/Patient/pat-b".into(),
+            None,
+            [200, 403, 403, 401],
+        ),
+        (
+            "GET",
+            "/fhir/Patient/doesnotexist".into(),
+            None,
+            [404, 403, 403, 401],
+        ),
     ];
     // Ingest routes: each role sends its own (distinct) data.
     for (k, m) in [(0usize, 10i64), (1, 11), (2, 12), (3, 13)] {
@@ -885,6 +909,117 @@ fn per_token_rate_limit() {
     let s = Srv::start_with("tokenlimit0", |c| c.rate_limit_per_min = 0.0);
     let a = s.token(Role::Admin, &[]);
     assert!((0..300).all(|_| s.bearer("GET", "/patients", &a, None).status == 200));
+}
+
+/// `POST /fhir/Patient`: id from `id` or the first `identifier.value`, 201 with `Location`,
+/// 200 when it exists, 400 `OperationOutcome` naming the element; the patient then takes data.
+#[test]
+fn fhir_patient_create() {
+    let s = Srv::start("fhirpatient");
+    let admin = s.token(Role::Admin, &[]);
+    let post = |body: &str| {
+        s.call(
+            "POST",
+            "/fhir/Patient",
+            &[
+                ("authorization", &format!("Bearer {admin}")),
+                ("content-type", "application/fhir+json"),
+            ],
+            Some(body),
+        )
+    };
+    // By id: 201, Location, the resource echoed.
+    let r = post(
+        r#"{"resourceType": "Patient", "id": "amy-1", "gender": "female", "birthDate": "1990-04-01"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/fhir/Patient/amy-1"));
+    let v = r.json();
+    assert_eq!(v["resourceType"], "Patient");
+    assert_eq!(v["id"], "amy-1");
+    assert_eq!(v["gender"], "female");
+    // Again: 200 (exists), same Location.
+    let r = post(r#"{"resourceType": "Patient", "id": "amy-1"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/fhir/Patient/amy-1"));
+    // No id: the first identifier with a value (as the HL7 CGM IG's examples send it).
+    let r = post(
+        r#"{"resourceType": "Patient", "identifier": [{"system": "http://example.org/mrn"}, {"system": "http://example.org/mrn", "value": "mrn-0042"}]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/fhir/Patient/mrn-0042"));
+    assert_eq!(r.json()["id"], "mrn-0042");
+    // Readable, and it takes data.
+    let r = s.bearer("GET", "/fhir/Patient/mrn-0042", &admin, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["id"], "mrn-0042");
+    let obs = json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "99504-3"}]},
+        "subject": {"reference": "Patient/mrn-0042"}, "effectiveDateTime": iso_minutes_ago(5),
+        "valueQuantity": {"value": 111, "system": "http://unitsofmeasure.org", "code": "mg/dL"}});
+    assert_eq!(
+        s.bearer("POST", "/fhir/Observation", &admin, Some(&obs))
+            .status,
+        201
+    );
+
+    // Bad resources: 400, OperationOutcome naming the element; nothing created.
+    let bad: [(&str, &str); 8] = [
+        (
+            r#"{"resourceType": "Observation", "id": "x1"}"#,
+            "Patient.resourceType",
+        ),
+        (r#"{"id": "x2"}"#, "Patient.resourceType"),
+        (r#"{"resourceType": "Patient"}"#, "Patient.id"),
+        (
+            r#"{"resourceType": "Patient", "id": "has space"}"#,
+            "Patient.id",
+        ),
+        (r#"{"resourceType": "Patient", "id": 42}"#, "Patient.id"),
+        (
+            r#"{"resourceType": "Patient", "identifier": {"value": "x3"}}"#,
+            "Patient.identifier",
+        ),
+        (
+            r#"{"resourceType": "Patient", "identifier": [{"value": 7}]}"#,
+            "Patient.identifier[0].value",
+        ),
+        (
+            r#"{"resourceType": "Patient", "identifier": [{"value": "bad/id"}]}"#,
+            "Patient.identifier[0].value",
+        ),
+    ];
+    for (body, at) in bad {
+        let r = post(body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        let v = r.json();
+        assert_eq!(v["resourceType"], "OperationOutcome", "{}", r.body);
+        let exprs: Vec<String> = v["issue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|i| i["expression"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e.as_str().map(str::to_string))
+            .collect();
+        assert!(
+            exprs.iter().any(|e| e == at),
+            "{body}: {exprs:?} lacks {at}"
+        );
+    }
+    let r = post("{not json");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    let list = s.bearer("GET", "/patients", &admin, None).json();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    // The OpenAPI document lists the route.
+    let doc = s.call("GET", "/openapi.json", &[], None).json();
+    assert!(doc["paths"]["/fhir/Patient"]["post"].is_object());
 }
 
 /// Item a, partial success: a `batch` bundle stores its valid entries and reports each
