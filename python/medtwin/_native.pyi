@@ -67,6 +67,16 @@ def twin_fit(
 ) -> Tuple[str, Dict[str, Any]]: ...
 def twin_update(twin: str, record: Union[str, PathLike[str]], until_min: Optional[float] = None) -> str: ...
 def twin_forecast(twin: str, horizon: int) -> Dict[str, Any]: ...
+def twin_backtest(
+    record: Union[str, PathLike[str]],
+    from_min: float = 0.0,
+    to_min: Optional[float] = None,
+    origin_every_min: float = 60.0,
+    horizons: Sequence[int] = ...,
+    particles: int = 500,
+    future_inputs_recorded: bool = False,
+) -> str:
+    """Rolling-origin backtest; ``metrics.json`` as a JSON string."""
 
 def trial_run(
     text: str,

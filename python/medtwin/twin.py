@@ -29,7 +29,7 @@ from ._native import InputError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["fit", "import_t1d_uom", "read_record", "Twin", "Forecast"]
+__all__ = ["fit", "backtest", "import_t1d_uom", "read_record", "Twin", "Forecast"]
 
 RecordLike = Union[str, "os.PathLike[str]", Any]
 TimeLike = Union[None, float, int, str]
@@ -208,3 +208,43 @@ def fit(record: RecordLike, until: TimeLike = None, *, particles: int = 500, see
     with _RecordFile(record) as p:
         doc, cal = _native.twin_fit(p, _minutes(until, p), int(particles), int(seed))
     return Twin(doc, cal)
+
+
+def backtest(
+    record: RecordLike,
+    *,
+    start: TimeLike = None,
+    end: TimeLike = None,
+    origin_every_min: float = 60.0,
+    horizons: "tuple[int, ...]" = (30, 60, 120),
+    particles: int = 500,
+    future_inputs: str = "blind",
+) -> Dict[str, Any]:
+    """Rolling-origin backtest (``medtwin twin backtest``; the scores ``medtwin demo`` prints): a
+    twin calibrated on the first 24 h, then a forecast every ``origin_every_min`` minutes between
+    ``start`` and ``end`` (as ``until`` in :func:`fit`; default: the whole record after the
+    warm-up), scored against the recorded CGM at each horizon (minutes) beside persistence (the
+    last CGM reading). ``future_inputs="recorded"``: replay validation (the forecasts are told
+    the recorded meals, boluses and basal changes).
+
+    Returns ``metrics.json`` as a dict: ``horizons[str(minutes)]`` with ``rmse_mg_dl``,
+    ``persistence_rmse_mg_dl``, ``mae_mg_dl``, ``coverage_80``, ``coverage_95``,
+    ``mean_width_80_mg_dl``, ``bias_mg_dl``, ``n``; ``horizons_with_inputs``, ``risk`` (Brier
+    scores), ``n_origins``, ``wall_s``. Releases the GIL."""
+    import json
+
+    if future_inputs not in ("blind", "recorded"):
+        raise ValueError("future_inputs must be 'blind' or 'recorded'")
+    with _RecordFile(record) as p:
+        s = _minutes(start, p)
+        out = _native.twin_backtest(
+            p,
+            0.0 if s is None else s,
+            _minutes(end, p),
+            float(origin_every_min),
+            [int(h) for h in horizons],
+            int(particles),
+            future_inputs == "recorded",
+        )
+    res: Dict[str, Any] = json.loads(out)
+    return res

@@ -185,7 +185,52 @@ fn twin_forecast<'py>(py: Python<'py>, twin: &str, horizon: u32) -> PyResult<Bou
     Ok(d)
 }
 
+/// Rolling-origin backtest of the twin on a record (`medtwin twin backtest`, and the scores of
+/// `medtwin demo`): a twin calibrated on the first `calibration_window` (24 h), then an origin
+/// every `origin_every_min` minutes from `from_min` to `to_min` (minutes after the first CGM
+/// reading), each forecast scored against the recorded CGM at `horizons` minutes, beside
+/// persistence. Returns `metrics.json` as a JSON string. The GIL is released.
+#[pyfunction]
+#[pyo3(signature = (record, from_min=0.0, to_min=None, origin_every_min=60.0, horizons=vec![30, 60, 120], particles=500, future_inputs_recorded=false))]
+#[allow(clippy::too_many_arguments)]
+fn twin_backtest(
+    py: Python<'_>,
+    record: PathBuf,
+    from_min: f64,
+    to_min: Option<f64>,
+    origin_every_min: f64,
+    horizons: Vec<u32>,
+    particles: usize,
+    future_inputs_recorded: bool,
+) -> PyResult<String> {
+    if particles == 0 || origin_every_min.is_nan() || origin_every_min <= 0.0 || horizons.is_empty()
+    {
+        return Err(InputError::new_err(
+            "particles, origin_every_min and horizons must be positive / non-empty",
+        ));
+    }
+    let (_, sched) = read_schedule(&record)?;
+    let opts = medtwin_twin::BacktestOptions {
+        future_inputs_recorded,
+        from_min,
+        to_min: to_min.unwrap_or(f64::INFINITY),
+        origin_every_min,
+        horizons_min: horizons,
+        settings: TwinSettings {
+            n_particles: particles,
+            ..TwinSettings::default()
+        },
+        n_cones: 8,
+        cone_horizon_min: 240,
+    };
+    let (r, _) = py
+        .detach(|| medtwin_twin::backtest::backtest(&sched, &opts, &mut |_, _| {}))
+        .map_err(|e| SimulationError::new_err(e.to_string()))?;
+    serde_json::to_string(&r).map_err(|e| SimulationError::new_err(e.to_string()))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(twin_backtest, m)?)?;
     m.add_function(wrap_pyfunction!(twin_import_t1d_uom, m)?)?;
     m.add_function(wrap_pyfunction!(twin_record_span, m)?)?;
     m.add_function(wrap_pyfunction!(twin_fit, m)?)?;
