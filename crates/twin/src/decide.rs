@@ -694,7 +694,10 @@ mod tests {
         let (i, refusal, why) = choose(&grid, &o, &c, c.range(60.0, &s), 60.0, &s);
         assert_eq!(grid[i], 0.0);
         assert!(refusal.is_none());
-        assert!(why.starts_with("no bolus now") && why.contains("20 %"), "{why}");
+        assert!(
+            why.starts_with("no bolus now") && why.contains("20 %"),
+            "{why}"
+        );
     }
 
     #[test]
