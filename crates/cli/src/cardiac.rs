@@ -39,7 +39,7 @@ pub struct CipaArgs {
     #[arg(long, default_value_t = 1000)]
     pub beats: usize,
     /// Relative tolerance of the integrator (also the gates' absolute tolerance).
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = 1e-4)]
     pub rtol: f64,
     /// Also propagate the first N uncertainty samples (bootstrap hERG binding + MCMC Hill
     /// parameters, Li et al. 2019) through every dose on all cores; writes DIR/samples.csv,

@@ -1,4 +1,4 @@
-//! Quick check against the reference: `cargo run --release -p medtwin-cardiac --example cipa_check -- [drug dose] [beats] [rtol] [gate_atol]`.
+//! Quick check against the reference: `cargo run --release -p medtwin-cardiac --example cipa_check -- [drug dose] [beats] [rtol] [gate_atol] [slaved_z] [be|exp]`.
 use medtwin_cardiac::assay::{run_dose, AssayOptions};
 use medtwin_cardiac::drug::bundled_drug;
 use std::time::Instant;
@@ -23,6 +23,9 @@ fn main() {
     }
     if let Some(z) = a.get(5) {
         opts.solver.slaved_z = z.parse().unwrap();
+    }
+    if let Some(p) = a.get(6) {
+        opts.solver.markov_be_predictor = p == "be";
     }
     let t0 = Instant::now();
     let r = run_dose(drug.as_ref(), dose, &opts).unwrap();

@@ -2,7 +2,7 @@
 use medtwin_cardiac::model::{OrdParams, INITIAL_STATE_CL2000};
 use medtwin_cardiac::solver::{Integrator, SolverOptions};
 fn main() {
-    let rtol: f64 = std::env::args().nth(1).map_or(2e-4, |s| s.parse().unwrap());
+    let rtol: f64 = std::env::args().nth(1).map_or(1e-4, |s| s.parse().unwrap());
     let mut it = Integrator::new(
         OrdParams::control(),
         SolverOptions {
@@ -27,4 +27,11 @@ fn main() {
         "steps {} rejected {} qnet {}",
         o.steps, o.rejected, o.qnet_nc_per_uf
     );
+    let mut hist = [0usize; 8];
+    for w in o.trace.windows(2) {
+        let h = w[1].t_ms - w[0].t_ms;
+        let k = ((h.log10() + 3.0).floor().max(0.0) as usize).min(7);
+        hist[k] += 1;
+    }
+    println!("step sizes by decade from 1e-3 ms: {hist:?}");
 }
