@@ -67,6 +67,16 @@ def twin_fit(
 ) -> Tuple[str, Dict[str, Any]]: ...
 def twin_update(twin: str, record: Union[str, PathLike[str]], until_min: Optional[float] = None) -> str: ...
 def twin_forecast(twin: str, horizon: int) -> Dict[str, Any]: ...
+def twin_whatif(
+    twin: str, plans: Sequence[Tuple[str, str, bool]], horizon: int = 240, seed: Optional[int] = None
+) -> List[Dict[str, Any]]:
+    """Plans ``(name, text, is_json)`` -> one dict per plan: ``name``, ``t_min`` and the seven band
+    columns (f64 bytes; minutes after the twin's time, mg/dL), ``p_below_70``, ``p_below_54``,
+    ``p_above_250``, ``expected_tir_pct``, ``expected_risk_index``. GIL released."""
+def twin_advise(
+    twin: str, carbs_g: float, at_min: float = 0.0, cr: Optional[float] = None, cf: Optional[float] = None, target: float = 120.0
+) -> str:
+    """``medtwin twin advise --json``'s document. GIL released."""
 def twin_backtest(
     record: Union[str, PathLike[str]],
     from_min: float = 0.0,

@@ -9,6 +9,9 @@ pandas/polars ``DataFrame`` with those columns.
 >>> tw = medtwin.twin.fit(rec, until="30h", particles=200)
 >>> fc = tw.forecast(240)
 >>> fc.table.to_pandas(), fc.p_below_70
+>>> out = medtwin.twin.whatif(tw, {"nothing": {}, "bolus": {"bolus": [{"at_min": 0, "units": 2}]}})
+>>> out["bolus"].p_below_70, out["bolus"].table.to_pandas()
+>>> medtwin.twin.advise(tw, 60)["recommended_bolus_u"]
 
 Times (``until``) are minutes after the record's first CGM reading, an offset string such as
 ``"90m"``, ``"36h"``, ``"5d"``, or an RFC 3339 date-time. Calibration, assimilation and forecasts
@@ -29,7 +32,7 @@ from ._native import InputError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["fit", "backtest", "import_t1d_uom", "read_record", "Twin", "Forecast"]
+__all__ = ["fit", "backtest", "whatif", "advise", "import_t1d_uom", "read_record", "Twin", "Forecast", "PlanOutcome"]
 
 RecordLike = Union[str, "os.PathLike[str]", Any]
 TimeLike = Union[None, float, int, str]
@@ -196,6 +199,144 @@ class Twin:
         cols = ["t_min", "median_mg_dl", "lo50_mg_dl", "hi50_mg_dl", "lo80_mg_dl", "hi80_mg_dl", "lo95_mg_dl", "hi95_mg_dl"]
         table = pa.table({c: _arrow.f64(d[c]) for c in cols})
         return Forecast(table, d["p_below_70"], d["p_above_250"], d["twin_t_min"], d["origin"])
+
+    def whatif(self, plans: Dict[str, "PlanLike"], horizon_min: int = 240, seed: Optional[int] = None) -> Dict[str, "PlanOutcome"]:
+        """:func:`whatif` on this twin."""
+        return whatif(self, plans, horizon_min, seed)
+
+    def advise(
+        self, carbs_g: float, at_min: float = 0.0, cr: Optional[float] = None, cf: Optional[float] = None, target: float = 120.0
+    ) -> Dict[str, Any]:
+        """:func:`advise` on this twin."""
+        return advise(self, carbs_g, at_min, cr, cf, target)
+
+
+PlanLike = Union[str, Dict[str, Any]]
+
+_BAND_COLS = ["t_min", "median_mg_dl", "lo50_mg_dl", "hi50_mg_dl", "lo80_mg_dl", "hi80_mg_dl", "lo95_mg_dl", "hi95_mg_dl"]
+
+
+class PlanOutcome:
+    """The outcome distribution of one what-if plan (``medtwin twin whatif``'s ``summary.csv``
+    row and ``<plan>.csv``)."""
+
+    def __init__(self, d: Dict[str, Any]) -> None:
+        import pyarrow as pa
+
+        from . import _arrow
+
+        #: Plan name (the key of the ``plans`` dict).
+        self.name: str = d["name"]
+        #: ``horizon_min`` rows: ``t_min`` (minutes after the twin's time, 1..horizon),
+        #: ``median_mg_dl`` and the 50/80/95 % band limits ``lo50_mg_dl`` … ``hi95_mg_dl`` (mg/dL).
+        self.table: "pa.Table" = pa.table({c: _arrow.f64(d[c]) for c in _BAND_COLS})
+        #: P(CGM < 70 mg/dL at any time within the horizon).
+        self.p_below_70: float = d["p_below_70"]
+        #: P(CGM < 54 mg/dL within the horizon).
+        self.p_below_54: float = d["p_below_54"]
+        #: P(CGM > 250 mg/dL within the horizon).
+        self.p_above_250: float = d["p_above_250"]
+        #: Expected % of the horizon in 70–180 mg/dL.
+        self.expected_tir_pct: float = d["expected_tir_pct"]
+        #: Expected Kovatchev risk index (LBGI + HBGI averaged over the path).
+        self.expected_risk_index: float = d["expected_risk_index"]
+
+    def __repr__(self) -> str:
+        return (
+            f"<PlanOutcome {self.name!r}: P(<70) {self.p_below_70:.3f}, P(<54) {self.p_below_54:.3f}, "
+            f"P(>250) {self.p_above_250:.3f}, E[TIR] {self.expected_tir_pct:.1f} %, E[risk] {self.expected_risk_index:.2f}>"
+        )
+
+
+def _twin_doc(twin: Union[Twin, str, "os.PathLike[str]"]) -> str:
+    if isinstance(twin, Twin):
+        return twin.to_json()
+    if isinstance(twin, os.PathLike) or (isinstance(twin, str) and not twin.lstrip().startswith("{")):
+        with open(twin, encoding="utf-8") as f:
+            return f.read()
+    if isinstance(twin, str):
+        return twin
+    raise TypeError(f"twin must be a medtwin.twin.Twin, a twin JSON document or its path, not {type(twin).__name__}")
+
+
+def whatif(
+    twin: Union[Twin, str, "os.PathLike[str]"],
+    plans: Dict[str, PlanLike],
+    horizon_min: int = 240,
+    seed: Optional[int] = None,
+) -> Dict[str, PlanOutcome]:
+    """Compare plans on a twin (``medtwin twin whatif``): each plan is simulated over
+    ``horizon_min`` minutes (1–720) from the twin's time on the same posterior ensemble with
+    common random numbers (``seed``; default: the twin's seed, as the CLI), so differences are
+    the plans', not Monte-Carlo noise.
+
+    ``twin``: a :class:`Twin`, its JSON document or a path to ``twin.json``. ``plans``: name →
+    a dict or a TOML string of the CLI's plan format — ``meal = [{at_min, carbs_g}]``,
+    ``bolus = [{at_min, units}]``, ``basal = [{at_min, u_per_h}]`` (minutes after the twin's
+    time, within the horizon; g, U, U/h); an empty plan is "no action".
+
+    Returns name → :class:`PlanOutcome` (in the order given). Raises
+    :class:`medtwin.InputError` for a bad plan or horizon, and for a plan with a bolus or basal on
+    a twin whose record holds no insulin (the CLI's refusal, same text). Releases the GIL."""
+    import json
+
+    if not isinstance(plans, dict) or not plans:
+        raise InputError("plans must be a non-empty dict of name -> plan dict or TOML string")
+    native = []
+    for name, plan in plans.items():
+        if not isinstance(name, str) or not name:
+            raise InputError(f"plan names must be non-empty strings, not {name!r}")
+        if isinstance(plan, str):
+            native.append((name, plan, False))
+        elif isinstance(plan, dict):
+            native.append((name, json.dumps(plan), True))
+        else:
+            raise TypeError(f"plan '{name}' must be a dict or a TOML string, not {type(plan).__name__}")
+    if isinstance(horizon_min, bool) or int(horizon_min) != horizon_min or not 1 <= horizon_min <= 720:
+        raise InputError(f"horizon_min {horizon_min} must be a whole number of minutes in 1..=720")
+    if seed is not None and (isinstance(seed, bool) or int(seed) != seed or seed < 0):
+        raise InputError(f"seed {seed} must be a non-negative integer")
+    out = _native.twin_whatif(_twin_doc(twin), native, int(horizon_min), None if seed is None else int(seed))
+    return {d["name"]: PlanOutcome(d) for d in out}
+
+
+def advise(
+    twin: Union[Twin, str, "os.PathLike[str]"],
+    carbs_g: float,
+    at_min: float = 0.0,
+    cr: Optional[float] = None,
+    cf: Optional[float] = None,
+    target: float = 120.0,
+) -> Dict[str, Any]:
+    """Recommend a meal bolus under the twin's uncertainty, beside the standard calculator
+    (``medtwin twin advise --json``; same dict).
+
+    ``carbs_g`` (0, 300] g eaten ``at_min`` (0–240) minutes after the twin's time; ``cr`` g/U
+    and ``cf`` mg/dL per U (default 500/TDI and 1800/TDI of the calibration window); ``target``
+    70–200 mg/dL. Keys: ``recommended_bolus_u``, ``standard_bolus_u`` (U), ``reason`` (str),
+    ``refusal`` (str or None), ``dose_range_u`` ([lo, hi] U), ``constraint_met``,
+    ``recommended`` and ``standard`` (outcomes: ``p_below_70``, ``p_below_54``, ``p_above_250``,
+    ``expected_tir_pct``, ``expected_risk_index``, ``t_min``, ``bands``), ``p_below_70_no_bolus``,
+    ``iob_u``, ``cgm_mg_dl``, ``cgm_trend_mg_dl_per_min``, ``carbs_g``, ``at_min`` (minutes from
+    the record origin), ``settings``, ``candidates`` ([bolus U, expected risk, P(<70)]). For
+    convenience ``p_below_70`` is the recommended dose's P(<70 mg/dL).
+
+    Raises :class:`medtwin.InputError` for bad arguments and on a twin whose record holds no
+    insulin (the CLI's refusal, same text). Releases the GIL."""
+    import json
+
+    def num(name: str, v: Any) -> Optional[float]:
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name} must be a number, not {type(v).__name__}")
+        return float(v)
+
+    c, a, t = num("carbs_g", carbs_g), num("at_min", at_min), num("target", target)
+    assert c is not None and a is not None and t is not None
+    res: Dict[str, Any] = json.loads(_native.twin_advise(_twin_doc(twin), c, a, num("cr", cr), num("cf", cf), t))
+    res["p_below_70"] = res["recommended"]["p_below_70"]
+    return res
 
 
 def fit(record: RecordLike, until: TimeLike = None, *, particles: int = 500, seed: int = 1) -> Twin:

@@ -2,7 +2,7 @@
 //! A twin crosses the boundary as its JSON document (the CLI's `twin.json`).
 
 use crate::{f64_bytes, InputError, SimulationError};
-use medtwin_twin::{InputSchedule, Twin, TwinEngine, TwinSettings};
+use medtwin_twin::{InputSchedule, Plan, Twin, TwinEngine, TwinSettings};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
@@ -229,7 +229,221 @@ fn twin_backtest(
     serde_json::to_string(&r).map_err(|e| SimulationError::new_err(e.to_string()))
 }
 
+/// A what-if plan as the CLI's plan TOML (`[[meal]] at_min, carbs_g`, `[[bolus]] at_min, units`,
+/// `[[basal]] at_min, u_per_h`; minutes after the twin's time).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanDoc {
+    #[serde(default)]
+    meal: Vec<PlanMeal>,
+    #[serde(default)]
+    bolus: Vec<PlanBolus>,
+    #[serde(default)]
+    basal: Vec<PlanBasal>,
+}
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanMeal {
+    at_min: f64,
+    carbs_g: f64,
+}
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanBolus {
+    at_min: f64,
+    units: f64,
+}
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanBasal {
+    at_min: f64,
+    u_per_h: f64,
+}
+
+/// Parse and check one plan (as the CLI's `read_plan`: times within `[0, horizon]`, amounts
+/// finite and >= 0, times rounded to whole minutes and made absolute from `t0`).
+fn parse_plan(name: &str, text: &str, json: bool, t0: f64, horizon: u32) -> PyResult<Plan> {
+    let f = format!("plan '{name}'");
+    let p: PlanDoc = if json {
+        serde_json::from_str(text).map_err(|e| InputError::new_err(format!("{f}: {e}")))?
+    } else {
+        toml::from_str(text).map_err(|e| InputError::new_err(format!("{f}: {}", e.message())))?
+    };
+    let check = |what: String, at: f64, v: f64| -> PyResult<()> {
+        if !at.is_finite() || at < 0.0 || at > horizon as f64 {
+            return Err(InputError::new_err(format!(
+                "{f}: {what}.at_min = {at} is outside the horizon [0, {horizon}] min"
+            )));
+        }
+        if !v.is_finite() || v < 0.0 {
+            return Err(InputError::new_err(format!(
+                "{f}: {what} amount {v} must be finite and >= 0"
+            )));
+        }
+        Ok(())
+    };
+    let mut plan = Plan::default();
+    for (i, m) in p.meal.iter().enumerate() {
+        check(format!("meal[{i}]"), m.at_min, m.carbs_g)?;
+        plan.meals.push((t0 + m.at_min.round(), m.carbs_g));
+    }
+    for (i, b) in p.bolus.iter().enumerate() {
+        check(format!("bolus[{i}]"), b.at_min, b.units)?;
+        plan.boluses.push((t0 + b.at_min.round(), b.units));
+    }
+    for (i, b) in p.basal.iter().enumerate() {
+        check(format!("basal[{i}]"), b.at_min, b.u_per_h)?;
+        plan.basal_rates.push((t0 + b.at_min.round(), b.u_per_h));
+    }
+    plan.basal_rates.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(plan)
+}
+
+/// One plan's outcome as a dict: `name`, `t_min` (minutes after the twin's time) and the seven
+/// band columns as f64 bytes (mg/dL), and the event probabilities / expectations.
+fn outcome_dict<'py>(
+    py: Python<'py>,
+    o: &medtwin_twin::decide::PlanOutcome,
+    t0: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &o.name)?;
+    let t: Vec<f64> = o.t_min.iter().map(|t| t - t0).collect();
+    d.set_item("t_min", f64_bytes(py, &t)?)?;
+    let col =
+        |g: &dyn Fn(&medtwin_infer::Bands) -> f64| o.bands.iter().map(g).collect::<Vec<f64>>();
+    d.set_item("median_mg_dl", f64_bytes(py, &col(&|b| b.median))?)?;
+    d.set_item("lo50_mg_dl", f64_bytes(py, &col(&|b| b.lo50))?)?;
+    d.set_item("hi50_mg_dl", f64_bytes(py, &col(&|b| b.hi50))?)?;
+    d.set_item("lo80_mg_dl", f64_bytes(py, &col(&|b| b.lo80))?)?;
+    d.set_item("hi80_mg_dl", f64_bytes(py, &col(&|b| b.hi80))?)?;
+    d.set_item("lo95_mg_dl", f64_bytes(py, &col(&|b| b.lo95))?)?;
+    d.set_item("hi95_mg_dl", f64_bytes(py, &col(&|b| b.hi95))?)?;
+    d.set_item("p_below_70", o.p_below_70)?;
+    d.set_item("p_below_54", o.p_below_54)?;
+    d.set_item("p_above_250", o.p_above_250)?;
+    d.set_item("expected_tir_pct", o.expected_tir_pct)?;
+    d.set_item("expected_risk_index", o.expected_risk_index)?;
+    Ok(d)
+}
+
+/// What-if (`medtwin twin whatif`): simulate each plan `(name, text, is_json)` over `horizon`
+/// minutes from the twin's time on the posterior ensemble with common random numbers (`seed`,
+/// default: the twin's). Plans with insulin are refused on a twin whose record holds no insulin.
+/// Returns one dict per plan (see `outcome_dict`). The GIL is released.
+#[pyfunction]
+#[pyo3(signature = (twin, plans, horizon=240, seed=None))]
+fn twin_whatif<'py>(
+    py: Python<'py>,
+    twin: &str,
+    plans: Vec<(String, String, bool)>,
+    horizon: u32,
+    seed: Option<u64>,
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    if horizon == 0 || horizon > 720 {
+        return Err(InputError::new_err(format!(
+            "horizon {horizon} must be in 1..=720 minutes"
+        )));
+    }
+    if plans.is_empty() {
+        return Err(InputError::new_err("whatif needs at least one plan"));
+    }
+    let doc = parse_twin(twin)?;
+    let engine = TwinEngine::from_twin(&doc).map_err(|e| InputError::new_err(e.to_string()))?;
+    let mut parsed: Vec<(String, Plan)> = Vec::with_capacity(plans.len());
+    for (name, text, json) in &plans {
+        if parsed.iter().any(|(n, _)| n == name) {
+            return Err(InputError::new_err(format!("two plans are named '{name}'")));
+        }
+        parsed.push((
+            name.clone(),
+            parse_plan(name, text, *json, doc.t_min, horizon)?,
+        ));
+    }
+    if parsed
+        .iter()
+        .any(|(_, p)| !p.boluses.is_empty() || !p.basal_rates.is_empty())
+    {
+        medtwin_twin::decide::require_insulin_data(&doc.schedule, "what-if with an insulin plan")
+            .map_err(InputError::new_err)?;
+    }
+    let seed = seed.unwrap_or(doc.settings.seed);
+    let outcomes = py
+        .detach(|| medtwin_twin::decide::whatif(&engine, &doc.schedule, &parsed, horizon, seed))
+        .map_err(|e| SimulationError::new_err(e.to_string()))?;
+    outcomes
+        .iter()
+        .map(|o| outcome_dict(py, o, doc.t_min))
+        .collect()
+}
+
+/// Bolus advice (`medtwin twin advise --json`): the advice as the CLI's JSON string. `cr`
+/// (g/U) and `cf` (mg/dL per U) default to 500/TDI and 1800/TDI of the calibration window.
+/// Refused (InputError) on a twin whose record holds no insulin. The GIL is released.
+#[pyfunction]
+#[pyo3(signature = (twin, carbs_g, at_min=0.0, cr=None, cf=None, target=120.0))]
+fn twin_advise(
+    py: Python<'_>,
+    twin: &str,
+    carbs_g: f64,
+    at_min: f64,
+    cr: Option<f64>,
+    cf: Option<f64>,
+    target: f64,
+) -> PyResult<String> {
+    if !carbs_g.is_finite() || carbs_g <= 0.0 || carbs_g > 300.0 {
+        return Err(InputError::new_err(format!(
+            "carbs_g {carbs_g} must be in (0, 300] g"
+        )));
+    }
+    if !at_min.is_finite() || !(0.0..=240.0).contains(&at_min) {
+        return Err(InputError::new_err(format!(
+            "at_min {at_min} must be within 0–240 minutes"
+        )));
+    }
+    for (name, v) in [("cr", cr), ("cf", cf)] {
+        if let Some(v) = v {
+            if !v.is_finite() || v <= 0.0 {
+                return Err(InputError::new_err(format!("{name} {v} must be positive")));
+            }
+        }
+    }
+    if !(70.0..=200.0).contains(&target) {
+        return Err(InputError::new_err(format!(
+            "target {target} must be within 70–200 mg/dL"
+        )));
+    }
+    let doc = parse_twin(twin)?;
+    medtwin_twin::decide::require_insulin_data(&doc.schedule, "bolus advice")
+        .map_err(InputError::new_err)?;
+    let engine = TwinEngine::from_twin(&doc).map_err(|e| InputError::new_err(e.to_string()))?;
+    let mut s =
+        medtwin_twin::decide::AdvisorSettings::from_tdi(engine.calibration.window_tdi_u_per_day);
+    if let Some(v) = cr {
+        s.cr_g_per_u = v;
+    }
+    if let Some(v) = cf {
+        s.cf_mg_dl_per_u = v;
+    }
+    s.target_mg_dl = target;
+    let a = py
+        .detach(|| {
+            medtwin_twin::decide::advise(
+                &engine,
+                &doc.schedule,
+                carbs_g,
+                at_min,
+                &s,
+                doc.settings.seed,
+            )
+        })
+        .map_err(|e| SimulationError::new_err(e.to_string()))?;
+    serde_json::to_string(&a).map_err(|e| SimulationError::new_err(e.to_string()))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(twin_whatif, m)?)?;
+    m.add_function(wrap_pyfunction!(twin_advise, m)?)?;
     m.add_function(wrap_pyfunction!(twin_backtest, m)?)?;
     m.add_function(wrap_pyfunction!(twin_import_t1d_uom, m)?)?;
     m.add_function(wrap_pyfunction!(twin_record_span, m)?)?;

@@ -375,17 +375,7 @@ struct PlanBasal {
 /// whose record holds no insulin at all: its response to insulin was never observed, so any
 /// answer would be the population prior's, presented as this person's.
 fn require_insulin_data(schedule: &InputSchedule, what: &str) -> Result<(), CliError> {
-    if schedule.boluses.is_empty()
-        && schedule.basal_rates.is_empty()
-        && schedule.long_acting.is_empty()
-    {
-        return Err(CliError::input(format!(
-            "{what}: refused: this twin was calibrated without any insulin data (no bolus, basal \
-             rate or long-acting dose in its record), so it has never seen this person's response to \
-             insulin; add the insulin log to the record and refit"
-        )));
-    }
-    Ok(())
+    medtwin_twin::decide::require_insulin_data(schedule, what).map_err(CliError::input)
 }
 
 fn read_plan(path: &Path, t0: f64, horizon: u32) -> Result<Plan, CliError> {

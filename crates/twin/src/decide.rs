@@ -603,6 +603,24 @@ pub fn audit_advice(
     })
 }
 
+/// Refuse an insulin question (a what-if with a bolus or basal plan, bolus advice) on a twin
+/// whose record holds no insulin at all (no bolus, basal rate or long-acting dose): such a twin
+/// has never seen this person's response to insulin. `Err` carries the reason, prefixed by
+/// `what` (the CLI exits with status 2 on it; the Python package raises `InputError`).
+pub fn require_insulin_data(schedule: &InputSchedule, what: &str) -> Result<(), String> {
+    if schedule.boluses.is_empty()
+        && schedule.basal_rates.is_empty()
+        && schedule.long_acting.is_empty()
+    {
+        return Err(format!(
+            "{what}: refused: this twin was calibrated without any insulin data (no bolus, basal \
+             rate or long-acting dose in its record), so it has never seen this person's response to \
+             insulin; add the insulin log to the record and refit"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
