@@ -95,10 +95,12 @@ impl BasalProfile {
                 let name = match doc.get("defaultProfile").and_then(Value::as_str) {
                     Some(n) => n.to_string(),
                     None if store.len() == 1 => store.keys().next().cloned().unwrap_or_default(),
-                    None => return Err(format!(
+                    None => {
+                        return Err(format!(
                         "{at}.defaultProfile: required to choose among the {} profiles in `store`",
                         store.len()
-                    )),
+                    ))
+                    }
                 };
                 let p = store.get(&name).and_then(Value::as_object).ok_or_else(|| {
                     format!("{at}.store: no profile named `{name}` (defaultProfile)")

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(fhir_patient_read))
         .routes(routes!(ns_post_entries))
         .routes(routes!(ns_post_treatments))
+        .routes(routes!(ns_post_profile))
         .routes(routes!(ns_get_entries))
         .routes(routes!(get_audit))
         .routes(routes!(health))
@@ -53,6 +54,10 @@ pub fn router(state: AppState) -> axum::Router {
     .route(
         "/ns/{patient_id}/api/v1/treatments.json",
         axum::routing::post(ns_post_treatments),
+    )
+    .route(
+        "/ns/{patient_id}/api/v1/profile.json",
+        axum::routing::post(ns_post_profile),
     )
     .route(
         "/openapi.json",
@@ -951,7 +956,10 @@ async fn ns_upload(
         Err(r) => return r,
     };
     let r = async {
-        let items = ns_items(&body, if treatments { "treatments" } else { "entries" })?;
+        let mut items = ns_items(&body, if treatments { "treatments" } else { "entries" })?;
+        if treatments {
+            resolve_percent_basals(&state, &pid, &mut items).await?;
+        }
         let empty: [Value; 0] = [];
         let (e, t) = if treatments { (&empty[..], &items[..]) } else { (&items[..], &empty[..]) };
         let (record, report) = medtwin_io::nightscout_from_values(e, t, ("entries", "entries"), ("treatments", "treatments"));
@@ -975,6 +983,108 @@ async fn ns_upload(
     .await;
     match r {
         Ok(resp) => resp, // audited inside the ingest transaction
+        Err(e) => audited(&state, Some(&who), action, Some(&pid), Err(e)).await,
+    }
+}
+
+/// Relative (percent) `Temp Basal` treatments resolved against the patient's stored profile
+/// (see [`medtwin_io::ns_profile`]): 400 naming each element when no profile is known or a
+/// percent is invalid (nothing stored).
+async fn resolve_percent_basals(
+    state: &AppState,
+    pid: &str,
+    items: &mut [Value],
+) -> Result<usize, ApiError> {
+    let needs = items.iter().any(|t| {
+        t.get("eventType").and_then(Value::as_str).map(str::trim) == Some("Temp Basal")
+            && t.get("percent").is_some()
+    });
+    if !needs {
+        return Ok(0);
+    }
+    let profile = match state.store.load_profile(pid).await? {
+        None => None,
+        Some(doc) => {
+            let v: Value = serde_json::from_str(&doc).map_err(ApiError::internal)?;
+            Some(
+                medtwin_io::ns_profile::BasalProfile::from_nightscout(&v, "profile")
+                    .map_err(ApiError::internal)?,
+            )
+        }
+    };
+    medtwin_io::ns_profile::resolve_percent_temp_basals(items, profile.as_ref(), "treatments")
+        .map_err(|p| {
+            ApiError::bad(format!(
+                "nothing stored: {}{}",
+                p.join("; "),
+                if profile.is_none() {
+                    format!(" (POST /ns/{pid}/api/v1/profile)")
+                } else {
+                    String::new()
+                }
+            ))
+        })
+}
+
+/// Nightscout `POST /api/v1/profile`: the patient's therapy profile (a profile document, or a
+/// `profile.json` export array: the latest `startDate` is used), kept to resolve relative
+/// (percent) temporary basals of later treatment uploads. 400 naming the element when it has no
+/// usable basal schedule (`profile.store.Default.basal[2].value`, an unknown time zone, …).
+#[utoipa::path(post, path = "/ns/{patient_id}/api/v1/profile", params(("patient_id" = String, Path, description = "patient id")),
+    request_body(content = Object, description = "Nightscout profile document {defaultProfile, store: {NAME: {basal: [{time, value}], timezone}}} or an array of them"),
+    responses((status = 200, description = "stored: active profile name, time zone, basal schedule"), (status = 400, description = "nothing stored; reason with element path"), (status = 401), (status = 403)))]
+async fn ns_post_profile(
+    State(state): State<AppState>,
+    Path(pid): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let action = "POST /ns/{id}/api/v1/profile";
+    let who = match gate(&state, &headers, action, &pid, Access::Write).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let r = async {
+        let items = ns_items(&body, "profile")?;
+        let doc = if items.len() == 1 {
+            items.into_iter().next().unwrap_or_default()
+        } else {
+            Value::Array(items)
+        };
+        let p = medtwin_io::ns_profile::BasalProfile::from_nightscout(&doc, "profile")
+            .map_err(|m| ApiError::bad(format!("nothing stored: {m}")))?;
+        let basal: Vec<Value> = p
+            .steps
+            .iter()
+            .map(
+                |(s, r)| json!({"time": format!("{:02}:{:02}", s / 3600, s / 60 % 60), "value": r}),
+            )
+            .collect();
+        let entry = audit_entry(
+            Some(&who),
+            action,
+            Some(&pid),
+            StatusCode::OK,
+            &format!(
+                "profile `{}` ({} basal steps, {})",
+                p.name,
+                p.steps.len(),
+                p.timezone
+            ),
+        );
+        state
+            .store
+            .save_profile(&pid, &doc.to_string(), &entry)
+            .await?;
+        Ok((
+            StatusCode::OK,
+            Json(json!({"ok": 1, "profile": p.name, "timezone": p.timezone, "basal": basal})),
+        )
+            .into_response())
+    }
+    .await;
+    match r {
+        Ok(resp) => resp, // audited with the profile
         Err(e) => audited(&state, Some(&who), action, Some(&pid), Err(e)).await,
     }
 }
@@ -1045,7 +1155,8 @@ async fn ns_post_entries(
 }
 
 /// Nightscout `POST /api/v1/treatments`: `insulin` → bolus (U), `carbs` → carbs (g),
-/// `Temp Basal` `absolute` → basal rate (U/h), `BG Check` → SMBG.
+/// `Temp Basal` `absolute` → basal rate (U/h) (`percent` resolved against the patient's
+/// profile, see `POST /ns/{id}/api/v1/profile`), `BG Check` → SMBG.
 #[utoipa::path(post, path = "/ns/{patient_id}/api/v1/treatments", params(("patient_id" = String, Path, description = "patient id")),
     request_body(content = Object, description = "array of Nightscout treatments {eventType, created_at, insulin, carbs, absolute, duration}"),
     responses((status = 200, description = "stored (counts)"), (status = 400, description = "nothing stored; reasons"), (status = 401), (status = 403), (status = 413)))]

@@ -22,6 +22,7 @@
 //! | `GET /fhir/Patient/{id}` | admin, clinician | the Patient (`resourceType`, `id`) |
 //! | `POST /ns/{id}/api/v1/entries` | admin, clinician, device | Nightscout entries upload (JSON array, object, or JSON lines as mongoexport writes them) |
 //! | `POST /ns/{id}/api/v1/treatments` | admin, clinician, device | Nightscout treatments upload |
+//! | `POST /ns/{id}/api/v1/profile` | admin, clinician, device | Nightscout profile: basal schedule that resolves percent Temp Basals ([`medtwin_io::ns_profile`]) |
 //! | `GET /ns/{id}/api/v1/entries.json?count=N` | admin, clinician | latest N CGM entries (Nightscout JSON) |
 //! | `GET /audit?patient=ID&limit=N` | admin | audit records, newest first |
 //! | `GET /openapi.json` | anyone | the OpenAPI 3.1 document |

@@ -1022,6 +1022,101 @@ fn fhir_patient_create() {
     assert!(doc["paths"]["/fhir/Patient"]["post"].is_object());
 }
 
+/// Percent temp basals: refused with the element and the reason while no profile is known;
+/// after `POST /ns/{id}/api/v1/profile` they are stored as the scheduled rate × (100 +
+/// percent) / 100; a profile without a usable schedule is refused naming the element.
+#[test]
+fn percent_temp_basals_resolve_against_the_uploaded_profile() {
+    let s = Srv::start("percent");
+    let admin = s.token(Role::Admin, &[]);
+    assert_eq!(
+        s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p1"})))
+            .status,
+        201
+    );
+    let dev = s.token(Role::Device, &["p1"]);
+    let at = iso_minutes_ago(30);
+    let treatments = json!([
+        {"eventType": "Correction Bolus", "created_at": iso_minutes_ago(40), "insulin": 1.5},
+        {"eventType": "Temp Basal", "created_at": at, "percent": -25, "duration": 60}
+    ]);
+    // No profile yet: 400 naming the element and what to do; nothing stored (not the bolus).
+    let r = s.bearer("POST", "/ns/p1/api/v1/treatments", &dev, Some(&treatments));
+    assert_eq!(r.status, 400, "{}", r.body);
+    let e = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("treatments[1].percent") && e.contains("no profile"),
+        "{e}"
+    );
+    assert!(e.contains("/ns/p1/api/v1/profile"), "{e}");
+    let data = |s: &Srv| {
+        s.rt.block_on(async {
+            let st = Store::open(&s.db).await.unwrap();
+            let d = st.data("p1", 0).await.unwrap();
+            st.close().await;
+            d
+        })
+    };
+    assert!(data(&s).is_empty());
+
+    // A profile with a broken schedule: 400 naming the element; nothing kept.
+    let bad = json!({"defaultProfile": "Day", "store": {"Day": {"timezone": "UTC",
+        "basal": [{"time": "00:00", "value": 1.0}, {"time": "12:00", "value": -2}]}}});
+    let r = s.bearer("POST", "/ns/p1/api/v1/profile", &dev, Some(&bad));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("profile.store.Day.basal[1].value"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        s.bearer("POST", "/ns/p1/api/v1/treatments", &dev, Some(&treatments))
+            .status,
+        400
+    );
+
+    // The profile as AndroidAPS/Loop upload it (an array, newest startDate used).
+    let profile = json!([
+        {"defaultProfile": "Day", "startDate": "2025-01-01T00:00:00.000Z", "store": {"Day": {"timezone": "UTC",
+            "basal": [{"time": "00:00", "value": 1.0, "timeAsSeconds": 0}, {"time": "12:00", "value": 2.0, "timeAsSeconds": 43200}],
+            "sens": [{"time": "00:00", "value": 50}], "carbratio": [{"time": "00:00", "value": 10}]}}},
+        {"defaultProfile": "Old", "startDate": "2024-01-01T00:00:00.000Z", "store": {"Old": {"basal": [{"time": "00:00", "value": 9.0}]}}}
+    ]);
+    let r = s.bearer("POST", "/ns/p1/api/v1/profile", &dev, Some(&profile));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["profile"], "Day");
+    assert_eq!(v["basal"][1], json!({"time": "12:00", "value": 2.0}));
+    let r = s.bearer("POST", "/ns/p1/api/v1/treatments", &dev, Some(&treatments));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t: jiff::Timestamp = at.parse().unwrap();
+    let hour = t.to_zoned(jiff::tz::TimeZone::UTC).hour();
+    let want = if hour < 12 { 0.75 } else { 1.5 };
+    let d = data(&s);
+    let basal: Vec<f64> = d
+        .iter()
+        .filter(|x| x.entry.kind == medtwin_io::RecordKind::BasalRate)
+        .map(|x| x.entry.value)
+        .collect();
+    assert_eq!(basal, vec![want], "{d:?}");
+    assert_eq!(d.len(), 2);
+    // A percent below -100 is refused with its element.
+    let r = s.bearer(
+        "POST",
+        "/ns/p1/api/v1/treatments",
+        &dev,
+        Some(&json!([{"eventType": "Temp Basal", "created_at": iso_minutes_ago(20), "percent": -150, "duration": 30}])),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("treatments[0].percent"), "{}", r.body);
+    // Another patient's profile is not this token's to write.
+    assert_eq!(
+        s.bearer("POST", "/ns/p2/api/v1/profile", &dev, Some(&profile))
+            .status,
+        403
+    );
+}
+
 /// Item a, partial success: a `batch` bundle stores its valid entries and reports each
 /// refused one with its element path; the same entries as a `transaction` store nothing.
 #[test]

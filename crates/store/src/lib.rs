@@ -337,7 +337,18 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, SCHEMA_V1_SQLITE, SCHEMA_V1_PG),
     (2, SCHEMA_V2, SCHEMA_V2),
     (3, SCHEMA_V3, SCHEMA_V3),
+    (4, SCHEMA_V4, SCHEMA_V4),
 ];
+
+/// Version 4: each patient's latest therapy profile (the Nightscout profile document as
+/// uploaded: scheduled basal rates, ISF, carbohydrate ratios), used to resolve relative
+/// (percent) temporary basal rates.
+const SCHEMA_V4: &str = "
+CREATE TABLE profiles (
+  patient_id TEXT PRIMARY KEY REFERENCES patients(id),
+  updated_ms BIGINT NOT NULL,
+  doc TEXT NOT NULL
+)";
 
 /// Version 3: tokens may expire and be revoked (`medtwin token revoke`).
 const SCHEMA_V3: &str = "
@@ -898,6 +909,39 @@ impl Store {
             tx.commit().await?;
         }
         Ok(())
+    }
+
+    /// Store `doc` (JSON text) as the therapy profile of `patient` (replacing the previous
+    /// one), with its audit record, in one transaction. The patient must exist.
+    pub async fn save_profile(
+        &self,
+        patient: &str,
+        doc: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO profiles (patient_id, updated_ms, doc) VALUES ($1, $2, $3)
+             ON CONFLICT (patient_id) DO UPDATE SET updated_ms = excluded.updated_ms, doc = excluded.doc",
+        )
+        .bind(patient)
+        .bind(now_ms())
+        .bind(doc)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The therapy profile of `patient` (JSON text, see [`Store::save_profile`]), if any.
+    pub async fn load_profile(&self, patient: &str) -> Result<Option<String>, StoreError> {
+        let r = sqlx::query("SELECT doc FROM profiles WHERE patient_id = $1")
+            .bind(patient)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.map(|r| r.try_get(0).map_err(StoreError::from))
+            .transpose()
     }
 
     /// Create a patient. Returns `true` when created, `false` when it already existed.
