@@ -27,6 +27,7 @@ from . import _native
 from ._native import (
     InputError,
     MedtwinError,
+    RefusedError,
     ScenarioError,
     SbmlError,
     SimulationError,
@@ -44,6 +45,7 @@ __all__ = [
     "SbmlError",
     "UnsupportedError",
     "SimulationError",
+    "RefusedError",
     "sbml",
     "pk",
     "twin",

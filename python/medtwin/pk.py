@@ -10,6 +10,8 @@ numeric covariate columns (time in h; ``ID``, ``TIME`` and ``DV`` required; see 
 >>> medtwin.pk.nca(data).to_pandas()
 >>> f = medtwin.pk.fit(data, model="1cpt-oral", parameters=["KE", "KA", "CL"], iiv=["KA", "CL"])
 >>> f.log_likelihood, f.theta
+>>> tw = medtwin.pk.twin(f, data, id="1")                              # TDM twin of subject 1
+>>> tw.recommend(target="trough", value=5.0, interval_h=12)["dose"]     # medtwin pk recommend
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from . import _native
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["nca", "fit", "import_r", "read_table", "PopulationFit", "NCA_COLUMNS"]
+__all__ = ["nca", "fit", "twin", "import_r", "read_table", "PopulationFit", "TdmTwin", "NCA_COLUMNS"]
 
 TableLike = Union[str, "os.PathLike[str]", Any]
 
@@ -272,3 +274,107 @@ def fit(
         )
     )
     return PopulationFit(out["fit"], out["units"], model)
+
+
+class TdmTwin:
+    """A patient's PK twin for therapeutic drug monitoring (``medtwin pk twin``'s JSON): the
+    posterior of the individual parameters (weighted importance samples) given their levels, with
+    the population fit as prior."""
+
+    def __init__(self, document: str, map_parameters: Optional[Dict[str, float]] = None, n_levels: Optional[int] = None) -> None:
+        params, n_samples, ess = _native.pk_twin_info(document)  # validates the document
+        self._doc = document
+        #: Individual structural parameters at the MAP (``CL`` L/h, ``V`` L, ``KA``/``KE`` 1/h, …).
+        self.map_parameters: Dict[str, float] = map_parameters if map_parameters is not None else dict(params)
+        #: Posterior samples and their effective sample size.
+        self.n_samples: int = n_samples
+        self.ess: float = ess
+        #: Levels the posterior was conditioned on (None for a loaded twin).
+        self.n_levels: Optional[int] = n_levels
+
+    def __repr__(self) -> str:
+        p = ", ".join(f"{k} {v:.4g}" for k, v in self.map_parameters.items())
+        return f"<medtwin.pk.TdmTwin MAP {p}; {self.n_samples} samples, ESS {self.ess:.0f}>"
+
+    def to_json(self) -> str:
+        """The twin document (``medtwin pk recommend --twin`` reads it)."""
+        return self._doc
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self._doc)
+
+    @staticmethod
+    def load(path: Union[str, "os.PathLike[str]"]) -> "TdmTwin":
+        """Load a twin saved by :meth:`save` or by ``medtwin pk twin``."""
+        with open(path, encoding="utf-8") as f:
+            return TdmTwin(f.read())
+
+    def recommend(
+        self,
+        target: str = "trough",
+        value: float = 0.0,
+        interval_h: Optional[float] = None,
+        *,
+        cmt: int = 1,
+        infusion_h: float = 0.0,
+        toxic: Optional[float] = None,
+        max_risk: float = 0.1,
+        round_to: float = 0.0,
+    ) -> Dict[str, Any]:
+        """Dose per interval meeting a steady-state ``target`` (``"trough"`` or ``"cmax"``:
+        ``value`` in the data's concentration unit; ``"auc"``: concentration × h over one
+        interval) with the MAP parameters, and its risk under the posterior (``medtwin pk
+        recommend --json``; same dict).
+
+        ``interval_h`` (h): the dosing interval; None tries 4, 6, 8, 12, 24, 48, 72 h and keeps the
+        longest whose dose passes the toxicity constraint (the outcome at each is under
+        ``"tried"``: ``[(tau_h, recommendation dict or None, refusal text or None)]``). ``cmt``:
+        dosing compartment (NONMEM CMT); ``infusion_h``: infusion duration (0 = bolus);
+        ``toxic``: peak threshold (concentration unit) with ``max_risk`` the largest acceptable
+        P(Cmax,ss > toxic); ``round_to``: dose increment (0 = exact).
+
+        Keys: ``dose`` (amount unit per interval), ``interval_h``, ``map_trough``, ``map_cmax``,
+        ``map_auc``, ``trough_pi80`` ([lo, hi]), ``p_toxic`` and ``p_target`` (P(trough within
+        ±20 % of a trough target); None when not applicable).
+
+        Raises :class:`medtwin.RefusedError` when no dose meets the target within the
+        constraint (the reason in the message) and :class:`medtwin.InputError` for a bad
+        request. Releases the GIL."""
+        r, tried = _native.pk_recommend(
+            self._doc,
+            str(target),
+            float(value),
+            None if interval_h is None else float(interval_h),
+            int(cmt),
+            float(infusion_h),
+            None if toxic is None else float(toxic),
+            float(max_risk),
+            float(round_to),
+        )
+        out: Dict[str, Any] = json.loads(r)
+        if interval_h is None:
+            out["tried"] = [(tau, None if o is None else json.loads(o), e) for tau, o, e in tried]
+        return out
+
+
+def twin(pop: Union[PopulationFit, str, "os.PathLike[str]"], data: TableLike, id: Union[str, int]) -> TdmTwin:
+    """Individualise a TDM twin (``medtwin pk twin``): the posterior of subject ``id``'s
+    parameters from their doses and levels in the event table ``data`` (any form
+    :func:`read_table` accepts), with the population fit ``pop`` (a :class:`PopulationFit`,
+    its JSON, or the path of ``medtwin pk fit --out``) as prior; 2000 importance samples, seed 1.
+    A subject without levels gets the prior. Releases the GIL.
+
+    Raises :class:`medtwin.InputError` (bad table or fit, unknown ``id``)."""
+    if isinstance(pop, PopulationFit):
+        pop_text = pop.to_json()
+    elif isinstance(pop, os.PathLike) or (isinstance(pop, str) and not pop.lstrip().startswith("{")):
+        with open(pop, encoding="utf-8") as f:
+            pop_text = f.read()
+    elif isinstance(pop, str):
+        pop_text = pop
+    else:
+        raise TypeError(f"pop must be a PopulationFit, its JSON or a path, not {type(pop).__name__}")
+    text, source = _table_text(data)
+    doc, params, n_levels, _, _ = _native.pk_twin(pop_text, text, source, str(id))
+    return TdmTwin(doc, dict(params), n_levels)

@@ -53,6 +53,13 @@ create_exception!(
     "The numerical work failed (integrator failure, event cascade, non-convergence)."
 );
 
+create_exception!(
+    _native,
+    RefusedError,
+    MedtwinError,
+    "A decision the engine declines to make, with the reason (e.g. no dose meets the target within the toxicity constraint)."
+);
+
 /// Little-endian bytes of `f64` values (Arrow's `float64` buffer layout).
 pub(crate) fn f64_bytes<'py>(py: Python<'py>, v: &[f64]) -> PyResult<Bound<'py, PyBytes>> {
     PyBytes::new_with(py, v.len() * 8, |b| {
@@ -105,6 +112,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SbmlError", py.get_type::<SbmlError>())?;
     m.add("UnsupportedError", py.get_type::<UnsupportedError>())?;
     m.add("SimulationError", py.get_type::<SimulationError>())?;
+    m.add("RefusedError", py.get_type::<RefusedError>())?;
     t1d::register(m)?;
     sbml::register(m)?;
     pk::register(m)?;

@@ -1,11 +1,14 @@
 //! Pharmacokinetics: NONMEM-style event tables, NCA and FOCE-I population fits (`medtwin pk`).
 //! Results cross as JSON text (the crate's own serde layout) and are shaped in `medtwin/pk.py`.
 
-use crate::{InputError, SimulationError};
+use crate::{InputError, RefusedError, SimulationError};
 use medtwin_pk::data::{import_r_dataset, parse_event_table, write_event_table};
 use medtwin_pk::model::PkModel;
 use medtwin_pk::nca::{nca_dataset, Route};
-use medtwin_pk::pop::{fit, CovariateEffect, ErrorModel, FitError, FitOptions, PopModel};
+use medtwin_pk::pop::{fit, CovariateEffect, ErrorModel, FitError, FitOptions, PopFit, PopModel};
+use medtwin_twin_core::pk::{
+    recommend, recommend_with_interval, Regimen, Target, TdmError, TdmTwin, STANDARD_INTERVALS_H,
+};
 use pyo3::prelude::*;
 
 fn json<T: serde::Serialize>(v: &T) -> PyResult<String> {
@@ -132,7 +135,128 @@ fn pk_fit(
     }))
 }
 
+fn tdm_err(e: TdmError) -> PyErr {
+    match e {
+        TdmError::Refused(_) => RefusedError::new_err(e.to_string()),
+        _ => InputError::new_err(e.to_string()),
+    }
+}
+
+/// Individualise a TDM twin (`medtwin pk twin`): the posterior of subject `id`'s parameters from
+/// their levels in the event table, with the population fit (`pk fit`'s JSON) as prior. Returns
+/// `(twin JSON, [(parameter, MAP value)], n_levels, n_samples, ess)`. The GIL is released.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn pk_twin(
+    py: Python<'_>,
+    pop: &str,
+    text: &str,
+    source: &str,
+    id: &str,
+) -> PyResult<(String, Vec<(String, f64)>, usize, usize, f64)> {
+    let popfit: PopFit = serde_json::from_str(pop)
+        .map_err(|e| InputError::new_err(format!("population fit: {e}")))?;
+    let ds = parse_event_table(text, source).map_err(|e| InputError::new_err(e.to_string()))?;
+    let s = ds
+        .subject(id)
+        .ok_or_else(|| InputError::new_err(format!("{source}: no subject with ID {id}")))?;
+    let twin = py
+        .detach(|| TdmTwin::new(&popfit.model, &popfit.estimates, s))
+        .map_err(|e| InputError::new_err(e.to_string()))?;
+    let params = twin
+        .map_parameters()
+        .map_err(|e| SimulationError::new_err(e.to_string()))?;
+    let json = twin
+        .to_json()
+        .map_err(|e| SimulationError::new_err(e.to_string()))?;
+    let post = twin.posterior();
+    Ok((
+        json,
+        params,
+        s.observations.len(),
+        post.samples.len(),
+        post.ess,
+    ))
+}
+
+/// MAP parameters, number of posterior samples and ESS of a saved TDM twin.
+#[pyfunction]
+fn pk_twin_info(twin: &str) -> PyResult<(Vec<(String, f64)>, usize, f64)> {
+    let t = TdmTwin::from_json(twin, "twin").map_err(tdm_err)?;
+    let params = t
+        .map_parameters()
+        .map_err(|e| SimulationError::new_err(e.to_string()))?;
+    let post = t.posterior();
+    Ok((params, post.samples.len(), post.ess))
+}
+
+/// Dose recommendation (`medtwin pk recommend --json`): the recommendation JSON, and the
+/// outcome at each standard interval tried when `interval_h` is None (`[(tau, JSON or
+/// null, error or null)]`). `RefusedError` when no dose meets the target within the constraint;
+/// `InputError` for a bad request. The GIL is released.
+#[pyfunction]
+#[pyo3(signature = (twin, target, value, interval_h=None, cmt=1, infusion_h=0.0, toxic=None, max_risk=0.1, round_to=0.0))]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn pk_recommend(
+    py: Python<'_>,
+    twin: &str,
+    target: &str,
+    value: f64,
+    interval_h: Option<f64>,
+    cmt: u32,
+    infusion_h: f64,
+    toxic: Option<f64>,
+    max_risk: f64,
+    round_to: f64,
+) -> PyResult<(String, Vec<(f64, Option<String>, Option<String>)>)> {
+    let t = TdmTwin::from_json(twin, "twin").map_err(tdm_err)?;
+    let target = match target {
+        "trough" => Target::Trough(value),
+        "auc" => Target::Auc(value),
+        "cmax" => Target::Cmax(value),
+        t => {
+            return Err(InputError::new_err(format!(
+                "target {t}: expected trough, auc or cmax"
+            )))
+        }
+    };
+    let (r, tried) = py.detach(|| match interval_h {
+        Some(interval_h) => {
+            let reg = Regimen {
+                interval_h,
+                cmt,
+                infusion_h,
+            };
+            (
+                recommend(&t, target, reg, toxic, max_risk, round_to),
+                Vec::new(),
+            )
+        }
+        None => recommend_with_interval(
+            &t,
+            target,
+            &STANDARD_INTERVALS_H,
+            cmt,
+            infusion_h,
+            toxic,
+            max_risk,
+            round_to,
+        ),
+    });
+    let mut tried_out = Vec::with_capacity(tried.len());
+    for (tau, o) in tried {
+        match o {
+            Ok(o) => tried_out.push((tau, Some(json(&o)?), None)),
+            Err(e) => tried_out.push((tau, None, Some(e.to_string()))),
+        }
+    }
+    Ok((json(&r.map_err(tdm_err)?)?, tried_out))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(pk_twin, m)?)?;
+    m.add_function(wrap_pyfunction!(pk_twin_info, m)?)?;
+    m.add_function(wrap_pyfunction!(pk_recommend, m)?)?;
     m.add_function(wrap_pyfunction!(pk_check_table, m)?)?;
     m.add_function(wrap_pyfunction!(pk_import_r, m)?)?;
     m.add_function(wrap_pyfunction!(pk_nca, m)?)?;

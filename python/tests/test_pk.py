@@ -116,3 +116,94 @@ def test_fit_spec_errors(theoph):
         medtwin.pk.fit(theoph, error="cubic")
     with pytest.raises(medtwin.InputError):
         medtwin.pk.fit(theoph, covariates=["CL~NOPE"])
+
+
+# --- TDM twin and dose recommendation (medtwin pk twin / recommend) --------------------------
+
+
+@pytest.fixture(scope="module")
+def theoph_fit(theoph):
+    return medtwin.pk.fit(theoph, "1cpt-oral", parameters=["KE", "KA", "CL"], iiv=["KA", "CL"], standard_errors=False)
+
+
+@pytest.fixture(scope="module")
+def tdm1(theoph_fit, theoph):
+    return medtwin.pk.twin(theoph_fit, theoph, id="1")
+
+
+def test_tdm_twin_recommend_invariants(tdm1, theoph_fit, tmp_path):
+    assert tdm1.n_levels == 11 and tdm1.n_samples == 2000 and 1 < tdm1.ess <= 2000
+    assert set(tdm1.map_parameters) >= {"CL", "KA"}
+    r = tdm1.recommend(target="trough", value=5.0, interval_h=12)
+    assert r["interval_h"] == 12 and r["dose"] > 0
+    assert r["map_trough"] == pytest.approx(5.0, rel=1e-9)  # linear PK: the dose meets the target at the MAP
+    assert r["trough_pi80"][0] <= r["map_trough"] * 1.5 and r["trough_pi80"][0] <= r["trough_pi80"][1]
+    assert 0 <= r["p_target"] <= 1 and r["p_toxic"] is None
+    assert r["map_cmax"] > r["map_trough"]
+    # twice the target: twice the dose (linear PK)
+    r2 = tdm1.recommend(target="trough", value=10.0, interval_h=12)
+    assert r2["dose"] == pytest.approx(2 * r["dose"], rel=1e-9)
+    auc = tdm1.recommend(target="auc", value=80.0, interval_h=24)
+    assert auc["map_auc"] == pytest.approx(80.0, rel=1e-9) and auc["p_target"] is None
+    # round trip through the document
+    tdm1.save(tmp_path / "t.json")
+    back = medtwin.pk.TdmTwin.load(tmp_path / "t.json")
+    assert back.recommend(target="trough", value=5.0, interval_h=12) == r
+    assert back.map_parameters == tdm1.map_parameters
+    # interval chosen among the standard ones; each tried one reported
+    best = tdm1.recommend(target="trough", value=5.0, toxic=12.0, max_risk=0.2)
+    assert [t[0] for t in best["tried"]] == [4.0, 6.0, 8.0, 12.0, 24.0, 48.0, 72.0]
+    ok = [t for t in best["tried"] if t[1] is not None]
+    assert ok and best["interval_h"] == max(t[0] for t in ok)
+    assert all((t[1] is None) != (t[2] is None) for t in best["tried"])
+
+
+def test_tdm_errors(tdm1, theoph_fit, theoph):
+    with pytest.raises(medtwin.RefusedError, match="no dose recommended"):
+        tdm1.recommend(target="trough", value=5.0, interval_h=12, toxic=1.0, max_risk=0.05)
+    with pytest.raises(medtwin.InputError, match="expected trough, auc or cmax"):
+        tdm1.recommend(target="peak", value=5.0, interval_h=12)
+    with pytest.raises(medtwin.InputError, match="must be > 0"):
+        tdm1.recommend(target="trough", value=-1.0, interval_h=12)
+    with pytest.raises(medtwin.InputError, match="no subject with ID 99"):
+        medtwin.pk.twin(theoph_fit, theoph, id="99")
+    with pytest.raises(medtwin.InputError):
+        medtwin.pk.TdmTwin("{}")
+    assert issubclass(medtwin.RefusedError, medtwin.MedtwinError)
+
+
+def test_tdm_matches_cli(tdm1, theoph_fit, theoph, tmp_path):
+    import json
+    import subprocess
+
+    from conftest import assert_close, cli_binary
+
+    cli = cli_binary()
+    if cli is None:
+        pytest.skip("medtwin CLI not built (set MEDTWIN_CLI or build target/{release,debug}/medtwin)")
+    data, pop, tw = tmp_path / "theoph.csv", tmp_path / "pop.json", tmp_path / "tw.json"
+    data.write_text(theoph)
+    pop.write_text(theoph_fit.to_json())
+    run = lambda *a: subprocess.run([str(cli), *map(str, a)], capture_output=True, text=True)
+    r = run("pk", "twin", pop, data, "--id", "1", "--out", tw)
+    assert r.returncode == 0, r.stderr
+    assert_close(json.loads(tw.read_text()), json.loads(tdm1.to_json()), rel=1e-9)
+    from_files = medtwin.pk.twin(pop, data, id="1")  # paths, as the CLI
+    assert from_files.map_parameters == tdm1.map_parameters
+    for args, kw in (
+        (["--target", "trough", "5", "--interval", "12"], dict(target="trough", value=5.0, interval_h=12)),
+        (["--target", "auc", "80", "--interval", "24", "--round", "10"], dict(target="auc", value=80.0, interval_h=24, round_to=10)),
+        (["--target", "cmax", "9", "--interval", "8", "--toxic", "12", "--max-risk", "0.3"], dict(target="cmax", value=9.0, interval_h=8, toxic=12.0, max_risk=0.3)),
+        (["--target", "trough", "4", "--toxic", "12", "--max-risk", "0.2"], dict(target="trough", value=4.0, toxic=12.0, max_risk=0.2)),
+    ):
+        r = run("pk", "recommend", "--twin", tw, *args, "--json")
+        assert r.returncode == 0, (args, r.stderr)
+        mine = tdm1.recommend(**kw)
+        mine.pop("tried", None)
+        assert_close(json.loads(r.stdout), mine, rel=1e-9, path=" ".join(args))
+    # the same refusal: CLI exit 1, Python RefusedError with the CLI's message
+    r = run("pk", "recommend", "--twin", tw, "--target", "trough", "5", "--interval", "12", "--toxic", "1", "--max-risk", "0.05")
+    assert r.returncode == 1
+    with pytest.raises(medtwin.RefusedError) as e:
+        tdm1.recommend(target="trough", value=5.0, interval_h=12, toxic=1.0, max_risk=0.05)
+    assert str(e.value) in r.stderr
