@@ -181,6 +181,7 @@ fn pk_twin(
 
 /// MAP parameters, number of posterior samples and ESS of a saved TDM twin.
 #[pyfunction]
+#[allow(clippy::type_complexity)]
 fn pk_twin_info(twin: &str) -> PyResult<(Vec<(String, f64)>, usize, f64)> {
     let t = TdmTwin::from_json(twin, "twin").map_err(tdm_err)?;
     let params = t
