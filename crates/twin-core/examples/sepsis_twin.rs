@@ -57,6 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             time,
             target: "C_A".into(),
             amount,
+            duration: 0.0,
         }],
     };
     let plans = vec![

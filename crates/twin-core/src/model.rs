@@ -17,10 +17,16 @@ pub struct Dose {
     pub target: String,
     /// Amount added, in the target's amount unit (finite; negative removes).
     pub amount: f64,
+    /// Duration of a zero-order infusion of `amount`, in the model's time unit; 0 (the
+    /// default, also when absent from TOML) is an instantaneous bolus. Supported by PK twins
+    /// ([`crate::pk::PkTwinModel`]); an SBML twin refuses a dose with a duration.
+    #[serde(default)]
+    pub duration: f64,
 }
 
 /// An intervention plan: the doses given after (or before) the twin's data. "No plan" and an
-/// empty plan are the same plan. Read from TOML as `[[dose]] time, target, amount`.
+/// empty plan are the same plan. Read from TOML as `[[dose]] time, target, amount` (and
+/// `duration` for an infusion).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Plan {
     /// Doses in any order.
@@ -141,6 +147,12 @@ impl TwinModel for SbmlTwinModel {
             .doses
             .iter()
             .map(|d| {
+                if d.duration != 0.0 {
+                    return Err(TwinError::Model(format!(
+                        "dose at time {} into '{}' has duration {}: SBML twins take instantaneous doses only (model an infusion as a rate rule or reaction in the SBML)",
+                        d.time, d.target, d.duration
+                    )));
+                }
                 let state = m.state_index(&d.target).ok_or_else(|| {
                     TwinError::Model(format!(
                         "dose at time {} targets '{}', which is not a state of the model",

@@ -70,8 +70,9 @@ pub enum TdmError {
 /// Parameters are named as in the population model's parametrisation (NONMEM names: `CL`, `V`,
 /// `KA`, `Q`, `V2`, `Q3`, `V3`, or `KE` replacing `V` as in nlme's `SSfol`; units L/h, L, 1/h).
 /// The recorded doses keep their NONMEM semantics (infusion `RATE`, `II`/`ADDL`, `SS`); plan
-/// doses are boluses whose target is `"depot"` (oral models), `"central"`, or a NONMEM `CMT`
-/// number (`"1"`, `"2"`), in the data's amount unit at times in h.
+/// doses are boluses, or zero-order infusions over their `duration` (h), whose target is
+/// `"depot"` (oral models), `"central"`, or a NONMEM `CMT` number (`"1"`, `"2"`), in the
+/// data's amount unit at times in h.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PkTwinModel {
     /// Structural model.
@@ -129,9 +130,11 @@ impl PkTwinModel {
         PkParams::from_named(named).map_err(|e| TwinError::Model(e.to_string()))
     }
 
-    /// The recorded doses followed by the plan's boluses, in time order.
+    /// The recorded doses followed by the plan's doses (boluses, or infusions at
+    /// `amount / duration` per h), in time order.
     ///
-    /// Errors: [`TwinError::Model`] for an unknown target or a non-finite dose.
+    /// Errors: [`TwinError::Model`] for an unknown target, a non-finite dose or a negative or
+    /// non-finite duration.
     pub fn doses_with(&self, plan: &Plan) -> Result<Vec<PkDose>, TwinError> {
         let mut doses = self.doses.clone();
         for d in &plan.doses {
@@ -151,7 +154,17 @@ impl PkTwinModel {
                     d.amount, d.time
                 )));
             }
-            doses.push(PkDose::bolus(d.time, d.amount, cmt));
+            if !(d.duration.is_finite() && d.duration >= 0.0) {
+                return Err(TwinError::Model(format!(
+                    "dose of {} at {} h: infusion duration {} h must be finite and >= 0",
+                    d.amount, d.time, d.duration
+                )));
+            }
+            let mut dose = PkDose::bolus(d.time, d.amount, cmt);
+            if d.duration > 0.0 {
+                dose.rate = d.amount / d.duration;
+            }
+            doses.push(dose);
         }
         doses.sort_by(|a, b| a.time_h.total_cmp(&b.time_h));
         Ok(doses)

@@ -33,6 +33,7 @@ fn history() -> Plan {
                 time: t,
                 target: "A_gut".into(),
                 amount: 500.0,
+                duration: 0.0,
             })
             .collect(),
     }
@@ -143,6 +144,7 @@ fn one_predictive_distribution_for_every_plan() {
             time: 39.0,
             target: "A_gut".into(),
             amount,
+            duration: 0.0,
         }],
     };
     let res = twin
@@ -169,10 +171,25 @@ fn one_predictive_distribution_for_every_plan() {
             time: 39.0,
             target: "ka".into(),
             amount: 1.0,
+            duration: 0.0,
         }],
     };
     let err = twin.forecast(&bad, &times).unwrap_err().to_string();
     assert!(err.contains("'ka'"), "{err}");
+    // An SBML twin takes instantaneous doses only: an infusion is refused, not given as a bolus.
+    let infusion = Plan {
+        doses: vec![Dose {
+            time: 39.0,
+            target: "A_gut".into(),
+            amount: 1.0,
+            duration: 2.0,
+        }],
+    };
+    let err = twin.forecast(&infusion, &times).unwrap_err().to_string();
+    assert!(
+        err.contains("duration 2") && err.contains("instantaneous"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -252,6 +252,7 @@ fn prediction_interval_narrows_as_levels_accrue() {
                 time: 12.0 * k as f64,
                 target: "depot".into(),
                 amount,
+                duration: 0.0,
             })
             .collect(),
     };
@@ -368,6 +369,7 @@ fn pk_twin_model_simulates_and_names_bad_input() {
                 time: 4.0,
                 target: target.into(),
                 amount: 50.0,
+                duration: 0.0,
             }],
         };
         let y = m.simulate(&[], &plan, &[8.0], &c).unwrap()[0][0];
@@ -381,8 +383,55 @@ fn pk_twin_model_simulates_and_names_bad_input() {
             time: 1.0,
             target: "gut".into(),
             amount: 1.0,
+            duration: 0.0,
         }],
     };
     assert!(err(m.simulate(&[], &plan, &[1.0], &c)).contains("'gut'"));
     assert!(err(m.simulate(&[], &Default::default(), &[1.0], &["Ce".into()])).contains("'Ce'"));
+}
+
+/// Plan infusions: a zero-order infusion of D over T hours into a one-compartment IV model
+/// gives C(t) = D/(T·CL)·(1 − e^{−k t}) during and C(T)·e^{−k (t − T)} after it (k = CL/V;
+/// Gibaldi & Perrier, *Pharmacokinetics*, 2nd ed., ch. 1); duration 0 is the bolus; bad
+/// durations are refused by value.
+#[test]
+fn plan_infusions_follow_the_closed_form() {
+    use medtwin_twin_core::pk::PkTwinModel;
+    use medtwin_twin_core::{Dose as PlanDose, TwinModel};
+    let m = PkTwinModel {
+        pk: PkModel::parse("1cpt-iv").unwrap(),
+        parameters: vec![("CL".into(), 2.0), ("V".into(), 20.0)],
+        doses: vec![],
+    };
+    let c = vec!["C".to_string()];
+    let plan = |duration: f64| medtwin_twin_core::Plan {
+        doses: vec![PlanDose {
+            time: 1.0,
+            target: "central".into(),
+            amount: 500.0,
+            duration,
+        }],
+    };
+    let (cl, k, t_inf) = (2.0, 0.1, 2.0);
+    let during = |t: f64| 500.0 / (t_inf * cl) * (1.0 - (-k * t).exp());
+    let times = [1.5, 3.0, 10.0];
+    let y = m.simulate(&[], &plan(t_inf), &times, &c).unwrap();
+    let want = [
+        during(0.5),
+        during(2.0),
+        during(2.0) * (-k * (10.0 - 3.0)).exp(),
+    ];
+    for (row, w) in y.iter().zip(want) {
+        assert!((row[0] - w).abs() < 1e-9 * w, "{} vs {w}", row[0]);
+    }
+    let bolus = m.simulate(&[], &plan(0.0), &[1.5], &c).unwrap()[0][0];
+    assert!((bolus - 25.0 * (-k * 0.5).exp()).abs() < 1e-9);
+    assert!(y[0][0] < bolus, "an infusion peaks lower than the bolus");
+    for bad in [-1.0, f64::NAN] {
+        let e = m
+            .simulate(&[], &plan(bad), &[2.0], &c)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("infusion duration"), "{e}");
+    }
 }

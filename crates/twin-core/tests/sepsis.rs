@@ -76,6 +76,7 @@ fn anti_inflammatory_whatif_on_the_same_posterior() {
             time: 24.0,
             target: "C_A".into(),
             amount: 1.0,
+            duration: 0.0,
         }],
     };
     let p = twin.forecast(&dosed, &[30.0, 48.0]).unwrap();
