@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// 0: no per-token limit.
     #[arg(long, default_value_t = 6000)]
     rate_limit_per_min: u32,
+    /// Refuse data more than this many days before a patient's first stored CGM reading
+    /// (0: no such limit).
+    #[arg(long, default_value_t = 90.0)]
+    record_start_margin_days: f64,
     /// Serve HTTPS (built-in TLS, rustls): PEM certificate chain, server certificate first
     /// (e.g. fullchain.pem). Needs --tls-key; the dashboard cookie gets `Secure`.
     #[arg(long, requires = "tls_key")]
@@ -138,6 +142,13 @@ pub fn serve(a: ServeArgs) -> Result<(), CliError> {
     cfg.boosted_forecasts = a.boosted_forecasts;
     cfg.secure_cookies = a.behind_tls_proxy;
     cfg.rate_limit_per_min = f64::from(a.rate_limit_per_min);
+    if !(a.record_start_margin_days >= 0.0 && a.record_start_margin_days.is_finite()) {
+        return Err(CliError::input(format!(
+            "--record-start-margin-days {} must be a number >= 0",
+            a.record_start_margin_days
+        )));
+    }
+    cfg.record_start_margin_days = a.record_start_margin_days;
     if let (Some(cert), Some(key)) = (a.tls_cert, a.tls_key) {
         cfg.tls = Some(medtwin_server::tls::TlsFiles { cert, key });
     }

@@ -521,6 +521,7 @@ async fn store_data(
     pids.extend(new_patients.iter().map(String::as_str));
     pids.sort();
     pids.dedup();
+    before_record_start(state, &pids, data).await?;
     let audits: Vec<_> = pids
         .iter()
         .map(|p| {
@@ -569,6 +570,63 @@ async fn store_data(
         }
     }
     Ok(r)
+}
+
+/// Refuse data more than [`crate::ServerConfig::record_start_margin_days`] before their
+/// patient's record start (400 naming each datum's element and both times). Only data older
+/// than that margin from now need the look-up, so a live stream costs nothing.
+async fn before_record_start(
+    state: &AppState,
+    pids: &[&str],
+    data: &[NewDatum],
+) -> Result<(), ApiError> {
+    let margin_days = state.cfg.record_start_margin_days;
+    if margin_days <= 0.0 || !margin_days.is_finite() {
+        return Ok(());
+    }
+    let margin_ms = (margin_days * 86_400_000.0) as i64;
+    let horizon = medtwin_store::now_ms() - margin_ms;
+    let mut problems = Vec::new();
+    for p in pids {
+        let old: Vec<&NewDatum> = data
+            .iter()
+            .filter(|d| d.patient_id == *p && d.entry.time.as_millisecond() < horizon)
+            .collect();
+        if old.is_empty() {
+            continue;
+        }
+        let Some(start) = state.store.record_start(p).await? else {
+            continue;
+        };
+        let floor = start - margin_ms;
+        for d in old {
+            if d.entry.time.as_millisecond() < floor {
+                let at = d
+                    .entry
+                    .source
+                    .strip_prefix("nightscout:")
+                    .or_else(|| d.entry.source.strip_prefix("fhir:"))
+                    .unwrap_or(&d.entry.source);
+                problems.push(format!(
+                    "{at}: time {} is more than {margin_days} days before patient `{p}`'s record start {} (ServerConfig::record_start_margin_days)",
+                    d.entry.time,
+                    jiff::Timestamp::from_millisecond(start)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        let n = problems.len();
+        problems.truncate(20);
+        Err(ApiError::bad(format!(
+            "nothing stored: {n} data before the patient's plausible window: {}",
+            problems.join("; ")
+        )))
+    }
 }
 
 /// FHIR R4 transaction or batch: Patient, Observation (glucose by LOINC, UCUM units;

@@ -118,6 +118,11 @@ pub struct ServerConfig {
     /// Refused authentications (401) per minute one client address may cause (bursts of as
     /// many); beyond, every request of that client gets 429 until it refills. 0: no limit.
     pub client_auth_failures_per_min: f64,
+    /// Data more than this many days before a patient's record start (its first stored CGM
+    /// reading) are refused (400 naming the element; nothing stored), so a stray old timestamp
+    /// cannot reach back before the record. 0: no such limit. A patient without CGM yet has
+    /// no record start.
+    pub record_start_margin_days: f64,
     /// Requests per minute one token may send (bursts of as many); requests without a valid
     /// credential are limited the same way per client address. Beyond, 429 with `Retry-After`
     /// ([`guard`]). 0: no limit.
@@ -171,6 +176,9 @@ impl ServerConfig {
             // a device (one reading per 5 min), a dashboard user or `medtwin push` (500 entries
             // per request), far below what one flooding client sends (2 420/s measured).
             rate_limit_per_min: 6000.0,
+            // A quarter of a year: back-filling earlier history stays possible, a clock reset
+            // to 2001 on one device is refused.
+            record_start_margin_days: 90.0,
             header_read_timeout_s: 10.0,
             request_timeout_s: 60.0,
             secure_cookies: false,

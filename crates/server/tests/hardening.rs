@@ -1117,6 +1117,89 @@ fn percent_temp_basals_resolve_against_the_uploaded_profile() {
     );
 }
 
+/// Patient-relative plausibility: data more than the margin (90 days) before the patient's
+/// record start are refused naming the element; within the margin (back-filling) they are
+/// stored; a patient without CGM has no record start yet.
+#[test]
+fn data_long_before_the_record_start_are_refused() {
+    let s = Srv::start("recordstart");
+    let admin = s.token(Role::Admin, &[]);
+    assert_eq!(
+        s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p1"})))
+            .status,
+        201
+    );
+    let sgv = |m: i64, v: i64| json!([{"type": "sgv", "sgv": v, "date": ms_minutes_ago(m)}]);
+    let day = 24 * 60;
+    // No CGM yet: an old reading (after 2000) is accepted and starts the record.
+    assert_eq!(
+        s.bearer(
+            "POST",
+            "/ns/p1/api/v1/entries",
+            &admin,
+            Some(&sgv(30 * day, 120))
+        )
+        .status,
+        200
+    );
+    // 80 days before the record start: within the margin.
+    assert_eq!(
+        s.bearer(
+            "POST",
+            "/ns/p1/api/v1/entries",
+            &admin,
+            Some(&sgv(110 * day, 121))
+        )
+        .status,
+        200
+    );
+    // The record now starts 110 days ago; 210 days ago is beyond 90 days before it.
+    let r = s.bearer(
+        "POST",
+        "/ns/p1/api/v1/entries",
+        &admin,
+        Some(&json!([{"type": "sgv", "sgv": 130, "date": ms_minutes_ago(5)}, {"type": "sgv", "sgv": 131, "date": ms_minutes_ago(210 * day)}])),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let e = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("entries[1]") && e.contains("record start"),
+        "{e}"
+    );
+    // Nothing of it stored (the recent reading neither), on the FHIR path too.
+    let n = s
+        .bearer("GET", "/ns/p1/api/v1/entries.json?count=100", &admin, None)
+        .json();
+    assert_eq!(n.as_array().unwrap().len(), 2);
+    let obs = json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "99504-3"}]},
+        "subject": {"reference": "Patient/p1"}, "effectiveDateTime": iso_minutes_ago(400 * day),
+        "valueQuantity": {"value": 111, "system": "http://unitsofmeasure.org", "code": "mg/dL"}});
+    let r = s.bearer("POST", "/fhir/Observation", &admin, Some(&obs));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("record start"), "{}", r.body);
+
+    // Margin 0: no patient-relative limit.
+    let s = Srv::start_with("recordstart0", |c| c.record_start_margin_days = 0.0);
+    let admin = s.token(Role::Admin, &[]);
+    s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p1"})));
+    assert_eq!(
+        s.bearer("POST", "/ns/p1/api/v1/entries", &admin, Some(&sgv(5, 120)))
+            .status,
+        200
+    );
+    assert_eq!(
+        s.bearer(
+            "POST",
+            "/ns/p1/api/v1/entries",
+            &admin,
+            Some(&sgv(400 * day, 120))
+        )
+        .status,
+        200
+    );
+}
+
 /// Item a, partial success: a `batch` bundle stores its valid entries and reports each
 /// refused one with its element path; the same entries as a `transaction` store nothing.
 #[test]

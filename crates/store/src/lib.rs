@@ -1284,6 +1284,17 @@ impl Store {
         Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
     }
 
+    /// Time of the patient's first stored CGM reading (the start of its record), if any, ms.
+    pub async fn record_start(&self, patient: &str) -> Result<Option<i64>, StoreError> {
+        let r = sqlx::query(
+            "SELECT MIN(time_ms) FROM observations WHERE patient_id = $1 AND kind = 'cgm'",
+        )
+        .bind(patient)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get(0)?)
+    }
+
     /// The saved twin of a patient, if any.
     pub async fn load_twin(&self, patient: &str) -> Result<Option<TwinRow>, StoreError> {
         let r = sqlx::query(
