@@ -120,6 +120,7 @@
 
 mod error;
 mod nightscout;
+pub mod clarity;
 pub mod ns_profile;
 mod record;
 mod record_csv;
