@@ -122,6 +122,7 @@ mod error;
 mod nightscout;
 pub mod clarity;
 pub mod ns_profile;
+pub mod tidepool;
 mod record;
 mod record_csv;
 mod report;
