@@ -274,3 +274,26 @@ def test_whatif_advise_match_cli(twin30, twin_no_insulin, tmp_path):
     with pytest.raises(medtwin.InputError) as e:
         medtwin.twin.whatif(tw0, PLANS, horizon_min=60)
     assert str(e.value) in r.stderr and REFUSAL in str(e.value)
+
+
+def test_gil_released_during_advice(twin30):
+    """Another Python thread keeps running while the advisor simulates its candidate doses."""
+    import threading
+    import time
+
+    done = threading.Event()
+    ticks = 0
+
+    def work():
+        medtwin.twin.advise(twin30, 60)
+        done.set()
+
+    th = threading.Thread(target=work)
+    t0 = time.perf_counter()
+    th.start()
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0.002)
+    th.join()
+    elapsed = time.perf_counter() - t0
+    assert elapsed > 0.05 and ticks >= min(10, int(elapsed / 0.004)), (ticks, elapsed)
