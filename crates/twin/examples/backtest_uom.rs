@@ -5,7 +5,8 @@
 //! MT_DUMP=DIR writes every scored point per participant to DIR/ID.csv; MT_REPLAY=1 runs the
 //! replay validation (forecasts told the recorded future meals, boluses and basal changes);
 //! MT_LEARNT=1 gives plans the learnt response (`TwinSettings::learnt_plan_response`);
-//! MT_COEF=1 prints the learnt responses at days 3, 6 and 9 instead of backtesting.
+//! MT_COEF=1 prints the learnt responses at days 3, 6 and 9 instead of backtesting;
+//! MT_CGM_ONLY=1 drops every meal and insulin entry (a CGM-only record).
 use medtwin_twin::backtest::{score, ScoredPoint};
 use medtwin_twin::{backtest, BacktestOptions, InputSchedule, TwinSettings};
 
@@ -84,9 +85,16 @@ fn main() {
                 continue;
             }
         };
-        let Some(sched) = InputSchedule::from_record(&rec) else {
+        let Some(mut sched) = InputSchedule::from_record(&rec) else {
             continue;
         };
+        if std::env::var("MT_CGM_ONLY").is_ok_and(|v| v == "1") {
+            sched = InputSchedule {
+                cgm: sched.cgm,
+                origin_utc: sched.origin_utc,
+                ..InputSchedule::default()
+            };
+        }
         if std::env::var("MT_COEF").is_ok_and(|v| v == "1") {
             for d in [3.0, 6.0, 9.0] {
                 for h in [60.0, 120.0, 240.0] {
