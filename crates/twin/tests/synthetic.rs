@@ -181,3 +181,62 @@ fn advised_doses_keep_the_hypoglycaemia_risk_within_the_limit_on_several_twins()
         "most meals on well-specified twins get advice ({advised}/9)"
     );
 }
+
+/// The learning curve on a synthetic record: every twin is scored on the same window, sees only
+/// its own days (a twin given more days has more hybrid training rows behind its forecasts), and
+/// keeps its first-origin cone for the report.
+#[test]
+fn learning_curve_scores_the_same_window_for_every_amount_of_data() {
+    use medtwin_twin::{learning_curve, LearningOptions};
+    let prior = Prior::population().unwrap();
+    let noise = NoiseSettings {
+        unannounced_meal_rate_per_h: 0.0,
+        theta_rw_sd_per_sqrt_h: [0.0, 0.0],
+        disturbance_sd_mg_kg_min: 1.0,
+        ..NoiseSettings::default()
+    };
+    let sched = synthetic(prior.mean, noise, 21);
+    let opts = LearningOptions {
+        days: vec![1.0, 3.0, 9.0],
+        eval_days: 1.0,
+        backtest: BacktestOptions {
+            future_inputs_recorded: false,
+            from_min: 0.0,
+            to_min: f64::INFINITY,
+            origin_every_min: 120.0,
+            horizons_min: vec![30, 60],
+            settings: TwinSettings {
+                n_particles: 100,
+                noise,
+                ..TwinSettings::default()
+            },
+            n_cones: 0,
+            cone_horizon_min: 60,
+        },
+    };
+    let c = learning_curve(&sched, &opts, &mut |_, _, _| {}).unwrap();
+    assert_eq!(
+        c.skipped_days,
+        vec![9.0],
+        "5 days of record hold no 9 days before the window"
+    );
+    assert_eq!(c.points.len(), 2);
+    let (from, to) = c.eval_window_min;
+    assert!((to - from - 1440.0).abs() < 1e-9);
+    for p in &c.points {
+        assert!(p.n >= 15, "{} forecasts", p.n);
+        assert!((0.0..=1.0).contains(&p.coverage_80) && p.coverage_95 >= p.coverage_80);
+        assert!(p.mean_width_80_mg_dl > 0.0);
+        let (origin, f) = p.cone.as_ref().expect("first-origin cone");
+        assert!(*origin >= from && *origin <= from + 10.0);
+        assert_eq!(f.t_min.len(), 60);
+    }
+    assert_eq!(
+        c.points[0].n, c.points[1].n,
+        "the same window for both twins"
+    );
+    assert_ne!(
+        c.points[0].mean_width_80_mg_dl, c.points[1].mean_width_80_mg_dl,
+        "twins that saw different data forecast differently"
+    );
+}
