@@ -726,8 +726,8 @@ fn minimize_fisher(
                 lambda *= nu;
                 nu *= 2.0;
                 if lambda > 1e16 {
-                    // No decrease along any damped direction: a (numerically) stationary point.
-                    converged = true;
+                    // No decrease along any damped direction (finite-difference noise or
+                    // failing simulations): stop, not counted as converged.
                     break;
                 }
             }
