@@ -1283,6 +1283,13 @@ pub fn run_whatif(
             plan.basal_rates.push((t0 + b.at_min.round(), b.u_per_h));
         }
         plan.basal_rates.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if !plan.boluses.is_empty() || !plan.basal_rates.is_empty() {
+            medtwin_twin::decide::require_insulin_data(
+                &doc.schedule,
+                &format!("plans[{pi}]: a what-if with an insulin plan"),
+            )
+            .map_err(|e| (true, e))?;
+        }
         plans.push((p.name.clone(), plan));
     }
     let engine = TwinEngine::from_twin(doc).map_err(|e| (false, e.to_string()))?;
