@@ -118,15 +118,15 @@
 
 #![warn(missing_docs)]
 
+pub mod clarity;
 mod error;
 mod nightscout;
-pub mod clarity;
 pub mod ns_profile;
-pub mod tidepool;
 mod record;
 mod record_csv;
 mod report;
 mod t1d_uom;
+pub mod tidepool;
 mod util;
 
 pub use error::IoError;
