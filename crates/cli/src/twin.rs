@@ -42,6 +42,25 @@ pub enum ImportCmd {
         #[arg(long)]
         patient_toml: Option<PathBuf>,
     },
+    /// Convert a Dexcom Clarity CSV export (EGV, Insulin, Carbs, Calibration rows; local times).
+    Clarity {
+        /// The Clarity export (.csv).
+        file: PathBuf,
+        /// IANA time zone of the export's local timestamps (e.g. Europe/London).
+        #[arg(long)]
+        tz: String,
+        /// Output record CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Convert a Tidepool data-model JSON export (cbg, smbg, basal, bolus, food, insulin).
+    Tidepool {
+        /// The Tidepool export (.json).
+        file: PathBuf,
+        /// Output record CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -268,6 +287,17 @@ pub fn import(c: ImportCmd) -> Result<(), CliError> {
             let (r, rep) =
                 medtwin_io::import_nightscout(&entries, &treatments).map_err(input_err)?;
             (r, rep, out, patient_toml)
+        }
+        ImportCmd::Clarity { file, tz, out } => {
+            let zone = jiff::tz::TimeZone::get(&tz)
+                .map_err(|e| CliError::input(format!("--tz {tz}: not an IANA time zone ({e})")))?;
+            let (r, rep) =
+                medtwin_io::clarity::import_clarity_csv(&file, &zone).map_err(input_err)?;
+            (r, rep, out, None)
+        }
+        ImportCmd::Tidepool { file, out } => {
+            let (r, rep) = medtwin_io::tidepool::import_tidepool_json(&file).map_err(input_err)?;
+            (r, rep, out, None)
         }
     };
     print_import_report(&rep);

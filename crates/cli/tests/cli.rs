@@ -870,3 +870,76 @@ fn cgm_only_twin_refuses_insulin_questions() {
         stderr(&o)
     );
 }
+
+/// `medtwin import clarity` and `import tidepool` write the record CSV every other command
+/// reads, with local Clarity times in the zone given; a bad zone or a file of another kind is
+/// refused with exit code 2 and the reason.
+#[test]
+fn import_clarity_and_tidepool_exports() {
+    let d = tmp("exports");
+    let clarity = d.join("clarity.csv");
+    std::fs::write(
+        &clarity,
+        "Index,Timestamp (YYYY-MM-DDThh:mm:ss),Event Type,Event Subtype,Glucose Value (mg/dL),Insulin Value (u),Carb Value (grams)\n\
+         1,2024-07-01T08:00:00,EGV,,142,,\n\
+         2,2024-07-01T08:05:00,EGV,,Low,,\n\
+         3,2024-07-01T08:10:00,Insulin,Fast-Acting,,4.5,\n\
+         4,2024-07-01T08:11:00,Carbs,,,,45\n",
+    )
+    .unwrap();
+    let out = d.join("rec.csv");
+    let o = run(&[
+        "import",
+        "clarity",
+        clarity.to_str().unwrap(),
+        "--tz",
+        "Europe/London",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    // 08:00 BST is 07:00 UTC
+    assert!(text.contains("2024-07-01T07:00:00Z,cgm,142"), "{text}");
+    assert!(text.contains(",bolus,4.5") && text.contains(",carbs,45"), "{text}");
+    let o = run(&[
+        "import",
+        "clarity",
+        clarity.to_str().unwrap(),
+        "--tz",
+        "Mars/Olympus",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("Mars/Olympus"), "{}", stderr(&o));
+    let o = run(&[
+        "import",
+        "clarity",
+        out.to_str().unwrap(),
+        "--tz",
+        "UTC",
+        "--out",
+        d.join("x.csv").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "a record CSV is not a Clarity export");
+    let tidepool = d.join("tp.json");
+    std::fs::write(
+        &tidepool,
+        r#"[{"type": "cbg", "time": "2024-05-01T08:00:00Z", "units": "mg/dL", "value": 101},
+            {"type": "bolus", "subType": "normal", "time": "2024-05-01T12:00:00Z", "normal": 4}]"#,
+    )
+    .unwrap();
+    let out = d.join("tp.csv");
+    let o = run(&[
+        "import",
+        "tidepool",
+        tidepool.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("2024-05-01T08:00:00Z,cgm,101"), "{text}");
+    assert!(text.contains("2024-05-01T12:00:00Z,bolus,4"), "{text}");
+}
