@@ -229,74 +229,18 @@ fn twin_backtest(
     serde_json::to_string(&r).map_err(|e| SimulationError::new_err(e.to_string()))
 }
 
-/// A what-if plan as the CLI's plan TOML (`[[meal]] at_min, carbs_g`, `[[bolus]] at_min, units`,
-/// `[[basal]] at_min, u_per_h`; minutes after the twin's time).
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlanDoc {
-    #[serde(default)]
-    meal: Vec<PlanMeal>,
-    #[serde(default)]
-    bolus: Vec<PlanBolus>,
-    #[serde(default)]
-    basal: Vec<PlanBasal>,
-}
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlanMeal {
-    at_min: f64,
-    carbs_g: f64,
-}
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlanBolus {
-    at_min: f64,
-    units: f64,
-}
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlanBasal {
-    at_min: f64,
-    u_per_h: f64,
-}
-
-/// Parse and check one plan (as the CLI's `read_plan`: times within `[0, horizon]`, amounts
-/// finite and >= 0, times rounded to whole minutes and made absolute from `t0`).
+/// Parse and check one plan, a [`medtwin_twin::RelativePlan`] as TOML or JSON (the CLI's plan
+/// rules: times within `[0, horizon]`, amounts finite and >= 0, times rounded to whole minutes
+/// and made absolute from `t0`).
 fn parse_plan(name: &str, text: &str, json: bool, t0: f64, horizon: u32) -> PyResult<Plan> {
     let f = format!("plan '{name}'");
-    let p: PlanDoc = if json {
+    let p: medtwin_twin::RelativePlan = if json {
         serde_json::from_str(text).map_err(|e| InputError::new_err(format!("{f}: {e}")))?
     } else {
         toml::from_str(text).map_err(|e| InputError::new_err(format!("{f}: {}", e.message())))?
     };
-    let check = |what: String, at: f64, v: f64| -> PyResult<()> {
-        if !at.is_finite() || at < 0.0 || at > horizon as f64 {
-            return Err(InputError::new_err(format!(
-                "{f}: {what}.at_min = {at} is outside the horizon [0, {horizon}] min"
-            )));
-        }
-        if !v.is_finite() || v < 0.0 {
-            return Err(InputError::new_err(format!(
-                "{f}: {what} amount {v} must be finite and >= 0"
-            )));
-        }
-        Ok(())
-    };
-    let mut plan = Plan::default();
-    for (i, m) in p.meal.iter().enumerate() {
-        check(format!("meal[{i}]"), m.at_min, m.carbs_g)?;
-        plan.meals.push((t0 + m.at_min.round(), m.carbs_g));
-    }
-    for (i, b) in p.bolus.iter().enumerate() {
-        check(format!("bolus[{i}]"), b.at_min, b.units)?;
-        plan.boluses.push((t0 + b.at_min.round(), b.units));
-    }
-    for (i, b) in p.basal.iter().enumerate() {
-        check(format!("basal[{i}]"), b.at_min, b.u_per_h)?;
-        plan.basal_rates.push((t0 + b.at_min.round(), b.u_per_h));
-    }
-    plan.basal_rates.sort_by(|a, b| a.0.total_cmp(&b.0));
-    Ok(plan)
+    p.to_plan(t0, horizon)
+        .map_err(|e| InputError::new_err(format!("{f}: {e}")))
 }
 
 /// One plan's outcome as a dict: `name`, `t_min` (minutes after the twin's time) and the seven

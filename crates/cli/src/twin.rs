@@ -371,36 +371,6 @@ fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<(), CliError> {
     std::fs::write(path, s).map_err(|e| io_fail(path, e))
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlanToml {
-    #[serde(default)]
-    meal: Vec<PlanMeal>,
-    #[serde(default)]
-    bolus: Vec<PlanBolus>,
-    #[serde(default)]
-    basal: Vec<PlanBasal>,
-}
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlanMeal {
-    at_min: f64,
-    carbs_g: f64,
-}
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlanBolus {
-    at_min: f64,
-    units: f64,
-}
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlanBasal {
-    at_min: f64,
-    u_per_h: f64,
-}
-
-/// Read a plan TOML; times are minutes after `t0`. Errors name the file, entry and value.
 /// Refuse an insulin question (a plan with a bolus or basal change, or bolus advice) on a twin
 /// whose record holds no insulin at all: its response to insulin was never observed, so any
 /// answer would be the population prior's, presented as this person's.
@@ -408,40 +378,16 @@ fn require_insulin_data(schedule: &InputSchedule, what: &str) -> Result<(), CliE
     medtwin_twin::decide::require_insulin_data(schedule, what).map_err(CliError::input)
 }
 
+/// Read a plan TOML ([`medtwin_twin::RelativePlan`]); times are minutes after `t0`. Errors
+/// name the file, entry and value.
 fn read_plan(path: &Path, t0: f64, horizon: u32) -> Result<Plan, CliError> {
     let f = path.display();
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::input(format!("{f}: cannot read: {e}")))?;
-    let p: PlanToml =
+    let p: medtwin_twin::RelativePlan =
         toml::from_str(&text).map_err(|e| CliError::input(format!("{f}: {}", e.message())))?;
-    let check = |what: String, at: f64, v: f64| -> Result<(), CliError> {
-        if !at.is_finite() || at < 0.0 || at > horizon as f64 {
-            return Err(CliError::input(format!(
-                "{f}: {what}.at_min = {at} is outside the horizon [0, {horizon}] min"
-            )));
-        }
-        if !v.is_finite() || v < 0.0 {
-            return Err(CliError::input(format!(
-                "{f}: {what} amount {v} must be finite and >= 0"
-            )));
-        }
-        Ok(())
-    };
-    let mut plan = Plan::default();
-    for (i, m) in p.meal.iter().enumerate() {
-        check(format!("meal[{i}]"), m.at_min, m.carbs_g)?;
-        plan.meals.push((t0 + m.at_min.round(), m.carbs_g));
-    }
-    for (i, b) in p.bolus.iter().enumerate() {
-        check(format!("bolus[{i}]"), b.at_min, b.units)?;
-        plan.boluses.push((t0 + b.at_min.round(), b.units));
-    }
-    for (i, b) in p.basal.iter().enumerate() {
-        check(format!("basal[{i}]"), b.at_min, b.u_per_h)?;
-        plan.basal_rates.push((t0 + b.at_min.round(), b.u_per_h));
-    }
-    plan.basal_rates.sort_by(|a, b| a.0.total_cmp(&b.0));
-    Ok(plan)
+    p.to_plan(t0, horizon)
+        .map_err(|e| CliError::input(format!("{f}: {e}")))
 }
 
 /// One CSV row of forecast bands: `t_min,median,lo50,hi50,lo80,hi80,lo95,hi95` (mg/dL).

@@ -27,4 +27,4 @@ pub use backtest::{
 pub use engine::{Twin, TwinEngine, TwinError, TwinSettings};
 pub use inputs::InputSchedule;
 pub use learning::{learning_curve, LearningCurve, LearningOptions, LearningPoint};
-pub use model::{NoiseSettings, Plan};
+pub use model::{NoiseSettings, Plan, RelativePlan};

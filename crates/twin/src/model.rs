@@ -182,6 +182,89 @@ impl Plan {
     }
 }
 
+/// A plan as a person writes it (the CLI's plan TOML, the Python package's dict or TOML):
+/// `[[meal]] at_min, carbs_g` (g), `[[bolus]] at_min, units` (U), `[[basal]] at_min, u_per_h`
+/// (temporary pump basal, U/h, until the next entry); times in minutes after the twin's time.
+/// Unknown fields are refused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelativePlan {
+    /// Meals.
+    #[serde(default)]
+    pub meal: Vec<PlannedMeal>,
+    /// Boluses.
+    #[serde(default)]
+    pub bolus: Vec<PlannedBolus>,
+    /// Temporary basal rates.
+    #[serde(default)]
+    pub basal: Vec<PlannedBasal>,
+}
+
+/// A planned meal of a [`RelativePlan`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedMeal {
+    /// Minutes after the twin's time.
+    pub at_min: f64,
+    /// Carbohydrate, g.
+    pub carbs_g: f64,
+}
+
+/// A planned bolus of a [`RelativePlan`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedBolus {
+    /// Minutes after the twin's time.
+    pub at_min: f64,
+    /// Insulin, U.
+    pub units: f64,
+}
+
+/// A planned temporary basal rate of a [`RelativePlan`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedBasal {
+    /// Minutes after the twin's time.
+    pub at_min: f64,
+    /// Pump basal rate, U/h.
+    pub u_per_h: f64,
+}
+
+impl RelativePlan {
+    /// The [`Plan`] at absolute engine minutes for a twin at `t0_min` (times rounded to the
+    /// minute; basal changes sorted). Errors name the entry and the value: a time outside
+    /// `[0, horizon_min]` minutes, or an amount that is negative or not finite.
+    pub fn to_plan(&self, t0_min: f64, horizon_min: u32) -> Result<Plan, String> {
+        let check = |what: String, at: f64, v: f64| -> Result<(), String> {
+            if !at.is_finite() || at < 0.0 || at > horizon_min as f64 {
+                return Err(format!(
+                    "{what}.at_min = {at} is outside the horizon [0, {horizon_min}] min"
+                ));
+            }
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("{what} amount {v} must be finite and >= 0"));
+            }
+            Ok(())
+        };
+        let mut plan = Plan::default();
+        for (i, m) in self.meal.iter().enumerate() {
+            check(format!("meal[{i}]"), m.at_min, m.carbs_g)?;
+            plan.meals.push((t0_min + m.at_min.round(), m.carbs_g));
+        }
+        for (i, b) in self.bolus.iter().enumerate() {
+            check(format!("bolus[{i}]"), b.at_min, b.units)?;
+            plan.boluses.push((t0_min + b.at_min.round(), b.units));
+        }
+        for (i, b) in self.basal.iter().enumerate() {
+            check(format!("basal[{i}]"), b.at_min, b.u_per_h)?;
+            plan.basal_rates
+                .push((t0_min + b.at_min.round(), b.u_per_h));
+        }
+        plan.basal_rates.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Ok(plan)
+    }
+}
+
 /// The twin's state-space model over a patient's inputs, with knowledge up to `known_until`.
 pub struct T1dTwinModel<'a> {
     /// Base virtual patient (θ applied per particle).
@@ -323,5 +406,47 @@ impl StateSpaceModel for T1dTwinModel<'_> {
             }
             x.set_theta(th, &self.theta_bounds);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_plans_become_absolute_and_bad_entries_are_named() {
+        let p: RelativePlan = serde_json::from_str(
+            r#"{"meal": [{"at_min": 10.4, "carbs_g": 50}], "bolus": [{"at_min": 0, "units": 5}],
+                "basal": [{"at_min": 90, "u_per_h": 0.5}, {"at_min": 30, "u_per_h": 0}]}"#,
+        )
+        .unwrap();
+        let plan = p.to_plan(1000.0, 120).unwrap();
+        assert_eq!(plan.meals, vec![(1010.0, 50.0)]);
+        assert_eq!(plan.boluses, vec![(1000.0, 5.0)]);
+        assert_eq!(plan.basal_rates, vec![(1030.0, 0.0), (1090.0, 0.5)]);
+        let late = RelativePlan {
+            bolus: vec![PlannedBolus {
+                at_min: 121.0,
+                units: 1.0,
+            }],
+            ..RelativePlan::default()
+        };
+        let e = late.to_plan(0.0, 120).unwrap_err();
+        assert_eq!(
+            e,
+            "bolus[0].at_min = 121 is outside the horizon [0, 120] min"
+        );
+        let negative = RelativePlan {
+            meal: vec![PlannedMeal {
+                at_min: 0.0,
+                carbs_g: -5.0,
+            }],
+            ..RelativePlan::default()
+        };
+        assert!(negative
+            .to_plan(0.0, 120)
+            .unwrap_err()
+            .contains("meal[0] amount -5"));
+        assert!(serde_json::from_str::<RelativePlan>(r#"{"meals": []}"#).is_err());
     }
 }
