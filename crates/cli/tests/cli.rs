@@ -901,7 +901,10 @@ fn import_clarity_and_tidepool_exports() {
     let text = std::fs::read_to_string(&out).unwrap();
     // 08:00 BST is 07:00 UTC
     assert!(text.contains("2024-07-01T07:00:00Z,cgm,142"), "{text}");
-    assert!(text.contains(",bolus,4.5") && text.contains(",carbs,45"), "{text}");
+    assert!(
+        text.contains(",bolus,4.5") && text.contains(",carbs,45"),
+        "{text}"
+    );
     let o = run(&[
         "import",
         "clarity",
@@ -922,7 +925,11 @@ fn import_clarity_and_tidepool_exports() {
         "--out",
         d.join("x.csv").to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(2), "a record CSV is not a Clarity export");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a record CSV is not a Clarity export"
+    );
     let tidepool = d.join("tp.json");
     std::fs::write(
         &tidepool,
