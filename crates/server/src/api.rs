@@ -491,6 +491,30 @@ async fn post_whatif(
     audited(&state, Some(&who), action, Some(&id), r).await
 }
 
+/// Audit a refused FHIR request (each issue's element and diagnostics) and answer 400 with
+/// its OperationOutcome.
+async fn refuse_with_outcome(
+    state: &AppState,
+    who: &Principal,
+    action: &str,
+    issues: &[fhir::FhirIssue],
+) -> Response {
+    let detail: Vec<String> = issues
+        .iter()
+        .map(|i| format!("{}: {}", i.expression, i.diagnostics))
+        .collect();
+    audit(
+        state,
+        Some(who),
+        action,
+        None,
+        StatusCode::BAD_REQUEST,
+        &detail.join("; "),
+    )
+    .await;
+    outcome_response(StatusCode::BAD_REQUEST, issues)
+}
+
 fn outcome_response(status: StatusCode, issues: &[fhir::FhirIssue]) -> Response {
     (
         status,
@@ -658,20 +682,7 @@ async fn fhir_bundle(State(state): State<AppState>, headers: HeaderMap, body: By
             }) {
             Ok(p) => p,
             Err(issues) => {
-                let detail: Vec<String> = issues
-                    .iter()
-                    .map(|i| format!("{}: {}", i.expression, i.diagnostics))
-                    .collect();
-                audit(
-                    &state,
-                    Some(&who),
-                    action,
-                    None,
-                    StatusCode::BAD_REQUEST,
-                    &detail.join("; "),
-                )
-                .await;
-                return outcome_response(StatusCode::BAD_REQUEST, &issues);
+                return refuse_with_outcome(&state, &who, action, &issues).await;
             }
         };
     let (parsed, failed) = parsed;
@@ -910,20 +921,7 @@ async fn fhir_patient_create(
     let pid = match fhir::patient_id_of(&resource) {
         Ok(id) => id,
         Err(issues) => {
-            let detail: Vec<String> = issues
-                .iter()
-                .map(|i| format!("{}: {}", i.expression, i.diagnostics))
-                .collect();
-            audit(
-                &state,
-                Some(&who),
-                action,
-                None,
-                StatusCode::BAD_REQUEST,
-                &detail.join("; "),
-            )
-            .await;
-            return outcome_response(StatusCode::BAD_REQUEST, &issues);
+            return refuse_with_outcome(&state, &who, action, &issues).await;
         }
     };
     if who.role != Role::Admin {
