@@ -866,14 +866,30 @@ impl Store {
         self.cache.mac_key.get().map(Vec::as_slice).unwrap_or(&[])
     }
 
+    /// A write transaction that also holds the migration lock: on PostgreSQL a
+    /// transaction-level advisory lock, so that servers or tests opening the same database at
+    /// once apply each migration exactly once (concurrent `CREATE TABLE` of one name fails
+    /// there even with `IF NOT EXISTS`); on SQLite `BEGIN IMMEDIATE` already serialises.
+    async fn begin_migration(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7240531013)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
     async fn migrate(&self, upto: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin_migration().await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         for &(version, sqlite, pg) in MIGRATIONS.iter().filter(|m| m.0 <= upto) {
-            let mut tx = self.begin_write().await?;
+            let mut tx = self.begin_migration().await?;
             let done: Option<i64> =
                 sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(version)
@@ -2006,6 +2022,46 @@ mod tests {
             assert_eq!(mode(&p), 0o600, "{}", p.display());
         }
         store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Several stores opening one new database at once apply each migration exactly once
+    /// (servers or tests starting together); on PostgreSQL when the CI variable is set.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_opens_migrate_once() {
+        let dir = std::env::temp_dir().join(format!("medtwin-store-conc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut urls = vec![format!("sqlite://{}", dir.join("t.db").display())];
+        if let Ok(base) = std::env::var("MEDTWIN_TEST_POSTGRES_URL") {
+            if !base.is_empty() {
+                let db = format!("medtwin_store_conc_{}", std::process::id());
+                let s = Store::open(&base).await.unwrap();
+                s.execute_raw(&format!("DROP DATABASE IF EXISTS {db}"))
+                    .await
+                    .unwrap();
+                s.execute_raw(&format!("CREATE DATABASE {db}"))
+                    .await
+                    .unwrap();
+                s.close().await;
+                let (prefix, _) = base.rsplit_once('/').unwrap();
+                urls.push(format!("{prefix}/{db}"));
+            }
+        }
+        for url in urls {
+            let opens: Vec<_> = (0..6)
+                .map(|_| {
+                    let url = url.clone();
+                    tokio::spawn(async move { Store::open(&url).await.map(|s| s.backend()) })
+                })
+                .collect();
+            for o in opens {
+                o.await.unwrap().unwrap_or_else(|e| panic!("{url}: {e}"));
+            }
+            let s = Store::open(&url).await.unwrap();
+            s.create_patient("a", &audit_for("a")).await.unwrap();
+            s.close().await;
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
