@@ -335,41 +335,22 @@ fn twin_advise(
     cf: Option<f64>,
     target: f64,
 ) -> PyResult<String> {
-    if !carbs_g.is_finite() || carbs_g <= 0.0 || carbs_g > 300.0 {
-        return Err(InputError::new_err(format!(
-            "carbs_g {carbs_g} must be in (0, 300] g"
-        )));
-    }
-    if !at_min.is_finite() || !(0.0..=240.0).contains(&at_min) {
-        return Err(InputError::new_err(format!(
-            "at_min {at_min} must be within 0–240 minutes"
-        )));
-    }
-    for (name, v) in [("cr", cr), ("cf", cf)] {
-        if let Some(v) = v {
-            if !v.is_finite() || v <= 0.0 {
-                return Err(InputError::new_err(format!("{name} {v} must be positive")));
-            }
-        }
-    }
-    if !(70.0..=200.0).contains(&target) {
-        return Err(InputError::new_err(format!(
-            "target {target} must be within 70–200 mg/dL"
-        )));
-    }
+    let request = medtwin_twin::decide::AdviceRequest {
+        carbs_g,
+        at_min,
+        cr_g_per_u: cr,
+        cf_mg_dl_per_u: cf,
+        target_mg_dl: target,
+    };
+    // the request's own errors first, before the twin is parsed
+    request.settings(40.0).map_err(InputError::new_err)?;
     let doc = parse_twin(twin)?;
     medtwin_twin::decide::require_insulin_data(&doc.schedule, "bolus advice")
         .map_err(InputError::new_err)?;
     let engine = TwinEngine::from_twin(&doc).map_err(|e| InputError::new_err(e.to_string()))?;
-    let mut s =
-        medtwin_twin::decide::AdvisorSettings::from_tdi(engine.calibration.window_tdi_u_per_day);
-    if let Some(v) = cr {
-        s.cr_g_per_u = v;
-    }
-    if let Some(v) = cf {
-        s.cf_mg_dl_per_u = v;
-    }
-    s.target_mg_dl = target;
+    let s = request
+        .settings(engine.calibration.window_tdi_u_per_day)
+        .map_err(InputError::new_err)?;
     let a = py
         .detach(|| {
             medtwin_twin::decide::advise(

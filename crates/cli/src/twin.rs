@@ -1059,40 +1059,21 @@ fn advise_cmd(
     target: f64,
     json: bool,
 ) -> Result<(), CliError> {
-    if !carbs.is_finite() || carbs <= 0.0 || carbs > 300.0 {
-        return Err(CliError::input(format!(
-            "--carbs {carbs} must be in (0, 300] g"
-        )));
-    }
-    if !at.is_finite() || !(0.0..=240.0).contains(&at) {
-        return Err(CliError::input(format!(
-            "--at {at} must be within 0–240 minutes"
-        )));
-    }
-    for (name, v) in [("--cr", cr), ("--cf", cf)] {
-        if let Some(v) = v {
-            if !v.is_finite() || v <= 0.0 {
-                return Err(CliError::input(format!("{name} {v} must be positive")));
-            }
-        }
-    }
-    if !(70.0..=200.0).contains(&target) {
-        return Err(CliError::input(format!(
-            "--target {target} must be within 70–200 mg/dL"
-        )));
-    }
+    let request = medtwin_twin::decide::AdviceRequest {
+        carbs_g: carbs,
+        at_min: at,
+        cr_g_per_u: cr,
+        cf_mg_dl_per_u: cf,
+        target_mg_dl: target,
+    };
+    // the request's own errors first, before the twin file is read
+    request.settings(40.0).map_err(CliError::input)?;
     let doc = read_twin(twin)?;
     require_insulin_data(&doc.schedule, "bolus advice")?;
     let engine = TwinEngine::from_twin(&doc).map_err(input_err)?;
-    let mut s =
-        medtwin_twin::decide::AdvisorSettings::from_tdi(engine.calibration.window_tdi_u_per_day);
-    if let Some(v) = cr {
-        s.cr_g_per_u = v;
-    }
-    if let Some(v) = cf {
-        s.cf_mg_dl_per_u = v;
-    }
-    s.target_mg_dl = target;
+    let s = request
+        .settings(engine.calibration.window_tdi_u_per_day)
+        .map_err(CliError::input)?;
     let a = medtwin_twin::decide::advise(&engine, &doc.schedule, carbs, at, &s, doc.settings.seed)
         .map_err(|e| CliError::failure(e.to_string()))?;
     if json {

@@ -2025,17 +2025,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Several stores opening one new database at once apply each migration exactly once
-    /// (servers or tests starting together); on PostgreSQL when the CI variable is set.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_opens_migrate_once() {
-        let dir = std::env::temp_dir().join(format!("medtwin-store-conc-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+    /// Database URLs for a test: SQLite `t.db` in `dir`, and a fresh PostgreSQL database
+    /// `medtwin_store_{name}_{pid}` when `MEDTWIN_TEST_POSTGRES_URL` is set (CI).
+    async fn test_urls(dir: &std::path::Path, name: &str) -> Vec<String> {
         let mut urls = vec![format!("sqlite://{}", dir.join("t.db").display())];
         if let Ok(base) = std::env::var("MEDTWIN_TEST_POSTGRES_URL") {
             if !base.is_empty() {
-                let db = format!("medtwin_store_conc_{}", std::process::id());
+                let db = format!("medtwin_store_{name}_{}", std::process::id());
                 let s = Store::open(&base).await.unwrap();
                 s.execute_raw(&format!("DROP DATABASE IF EXISTS {db}"))
                     .await
@@ -2048,7 +2044,17 @@ mod tests {
                 urls.push(format!("{prefix}/{db}"));
             }
         }
-        for url in urls {
+        urls
+    }
+
+    /// Several stores opening one new database at once apply each migration exactly once
+    /// (servers or tests starting together); on PostgreSQL when the CI variable is set.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_opens_migrate_once() {
+        let dir = std::env::temp_dir().join(format!("medtwin-store-conc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for url in test_urls(&dir, "conc").await {
             let opens: Vec<_> = (0..6)
                 .map(|_| {
                     let url = url.clone();
@@ -2089,24 +2095,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("medtwin-store-mac-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut urls = vec![format!("sqlite://{}", dir.join("t.db").display())];
-        // Also on PostgreSQL (a fresh database) when the CI variable is set.
-        if let Ok(base) = std::env::var("MEDTWIN_TEST_POSTGRES_URL") {
-            if !base.is_empty() {
-                let db = format!("medtwin_store_mac_{}", std::process::id());
-                let s = Store::open(&base).await.unwrap();
-                s.execute_raw(&format!("DROP DATABASE IF EXISTS {db}"))
-                    .await
-                    .unwrap();
-                s.execute_raw(&format!("CREATE DATABASE {db}"))
-                    .await
-                    .unwrap();
-                s.close().await;
-                let (prefix, _) = base.rsplit_once('/').unwrap();
-                urls.push(format!("{prefix}/{db}"));
-            }
-        }
-        for url in urls {
+        for url in test_urls(&dir, "mac").await {
             digests_are_not_credentials(&url).await;
         }
         let _ = std::fs::remove_dir_all(&dir);

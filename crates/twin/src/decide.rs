@@ -185,6 +185,57 @@ pub struct Advice {
     pub candidates: Vec<(f64, f64, f64)>,
 }
 
+/// A bolus-advice request as a person gives it (the CLI's `twin advise`, the Python package's
+/// `twin.advise`): the meal and optional calculator settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdviceRequest {
+    /// Meal carbohydrate, g (in (0, 300]).
+    pub carbs_g: f64,
+    /// Meal time, minutes after the twin's time (0–240).
+    pub at_min: f64,
+    /// Carbohydrate ratio, g/U (positive); `None`: the 500 rule.
+    pub cr_g_per_u: Option<f64>,
+    /// Correction factor, mg/dL per U (positive); `None`: the 1800 rule.
+    pub cf_mg_dl_per_u: Option<f64>,
+    /// Correction target, mg/dL (70–200).
+    pub target_mg_dl: f64,
+}
+
+impl AdviceRequest {
+    /// Check the request and build the advisor's settings for a person with total daily
+    /// insulin `tdi_u_per_day` ([`AdvisorSettings::from_tdi`], then the request's CR, CF and
+    /// target). Errors name the value and its allowed range.
+    pub fn settings(&self, tdi_u_per_day: f64) -> Result<AdvisorSettings, String> {
+        let (carbs, at, target) = (self.carbs_g, self.at_min, self.target_mg_dl);
+        if !carbs.is_finite() || carbs <= 0.0 || carbs > 300.0 {
+            return Err(format!("carbohydrate {carbs} g must be in (0, 300] g"));
+        }
+        if !at.is_finite() || !(0.0..=240.0).contains(&at) {
+            return Err(format!("meal time {at} min must be within 0–240 minutes"));
+        }
+        for (name, v) in [
+            ("carbohydrate ratio (g/U)", self.cr_g_per_u),
+            ("correction factor (mg/dL per U)", self.cf_mg_dl_per_u),
+        ] {
+            if let Some(v) = v.filter(|v| !v.is_finite() || *v <= 0.0) {
+                return Err(format!("{name} {v} must be positive"));
+            }
+        }
+        if !(70.0..=200.0).contains(&target) {
+            return Err(format!("target {target} mg/dL must be within 70–200 mg/dL"));
+        }
+        let mut s = AdvisorSettings::from_tdi(tdi_u_per_day);
+        if let Some(v) = self.cr_g_per_u {
+            s.cr_g_per_u = v;
+        }
+        if let Some(v) = self.cf_mg_dl_per_u {
+            s.cf_mg_dl_per_u = v;
+        }
+        s.target_mg_dl = target;
+        Ok(s)
+    }
+}
+
 /// Insulin on board at `t`: boluses of the last `action_min` minutes with linear decay.
 pub fn insulin_on_board(schedule: &InputSchedule, t_min: f64, action_min: f64) -> f64 {
     schedule
@@ -716,6 +767,31 @@ mod tests {
             why.starts_with("no bolus now") && why.contains("20 %"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn advice_requests_are_checked_and_set_the_calculator() {
+        let r = AdviceRequest {
+            carbs_g: 60.0,
+            at_min: 15.0,
+            cr_g_per_u: Some(8.0),
+            cf_mg_dl_per_u: None,
+            target_mg_dl: 110.0,
+        };
+        let s = r.settings(40.0).unwrap();
+        assert_eq!(
+            (s.cr_g_per_u, s.cf_mg_dl_per_u, s.target_mg_dl),
+            (8.0, 45.0, 110.0)
+        );
+        let bad = |f: fn(&mut AdviceRequest)| {
+            let mut b = r;
+            f(&mut b);
+            b.settings(40.0).unwrap_err()
+        };
+        assert!(bad(|b| b.carbs_g = -3.0).contains("carbohydrate -3 g"));
+        assert!(bad(|b| b.at_min = 300.0).contains("meal time 300"));
+        assert!(bad(|b| b.cf_mg_dl_per_u = Some(0.0)).contains("correction factor"));
+        assert!(bad(|b| b.target_mg_dl = 250.0).contains("target 250"));
     }
 
     #[test]
