@@ -195,11 +195,11 @@ def test_advise_invariants(twin30):
         assert a["constraint_met"] in (True, False)
     bigger_cr = medtwin.twin.advise(twin30, 60, cr=a["settings"]["cr_g_per_u"] * 2)
     assert bigger_cr["standard_bolus_u"] < a["standard_bolus_u"] or a["standard_bolus_u"] == 0
-    with pytest.raises(medtwin.InputError, match="carbs_g"):
+    with pytest.raises(medtwin.InputError, match=r"carbohydrate 0 g must be in \(0, 300\]"):
         medtwin.twin.advise(twin30, 0)
     with pytest.raises(medtwin.InputError, match="target"):
         medtwin.twin.advise(twin30, 40, target=300)
-    with pytest.raises(medtwin.InputError, match="cr"):
+    with pytest.raises(medtwin.InputError, match="carbohydrate ratio"):
         medtwin.twin.advise(twin30, 40, cr=-1)
 
 
