@@ -343,7 +343,7 @@ fn twin_advise(
         target_mg_dl: target,
     };
     // the request's own errors first, before the twin is parsed
-    request.settings(40.0).map_err(InputError::new_err)?;
+    request.check().map_err(InputError::new_err)?;
     let doc = parse_twin(twin)?;
     medtwin_twin::decide::require_insulin_data(&doc.schedule, "bolus advice")
         .map_err(InputError::new_err)?;

@@ -1067,7 +1067,7 @@ fn advise_cmd(
         target_mg_dl: target,
     };
     // the request's own errors first, before the twin file is read
-    request.settings(40.0).map_err(CliError::input)?;
+    request.check().map_err(CliError::input)?;
     let doc = read_twin(twin)?;
     require_insulin_data(&doc.schedule, "bolus advice")?;
     let engine = TwinEngine::from_twin(&doc).map_err(input_err)?;

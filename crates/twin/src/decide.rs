@@ -206,6 +206,21 @@ impl AdviceRequest {
     /// insulin `tdi_u_per_day` ([`AdvisorSettings::from_tdi`], then the request's CR, CF and
     /// target). Errors name the value and its allowed range.
     pub fn settings(&self, tdi_u_per_day: f64) -> Result<AdvisorSettings, String> {
+        self.check()?;
+        let mut s = AdvisorSettings::from_tdi(tdi_u_per_day);
+        if let Some(v) = self.cr_g_per_u {
+            s.cr_g_per_u = v;
+        }
+        if let Some(v) = self.cf_mg_dl_per_u {
+            s.cf_mg_dl_per_u = v;
+        }
+        s.target_mg_dl = self.target_mg_dl;
+        Ok(s)
+    }
+
+    /// Check the request alone (before any twin is read). Errors name the value and its
+    /// allowed range.
+    pub fn check(&self) -> Result<(), String> {
         let (carbs, at, target) = (self.carbs_g, self.at_min, self.target_mg_dl);
         if !carbs.is_finite() || carbs <= 0.0 || carbs > 300.0 {
             return Err(format!("carbohydrate {carbs} g must be in (0, 300] g"));
@@ -224,15 +239,7 @@ impl AdviceRequest {
         if !(70.0..=200.0).contains(&target) {
             return Err(format!("target {target} mg/dL must be within 70–200 mg/dL"));
         }
-        let mut s = AdvisorSettings::from_tdi(tdi_u_per_day);
-        if let Some(v) = self.cr_g_per_u {
-            s.cr_g_per_u = v;
-        }
-        if let Some(v) = self.cf_mg_dl_per_u {
-            s.cf_mg_dl_per_u = v;
-        }
-        s.target_mg_dl = target;
-        Ok(s)
+        Ok(())
     }
 }
 
