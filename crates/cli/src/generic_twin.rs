@@ -6,8 +6,8 @@
 use crate::error::{io_fail, CliError};
 use clap::Args;
 use medtwin_twin_core::{
-    backtest, read_measurements, CalibrationSpec, Estimated, ModelSource, Noise, ObservableSpec,
-    Plan, Prediction, Prior, SbmlTwinModel, Twin, TwinError, TwinModel,
+    backtest, read_measurements, CalibrationSpec, ModelSource, ObservableSpec, Plan, Prediction,
+    SbmlTwinModel, Twin, TwinError, TwinModel,
 };
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -55,57 +55,30 @@ pub fn is_generic_twin(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Read a plan TOML (`[[dose]] time, target, amount`).
+/// Read a plan TOML (`[[dose]] time, target, amount`; [`Plan::from_toml`]).
 pub fn read_plan(path: &Path) -> Result<Plan, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
-    let plan: Plan =
-        toml::from_str(&text).map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
-    for (i, d) in plan.doses.iter().enumerate() {
-        if !d.time.is_finite() || d.time < 0.0 || !d.amount.is_finite() {
-            return Err(CliError::input(format!(
-                "{}: dose {} (target {}): time must be >= 0 and amount finite, got time {} amount {}",
-                path.display(),
-                i + 1,
-                d.target,
-                d.time,
-                d.amount
-            )));
-        }
-    }
-    Ok(plan)
+    Plan::from_toml(&text, &path.display().to_string()).map_err(|e| flag_err("", e))
 }
 
-fn parse_noise(s: &str) -> Result<ObservableSpec, CliError> {
-    let bad = || {
-        CliError::input(format!(
-            "--noise '{s}': expected ID=normal:SIGMA or ID=log-normal:SIGMA with SIGMA > 0"
-        ))
-    };
-    let (id, rest) = s.split_once('=').ok_or_else(bad)?;
-    let (kind, sigma) = rest.split_once(':').ok_or_else(bad)?;
-    let sigma: f64 = sigma.trim().parse().map_err(|_| bad())?;
-    if !(sigma > 0.0 && sigma.is_finite()) {
-        return Err(bad());
+/// A spec or data error of a command-line value as an input error, its message prefixed
+/// (`--` when it starts with the flag's name).
+fn flag_err(prefix: &str, e: TwinError) -> CliError {
+    match e {
+        TwinError::Spec(m) | TwinError::Data(m) => CliError::input(format!("{prefix}{m}")),
+        other => twin_err(other),
     }
-    let noise = match kind.trim() {
-        "normal" => Noise::Normal { sigma },
-        "log-normal" | "lognormal" => Noise::LogNormal { sigma },
-        _ => return Err(bad()),
-    };
-    Ok(ObservableSpec {
-        id: id.trim().to_string(),
-        noise,
-    })
 }
 
-/// The spec from `--prior`, `--estimate` and `--noise`, completed for the model and data.
+/// The spec from `--prior`, `--estimate` and `--noise`, completed for the model
+/// ([`CalibrationSpec::complete`]); every observable of the data needs a noise model.
 fn build_spec(
     args: &SpecArgs,
     model: &dyn TwinModel,
     data_observables: &[String],
 ) -> Result<CalibrationSpec, CliError> {
-    let mut spec = match &args.prior {
+    let spec = match &args.prior {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| CliError::input(format!("{}: {e}", p.display())))?;
@@ -113,49 +86,18 @@ fn build_spec(
         }
         None => CalibrationSpec::default(),
     };
-    if !args.estimate.is_empty() {
-        let mut est = Vec::new();
-        for id in &args.estimate {
-            if let Some(e) = spec.estimate.iter().find(|e| &e.id == id) {
-                est.push(e.clone());
-                continue;
-            }
-            let v = model.nominal(id).ok_or_else(|| {
-                CliError::input(format!(
-                    "--estimate {id}: not a parameter or species of the model"
-                ))
-            })?;
-            let prior = if v > 0.0 {
-                Prior::LogNormal {
-                    median: v,
-                    sd_log: 1.0,
-                }
-            } else {
-                Prior::Normal {
-                    mean: v,
-                    sd: v.abs().max(1.0),
-                }
-            };
-            est.push(Estimated {
-                id: id.clone(),
-                prior,
-                lower: None,
-                upper: None,
-            });
-        }
-        spec.estimate = est;
-    }
-    for n in &args.noise {
-        let o = parse_noise(n)?;
-        spec.observables.retain(|x| x.id != o.id);
-        spec.observables.push(o);
-    }
-    for id in data_observables {
-        if spec.noise_of(id).is_none() {
-            return Err(CliError::input(format!(
-                "the data measure '{id}' but no noise model is given for it: add --noise {id}=log-normal:0.1 (or normal:SIGMA) or list it in the --prior spec"
-            )));
-        }
+    let noise = args
+        .noise
+        .iter()
+        .map(|n| ObservableSpec::parse(n).map_err(|e| flag_err("--", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let spec = spec
+        .complete(model, &args.estimate, noise)
+        .map_err(|e| flag_err("--", e))?;
+    if let Some(id) = spec.first_without_noise(data_observables.iter().map(String::as_str)) {
+        return Err(CliError::input(format!(
+            "the data measure '{id}' but no noise model is given for it: add --noise {id}=log-normal:0.1 (or normal:SIGMA) or list it in the --prior spec"
+        )));
     }
     Ok(spec)
 }
@@ -245,42 +187,26 @@ pub fn fit(model_path: &Path, args: &SpecArgs, out: &Path) -> Result<(), CliErro
 pub fn update(twin: &Path, data: &Path, doses: Option<&Path>, out: &Path) -> Result<(), CliError> {
     let mut t = Twin::load(twin).map_err(twin_err)?;
     let all = read_measurements(data).map_err(twin_err)?;
-    // Measurements already assimilated (same observable, time and value) are not counted twice.
-    let new: Vec<_> = all.into_iter().filter(|m| !t.data.contains(m)).collect();
     let plan = match doses {
         Some(p) => read_plan(p)?,
         None => Plan::default(),
     };
-    let n = new.len();
-    t.update(&new, &plan).map_err(twin_err)?;
+    // Measurements already assimilated (same observable, time and value) are not counted twice.
+    let n = t.assimilate(all, &plan).map_err(twin_err)?;
     println!("{n} new measurements assimilated");
     print_summary(&t);
     t.save(out).map_err(twin_err)
 }
 
 fn forecast_times(t: &Twin, until: Option<f64>, step: Option<f64>) -> Result<Vec<f64>, CliError> {
-    let start = t.last_time();
     let until = until.ok_or_else(|| {
         CliError::input(format!(
-            "generic twins need --until TIME (in {}; the data end at {start})",
-            t.model().time_unit()
+            "generic twins need --until TIME (in {}; the data end at {})",
+            t.model().time_unit(),
+            t.last_time()
         ))
     })?;
-    if until.is_nan() || until <= start {
-        return Err(CliError::input(format!(
-            "--until {until} must be after the last measurement at {start}"
-        )));
-    }
-    let step = step.unwrap_or((until - start) / 20.0);
-    if step.is_nan() || step <= 0.0 || (until - start) / step > 100_000.0 {
-        return Err(CliError::input(format!(
-            "--step {step} must be > 0 and give at most 100000 times"
-        )));
-    }
-    let n = ((until - start) / step).ceil() as usize;
-    Ok((1..=n)
-        .map(|k| (start + k as f64 * step).min(until))
-        .collect())
+    t.forecast_times(until, step).map_err(|e| flag_err("--", e))
 }
 
 fn prediction_csv(p: &Prediction) -> String {

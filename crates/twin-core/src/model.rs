@@ -35,6 +35,35 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Read a plan from TOML text (`[[dose]] time, target, amount[, duration]`) and
+    /// [`Plan::check`] it; `origin` names the file in errors.
+    ///
+    /// Errors: [`TwinError::Data`] (`origin: …`) for malformed TOML or a bad dose.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Plan, TwinError> {
+        let plan: Plan =
+            toml::from_str(text).map_err(|e| TwinError::Data(format!("{origin}: {e}")))?;
+        plan.check()
+            .map_err(|e| TwinError::Data(format!("{origin}: {e}")))?;
+        Ok(plan)
+    }
+
+    /// Check every dose: time finite and ≥ 0, amount finite. Errors: the first bad dose,
+    /// numbered from 1 with its target and values.
+    pub fn check(&self) -> Result<(), String> {
+        for (i, d) in self.doses.iter().enumerate() {
+            if !d.time.is_finite() || d.time < 0.0 || !d.amount.is_finite() {
+                return Err(format!(
+                    "dose {} (target {}): time must be >= 0 and amount finite, got time {} amount {}",
+                    i + 1,
+                    d.target,
+                    d.time,
+                    d.amount
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// This plan followed by `other`'s doses.
     pub fn merged(&self, other: &Plan) -> Plan {
         let mut doses = self.doses.clone();

@@ -295,6 +295,36 @@ pub struct ObservableSpec {
     pub noise: Noise,
 }
 
+impl ObservableSpec {
+    /// Parse `ID=normal:SIGMA` or `ID=log-normal:SIGMA` (also `lognormal`), the noise of one
+    /// observable as the CLI's `--noise` and Python's `noise=` give it; σ in the observable's
+    /// unit (normal) or on the log scale (log-normal), finite and > 0.
+    ///
+    /// Errors: [`TwinError::Spec`] naming the text and the expected form.
+    pub fn parse(s: &str) -> Result<ObservableSpec, TwinError> {
+        let bad = || {
+            TwinError::Spec(format!(
+                "noise '{s}': expected ID=normal:SIGMA or ID=log-normal:SIGMA with SIGMA > 0"
+            ))
+        };
+        let (id, rest) = s.split_once('=').ok_or_else(bad)?;
+        let (kind, sigma) = rest.split_once(':').ok_or_else(bad)?;
+        let sigma: f64 = sigma.trim().parse().map_err(|_| bad())?;
+        if !(sigma > 0.0 && sigma.is_finite()) || id.trim().is_empty() {
+            return Err(bad());
+        }
+        let noise = match kind.trim() {
+            "normal" => Noise::Normal { sigma },
+            "log-normal" | "lognormal" => Noise::LogNormal { sigma },
+            _ => return Err(bad()),
+        };
+        Ok(ObservableSpec {
+            id: id.trim().to_string(),
+            noise,
+        })
+    }
+}
+
 /// A rule of an outcome class: the class holds when the observable at the outcome time is
 /// above `above` (when set) and below `below` (when set).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -559,6 +589,68 @@ impl CalibrationSpec {
         -0.5 * y.iter().map(|v| v * v).sum::<f64>()
             - logdet
             - 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln()
+    }
+
+    /// This spec completed for `model` as `medtwin twin fit MODEL.xml` does: when `estimate`
+    /// is not empty it replaces the estimated list, each id keeping its entry of this spec if
+    /// it has one, else the default prior (log-normal at the model's nominal value with SD 1
+    /// on the log scale when that value is > 0, else normal with mean the nominal value and SD
+    /// max(|value|, 1)); each of `noise` replaces or adds that observable's noise model.
+    ///
+    /// Errors: [`TwinError::Spec`] for an estimated id that is not a parameter or species of
+    /// the model.
+    pub fn complete(
+        mut self,
+        model: &dyn crate::TwinModel,
+        estimate: &[String],
+        noise: Vec<ObservableSpec>,
+    ) -> Result<Self, TwinError> {
+        if !estimate.is_empty() {
+            let mut est = Vec::with_capacity(estimate.len());
+            for id in estimate {
+                if let Some(e) = self.estimate.iter().find(|e| &e.id == id) {
+                    est.push(e.clone());
+                    continue;
+                }
+                let v = model.nominal(id).ok_or_else(|| {
+                    TwinError::Spec(format!(
+                        "estimate {id}: not a parameter or species of the model"
+                    ))
+                })?;
+                let prior = if v > 0.0 {
+                    Prior::LogNormal {
+                        median: v,
+                        sd_log: 1.0,
+                    }
+                } else {
+                    Prior::Normal {
+                        mean: v,
+                        sd: v.abs().max(1.0),
+                    }
+                };
+                est.push(Estimated {
+                    id: id.clone(),
+                    prior,
+                    lower: None,
+                    upper: None,
+                });
+            }
+            self.estimate = est;
+        }
+        for o in noise {
+            self.observables.retain(|x| x.id != o.id);
+            self.observables.push(o);
+        }
+        Ok(self)
+    }
+
+    /// The first observable of `measured` (e.g. the data's observable ids) without a noise
+    /// model in this spec, `None` when every one has one.
+    pub fn first_without_noise<'a>(
+        &self,
+        measured: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
+        measured.into_iter().find(|id| self.noise_of(id).is_none())
     }
 
     /// The noise model of observable `id`.

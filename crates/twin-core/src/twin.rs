@@ -220,6 +220,47 @@ impl Twin {
         self.data.iter().map(|m| m.time).fold(0.0, f64::max)
     }
 
+    /// The forecast times of `medtwin twin forecast --until UNTIL [--step STEP]`: from the last
+    /// measurement ([`Twin::last_time`]) every `step` (default: a twentieth of the span) up to
+    /// and including `until`, the last time clipped to `until` (model time unit).
+    ///
+    /// Errors: [`TwinError::Data`] when `until` is not after the last measurement, or `step`
+    /// is not > 0 or gives more than 100000 times.
+    pub fn forecast_times(&self, until: f64, step: Option<f64>) -> Result<Vec<f64>, TwinError> {
+        let start = self.last_time();
+        if until.is_nan() || until <= start {
+            return Err(TwinError::Data(format!(
+                "until {until} must be after the last measurement at {start}"
+            )));
+        }
+        let step = step.unwrap_or((until - start) / 20.0);
+        if step.is_nan() || step <= 0.0 || (until - start) / step > 100_000.0 {
+            return Err(TwinError::Data(format!(
+                "step {step} must be > 0 and give at most 100000 times"
+            )));
+        }
+        let n = ((until - start) / step).ceil() as usize;
+        Ok((1..=n)
+            .map(|k| (start + k as f64 * step).min(until))
+            .collect())
+    }
+
+    /// [`Twin::update`] with those of `measurements` not assimilated yet (an identical
+    /// observable, time and value already in [`Twin::data`] is not counted twice), as
+    /// `medtwin twin update` does; returns how many were new. On error the twin is unchanged.
+    pub fn assimilate(
+        &mut self,
+        measurements: Vec<Measurement>,
+        doses: &Plan,
+    ) -> Result<usize, TwinError> {
+        let new: Vec<Measurement> = measurements
+            .into_iter()
+            .filter(|m| !self.data.contains(m))
+            .collect();
+        self.update(&new, doses)?;
+        Ok(new.len())
+    }
+
     /// Forecast the spec's observables at `times` under the history plus `plan`. Every
     /// question (no plan, an empty plan, any plan) uses the same posterior samples and the
     /// same noise draws (common random numbers), so plans differ only by what they change.
