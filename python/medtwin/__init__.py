@@ -8,6 +8,9 @@ Bound so far:
 * :mod:`medtwin.sbml` — load any SBML model and simulate it (``medtwin sbml simulate``);
 * :mod:`medtwin.pk` — NONMEM-style event tables: NCA and FOCE-I population fits (``medtwin pk``);
 * :mod:`medtwin.twin` — T1D patient twins on real records: fit, update, forecast (``medtwin twin``);
+  :mod:`medtwin.twin.generic` (= :mod:`medtwin.generic`) — twins of any SBML model
+  (``medtwin twin fit MODEL.xml``);
+* :mod:`medtwin.petab` — PEtab problems: log-likelihood and multi-start fits (``medtwin petab``);
 * :mod:`medtwin.trial` — in-silico trials on virtual cohorts: run, analyze (``medtwin trial``).
 
 Errors are :class:`MedtwinError` subclasses; long computations release the GIL.
@@ -49,6 +52,8 @@ __all__ = [
     "sbml",
     "pk",
     "twin",
+    "generic",
+    "petab",
     "trial",
     "__version__",
 ]
@@ -174,7 +179,7 @@ def patients() -> "pa.Table":
 
 def __getattr__(name: str) -> Any:
     # Submodules load on first use, so ``import medtwin`` stays fast.
-    if name in ("sbml", "pk", "twin", "trial"):
+    if name in ("sbml", "pk", "twin", "generic", "petab", "trial"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

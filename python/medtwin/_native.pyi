@@ -149,3 +149,66 @@ def trial_assemble(
 ) -> Dict[str, Any]:
     """Chunk files covering the cohort once -> ``out_dir/results.parquet`` (byte-identical to
     :func:`trial_run`'s) + ``summary.json`` + ``plots/``; the same dict as :func:`trial_run`."""
+
+# Generic (SBML) twins: medtwin.twin.generic. Specs, plans and histories are
+# ``(text, "toml"|"json", origin)``; twins cross as their JSON document (format medtwin-twin-core).
+_Doc = Tuple[str, str, str]
+
+def generic_fit(
+    sbml: str,
+    model_origin: str,
+    time_unit: str,
+    data: str,
+    data_origin: str,
+    estimate: Sequence[str],
+    spec: Optional[_Doc] = None,
+    noise: Sequence[str] = ...,
+    history: Optional[_Doc] = None,
+) -> str:
+    """Calibrate (``medtwin twin fit MODEL.xml``); the twin JSON. GIL released."""
+def generic_backtest(
+    sbml: str,
+    model_origin: str,
+    time_unit: str,
+    data: str,
+    data_origin: str,
+    estimate: Sequence[str],
+    origins: Sequence[float],
+    window: float,
+    spec: Optional[_Doc] = None,
+    noise: Sequence[str] = ...,
+    history: Optional[_Doc] = None,
+) -> str:
+    """Rolling-origin backtest; the JSON of ``BacktestResult``. GIL released."""
+def generic_update(twin: str, data: str, data_origin: str, doses: Optional[_Doc] = None) -> Tuple[str, int]:
+    """(updated twin JSON, number of new measurements). GIL released."""
+def generic_info(twin: str) -> Dict[str, Any]:
+    """``time_unit, last_time, n_measurements, observables, estimated, outcome_classes, log_lik_map,
+    ess, samples, laplace_ok, seed, summary, map_values``."""
+def generic_forecast(twin: str, until: float, step: Optional[float] = None, plan: Optional[_Doc] = None) -> Dict[str, Any]:
+    """Columns ``time, observable`` (int32 bytes into ``observables``), ``median, lo50 … hi95``
+    (float64 bytes), ``outcome_probabilities`` ([(class, p)]), ``failed_samples``. GIL released."""
+def generic_whatif(twin: str, plans: Sequence[Tuple[str, str, str]], until: float, step: Optional[float] = None) -> List[Tuple[str, Dict[str, Any]]]:
+    """Plans ``(name, text, "toml"|"json")`` -> ``[(name, forecast columns)]``. GIL released."""
+def generic_load(text: str, origin: str) -> str:
+    """Check a twin document and return it re-serialised."""
+
+# PEtab: medtwin.petab.
+def petab_llh(problem: Union[str, PathLike[str]], rtol: float = 1e-8, atol: float = 1e-12) -> Dict[str, Any]:
+    """``llh, n_measurements, n_simulations, retries`` and residual columns ``line, observable``
+    (lists), ``time, measurement, simulated, sigma, llh_i`` (float64 bytes). GIL released."""
+def petab_fit(
+    problem: Union[str, PathLike[str]],
+    starts: int = 10,
+    seed: int = 0,
+    max_evals: int = 4000,
+    fd_step: float = 1e-4,
+    optimizer: str = "lm",
+    sampler: str = "lhs",
+    nominal_start: bool = True,
+    time_limit: Optional[float] = None,
+    sim_time_limit: float = 10.0,
+    rtol: float = 1e-8,
+    atol: float = 1e-12,
+) -> Tuple[str, int, int]:
+    """(``FitResult`` JSON as ``petab fit --out``, starts within 0.1 of the best, of them sampled). GIL released."""

@@ -13,6 +13,8 @@ pandas/polars ``DataFrame`` with those columns.
 >>> out["bolus"].p_below_70, out["bolus"].table.to_pandas()
 >>> medtwin.twin.advise(tw, 60)["recommended_bolus_u"]
 
+Twins of any SBML model (``medtwin twin fit MODEL.xml --data …``) are :mod:`medtwin.twin.generic`.
+
 Times (``until``) are minutes after the record's first CGM reading, an offset string such as
 ``"90m"``, ``"36h"``, ``"5d"``, or an RFC 3339 date-time. Calibration, assimilation and forecasts
 release the GIL.
@@ -27,12 +29,13 @@ import tempfile
 from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
 from . import _native
+from . import generic as generic  # medtwin.twin.generic: twins of any SBML model
 from ._native import InputError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["fit", "backtest", "whatif", "advise", "import_t1d_uom", "read_record", "Twin", "Forecast", "PlanOutcome"]
+__all__ = ["fit", "backtest", "whatif", "advise", "import_t1d_uom", "read_record", "Twin", "Forecast", "PlanOutcome", "generic"]
 
 RecordLike = Union[str, "os.PathLike[str]", Any]
 TimeLike = Union[None, float, int, str]

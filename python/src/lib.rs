@@ -10,6 +10,8 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+mod generic;
+mod petab;
 mod pk;
 mod sbml;
 mod t1d;
@@ -118,5 +120,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pk::register(m)?;
     twin::register(m)?;
     trial::register(m)?;
+    generic::register(m)?;
+    petab::register(m)?;
     Ok(())
 }

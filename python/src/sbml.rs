@@ -180,7 +180,9 @@ impl PySbml {
     }
 }
 
-fn map_err_in(e: E, file: &str) -> PyErr {
+/// [`map_err`] with the file (or other origin) named before the message (not for I/O errors,
+/// which name it already).
+pub(crate) fn map_err_in(e: E, file: &str) -> PyErr {
     let msg = match &e {
         E::Io(_) => e.to_string(),
         _ => format!("{file}: {e}"),
