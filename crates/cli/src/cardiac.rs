@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use medtwin_cardiac::assay::{results_csv, run_assay, AssayOptions, DoseResult};
 use medtwin_cardiac::classify::training_classifier;
 use medtwin_cardiac::drug::{bundled_drug, Drug};
-use medtwin_cardiac::report::report_html;
+use medtwin_cardiac::report::{report_html, SampleStudy};
 use medtwin_cardiac::samples::{
     bundled_samples, parse_samples, risk_uncertainty, run_samples, samples_csv, summarize,
     summary_csv, UncertaintySample,
@@ -44,7 +44,8 @@ pub struct CipaArgs {
     /// Also propagate the first N uncertainty samples (bootstrap hERG binding + MCMC Hill
     /// parameters, Li et al. 2019) through every dose on all cores; writes DIR/samples.csv,
     /// DIR/samples_summary.csv (median and 95 % interval per dose) and DIR/samples_risk.csv
-    /// (fraction of samples per TdP risk class). Bundled: 50 per CiPA training drug.
+    /// (fraction of samples per TdP risk class), and adds the intervals and risk fractions to
+    /// DIR/report.html. Bundled: 50 per CiPA training drug.
     #[arg(long, default_value_t = 0)]
     pub samples: usize,
     /// Directory with the FDA/CiPA-layout sample tables boot_pars.csv and IC50_samples.csv
@@ -149,7 +150,7 @@ fn cipa(a: CipaArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&a.out).map_err(|e| io_fail(&a.out, e))?;
     write(&a.out.join("results.csv"), &results_csv(&results))?;
     write(&a.out.join("traces.csv"), &traces_csv(&results))?;
-    let html = report_html(&drug.name, drug.cmax_nm, opts.beats, &results)
+    let html = report_html(&drug.name, drug.cmax_nm, opts.beats, &results, None)
         .map_err(|e| CliError::failure(e.to_string()))?;
     write(&a.out.join("report.html"), &html)?;
     println!(
@@ -176,7 +177,7 @@ fn cipa(a: CipaArgs) -> Result<(), CliError> {
     }
     println!("wrote {}", a.out.join("results.csv").display());
     if let Some(samples) = samples {
-        uncertainty(&a, &drug, &doses, &samples, &opts)?;
+        uncertainty(&a, &drug, &doses, &samples, &opts, &results)?;
     }
     Ok(())
 }
@@ -210,6 +211,7 @@ fn uncertainty(
     doses: &[f64],
     samples: &[UncertaintySample],
     opts: &AssayOptions,
+    results: &[DoseResult],
 ) -> Result<(), CliError> {
     let t0 = Instant::now();
     let rows =
@@ -248,6 +250,21 @@ fn uncertainty(
             }
         ),
     )?;
+    let classifier_name = if left_out {
+        "CiPA training set without this drug"
+    } else {
+        "CiPA training set"
+    };
+    // the point-estimate report written above is replaced by one with the samples' intervals
+    let study = SampleStudy {
+        n_samples: samples.len(),
+        summaries: &sum,
+        risk: &risk,
+        classifier: classifier_name,
+    };
+    let html = report_html(&drug.name, drug.cmax_nm, opts.beats, results, Some(&study))
+        .map_err(|e| CliError::failure(e.to_string()))?;
+    write(&a.out.join("report.html"), &html)?;
     let jobs = rows.len();
     println!(
         "uncertainty: {} samples × {} doses = {jobs} runs on {} threads ({secs:.1} s wall)",
@@ -271,7 +288,7 @@ fn uncertainty(
     println!(
         "TdP risk ({} samples, qNet averaged over the doses > 0; classifier: {}): low {:.0} %, intermediate {:.0} %, high {:.0} % -> {}",
         risk.n,
-        if left_out { "CiPA training set without this drug" } else { "CiPA training set" },
+        classifier_name,
         100.0 * risk.fractions[0],
         100.0 * risk.fractions[1],
         100.0 * risk.fractions[2],

@@ -299,4 +299,24 @@ fn samples_write_per_sample_rows_summary_and_risk() {
     assert_eq!(k[1][1], "3");
     let f: f64 = (2..5).map(|i| k[1][i].parse::<f64>().unwrap()).sum();
     assert!((f - 1.0).abs() < 1e-3, "{k:?}");
+    // the report shows the per-dose intervals and the risk fractions of the CSV files
+    let html = std::fs::read_to_string(unc.join("report.html")).unwrap();
+    assert!(html.contains("Uncertainty (3 samples)"), "{html}");
+    for r in &m[1..] {
+        let row = format!(
+            "<td>{}×Cmax</td><td>{}</td><td>{}</td><td>{}</td><td>[{}, {}]</td><td>{}</td><td>[{}, {}]</td>",
+            r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]
+        );
+        assert!(html.contains(&row), "missing {row}");
+    }
+    for (i, class) in ["low", "intermediate", "high"].iter().enumerate() {
+        let cell = format!("<td>{class}</td><td>{} (", k[1][2 + i]);
+        assert!(html.contains(&cell), "missing {cell}");
+    }
+    assert!(html.contains(&format!("Majority call: <b>{}</b>", k[1][5])));
+    // error bars in both dose plots: the SVGs differ from the plain report's
+    let plain_html = std::fs::read_to_string(plain.join("report.html")).unwrap();
+    assert!(plain_html.contains("no uncertainty samples were run"));
+    assert!(!plain_html.contains("95 % interval"));
+    assert!(html.matches("samples: median, 95 % interval").count() >= 2);
 }

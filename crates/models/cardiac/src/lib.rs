@@ -13,7 +13,8 @@
 //! * [`assay`]: the CiPA assay: pacing at 2000 ms from the control steady state, qNet per dose.
 //! * [`classify`]: ordinal-logistic TdP risk classifier on mean qNet, leave-one-out error.
 //! * [`samples`]: uncertainty propagation (bootstrap hERG + MCMC Hill samples) on all cores.
-//! * [`report`]: self-contained HTML report (AP traces, qNet vs dose, results table).
+//! * [`report`]: self-contained HTML report (AP traces, qNet and APD90 vs dose with the samples'
+//!   95 % intervals, results table, risk-class fractions of the samples).
 
 // Dense small-matrix and state-vector kernels index several arrays in step.
 #![allow(clippy::needless_range_loop)]
