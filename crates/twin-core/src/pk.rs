@@ -642,7 +642,8 @@ pub struct Recommendation {
     pub trough_pi80: [f64; 2],
     /// P(C_max,ss > toxic threshold) under the posterior, when a threshold was given.
     pub p_toxic: Option<f64>,
-    /// P(trough within ±20 % of a trough target), for trough targets.
+    /// P(trough within ±tolerance of a trough target) under the posterior, for trough targets
+    /// (tolerance: the [`Objective::InRange`] one, else [`DEFAULT_TOLERANCE`] = ±20 %).
     pub p_target: Option<f64>,
 }
 
@@ -677,11 +678,63 @@ fn ss_profile(pk: &PkModel, p: &PkParams, reg: &Regimen) -> Result<(f64, f64, f6
     Ok((trough, peak, auc))
 }
 
+/// What a recommended dose is chosen to achieve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Objective {
+    /// Meet the target exactly with the MAP parameters (classical MAP Bayesian dosing; linear PK
+    /// makes the dose `target / exposure per unit dose`).
+    Map,
+    /// Maximise the posterior probability that the targeted steady-state exposure lies within
+    /// ±`tolerance` (a fraction, e.g. 0.2) of the target: the Bayes decision for a
+    /// "within ±x %" success criterion (0–1 utility; e.g. Jelliffe et al. 1998, Clin
+    /// Pharmacokinet 34:57 on multiple-model dosing). Read from the twin's weighted posterior
+    /// samples, so it needs enough effective samples to be stable.
+    InRange {
+        /// Half-width of the accepted range as a fraction of the target, in (0, 1).
+        tolerance: f64,
+    },
+}
+
+/// The default tolerance of [`Objective::InRange`] and of [`Recommendation::p_target`]: ±20 %.
+pub const DEFAULT_TOLERANCE: f64 = 0.2;
+
+/// The dose maximising `Σ w_s 1[(1 − tol) v ≤ d e_s ≤ (1 + tol) v]` over `d` for per-unit-dose
+/// exposures `e_s` with weights `w_s`; returns `(dose, probability)`. Each sample accepts the
+/// dose interval `[(1 − tol) v / e_s, (1 + tol) v / e_s]`; a sweep over the sorted interval ends
+/// finds the heaviest overlap, and the dose is the geometric middle of that plateau. `None` when
+/// no sample has a positive finite exposure.
+fn in_range_dose(per_unit: &[(f64, f64)], value: f64, tol: f64) -> Option<(f64, f64)> {
+    let total: f64 = per_unit.iter().map(|s| s.1).sum();
+    // (position, weight change); at equal positions openings come first (closed intervals).
+    let mut events: Vec<(f64, f64)> = Vec::with_capacity(2 * per_unit.len());
+    for &(e, w) in per_unit {
+        if e.is_finite() && e > 0.0 && w > 0.0 {
+            events.push(((1.0 - tol) * value / e, w));
+            events.push(((1.0 + tol) * value / e, -w));
+        }
+    }
+    if events.is_empty() || !(total > 0.0) {
+        return None;
+    }
+    events.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+    let (mut run, mut best, mut at) = (0.0, f64::NEG_INFINITY, (0.0, 0.0));
+    for (i, &(x, dw)) in events.iter().enumerate() {
+        run += dw;
+        if dw > 0.0 && run > best {
+            // The plateau runs from x to the next event's position.
+            let next = events.get(i + 1).map_or(x, |e| e.0);
+            best = run;
+            at = (x, next);
+        }
+    }
+    Some(((at.0 * at.1).sqrt(), best / total))
+}
+
 /// Recommend the dose per interval that meets `target` at steady state with the MAP parameters
 /// (linear PK: exposure is proportional to dose), and report its risk under the twin's weighted
 /// posterior samples. With `toxic`, the dose is refused when P(C_max,ss > toxic) exceeds
 /// `max_risk`, naming the probability. `round_to` rounds the dose to a practical increment
-/// (0 = no rounding).
+/// (0 = no rounding). This is [`recommend_for`] with [`Objective::Map`].
 ///
 /// Errors: [`TdmError::Invalid`] (target ≤ 0, interval ≤ 0, infusion outside [0, τ]),
 /// [`TdmError::Refused`] (zero exposure, toxicity constraint), [`TdmError::Model`].
@@ -692,6 +745,32 @@ pub fn recommend(
     toxic: Option<f64>,
     max_risk: f64,
     round_to: f64,
+) -> Result<Recommendation, TdmError> {
+    recommend_for(
+        twin,
+        target,
+        regimen,
+        toxic,
+        max_risk,
+        round_to,
+        Objective::Map,
+    )
+}
+
+/// [`recommend`] with the dose chosen by `objective`: [`Objective::Map`] meets the target with
+/// the MAP parameters; [`Objective::InRange`] maximises P(exposure within ±tolerance of the
+/// target) under the posterior samples (then [`Recommendation::p_target`] uses that tolerance).
+/// Rounding (`round_to` > 0) and the toxicity check apply to the chosen dose.
+///
+/// Errors: as [`recommend`], plus [`TdmError::Invalid`] for a tolerance outside (0, 1).
+pub fn recommend_for(
+    twin: &TdmTwin,
+    target: Target,
+    regimen: Regimen,
+    toxic: Option<f64>,
+    max_risk: f64,
+    round_to: f64,
+    objective: Objective,
 ) -> Result<Recommendation, TdmError> {
     let value = match target {
         Target::Trough(v) | Target::Auc(v) | Target::Cmax(v) => v,
@@ -707,29 +786,61 @@ pub fn recommend(
             "infusion duration must be within [0, interval]".into(),
         ));
     }
+    let tol = match objective {
+        Objective::Map => DEFAULT_TOLERANCE,
+        Objective::InRange { tolerance } => {
+            if !(tolerance > 0.0 && tolerance < 1.0) {
+                return Err(TdmError::Invalid(format!(
+                    "tolerance {tolerance} must be within (0, 1) (a fraction of the target)"
+                )));
+            }
+            tolerance
+        }
+    };
     let pk = twin.pk_model().pk;
     let post = twin.posterior();
     let (t1, c1, a1) = ss_profile(&pk, &twin.params_at(&post.map)?, &regimen)?;
-    let per_unit = match target {
-        Target::Trough(_) => t1,
-        Target::Auc(_) => a1,
-        Target::Cmax(_) => c1,
+    let pick = |t: f64, c: f64, a: f64| match target {
+        Target::Trough(_) => t,
+        Target::Auc(_) => a,
+        Target::Cmax(_) => c,
     };
+    let per_unit = pick(t1, c1, a1);
     if per_unit.is_nan() || per_unit <= 0.0 {
         return Err(TdmError::Refused(
             "the predicted exposure per unit dose is zero".into(),
         ));
     }
-    let mut dose = value / per_unit;
+    // (trough, peak, auc, weight) per unit dose, per posterior sample.
+    let mut unit_samples = Vec::with_capacity(post.samples.len());
+    for (x, &w) in post.samples.iter().zip(&post.weights) {
+        let (t, c, a) = ss_profile(&pk, &twin.params_at(x)?, &regimen)?;
+        unit_samples.push((t, c, a, w));
+    }
+    let mut dose = match objective {
+        Objective::Map => value / per_unit,
+        Objective::InRange { .. } => {
+            let targeted: Vec<(f64, f64)> = unit_samples
+                .iter()
+                .map(|s| (pick(s.0, s.1, s.2), s.3))
+                .collect();
+            in_range_dose(&targeted, value, tol)
+                .ok_or_else(|| {
+                    TdmError::Refused(
+                        "no posterior sample has a positive exposure per unit dose".into(),
+                    )
+                })?
+                .0
+        }
+    };
     if round_to > 0.0 {
         dose = ((dose / round_to).round() * round_to).max(round_to);
     }
-    // (trough, peak, weight) per posterior sample.
-    let mut per_sample = Vec::with_capacity(post.samples.len());
-    for (x, &w) in post.samples.iter().zip(&post.weights) {
-        let (t, c, _) = ss_profile(&pk, &twin.params_at(x)?, &regimen)?;
-        per_sample.push((t * dose, c * dose, w));
-    }
+    // (trough, peak, weight) per posterior sample at the chosen dose.
+    let per_sample: Vec<(f64, f64, f64)> = unit_samples
+        .iter()
+        .map(|s| (s.0 * dose, s.1 * dose, s.3))
+        .collect();
     let total: f64 = per_sample.iter().map(|s| s.2).sum();
     let prob = |hit: &dyn Fn(f64, f64) -> bool| {
         per_sample
@@ -749,7 +860,7 @@ pub fn recommend(
         }
     }
     let p_target = match target {
-        Target::Trough(v) => Some(prob(&|t, _| (t / v - 1.0).abs() <= 0.2)),
+        Target::Trough(v) => Some(prob(&|t, _| (t / v - 1.0).abs() <= tol)),
         _ => None,
     };
     let mut troughs: Vec<(f64, f64)> = per_sample.iter().map(|s| (s.0, s.2)).collect();
@@ -777,7 +888,8 @@ pub const STANDARD_INTERVALS_H: [f64; 7] = [4.0, 6.0, 8.0, 12.0, 24.0, 48.0, 72.
 
 /// Recommend dose *and* interval: [`recommend`] at each of `intervals_h`, keeping the longest
 /// interval (fewest administrations) whose dose is not refused. Returns that recommendation and
-/// the outcome at every interval tried (refusal reasons included), in the order given.
+/// the outcome at every interval tried (refusal reasons included), in the order given. This is
+/// [`recommend_with_interval_for`] with [`Objective::Map`].
 #[allow(clippy::too_many_arguments)]
 pub fn recommend_with_interval(
     twin: &TdmTwin,
@@ -789,6 +901,33 @@ pub fn recommend_with_interval(
     max_risk: f64,
     round_to: f64,
 ) -> (Result<Recommendation, TdmError>, Vec<IntervalOutcome>) {
+    recommend_with_interval_for(
+        twin,
+        target,
+        intervals_h,
+        cmt,
+        infusion_h,
+        toxic,
+        max_risk,
+        round_to,
+        Objective::Map,
+    )
+}
+
+/// [`recommend_with_interval`] with the dose at each interval chosen by `objective`
+/// ([`recommend_for`]).
+#[allow(clippy::too_many_arguments)]
+pub fn recommend_with_interval_for(
+    twin: &TdmTwin,
+    target: Target,
+    intervals_h: &[f64],
+    cmt: u32,
+    infusion_h: f64,
+    toxic: Option<f64>,
+    max_risk: f64,
+    round_to: f64,
+    objective: Objective,
+) -> (Result<Recommendation, TdmError>, Vec<IntervalOutcome>) {
     let tried: Vec<IntervalOutcome> = intervals_h
         .iter()
         .filter(|&&tau| tau >= infusion_h)
@@ -798,7 +937,10 @@ pub fn recommend_with_interval(
                 cmt,
                 infusion_h,
             };
-            (tau, recommend(twin, target, reg, toxic, max_risk, round_to))
+            (
+                tau,
+                recommend_for(twin, target, reg, toxic, max_risk, round_to, objective),
+            )
         })
         .collect();
     let best = tried
@@ -812,4 +954,25 @@ pub fn recommend_with_interval(
             ))
         });
     (best, tried)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_range_dose;
+
+    /// Samples with per-unit troughs 1, 1.1 and 2 (equal weights), target 1 ± 20 %: the first
+    /// two accept doses [0.8, 1.2] and [0.727, 1.091], the third [0.4, 0.6]; the best dose is
+    /// the geometric middle of [0.8, 1.091] with probability 2/3.
+    #[test]
+    fn in_range_dose_finds_the_heaviest_overlap() {
+        let (d, p) = in_range_dose(&[(1.0, 1.0), (1.1, 1.0), (2.0, 1.0)], 1.0, 0.2).unwrap();
+        assert!((d - (0.8f64 * 1.2 / 1.1).sqrt()).abs() < 1e-12, "{d}");
+        assert!((p - 2.0 / 3.0).abs() < 1e-12, "{p}");
+        // Weights decide: a heavy third sample wins.
+        let (d, p) = in_range_dose(&[(1.0, 1.0), (1.1, 1.0), (2.0, 3.0)], 1.0, 0.2).unwrap();
+        assert!((d - (0.4f64 * 0.6).sqrt()).abs() < 1e-12, "{d}");
+        assert!((p - 0.6).abs() < 1e-12, "{p}");
+        // No positive exposure: no dose.
+        assert!(in_range_dose(&[(0.0, 1.0), (f64::NAN, 1.0)], 1.0, 0.2).is_none());
+    }
 }
