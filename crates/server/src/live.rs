@@ -610,6 +610,33 @@ struct Cached {
     replay: Vec<Twin>,
 }
 
+/// Twin time one update assimilates at most, min (24 h). A twin with more data to catch up
+/// on (a first fit on days of history, a device that uploads a week at once) is brought up to
+/// date in slices: after each slice it is saved and queued again, behind the patients already
+/// waiting, so one patient's backlog delays the others by at most one slice
+/// (`tests/isolation.rs`). Slices end at a CGM reading; the result is the same as one long
+/// update (the filter is advanced in the same steps from the same state).
+pub const CATCH_UP_SLICE_MIN: f64 = 1440.0;
+
+/// Where an update of a filter at minute `t` ends on `sched`: its last CGM reading at most
+/// [`CATCH_UP_SLICE_MIN`] after `t` (the first one after `t` when a gap leaves none that
+/// close), and whether readings after it remain for the next slice.
+fn slice_until(sched: &InputSchedule, t: f64) -> (f64, bool) {
+    let last = sched.last_cgm_min();
+    let cap = t + CATCH_UP_SLICE_MIN;
+    if last <= cap {
+        return (last, false);
+    }
+    let times = || sched.cgm.iter().map(|c| c.0).filter(|&x| x > t);
+    let within = times().filter(|&x| x <= cap).fold(f64::NAN, f64::max);
+    let until = if within.is_nan() {
+        times().fold(f64::INFINITY, f64::min)
+    } else {
+        within
+    };
+    (until, until < last)
+}
+
 /// Filter states kept per live twin for re-assimilating late data.
 pub const REPLAY_CHECKPOINTS: usize = 2;
 /// Twin time between kept filter states, min: late data up to 2–4 h old are re-assimilated.
@@ -934,11 +961,13 @@ async fn continue_twin(
                 return Ok(None); // nothing new, checkpoint current (or not due)
             }
             let mut readings = 0;
+            let mut more = false;
             if new {
                 let mut sched = InputSchedule::from_record_at(&record, origin);
                 sched.carried_long_acting_min = c.sched.carried_long_acting_min;
-                let until = sched.last_cgm_min();
                 let mut t = c.engine.filter.t_min;
+                let until;
+                (until, more) = slice_until(&sched, t);
                 readings = sched.cgm.iter().filter(|x| x.0 > t && x.0 <= until).count();
                 while t < until {
                     t = (t + 360.0).min(until);
@@ -947,8 +976,12 @@ async fn continue_twin(
                         .map_err(|e| e.to_string())?;
                 }
                 c.sched = sched.truncated(c.engine.filter.t_min);
-                c.data_time_ms = last_ms;
-                e2.data_time_ms.store(last_ms, Ordering::Release);
+                c.data_time_ms = if more {
+                    ms_of_min(origin, until)
+                } else {
+                    last_ms
+                };
+                e2.data_time_ms.store(c.data_time_ms, Ordering::Release);
                 c.keep_replay_state();
             }
 
@@ -965,6 +998,7 @@ async fn continue_twin(
                 data_time_ms: c.data_time_ms,
                 twin,
                 readings,
+                more,
             }))
         })
         .await?;
@@ -978,6 +1012,12 @@ async fn continue_twin(
     }
     if u.readings > 0 {
         live.record_update(u.readings, [t_load, t_compute, t_save, Instant::now()]);
+    }
+    if u.more {
+        // The rest of the backlog after the patients waiting now (queued again once this
+        // update ends); no forecast for an intermediate state.
+        live.notify(pid, None);
+        return Ok(());
     }
     eager_forecast(store, cfg, pid, live).await
 }
@@ -1043,8 +1083,9 @@ async fn replay_late(
         let mut engine = TwinEngine::from_twin(&from).map_err(|e| e.to_string())?;
         let mut sched = InputSchedule::from_record_at(&record, origin);
         sched.carried_long_acting_min = c.sched.carried_long_acting_min;
-        let until = sched.last_cgm_min();
         let mut t = engine.filter.t_min;
+        // One slice at most; the update that called this goes on from where it ends.
+        let (until, more) = slice_until(&sched, t);
         while t < until {
             t = (t + 360.0).min(until);
             engine
@@ -1053,7 +1094,11 @@ async fn replay_late(
         }
         c.engine = engine;
         c.sched = sched.truncated(c.engine.filter.t_min);
-        c.data_time_ms = c.data_time_ms.max(last_ms);
+        c.data_time_ms = if more {
+            ms_of_min(origin, until)
+        } else {
+            c.data_time_ms.max(last_ms)
+        };
         e.data_time_ms.store(c.data_time_ms, Ordering::Release);
         c.force_save = true;
         c.keep_replay_state();
@@ -1073,6 +1118,8 @@ struct Update {
     data_time_ms: i64,
     twin: Option<String>,
     readings: usize,
+    /// Data remain after this slice ([`CATCH_UP_SLICE_MIN`]).
+    more: bool,
 }
 
 /// Forecast right after an update when no other patient waits for assimilation; otherwise
@@ -1173,8 +1220,8 @@ async fn first_fit(
                 Ok(e) => e,
                 Err(e) => return Ok(Step::Failed(e.to_string())),
             };
-            let until = sched.last_cgm_min();
             let mut t = engine.filter.t_min;
+            let (until, more) = slice_until(&sched, t);
             let readings = sched.cgm.iter().filter(|c| c.0 > t && c.0 <= until).count();
             while t < until {
                 t = (t + 360.0).min(until);
@@ -1182,15 +1229,21 @@ async fn first_fit(
                     .assimilate_until(&sched, t)
                     .map_err(|e| e.to_string())?;
             }
+            let data_time_ms = if more {
+                ms_of_min(sched.origin().ok_or("twin: bad origin")?, until)
+            } else {
+                last_ms
+            };
 
             let twin = engine.to_twin(&sched, Some(pid_s));
             let json = serde_json::to_string(&twin).map_err(|e| e.to_string())?;
-            let cached = Cached::from_doc(&twin, last_ms)?;
+            let cached = Cached::from_doc(&twin, data_time_ms)?;
             Ok(Step::Fitted(
                 Update {
-                    data_time_ms: last_ms,
+                    data_time_ms,
                     twin: Some(json),
                     readings,
+                    more,
                 },
                 Box::new(cached),
             ))
@@ -1211,7 +1264,7 @@ async fn first_fit(
         }
         Step::Fitted(u, cached) => {
             store
-                .save_twin(pid, "ok", "", last_ms, u.twin.as_deref())
+                .save_twin(pid, "ok", "", u.data_time_ms, u.twin.as_deref())
                 .await
                 .map_err(|e| e.to_string())?;
 
@@ -1225,7 +1278,11 @@ async fn first_fit(
             if let Ok(mut v) = live.fitted.lock() {
                 v.push(pid.to_string());
             }
-            eager_forecast(store, cfg, pid, live).await?;
+            if u.more {
+                live.notify(pid, None); // the rest of its data after the patients waiting
+            } else {
+                eager_forecast(store, cfg, pid, live).await?;
+            }
         }
     }
     Ok(())
