@@ -66,11 +66,15 @@ mod comp;
 mod dde;
 mod math;
 mod model;
+mod sens;
 mod sim;
 mod sparse;
 mod stiff;
 
 pub use model::SbmlModel;
+pub use sens::{
+    initial_sensitivities, simulate_sensitivities, SensCourse, SensOptions, SensParam,
+};
 
 use std::fmt::Write as _;
 use std::path::Path;
