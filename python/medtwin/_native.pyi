@@ -192,6 +192,10 @@ def generic_whatif(twin: str, plans: Sequence[Tuple[str, str, str]], until: floa
     """Plans ``(name, text, "toml"|"json")`` -> ``[(name, forecast columns)]``. GIL released."""
 def generic_load(text: str, origin: str) -> str:
     """Check a twin document and return it re-serialised."""
+def generic_sepsis() -> Tuple[str, str]:
+    """(SBML text, spec TOML) of the sepsis twin embedded in the library."""
+def generic_sepsis_outcome(k_pg: float, p0: float, plan: Optional[_Doc] = None) -> str:
+    """Outcome class at 1000 h of a sepsis patient. GIL released."""
 
 # PEtab: medtwin.petab.
 def petab_llh(problem: Union[str, PathLike[str]], rtol: float = 1e-8, atol: float = 1e-12) -> Dict[str, Any]:

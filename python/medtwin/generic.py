@@ -50,7 +50,7 @@ from ._native import InputError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["fit", "load", "backtest", "GenericTwin", "Forecast"]
+__all__ = ["fit", "load", "from_json", "backtest", "sepsis", "sepsis_outcome", "GenericTwin", "Forecast"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 DataLike = Union[PathLike, Any]
@@ -392,3 +392,24 @@ def backtest(
     )
     res: Dict[str, Any] = json.loads(out)
     return res
+
+
+def sepsis() -> Tuple[str, str]:
+    """The sepsis twin's model and calibration spec, embedded in the package (README "Any model
+    as a twin: the sepsis twin"): ``(sbml, spec)`` — the SBML text of Reynolds et al. 2006's
+    acute inflammatory response (J Theor Biol 242:220; BioModels BIOMD0000000714; time in hours)
+    and the spec TOML (``P`` and ``k_pg`` estimated; ``Nstar`` and ``D`` observed with 25 %
+    log-normal noise; outcome at 1000 h: septic death, aseptic death or healthy).
+
+    >>> sbml, spec = medtwin.twin.generic.sepsis()
+    >>> tw = medtwin.twin.generic.fit(sbml, measurements, prior=spec)"""
+    sbml, spec = _native.generic_sepsis()
+    return sbml, spec
+
+
+def sepsis_outcome(k_pg: float, p0: float, plan: PlanLike = None) -> str:
+    """The outcome class at 1000 h (``"septic death"``, ``"aseptic death"`` or ``"healthy"``) of a
+    sepsis patient with pathogen growth rate ``k_pg`` (1/h) and initial pathogen load ``p0``
+    (the model's units) under ``plan``: the deterministic truth a twin's outcome probabilities
+    can be checked against."""
+    return str(_native.generic_sepsis_outcome(_num("k_pg", k_pg), _num("p0", p0), _plan(plan)))

@@ -328,9 +328,7 @@ fn generic_forecast<'py>(
         None => Plan::default(),
     };
     let times = t.forecast_times(until, step).map_err(twin_err)?;
-    let p = py
-        .detach(|| t.forecast(&plan, &times))
-        .map_err(twin_err)?;
+    let p = py.detach(|| t.forecast(&plan, &times)).map_err(twin_err)?;
     prediction_dict(py, &p)
 }
 
@@ -351,9 +349,7 @@ fn generic_whatif<'py>(
         named.push((name.clone(), parse_plan(text, format, name)?));
     }
     let times = t.forecast_times(until, step).map_err(twin_err)?;
-    let res = py
-        .detach(|| t.whatif(&named, &times))
-        .map_err(twin_err)?;
+    let res = py.detach(|| t.whatif(&named, &times)).map_err(twin_err)?;
     res.iter()
         .map(|(name, p)| Ok((name.clone(), prediction_dict(py, p)?)))
         .collect()
@@ -368,7 +364,42 @@ fn generic_load(py: Python<'_>, text: &str, origin: &str) -> PyResult<String> {
     to_json(&t)
 }
 
+/// The sepsis twin's model and spec as embedded in the library (`medtwin_twin_core::sepsis`):
+/// `(SBML text of Reynolds et al. 2006, BIOMD0000000714, hours; calibration spec TOML)`.
+#[pyfunction]
+fn generic_sepsis() -> (&'static str, &'static str) {
+    (
+        medtwin_twin_core::sepsis::REYNOLDS_2006_SBML,
+        medtwin_twin_core::sepsis::SPEC_TOML,
+    )
+}
+
+/// Outcome class at 1000 h of a sepsis patient with pathogen growth rate `k_pg` (1/h) and
+/// initial pathogen load `p0` under `plan` (`medtwin_twin_core::sepsis::outcome_of`).
+#[pyfunction]
+#[pyo3(signature = (k_pg, p0, plan=None))]
+fn generic_sepsis_outcome(
+    py: Python<'_>,
+    k_pg: f64,
+    p0: f64,
+    plan: Option<(String, String, String)>,
+) -> PyResult<String> {
+    if !(k_pg.is_finite() && p0.is_finite()) {
+        return Err(InputError::new_err(format!(
+            "k_pg {k_pg} and p0 {p0} must be finite"
+        )));
+    }
+    let plan = match plan {
+        Some((text, format, origin)) => parse_plan(&text, &format, &origin)?,
+        None => Plan::default(),
+    };
+    py.detach(|| medtwin_twin_core::sepsis::outcome_of(k_pg, p0, &plan))
+        .map_err(twin_err)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(generic_sepsis, m)?)?;
+    m.add_function(wrap_pyfunction!(generic_sepsis_outcome, m)?)?;
     m.add_function(wrap_pyfunction!(generic_fit, m)?)?;
     m.add_function(wrap_pyfunction!(generic_backtest, m)?)?;
     m.add_function(wrap_pyfunction!(generic_update, m)?)?;
