@@ -1,4 +1,5 @@
-//! Where the integrator spends its steps in one control beat (diagnostic).
+//! Where the integrator spends its steps in one control beat (diagnostic):
+//! `steps_profile [rtol] [max_step_ms]`.
 use medtwin_cardiac::model::{OrdParams, INITIAL_STATE_CL2000};
 use medtwin_cardiac::solver::{Integrator, SolverOptions};
 fn main() {
@@ -7,6 +8,7 @@ fn main() {
         OrdParams::control(),
         SolverOptions {
             rtol,
+            max_step_ms: std::env::args().nth(2).map_or(5.0, |s| s.parse().unwrap()),
             ..Default::default()
         },
     );

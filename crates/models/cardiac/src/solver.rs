@@ -222,8 +222,20 @@ impl Integrator {
         let half = 0.5 * h;
         let mut y_half = [0.0; N_STATES];
         let r0 = &self.r0;
+        // φ(z) and φ(z/2) from one expm1: 1 − e^(−z) = (1 − e^(−z/2))(1 + e^(−z/2)), so
+        // φ(z) = φ(z/2)·(1 + e^(−z/2))/2; φ(k₀h) is the first-order step of the error estimate
+        let mut phi_full = [0.0; MARKOV0];
         for i in 0..MARKOV0 {
-            y_half[i] = y[i] + (r0.p[i] - r0.k[i] * y[i]) * phi(r0.k[i] * half) * half;
+            let zh = r0.k[i] * half;
+            let (ph, pf) = if zh < 1e-8 {
+                (1.0 - 0.5 * zh, 1.0 - zh)
+            } else {
+                let em = (-zh).exp_m1();
+                let ph = -em / zh;
+                (ph, ph * (1.0 + 0.5 * em))
+            };
+            phi_full[i] = pf;
+            y_half[i] = y[i] + (r0.p[i] - r0.k[i] * y[i]) * ph * half;
         }
         let q0 = r0.herg.generator(&self.herg);
         let x_half = if self.opts.markov_be_predictor {
@@ -238,7 +250,7 @@ impl Integrator {
         for i in 0..MARKOV0 {
             let yi = y[i];
             let (k0, k1) = (r0.k[i], r1.k[i]);
-            let lo = yi + (r0.p[i] - k0 * yi) * phi(k0 * h) * h;
+            let lo = yi + (r0.p[i] - k0 * yi) * phi_full[i] * h;
             let (hi, slaved) = if k0 > 1e-12 && k1 > 1e-12 {
                 // exponential integrator with the target varying linearly over the step
                 // (slope from the targets at t and t + h/2) and the rate frozen at t + h/2
