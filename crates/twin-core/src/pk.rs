@@ -713,7 +713,7 @@ fn in_range_dose(per_unit: &[(f64, f64)], value: f64, tol: f64) -> Option<(f64, 
             events.push(((1.0 + tol) * value / e, -w));
         }
     }
-    if events.is_empty() || !(total > 0.0) {
+    if events.is_empty() || total.is_nan() || total <= 0.0 {
         return None;
     }
     events.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
