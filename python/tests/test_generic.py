@@ -206,3 +206,29 @@ def test_sepsis_embedded_is_the_bundled_twin(files, twin):
     assert G.sepsis_outcome(0.3, 1.3, plan=DOSE_TOML) == "healthy"
     with pytest.raises(medtwin.InputError):
         G.sepsis_outcome(float("nan"), 1.0)
+
+
+def test_tdm_twin_forecast_with_infusions_is_the_cli(data_dir, tmp_path):
+    """A PK/TDM twin (`medtwin pk twin`) is a twin-core twin too: forecasts under infusion plans
+    (`duration` > 0: zero-order) through the generic API equal the CLI's."""
+    theoph = medtwin.pk.import_r("theoph", data_dir / "pk" / "Theoph.csv")
+    f = medtwin.pk.fit(theoph, "1cpt-oral", parameters=["KE", "KA", "CL"], iiv=["KA", "CL"], standard_errors=False)
+    tdm = medtwin.pk.twin(f, theoph, id="1")
+    tw = G.from_json(tdm.to_json())
+    assert tw.observables == ["C"] and tw.time_unit == "h" and tw.last_time == pytest.approx(24.37)
+    inf = [{"time": 30.0, "target": "central", "amount": 4.0, "duration": 2.0}]
+    bolus = [{"time": 30.0, "target": "central", "amount": 4.0}]
+    fi = tw.forecast(48, 1.0, plan=inf)
+    fb = tw.forecast(48, 1.0, plan=bolus)
+    rows_i, rows_b = fi.table.to_pylist(), fb.table.to_pylist()
+    t31 = next(k for k, r in enumerate(rows_i) if r["time"] >= 31.0)
+    assert rows_i[t31]["median"] < rows_b[t31]["median"]  # the infusion is still running at 31 h
+    # after its end, linear PK: C_infusion / C_bolus = (exp(ke T) - 1) / (ke T), a little above 1
+    # for theophylline's ke ~ 0.08 /h and T = 2 h
+    assert 1.0 < rows_i[-1]["median"] / rows_b[-1]["median"] < 1.2
+    tj, plan, out = tmp_path / "tdm.json", tmp_path / "inf.toml", tmp_path / "f.csv"
+    tdm.save(tj)
+    plan.write_text('[[dose]]\ntime = 30.0\ntarget = "central"\namount = 4.0\nduration = 2.0\n')
+    cli("twin", "forecast", tj, "--plan", plan, "--until", 48, "--step", 1, "--out", out)
+    assert_table_is_csv(fi.table, read_csv(out))
+    assert tw.forecast(48, 1.0, plan=plan).table.equals(fi.table)
