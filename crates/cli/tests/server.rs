@@ -768,6 +768,40 @@ fn live_twin(db: &str, dir: &Path, first: &Path, rest: &[String]) {
     assert_eq!(twin["status"], "ok");
     assert_eq!(twin["parameters"].as_array().unwrap().len(), 4);
 
+    // One predictive distribution: the what-if of an empty plan is the forecast (same horizon),
+    // within Monte-Carlo error: P(< 70) within 0.05, medians within 10 mg/dL at every time.
+    let req = json!({"horizon_min": bands.len(), "plans": [{"name": "none"}]});
+    let r = call(
+        "POST",
+        &format!("{b}/patients/uom/whatif"),
+        Some(&admin),
+        Some(&req),
+    );
+    assert_eq!(r.0, 200, "{}", r.1);
+    let none = json_of(&r)["outcomes"][0].clone();
+    let dp = (none["p_below_70"].as_f64().unwrap() - fc["p_below_70"].as_f64().unwrap()).abs();
+    assert!(
+        dp <= 0.05,
+        "P(<70): what-if {} vs forecast {}",
+        none["p_below_70"],
+        fc["p_below_70"]
+    );
+    let mut compared = 0;
+    for w in none["bands"].as_array().unwrap() {
+        let f = bands
+            .iter()
+            .find(|p| p["minutes_ahead"] == w["minutes_ahead"])
+            .unwrap_or_else(|| panic!("forecast has no point at {}", w["minutes_ahead"]));
+        let (mw, mf) = (w["median"].as_f64().unwrap(), f["median"].as_f64().unwrap());
+        assert!(
+            (mw - mf).abs() <= 10.0,
+            "{} min: what-if median {mw} vs forecast {mf}",
+            w["minutes_ahead"]
+        );
+        compared += 1;
+    }
+    assert!(compared >= 10, "compared {compared} times");
+
     // What-if: a 60 g meal without insulin raises the median 2 h later.
     let req = json!({"horizon_min": 180, "plans": [{"name": "none"}, {"name": "meal", "meals": [{"at_min": 0, "carbs_g": 60}]}]});
     let r = call(
