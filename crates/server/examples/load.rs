@@ -22,9 +22,18 @@
 //! ```sh
 //! cargo run --release -p medtwin-server --example load -- [--patients 1000] [--rate 1000] \
 //!     [--seconds 60] [--particles 100] [--workers N] [--sample 0.02] [--pollers 8] [--fit] \
-//!     [--twins N] \
+//!     [--twins N] [--listen 127.0.0.1:0] [--flood HOST [--flood-conns 50]] \
 //!     [--db sqlite:///tmp/medtwin-load.db]
 //! ```
+//!
+//! **Flood** (`--flood HOST`, issue 15): during the timed phase `wrk` (must be installed)
+//! sends unauthenticated `GET /patients/<10 000 × 'A'>/forecast` as fast as it can over
+//! `--flood-conns` connections to `http://HOST:PORT`, where HOST is another address of this
+//! machine than the load generator's 127.0.0.1 (e.g. the eth0 address, with `--listen
+//! 0.0.0.0:0`), so the server sees it as a different client, as an attacker would be. The
+//! report adds wrk's summary (requests, rate, status classes) and the SQLite database + WAL
+//! size before the timed phase, at its end and after the server stopped (the audit
+//! aggregates are written on stop).
 //!
 //! The server runs in this process (same machine, same cores as the load generator). The
 //! report includes the process's CPU use and the machine's load average during the run.
@@ -133,8 +142,13 @@ fn main() {
             let _ = std::fs::remove_file(format!("{path}{ext}"));
         }
     }
+    let flood: Option<String> = std::env::args()
+        .position(|a| a == "--flood")
+        .and_then(|i| std::env::args().nth(i + 1));
+    let flood_conns: usize = arg("--flood-conns", 50);
+    let listen: std::net::SocketAddr = arg("--listen", "127.0.0.1:0".parse().unwrap());
     let rt = medtwin_server::runtime().expect("runtime");
-    let mut cfg = ServerConfig::new(&db, "127.0.0.1:0".parse().unwrap());
+    let mut cfg = ServerConfig::new(&db, listen);
     cfg.particles = particles;
     cfg.workers = arg("--workers", cfg.workers);
     // One admin token stands for all 1 000 devices here: no per-token limit (the per-client
@@ -244,7 +258,7 @@ fn main() {
         .await
         .expect("server")
     });
-    let base = format!("http://{addr}");
+    let base = format!("http://127.0.0.1:{}", addr.port());
     let auth = format!("Bearer {admin}");
     let a = agent();
     let hdr = [("authorization", auth.as_str())];
@@ -284,6 +298,34 @@ fn main() {
     // Timed phase.
     let n_total = (rate * seconds) as usize;
     let t0 = Instant::now() + Duration::from_millis(200);
+    let db_size = || {
+        db.strip_prefix("sqlite://").map_or(0, |p| {
+            ["", "-wal"]
+                .iter()
+                .map(|x| {
+                    std::fs::metadata(format!("{p}{x}"))
+                        .map(|m| m.len())
+                        .unwrap_or(0)
+                })
+                .sum::<u64>()
+        })
+    };
+    let size_before = db_size();
+    let flooder = flood.as_ref().map(|host| {
+        let url = format!(
+            "http://{host}:{}/patients/{}/forecast",
+            addr.port(),
+            "A".repeat(10_000)
+        );
+        let secs = seconds.ceil() as u64;
+        std::process::Command::new("wrk")
+            .args(["-t2", &format!("-c{flood_conns}"), &format!("-d{secs}s")])
+            .arg(&url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("--flood needs wrk on the PATH")
+    });
     let done = Arc::new(AtomicBool::new(false));
     let cpu0 = cpu_s();
     let m0 = machine_cpu();
@@ -440,6 +482,21 @@ fn main() {
         seen.extend(ps);
     }
     let loads = monitor.join().unwrap();
+    let size_end = db_size();
+    let flood_report = flooder.map(|c| {
+        let o = c.wait_with_output().expect("wrk");
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        out.lines()
+            .filter(|l| {
+                l.contains("requests in")
+                    || l.contains("Requests/sec")
+                    || l.contains("Non-2xx")
+                    || l.contains("Socket errors")
+            })
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
     let health = request(&a, "GET", &format!("{base}/healthz"), &[], None)
         .map(|r| r.1)
         .unwrap_or_default();
@@ -494,4 +551,30 @@ fn main() {
     println!("server live twins: {live}");
     let _ = stop_tx.send(());
     let _ = rt.block_on(task);
+    if let Some(f) = flood_report {
+        println!(
+            "flood (wrk, unauthenticated, {flood_conns} connections from {}): {f}",
+            flood.as_deref().unwrap_or("")
+        );
+        println!(
+            "database + WAL: {size_before} bytes before the timed phase, {size_end} at its end, {} after stop (+{} bytes)",
+            db_size(),
+            db_size().saturating_sub(size_before)
+        );
+        let audit = rt.block_on(async {
+            let s = medtwin_store::Store::open(&db).await.expect("store");
+            let l = s.audit_log(None, 1_000_000).await.expect("audit");
+            s.close().await;
+            l
+        });
+        let anon: Vec<_> = audit
+            .iter()
+            .filter(|r| r.actor.starts_with("anonymous"))
+            .collect();
+        println!(
+            "audit: {} records in all, {} of them for refused unauthenticated requests",
+            audit.len(),
+            anon.len()
+        );
+    }
 }
