@@ -48,10 +48,10 @@ fn complete_defaults_keeps_spec_entries_and_names_unknown_ids() {
         estimate: vec![Estimated {
             id: "ka".into(),
             prior: Prior::Normal {
-                mean: 20.0,
-                sd: 2.0,
+                mean: 1.2,
+                sd: 0.3,
             },
-            lower: Some(1.0),
+            lower: Some(0.01),
             upper: None,
         }],
         ..CalibrationSpec::default()
