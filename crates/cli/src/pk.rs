@@ -9,8 +9,8 @@ use medtwin_pk::model::PkModel;
 use medtwin_pk::nca::{nca_dataset, Route};
 use medtwin_pk::pop::{fit, vpc, CovariateEffect, ErrorModel, FitOptions, PopFit, PopModel};
 use medtwin_twin_core::pk::{
-    backtest, recommend, recommend_with_interval, Regimen, Target, TdmError, TdmTwin,
-    STANDARD_INTERVALS_H,
+    backtest, recommend_for, recommend_with_interval_for, Objective, Regimen, Target, TdmError,
+    TdmTwin, DEFAULT_TOLERANCE, STANDARD_INTERVALS_H,
 };
 use std::path::{Path, PathBuf};
 
@@ -174,6 +174,15 @@ pub struct RecommendArgs {
     /// Round the dose to this increment (0 = exact).
     #[arg(long, default_value_t = 0.0)]
     round: f64,
+    /// How the dose is chosen: `map` meets the target with the MAP parameters; `p-in-range`
+    /// maximises the posterior probability that the targeted exposure is within ±tolerance of
+    /// the target (the Bayes decision for a "within ±x %" criterion).
+    #[arg(long, default_value = "map")]
+    objective: String,
+    /// Half-width of the accepted range for `--objective p-in-range`, as a fraction of the
+    /// target (the reported P(trough in range) uses it; with `map` that range is ±20 %).
+    #[arg(long, default_value_t = 0.2)]
+    tolerance: f64,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -408,6 +417,23 @@ fn recommend_cmd(a: RecommendArgs) -> Result<(), CliError> {
             )))
         }
     };
+    let objective = match a.objective.as_str() {
+        "map" => Objective::Map,
+        "p-in-range" => Objective::InRange {
+            tolerance: a.tolerance,
+        },
+        o => {
+            return Err(CliError::input(format!(
+                "--objective {o}: expected map or p-in-range"
+            )))
+        }
+    };
+    if !(a.tolerance > 0.0 && a.tolerance < 1.0) {
+        return Err(CliError::input(format!(
+            "--tolerance {}: must be within (0, 1) (a fraction of the target)",
+            a.tolerance
+        )));
+    }
     let map_err = |e: TdmError| match e {
         TdmError::Refused(_) => CliError::failure(e.to_string()),
         _ => CliError::input(e.to_string()),
@@ -419,10 +445,11 @@ fn recommend_cmd(a: RecommendArgs) -> Result<(), CliError> {
                 cmt: a.cmt,
                 infusion_h: a.infusion_h,
             };
-            recommend(&twin, target, reg, a.toxic, a.max_risk, a.round).map_err(map_err)?
+            recommend_for(&twin, target, reg, a.toxic, a.max_risk, a.round, objective)
+                .map_err(map_err)?
         }
         None => {
-            let (best, tried) = recommend_with_interval(
+            let (best, tried) = recommend_with_interval_for(
                 &twin,
                 target,
                 &STANDARD_INTERVALS_H,
@@ -431,6 +458,7 @@ fn recommend_cmd(a: RecommendArgs) -> Result<(), CliError> {
                 a.toxic,
                 a.max_risk,
                 a.round,
+                objective,
             );
             if !a.json {
                 for (tau, r) in &tried {
@@ -450,6 +478,10 @@ fn recommend_cmd(a: RecommendArgs) -> Result<(), CliError> {
             best.map_err(map_err)?
         }
     };
+    let tol = match objective {
+        Objective::Map => DEFAULT_TOLERANCE,
+        Objective::InRange { tolerance } => tolerance,
+    };
     if a.json {
         println!(
             "{}",
@@ -459,7 +491,7 @@ fn recommend_cmd(a: RecommendArgs) -> Result<(), CliError> {
         println!(
             "dose {:.4} every {} h -> steady state (MAP): trough {:.3}, Cmax {:.3}, AUC_tau {:.3}; trough 80 % interval [{:.3}, {:.3}]{}{}",
             r.dose, r.interval_h, r.map_trough, r.map_cmax, r.map_auc, r.trough_pi80[0], r.trough_pi80[1],
-            r.p_target.map(|p| format!("; P(trough within ±20 % of target) = {p:.2}")).unwrap_or_default(),
+            r.p_target.map(|p| format!("; P(trough within ±{:.0} % of target) = {p:.2}", 100.0 * tol)).unwrap_or_default(),
             r.p_toxic.map(|p| format!("; P(Cmax > toxic) = {p:.3}")).unwrap_or_default()
         );
     }
