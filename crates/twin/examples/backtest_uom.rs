@@ -11,7 +11,10 @@ use medtwin_twin::backtest::{score, ScoredPoint};
 use medtwin_twin::{backtest, BacktestOptions, InputSchedule, TwinSettings};
 
 fn print(label: &str, scores: &std::collections::BTreeMap<String, medtwin_twin::HorizonScore>) {
-    for (h, m) in scores {
+    // in order of minutes (the keys are strings: "120" sorts before "30")
+    let mut rows: Vec<_> = scores.iter().collect();
+    rows.sort_by_key(|(h, _)| h.parse::<u32>().unwrap_or(u32::MAX));
+    for (h, m) in rows {
         println!(
             "{label} h={h:>3} rmse {:6.1} pers {:6.1} ratio {:.3} cov80 {:.3} cov95 {:.3} w80 {:5.1} bias {:6.1} n {}",
             m.rmse_mg_dl,
