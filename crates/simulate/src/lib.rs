@@ -65,6 +65,27 @@ pub enum SolveError {
     },
 }
 
+/// A rejected per-state tolerance setting ([`Dopri5::set_tolerance_factors`]).
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ToleranceError {
+    /// Not one factor per state.
+    #[error("{got} tolerance factors given for {states} states")]
+    Length {
+        /// Factors given.
+        got: usize,
+        /// States of the integrator.
+        states: usize,
+    },
+    /// A factor that is not a finite positive number.
+    #[error("tolerance factor {index} is {value}: must be finite and > 0")]
+    Factor {
+        /// State index.
+        index: usize,
+        /// The value given.
+        value: f64,
+    },
+}
+
 /// Tolerances and limits of an integrator.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SolverOptions {
@@ -100,6 +121,9 @@ pub struct SolverStats {
     pub accepted: u64,
     /// Rejected steps.
     pub rejected: u64,
+    /// Restarts: calls that could not continue the previous step (inputs or state changed, or
+    /// first call), each costing one extra right-hand-side evaluation.
+    pub restarts: u64,
 }
 
 /// Something that advances a model's state from `t0` to `t1` with the inputs `u` held constant.
@@ -166,6 +190,10 @@ const D7: f64 = 69997945.0 / 29380423.0;
 #[derive(Debug, Clone)]
 pub struct Dopri5 {
     opts: SolverOptions,
+    // per-state absolute and relative tolerances: opts' values times the state's factor (1 unless
+    // set by `set_tolerance_factors`)
+    atol_i: Vec<f64>,
+    rtol_i: Vec<f64>,
     k: [Vec<f64>; 7],
     y1: Vec<f64>,
     tmp: Vec<f64>,
@@ -191,6 +219,8 @@ impl Dopri5 {
         let v = || vec![0.0; n_states];
         Dopri5 {
             opts,
+            atol_i: vec![opts.atol; n_states],
+            rtol_i: vec![opts.rtol; n_states],
             k: [v(), v(), v(), v(), v(), v(), v()],
             y1: v(),
             tmp: v(),
@@ -210,6 +240,32 @@ impl Dopri5 {
     /// The options in use.
     pub fn options(&self) -> SolverOptions {
         self.opts
+    }
+
+    /// Scale the tolerances state by state: state `i`'s error is measured against
+    /// `factors[i]·(atol + rtol·|y_i|)` (one factor per state, each finite and > 0; all 1 is the
+    /// default and changes nothing). For states whose accuracy matters less to the outputs than
+    /// the common tolerance demands (e.g. a fast compartment whose local errors decay within
+    /// minutes). Errors: wrong length or a factor that is not finite and positive; the
+    /// tolerances are then unchanged.
+    pub fn set_tolerance_factors(&mut self, factors: &[f64]) -> Result<(), ToleranceError> {
+        if factors.len() != self.atol_i.len() {
+            return Err(ToleranceError::Length {
+                got: factors.len(),
+                states: self.atol_i.len(),
+            });
+        }
+        if let Some(i) = factors.iter().position(|f| !(f.is_finite() && *f > 0.0)) {
+            return Err(ToleranceError::Factor {
+                index: i,
+                value: factors[i],
+            });
+        }
+        for (i, f) in factors.iter().enumerate() {
+            self.atol_i[i] = self.opts.atol * f;
+            self.rtol_i[i] = self.opts.rtol * f;
+        }
+        Ok(())
     }
 
     #[allow(clippy::needless_range_loop)]
@@ -321,19 +377,20 @@ impl Dopri5 {
                 h * (E1 * k1[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i] + E6 * k6[i] + E7 * k7[i]);
         }
         self.stats.rhs_evals += 6;
-        let (atol, rtol) = (self.opts.atol, self.opts.rtol);
+        let (atol, rtol) = (&self.atol_i[..n], &self.rtol_i[..n]);
         let mut s = 0.0;
         for i in 0..n {
-            let sc = atol + rtol * x[i].abs().max(y1[i].abs());
+            let sc = atol[i] + rtol[i] * x[i].abs().max(y1[i].abs());
             let r = tmp[i] / sc;
             s += r * r;
         }
         (s / n as f64).sqrt()
     }
 
-    /// Accept the step just tried: store its dense output and move to its end.
+    /// Accept the step just tried (from `t`, length `h`, ending at `t_end` = `t + h` up to
+    /// rounding): store its dense output and move to its end.
     #[allow(clippy::needless_range_loop)]
-    fn accept(&mut self, t: f64, h: f64) {
+    fn accept(&mut self, t: f64, h: f64, t_end: f64) {
         let n = self.ys.len();
         let [k1, _k2, k3, k4, k5, k6, k7] = &self.k;
         let (k1, k3, k4, k5, k6, k7) = (&k1[..n], &k3[..n], &k4[..n], &k5[..n], &k6[..n], &k7[..n]);
@@ -357,7 +414,7 @@ impl Dopri5 {
                 h * (D1 * k1[i] + D3 * k3[i] + D4 * k4[i] + D5 * k5[i] + D6 * k6[i] + D7 * k7[i]);
         }
         self.dense_ta = t;
-        self.dense_tb = t + h;
+        self.dense_tb = t_end;
         self.ys.copy_from_slice(&self.y1);
         let (first, rest) = self.k.split_at_mut(1);
         first[0].copy_from_slice(&rest[5]);
@@ -365,24 +422,34 @@ impl Dopri5 {
     }
 }
 
-impl Integrator for Dopri5 {
-    /// Steps are not clipped at `t1_min`: the solution at `t1_min` comes from the dense output
-    /// of the step covering it, and a following call that continues from exactly the returned
-    /// state with the same inputs reuses that step (zero-order-hold inputs that stay constant
-    /// over many intervals cost no restart). Any change of inputs or state restarts from the
-    /// state given, exactly as a fresh integration would.
-    fn integrate<M: OdeModel + ?Sized>(
+impl Dopri5 {
+    /// As [`Integrator::integrate`], but no step ends after `t_stop_min` (≥ `t1_min`; `f64::INFINITY`
+    /// for no limit): pass the next time at which the inputs may change, and the step that
+    /// reaches it ends exactly there instead of stepping past it and being discarded by the
+    /// restart (SUNDIALS' `tstop`). A pure efficiency hint: the solution agrees with the
+    /// unhinted one to within the tolerances, and a hint at which the inputs then do not change
+    /// costs one shortened step. A step that would end within 1 % of a step short of `t_stop_min`
+    /// is stretched to it (no slivers); a step shortened to reach it does not shrink later steps.
+    /// Errors: see [`SolveError`]; a `t_stop_min` below `t1_min` is treated as `t1_min`.
+    pub fn integrate_stop<M: OdeModel + ?Sized>(
         &mut self,
         model: &M,
         t0_min: f64,
         t1_min: f64,
         x: &mut [f64],
         u: &[f64],
+        t_stop_min: f64,
     ) -> Result<(), SolveError> {
         let span = t1_min - t0_min;
         if span <= 0.0 {
             return Ok(());
         }
+        // below t1 (or NaN): t1
+        let t_stop = if t_stop_min >= t1_min {
+            t_stop_min
+        } else {
+            t1_min
+        };
         let continuing = self.dense_valid
             && self.out_t == t0_min
             && self.dense_ta <= t0_min
@@ -392,6 +459,7 @@ impl Integrator for Dopri5 {
             self.ys.copy_from_slice(x);
             model.rhs(t0_min, x, u, &mut self.k[0]);
             self.stats.rhs_evals += 1;
+            self.stats.restarts += 1;
             self.dense_ta = t0_min;
             self.dense_tb = t0_min;
             self.dense_u.clear();
@@ -413,7 +481,14 @@ impl Integrator for Dopri5 {
             }
             steps += 1;
             let t = self.dense_tb;
-            let h = self.h.min(self.opts.h_max_min);
+            let h_free = self.h.min(self.opts.h_max_min);
+            // Reach t_stop exactly (its own value, not t + h rounded) when the step would pass
+            // it or end within 1 % of a step short of it.
+            let (h, t_end) = if t + 1.01 * h_free >= t_stop {
+                (t_stop - t, t_stop)
+            } else {
+                (h_free, t + h_free)
+            };
             if h < h_min {
                 return Err(SolveError::StepTooSmall { t_min: t, h_min: h });
             }
@@ -430,13 +505,15 @@ impl Integrator for Dopri5 {
                 continue;
             }
             if err <= 1.0 {
-                self.accept(t, h);
+                self.accept(t, h, t_end);
                 let fac = if err == 0.0 {
                     10.0
                 } else {
                     (0.9 * err.powf(-0.2)).clamp(0.2, 10.0)
                 };
-                self.h = (h * fac).min(self.opts.h_max_min);
+                // a step cut short to reach t_stop says nothing against the longer one planned
+                self.h = (h * fac).max(if h < h_free { h_free } else { 0.0 });
+                self.h = self.h.min(self.opts.h_max_min);
             } else {
                 self.stats.rejected += 1;
                 self.h = h * (0.9 * err.powf(-0.2)).clamp(0.2, 1.0);
@@ -457,6 +534,25 @@ impl Integrator for Dopri5 {
         self.out_t = t1_min;
         self.out_x.copy_from_slice(x);
         Ok(())
+    }
+}
+
+impl Integrator for Dopri5 {
+    /// Steps are not clipped at `t1_min`: the solution at `t1_min` comes from the dense output
+    /// of the step covering it, and a following call that continues from exactly the returned
+    /// state with the same inputs reuses that step (zero-order-hold inputs that stay constant
+    /// over many intervals cost no restart). Any change of inputs or state restarts from the
+    /// state given, exactly as a fresh integration would. See [`Dopri5::integrate_stop`] to end
+    /// steps at a known input change.
+    fn integrate<M: OdeModel + ?Sized>(
+        &mut self,
+        model: &M,
+        t0_min: f64,
+        t1_min: f64,
+        x: &mut [f64],
+        u: &[f64],
+    ) -> Result<(), SolveError> {
+        self.integrate_stop(model, t0_min, t1_min, x, u, f64::INFINITY)
     }
 
     fn reset(&mut self) {
@@ -590,6 +686,76 @@ mod tests {
         x[0] = 5.0;
         s.integrate(&m, 40.0, 41.0, &mut x, &[0.0]).unwrap();
         assert!((x[0] - 5.0 * (-0.3f64).exp()).abs() < 1e-8);
+    }
+
+    #[test]
+    fn stop_time_ends_a_step_there_and_agrees_with_the_unhinted_solution() {
+        let m = model(0.3);
+        let opts = SolverOptions {
+            rtol: 1e-7,
+            atol: 1e-9,
+            ..Default::default()
+        };
+        let (mut hinted, mut free) = (Dopri5::new(3, opts), Dopri5::new(3, opts));
+        let (mut x, mut y) = ([2.0, 0.0, 1.0], [2.0, 0.0, 1.0]);
+        // input 1 on [0, 7), 0 after: the hinted run is told the change comes at t = 7
+        for k in 0..12 {
+            let (t0, t1) = (k as f64, k as f64 + 1.0);
+            let u = [if k < 7 { 1.0 } else { 0.0 }];
+            let stop = if k < 7 { 7.0 } else { f64::INFINITY };
+            hinted.integrate_stop(&m, t0, t1, &mut x, &u, stop).unwrap();
+            free.integrate(&m, t0, t1, &mut y, &u).unwrap();
+            if k == 6 {
+                // a step ended exactly at the stop: the state returned is the step's end
+                assert_eq!(hinted.dense_tb, 7.0);
+            }
+            for i in 0..3 {
+                assert!((x[i] - y[i]).abs() < 1e-5, "t={t1} state {i}");
+            }
+        }
+        let a7 = 1.0 / 0.3 + (2.0 - 1.0 / 0.3) * (-2.1f64).exp();
+        assert!((x[0] - a7 * (-1.5f64).exp()).abs() < 1e-5);
+        // one restart at t = 0, one where the input changed
+        assert_eq!(hinted.stats().restarts, 2);
+        // a stop below t1 is t1; NaN likewise
+        let mut z = [1.0, 0.0, 1.0];
+        hinted
+            .integrate_stop(&m, 12.0, 13.0, &mut z, &[0.0], 5.0)
+            .unwrap();
+        hinted
+            .integrate_stop(&m, 13.0, 14.0, &mut z, &[0.0], f64::NAN)
+            .unwrap();
+        assert!((z[0] - (-0.6f64).exp()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn tolerance_factors_are_checked_and_loosen_only_their_states() {
+        let m = model(0.3);
+        let mut s = Dopri5::new(3, SolverOptions::default());
+        assert_eq!(
+            s.set_tolerance_factors(&[1.0, 1.0]),
+            Err(ToleranceError::Length { got: 2, states: 3 })
+        );
+        assert!(matches!(
+            s.set_tolerance_factors(&[1.0, 0.0, 1.0]),
+            Err(ToleranceError::Factor { index: 1, .. })
+        ));
+        assert!(s.set_tolerance_factors(&[1.0, f64::NAN, 1.0]).is_err());
+        // all ones: the same steps as no factors at all
+        let mut ones = Dopri5::new(3, SolverOptions::default());
+        ones.set_tolerance_factors(&[1.0; 3]).unwrap();
+        let (mut x, mut y) = ([2.0, 0.0, 1.0], [2.0, 0.0, 1.0]);
+        s.integrate(&m, 0.0, 20.0, &mut x, &[1.0]).unwrap();
+        ones.integrate(&m, 0.0, 20.0, &mut y, &[1.0]).unwrap();
+        assert_eq!(x, y);
+        assert_eq!(s.stats(), ones.stats());
+        // looser oscillator states: fewer steps, still accurate to the looser tolerance
+        let mut loose = Dopri5::new(3, SolverOptions::default());
+        loose.set_tolerance_factors(&[1.0, 1e3, 1e3]).unwrap();
+        let mut z = [2.0, 0.0, 1.0];
+        loose.integrate(&m, 0.0, 20.0, &mut z, &[1.0]).unwrap();
+        assert!(loose.stats().accepted < s.stats().accepted);
+        assert!((z[1] - 20f64.sin()).abs() < 1e-4);
     }
 
     #[test]

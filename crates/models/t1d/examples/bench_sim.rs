@@ -3,12 +3,13 @@
 //! CLI.
 //!
 //! Usage: `cargo run --release -p medtwin-t1d --example bench_sim -- [--days 1] [--reps 5]
-//! [--noise]` (single-threaded; `--noise` switches Dexcom noise on).
+//! [--noise] [--pid]` (single-threaded; `--noise` switches Dexcom noise on, `--pid` replaces
+//! basal-bolus by simglucose's PID controller, the trial's second arm).
 
 use medtwin_core::Timeline;
 use medtwin_simulate::SolverOptions;
-use medtwin_t1d::controller::Controller;
-use medtwin_t1d::env::{simulate_patient_with, SummaryAccumulator};
+use medtwin_t1d::controller::{Controller, ControllerSpec};
+use medtwin_t1d::env::{simulate_patient_counted, SummaryAccumulator};
 use medtwin_t1d::scenario::{Scenario, CARBS_G};
 use std::time::Instant;
 
@@ -46,32 +47,56 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     scen.timeline = tl;
     scen.duration_min = 1440 * days;
     scen.sensor_noise = args.iter().any(|a| a == "--noise");
+    if args.iter().any(|a| a == "--pid") {
+        scen.controller = ControllerSpec::Pid {
+            p: 1e-3,
+            i: 1e-5,
+            d: 1e-3,
+            target_mg_dl: 140.0,
+        };
+    }
     let params: Vec<_> = names
         .iter()
         .map(|n| medtwin_t1d::patient(n))
         .collect::<Result<_, _>>()?;
     let fingerprint = std::cell::Cell::new(0u64);
-    let run =
-        |i: usize, p: &medtwin_t1d::PatientParams| -> Result<f64, Box<dyn std::error::Error>> {
-            let mut acc = SummaryAccumulator::default();
-            let mut c = Controller::new(&scen.controller, p);
-            let mut fp = 0u64;
-            simulate_patient_with(p, &scen, i, 1, SolverOptions::default(), &mut c, |r| {
-                acc.push(r);
-                fp = fp.rotate_left(7) ^ r.sc_glucose_mg_dl.to_bits() ^ r.cgm_mg_dl.to_bits();
-            })?;
-            fingerprint.set(fingerprint.get().rotate_left(3) ^ fp);
-            Ok(acc
-                .finish()
-                .map(|s| s.metrics.mean_mg_dl)
-                .unwrap_or(f64::NAN))
-        };
+    let work = std::cell::Cell::new(medtwin_simulate::SolverStats::default());
+    let run = |i: usize,
+               p: &medtwin_t1d::PatientParams|
+     -> Result<f64, Box<dyn std::error::Error>> {
+        let mut acc = SummaryAccumulator::default();
+        let mut c = Controller::new(&scen.controller, p);
+        let mut fp = 0u64;
+        let s = simulate_patient_counted(p, &scen, i, 1, SolverOptions::default(), &mut c, |r| {
+            acc.push(r);
+            fp = fp.rotate_left(7) ^ r.sc_glucose_mg_dl.to_bits() ^ r.cgm_mg_dl.to_bits();
+        })?;
+        let mut w = work.get();
+        w.rhs_evals += s.rhs_evals;
+        w.accepted += s.accepted;
+        w.rejected += s.rejected;
+        w.restarts += s.restarts;
+        work.set(w);
+        fingerprint.set(fingerprint.get().rotate_left(3) ^ fp);
+        Ok(acc
+            .finish()
+            .map(|s| s.metrics.mean_mg_dl)
+            .unwrap_or(f64::NAN))
+    };
     for (i, p) in params.iter().enumerate() {
         run(i, p)?;
     }
     // bit pattern of every row's sc glucose and CGM of the warm-up pass: equal fingerprints mean
     // bit-identical trajectories
     let fp = fingerprint.get();
+    let (w, pd0) = (work.get(), (params.len() as u64 * days) as f64);
+    println!(
+        "per patient-day: {:.0} right-hand-side evaluations, {:.0} accepted steps, {:.0} rejected, {:.0} restarts",
+        w.rhs_evals as f64 / pd0,
+        w.accepted as f64 / pd0,
+        w.rejected as f64 / pd0,
+        w.restarts as f64 / pd0
+    );
     let mut per_rep = Vec::new();
     let mut check = 0.0;
     let pd = (params.len() as u64 * days) as f64;

@@ -83,8 +83,46 @@ pub fn simulate_patient_with(
     sensor_seed: u64,
     opts: SolverOptions,
     controller: &mut Controller,
-    mut sink: impl FnMut(&MinuteRow),
+    sink: impl FnMut(&MinuteRow),
 ) -> Result<(), SolveError> {
+    simulate_patient_counted(
+        params,
+        scenario,
+        patient_index,
+        sensor_seed,
+        opts,
+        controller,
+        sink,
+    )
+    .map(|_| ())
+}
+
+/// The inputs of one minute that do not depend on the controller: carbohydrate announced (g),
+/// and the pump-converted scenario bolus and open-loop basal (U/min; `None` if absent).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ScheduledInputs {
+    announced_g: f64,
+    extra_bolus: Option<f64>,
+    open_loop_basal: Option<f64>,
+}
+
+/// As [`simulate_patient_with`], returning the solver's work counters (right-hand-side
+/// evaluations, steps, restarts) for benchmarks.
+///
+/// The scheduled inputs of each minute (timeline doses, random meals, open-loop basal) are
+/// looked up one minute ahead, so the integrator ends a step exactly where they change
+/// ([`VirtualPatient::step_with_stop`]; the patient adds the ends of eating minutes).
+/// Controller calls are not announced: predicting them (stopping after a changed action)
+/// cost more right-hand-side evaluations than it saved with the PID controller (issue 19).
+pub fn simulate_patient_counted(
+    params: &PatientParams,
+    scenario: &Scenario,
+    patient_index: usize,
+    sensor_seed: u64,
+    opts: SolverOptions,
+    controller: &mut Controller,
+    mut sink: impl FnMut(&MinuteRow),
+) -> Result<medtwin_simulate::SolverStats, SolveError> {
     let mut patient = VirtualPatient::new(params.clone(), opts);
     let mut sensor = CgmSensor::new(scenario.sensor, scenario.sensor_noise, sensor_seed);
     let pump = scenario.pump.params();
@@ -103,13 +141,39 @@ pub fn simulate_patient_with(
     };
     let tl = &scenario.timeline;
     // The timeline is searched only in minutes holding a dose: `next_dose` indexes the first dose
-    // at or after the current minute; other minutes take what `doses_in` returns for no dose.
+    // at or after the minute looked up; other minutes take what `doses_in` returns for no dose.
+    // Minutes are looked up in increasing order (each once), as random meals require.
     let doses = tl.doses();
     let no_dose = tl.doses_in(CARBS_G, f64::NEG_INFINITY, f64::NEG_INFINITY);
     let mut next_dose = 0usize;
+    let mut scheduled = |t: u64| -> ScheduledInputs {
+        let tf = t as f64;
+        while next_dose < doses.len() && doses[next_dose].at_min < tf {
+            next_dose += 1;
+        }
+        let dose_now = next_dose < doses.len() && doses[next_dose].at_min < tf + 1.0;
+        let (mut announced, extra_bolus) = if dose_now {
+            (
+                tl.doses_in(CARBS_G, tf, tf + 1.0),
+                tl.doses_in(BOLUS_U, tf, tf + 1.0),
+            )
+        } else {
+            (no_dose, no_dose)
+        };
+        if let Some(rm) = random_meals.as_mut() {
+            announced += rm.carbs_at(t);
+        }
+        ScheduledInputs {
+            announced_g: announced,
+            extra_bolus: (extra_bolus > 0.0).then(|| pump.bolus(extra_bolus)),
+            open_loop_basal: open_loop
+                .then(|| pump.basal(tl.rate_at(BASAL_U_PER_H, tf).unwrap_or(0.0) / 60.0)),
+        }
+    };
     let duration = scenario.duration_min;
     let mut t: u64 = 0;
     let mut sampled = true;
+    let mut next = scheduled(0);
     while t < duration {
         let action: ControlAction = controller.policy(&obs);
         let (mut meal_avg, mut cgm_avg) = (0.0, 0.0);
@@ -117,32 +181,25 @@ pub fn simulate_patient_with(
             if t >= duration {
                 break;
             }
-            let tf = t as f64;
-            while next_dose < doses.len() && doses[next_dose].at_min < tf {
-                next_dose += 1;
-            }
-            let dose_now = next_dose < doses.len() && doses[next_dose].at_min < tf + 1.0;
-            let (mut announced, extra_bolus) = if dose_now {
-                (
-                    tl.doses_in(CARBS_G, tf, tf + 1.0),
-                    tl.doses_in(BOLUS_U, tf, tf + 1.0),
-                )
-            } else {
-                (no_dose, no_dose)
-            };
-            if let Some(rm) = random_meals.as_mut() {
-                announced += rm.carbs_at(t);
-            }
+            let cur = next;
+            let announced = cur.announced_g;
             let mut insulin =
                 pump.basal(action.basal_u_per_min) + pump.bolus(action.bolus_u_per_min);
-            if extra_bolus > 0.0 {
-                insulin += pump.bolus(extra_bolus);
+            if let Some(b) = cur.extra_bolus {
+                insulin += b;
             }
-            if open_loop {
-                insulin += pump.basal(tl.rate_at(BASAL_U_PER_H, tf).unwrap_or(0.0) / 60.0);
+            if let Some(b) = cur.open_loop_basal {
+                insulin += b;
+            }
+            let mut change_next = false;
+            if t + 1 < duration {
+                next = scheduled(t + 1);
+                change_next = next.announced_g > 0.0
+                    || next.extra_bolus != cur.extra_bolus
+                    || next.open_loop_basal != cur.open_loop_basal;
             }
             let row_pre = (patient.plasma_glucose_mg_dl(), patient.sc_glucose_mg_dl());
-            let eaten = patient.step(announced, insulin)?;
+            let eaten = patient.step_with_stop(announced, insulin, change_next)?;
             sink(&MinuteRow {
                 t_min: t,
                 plasma_glucose_mg_dl: row_pre.0,
@@ -173,7 +230,7 @@ pub fn simulate_patient_with(
         insulin_u_per_min: 0.0,
         carbs_g_per_min: 0.0,
     });
-    Ok(())
+    Ok(patient.solver_stats())
 }
 
 /// Streaming accumulator of a trajectory's outcome summary: glycaemic metrics on the
