@@ -2,7 +2,7 @@
 
 use crate::error::{io_fail, CliError};
 use clap::{Args, Subcommand};
-use medtwin_petab::fit::{fit, FitOptions, Optimizer, Sampler};
+use medtwin_petab::fit::{fit, FitOptions, Gradient, Optimizer, Sampler};
 use medtwin_petab::{Evaluator, PetabError, Problem, SimSettings};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -21,8 +21,9 @@ pub enum PetabCmd {
         residuals: bool,
     },
     /// Multi-start maximum-likelihood fit of the estimated parameters on the parameter scale
-    /// within the bounds (Levenberg–Marquardt on the Fisher information with finite-difference
-    /// Jacobians, or BFGS; Latin-hypercube starts; start 0 = nominal unless
+    /// within the bounds (Levenberg–Marquardt on the Fisher information with Jacobians from
+    /// forward sensitivities or finite differences, or BFGS; Latin-hypercube starts; start 0 =
+    /// nominal unless
     /// --no-nominal-start). Prints how many starts reach within 0.1 of the best objective.
     Fit {
         /// The problem's YAML file.
@@ -42,6 +43,10 @@ pub enum PetabCmd {
         /// Local optimiser: `lm` (Levenberg–Marquardt on the Fisher information) or `bfgs`.
         #[arg(long, default_value = "lm")]
         optimizer: String,
+        /// Jacobians of `lm`: `sens` (forward sensitivities; finite differences where they
+        /// fail) or `fd` (central finite differences).
+        #[arg(long, default_value = "sens")]
+        gradient: String,
         /// Start sampler: `lhs` (Latin hypercube) or `uniform`.
         #[arg(long, default_value = "lhs")]
         sampler: String,
@@ -151,6 +156,7 @@ pub fn petab(c: PetabCmd) -> Result<(), CliError> {
             max_evals,
             fd_step,
             optimizer,
+            gradient,
             sampler,
             no_nominal_start,
             time_limit,
@@ -164,6 +170,15 @@ pub fn petab(c: PetabCmd) -> Result<(), CliError> {
                 o => {
                     return Err(CliError::input(format!(
                         "unknown optimizer '{o}' (lm, bfgs)"
+                    )))
+                }
+            };
+            let gradient = match gradient.as_str() {
+                "sens" => Gradient::Sensitivities,
+                "fd" => Gradient::FiniteDifferences,
+                o => {
+                    return Err(CliError::input(format!(
+                        "unknown gradient '{o}' (sens, fd)"
                     )))
                 }
             };
@@ -191,6 +206,7 @@ pub fn petab(c: PetabCmd) -> Result<(), CliError> {
                 sampler,
                 nominal_start: !no_nominal_start,
                 time_limit,
+                gradient,
                 ..FitOptions::default()
             };
             let r = fit(&ev, &opts).map_err(fail)?;

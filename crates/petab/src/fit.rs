@@ -43,6 +43,19 @@ pub struct FitOptions {
     pub nominal_start: bool,
     /// Wall-time limit per start, seconds (None: only `max_evals`).
     pub time_limit: Option<f64>,
+    /// How [`Optimizer::FisherLm`] gets its Jacobians.
+    pub gradient: Gradient,
+}
+
+/// Jacobians of the Fisher Levenberg–Marquardt optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum Gradient {
+    /// Forward sensitivities ([`Evaluator::sensitivities`]); central finite differences where
+    /// the sensitivity simulation fails (e.g. models with events).
+    #[default]
+    Sensitivities,
+    /// Central finite differences of the simulated outputs (2 × parameters simulations).
+    FiniteDifferences,
 }
 
 /// Local optimiser of [`fit`].
@@ -66,8 +79,8 @@ pub enum Sampler {
 }
 
 impl Default for FitOptions {
-    /// 10 starts, seed 0, 4000 evaluations per start, step 1e-5, gtol 1e-3, Fisher LM, Latin
-    /// hypercube, nominal start 0, no time limit.
+    /// 10 starts, seed 0, 4000 evaluations per start, step 1e-5, gtol 1e-3, Fisher LM on
+    /// forward sensitivities, Latin hypercube, nominal start 0, no time limit.
     fn default() -> Self {
         FitOptions {
             starts: 10,
@@ -79,6 +92,7 @@ impl Default for FitOptions {
             sampler: Sampler::LatinHypercube,
             nominal_start: true,
             time_limit: None,
+            gradient: Gradient::Sensitivities,
         }
     }
 }
@@ -240,7 +254,14 @@ pub fn fit(ev: &Evaluator, opts: &FitOptions) -> Result<FitResult, PetabError> {
                         (m.value, o.transform, o.noise)
                     })
                     .collect();
-                minimize_fisher(&eval, &kinds, &x0, &lo, &hi, opts, deadline)
+                let sens = |x: &[f64]| -> Option<Vec<Vec<(f64, f64)>>> {
+                    sens_columns(ev, &est, &theta_of(x))
+                };
+                let sens: Option<&SensCols<'_>> = match opts.gradient {
+                    Gradient::Sensitivities => Some(&sens),
+                    Gradient::FiniteDifferences => None,
+                };
+                minimize_fisher(&eval, sens, &kinds, &x0, &lo, &hi, opts, deadline)
             }
         };
         starts.push(StartResult {
@@ -440,6 +461,44 @@ pub fn minimize_box(
 /// Per-measurement outputs (u, σ) at a scaled parameter vector (None: not simulable).
 type Outputs<'a> = dyn Fn(&[f64]) -> Option<Vec<(f64, f64)>> + Sync + 'a;
 
+/// Jacobian columns `cols[a][i] = (∂u_i/∂x_a, ∂σ_i/∂x_a)` at a scaled parameter vector (None:
+/// not available there).
+type SensCols<'a> = dyn Fn(&[f64]) -> Option<Vec<Vec<(f64, f64)>>> + Sync + 'a;
+
+/// Jacobian columns of (u = h(y), σ) with respect to the scaled estimated parameters at
+/// `theta`, by forward sensitivities; None when the sensitivity simulation fails or a value
+/// is not finite.
+fn sens_columns(ev: &Evaluator, est: &[usize], theta: &[f64]) -> Option<Vec<Vec<(f64, f64)>>> {
+    let rs = ev.sensitivities(theta, est).ok()?;
+    let pars = &ev.problem.parameters;
+    // dθ/dx for each estimated parameter.
+    let dth: Vec<f64> = est
+        .iter()
+        .map(|&i| match pars[i].scale {
+            crate::problem::Scale::Lin => 1.0,
+            crate::problem::Scale::Log => theta[i],
+            crate::problem::Scale::Log10 => theta[i] * std::f64::consts::LN_10,
+        })
+        .collect();
+    let mut cols = vec![Vec::with_capacity(rs.residuals.len()); est.len()];
+    for (r, d) in rs.residuals.iter().zip(&rs.d) {
+        let m = &ev.problem.measurements[r.measurement];
+        let du = match ev.problem.observables[m.observable].transform {
+            Transform::Lin => 1.0,
+            Transform::Log => 1.0 / r.simulated,
+            Transform::Log10 => 1.0 / (r.simulated * std::f64::consts::LN_10),
+        };
+        for (a, &(dy, ds)) in d.iter().enumerate() {
+            let c = (du * dy * dth[a], ds * dth[a]);
+            if !(c.0.is_finite() && c.1.is_finite()) {
+                return None;
+            }
+            cols[a].push(c);
+        }
+    }
+    Some(cols)
+}
+
 /// Per measurement (transformed simulation u = h(y), noise parameter σ) at `theta`; None when
 /// the simulation fails or a value is not finite.
 fn outputs(ev: &Evaluator, theta: &[f64]) -> Option<Vec<(f64, f64)>> {
@@ -499,9 +558,12 @@ fn nllh_parts(out: &[(f64, f64)], kinds: &[(f64, Transform, Noise)]) -> (f64, Ve
 
 /// Minimise the negative log-likelihood over the box `[lo, hi]` from `x0` by the Fisher
 /// Levenberg–Marquardt trust region of the module docs. `eval` gives the per-measurement
-/// outputs (u, σ) at a scaled parameter vector.
+/// outputs (u, σ) at a scaled parameter vector; `sens`, when given, its Jacobian columns
+/// (finite differences of `eval` where it gives None).
+#[allow(clippy::too_many_arguments)]
 fn minimize_fisher(
     eval: &Outputs<'_>,
+    sens: Option<&SensCols<'_>>,
     kinds: &[(f64, Transform, Noise)],
     x0: &[f64],
     lo: &[f64],
@@ -524,6 +586,9 @@ fn minimize_fisher(
     let h = opts.fd_step.max(1e-8);
     // Jacobian columns of (u, σ) by central differences in parallel over parameters.
     let jacobian = |x: &[f64], out: &[(f64, f64)]| -> (Vec<Vec<(f64, f64)>>, usize) {
+        if let Some(cols) = sens.and_then(|s| s(x)) {
+            return (cols, 1);
+        }
         let cols: Vec<(Vec<(f64, f64)>, usize)> = (0..n)
             .into_par_iter()
             .map(|k| {
@@ -843,7 +908,16 @@ mod tests {
             ..FitOptions::default()
         };
         let (lo, hi) = ([-3.0; 3], [3.0; 3]);
-        let m = minimize_fisher(&eval, &kinds, &[1.5, -2.0, 1.0], &lo, &hi, &opts, None);
+        let m = minimize_fisher(
+            &eval,
+            None,
+            &kinds,
+            &[1.5, -2.0, 1.0],
+            &lo,
+            &hi,
+            &opts,
+            None,
+        );
         assert!(m.converged, "{m:?}");
         let out = eval(&m.x).unwrap();
         let rss: f64 = out.iter().zip(&data).map(|(o, d)| (o.0 - d).powi(2)).sum();

@@ -14,7 +14,7 @@ pub mod sbml_fix;
 pub mod table;
 pub mod yaml;
 
-pub use objective::{Evaluator, Residual, SimSettings};
+pub use objective::{Evaluator, Residual, ResidualSens, SimSettings};
 pub use problem::Problem;
 
 use thiserror::Error;

@@ -12,7 +12,7 @@
 use crate::problem::{Measurement, Noise, Problem, Transform, Value};
 use crate::PetabError;
 use medtwin_core::OdeModel;
-use medtwin_sbml::{Course, Method, SbmlModel, SimulateOptions, StateDose};
+use medtwin_sbml::{Course, Method, SbmlModel, SensOptions, SensParam, SimulateOptions, StateDose};
 use rayon::prelude::*;
 use std::collections::HashMap;
 
@@ -435,6 +435,231 @@ impl<'a> Evaluator<'a> {
             sigma,
             llh: log_density(meas.value, y, sigma, o.transform, o.noise),
         })
+    }
+}
+
+/// Per-measurement derivatives of the simulated observable and of σ with respect to the
+/// estimated parameters (linear scale), from [`Evaluator::sensitivities`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResidualSens {
+    /// Residuals at θ (as [`Evaluator::residuals`]).
+    pub residuals: Vec<Residual>,
+    /// `d[i][k] = (∂y_i/∂θ_k, ∂σ_i/∂θ_k)` for measurement `i` and the `k`-th index of `est`.
+    pub d: Vec<Vec<(f64, f64)>>,
+}
+
+/// One measurement's residual and its derivatives (∂y/∂θ_k, ∂σ/∂θ_k).
+type SensRow = (Residual, Vec<(f64, f64)>);
+
+impl Evaluator<'_> {
+    /// Sensitivity parameters of a model built from the base model and `conds`: per estimated
+    /// parameter, the model ids whose value it is (the parameter itself when it is a model
+    /// entity not overridden by a condition, and the condition targets mapped to it).
+    fn sens_params(&self, conds: &[&str], theta: &[f64], est: &[usize]) -> Vec<SensParam> {
+        let pars = &self.problem.parameters;
+        est.iter()
+            .map(|&i| {
+                let id = &pars[i].id;
+                let mut ids = Vec::new();
+                let overridden = conds.iter().any(|c| {
+                    self.problem.conditions[*c]
+                        .values
+                        .iter()
+                        .any(|(t, v)| t == id && !matches!(v, Value::Num(x) if x.is_nan()))
+                });
+                if self.problem.model.value(id).is_some() && !overridden {
+                    ids.push(id.clone());
+                }
+                for c in conds {
+                    for (t, v) in &self.problem.conditions[*c].values {
+                        if matches!(v, Value::Par(p) if p == id) && !ids.contains(t) {
+                            ids.push(t.clone());
+                        }
+                    }
+                }
+                SensParam {
+                    ids,
+                    value: theta[i],
+                }
+            })
+            .collect()
+    }
+
+    fn sens_options(&self, start: f64, vars: Vec<String>) -> SensOptions {
+        SensOptions {
+            start,
+            rtol: self.settings.rtol,
+            atol: self.settings.atol,
+            vars,
+            deadline: self
+                .settings
+                .time_limit
+                .map(|s| std::time::Instant::now() + std::time::Duration::from_secs_f64(s)),
+        }
+    }
+
+    /// Steady state and its sensitivities (index `k * n + i`) for preequilibration `cond`, by
+    /// the criterion of [`Evaluator::steady_state`] on a sensitivity simulation.
+    fn steady_state_sens(
+        &self,
+        base: &SbmlModel,
+        cond: &str,
+        theta: &[f64],
+        est: &[usize],
+    ) -> Result<(Vec<f64>, Vec<f64>), PetabError> {
+        let mut m = base.clone();
+        self.apply(&mut m, cond, theta)?;
+        let params = self.sens_params(&[cond], theta, est);
+        let n = m.n_states();
+        let mut dx = vec![0.0; n];
+        let mut best = (f64::INFINITY, Vec::new(), Vec::new());
+        let (mut x, mut sx) = medtwin_sbml::initial_sensitivities(&m, &params)
+            .map_err(|e| PetabError::Simulation(format!("preequilibration '{cond}': {e}")))?;
+        let mut t0 = 0.0;
+        // One run per decade, stopping at the first time that passes the test (the
+        // sensitivity system of a model without a unique steady state can keep changing).
+        let opts = self.sens_options(0.0, Vec::new());
+        for k in 0..=10 {
+            let t = 10f64.powi(k);
+            let sc = medtwin_sbml::simulate_sensitivities(
+                &m,
+                &params,
+                &[t],
+                Some((&x, &sx)),
+                &SensOptions {
+                    start: t0,
+                    ..opts.clone()
+                },
+            )
+            .map_err(|e| PetabError::Simulation(format!("preequilibration '{cond}': {e}")))?;
+            x = sc.states[0].clone();
+            sx = sc.state_sens[0].clone();
+            t0 = t;
+            m.rhs(t, &x, &[], &mut dx);
+            let wrms = (dx
+                .iter()
+                .zip(&x)
+                .map(|(d, x)| (d / (1e-12 + 1e-8 * x.abs())).powi(2))
+                .sum::<f64>()
+                / n.max(1) as f64)
+                .sqrt();
+            if wrms < 1.0 {
+                return Ok((x, sx));
+            }
+            if wrms < best.0 {
+                best = (wrms, x.clone(), sx.clone());
+            }
+        }
+        if best.0 < 1e6 {
+            return Ok((best.1, best.2));
+        }
+        Err(PetabError::Simulation(format!(
+            "preequilibration '{cond}': no steady state by t = 1e10 (weighted derivative norm {:.3e})",
+            best.0
+        )))
+    }
+
+    /// Residuals at `theta` (linear scale) and their derivatives with respect to the
+    /// parameters `est` (parameter-table indices), by forward sensitivities of the model
+    /// ([`medtwin_sbml::simulate_sensitivities`]) through preequilibration, condition and
+    /// observable/noise formulas (the formulas are differentiated by central differences,
+    /// relative step 1e-6). Errors: as [`Evaluator::residuals`], plus
+    /// [`PetabError::Simulation`] for models the sensitivity solver does not support (events).
+    pub fn sensitivities(&self, theta: &[f64], est: &[usize]) -> Result<ResidualSens, PetabError> {
+        let base = self.base_model(theta)?;
+        let mut pre: Vec<&str> = self
+            .groups
+            .iter()
+            .filter_map(|g| g.preeq.as_deref())
+            .collect();
+        pre.sort_unstable();
+        pre.dedup();
+        let states: HashMap<&str, (Vec<f64>, Vec<f64>)> = pre
+            .par_iter()
+            .map(|&c| Ok((c, self.steady_state_sens(&base, c, theta, est)?)))
+            .collect::<Result<_, PetabError>>()?;
+        let parts: Vec<Vec<SensRow>> = self
+            .groups
+            .par_iter()
+            .map(|g| self.group_sens(&base, g, g.preeq.as_deref().map(|c| &states[c]), theta, est))
+            .collect::<Result<_, _>>()?;
+        let mut out: Vec<SensRow> = parts.into_iter().flatten().collect();
+        out.sort_by_key(|r| r.0.measurement);
+        let (residuals, d) = out.into_iter().unzip();
+        Ok(ResidualSens { residuals, d })
+    }
+
+    fn group_sens(
+        &self,
+        base: &SbmlModel,
+        g: &Group,
+        ss: Option<&(Vec<f64>, Vec<f64>)>,
+        theta: &[f64],
+        est: &[usize],
+    ) -> Result<Vec<SensRow>, PetabError> {
+        let mut m = base.clone();
+        let set = self.apply(&mut m, &g.sim, theta)?;
+        let params = self.sens_params(&[g.sim.as_str()], theta, est);
+        let fail = |e: medtwin_sbml::SbmlError| {
+            PetabError::Simulation(format!("condition '{}': {e}", g.sim))
+        };
+        let (mut x0, mut s0) = medtwin_sbml::initial_sensitivities(&m, &params).map_err(fail)?;
+        let n = x0.len();
+        if let Some((xs, sss)) = ss {
+            for (id, i) in &self.state_ids {
+                if !set.contains(id) {
+                    x0[*i] = xs[*i];
+                    for k in 0..est.len() {
+                        s0[k * n + *i] = sss[k * n + *i];
+                    }
+                }
+            }
+        }
+        let sc = medtwin_sbml::simulate_sensitivities(
+            &m,
+            &params,
+            &g.times,
+            Some((&x0, &s0)),
+            &self.sens_options(0.0, g.vars.clone()),
+        )
+        .map_err(fail)?;
+        let col: HashMap<&str, usize> = g
+            .vars
+            .iter()
+            .enumerate()
+            .map(|(k, v)| (v.as_str(), k))
+            .collect();
+        let nv = g.vars.len();
+        let mut out = Vec::with_capacity(g.meas.len());
+        let mut th = theta.to_vec();
+        for &(mi, row) in &g.meas {
+            let meas = &self.problem.measurements[mi];
+            let vals = &sc.vars[row];
+            let dv = &sc.var_sens[row];
+            let r = self.residual(mi, meas, &|v| col.get(v).map(|&c| vals[c]), theta)?;
+            let mut d = Vec::with_capacity(est.len());
+            for (k, &i) in est.iter().enumerate() {
+                let h = 1e-6 * theta[i].abs().max(1e-8);
+                let mut at = |sign: f64| -> Result<Residual, PetabError> {
+                    th[i] = theta[i] + sign * h;
+                    let res = self.residual(
+                        mi,
+                        meas,
+                        &|v| col.get(v).map(|&c| vals[c] + sign * h * dv[k * nv + c]),
+                        &th,
+                    );
+                    th[i] = theta[i];
+                    res
+                };
+                let (p, q) = (at(1.0)?, at(-1.0)?);
+                d.push((
+                    (p.simulated - q.simulated) / (2.0 * h),
+                    (p.sigma - q.sigma) / (2.0 * h),
+                ));
+            }
+            out.push((r, d));
+        }
+        Ok(out)
     }
 }
 
