@@ -15,7 +15,9 @@
 //! model without covariates (the nlme reference model, whose IIV absorbs weight). Theophylline
 //! (12 adults, 4.5 mg/kg q12h) as before. Seeds are fixed; all designs see the same patients.
 //!
-//! `cargo run --release -p medtwin-twin-core --example tdm_simulation [N]` (N = 500 by default).
+//! `cargo run --release -p medtwin-twin-core --example tdm_simulation [N] [NOISE]` (N = 500
+//! patients by default; NOISE scales the measurement error of the simulated levels, 1 = the
+//! fitted residual error, 0 = exact levels; the twin always assumes the fitted error).
 
 use medtwin_pk::data::{import_phenobarb, import_theoph, Dataset, Observation, Subject};
 use medtwin_pk::model::PkModel;
@@ -169,6 +171,7 @@ fn study(
     designs: &[(&str, Vec<f64>)],
     reg: Regimen,
     target: f64,
+    noise: f64,
 ) {
     let trough = Target::Trough(target);
     let in_range = Objective::InRange { tolerance: TOL };
@@ -219,7 +222,7 @@ fn study(
                         let c = truth.model.pk.concentration(&p, &s.doses, t).unwrap();
                         Observation {
                             time_h: t,
-                            dv: c + z * residual_variance(&truth.estimates, c).sqrt(),
+                            dv: c + noise * z * residual_variance(&truth.estimates, c).sqrt(),
                             cmt: truth.model.pk.central_cmt(),
                             line: 0,
                         }
@@ -254,6 +257,10 @@ fn main() {
         .nth(1)
         .map(|a| a.parse().expect("N must be a count"))
         .unwrap_or(500);
+    let noise: f64 = std::env::args()
+        .nth(2)
+        .map(|a| a.parse().expect("NOISE must be a number"))
+        .unwrap_or(1.0);
     println!(
         "design | prior | MAP dose | p-in-range dose | twin's expected P | median posterior SD ln(trough) | share with SD <= {SD_NEEDED}"
     );
@@ -321,6 +328,7 @@ fn main() {
         &designs,
         reg,
         20.0,
+        noise,
     );
 
     // Theophylline (no covariates; doses mg/kg).
@@ -349,5 +357,6 @@ fn main() {
         &[("Theoph 4.5 mg/kg q12h: 2 h + 12 h", vec![2.0, 12.0])],
         reg,
         8.0,
+        noise,
     );
 }
