@@ -24,10 +24,15 @@ impl Srv {
     }
 
     fn start_with(name: &str, tune: impl FnOnce(&mut ServerConfig)) -> Srv {
+        Srv::start_on(name, None, tune)
+    }
+
+    /// A server on database `url` (default: SQLite `t.db` in the test's directory).
+    fn start_on(name: &str, url: Option<String>, tune: impl FnOnce(&mut ServerConfig)) -> Srv {
         let dir = std::env::temp_dir().join(format!("medtwin-hard-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let db = format!("sqlite://{}", dir.join("t.db").display());
+        let db = url.unwrap_or_else(|| format!("sqlite://{}", dir.join("t.db").display()));
         let rt = medtwin_server::runtime().unwrap();
         let mut cfg = ServerConfig::new(&db, "127.0.0.1:0".parse().unwrap());
         cfg.particles = 20;
@@ -49,6 +54,29 @@ impl Srv {
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// [`Srv::start`] on a fresh PostgreSQL database `medtwin_hard_{name}_{pid}` when
+    /// `MEDTWIN_TEST_POSTGRES_URL` is set (CI sets it); `None` otherwise.
+    fn start_pg(name: &str) -> Option<Srv> {
+        let base = std::env::var("MEDTWIN_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|b| !b.is_empty())?;
+        let db = format!("medtwin_hard_{name}_{}", std::process::id());
+        let rt = medtwin_server::runtime().unwrap();
+        rt.block_on(async {
+            let s = Store::open(&base).await.unwrap();
+            s.execute_raw(&format!("DROP DATABASE IF EXISTS {db}"))
+                .await
+                .unwrap();
+            s.execute_raw(&format!("CREATE DATABASE {db}"))
+                .await
+                .unwrap();
+            s.close().await;
+        });
+        let (prefix, _) = base.rsplit_once('/').expect("postgres URL with /DB");
+        let url = format!("{prefix}/{db}");
+        Some(Srv::start_on(name, Some(url), |_| {}))
     }
 
     /// A new token (through a second store handle on the same database).
@@ -157,7 +185,10 @@ fn ms_minutes_ago(m: i64) -> i64 {
 /// paths on the FHIR and Nightscout paths; nothing of such a request is stored.
 #[test]
 fn implausible_data_are_refused_with_element_paths() {
-    let s = Srv::start("plaus");
+    implausible_data_are_refused_with_element_paths_on(Srv::start("plaus"));
+}
+
+fn implausible_data_are_refused_with_element_paths_on(s: Srv) {
     let admin = s.token(Role::Admin, &[]);
     assert_eq!(
         s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p"})))
@@ -389,7 +420,10 @@ fn security_headers_on_every_html_route() {
 /// after it was just used (cached); an expired token is refused.
 #[test]
 fn revoked_and_expired_tokens_are_refused() {
-    let s = Srv::start("revoke");
+    revoked_and_expired_tokens_are_refused_on(Srv::start("revoke"));
+}
+
+fn revoked_and_expired_tokens_are_refused_on(s: Srv) {
     let admin = s.token(Role::Admin, &[]);
     let clin = s.token(Role::Admin, &[]);
     assert_eq!(s.bearer("GET", "/patients", &clin, None).status, 200);
@@ -471,7 +505,10 @@ fn revoked_and_expired_tokens_are_refused() {
 /// page; an unknown patient is a 404.
 #[test]
 fn routes_by_role_matrix() {
-    let s = Srv::start("matrix");
+    routes_by_role_matrix_on(Srv::start("matrix"));
+}
+
+fn routes_by_role_matrix_on(s: Srv) {
     let admin = s.token(Role::Admin, &[]);
     for id in ["pat-a", "pat-b"] {
         assert_eq!(
@@ -915,7 +952,10 @@ fn per_token_rate_limit() {
 /// 200 when it exists, 400 `OperationOutcome` naming the element; the patient then takes data.
 #[test]
 fn fhir_patient_create() {
-    let s = Srv::start("fhirpatient");
+    fhir_patient_create_on(Srv::start("fhirpatient"));
+}
+
+fn fhir_patient_create_on(s: Srv) {
     let admin = s.token(Role::Admin, &[]);
     let post = |body: &str| {
         s.call(
@@ -1027,7 +1067,10 @@ fn fhir_patient_create() {
 /// percent) / 100; a profile without a usable schedule is refused naming the element.
 #[test]
 fn percent_temp_basals_resolve_against_the_uploaded_profile() {
-    let s = Srv::start("percent");
+    percent_temp_basals_resolve_against_the_uploaded_profile_on(Srv::start("percent"));
+}
+
+fn percent_temp_basals_resolve_against_the_uploaded_profile_on(s: Srv) {
     let admin = s.token(Role::Admin, &[]);
     assert_eq!(
         s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p1"})))
@@ -1204,7 +1247,10 @@ fn data_long_before_the_record_start_are_refused() {
 /// refused one with its element path; the same entries as a `transaction` store nothing.
 #[test]
 fn batch_bundles_store_valid_entries_and_report_the_others() {
-    let s = Srv::start("batch");
+    batch_bundles_store_valid_entries_and_report_the_others_on(Srv::start("batch"));
+}
+
+fn batch_bundles_store_valid_entries_and_report_the_others_on(s: Srv) {
     let admin = s.token(Role::Admin, &[]);
     assert_eq!(
         s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p"})))
@@ -1314,7 +1360,10 @@ fn incomplete_request_heads_are_disconnected() {
 /// (the patient's twin is not even calibrated).
 #[test]
 fn whatif_plan_size_and_horizon_are_limited() {
-    let s = Srv::start("whatiflimit");
+    whatif_plan_size_and_horizon_are_limited_on(Srv::start("whatiflimit"));
+}
+
+fn whatif_plan_size_and_horizon_are_limited_on(s: Srv) {
     let admin = s.token(Role::Admin, &[]);
     assert_eq!(
         s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p"})))
@@ -1359,7 +1408,10 @@ fn whatif_plan_size_and_horizon_are_limited() {
 /// re-sends stay idempotent duplicates.
 #[test]
 fn differing_values_at_stored_times_are_conflicts() {
-    let s = Srv::start("conflict");
+    differing_values_at_stored_times_are_conflicts_on(Srv::start("conflict"));
+}
+
+fn differing_values_at_stored_times_are_conflicts_on(s: Srv) {
     let admin = s.token(Role::Admin, &[]);
     assert_eq!(
         s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p"})))
@@ -1518,7 +1570,10 @@ fn login_by_form_post_only_and_secure_cookie_behind_tls() {
 /// 409 for a different value, 400 with `Observation.…` paths).
 #[test]
 fn mongoexport_lines_effective_period_and_single_observation() {
-    let s = Srv::start("exports");
+    mongoexport_lines_effective_period_and_single_observation_on(Srv::start("exports"));
+}
+
+fn mongoexport_lines_effective_period_and_single_observation_on(s: Srv) {
     let admin = s.token(Role::Admin, &[]);
     assert_eq!(
         s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p"})))
@@ -1598,4 +1653,42 @@ fn mongoexport_lines_effective_period_and_single_observation() {
         r.body
     );
     assert_eq!(entries(100).len(), 4);
+}
+
+/// The tests whose outcome depends on the database (roles, revocation, plausibility, conflicts,
+/// batch partial success, profiles, exports, what-if limits) again on PostgreSQL when
+/// `MEDTWIN_TEST_POSTGRES_URL` is set (CI sets it; each on a fresh database).
+#[test]
+fn database_dependent_tests_on_postgresql() {
+    let tests: [(&str, fn(Srv)); 9] = [
+        ("plaus", implausible_data_are_refused_with_element_paths_on),
+        ("revoke", revoked_and_expired_tokens_are_refused_on),
+        ("matrix", routes_by_role_matrix_on),
+        ("fhirpatient", fhir_patient_create_on),
+        (
+            "percent",
+            percent_temp_basals_resolve_against_the_uploaded_profile_on,
+        ),
+        (
+            "batch",
+            batch_bundles_store_valid_entries_and_report_the_others_on,
+        ),
+        (
+            "conflict",
+            differing_values_at_stored_times_are_conflicts_on,
+        ),
+        (
+            "exports",
+            mongoexport_lines_effective_period_and_single_observation_on,
+        ),
+        ("whatiflimit", whatif_plan_size_and_horizon_are_limited_on),
+    ];
+    for (name, test) in tests {
+        let Some(s) = Srv::start_pg(name) else {
+            eprintln!("note: MEDTWIN_TEST_POSTGRES_URL not set: the hardening tests ran on SQLite only (CI runs PostgreSQL too)");
+            return;
+        };
+        eprintln!("{name} on PostgreSQL");
+        test(s);
+    }
 }
