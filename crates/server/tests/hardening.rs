@@ -1655,12 +1655,15 @@ fn mongoexport_lines_effective_period_and_single_observation_on(s: Srv) {
     assert_eq!(entries(100).len(), 4);
 }
 
+/// A test body and the name of its database.
+type NamedTest = (&'static str, fn(Srv));
+
 /// The tests whose outcome depends on the database (roles, revocation, plausibility, conflicts,
 /// batch partial success, profiles, exports, what-if limits) again on PostgreSQL when
 /// `MEDTWIN_TEST_POSTGRES_URL` is set (CI sets it; each on a fresh database).
 #[test]
 fn database_dependent_tests_on_postgresql() {
-    let tests: [(&str, fn(Srv)); 9] = [
+    let tests: [NamedTest; 9] = [
         ("plaus", implausible_data_are_refused_with_element_paths_on),
         ("revoke", revoked_and_expired_tokens_are_refused_on),
         ("matrix", routes_by_role_matrix_on),
