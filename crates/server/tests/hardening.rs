@@ -532,6 +532,16 @@ fn routes_by_role_matrix_on(s: Srv) {
         json!([{"eventType": "Correction Bolus", "created_at": iso_minutes_ago(m), "insulin": 1}])
             .to_string()
     };
+    let obs1 = |m: i64| {
+        json!({"resourceType": "Observation", "status": "final",
+             "code": {"coding": [{"system": "http://loinc.org", "code": "99504-3"}]},
+             "subject": {"reference": "Patient/pat-a"}, "effectiveDateTime": iso_minutes_ago(m),
+             "valueQuantity": {"value": 125, "system": "http://unitsofmeasure.org", "code": "mg/dL"}})
+        .to_string()
+    };
+    let profile = json!({"defaultProfile": "Day", "store": {"Day": {"timezone": "UTC",
+        "basal": [{"time": "00:00", "value": 0.8}]}}})
+    .to_string();
     let whatif = json!({"horizon_min": 60, "plans": [{"name": "x"}]}).to_string();
     let form = "carbs_g=10&bolus_u=1&at_min=0";
     // (method, path, body, expected status for admin, clinician, device, none)
@@ -603,6 +613,26 @@ fn routes_by_role_matrix_on(s: Srv) {
             None,
             [404, 403, 403, 401],
         ),
+        (
+            "GET",
+            "/ns/pat-a/api/v1/entries".into(),
+            None,
+            [200, 200, 403, 401],
+        ),
+        (
+            "GET",
+            "/ns/pat-b/api/v1/entries".into(),
+            None,
+            [200, 403, 403, 401],
+        ),
+        (
+            "POST",
+            "/ns/pat-b/api/v1/profile".into(),
+            Some(profile.clone()),
+            [200, 403, 403, 401],
+        ),
+        ("GET", "/login".into(), None, [200, 200, 200, 200]),
+        ("GET", "/ui/style.css".into(), None, [200, 200, 200, 200]),
         ("GET", "/audit".into(), None, [200, 403, 403, 401]),
         ("GET", "/openapi.json".into(), None, [200, 200, 200, 200]),
         ("GET", "/healthz".into(), None, [200, 200, 200, 200]),
@@ -701,7 +731,32 @@ fn routes_by_role_matrix_on(s: Srv) {
             Some(tr(m + 20)),
             want,
         ));
+        // The `.json` aliases Nightscout uploaders use, the profile, one FHIR Observation.
+        routes.push((
+            "POST",
+            "/ns/pat-a/api/v1/entries.json".into(),
+            Some(ns(m + 60)),
+            want,
+        ));
+        routes.push((
+            "POST",
+            "/ns/pat-a/api/v1/treatments.json".into(),
+            Some(tr(m + 60)),
+            want,
+        ));
+        for path in ["/ns/pat-a/api/v1/profile", "/ns/pat-a/api/v1/profile.json"] {
+            routes.push(("POST", path.into(), Some(profile.clone()), want));
+        }
+        let created = want.map(|w| if w == 200 { 201 } else { w });
+        routes.push((
+            "POST",
+            "/fhir/Observation".into(),
+            Some(obs1(m + 80)),
+            created,
+        ));
     }
+    // Logging out last (it only clears the cookie): 303 for everyone.
+    routes.push(("GET", "/logout".into(), None, [303, 303, 303, 303]));
     let roles: [(&str, Option<&str>); 4] = [
         ("admin", Some(&admin)),
         ("clinician", Some(&clin)),
