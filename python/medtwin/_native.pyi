@@ -208,6 +208,7 @@ def petab_fit(
     max_evals: int = 4000,
     fd_step: float = 1e-4,
     optimizer: str = "lm",
+    gradient: str = "sens",
     sampler: str = "lhs",
     nominal_start: bool = True,
     time_limit: Optional[float] = None,

@@ -86,6 +86,7 @@ def fit(
     max_evals: int = 4000,
     fd_step: float = 1e-4,
     optimizer: str = "lm",
+    gradient: str = "sens",
     sampler: str = "lhs",
     nominal_start: bool = True,
     time_limit: Optional[float] = None,
@@ -98,6 +99,8 @@ def fit(
     fit.json``; options and defaults are the CLI's).
 
     ``optimizer``: ``"lm"`` (Levenberg–Marquardt on the Fisher information) or ``"bfgs"``;
+    ``gradient`` (the Jacobians of ``"lm"``): ``"sens"`` (forward sensitivities; finite
+    differences where they fail, e.g. models with events) or ``"fd"`` (central finite differences);
     ``sampler``: ``"lhs"`` (Latin hypercube) or ``"uniform"``; with ``nominal_start`` start 0 is the
     nominal vector. ``max_evals`` objective evaluations per start, ``time_limit`` seconds per start,
     ``sim_time_limit`` seconds per simulation (a slower one counts as failed), ``fd_step`` the
@@ -120,6 +123,7 @@ def fit(
         max_evals,
         float(fd_step),
         str(optimizer),
+        str(gradient),
         str(sampler),
         bool(nominal_start),
         None if time_limit is None else float(time_limit),

@@ -3,7 +3,7 @@
 //! `Evaluator::residuals` at the nominal vector, `fit::fit`.
 
 use crate::{f64_bytes, InputError, SbmlError, SimulationError};
-use medtwin_petab::fit::{fit, FitOptions, Optimizer, Sampler};
+use medtwin_petab::fit::{fit, FitOptions, Gradient, Optimizer, Sampler};
 use medtwin_petab::{Evaluator, PetabError, Problem, SimSettings};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -111,7 +111,7 @@ fn petab_llh<'py>(
 /// 0.1 of the best objective (all, sampled only) the CLI prints. Options and defaults are the
 /// CLI's. The GIL is released.
 #[pyfunction]
-#[pyo3(signature = (problem, starts=10, seed=0, max_evals=4000, fd_step=1e-4, optimizer="lm", sampler="lhs", nominal_start=true, time_limit=None, sim_time_limit=10.0, rtol=1e-8, atol=1e-12))]
+#[pyo3(signature = (problem, starts=10, seed=0, max_evals=4000, fd_step=1e-4, optimizer="lm", gradient="sens", sampler="lhs", nominal_start=true, time_limit=None, sim_time_limit=10.0, rtol=1e-8, atol=1e-12))]
 #[allow(clippy::too_many_arguments)]
 fn petab_fit(
     py: Python<'_>,
@@ -121,6 +121,7 @@ fn petab_fit(
     max_evals: usize,
     fd_step: f64,
     optimizer: &str,
+    gradient: &str,
     sampler: &str,
     nominal_start: bool,
     time_limit: Option<f64>,
@@ -134,6 +135,15 @@ fn petab_fit(
         o => {
             return Err(InputError::new_err(format!(
                 "unknown optimizer '{o}' (lm, bfgs)"
+            )))
+        }
+    };
+    let gradient = match gradient {
+        "sens" => Gradient::Sensitivities,
+        "fd" => Gradient::FiniteDifferences,
+        o => {
+            return Err(InputError::new_err(format!(
+                "unknown gradient '{o}' (sens, fd)"
             )))
         }
     };
@@ -163,6 +173,7 @@ fn petab_fit(
         sampler,
         nominal_start,
         time_limit,
+        gradient,
         ..FitOptions::default()
     };
     let r = py

@@ -54,11 +54,14 @@ def test_llh_matches_amici_reference(data_dir):
     assert medtwin.petab.llh(yaml_of(data_dir, "Boehm_JProteomeRes2014")).llh == pytest.approx(llh_ref, abs=1e-3)
 
 
-def test_fit_is_the_cli(data_dir, tmp_path):
+@pytest.mark.parametrize("gradient", ["sens", "fd"])
+def test_fit_is_the_cli(data_dir, tmp_path, gradient):
     y = yaml_of(data_dir, "Boehm_JProteomeRes2014")
-    r = medtwin.petab.fit(y, starts=3, seed=5, max_evals=300)
+    kw = {} if gradient == "sens" else {"gradient": gradient}  # sens: both defaults
+    r = medtwin.petab.fit(y, starts=3, seed=5, max_evals=300, **kw)
     out = tmp_path / "fit.json"
-    printed = cli("petab", "fit", y, "--starts", 3, "--seed", 5, "--max-evals", 300, "--out", out)
+    extra = [] if gradient == "sens" else ["--gradient", gradient]
+    printed = cli("petab", "fit", y, "--starts", 3, "--seed", 5, "--max-evals", 300, *extra, "--out", out)
     c = json.loads(out.read_text())
     assert r["ids"] == c["ids"] and r["scales"] == c["scales"]
     assert r["nominal_objective"] == c["nominal_objective"]
@@ -77,6 +80,8 @@ def test_errors_are_named(data_dir, tmp_path):
     y = yaml_of(data_dir, "Boehm_JProteomeRes2014")
     with pytest.raises(medtwin.InputError, match="optimizer 'newton'"):
         medtwin.petab.fit(y, starts=1, optimizer="newton")
+    with pytest.raises(medtwin.InputError, match="gradient 'adjoint'"):
+        medtwin.petab.fit(y, starts=1, gradient="adjoint")
     with pytest.raises(medtwin.InputError, match="rtol"):
         medtwin.petab.llh(y, rtol=0.0)
     with pytest.raises(medtwin.InputError):
