@@ -232,3 +232,27 @@ def test_tdm_twin_forecast_with_infusions_is_the_cli(data_dir, tmp_path):
     cli("twin", "forecast", tj, "--plan", plan, "--until", 48, "--step", 1, "--out", out)
     assert_table_is_csv(fi.table, read_csv(out))
     assert tw.forecast(48, 1.0, plan=plan).table.equals(fi.table)
+
+
+def test_gil_released_during_calibration(files):
+    """Another Python thread keeps running while the twin is calibrated and forecast."""
+    import threading
+    import time
+
+    done = threading.Event()
+    ticks = 0
+
+    def work():
+        for _ in range(3):
+            G.fit(files["model"], files["first"], prior=files["spec"]).forecast(48)
+        done.set()
+
+    th = threading.Thread(target=work)
+    t0 = time.perf_counter()
+    th.start()
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0.002)
+    th.join()
+    elapsed = time.perf_counter() - t0
+    assert ticks >= min(10, int(elapsed / 0.004)), (ticks, elapsed)

@@ -88,3 +88,28 @@ def test_errors_are_named(data_dir, tmp_path):
         medtwin.petab.fit(y, starts=0)
     with pytest.raises(TypeError):
         medtwin.petab.fit(y, starts=1.5)
+
+
+def test_gil_released_during_fit(data_dir):
+    """Another Python thread keeps running while the starts are optimised."""
+    import threading
+    import time
+
+    y = yaml_of(data_dir, "Boehm_JProteomeRes2014")
+    done = threading.Event()
+    ticks = 0
+
+    def work():
+        medtwin.petab.fit(y, starts=4, seed=1, max_evals=400, gradient="fd")
+        done.set()
+
+    th = threading.Thread(target=work)
+    t0 = time.perf_counter()
+    th.start()
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0.002)
+    th.join()
+    elapsed = time.perf_counter() - t0
+    # A held GIL would allow ~no ticks while the fit runs.
+    assert ticks >= min(10, int(elapsed / 0.004)), (ticks, elapsed)
