@@ -15,9 +15,10 @@
 //! model without covariates (the nlme reference model, whose IIV absorbs weight). Theophylline
 //! (12 adults, 4.5 mg/kg q12h) as before. Seeds are fixed; all designs see the same patients.
 //!
-//! `cargo run --release -p medtwin-twin-core --example tdm_simulation [N] [NOISE]` (N = 500
-//! patients by default; NOISE scales the measurement error of the simulated levels, 1 = the
-//! fitted residual error, 0 = exact levels; the twin always assumes the fitted error).
+//! `cargo run --release -p medtwin-twin-core --example tdm_simulation [N] [NOISE] [SEED]`
+//! (N = 500 patients by default; NOISE scales the measurement error of the simulated levels,
+//! 1 = the fitted residual error, 0 = exact levels; the twin always assumes the fitted error;
+//! SEED = 11 draws the virtual patients).
 
 use medtwin_pk::data::{import_phenobarb, import_theoph, Dataset, Observation, Subject};
 use medtwin_pk::model::PkModel;
@@ -261,6 +262,10 @@ fn main() {
         .nth(2)
         .map(|a| a.parse().expect("NOISE must be a number"))
         .unwrap_or(1.0);
+    let seed: u64 = std::env::args()
+        .nth(3)
+        .map(|a| a.parse().expect("SEED must be an unsigned integer"))
+        .unwrap_or(11);
     println!(
         "design | prior | MAP dose | p-in-range dose | twin's expected P | median posterior SD ln(trough) | share with SD <= {SD_NEEDED}"
     );
@@ -301,7 +306,7 @@ fn main() {
         d.extend((1..60).map(|k| Dose::bolus(12.0 * k as f64, 2.5 * wt, 1)));
         d
     };
-    let pts = patients(&cov, &pheno_ds, n, 11, &dosing);
+    let pts = patients(&cov, &pheno_ds, n, seed, &dosing);
     let reg = Regimen {
         interval_h: 12.0,
         cmt: 1,
@@ -349,7 +354,7 @@ fn main() {
             .map(|d| Dose::bolus(12.0 * d as f64, 4.5, 1))
             .collect::<Vec<_>>()
     };
-    let pts = patients(&theo, &no_cov, n, 11, &q12);
+    let pts = patients(&theo, &no_cov, n, seed, &q12);
     study(
         &theo,
         &[("no covariates", &theo)],
