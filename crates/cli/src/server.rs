@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// (0: no such limit).
     #[arg(long, default_value_t = 90.0)]
     record_start_margin_days: f64,
+    /// What-ifs computed at once (API and dashboard; default: one per core); a what-if that
+    /// finds no free slot within 10 s is answered 503 with Retry-After.
+    #[arg(long)]
+    max_whatifs: Option<usize>,
     /// Serve HTTPS (built-in TLS, rustls): PEM certificate chain, server certificate first
     /// (e.g. fullchain.pem). Needs --tls-key; the dashboard cookie gets `Secure`.
     #[arg(long, requires = "tls_key")]
@@ -149,6 +153,12 @@ pub fn serve(a: ServeArgs) -> Result<(), CliError> {
         )));
     }
     cfg.record_start_margin_days = a.record_start_margin_days;
+    if let Some(n) = a.max_whatifs {
+        if n == 0 {
+            return Err(CliError::input("--max-whatifs must be at least 1"));
+        }
+        cfg.max_concurrent_whatifs = n;
+    }
     if let (Some(cert), Some(key)) = (a.tls_cert, a.tls_key) {
         cfg.tls = Some(medtwin_server::tls::TlsFiles { cert, key });
     }

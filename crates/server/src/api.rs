@@ -454,17 +454,36 @@ pub async fn whatif_for(
             "the twin is not calibrated yet (needs 24 h of CGM)",
         ));
     };
+    // A slot first (see `ServerConfig::max_concurrent_whatifs`): the request is checked and
+    // the twin found, so only the computation waits.
+    let wait = std::time::Duration::from_secs_f64(state.cfg.whatif_wait_s.clamp(0.0, 3600.0));
+    let slot = match tokio::time::timeout(wait, state.whatifs.clone().acquire_owned()).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "every what-if slot ({}) is busy with other what-ifs; retry in {} s",
+                    state.cfg.max_concurrent_whatifs.max(1),
+                    crate::BUSY_RETRY_AFTER_S
+                ),
+            ))
+        }
+    };
     let pid = id.to_string();
-    tokio::task::spawn_blocking(move || crate::live::run_whatif(&pid, &doc, &req))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|(input, m)| {
-            if input {
-                ApiError::bad(m)
-            } else {
-                ApiError::internal(m)
-            }
-        })
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        crate::live::run_whatif(&pid, &doc, &req)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|(input, m)| {
+        if input {
+            ApiError::bad(m)
+        } else {
+            ApiError::internal(m)
+        }
+    })
 }
 
 /// Compare plans (meals, boluses, basal rates; minutes after the twin's data time) on the

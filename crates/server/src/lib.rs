@@ -69,7 +69,7 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use medtwin_store::{AuditEntry, Plausibility, Principal, Role, Store};
 
@@ -140,6 +140,13 @@ pub struct ServerConfig {
     /// Built-in TLS: serve HTTPS with this certificate chain and key ([`tls`]); `None`: plain
     /// HTTP (behind a TLS-terminating reverse proxy, or on loopback).
     pub tls: Option<tls::TlsFiles>,
+    /// What-ifs computed at once (API and dashboard together; each runs on one thread, the
+    /// largest accepted one ≈ 6 CPU-s at 500 particles), so what-ifs cannot take every core
+    /// from the twins and the ingest. At least 1.
+    pub max_concurrent_whatifs: usize,
+    /// How long a what-if waits for a free slot, seconds; then `503 Service Unavailable` with
+    /// `Retry-After`.
+    pub whatif_wait_s: f64,
 }
 
 impl ServerConfig {
@@ -183,6 +190,10 @@ impl ServerConfig {
             request_timeout_s: 60.0,
             secure_cookies: false,
             tls: None,
+            max_concurrent_whatifs: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            whatif_wait_s: 10.0,
         }
     }
 }
@@ -212,6 +223,8 @@ pub struct AppState {
     pub cfg: Arc<ServerConfig>,
     /// Rate limits and the aggregation of refused requests' audit.
     pub guard: Arc<guard::Guard>,
+    /// Free what-if slots ([`ServerConfig::max_concurrent_whatifs`]).
+    pub whatifs: Arc<tokio::sync::Semaphore>,
 }
 
 /// An error answer: HTTP status and a reason sentence (JSON `{"error": reason}`).
@@ -299,13 +312,24 @@ pub fn conflict_text(c: &medtwin_store::Conflict) -> String {
     )
 }
 
+/// `Retry-After` of a `503 Service Unavailable` answer (every what-if slot busy), seconds.
+pub const BUSY_RETRY_AFTER_S: u64 = 5;
+
 impl IntoResponse for ApiError {
+    /// JSON `{"error": reason}`; a 503 also carries `Retry-After` ([`BUSY_RETRY_AFTER_S`]).
     fn into_response(self) -> Response {
-        (
+        let mut r = (
             self.status,
             axum::Json(serde_json::json!({ "error": self.reason })),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(BUSY_RETRY_AFTER_S),
+            );
+        }
+        r
     }
 }
 
@@ -454,6 +478,9 @@ pub async fn start(
     let state = AppState {
         store: store.clone(),
         live,
+        whatifs: Arc::new(tokio::sync::Semaphore::new(
+            cfg.max_concurrent_whatifs.max(1),
+        )),
         cfg: cfg.clone(),
         guard: Arc::new(
             guard::Guard::new(cfg.client_rate_per_s, cfg.client_auth_failures_per_min)

@@ -1750,3 +1750,97 @@ fn database_dependent_tests_on_postgresql() {
         test(s);
     }
 }
+
+/// What-ifs computed at once are limited (`ServerConfig::max_concurrent_whatifs`): with one
+/// slot and no wait, a what-if sent while a large one runs is a 503 with `Retry-After`, and is
+/// answered once the slot is free.
+#[test]
+fn concurrent_whatifs_are_limited() {
+    use medtwin_io::RecordKind;
+    use medtwin_twin::{InputSchedule, TwinEngine, TwinSettings};
+    let s = Srv::start_with("whatifslots", |c| {
+        c.max_concurrent_whatifs = 1;
+        c.whatif_wait_s = 0.0;
+    });
+    let admin = s.token(Role::Admin, &[]);
+    assert_eq!(
+        s.bearer("POST", "/patients", &admin, Some(&json!({"id": "p"})))
+            .status,
+        201
+    );
+    // A calibrated twin for `p` (26 h of the bundled participant 2313), saved as the server
+    // saves its twins.
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/t1d-uom");
+    let (mut rec, _) = medtwin_io::import_t1d_uom(&data, "2313").unwrap();
+    let first = rec
+        .of_kind(RecordKind::Cgm)
+        .next()
+        .unwrap()
+        .time
+        .as_second();
+    rec.entries
+        .retain(|e| e.time.as_second() < first + 26 * 3600);
+    let sched = InputSchedule::from_record(&rec).unwrap();
+    let settings = TwinSettings {
+        n_particles: 50,
+        ..TwinSettings::default()
+    };
+    let mut engine = TwinEngine::start(&sched, settings).unwrap();
+    engine
+        .assimilate_until(&sched, sched.last_cgm_min())
+        .unwrap();
+    let doc = serde_json::to_string(&engine.to_twin(&sched, Some("p".into()))).unwrap();
+    let last_ms = rec
+        .of_kind(RecordKind::Cgm)
+        .map(|e| e.time.as_millisecond())
+        .max()
+        .unwrap();
+    s.rt.block_on(async {
+        let st = Store::open(&s.db).await.unwrap();
+        st.save_twin("p", "ok", "", last_ms, Some(&doc))
+            .await
+            .unwrap();
+        st.close().await;
+    });
+    let big_plan = |k: usize| {
+        let meals: Vec<Value> = (0..1000)
+            .map(|i| json!({"at_min": (i % 720) as f64, "carbs_g": 1.0}))
+            .collect();
+        json!({"name": format!("p{k}"), "meals": meals})
+    };
+    let big = json!({"horizon_min": 720, "plans": (0..8).map(big_plan).collect::<Vec<_>>()});
+    let small = json!({"horizon_min": 60, "plans": [{"name": "meal", "meals": [{"at_min": 0, "carbs_g": 30}]}]});
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (big_status, busy) = std::thread::scope(|sc| {
+        let h = sc.spawn(|| {
+            let r = s.bearer("POST", "/patients/p/whatif", &admin, Some(&big));
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            r.status
+        });
+        // Small what-ifs while the large one runs: refused while its slot is taken.
+        let mut busy = None;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let r = s.bearer("POST", "/patients/p/whatif", &admin, Some(&small));
+            if r.status == 503 && busy.is_none() && !done.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                busy = Some(r);
+            }
+        }
+        (h.join().unwrap(), busy)
+    });
+    assert_eq!(big_status, 200);
+    let busy = busy.expect("no what-if was refused while the large one ran");
+    assert_eq!(busy.header("retry-after"), Some("5"), "{busy:?}");
+    assert!(
+        busy.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("what-if slot"),
+        "{}",
+        busy.body
+    );
+    // The slot is free again.
+    let r = s.bearer("POST", "/patients/p/whatif", &admin, Some(&small));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
