@@ -20,6 +20,7 @@ use crate::{Evaluator, PetabError};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// Options of [`fit`].
@@ -51,7 +52,8 @@ pub struct FitOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub enum Gradient {
     /// Forward sensitivities ([`Evaluator::sensitivities`]); central finite differences where
-    /// the sensitivity simulation fails (e.g. models with events).
+    /// the sensitivity simulation fails (e.g. models with events), and for the rest of the
+    /// fit after two such failures.
     #[default]
     Sensitivities,
     /// Central finite differences of the simulated outputs (2 × parameters simulations).
@@ -208,6 +210,10 @@ pub fn fit(ev: &Evaluator, opts: &FitOptions) -> Result<FitResult, PetabError> {
             p
         })
         .collect();
+    // After two failed sensitivity simulations (e.g. the BDF cannot step over a
+    // discontinuity of a piecewise input with the sensitivities in its error test) the fit
+    // uses finite differences for the rest of the run.
+    let sens_failures = AtomicUsize::new(0);
     let mut starts = Vec::new();
     for s in 0..opts.starts {
         let ts = Instant::now();
@@ -255,7 +261,14 @@ pub fn fit(ev: &Evaluator, opts: &FitOptions) -> Result<FitResult, PetabError> {
                     })
                     .collect();
                 let sens = |x: &[f64]| -> Option<Vec<Vec<(f64, f64)>>> {
-                    sens_columns(ev, &est, &theta_of(x))
+                    if sens_failures.load(Ordering::Relaxed) >= 2 {
+                        return None;
+                    }
+                    let r = sens_columns(ev, &est, &theta_of(x));
+                    if r.is_none() {
+                        sens_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    r
                 };
                 let sens: Option<&SensCols<'_>> = match opts.gradient {
                     Gradient::Sensitivities => Some(&sens),

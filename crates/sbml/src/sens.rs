@@ -629,9 +629,9 @@ impl SensBdf {
                     }
                 }
             }
-            if guard > 200_000 {
+            if guard > 50_000 {
                 return Err(SbmlError::Simulation(format!(
-                    "sensitivities: more than 200000 BDF steps between t = {t0} and {t1}"
+                    "sensitivities: more than 50000 BDF steps between t = {t0} and {t1}"
                 )));
             }
             self.step(sys)?;
