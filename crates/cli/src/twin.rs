@@ -41,6 +41,11 @@ pub enum ImportCmd {
         /// an empty file).
         #[arg(long)]
         patient_toml: Option<PathBuf>,
+        /// The patient's Nightscout profile.json (basal schedule): relative (percent) temp
+        /// basals then resolve to scheduled × (100 + percent) / 100 U/h instead of being
+        /// rejected.
+        #[arg(long)]
+        profile: Option<PathBuf>,
     },
     /// Convert a Dexcom Clarity CSV export (EGV, Insulin, Carbs, Calibration rows; local times).
     Clarity {
@@ -283,9 +288,14 @@ pub fn import(c: ImportCmd) -> Result<(), CliError> {
             treatments,
             out,
             patient_toml,
+            profile,
         } => {
-            let (r, rep) =
-                medtwin_io::import_nightscout(&entries, &treatments).map_err(input_err)?;
+            let (r, rep) = medtwin_io::import_nightscout_with_profile(
+                &entries,
+                &treatments,
+                profile.as_deref(),
+            )
+            .map_err(input_err)?;
             (r, rep, out, patient_toml)
         }
         ImportCmd::Clarity { file, tz, out } => {

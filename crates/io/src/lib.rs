@@ -130,7 +130,9 @@ pub mod tidepool;
 mod util;
 
 pub use error::IoError;
-pub use nightscout::{import_nightscout, nightscout_documents, nightscout_from_values};
+pub use nightscout::{
+    import_nightscout, import_nightscout_with_profile, nightscout_documents, nightscout_from_values,
+};
 pub use record::{InvalidEntry, PatientInfo, Record, RecordEntry, RecordKind, GLUCOSE_MAX_MG_DL};
 pub use record_csv::{
     read_patient_toml, read_record_csv, write_patient_toml, write_record_csv, RECORD_HEADER,

@@ -196,6 +196,58 @@ pub fn import_nightscout(
     ))
 }
 
+/// [`import_nightscout`] with the patient's Nightscout profile (`profile.json`: one profile
+/// document, an array of them or JSON lines; the active one by `startDate`), so relative
+/// (percent) `Temp Basal` treatments resolve to `scheduled × (100 + percent) / 100` U/h
+/// ([`crate::ns_profile::resolve_percent_temp_basals`]) instead of being rejected. Without a
+/// profile this is [`import_nightscout`].
+///
+/// Errors: as [`import_nightscout`]; a profile that is unreadable, not JSON or holds no usable
+/// basal schedule, or a percent temp basal that cannot be resolved ([`IoError::Parse`] naming
+/// the file and the element, e.g. `treatments.json[3].percent`). Nothing is imported then.
+pub fn import_nightscout_with_profile(
+    entries_json: &Path,
+    treatments_json: &Path,
+    profile_json: Option<&Path>,
+) -> Result<(Record, ImportReport), IoError> {
+    let Some(profile_json) = profile_json else {
+        return import_nightscout(entries_json, treatments_json);
+    };
+    let entries = read_json_array(entries_json, "entries")?;
+    let mut treatments = read_json_array(treatments_json, "treatments")?;
+    let docs = read_json_array(profile_json, "profile")?;
+    let doc = match <[Value; 1]>::try_from(docs) {
+        Ok([one]) => one,
+        Err(many) => Value::Array(many),
+    };
+    let profile = crate::ns_profile::BasalProfile::from_nightscout(&doc, &file_name(profile_json))
+        .map_err(|reason| IoError::Parse {
+            file: profile_json.display().to_string(),
+            reason,
+        })?;
+    crate::ns_profile::resolve_percent_temp_basals(
+        &mut treatments,
+        Some(&profile),
+        &file_name(treatments_json),
+    )
+    .map_err(|problems| IoError::Parse {
+        file: treatments_json.display().to_string(),
+        reason: problems.join("; "),
+    })?;
+    Ok(nightscout_from_values(
+        &entries,
+        &treatments,
+        (
+            &entries_json.display().to_string(),
+            &file_name(entries_json),
+        ),
+        (
+            &treatments_json.display().to_string(),
+            &file_name(treatments_json),
+        ),
+    ))
+}
+
 /// The mapping of [`import_nightscout`] applied to already-parsed JSON arrays, e.g. the bodies
 /// of Nightscout API uploads (`POST /api/v1/entries`, `POST /api/v1/treatments`). Each of
 /// `entries_name` and `treatments_name` is `(file, name)`: `file` names the source in issues,
