@@ -180,20 +180,7 @@ pub fn import_nightscout(
     entries_json: &Path,
     treatments_json: &Path,
 ) -> Result<(Record, ImportReport), IoError> {
-    let entries = read_json_array(entries_json, "entries")?;
-    let treatments = read_json_array(treatments_json, "treatments")?;
-    Ok(nightscout_from_values(
-        &entries,
-        &treatments,
-        (
-            &entries_json.display().to_string(),
-            &file_name(entries_json),
-        ),
-        (
-            &treatments_json.display().to_string(),
-            &file_name(treatments_json),
-        ),
-    ))
+    import_nightscout_with_profile(entries_json, treatments_json, None)
 }
 
 /// [`import_nightscout`] with the patient's Nightscout profile (`profile.json`: one profile
@@ -210,30 +197,11 @@ pub fn import_nightscout_with_profile(
     treatments_json: &Path,
     profile_json: Option<&Path>,
 ) -> Result<(Record, ImportReport), IoError> {
-    let Some(profile_json) = profile_json else {
-        return import_nightscout(entries_json, treatments_json);
-    };
     let entries = read_json_array(entries_json, "entries")?;
     let mut treatments = read_json_array(treatments_json, "treatments")?;
-    let docs = read_json_array(profile_json, "profile")?;
-    let doc = match <[Value; 1]>::try_from(docs) {
-        Ok([one]) => one,
-        Err(many) => Value::Array(many),
-    };
-    let profile = crate::ns_profile::BasalProfile::from_nightscout(&doc, &file_name(profile_json))
-        .map_err(|reason| IoError::Parse {
-            file: profile_json.display().to_string(),
-            reason,
-        })?;
-    crate::ns_profile::resolve_percent_temp_basals(
-        &mut treatments,
-        Some(&profile),
-        &file_name(treatments_json),
-    )
-    .map_err(|problems| IoError::Parse {
-        file: treatments_json.display().to_string(),
-        reason: problems.join("; "),
-    })?;
+    if let Some(profile_json) = profile_json {
+        resolve_with_profile(&mut treatments, treatments_json, profile_json)?;
+    }
     Ok(nightscout_from_values(
         &entries,
         &treatments,
@@ -246,6 +214,35 @@ pub fn import_nightscout_with_profile(
             &file_name(treatments_json),
         ),
     ))
+}
+
+/// Resolve the percent temp basals of `treatments` (read from `treatments_json`) against the
+/// profile in `profile_json` ([`import_nightscout_with_profile`]).
+fn resolve_with_profile(
+    treatments: &mut [Value],
+    treatments_json: &Path,
+    profile_json: &Path,
+) -> Result<(), IoError> {
+    let docs = read_json_array(profile_json, "profile")?;
+    let doc = match <[Value; 1]>::try_from(docs) {
+        Ok([one]) => one,
+        Err(many) => Value::Array(many),
+    };
+    let profile = crate::ns_profile::BasalProfile::from_nightscout(&doc, &file_name(profile_json))
+        .map_err(|reason| IoError::Parse {
+            file: profile_json.display().to_string(),
+            reason,
+        })?;
+    crate::ns_profile::resolve_percent_temp_basals(
+        treatments,
+        Some(&profile),
+        &file_name(treatments_json),
+    )
+    .map_err(|problems| IoError::Parse {
+        file: treatments_json.display().to_string(),
+        reason: problems.join("; "),
+    })?;
+    Ok(())
 }
 
 /// The mapping of [`import_nightscout`] applied to already-parsed JSON arrays, e.g. the bodies
