@@ -73,6 +73,30 @@ fn percent_temp_basals_resolve_with_the_profile() {
         rates.iter().any(|r| (r - 1.8).abs() < 1e-9) && rates.contains(&0.0),
         "{rates:?}"
     );
+    // The pump returns to the schedule after a temp basal (12:30 → 1.2 U/h) and follows its
+    // changes while no temp basal runs (22:00 → 0.6 U/h); nothing at 12:00 besides the temp.
+    let csv = std::fs::read_to_string(d.join("record.csv")).unwrap();
+    let basal: Vec<(&str, f64)> = csv
+        .lines()
+        .filter(|l| l.contains(",basal"))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0], f[2].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        basal
+            .iter()
+            .map(|(t, r)| (t.get(11..16).unwrap_or(t), *r))
+            .collect::<Vec<_>>(),
+        vec![
+            ("12:00", 1.8),
+            ("12:30", 1.2),
+            ("22:00", 0.6),
+            ("23:00", 0.0)
+        ],
+        "{csv}"
+    );
 
     // A profile without a basal schedule stops the import, naming the element.
     std::fs::write(d.join("bad.json"), r#"{"store": {"A": {}}}"#).unwrap();

@@ -199,10 +199,11 @@ pub fn import_nightscout_with_profile(
 ) -> Result<(Record, ImportReport), IoError> {
     let entries = read_json_array(entries_json, "entries")?;
     let mut treatments = read_json_array(treatments_json, "treatments")?;
-    if let Some(profile_json) = profile_json {
-        resolve_with_profile(&mut treatments, treatments_json, profile_json)?;
-    }
-    Ok(nightscout_from_values(
+    let profile = match profile_json {
+        Some(p) => Some(resolve_with_profile(&mut treatments, treatments_json, p)?),
+        None => None,
+    };
+    let (record, mut report) = nightscout_from_values(
         &entries,
         &treatments,
         (
@@ -213,7 +214,62 @@ pub fn import_nightscout_with_profile(
             &treatments_json.display().to_string(),
             &file_name(treatments_json),
         ),
+    );
+    let Some(profile) = profile else {
+        return Ok((record, report));
+    };
+    Ok(with_scheduled_basal(
+        record,
+        &mut report,
+        &profile,
+        &treatments,
+        &file_name(treatments_json),
     ))
+}
+
+/// `record` with the profile's scheduled basal rates where no temp basal runs
+/// ([`crate::ns_profile::scheduled_basal_rates`] over the record's span), counted
+/// (`scheduled_basal_rates`) and said in a warning that replaces the "add the profile" one.
+fn with_scheduled_basal(
+    record: Record,
+    report: &mut ImportReport,
+    profile: &crate::ns_profile::BasalProfile,
+    treatments: &[Value],
+    file: &str,
+) -> (Record, ImportReport) {
+    let (Some(from), Some(to)) = (
+        record.entries.iter().map(|e| e.time).min(),
+        record.entries.iter().map(|e| e.time).max(),
+    ) else {
+        return (record, std::mem::take(report));
+    };
+    let source = format!("nightscout:profile:{}", profile.name);
+    let added: Vec<RecordEntry> =
+        crate::ns_profile::scheduled_basal_rates(profile, treatments, from, to)
+            .into_iter()
+            .filter_map(|(t, r)| {
+                RecordEntry::new(t, RecordKind::BasalRate, r, "U/h", None, source.clone()).ok()
+            })
+            .collect();
+    let n = added.len();
+    report.warnings.retain(|w| {
+        !w.message
+            .contains("add the profile basal rates before simulating")
+    });
+    report.warn(
+        file,
+        None,
+        format!(
+            "{n} scheduled basal rates of profile `{}` added (at the record's start, each schedule change and each temp basal's end, where no temp basal runs)",
+            profile.name
+        ),
+    );
+    report.add("scheduled_basal_rates", n);
+    report.add(keys::ACCEPTED, n);
+    report.add(&ImportReport::accepted_key(RecordKind::BasalRate), n);
+    let mut entries = record.entries;
+    entries.extend(added);
+    (Record::new(record.patient, entries), std::mem::take(report))
 }
 
 /// Resolve the percent temp basals of `treatments` (read from `treatments_json`) against the
@@ -222,7 +278,7 @@ fn resolve_with_profile(
     treatments: &mut [Value],
     treatments_json: &Path,
     profile_json: &Path,
-) -> Result<(), IoError> {
+) -> Result<crate::ns_profile::BasalProfile, IoError> {
     let docs = read_json_array(profile_json, "profile")?;
     let doc = match <[Value; 1]>::try_from(docs) {
         Ok([one]) => one,
@@ -242,7 +298,7 @@ fn resolve_with_profile(
         file: treatments_json.display().to_string(),
         reason: problems.join("; "),
     })?;
-    Ok(())
+    Ok(profile)
 }
 
 /// The mapping of [`import_nightscout`] applied to already-parsed JSON arrays, e.g. the bodies

@@ -188,6 +188,80 @@ impl BasalProfile {
     }
 }
 
+/// The scheduled basal rates a Nightscout export leaves out: a `Temp Basal` runs for its
+/// `duration` (or until the next temp basal or a cancel, `duration` 0), after which the pump
+/// returns to `profile`'s schedule. Returns `(time, U/h)` at `from`, at each schedule change
+/// (local times of the profile's time zone, daylight-saving aware) and at each temp basal's
+/// end, for every such instant in `[from, to]` at which no temp basal runs; sorted. A temp
+/// basal without a duration runs until the next one. Treatments that are not temp basals, or
+/// have no usable time, are ignored.
+pub fn scheduled_basal_rates(
+    profile: &BasalProfile,
+    treatments: &[Value],
+    from: Timestamp,
+    to: Timestamp,
+) -> Vec<(Timestamp, f64)> {
+    // (start, duration in min; None = a cancel), sorted by start
+    let mut events: Vec<(Timestamp, Option<f64>)> = treatments
+        .iter()
+        .filter_map(|t| {
+            let o = t.as_object()?;
+            if o.get("eventType").and_then(Value::as_str).map(str::trim) != Some("Temp Basal") {
+                return None;
+            }
+            let at = treatment_time(o)?;
+            match o.get("duration").and_then(num) {
+                Some(d) if d <= 0.0 => Some((at, None)),
+                Some(d) if d.is_finite() => Some((at, Some(d))),
+                _ => Some((at, Some(f64::INFINITY))),
+            }
+        })
+        .collect();
+    events.sort_by_key(|e| e.0);
+    let mut running: Vec<(Timestamp, Timestamp)> = Vec::new();
+    for (i, &(start, dur)) in events.iter().enumerate() {
+        let Some(dur) = dur else { continue };
+        let mut end = match dur.is_finite() {
+            true => start
+                .checked_add(jiff::SignedDuration::from_secs_f64(dur * 60.0))
+                .unwrap_or(Timestamp::MAX),
+            false => Timestamp::MAX,
+        };
+        if let Some(next) = events.get(i + 1) {
+            end = end.min(next.0);
+        }
+        running.push((start, end));
+    }
+    let tz = TimeZone::get(&profile.timezone).unwrap_or(TimeZone::UTC);
+    let mut at: Vec<Timestamp> = vec![from];
+    at.extend(running.iter().map(|r| r.1));
+    if let (Ok(first), Ok(last)) = (
+        from.to_zoned(tz.clone()).date().yesterday(),
+        to.to_zoned(tz.clone()).date().tomorrow(),
+    ) {
+        let mut day = first;
+        while day <= last {
+            for &(secs, _) in &profile.steps {
+                let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+                if let Ok(z) = day.at(h as i8, m as i8, s as i8, 0).to_zoned(tz.clone()) {
+                    at.push(z.timestamp());
+                }
+            }
+            match day.tomorrow() {
+                Ok(d) => day = d,
+                Err(_) => break,
+            }
+        }
+    }
+    at.retain(|t| *t >= from && *t <= to);
+    at.sort();
+    at.dedup();
+    at.into_iter()
+        .filter(|t| !running.iter().any(|(s, e)| s <= t && t < e))
+        .map(|t| (t, profile.rate_at(t)))
+        .collect()
+}
+
 fn check_rate(r: f64, at: &str) -> Result<(), String> {
     if !r.is_finite() || r < 0.0 {
         return Err(format!("{at}: basal rate {r} U/h must be zero or more"));
@@ -361,6 +435,42 @@ mod tests {
             let e = BasalProfile::from_nightscout(&v, "profile").unwrap_err();
             assert!(e.contains(want), "{v}: {e}");
         }
+    }
+
+    /// The schedule returns after each temp basal (its duration, a cancel, or the next temp),
+    /// follows its local-time changes (British Summer Time: 06:30 local is 05:30Z) and is not
+    /// emitted while a temp basal runs.
+    #[test]
+    fn scheduled_rates_fill_the_time_without_temp_basals() {
+        let p = BasalProfile::from_nightscout(&export(), "profile").unwrap();
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        let treatments = vec![
+            json!({"eventType": "Temp Basal", "absolute": 2.0, "duration": 60, "created_at": "2024-06-01T10:00:00Z"}),
+            json!({"eventType": "Temp Basal", "absolute": 0.0, "duration": 120, "created_at": "2024-06-01T14:00:00Z"}),
+            json!({"eventType": "Temp Basal", "duration": 0, "created_at": "2024-06-01T14:30:00Z"}),
+            json!({"eventType": "Temp Basal", "absolute": 3.0, "created_at": "2024-06-01T18:00:00Z"}),
+            json!({"eventType": "Temp Basal", "absolute": 1.0, "duration": 30, "created_at": "2024-06-01T19:00:00Z"}),
+            json!({"eventType": "Meal Bolus", "insulin": 3, "created_at": "2024-06-01T13:00:00Z"}),
+        ];
+        let got = scheduled_basal_rates(
+            &p,
+            &treatments,
+            t("2024-06-01T05:00:00Z"),
+            t("2024-06-02T00:00:00Z"),
+        );
+        let want: Vec<(Timestamp, f64)> = [
+            ("2024-06-01T05:00:00Z", 0.8),
+            ("2024-06-01T05:30:00Z", 1.2),
+            ("2024-06-01T11:00:00Z", 1.2),
+            ("2024-06-01T14:30:00Z", 1.2),
+            ("2024-06-01T19:30:00Z", 1.2),
+            ("2024-06-01T21:00:00Z", 0.6),
+            ("2024-06-01T23:00:00Z", 0.8),
+        ]
+        .iter()
+        .map(|(s, r)| (t(s), *r))
+        .collect();
+        assert_eq!(got, want);
     }
 
     #[test]
