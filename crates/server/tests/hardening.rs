@@ -1410,6 +1410,56 @@ fn incomplete_request_heads_are_disconnected() {
     assert!(waited < 4.0, "{waited}");
 }
 
+/// Timeouts: a request whose body never completes is answered 408 after the request timeout
+/// (here 1 s), and nothing of it is stored.
+#[test]
+fn stalled_request_bodies_get_408() {
+    use std::io::{Read, Write};
+    let s = Srv::start_with("reqtimeout", |c| c.request_timeout_s = 1.0);
+    let admin = s.token(Role::Admin, &[]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut t = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        t,
+        "POST /ns/stall/api/v1/entries HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{{\"type\": \"sgv\""
+    )
+    .unwrap();
+    t.set_read_timeout(Some(std::time::Duration::from_secs(8)))
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = t.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let waited = t0.elapsed().as_secs_f64();
+    let head = String::from_utf8_lossy(&got);
+    assert!(
+        head.starts_with("HTTP/1.1 408"),
+        "after {waited:.2} s: {head:?}"
+    );
+    assert!((0.9..5.0).contains(&waited), "answered after {waited:.2} s");
+    let r = s.call(
+        "GET",
+        "/ns/stall/api/v1/entries",
+        &[("authorization", &format!("Bearer {admin}"))],
+        None,
+    );
+    assert!(
+        r.status == 404 || !r.body.contains("sgv"),
+        "{} {}",
+        r.status,
+        r.body
+    );
+}
+
 /// Limits on what-if size: more than 1000 entries in a plan → 413, a horizon over 720 min or
 /// more than 8 plans → 400, each with a message naming the value; checked before any work
 /// (the patient's twin is not even calibrated).
