@@ -47,10 +47,7 @@ fn complete_defaults_keeps_spec_entries_and_names_unknown_ids() {
     let spec = CalibrationSpec {
         estimate: vec![Estimated {
             id: "ka".into(),
-            prior: Prior::Normal {
-                mean: 1.2,
-                sd: 0.3,
-            },
+            prior: Prior::Normal { mean: 1.2, sd: 0.3 },
             lower: Some(0.01),
             upper: None,
         }],
