@@ -72,9 +72,7 @@ mod sparse;
 mod stiff;
 
 pub use model::SbmlModel;
-pub use sens::{
-    initial_sensitivities, simulate_sensitivities, SensCourse, SensOptions, SensParam,
-};
+pub use sens::{initial_sensitivities, simulate_sensitivities, SensCourse, SensOptions, SensParam};
 
 use std::fmt::Write as _;
 use std::path::Path;
