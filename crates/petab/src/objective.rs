@@ -308,13 +308,7 @@ impl<'a> Evaluator<'a> {
                 x[*i] = row[k + 1];
             }
             m.rhs(t, &x, &[], &mut dx);
-            let wrms = (dx
-                .iter()
-                .zip(&x)
-                .map(|(d, x)| (d / (1e-12 + 1e-8 * x.abs())).powi(2))
-                .sum::<f64>()
-                / n.max(1) as f64)
-                .sqrt();
+            let wrms = steady_state_wrms(&dx, &x);
             if wrms < 1.0 {
                 return Ok(x);
             }
@@ -537,13 +531,7 @@ impl Evaluator<'_> {
             sx = sc.state_sens[0].clone();
             t0 = t;
             m.rhs(t, &x, &[], &mut dx);
-            let wrms = (dx
-                .iter()
-                .zip(&x)
-                .map(|(d, x)| (d / (1e-12 + 1e-8 * x.abs())).powi(2))
-                .sum::<f64>()
-                / n.max(1) as f64)
-                .sqrt();
+            let wrms = steady_state_wrms(&dx, &x);
             if wrms < 1.0 {
                 return Ok((x, sx));
             }
@@ -681,4 +669,15 @@ pub fn log_density(m: f64, y: f64, sigma: f64, t: Transform, noise: Noise) -> f6
         }
         Noise::Laplace => -(2.0 * sigma).ln() - r.abs() / sigma - jac,
     }
+}
+
+/// Weighted RMS of the state derivatives `dx` at states `x` for the preequilibration's
+/// steady-state test (weights `1e-12 + 1e-8·|x|`, per state); < 1 counts as steady.
+fn steady_state_wrms(dx: &[f64], x: &[f64]) -> f64 {
+    (dx.iter()
+        .zip(x)
+        .map(|(d, x)| (d / (1e-12 + 1e-8 * x.abs())).powi(2))
+        .sum::<f64>()
+        / dx.len().max(1) as f64)
+        .sqrt()
 }
