@@ -102,6 +102,10 @@ pub enum TwinError {
     /// A saved twin is invalid.
     #[error("twin document: {0}")]
     Document(String),
+    /// A bad argument of the lifecycle API ([`crate::lifecycle`]): e.g. a record from another
+    /// origin than the twin's, an end before the twin's time.
+    #[error("{0}")]
+    Argument(String),
 }
 
 /// A saved twin (JSON): everything needed to continue assimilating or to forecast.

@@ -6,7 +6,9 @@
 //! Pipeline: [`inputs`] (record → minute grid) → [`prior`] (population prior from the 30
 //! virtual patients) → [`calibrate`] (MAP + Laplace on an initial window) → [`engine`]
 //! (particle-filter assimilation through `medtwin-infer`'s model-agnostic interface, forecasts,
-//! save/restore) → [`backtest`] (scored forecasts at rolling origins).
+//! save/restore) → [`backtest`] (scored forecasts at rolling origins). [`lifecycle`] is what
+//! the CLI and the server call: fit, update (to a time or by catch-up slices), forecast,
+//! what-if, advice on a saved twin, and late-data replay.
 
 #![warn(missing_docs)]
 
@@ -17,6 +19,7 @@ pub mod engine;
 pub mod hybrid;
 pub mod inputs;
 pub mod learning;
+pub mod lifecycle;
 pub mod model;
 pub mod prior;
 pub mod report;
@@ -27,4 +30,5 @@ pub use backtest::{
 pub use engine::{Twin, TwinEngine, TwinError, TwinSettings};
 pub use inputs::InputSchedule;
 pub use learning::{learning_curve, LearningCurve, LearningOptions, LearningPoint};
+pub use lifecycle::{Assimilated, Checkpoints, Progress, Until};
 pub use model::{NoiseSettings, Plan, RelativePlan};
