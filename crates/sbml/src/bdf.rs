@@ -140,14 +140,90 @@ pub(crate) struct BdfStats {
     pub factorizations: u64,
 }
 
-/// BDF/NDF integrator state (see the module docs).
-pub(crate) struct Bdf {
-    n: usize,
-    rtol: f64,
-    /// Absolute tolerance per state (`atol` × [`SbmlModel::atol_weights`]).
-    atol: Vec<f64>,
+/// What a [`Bdf`] integrates: `y' = F(t, y)` with `y` of dimension `dim` made of `dim / n`
+/// blocks of length `n`, the first block being the model's states `x`. The Newton matrix is
+/// taken block-diagonal, one copy of `I − c·J` per block with `J = ∂f/∂x` the `n × n` state
+/// Jacobian: exact for the model alone (one block), the simultaneous-corrector approximation
+/// (Maly & Petzold 1996) for states plus forward sensitivities (`sens.rs`).
+pub(crate) trait BdfSystem {
+    /// `F(t, y)` into `out` (both of length `dim`).
+    fn rhs(&mut self, t: f64, y: &[f64], out: &mut [f64]);
+    /// `J = ∂f/∂x` at `(t, y[..n])` into `jac`; `f` holds `F(t, y)` (its first `n` entries
+    /// are the state derivatives, the base point of finite differences).
+    fn jacobian(&mut self, t: f64, y: &[f64], f: &[f64], jac: &mut Jacobian);
+    /// Name of component `i` of `y` (for error messages).
+    fn name(&self, i: usize) -> String;
+}
+
+/// The model's own right-hand side (one block): [`Bdf::integrate`].
+struct ModelRhs<'a> {
+    m: &'a SbmlModel,
+    bufs: &'a mut ModelBufs,
+}
+
+/// Buffers and Jacobian program of [`ModelRhs`], owned by the plain [`Bdf`].
+#[derive(Default)]
+struct ModelBufs {
+    /// Analytic Jacobian program (None: finite differences).
+    ad: Option<AnalyticJac>,
     /// Finite-difference increment floor per state (`atol / rtol`).
     fd_floor: Vec<f64>,
+    vals: Vec<f64>,
+    stack: Vec<f64>,
+}
+
+fn model_rhs(
+    m: &SbmlModel,
+    vals: &mut Vec<f64>,
+    stack: &mut Vec<f64>,
+    t: f64,
+    y: &[f64],
+    dy: &mut [f64],
+) {
+    m.fill_private(t, y, vals, stack);
+    m.derivs_from(t, vals, dy, stack);
+}
+
+impl BdfSystem for ModelRhs<'_> {
+    fn rhs(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
+        model_rhs(self.m, &mut self.bufs.vals, &mut self.bufs.stack, t, y, out);
+    }
+
+    fn jacobian(&mut self, t: f64, y: &[f64], f: &[f64], jac: &mut Jacobian) {
+        let m = self.m;
+        let b = &mut *self.bufs;
+        if let Some(ad) = b.ad.as_mut() {
+            ad.eval(m, t, y, jac);
+        } else {
+            let (vals, stack) = (&mut b.vals, &mut b.stack);
+            let mut rhs = |t: f64, y: &[f64], out: &mut [f64]| {
+                model_rhs(m, vals, stack, t, y, out);
+            };
+            jac.eval_fd(t, y, f, &b.fd_floor, &mut rhs);
+        }
+    }
+
+    fn name(&self, i: usize) -> String {
+        self.m.slots[self.m.state_slots[i]].id.clone()
+    }
+}
+
+/// BDF/NDF integrator state (see the module docs). [`Bdf::new`] + [`Bdf::integrate`]
+/// integrate a model; [`Bdf::blocks`] + [`Bdf::integrate_system`] any [`BdfSystem`] (the
+/// forward sensitivities of `sens.rs`).
+pub(crate) struct Bdf {
+    /// Block length (the states: order of the Jacobian and LU), full dimension (a multiple of
+    /// `n`), and the length of the leading part of `y` in the local error test.
+    n: usize,
+    dim: usize,
+    pub(crate) err_len: usize,
+    /// Prefix of error messages (e.g. "sensitivities: ").
+    pub(crate) context: &'static str,
+    /// Steps allowed per `integrate` call.
+    pub(crate) max_steps: u64,
+    rtol: f64,
+    /// Absolute tolerance per component (`atol` × [`SbmlModel::atol_weights`]).
+    atol: Vec<f64>,
     h_max: f64,
     started: bool,
     /// Current time, step size (> 0), order, steps taken at this step size and order.
@@ -157,15 +233,13 @@ pub(crate) struct Bdf {
     n_equal: usize,
     /// Start of the last accepted step (interpolation is valid on `[t_back, t]`).
     t_back: f64,
-    /// Backward differences, `MAX_ORDER + 3` rows of `n`.
+    /// Backward differences, `MAX_ORDER + 3` rows of `dim`.
     d: Vec<f64>,
     dbuf: Vec<f64>,
     /// The last output (time, state): a call starting from exactly it continues.
     out_t: f64,
     out_x: Vec<f64>,
     jac: Jacobian,
-    /// Analytic Jacobian program (None: finite differences).
-    ad: Option<AnalyticJac>,
     lu: SparseLu,
     /// `c` of the current LU (NaN: no valid LU), steps since the Jacobian was evaluated,
     /// whether the Jacobian was evaluated during the current step.
@@ -182,11 +256,11 @@ pub(crate) struct Bdf {
     dy: Vec<f64>,
     scale: Vec<f64>,
     tmp: Vec<f64>,
-    vals: Vec<f64>,
-    stack: Vec<f64>,
+    /// The model's right-hand side buffers (plain integration only).
+    model: ModelBufs,
     pub(crate) stats: BdfStats,
-    /// State whose derivative was last not finite in a Newton iteration of the current step
-    /// (named when the step size underflows).
+    /// Component whose derivative was last not finite in a Newton iteration of the current
+    /// step (named when the step size underflows).
     nonfinite: Option<usize>,
     /// Give up (error) once this instant has passed.
     pub(crate) deadline: Option<std::time::Instant>,
@@ -212,12 +286,40 @@ impl Bdf {
         if std::env::var_os("MEDTWIN_SBML_FD_JACOBIAN").is_some() {
             ad = None;
         }
-        let v = || vec![0.0; n];
+        let mut b = Bdf::blocks(n, n, rtol, atol.to_vec(), h_max, jac, lu);
+        b.model = ModelBufs {
+            ad,
+            fd_floor: atol.iter().map(|a| a / rtol.max(1e-300)).collect(),
+            vals: Vec::new(),
+            stack: Vec::new(),
+        };
+        b
+    }
+
+    /// Integrator for a [`BdfSystem`] of dimension `dim` in blocks of `n` (`dim` a multiple of
+    /// `n`, `n ≥ 1` when `dim > 0`), with relative tolerance `rtol`, absolute tolerances
+    /// `atol` (length `dim`), maximum step `h_max`, and the state Jacobian pattern `jac` and
+    /// its LU `lu` (from [`StiffStructures::parts`]). Every component is error-tested until
+    /// `err_len` is lowered.
+    pub(crate) fn blocks(
+        n: usize,
+        dim: usize,
+        rtol: f64,
+        atol: Vec<f64>,
+        h_max: f64,
+        jac: Jacobian,
+        lu: SparseLu,
+    ) -> Self {
+        debug_assert!(atol.len() == dim && (n == 0 || dim.is_multiple_of(n)));
+        let v = || vec![0.0; dim];
         Bdf {
             n,
+            dim,
+            err_len: dim,
+            context: "",
+            max_steps: 1_000_000,
             rtol,
-            atol: atol.to_vec(),
-            fd_floor: atol.iter().map(|a| a / rtol.max(1e-300)).collect(),
+            atol,
             h_max,
             started: false,
             t: f64::NAN,
@@ -225,12 +327,11 @@ impl Bdf {
             order: 1,
             n_equal: 0,
             t_back: f64::NAN,
-            d: vec![0.0; (MAX_ORDER + 3) * n],
+            d: vec![0.0; (MAX_ORDER + 3) * dim],
             dbuf: Vec::new(),
             out_t: f64::NAN,
             out_x: v(),
             jac,
-            ad,
             lu,
             c_lu: f64::NAN,
             jac_age: u64::MAX,
@@ -244,8 +345,7 @@ impl Bdf {
             dy: v(),
             scale: v(),
             tmp: v(),
-            vals: Vec::new(),
-            stack: Vec::new(),
+            model: ModelBufs::default(),
             stats: BdfStats::default(),
             nonfinite: None,
             deadline: None,
@@ -255,7 +355,7 @@ impl Bdf {
     /// Right-hand sides per finite-difference Jacobian (0 when the Jacobian is analytic), and
     /// the fill of the LU factors.
     pub(crate) fn structure(&self) -> (usize, usize) {
-        let g = if self.ad.is_some() {
+        let g = if self.model.ad.is_some() {
             0
         } else {
             self.jac.n_groups()
@@ -268,31 +368,19 @@ impl Bdf {
         self.started = false;
     }
 
-    fn rhs(
-        m: &SbmlModel,
-        vals: &mut Vec<f64>,
-        stack: &mut Vec<f64>,
-        t: f64,
-        y: &[f64],
-        dy: &mut [f64],
-    ) {
-        m.fill_private(t, y, vals, stack);
-        m.derivs_from(t, vals, dy, stack);
-    }
-
-    fn f_at(&mut self, m: &SbmlModel, t: f64, which: Which) {
+    fn f_at<S: BdfSystem>(&mut self, sys: &mut S, t: f64, which: Which) {
         self.stats.rhs += 1;
         let y = match which {
             Which::Pred => &self.y_pred,
             Which::Y => &self.y,
-            Which::D0 => &self.d[..self.n],
+            Which::D0 => &self.d[..self.dim],
         };
-        Self::rhs(m, &mut self.vals, &mut self.stack, t, y, &mut self.f);
+        sys.rhs(t, y, &mut self.f);
     }
 
     /// Interpolate the difference polynomial at `t` into `out`.
     fn interp(&self, t: f64, out: &mut [f64]) {
-        let n = self.n;
+        let n = self.dim;
         out.copy_from_slice(&self.d[..n]);
         let mut p = 1.0;
         for j in 0..self.order {
@@ -318,7 +406,7 @@ impl Bdf {
                 ru[a][b] = (0..sz).map(|l| r[a][l] * u[l][b]).sum();
             }
         }
-        let n = self.n;
+        let n = self.dim;
         let mut newd = std::mem::take(&mut self.dbuf);
         newd.clear();
         newd.resize(sz * n, 0.0);
@@ -337,14 +425,14 @@ impl Bdf {
         self.dbuf = newd;
     }
 
-    fn start(&mut self, m: &SbmlModel, t0: f64, x: &[f64], t1: f64) {
-        let n = self.n;
+    fn start<S: BdfSystem>(&mut self, sys: &mut S, t0: f64, x: &[f64], t1: f64) {
+        let n = self.dim;
         self.t = t0;
         self.t_back = t0;
         self.out_t = f64::NAN;
         self.d.iter_mut().for_each(|v| *v = 0.0);
         self.d[..n].copy_from_slice(x);
-        self.f_at(m, t0, Which::D0);
+        self.f_at(sys, t0, Which::D0);
         // Initial step (Hairer, Nørsett & Wanner, Solving ODEs I, §II.4), order 1.
         for i in 0..n {
             self.scale[i] = self.atol[i] + self.rtol * x[i].abs();
@@ -361,7 +449,7 @@ impl Bdf {
             self.y[i] = x[i] + h0 * self.f[i];
         }
         self.tmp.copy_from_slice(&self.f);
-        self.f_at(m, t0 + h0, Which::Y);
+        self.f_at(sys, t0 + h0, Which::Y);
         for i in 0..n {
             self.dy[i] = (self.f[i] - self.tmp[i]) / h0;
         }
@@ -406,7 +494,7 @@ impl Bdf {
         ok
     }
 
-    /// Advance `x` from `t0` to `t1` (see the module docs on continuation).
+    /// Advance the model state `x` from `t0` to `t1` (see the module docs on continuation).
     pub(crate) fn integrate(
         &mut self,
         m: &SbmlModel,
@@ -414,44 +502,75 @@ impl Bdf {
         t1: f64,
         x: &mut [f64],
     ) -> Result<(), SbmlError> {
-        if self.n == 0 || t1 <= t0 {
+        let mut bufs = std::mem::take(&mut self.model);
+        let r = self.integrate_system(&mut ModelRhs { m, bufs: &mut bufs }, t0, t1, x);
+        self.model = bufs;
+        r
+    }
+
+    /// Advance `y` (length `dim`) of `sys` from `t0` to `t1`, continuing the current step
+    /// history when `(t0, y)` is the last output (or the interpolated solution at `t0`).
+    ///
+    /// Errors: [`SbmlError::Simulation`] for step-size underflow, more than `max_steps`
+    /// steps, a non-finite result or the deadline passed.
+    pub(crate) fn integrate_system<S: BdfSystem>(
+        &mut self,
+        sys: &mut S,
+        t0: f64,
+        t1: f64,
+        x: &mut [f64],
+    ) -> Result<(), SbmlError> {
+        if self.dim == 0 || t1 <= t0 {
             return Ok(());
         }
         if !self.continues(t0, x) {
-            self.start(m, t0, x, t1);
+            self.start(sys, t0, x, t1);
         }
         let mut guard = 0u64;
         while self.t < t1 {
             guard += 1;
-            if guard.is_multiple_of(16) {
+            if guard.is_multiple_of(8) {
                 if let Some(d) = self.deadline {
                     if std::time::Instant::now() > d {
                         return Err(SbmlError::Simulation("time limit exceeded".into()));
                     }
                 }
             }
-            if guard > 1_000_000 {
+            if guard > self.max_steps {
                 return Err(SbmlError::Simulation(format!(
-                    "more than 1000000 BDF steps between t = {t0} and {t1}"
+                    "{}more than {} BDF steps between t = {t0} and {t1}",
+                    self.context, self.max_steps
                 )));
             }
-            self.step(m)?;
+            self.step(sys)?;
         }
         self.interp(t1, x);
         self.out_t = t1;
         self.out_x.copy_from_slice(x);
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
             return Err(SbmlError::Simulation(format!(
-                "BDF: non-finite value in state '{}' at t = {t1}",
-                m.slots[m.state_slots[i]].id
+                "{}BDF: non-finite value in state '{}' at t = {t1}",
+                self.context,
+                sys.name(i)
             )));
         }
         Ok(())
     }
 
-    /// Modified Newton iteration for the corrector; `self.f` holds f(t_new, y_pred) on entry.
+    /// Solve the block-diagonal Newton system in place in `self.dy`.
+    fn solve_blocks(&mut self) {
+        if self.n == self.dim {
+            self.lu.solve(&mut self.dy);
+        } else {
+            for b in self.dy.chunks_exact_mut(self.n) {
+                self.lu.solve(b);
+            }
+        }
+    }
+
+    /// Modified Newton iteration for the corrector; `self.f` holds F(t_new, y_pred) on entry.
     /// Returns (converged, iterations).
-    fn newton(&mut self, m: &SbmlModel, t_new: f64, c: f64) -> (bool, usize) {
+    fn newton<S: BdfSystem>(&mut self, sys: &mut S, t_new: f64, c: f64) -> (bool, usize) {
         self.y.copy_from_slice(&self.y_pred);
         self.corr.iter_mut().for_each(|v| *v = 0.0);
         // CVODE's test: the iteration error must stay below 10 % of the local error test.
@@ -460,7 +579,7 @@ impl Bdf {
         let mut del_prev = 0.0;
         for it in 0..NEWTON_MAXITER {
             if it > 0 {
-                self.f_at(m, t_new, Which::Y);
+                self.f_at(sys, t_new, Which::Y);
             }
             if let Some(i) = self.f.iter().position(|v| !v.is_finite()) {
                 self.nonfinite = Some(i);
@@ -475,7 +594,7 @@ impl Bdf {
             {
                 *dy = c * f - ps - co;
             }
-            self.lu.solve(&mut self.dy);
+            self.solve_blocks();
             if scale_corr != 1.0 {
                 self.dy.iter_mut().for_each(|v| *v *= scale_corr);
             }
@@ -501,8 +620,9 @@ impl Bdf {
         (false, NEWTON_MAXITER)
     }
 
-    fn step(&mut self, m: &SbmlModel) -> Result<(), SbmlError> {
-        let n = self.n;
+    fn step<S: BdfSystem>(&mut self, sys: &mut S) -> Result<(), SbmlError> {
+        let n = self.dim;
+        let ne = self.err_len;
         let mut jac_this_step = false;
         if self.h > self.h_max {
             let f = self.h_max / self.h;
@@ -516,13 +636,13 @@ impl Bdf {
                 let why = match self.nonfinite {
                     Some(i) => format!(
                         " (the derivative of '{}' is not finite near the solution)",
-                        m.slots[m.state_slots[i]].id
+                        sys.name(i)
                     ),
                     None => String::new(),
                 };
                 return Err(SbmlError::Simulation(format!(
-                    "BDF: step size underflow at t = {}{why}",
-                    self.t
+                    "{}BDF: step size underflow at t = {}{why}",
+                    self.context, self.t
                 )));
             }
             let k = self.order;
@@ -545,20 +665,9 @@ impl Bdf {
             let mut converged = false;
             let mut iters = 0;
             loop {
-                self.f_at(m, t_new, Which::Pred);
+                self.f_at(sys, t_new, Which::Pred);
                 if !jac_this_step && (self.jac_age >= MAX_JAC_AGE || !self.have_jac) {
-                    if let Some(ad) = self.ad.as_mut() {
-                        ad.eval(m, t_new, &self.y_pred, &mut self.jac);
-                    } else {
-                        let f0 = self.f.clone();
-                        let (vals, stack) = (&mut self.vals, &mut self.stack);
-                        let mut rhs = |t: f64, y: &[f64], out: &mut [f64]| {
-                            Self::rhs(m, vals, stack, t, y, out);
-                        };
-                        let floor = &self.fd_floor;
-                        self.jac.eval_fd(t_new, &self.y_pred, &f0, floor, &mut rhs);
-                        self.f.copy_from_slice(&f0);
-                    }
+                    sys.jacobian(t_new, &self.y_pred, &self.f, &mut self.jac);
                     self.stats.jacobians += 1;
                     self.jac_age = 0;
                     self.have_jac = true;
@@ -574,7 +683,7 @@ impl Bdf {
                     self.c_lu = c;
                     self.crate_ = 1.0;
                 }
-                let (conv, it) = self.newton(m, t_new, c);
+                let (conv, it) = self.newton(sys, t_new, c);
                 iters = it;
                 if conv {
                     converged = true;
@@ -601,7 +710,7 @@ impl Bdf {
                 self.scale[i] = self.atol[i] + self.rtol * self.y[i].abs();
             }
             let ek = error_const(k);
-            let err = ek * rms(&self.corr, &self.scale);
+            let err = ek * rms(&self.corr[..ne], &self.scale[..ne]);
             if err > 1.0 || !err.is_finite() {
                 self.stats.rejected += 1;
                 let factor = if err.is_finite() {
@@ -645,18 +754,12 @@ impl Bdf {
                 return Ok(());
             }
             let err_m = if k > 1 {
-                for i in 0..n {
-                    self.tmp[i] = self.d[k * n + i];
-                }
-                error_const(k - 1) * rms(&self.tmp, &self.scale)
+                error_const(k - 1) * rms(&self.d[k * n..k * n + ne], &self.scale[..ne])
             } else {
                 f64::INFINITY
             };
             let err_p = if k < MAX_ORDER {
-                for i in 0..n {
-                    self.tmp[i] = self.d[(k + 2) * n + i];
-                }
-                error_const(k + 1) * rms(&self.tmp, &self.scale)
+                error_const(k + 1) * rms(&self.d[(k + 2) * n..(k + 2) * n + ne], &self.scale[..ne])
             } else {
                 f64::INFINITY
             };
@@ -857,11 +960,11 @@ mod tests {
         for analytic in [true, false] {
             let mut b = super::Bdf::new(&m, 1e-8, &[1e-14; 3], 40.0);
             assert!(
-                b.ad.is_some(),
+                b.model.ad.is_some(),
                 "Robertson's right-hand side is differentiable"
             );
             if !analytic {
-                b.ad = None;
+                b.model.ad = None;
             }
             let mut x = m.initial_state();
             b.integrate(&m, 0.0, 40.0, &mut x).unwrap();

@@ -29,30 +29,14 @@
 #![allow(clippy::needless_range_loop)] // index loops over blocks and coefficient tables
 
 use crate::ad::AnalyticJac;
-use crate::bdf::StiffStructures;
+use crate::bdf::{Bdf, BdfSystem, StiffStructures};
 use crate::model::SbmlModel;
-use crate::sparse::{Jacobian, SparseLu};
+use crate::sparse::Jacobian;
 use crate::SbmlError;
 use std::time::Instant;
 
 /// Relative step of the parameter differences.
 const EPS: f64 = 5e-6;
-const MAX_ORDER: usize = 5;
-const NEWTON_MAXITER: usize = 4;
-const KAPPA: [f64; MAX_ORDER + 1] = [0.0, -0.1850, -1.0 / 9.0, -0.0823, -0.0415, 0.0];
-const MAX_JAC_AGE: u64 = 50;
-
-fn gamma(k: usize) -> f64 {
-    (1..=k).map(|j| 1.0 / j as f64).sum()
-}
-
-fn alpha(k: usize) -> f64 {
-    (1.0 - KAPPA[k]) * gamma(k)
-}
-
-fn error_const(k: usize) -> f64 {
-    KAPPA[k] * gamma(k) + 1.0 / (k as f64 + 1.0)
-}
 
 /// One sensitivity parameter: the model ids it sets (all to `value`). An empty `ids` list is a
 /// parameter the model does not read (its sensitivities only carry the initial ones given to
@@ -198,7 +182,6 @@ struct Aug<'a> {
     stack: Vec<f64>,
     f0: Vec<f64>,
     f1: Vec<f64>,
-    rhs_calls: u64,
 }
 
 impl Aug<'_> {
@@ -218,32 +201,29 @@ impl Aug<'_> {
         self.m.derivs_from(t, &self.vals, out, &mut self.stack);
     }
 
-    /// Evaluate ∂f/∂x at (t, x) into `jac` (analytic, else finite differences).
-    fn jacobian(&mut self, t: f64, x: &[f64], jac: &mut Jacobian) {
+    /// Evaluate ∂f/∂x at (t, x) into `jac` (analytic, else finite differences from
+    /// `f0 = f(t, x)`).
+    fn state_jacobian(&mut self, t: f64, x: &[f64], f0: &[f64], jac: &mut Jacobian) {
         if let Some(ad) = self.ad.as_mut() {
             ad.eval(self.m, t, x, jac);
         } else {
-            let n = self.n;
-            let mut f0 = vec![0.0; n];
-            self.state_rhs(None, t, x, &mut f0);
             let (m, vals, stack) = (self.m, &mut self.vals, &mut self.stack);
             let mut rhs = |t: f64, y: &[f64], out: &mut [f64]| {
                 fill_with(m, &m.base, t, y, vals, stack);
                 m.derivs_from(t, vals, out, stack);
             };
-            jac.eval_fd(t, x, &f0, &self.fd_floor, &mut rhs);
+            jac.eval_fd(t, x, f0, &self.fd_floor, &mut rhs);
         }
     }
 
     /// Right-hand side of the augmented system.
-    fn rhs(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
-        self.rhs_calls += 1;
+    fn aug_rhs(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
         let n = self.n;
         let x = &y[..n];
         let (o0, rest) = out.split_at_mut(n);
         self.state_rhs(None, t, x, o0);
         let mut jac = self.jrhs.take().unwrap_or_else(|| self.jac.clone());
-        self.jacobian(t, x, &mut jac);
+        self.state_jacobian(t, x, o0, &mut jac);
         let mut f0 = std::mem::take(&mut self.f0);
         let mut f1 = std::mem::take(&mut self.f1);
         for k in 0..self.np {
@@ -305,6 +285,28 @@ impl Aug<'_> {
             }
         }
         sens
+    }
+}
+
+/// The engine's BDF/NDF (`bdf.rs`) integrates the augmented system `y = (x, σ_1, …, σ_np)`
+/// in blocks of the `n` states, one LU of `I − c·J` for every block.
+impl BdfSystem for Aug<'_> {
+    fn rhs(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
+        self.aug_rhs(t, y, out);
+    }
+
+    fn jacobian(&mut self, t: f64, y: &[f64], f: &[f64], jac: &mut Jacobian) {
+        let n = self.n;
+        self.state_jacobian(t, &y[..n], &f[..n], jac);
+    }
+
+    fn name(&self, i: usize) -> String {
+        let id = &self.m.slots[self.m.state_slots[i % self.n]].id;
+        if i < self.n {
+            id.clone()
+        } else {
+            format!("sensitivity of {id} to parameter {}", i / self.n)
+        }
     }
 }
 
@@ -400,10 +402,9 @@ pub fn simulate_sensitivities(
         stack: Vec::new(),
         f0: vec![0.0; n],
         f1: vec![0.0; n],
-        rhs_calls: 0,
     };
     let t_end = times.last().copied().unwrap_or(opts.start);
-    let mut bdf = SensBdf::new(
+    let mut bdf = Bdf::blocks(
         n,
         big,
         opts.rtol,
@@ -413,7 +414,11 @@ pub fn simulate_sensitivities(
         lu,
     );
     bdf.deadline = opts.deadline;
-    bdf.errcon_sens = opts.error_test_sensitivities;
+    bdf.context = "sensitivities: ";
+    bdf.max_steps = 50_000;
+    if !opts.error_test_sensitivities {
+        bdf.err_len = n;
+    }
     let mut out = SensCourse::default();
     let mut y = y0;
     let mut t = opts.start;
@@ -421,7 +426,7 @@ pub fn simulate_sensitivities(
     for &to in times {
         if to > t {
             if n > 0 {
-                bdf.integrate(&mut aug, t, to, &mut y)?;
+                bdf.integrate_system(&mut aug, t, to, &mut y)?;
             }
             t = to;
         }
@@ -439,451 +444,8 @@ pub fn simulate_sensitivities(
         out.var_sens
             .push((0..nv * np).map(|e| vs[e] / pbar[e / nv.max(1)]).collect());
     }
-    out.steps = bdf.steps;
+    out.steps = bdf.stats.steps;
     Ok(out)
-}
-
-fn rms(v: &[f64], scale: &[f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let s: f64 = v.iter().zip(scale).map(|(a, s)| (a / s) * (a / s)).sum();
-    (s / v.len() as f64).sqrt()
-}
-
-/// The BDF/NDF of `bdf.rs` on the augmented system with the block-diagonal Newton matrix.
-struct SensBdf {
-    n: usize,
-    big: usize,
-    rtol: f64,
-    atol: Vec<f64>,
-    h_max: f64,
-    started: bool,
-    t: f64,
-    h: f64,
-    order: usize,
-    n_equal: usize,
-    d: Vec<f64>,
-    jac: Jacobian,
-    lu: SparseLu,
-    c_lu: f64,
-    jac_age: u64,
-    have_jac: bool,
-    crate_: f64,
-    y_pred: Vec<f64>,
-    psi: Vec<f64>,
-    y: Vec<f64>,
-    corr: Vec<f64>,
-    f: Vec<f64>,
-    dy: Vec<f64>,
-    scale: Vec<f64>,
-    tmp: Vec<f64>,
-    steps: u64,
-    deadline: Option<Instant>,
-    /// Whether the sensitivities are in the local error test.
-    errcon_sens: bool,
-}
-
-impl SensBdf {
-    fn new(
-        n: usize,
-        big: usize,
-        rtol: f64,
-        atol: Vec<f64>,
-        h_max: f64,
-        jac: Jacobian,
-        lu: SparseLu,
-    ) -> Self {
-        let v = || vec![0.0; big];
-        SensBdf {
-            n,
-            big,
-            rtol,
-            atol,
-            h_max,
-            started: false,
-            t: f64::NAN,
-            h: 0.0,
-            order: 1,
-            n_equal: 0,
-            d: vec![0.0; (MAX_ORDER + 3) * big],
-            jac,
-            lu,
-            c_lu: f64::NAN,
-            jac_age: u64::MAX,
-            have_jac: false,
-            crate_: 1.0,
-            y_pred: v(),
-            psi: v(),
-            y: v(),
-            corr: v(),
-            f: v(),
-            dy: v(),
-            scale: v(),
-            tmp: v(),
-            steps: 0,
-            deadline: None,
-            errcon_sens: false,
-        }
-    }
-
-    fn interp(&self, t: f64, out: &mut [f64]) {
-        let nb = self.big;
-        out.copy_from_slice(&self.d[..nb]);
-        let mut p = 1.0;
-        for j in 0..self.order {
-            p *= (t - (self.t - self.h * j as f64)) / (self.h * (j as f64 + 1.0));
-            let row = &self.d[(j + 1) * nb..(j + 2) * nb];
-            for (o, dj) in out.iter_mut().zip(row) {
-                *o += p * dj;
-            }
-        }
-    }
-
-    fn change_d(&mut self, factor: f64) {
-        let k = self.order;
-        let r = compute_r(k, factor);
-        let u = compute_r(k, 1.0);
-        let sz = k + 1;
-        let mut ru = [[0.0; MAX_ORDER + 1]; MAX_ORDER + 1];
-        for a in 0..sz {
-            for b in 0..sz {
-                ru[a][b] = (0..sz).map(|l| r[a][l] * u[l][b]).sum();
-            }
-        }
-        let nb = self.big;
-        let mut newd = vec![0.0; sz * nb];
-        for a in 0..sz {
-            for b in 0..sz {
-                let w = ru[b][a];
-                if w != 0.0 {
-                    let src = &self.d[b * nb..(b + 1) * nb];
-                    for (o, s) in newd[a * nb..(a + 1) * nb].iter_mut().zip(src) {
-                        *o += w * s;
-                    }
-                }
-            }
-        }
-        self.d[..sz * nb].copy_from_slice(&newd);
-    }
-
-    fn start(&mut self, sys: &mut Aug<'_>, t0: f64, x: &[f64], t1: f64) {
-        let nb = self.big;
-        self.t = t0;
-        self.d.iter_mut().for_each(|v| *v = 0.0);
-        self.d[..nb].copy_from_slice(x);
-        sys.rhs(t0, x, &mut self.f);
-        for i in 0..nb {
-            self.scale[i] = self.atol[i] + self.rtol * x[i].abs();
-        }
-        let d0 = rms(x, &self.scale);
-        let d1 = rms(&self.f, &self.scale);
-        let mut h0 = if d0 < 1e-5 || d1 < 1e-5 {
-            1e-6
-        } else {
-            0.01 * d0 / d1
-        };
-        h0 = h0.min(t1 - t0).min(self.h_max);
-        for i in 0..nb {
-            self.y[i] = x[i] + h0 * self.f[i];
-        }
-        self.tmp.copy_from_slice(&self.f);
-        let y = self.y.clone();
-        sys.rhs(t0 + h0, &y, &mut self.f);
-        for i in 0..nb {
-            self.dy[i] = (self.f[i] - self.tmp[i]) / h0;
-        }
-        let d2 = rms(&self.dy, &self.scale);
-        let h1 = if d1.max(d2) <= 1e-15 {
-            (h0 * 1e-3).max(1e-6)
-        } else {
-            (0.01 / d1.max(d2)).sqrt()
-        };
-        let h = (100.0 * h0).min(h1).min(self.h_max).min(t1 - t0);
-        self.h = if h.is_finite() && h > 0.0 {
-            h
-        } else {
-            1e-6 * (t1 - t0)
-        };
-        for i in 0..nb {
-            self.d[nb + i] = self.h * self.tmp[i];
-        }
-        self.order = 1;
-        self.n_equal = 0;
-        self.c_lu = f64::NAN;
-        self.crate_ = 1.0;
-        self.started = true;
-    }
-
-    fn integrate(
-        &mut self,
-        sys: &mut Aug<'_>,
-        t0: f64,
-        t1: f64,
-        x: &mut [f64],
-    ) -> Result<(), SbmlError> {
-        if t1 <= t0 {
-            return Ok(());
-        }
-        if !self.started {
-            self.start(sys, t0, x, t1);
-        }
-        let mut guard = 0u64;
-        while self.t < t1 {
-            guard += 1;
-            if guard.is_multiple_of(8) {
-                if let Some(d) = self.deadline {
-                    if Instant::now() > d {
-                        return Err(SbmlError::Simulation("time limit exceeded".into()));
-                    }
-                }
-            }
-            if guard > 50_000 {
-                return Err(SbmlError::Simulation(format!(
-                    "sensitivities: more than 50000 BDF steps between t = {t0} and {t1}"
-                )));
-            }
-            self.step(sys)?;
-        }
-        self.interp(t1, x);
-        if x.iter().any(|v| !v.is_finite()) {
-            return Err(SbmlError::Simulation(format!(
-                "sensitivities: non-finite value at t = {t1}"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Length of the error-tested part: states and sensitivities, or the states only.
-    fn err_len(&self) -> usize {
-        if self.errcon_sens {
-            self.big
-        } else {
-            self.n
-        }
-    }
-
-    fn solve_blocks(&mut self) {
-        let n = self.n;
-        for b in 0..self.big / n.max(1) {
-            self.lu.solve(&mut self.dy[b * n..(b + 1) * n]);
-        }
-    }
-
-    fn newton(&mut self, sys: &mut Aug<'_>, t_new: f64, c: f64) -> (bool, usize) {
-        self.y.copy_from_slice(&self.y_pred);
-        self.corr.iter_mut().for_each(|v| *v = 0.0);
-        let tol = 0.1 / error_const(self.order);
-        let scale_corr = 2.0 / (1.0 + c / self.c_lu);
-        let mut del_prev = 0.0;
-        for it in 0..NEWTON_MAXITER {
-            if it > 0 {
-                let y = std::mem::take(&mut self.y);
-                sys.rhs(t_new, &y, &mut self.f);
-                self.y = y;
-            }
-            if self.f.iter().any(|v| !v.is_finite()) {
-                return (false, it + 1);
-            }
-            for i in 0..self.big {
-                self.dy[i] = c * self.f[i] - self.psi[i] - self.corr[i];
-            }
-            self.solve_blocks();
-            if scale_corr != 1.0 {
-                self.dy.iter_mut().for_each(|v| *v *= scale_corr);
-            }
-            let del = rms(&self.dy, &self.scale);
-            if !del.is_finite() {
-                return (false, it + 1);
-            }
-            for i in 0..self.big {
-                self.y[i] += self.dy[i];
-                self.corr[i] += self.dy[i];
-            }
-            if it > 0 {
-                if del > 2.0 * del_prev {
-                    return (false, it + 1);
-                }
-                self.crate_ = (0.3 * self.crate_).max(del / del_prev);
-            }
-            if del * self.crate_.min(1.0) <= tol || del == 0.0 {
-                return (true, it + 1);
-            }
-            del_prev = del;
-        }
-        (false, NEWTON_MAXITER)
-    }
-
-    fn step(&mut self, sys: &mut Aug<'_>) -> Result<(), SbmlError> {
-        let nb = self.big;
-        let n = self.n;
-        let mut jac_this_step = false;
-        if self.h > self.h_max {
-            let f = self.h_max / self.h;
-            self.change_d(f);
-            self.h = self.h_max;
-            self.n_equal = 0;
-        }
-        loop {
-            let h_min = 10.0 * (self.t.abs() * f64::EPSILON).max(f64::MIN_POSITIVE);
-            if self.h < h_min || !self.h.is_finite() {
-                return Err(SbmlError::Simulation(format!(
-                    "sensitivities: BDF step size underflow at t = {}",
-                    self.t
-                )));
-            }
-            let k = self.order;
-            let t_new = self.t + self.h;
-            self.y_pred.copy_from_slice(&self.d[..nb]);
-            self.psi.iter_mut().for_each(|v| *v = 0.0);
-            let ak = alpha(k);
-            for j in 1..=k {
-                let g = gamma(j) / ak;
-                for i in 0..nb {
-                    let dj = self.d[j * nb + i];
-                    self.y_pred[i] += dj;
-                    self.psi[i] += g * dj;
-                }
-            }
-            for i in 0..nb {
-                self.scale[i] = self.atol[i] + self.rtol * self.y_pred[i].abs();
-            }
-            let c = self.h / ak;
-            let mut converged = false;
-            let mut iters = 0;
-            loop {
-                let yp = std::mem::take(&mut self.y_pred);
-                sys.rhs(t_new, &yp, &mut self.f);
-                if !jac_this_step && (self.jac_age >= MAX_JAC_AGE || !self.have_jac) {
-                    let mut jac = std::mem::replace(&mut self.jac, sys.jac.clone());
-                    sys.jacobian(t_new, &yp[..n], &mut jac);
-                    self.jac = jac;
-                    self.jac_age = 0;
-                    self.have_jac = true;
-                    jac_this_step = true;
-                    self.c_lu = f64::NAN;
-                }
-                self.y_pred = yp;
-                if !(self.c_lu.is_finite() && ((c / self.c_lu) - 1.0).abs() <= 0.3) {
-                    if !self.lu.factor(&self.jac, c) {
-                        self.c_lu = f64::NAN;
-                        break;
-                    }
-                    self.c_lu = c;
-                    self.crate_ = 1.0;
-                }
-                let (conv, it) = self.newton(sys, t_new, c);
-                iters = it;
-                if conv {
-                    converged = true;
-                    break;
-                }
-                if jac_this_step {
-                    break;
-                }
-                self.jac_age = MAX_JAC_AGE;
-            }
-            if !converged {
-                self.h *= 0.25;
-                self.change_d(0.25);
-                self.n_equal = 0;
-                self.c_lu = f64::NAN;
-                continue;
-            }
-            let safety =
-                0.9 * (2 * NEWTON_MAXITER + 1) as f64 / (2 * NEWTON_MAXITER + iters) as f64;
-            for i in 0..nb {
-                self.scale[i] = self.atol[i] + self.rtol * self.y[i].abs();
-            }
-            let ne = self.err_len();
-            let err = error_const(k) * rms(&self.corr[..ne], &self.scale[..ne]);
-            if err > 1.0 || !err.is_finite() {
-                let factor = if err.is_finite() {
-                    (safety * err.powf(-1.0 / (k as f64 + 1.0))).max(0.2)
-                } else {
-                    0.2
-                };
-                self.h *= factor;
-                self.change_d(factor);
-                self.n_equal = 0;
-                continue;
-            }
-            self.steps += 1;
-            self.jac_age = self.jac_age.saturating_add(1);
-            self.t = t_new;
-            self.n_equal += 1;
-            for i in 0..nb {
-                let c = self.corr[i];
-                let a1 = self.d[(k + 1) * nb + i];
-                self.d[(k + 2) * nb + i] = c - a1;
-                self.d[(k + 1) * nb + i] = c;
-            }
-            for j in (0..=k).rev() {
-                for i in 0..nb {
-                    self.d[j * nb + i] += self.d[(j + 1) * nb + i];
-                }
-            }
-            if self.n_equal < k + 1 {
-                return Ok(());
-            }
-            let err_m = if k > 1 {
-                self.tmp.copy_from_slice(&self.d[k * nb..(k + 1) * nb]);
-                error_const(k - 1) * rms(&self.tmp[..ne], &self.scale[..ne])
-            } else {
-                f64::INFINITY
-            };
-            let err_p = if k < MAX_ORDER {
-                self.tmp
-                    .copy_from_slice(&self.d[(k + 2) * nb..(k + 3) * nb]);
-                error_const(k + 1) * rms(&self.tmp[..ne], &self.scale[..ne])
-            } else {
-                f64::INFINITY
-            };
-            let fac = |e: f64, p: usize| -> f64 {
-                if e == 0.0 {
-                    f64::INFINITY
-                } else {
-                    e.powf(-1.0 / p as f64)
-                }
-            };
-            let cands = [fac(err_m, k), fac(err, k + 1), fac(err_p, k + 2)];
-            let mut best = 1;
-            for (i, &v) in cands.iter().enumerate() {
-                if v > cands[best] {
-                    best = i;
-                }
-            }
-            let factor = (safety * cands[best]).min(10.0);
-            if best == 1 && (1.0..1.5).contains(&factor) {
-                return Ok(());
-            }
-            self.order = k + best - 1;
-            let factor = factor.min(self.h_max / self.h);
-            self.h *= factor;
-            self.change_d(factor);
-            self.n_equal = 0;
-            return Ok(());
-        }
-    }
-}
-
-/// Shampine & Reichelt's matrix R(order, factor) (as in `bdf.rs`).
-fn compute_r(order: usize, factor: f64) -> [[f64; MAX_ORDER + 1]; MAX_ORDER + 1] {
-    let mut m = [[0.0; MAX_ORDER + 1]; MAX_ORDER + 1];
-    for v in m[0].iter_mut().take(order + 1) {
-        *v = 1.0;
-    }
-    for i in 1..=order {
-        for j in 1..=order {
-            m[i][j] = (i as f64 - 1.0 - factor * j as f64) / i as f64;
-        }
-    }
-    for i in 1..=order {
-        for j in 0..=order {
-            m[i][j] *= m[i - 1][j];
-        }
-    }
-    m
 }
 
 #[cfg(test)]
