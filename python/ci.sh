@@ -4,7 +4,7 @@
 #   bash python/ci.sh            (from anywhere; CI calls it from .ci/run)
 #
 # Needs: python3 >= 3.9 with the venv module (Debian: apt-get install python3-venv), a Rust
-# toolchain >= 1.95 (cargo on PATH), and PyPI for maturin, pytest, pyarrow and ray (ray: the
+# toolchain >= 1.95 (cargo on PATH), and PyPI for maturin, pytest, pyarrow, pandas, polars and ray (ray: the
 # distributed-trial tests, tests/test_ray.py, which start a two-node Ray cluster on 127.0.0.1 and
 # stop it with `ray stop --force`; MEDTWIN_PY_NO_RAY=1 skips installing it, and those tests).
 # No Python headers are needed (abi3 extension). Builds an abi3 wheel with `maturin build --release` into
@@ -24,6 +24,10 @@ t0=$(date +%s)
 "$py" -m venv --clear "$venv" \
   || { echo "python/ci.sh: '$py -m venv' failed (Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; }
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "maturin>=1.16,<2" "pytest>=7" "pyarrow>=14"
+# pandas and polars: the DataFrame input paths (tests/test_dataframes.py; skipped without them).
+td0=$(date +%s)
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "pandas>=1.5" "polars>=0.20"
+echo "python/ci.sh: pandas + polars installed in $(($(date +%s) - td0)) s"
 if [ -z "${MEDTWIN_PY_NO_RAY:-}" ]; then
   tr0=$(date +%s)
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "ray>=2.9,<3"

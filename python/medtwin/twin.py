@@ -43,6 +43,29 @@ TimeLike = Union[None, float, int, str]
 _OFFSET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|min|h|d)\s*$")
 
 
+def _check_time_column(record: Any, mod: str) -> None:
+    """A date-time ``time`` column must carry its time zone: a naive one would be written without
+    an offset, which the record format (RFC 3339) does not accept, and every row would be dropped."""
+    naive = False
+    if mod == "pyarrow" and "time" in record.column_names:
+        import pyarrow as pa
+
+        t = record.schema.field("time").type
+        naive = pa.types.is_timestamp(t) and t.tz is None
+    elif mod == "pandas" and "time" in record.columns:
+        d = str(record["time"].dtype)  # "datetime64[ns]" naive, "datetime64[ns, UTC]" aware
+        naive = d.startswith("datetime64[") and "," not in d
+    elif mod == "polars" and "time" in record.columns:
+        d = record.schema["time"]
+        naive = type(d).__name__ == "Datetime" and getattr(d, "time_zone", None) is None
+    if naive:
+        raise InputError(
+            "the record's 'time' column is a date-time without a time zone: give it one "
+            "(pandas: df['time'].dt.tz_localize('UTC'), polars: pl.col('time').dt.replace_time_zone('UTC')) "
+            "or RFC 3339 strings with an offset"
+        )
+
+
 class _RecordFile:
     """A path to the record CSV, written to a temporary directory for in-memory tables."""
 
@@ -52,6 +75,8 @@ class _RecordFile:
             self.path = os.fspath(record)
             return
         mod = type(record).__module__.split(".")[0]
+        if mod in ("pyarrow", "pandas", "polars"):
+            _check_time_column(record, mod)
         self._tmp = tempfile.TemporaryDirectory(prefix="medtwin-record-")
         self.path = os.path.join(self._tmp.name, "record.csv")
         if mod == "pyarrow":
