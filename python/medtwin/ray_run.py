@@ -70,9 +70,14 @@ def _chunk_task(
             attempt_log, f"chunk-{start:010d}-{end:010d}.{socket.gethostname()}.{os.getpid()}.{time.time_ns()}"
         )
         _write_atomic(marker + ".start", json.dumps({"start": start, "end": end, "pid": os.getpid()}))
+    t0, c0 = time.perf_counter(), time.process_time()
     data, stats = _native.trial_chunk(toml_text, "toml", source, base, start, end, threads)
     if marker:
-        _write_atomic(marker + ".done", "")
+        # process CPU (all threads of this worker, user + system) and wall time of the chunk, s
+        _write_atomic(
+            marker + ".done",
+            json.dumps({"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - t0}),
+        )
     stats["pid"] = os.getpid()
     stats["host"] = socket.gethostname()
     return bytes(data), stats
@@ -125,8 +130,9 @@ def run_ray(
     task reserves, and the threads it simulates on. ``max_retries``: re-runs of a chunk whose
     worker died. ``max_in_flight``: tasks submitted at once (default: twice the cluster's CPUs
     divided by ``cpus_per_task``). ``attempt_log``: a directory where every task attempt writes
-    ``chunk-START-END.HOST.PID.NS.start`` (JSON: range, pid) and ``….done`` — an audit of
-    which chunk ran where and how often.
+    ``chunk-START-END.HOST.PID.NS.start`` (JSON: range, pid) and ``….done`` (JSON: ``cpu_s``,
+    the worker process's CPU time (user + system, all threads) for the chunk's simulation, and
+    ``wall_s``, both in seconds) — an audit of which chunk ran where, how often and at what cost.
 
     Raises :class:`medtwin.InputError` (resume mismatch, leftover chunks without ``resume``),
     :class:`medtwin.ScenarioError`, :class:`medtwin.SimulationError` (as a Ray task error),
