@@ -63,6 +63,7 @@
 mod ad;
 mod bdf;
 mod comp;
+mod compile;
 mod dde;
 mod math;
 mod model;
