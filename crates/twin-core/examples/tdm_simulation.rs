@@ -15,15 +15,26 @@
 //! model without covariates (the nlme reference model, whose IIV absorbs weight). Theophylline
 //! (12 adults, 4.5 mg/kg q12h) as before. Seeds are fixed; all designs see the same patients.
 //!
-//! `cargo run --release -p medtwin-twin-core --example tdm_simulation [N] [NOISE] [SEED]`
-//! (N = 500 patients by default; NOISE scales the measurement error of the simulated levels,
-//! 1 = the fitted residual error, 0 = exact levels; the twin always assumes the fitted error;
-//! SEED = 11 draws the virtual patients).
+//! Level times: besides three clinically usual designs, a Bayesian c-optimal design scan
+//! ([`design_scan`]) picks the pair of level times (1, 2, 4 or 6 h after the load, or a pre-dose
+//! trough up to day 14) that minimises the expected posterior SD of ln(steady-state trough) —
+//! the quantity the dose decision depends on — on virtual patients of a separate seed, for
+//! each latest allowed level time (day 7, 8, 9, 10, 14); those designs join the study.
+//!
+//! `cargo run --release -p medtwin-twin-core --example tdm_simulation [N] [NOISE] [SEED]
+//! [--quick] [--combined] [--scan-only]` (N = 500 patients by default; NOISE scales the
+//! measurement error of the simulated levels, 1 = the fitted residual error, 0 = exact levels;
+//! the twin always assumes the fitted error; SEED = 11 draws the virtual patients; `--quick`:
+//! phenobarbital with the covariate prior only; `--combined`: the phenobarbital covariate model
+//! is fitted with the combined additive + proportional residual error, which then both
+//! generates the virtual patients' levels and is the twin's noise model; `--scan-only`: print
+//! the design scan and stop).
 
 use medtwin_pk::data::{import_phenobarb, import_theoph, Dataset, Observation, Subject};
 use medtwin_pk::model::PkModel;
 use medtwin_pk::pop::{
-    fit, individual_params, residual_variance, CovariateEffect, FitOptions, PopFit, PopModel,
+    fit, individual_params, residual_variance, CovariateEffect, ErrorModel, FitOptions, PopFit,
+    PopModel,
 };
 use medtwin_pk::Dose;
 use medtwin_twin_core::pk::{recommend_for, Objective, Regimen, Target, TdmTwin};
@@ -40,6 +51,8 @@ const TOL: f64 = 0.2;
 /// Posterior SD of ln(trough per unit dose) that a perfectly centred log-normal needs for 80 %
 /// inside [0.8, 1.2]: ln(1.2/0.8) / (2 · 1.2816).
 const SD_NEEDED: f64 = 0.1582;
+/// Seed of the virtual patients on which the design scan picks level times (not a study seed).
+const DESIGN_SEED: u64 = 1000;
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -163,6 +176,179 @@ fn sd_log_trough(twin: &TdmTwin, reg: Regimen) -> f64 {
     (s2 / s0 - (s1 / s0).powi(2)).max(0.0).sqrt()
 }
 
+/// Inverse of a small symmetric positive-definite `k × k` matrix (row-major) by Gauss–Jordan
+/// elimination; `None` when singular.
+fn invert(a: &[f64], k: usize) -> Option<Vec<f64>> {
+    let mut m = a.to_vec();
+    let mut inv: Vec<f64> = (0..k * k)
+        .map(|i| if i / k == i % k { 1.0 } else { 0.0 })
+        .collect();
+    for c in 0..k {
+        let piv = (c..k).max_by(|&x, &y| m[x * k + c].abs().total_cmp(&m[y * k + c].abs()))?;
+        if m[piv * k + c].abs() < 1e-300 {
+            return None;
+        }
+        for j in 0..k {
+            m.swap(c * k + j, piv * k + j);
+            inv.swap(c * k + j, piv * k + j);
+        }
+        let d = m[c * k + c];
+        for j in 0..k {
+            m[c * k + j] /= d;
+            inv[c * k + j] /= d;
+        }
+        for r in 0..k {
+            if r != c {
+                let f = m[r * k + c];
+                for j in 0..k {
+                    m[r * k + j] -= f * m[c * k + j];
+                    inv[r * k + j] -= f * inv[c * k + j];
+                }
+            }
+        }
+    }
+    Some(inv)
+}
+
+/// Standard normal CDF (Abramowitz & Stegun 7.1.26 erf, absolute error < 1.5e-7).
+fn phi(x: f64) -> f64 {
+    let z = x.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-z * z).exp();
+    if x >= 0.0 {
+        0.5 * (1.0 + erf)
+    } else {
+        0.5 * (1.0 - erf)
+    }
+}
+
+/// Expected posterior SD of ln(SS trough per unit dose) for one patient (true random effects
+/// `eta`) after levels at `times`, by the Bayesian Fisher information at the truth (Laplace):
+/// `Σ = (Ω⁻¹ + Σ_i [J_i J_iᵀ / R_i + ∇R_i ∇R_iᵀ / (2 R_i²)])⁻¹` with `J_i = ∂C(t_i)/∂η`,
+/// `R_i` the residual variance, and SD = √(∇gᵀ Σ ∇g) for `g = ln trough_ss(η)`. Central
+/// differences in η (step 1e-4).
+fn laplace_sd(truth: &PopFit, s: &Subject, eta: &[f64], times: &[f64], reg: Regimen) -> f64 {
+    let k = truth.model.n_eta();
+    let h = 1e-4;
+    let ss = Dose {
+        time_h: 0.0,
+        amount: 1.0,
+        rate: 0.0,
+        cmt: reg.cmt,
+        ii_h: reg.interval_h,
+        addl: 0,
+        ss: true,
+    };
+    let eval = |e: &[f64]| -> (Vec<f64>, f64) {
+        let p = individual_params(&truth.model, &truth.estimates, s, e).unwrap();
+        let c = truth.model.pk.concentrations(&p, &s.doses, times).unwrap();
+        let g = truth
+            .model
+            .pk
+            .concentration(&p, std::slice::from_ref(&ss), reg.interval_h)
+            .unwrap()
+            .ln();
+        (c, g)
+    };
+    let (c0, _) = eval(eta);
+    let mut jac = vec![vec![0.0; k]; times.len()];
+    let mut rjac = vec![vec![0.0; k]; times.len()];
+    let mut grad = vec![0.0; k];
+    for a in 0..k {
+        let mut up = eta.to_vec();
+        let mut dn = eta.to_vec();
+        up[a] += h;
+        dn[a] -= h;
+        let (cu, gu) = eval(&up);
+        let (cd, gd) = eval(&dn);
+        grad[a] = (gu - gd) / (2.0 * h);
+        for i in 0..times.len() {
+            jac[i][a] = (cu[i] - cd[i]) / (2.0 * h);
+            rjac[i][a] = (residual_variance(&truth.estimates, cu[i])
+                - residual_variance(&truth.estimates, cd[i]))
+                / (2.0 * h);
+        }
+    }
+    let mut info = invert(&truth.estimates.omega, k).unwrap();
+    for i in 0..times.len() {
+        let r = residual_variance(&truth.estimates, c0[i]);
+        for a in 0..k {
+            for b in 0..k {
+                info[a * k + b] +=
+                    jac[i][a] * jac[i][b] / r + rjac[i][a] * rjac[i][b] / (2.0 * r * r);
+            }
+        }
+    }
+    let cov = invert(&info, k).unwrap();
+    let var: f64 = (0..k)
+        .flat_map(|a| (0..k).map(move |b| (a, b)))
+        .map(|(a, b)| grad[a] * cov[a * k + b] * grad[b])
+        .sum();
+    var.max(0.0).sqrt()
+}
+
+/// Success probability of a perfectly centred dose when ln trough has posterior SD `sd`:
+/// `2Φ(ln(1.2/0.8) / (2 sd)) − 1`.
+fn p_centred(sd: f64) -> f64 {
+    let half_width = ((1.0 + TOL) / (1.0 - TOL)).ln() / 2.0;
+    2.0 * phi(half_width / sd) - 1.0
+}
+
+/// Bayesian c-optimal design scan: for every pair of candidate level times, the mean over
+/// `pts` of [`p_centred`] of the [`laplace_sd`] (the attainment a perfectly centred dose would
+/// have with that posterior SD). Prints the best pairs whose later level is at or before each
+/// horizon, and returns the best pair per horizon.
+fn design_scan(
+    truth: &PopFit,
+    pts: &[Patient],
+    candidates: &[f64],
+    horizons: &[f64],
+    reg: Regimen,
+) -> Vec<(f64, f64)> {
+    let mut scores = Vec::new();
+    for (i, &t1) in candidates.iter().enumerate() {
+        for &t2 in &candidates[i + 1..] {
+            let mut sds: Vec<f64> = pts
+                .iter()
+                .enumerate()
+                .map(|(n, pt)| {
+                    let s = Subject {
+                        id: format!("d{n}"),
+                        doses: pt.doses.clone(),
+                        observations: vec![],
+                        covariates: pt.covariates.clone(),
+                    };
+                    laplace_sd(truth, &s, &pt.eta, &[t1, t2], reg)
+                })
+                .collect();
+            let p = sds.iter().map(|&sd| p_centred(sd)).sum::<f64>() / sds.len() as f64;
+            sds.sort_by(f64::total_cmp);
+            scores.push((t1, t2, p, sds[sds.len() / 2]));
+        }
+    }
+    scores.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let mut best = Vec::new();
+    for &hz in horizons {
+        println!("design scan, both levels by {hz} h: best pairs (t1, t2) | predicted attainment (centred dose) | median Laplace SD ln(trough)");
+        for (t1, t2, p, sd) in scores.iter().filter(|s| s.1 <= hz).take(5) {
+            println!("  {t1} h + {t2} h | {p:.3} | {sd:.3}");
+        }
+        if let Some(b) = scores.iter().find(|s| s.1 <= hz) {
+            best.push((b.0, b.1));
+        }
+    }
+    for (t1, t2) in [(2.0, 95.5), (71.5, 167.5), (2.0, 167.5)] {
+        if let Some((_, _, p, sd)) = scores.iter().find(|s| s.0 == t1 && s.1 == t2) {
+            println!("  (earlier design {t1} h + {t2} h | {p:.3} | {sd:.3})");
+        }
+    }
+    best
+}
+
 /// Run the designs (`(name, level times)`) for the priors on the same patients; prints one
 /// row per (prior, design) plus the population-dose rows.
 fn study(
@@ -254,16 +440,21 @@ fn study(
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let scan_only = args.iter().any(|a| a == "--scan-only");
+    let combined = args.iter().any(|a| a == "--combined");
+    let pos: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let n: usize = pos
+        .first()
         .map(|a| a.parse().expect("N must be a count"))
         .unwrap_or(500);
-    let noise: f64 = std::env::args()
-        .nth(2)
+    let noise: f64 = pos
+        .get(1)
         .map(|a| a.parse().expect("NOISE must be a number"))
         .unwrap_or(1.0);
-    let seed: u64 = std::env::args()
-        .nth(3)
+    let seed: u64 = pos
+        .get(2)
         .map(|a| a.parse().expect("SEED must be an unsigned integer"))
         .unwrap_or(11);
     println!(
@@ -279,6 +470,9 @@ fn main() {
         .iter()
         .map(|c| CovariateEffect::parse(c).unwrap())
         .collect();
+    if combined {
+        m.error = ErrorModel::Combined;
+    }
     let cov = fitted(&pheno_ds, &m);
     let mut m2 = m.clone();
     m2.covariates
@@ -299,6 +493,9 @@ fn main() {
                 .collect::<Vec<_>>(),
             f.estimates.sigma_add
         );
+        if f.estimates.sigma_prop > 0.0 {
+            eprintln!("  σ_prop {:.4}", f.estimates.sigma_prop);
+        }
     }
     let dosing = |c: &BTreeMap<String, f64>| {
         let wt = c["WT"];
@@ -312,29 +509,51 @@ fn main() {
         cmt: 1,
         infusion_h: 0.0,
     };
-    let designs = [
+    // Level times chosen by the design scan on patients of a separate seed (DESIGN_SEED), so the
+    // designs are fixed before any study seed is simulated: the earliest level 1 h after the
+    // load, then pre-dose troughs (0.5 h before a q12h dose) up to day 14.
+    let mut candidates = vec![1.0, 2.0, 4.0, 6.0];
+    candidates.extend((1..=28).map(|k| 12.0 * k as f64 - 0.5));
+    let horizons = [167.5, 191.5, 215.5, 239.5, 335.5];
+    let scan_pts = patients(&cov, &pheno_ds, 300, DESIGN_SEED, &dosing);
+    let best = design_scan(&cov, &scan_pts, &candidates, &horizons, reg);
+    if scan_only {
+        return;
+    }
+    let mut designs: Vec<(String, Vec<f64>)> = vec![
         (
-            "Phenobarb: 2 h after load + trough day 4 (95.5 h)",
+            "Phenobarb: 2 h after load + trough day 4 (95.5 h)".into(),
             vec![2.0, 95.5],
         ),
         (
-            "Phenobarb: troughs day 3 + day 7 (71.5 h, 167.5 h)",
+            "Phenobarb: troughs day 3 + day 7 (71.5 h, 167.5 h)".into(),
             vec![71.5, 167.5],
         ),
         (
-            "Phenobarb: 2 h after load + trough day 7 (167.5 h)",
+            "Phenobarb: 2 h after load + trough day 7 (167.5 h)".into(),
             vec![2.0, 167.5],
         ),
     ];
-    study(
-        &cov,
-        &[("CL~WT, V~WT", &cov), ("no covariates", &plain)],
-        &pts,
-        &designs,
-        reg,
-        20.0,
-        noise,
-    );
+    for ((t1, t2), hz) in best.iter().zip(horizons) {
+        designs.push((
+            format!("Phenobarb: scan's best by {hz} h ({t1} h, {t2} h)"),
+            vec![*t1, *t2],
+        ));
+    }
+    designs.dedup_by(|a, b| a.1 == b.1);
+    let designs: Vec<(&str, Vec<f64>)> = designs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
+        .collect();
+    let priors: Vec<(&str, &PopFit)> = if quick {
+        vec![("CL~WT, V~WT", &cov)]
+    } else {
+        vec![("CL~WT, V~WT", &cov), ("no covariates", &plain)]
+    };
+    study(&cov, &priors, &pts, &designs, reg, 20.0, noise);
+    if quick {
+        return;
+    }
 
     // Theophylline (no covariates; doses mg/kg).
     let mut m = PopModel::new(PkModel::parse("1cpt-oral").unwrap());
