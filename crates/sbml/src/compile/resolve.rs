@@ -288,6 +288,19 @@ impl Symbols {
         Ok(())
     }
 
+    /// A [`Resolver`] of expressions over these symbols; `delays` collects `delay()` operands.
+    pub(crate) fn resolver<'m>(&'m self, delays: &'m RefCell<Vec<RExpr>>) -> Resolver<'m> {
+        Resolver {
+            ids: &self.ids,
+            slots: &self.slots,
+            fns: &self.fns,
+            rate_rules: &self.rate_rules,
+            assign_rules: &self.assign_rules,
+            species_terms: &self.species_terms,
+            delays,
+        }
+    }
+
     /// The reaction terms of every species (slow reactions), the stoichiometry of the fast
     /// reactions, and the species fast reactions change.
     fn reaction_terms(&mut self, model_conv: Option<String>) -> Result<(), SbmlError> {
@@ -397,17 +410,39 @@ impl Symbols {
     }
 }
 
+/// Σ stoichiometry × flux (× conversion factor) of reaction terms, as an expression.
+pub(crate) fn terms_expr(ts: &[Term]) -> RExpr {
+    RExpr::Apply(
+        Op::Plus,
+        ts.iter()
+            .map(|t| {
+                let st = match t.stoich {
+                    Stoich::Const(c) => RExpr::Num(c),
+                    Stoich::Slot(q, sign) => {
+                        RExpr::Apply(Op::Times, vec![RExpr::Num(sign), RExpr::Slot(q)])
+                    }
+                };
+                let mut f = vec![st, RExpr::Slot(t.flux)];
+                if let Some(c) = t.factor {
+                    f.push(RExpr::Slot(c));
+                }
+                RExpr::Apply(Op::Times, f)
+            })
+            .collect(),
+    )
+}
+
 /// Resolves [`Expr`] trees to slot-addressed [`RExpr`]s (function calls inlined, `rateOf`
 /// expanded to the symbol's time derivative).
 pub(crate) struct Resolver<'m> {
-    pub ids: &'m HashMap<String, usize>,
-    pub slots: &'m [Slot],
-    pub fns: &'m HashMap<String, (Vec<String>, Expr)>,
-    pub rate_rules: &'m HashMap<usize, Expr>,
-    pub assign_rules: &'m HashMap<usize, Expr>,
-    pub species_terms: &'m HashMap<usize, Vec<Term>>,
+    ids: &'m HashMap<String, usize>,
+    slots: &'m [Slot],
+    fns: &'m HashMap<String, (Vec<String>, Expr)>,
+    rate_rules: &'m HashMap<usize, Expr>,
+    assign_rules: &'m HashMap<usize, Expr>,
+    species_terms: &'m HashMap<usize, Vec<Term>>,
     /// Delayed expressions met so far (`delay(x, d)`: the resolved `x`), numbered in order.
-    pub delays: &'m RefCell<Vec<RExpr>>,
+    delays: &'m RefCell<Vec<RExpr>>,
 }
 
 fn subst(e: &Expr, map: &HashMap<&str, &Expr>) -> Expr {
@@ -547,21 +582,7 @@ impl Resolver<'_> {
                     .get(&sl)
                     .map(|v| v.as_slice())
                     .unwrap_or(&[]);
-                let mut sum = Vec::new();
-                for t in terms {
-                    let st = match t.stoich {
-                        Stoich::Const(c) => RExpr::Num(c),
-                        Stoich::Slot(q, sign) => {
-                            RExpr::Apply(Op::Times, vec![RExpr::Num(sign), RExpr::Slot(q)])
-                        }
-                    };
-                    let mut f = vec![st, RExpr::Slot(t.flux)];
-                    if let Some(c) = t.factor {
-                        f.push(RExpr::Slot(c));
-                    }
-                    sum.push(RExpr::Apply(Op::Times, f));
-                }
-                let total = RExpr::Apply(Op::Plus, sum);
+                let total = terms_expr(terms);
                 if s.amount_units {
                     return Ok(total);
                 }
