@@ -854,6 +854,9 @@ pub fn fit(ds: &Dataset, model: &PopModel, opts: &FitOptions) -> Result<PopFit, 
             &x0[..pack.n_theta]
         )));
     }
+    if model.error == ErrorModel::Proportional {
+        zero_prediction_check(&model, &pack.unpack(&x0), &subjects)?;
+    }
     let mut f = |x: &[f64]| objective(&model, &pack.unpack(x), &subjects, &mut etas);
     let h = vec![1e-4; x0.len()];
     let mut best = bfgs(&mut f, &x0, &h, 1e-3, 1e-12, 2.0, opts.max_evals);
@@ -901,6 +904,29 @@ pub fn fit(ds: &Dataset, model: &PopModel, opts: &FitOptions) -> Result<PopFit, 
         n_observations: n_obs,
         individuals,
     })
+}
+
+/// Under a purely proportional residual error a nonzero level whose prediction is exactly 0
+/// (a pre-dose level, or one inside an absorption lag) has zero variance: its likelihood is 0
+/// whatever the parameters, and the objective is stuck at the variance floor. Refuse it by
+/// subject, time and line instead of returning the starting values as a "fit".
+fn zero_prediction_check(
+    model: &PopModel,
+    est: &PopEstimates,
+    subjects: &[SubjectObs],
+) -> Result<(), FitError> {
+    let k = model.n_eta();
+    for so in subjects {
+        let f = predict(model, est, so.subject, &so.times, &vec![0.0; k])?;
+        if let Some(i) = (0..f.len()).find(|&i| f[i] == 0.0 && so.y[i] != 0.0) {
+            let o = &so.subject.observations[i];
+            return Err(FitError::Spec(format!(
+                "subject {}, level {} at {} h (line {}): the model predicts exactly 0 here (before any dose), which a proportional residual error cannot explain; use --error combined or mark the level MDV=1",
+                so.subject.id, o.dv, o.time_h, o.line
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// FOCE-I `−2 log L` of `ds` under `model` at given estimates (e.g. another program's, to compare

@@ -106,3 +106,36 @@ fn phenobarbital_matches_nlme() {
     assert!(rel(log_theta(&f, "CL"), -5.0932) < 0.05);
     assert!(rel(log_theta(&f, "V"), 0.3425) < 0.03);
 }
+
+/// Theoph's first level of every subject is pre-dose (0.74 mg/L at t = 0 for subject 1): the
+/// model predicts exactly 0 there, so a purely proportional error gives it zero variance. The
+/// fit must refuse, naming the level, instead of returning its starting values as "converged"
+/// (what it did before: −2LL 6e299, 20 evaluations). Without the pre-dose levels it fits.
+#[test]
+fn proportional_error_refuses_a_level_predicted_exactly_zero() {
+    let ds = import_theoph(&data("Theoph.csv")).unwrap();
+    let mut m = PopModel::new(PkModel::parse("1cpt-oral").unwrap());
+    m.parameters = vec!["KE".into(), "KA".into(), "CL".into()];
+    m.iiv = vec!["KA".into(), "CL".into()];
+    m.error = medtwin_pk::pop::ErrorModel::Proportional;
+    let opts = FitOptions {
+        standard_errors: false,
+        ..FitOptions::default()
+    };
+    let e = fit(&ds, &m, &opts).unwrap_err().to_string();
+    assert!(
+        e.contains("subject 1,") && e.contains("at 0 h") && e.contains("predicts exactly 0"),
+        "{e}"
+    );
+    let mut post = ds.clone();
+    for s in post.subjects.iter_mut() {
+        s.observations.retain(|o| o.time_h > 0.0);
+    }
+    let f = fit(&post, &m, &opts).unwrap();
+    assert!(
+        f.log_likelihood.is_finite() && f.log_likelihood > -1e6,
+        "{}",
+        f.log_likelihood
+    );
+    assert!(f.estimates.sigma_prop > 0.0 && f.estimates.sigma_prop < 1.0);
+}
