@@ -19,6 +19,11 @@
 //! Output between steps interpolates the difference polynomial (the solver's own dense
 //! output); the integrator steps past the requested end point and is continued by the next
 //! call when that starts from the returned state.
+//!
+//! The stepper integrates any [`BdfSystem`]: the model's own right-hand side
+//! ([`Bdf::new`], [`Bdf::integrate`]), or the model with its forward sensitivities
+//! (`sens.rs`: `dim = n·(1 + parameters)` in blocks of `n`, the Newton matrix block-diagonal
+//! with one LU of `I − c·J`, the error test over a leading part of the components).
 
 #![allow(clippy::needless_range_loop)] // index loops over small coefficient tables
 

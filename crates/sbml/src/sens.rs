@@ -8,10 +8,11 @@
 //! ẋ = f(t, x, p),     σ̇_k = J(t, x) σ_k + p̄_k ∂f/∂p_k (t, x, p),     k = 1..np
 //! ```
 //!
-//! integrated by the variable-order BDF/NDF of `bdf.rs` (same coefficients, step and order
-//! control), with the error test over the states, or states *and* sensitivities (CVODES'
-//! `errconS`, [`SensOptions::error_test_sensitivities`]), and a block-diagonal Newton matrix `I − c·J` (one sparse LU for every block, the
-//! simultaneous-corrector approximation). `J = ∂f/∂x` is the analytic sparse Jacobian of
+//! integrated by the engine's variable-order BDF/NDF stepper itself (`bdf.rs`: this module
+//! only supplies the augmented right-hand side through `bdf::BdfSystem`), with the error
+//! test over the states, or states *and* sensitivities (CVODES' `errconS`,
+//! [`SensOptions::error_test_sensitivities`]), and a block-diagonal Newton matrix `I − c·J`
+//! (one sparse LU for every block, the simultaneous-corrector approximation). `J = ∂f/∂x` is the analytic sparse Jacobian of
 //! `ad.rs` (finite differences where the model is not differentiable there); `∂f/∂p_k` is a
 //! central difference of the right-hand side at fixed state with the model re-initialised at
 //! `p_k ± ε p̄_k` (ε = 5·10⁻⁶, so initial assignments that read `p_k` are followed); initial
