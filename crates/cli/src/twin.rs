@@ -5,8 +5,9 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use medtwin_io::{ImportReport, Record};
 use medtwin_twin::backtest::BacktestOptions;
+use medtwin_twin::lifecycle::{self, no_progress, Progress, Until};
 use medtwin_twin::report::{twin_report, ReportOptions};
-use medtwin_twin::{InputSchedule, Plan, Twin, TwinEngine, TwinSettings};
+use medtwin_twin::{InputSchedule, Plan, Twin, TwinError, TwinSettings};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -239,6 +240,15 @@ pub enum TwinCmd {
 
 fn input_err(e: impl std::fmt::Display) -> CliError {
     CliError::input(e.to_string())
+}
+
+/// A lifecycle error: a broken twin document or a bad argument is the input's fault, the rest
+/// (calibration, inference) a failure.
+fn twin_err(e: TwinError) -> CliError {
+    match e {
+        TwinError::Document(_) | TwinError::Argument(_) => CliError::input(e.to_string()),
+        _ => CliError::failure(e.to_string()),
+    }
 }
 
 fn print_import_report(rep: &ImportReport) {
@@ -475,30 +485,32 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
                     settings.calibration_window_min
                 )));
             }
-            let mut engine = TwinEngine::start(&sched, settings)
-                .map_err(|e| CliError::failure(e.to_string()))?;
-            let cal = &engine.calibration;
-            eprintln!(
-                "calibration: MAP RMSE {:.1} mg/dL (prior {:.1}), converged {}, insulin scale {:.2}",
-                cal.rmse_mg_dl, cal.prior_rmse_mg_dl, cal.converged, cal.insulin_scale
-            );
-            for d in &cal.diagnostics {
-                eprintln!("calibration diagnostic: {d}");
+            let mut pb: Option<ProgressBar> = None;
+            let (twin, _) = lifecycle::fit(
+                &sched,
+                settings,
+                Until::Minute(until_min),
+                lifecycle::CLI_FIT_STOP_MIN,
+                rec.patient.id.clone(),
+                &mut |p| match p {
+                    Progress::Calibrated(cal) => {
+                        eprintln!(
+                            "calibration: MAP RMSE {:.1} mg/dL (prior {:.1}), converged {}, insulin scale {:.2}",
+                            cal.rmse_mg_dl, cal.prior_rmse_mg_dl, cal.converged, cal.insulin_scale
+                        );
+                        for d in &cal.diagnostics {
+                            eprintln!("calibration diagnostic: {d}");
+                        }
+                    }
+                    Progress::Assimilating { done, total } => pb
+                        .get_or_insert_with(|| bar(total.max(1) as u64, "assimilate"))
+                        .set_position(done as u64),
+                },
+            )
+            .map_err(|e| CliError::failure(e.to_string()))?;
+            if let Some(p) = pb {
+                p.finish_and_clear();
             }
-            let pb = bar(
-                ((until_min - engine.filter.t_min) / 60.0).max(1.0) as u64,
-                "assimilate",
-            );
-            let mut t = engine.filter.t_min;
-            while t < until_min {
-                t = (t + 60.0).min(until_min);
-                engine
-                    .assimilate_until(&sched, t)
-                    .map_err(|e| CliError::failure(e.to_string()))?;
-                pb.inc(1);
-            }
-            pb.finish_and_clear();
-            let twin = engine.to_twin(&sched, rec.patient.id.clone());
             write_json(&out, &twin)?;
             eprintln!(
                 "twin at t = {:.0} min ({} particles) written to {}",
@@ -525,18 +537,9 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
             ..
         } => {
             let doc = read_twin(&twin)?;
-            let mut engine = TwinEngine::from_twin(&doc).map_err(input_err)?;
             let (rec, _) = read_record(&record)?;
             let sched = InputSchedule::from_record(&rec)
                 .ok_or_else(|| CliError::input("record has no CGM"))?;
-            if sched.origin_utc != doc.schedule.origin_utc {
-                return Err(CliError::input(format!(
-                    "{}: the record starts at {} but the twin's origin is {}: give the patient's full record",
-                    record.display(),
-                    sched.origin_utc,
-                    doc.schedule.origin_utc
-                )));
-            }
             let until_min = match until {
                 Some(u) => parse_time(&u, "until", &sched)?,
                 None => sched.last_cgm_min(),
@@ -547,19 +550,22 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
                     doc.t_min
                 )));
             }
-            let n_new = sched
-                .cgm
-                .iter()
-                .filter(|c| c.0 > doc.t_min && c.0 <= until_min)
-                .count();
-            engine
-                .assimilate_until(&sched, until_min)
-                .map_err(|e| CliError::failure(e.to_string()))?;
-            let updated = engine.to_twin(&sched, doc.patient_id.clone());
+            // One filter stop at the end (as every `twin update` so far).
+            let (updated, done) = lifecycle::update(
+                &doc,
+                &sched,
+                Until::Minute(until_min),
+                f64::INFINITY,
+                &mut no_progress,
+            )
+            .map_err(|e| match e {
+                TwinError::Argument(m) => CliError::input(format!("{}: {m}", record.display())),
+                e => twin_err(e),
+            })?;
             write_json(&out, &updated)?;
             eprintln!(
-                "assimilated {n_new} new CGM readings: twin now at t = {:.0} min",
-                updated.t_min
+                "assimilated {} new CGM readings: twin now at t = {:.0} min",
+                done.readings, updated.t_min
             );
             Ok(())
         }
@@ -675,7 +681,6 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
                 )));
             }
             let doc = read_twin(&twin)?;
-            let engine = TwinEngine::from_twin(&doc).map_err(input_err)?;
             let plan = match plan {
                 Some(p) => Some(read_plan(&p, doc.t_min, horizon)?),
                 None => None,
@@ -686,9 +691,7 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
             {
                 require_insulin_data(&doc.schedule, "forecast with an insulin plan")?;
             }
-            let f = engine
-                .forecast(&doc.schedule, horizon, plan.as_ref(), doc.settings.seed)
-                .map_err(|e| CliError::failure(e.to_string()))?;
+            let f = lifecycle::forecast(&doc, horizon, plan.as_ref()).map_err(twin_err)?;
             let origin = doc.schedule.origin();
             let mut lines = vec!["time,t_min,median_mg_dl,lo50_mg_dl,hi50_mg_dl,lo80_mg_dl,hi80_mg_dl,lo95_mg_dl,hi95_mg_dl".to_string()];
             for (t, b) in f.t_min.iter().zip(&f.bands) {
@@ -943,7 +946,6 @@ fn whatif_cmd(
         )));
     }
     let doc = read_twin(twin)?;
-    let engine = TwinEngine::from_twin(&doc).map_err(input_err)?;
     let mut plans = Vec::new();
     for p in plan_files {
         let name = p
@@ -964,9 +966,7 @@ fn whatif_cmd(
     {
         require_insulin_data(&doc.schedule, "what-if with an insulin plan")?;
     }
-    let outcomes =
-        medtwin_twin::decide::whatif(&engine, &doc.schedule, &plans, horizon, doc.settings.seed)
-            .map_err(|e| CliError::failure(e.to_string()))?;
+    let outcomes = lifecycle::whatif(&doc, &plans, horizon).map_err(twin_err)?;
     std::fs::create_dir_all(out).map_err(|e| io_fail(out, e))?;
     let mut summary = vec!["plan,p_below_70,p_below_54,p_above_250,expected_tir_pct,expected_risk_index,median_end_mg_dl,lo80_end_mg_dl,hi80_end_mg_dl".to_string()];
     let hist_from = doc.t_min - 180.0;
@@ -1080,12 +1080,10 @@ fn advise_cmd(
     request.check().map_err(CliError::input)?;
     let doc = read_twin(twin)?;
     require_insulin_data(&doc.schedule, "bolus advice")?;
-    let engine = TwinEngine::from_twin(&doc).map_err(input_err)?;
     let s = request
-        .settings(engine.calibration.window_tdi_u_per_day)
+        .settings(doc.calibration.window_tdi_u_per_day)
         .map_err(CliError::input)?;
-    let a = medtwin_twin::decide::advise(&engine, &doc.schedule, carbs, at, &s, doc.settings.seed)
-        .map_err(|e| CliError::failure(e.to_string()))?;
+    let a = lifecycle::advise(&doc, carbs, at, &s).map_err(twin_err)?;
     if json {
         println!(
             "{}",
