@@ -41,9 +41,10 @@ use std::time::{Duration, Instant};
 
 use medtwin_io::{Record, RecordKind};
 use medtwin_store::Store;
-use medtwin_twin::decide::whatif;
 use medtwin_twin::inputs::{LONG_ACTING_CARRY_MAX_MIN, LONG_ACTING_WINDOW_MIN};
-use medtwin_twin::{InputSchedule, Plan, Twin, TwinEngine, TwinSettings};
+use medtwin_twin::lifecycle::{self, no_progress, Checkpoints, Until, SERVER_STOP_MIN};
+use medtwin_twin::model::{PlannedBasal, PlannedBolus, PlannedMeal};
+use medtwin_twin::{InputSchedule, RelativePlan, Twin, TwinEngine, TwinError, TwinSettings};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -235,6 +236,51 @@ pub struct WhatifRequest {
 
 fn default_whatif_horizon() -> u32 {
     240
+}
+
+impl PlanSpec {
+    /// The plan as a [`RelativePlan`] (the plan TOML files' form), whose
+    /// [`RelativePlan::to_plan`] checks the times and amounts.
+    pub fn relative(&self) -> RelativePlan {
+        RelativePlan {
+            meal: self
+                .meals
+                .iter()
+                .map(|m| PlannedMeal {
+                    at_min: m.at_min,
+                    carbs_g: m.carbs_g,
+                })
+                .collect(),
+            bolus: self
+                .boluses
+                .iter()
+                .map(|b| PlannedBolus {
+                    at_min: b.at_min,
+                    units: b.units,
+                })
+                .collect(),
+            basal: self
+                .basal
+                .iter()
+                .map(|b| PlannedBasal {
+                    at_min: b.at_min,
+                    u_per_h: b.u_per_h,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An error of [`RelativePlan::to_plan`] on plan `pi` of a request, in the API's field names:
+/// `meal[i]…` becomes `plans[pi].meals[i]…`, `bolus[i]…` `plans[pi].boluses[i]…`,
+/// `basal[i]…` `plans[pi].basal[i]…`.
+fn api_names(pi: usize, msg: String) -> String {
+    let m = match (msg.strip_prefix("meal["), msg.strip_prefix("bolus[")) {
+        (Some(r), _) => format!("meals[{r}"),
+        (_, Some(r)) => format!("boluses[{r}"),
+        _ => msg,
+    };
+    format!("plans[{pi}].{m}")
 }
 
 /// Outcome of one plan.
@@ -557,7 +603,7 @@ pub fn forecast_of_twin(
     history: &Record,
 ) -> Result<String, String> {
     let doc: Twin = serde_json::from_str(twin_json).map_err(|e| format!("stored twin: {e}"))?;
-    let engine = TwinEngine::from_twin(&doc).map_err(|e| e.to_string())?;
+    let engine = lifecycle::resume(&doc).map_err(|e| e.to_string())?;
     let sched = with_history(&doc.schedule, doc.t_min, history)?;
     let f = forecast_doc(&engine, &sched, pid, data_time_ms, horizon)?;
     serde_json::to_string(&f).map_err(|e| e.to_string())
@@ -605,9 +651,9 @@ struct Cached {
     saved_at: Instant,
     /// Save the next checkpoint whatever its age (the state changed without new data).
     force_save: bool,
-    /// Past states of the filter for re-assimilating late data, oldest first: at most
+    /// Past states of the filter for re-assimilating late data: at most
     /// [`REPLAY_CHECKPOINTS`], [`REPLAY_STEP_MIN`] apart.
-    replay: Vec<Twin>,
+    replay: Checkpoints,
 }
 
 /// Twin time one update assimilates at most, min (24 h). A twin with more data to catch up
@@ -618,24 +664,10 @@ struct Cached {
 /// update (the filter is advanced in the same steps from the same state).
 pub const CATCH_UP_SLICE_MIN: f64 = 1440.0;
 
-/// Where an update of a filter at minute `t` ends on `sched`: its last CGM reading at most
-/// [`CATCH_UP_SLICE_MIN`] after `t` (the first one after `t` when a gap leaves none that
-/// close), and whether readings after it remain for the next slice.
-fn slice_until(sched: &InputSchedule, t: f64) -> (f64, bool) {
-    let last = sched.last_cgm_min();
-    let cap = t + CATCH_UP_SLICE_MIN;
-    if last <= cap {
-        return (last, false);
-    }
-    let times = || sched.cgm.iter().map(|c| c.0).filter(|&x| x > t);
-    let within = times().filter(|&x| x <= cap).fold(f64::NAN, f64::max);
-    let until = if within.is_nan() {
-        times().fold(f64::INFINITY, f64::min)
-    } else {
-        within
-    };
-    (until, until < last)
-}
+/// Where an update of a twin ends: one catch-up slice ([`lifecycle::slice_end`]).
+const SLICE: Until = Until::Slice {
+    max_min: CATCH_UP_SLICE_MIN,
+};
 
 /// Filter states kept per live twin for re-assimilating late data.
 pub const REPLAY_CHECKPOINTS: usize = 2;
@@ -645,29 +677,19 @@ pub const REPLAY_STEP_MIN: f64 = 120.0;
 impl Cached {
     fn from_doc(doc: &Twin, data_time_ms: i64) -> Result<Cached, String> {
         Ok(Cached {
-            engine: TwinEngine::from_twin(doc).map_err(|e| e.to_string())?,
+            engine: lifecycle::resume(doc).map_err(|e| e.to_string())?,
             sched: doc.schedule.clone(),
             data_time_ms,
             saved_ms: data_time_ms,
             saved_at: Instant::now(),
             force_save: false,
-            replay: vec![doc.clone()],
+            replay: Checkpoints::new(doc.clone(), REPLAY_STEP_MIN, REPLAY_CHECKPOINTS),
         })
     }
 
     /// Keep the current filter state for replays when the newest kept one is old enough.
     fn keep_replay_state(&mut self) {
-        let t = self.engine.filter.t_min;
-        if self
-            .replay
-            .last()
-            .is_none_or(|b| t - b.t_min >= REPLAY_STEP_MIN)
-        {
-            self.replay.push(self.engine.to_twin(&self.sched, None));
-            if self.replay.len() > REPLAY_CHECKPOINTS {
-                self.replay.remove(0);
-            }
-        }
+        self.replay.keep(&self.engine, &self.sched);
     }
 }
 
@@ -965,19 +987,14 @@ async fn continue_twin(
             if new {
                 let mut sched = InputSchedule::from_record_at(&record, origin);
                 sched.carried_long_acting_min = c.sched.carried_long_acting_min;
-                let mut t = c.engine.filter.t_min;
-                let until;
-                (until, more) = slice_until(&sched, t);
-                readings = sched.cgm.iter().filter(|x| x.0 > t && x.0 <= until).count();
-                while t < until {
-                    t = (t + 360.0).min(until);
-                    c.engine
-                        .assimilate_until(&sched, t)
-                        .map_err(|e| e.to_string())?;
-                }
+                let done = c
+                    .engine
+                    .assimilate_to(&sched, SLICE, SERVER_STOP_MIN, &mut no_progress)
+                    .map_err(|e| e.to_string())?;
+                (readings, more) = (done.readings, done.more);
                 c.sched = sched.truncated(c.engine.filter.t_min);
                 c.data_time_ms = if more {
-                    ms_of_min(origin, until)
+                    ms_of_min(origin, done.until_min)
                 } else {
                     last_ms
                 };
@@ -1063,15 +1080,9 @@ async fn replay_late(
     let start = live
         .cpu_locked(entry.clone(), move |c, _| {
             let origin = c.sched.origin().ok_or("twin: bad origin")?;
-            let Some(i) = c
-                .replay
-                .iter()
-                .rposition(|b| ms_of_min(origin, b.t_min + 0.5) <= late_ms)
-            else {
-                return Ok(None);
-            };
-            c.replay.truncate(i + 1);
-            Ok(Some((origin, c.replay[i].clone())))
+            Ok(c.replay
+                .restart_point(|t| ms_of_min(origin, t + 0.5) <= late_ms)
+                .map(|from| (origin, from)))
         })
         .await?;
     let Some((origin, from)) = start else {
@@ -1080,22 +1091,15 @@ async fn replay_late(
     };
     let (record, last_ms) = twin_window(store, pid, origin, from.t_min).await?;
     live.cpu_locked(entry.clone(), move |c, e| {
-        let mut engine = TwinEngine::from_twin(&from).map_err(|e| e.to_string())?;
         let mut sched = InputSchedule::from_record_at(&record, origin);
         sched.carried_long_acting_min = c.sched.carried_long_acting_min;
-        let mut t = engine.filter.t_min;
         // One slice at most; the update that called this goes on from where it ends.
-        let (until, more) = slice_until(&sched, t);
-        while t < until {
-            t = (t + 360.0).min(until);
-            engine
-                .assimilate_until(&sched, t)
-                .map_err(|e| e.to_string())?;
-        }
+        let (engine, done) =
+            lifecycle::replay(&from, &sched, SLICE, SERVER_STOP_MIN).map_err(|e| e.to_string())?;
         c.engine = engine;
         c.sched = sched.truncated(c.engine.filter.t_min);
-        c.data_time_ms = if more {
-            ms_of_min(origin, until)
+        c.data_time_ms = if done.more {
+            ms_of_min(origin, done.until_min)
         } else {
             c.data_time_ms.max(last_ms)
         };
@@ -1216,26 +1220,27 @@ async fn first_fit(
                     span / 60.0
                 )));
             }
-            let mut engine = match TwinEngine::start(&sched, settings) {
-                Ok(e) => e,
+            let fitted = lifecycle::fit(
+                &sched,
+                settings,
+                SLICE,
+                SERVER_STOP_MIN,
+                Some(pid_s),
+                &mut no_progress,
+            );
+            let (twin, done) = match fitted {
+                Ok(f) => f,
+                // the assimilation after the calibration failed: an error, as for updates
+                Err(e @ TwinError::Infer(_)) => return Err(e.to_string()),
+                // no usable calibration: the twin's status says why (retried on more data)
                 Err(e) => return Ok(Step::Failed(e.to_string())),
             };
-            let mut t = engine.filter.t_min;
-            let (until, more) = slice_until(&sched, t);
-            let readings = sched.cgm.iter().filter(|c| c.0 > t && c.0 <= until).count();
-            while t < until {
-                t = (t + 360.0).min(until);
-                engine
-                    .assimilate_until(&sched, t)
-                    .map_err(|e| e.to_string())?;
-            }
+            let (readings, more) = (done.readings, done.more);
             let data_time_ms = if more {
-                ms_of_min(sched.origin().ok_or("twin: bad origin")?, until)
+                ms_of_min(sched.origin().ok_or("twin: bad origin")?, done.until_min)
             } else {
                 last_ms
             };
-
-            let twin = engine.to_twin(&sched, Some(pid_s));
             let json = serde_json::to_string(&twin).map_err(|e| e.to_string())?;
             let cached = Cached::from_doc(&twin, data_time_ms)?;
             Ok(Step::Fitted(
@@ -1311,35 +1316,10 @@ pub fn run_whatif(
     let t0 = doc.t_min;
     let mut plans = Vec::new();
     for (pi, p) in req.plans.iter().enumerate() {
-        let mut plan = Plan::default();
-        let check = |what: String, at: f64, v: f64| -> Result<(), (bool, String)> {
-            if !at.is_finite() || at < 0.0 || at > h as f64 {
-                return Err((
-                    true,
-                    format!("plans[{pi}].{what}.at_min = {at} is outside [0, {h}] min"),
-                ));
-            }
-            if !v.is_finite() || v < 0.0 {
-                return Err((
-                    true,
-                    format!("plans[{pi}].{what} amount {v} must be finite and >= 0"),
-                ));
-            }
-            Ok(())
-        };
-        for (i, m) in p.meals.iter().enumerate() {
-            check(format!("meals[{i}]"), m.at_min, m.carbs_g)?;
-            plan.meals.push((t0 + m.at_min.round(), m.carbs_g));
-        }
-        for (i, b) in p.boluses.iter().enumerate() {
-            check(format!("boluses[{i}]"), b.at_min, b.units)?;
-            plan.boluses.push((t0 + b.at_min.round(), b.units));
-        }
-        for (i, b) in p.basal.iter().enumerate() {
-            check(format!("basal[{i}]"), b.at_min, b.u_per_h)?;
-            plan.basal_rates.push((t0 + b.at_min.round(), b.u_per_h));
-        }
-        plan.basal_rates.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let plan = p
+            .relative()
+            .to_plan(t0, h)
+            .map_err(|e| (true, api_names(pi, e)))?;
         if !plan.boluses.is_empty() || !plan.basal_rates.is_empty() {
             medtwin_twin::decide::require_insulin_data(
                 &doc.schedule,
@@ -1349,9 +1329,10 @@ pub fn run_whatif(
         }
         plans.push((p.name.clone(), plan));
     }
-    let engine = TwinEngine::from_twin(doc).map_err(|e| (false, e.to_string()))?;
-    let outs = whatif(&engine, &doc.schedule, &plans, h, doc.settings.seed)
-        .map_err(|e| (false, e.to_string()))?;
+    let outs = lifecycle::whatif(doc, &plans, h).map_err(|e| match e {
+        TwinError::Argument(m) => (true, m),
+        e => (false, e.to_string()),
+    })?;
     let origin = doc
         .schedule
         .origin()

@@ -55,4 +55,31 @@ fn insulin_what_ifs_are_refused_on_a_twin_without_insulin_data() {
         req(r#"[{"name": "meal", "meals": [{"at_min": 0, "carbs_g": 40}]}, {"name": "none"}]"#);
     let ok = run_whatif("p", &doc, &meal).unwrap();
     assert_eq!(ok.outcomes.len(), 2);
+
+    // Bad times and amounts are the request's fault, named in the API's fields.
+    let late = req(r#"[{"name": "late", "meals": [{"at_min": 100, "carbs_g": 40}]}]"#);
+    assert_eq!(
+        run_whatif("p", &doc, &late).unwrap_err(),
+        (
+            true,
+            "plans[0].meals[0].at_min = 100 is outside the horizon [0, 60] min".to_string()
+        )
+    );
+    let negative = req(
+        r#"[{"name": "meal"}, {"name": "neg", "meals": [{"at_min": 0, "carbs_g": 10}],
+            "boluses": [{"at_min": 0, "units": 1}, {"at_min": 5, "units": -1}]}]"#,
+    );
+    assert_eq!(
+        run_whatif("p", &doc, &negative).unwrap_err(),
+        (
+            true,
+            "plans[1].boluses[1] amount -1 must be finite and >= 0".to_string()
+        )
+    );
+    let basal = req(r#"[{"name": "b", "basal": [{"at_min": -1, "u_per_h": 1}]}]"#);
+    let (client, msg) = run_whatif("p", &doc, &basal).unwrap_err();
+    assert!(
+        client && msg.starts_with("plans[0].basal[0].at_min = -1"),
+        "{msg}"
+    );
 }
