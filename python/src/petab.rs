@@ -129,33 +129,9 @@ fn petab_fit(
     rtol: f64,
     atol: f64,
 ) -> PyResult<(String, usize, usize)> {
-    let optimizer = match optimizer {
-        "lm" => Optimizer::FisherLm,
-        "bfgs" => Optimizer::Bfgs,
-        o => {
-            return Err(InputError::new_err(format!(
-                "unknown optimizer '{o}' (lm, bfgs)"
-            )))
-        }
-    };
-    let gradient = match gradient {
-        "sens" => Gradient::Sensitivities,
-        "fd" => Gradient::FiniteDifferences,
-        o => {
-            return Err(InputError::new_err(format!(
-                "unknown gradient '{o}' (sens, fd)"
-            )))
-        }
-    };
-    let sampler = match sampler {
-        "lhs" => Sampler::LatinHypercube,
-        "uniform" => Sampler::Uniform,
-        o => {
-            return Err(InputError::new_err(format!(
-                "unknown sampler '{o}' (lhs, uniform)"
-            )))
-        }
-    };
+    let optimizer: Optimizer = optimizer.parse().map_err(InputError::new_err)?;
+    let gradient: Gradient = gradient.parse().map_err(InputError::new_err)?;
+    let sampler: Sampler = sampler.parse().map_err(InputError::new_err)?;
     if let Some(t) = time_limit {
         if t.is_nan() || t <= 0.0 {
             return Err(InputError::new_err(format!(

@@ -164,33 +164,9 @@ pub fn petab(c: PetabCmd) -> Result<(), CliError> {
             out,
             sim,
         } => {
-            let optimizer = match optimizer.as_str() {
-                "lm" => Optimizer::FisherLm,
-                "bfgs" => Optimizer::Bfgs,
-                o => {
-                    return Err(CliError::input(format!(
-                        "unknown optimizer '{o}' (lm, bfgs)"
-                    )))
-                }
-            };
-            let gradient = match gradient.as_str() {
-                "sens" => Gradient::Sensitivities,
-                "fd" => Gradient::FiniteDifferences,
-                o => {
-                    return Err(CliError::input(format!(
-                        "unknown gradient '{o}' (sens, fd)"
-                    )))
-                }
-            };
-            let sampler = match sampler.as_str() {
-                "lhs" => Sampler::LatinHypercube,
-                "uniform" => Sampler::Uniform,
-                o => {
-                    return Err(CliError::input(format!(
-                        "unknown sampler '{o}' (lhs, uniform)"
-                    )))
-                }
-            };
+            let optimizer: Optimizer = optimizer.parse().map_err(CliError::input)?;
+            let gradient: Gradient = gradient.parse().map_err(CliError::input)?;
+            let sampler: Sampler = sampler.parse().map_err(CliError::input)?;
             let p = load(&problem)?;
             let settings = SimSettings {
                 time_limit: Some(sim_time_limit),

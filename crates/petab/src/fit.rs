@@ -80,6 +80,54 @@ pub enum Sampler {
     Uniform,
 }
 
+/// `s` among the named `choices`; the error names the option and every choice.
+fn choose<T: Copy>(what: &str, s: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    choices
+        .iter()
+        .find(|c| c.0 == s)
+        .map(|c| c.1)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|c| c.0).collect();
+            format!("unknown {what} '{s}' ({})", names.join(", "))
+        })
+}
+
+/// `sens` or `fd` (the CLI's `--gradient`, Python's `gradient=`). Error: `unknown gradient
+/// 'x' (sens, fd)`.
+impl std::str::FromStr for Gradient {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let choices = [
+            ("sens", Gradient::Sensitivities),
+            ("fd", Gradient::FiniteDifferences),
+        ];
+        choose("gradient", s, &choices)
+    }
+}
+
+/// `lm` or `bfgs` (the CLI's `--optimizer`, Python's `optimizer=`). Error: `unknown optimizer
+/// 'x' (lm, bfgs)`.
+impl std::str::FromStr for Optimizer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let choices = [("lm", Optimizer::FisherLm), ("bfgs", Optimizer::Bfgs)];
+        choose("optimizer", s, &choices)
+    }
+}
+
+/// `lhs` or `uniform` (the CLI's `--sampler`, Python's `sampler=`). Error: `unknown sampler
+/// 'x' (lhs, uniform)`.
+impl std::str::FromStr for Sampler {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let choices = [
+            ("lhs", Sampler::LatinHypercube),
+            ("uniform", Sampler::Uniform),
+        ];
+        choose("sampler", s, &choices)
+    }
+}
+
 impl Default for FitOptions {
     /// 10 starts, seed 0, 4000 evaluations per start, step 1e-5, gtol 1e-3, Fisher LM on
     /// forward sensitivities, Latin hypercube, nominal start 0, no time limit.
@@ -882,6 +930,28 @@ fn bfgs_update(h: &mut [f64], s: &[f64], y: &[f64], sy: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn option_names_parse_and_unknown_ones_name_the_choices() {
+        assert_eq!("lm".parse(), Ok(Optimizer::FisherLm));
+        assert_eq!("bfgs".parse(), Ok(Optimizer::Bfgs));
+        assert_eq!("sens".parse(), Ok(Gradient::Sensitivities));
+        assert_eq!("fd".parse(), Ok(Gradient::FiniteDifferences));
+        assert_eq!("lhs".parse(), Ok(Sampler::LatinHypercube));
+        assert_eq!("uniform".parse(), Ok(Sampler::Uniform));
+        assert_eq!(
+            "LM".parse::<Optimizer>(),
+            Err("unknown optimizer 'LM' (lm, bfgs)".to_string())
+        );
+        assert_eq!(
+            "adjoint".parse::<Gradient>(),
+            Err("unknown gradient 'adjoint' (sens, fd)".to_string())
+        );
+        assert_eq!(
+            "".parse::<Sampler>(),
+            Err("unknown sampler '' (lhs, uniform)".to_string())
+        );
+    }
 
     #[test]
     fn cholesky_solves_and_refuses_indefinite() {
