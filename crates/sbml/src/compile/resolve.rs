@@ -576,25 +576,23 @@ impl Resolver<'_> {
             )));
         }
         if s.kind == Kind::Species {
-            {
-                let terms: &[Term] = self
-                    .species_terms
-                    .get(&sl)
-                    .map(|v| v.as_slice())
-                    .unwrap_or(&[]);
-                let total = terms_expr(terms);
-                if s.amount_units {
-                    return Ok(total);
-                }
-                // d[S]/dt = (dA/dt - [S] dV/dt) / V
-                let comp = s.comp.unwrap_or(0);
-                let dv = self.rate_of(comp, ctx, depth + 1)?;
-                let num = RExpr::Apply(
-                    Op::Minus,
-                    vec![total, RExpr::Apply(Op::Times, vec![RExpr::Slot(sl), dv])],
-                );
-                return Ok(RExpr::Apply(Op::Divide, vec![num, RExpr::Slot(comp)]));
+            let terms: &[Term] = self
+                .species_terms
+                .get(&sl)
+                .map(|v| v.as_slice())
+                .unwrap_or(&[]);
+            let total = terms_expr(terms);
+            if s.amount_units {
+                return Ok(total);
             }
+            // d[S]/dt = (dA/dt - [S] dV/dt) / V
+            let comp = s.comp.unwrap_or(0);
+            let dv = self.rate_of(comp, ctx, depth + 1)?;
+            let num = RExpr::Apply(
+                Op::Minus,
+                vec![total, RExpr::Apply(Op::Times, vec![RExpr::Slot(sl), dv])],
+            );
+            return Ok(RExpr::Apply(Op::Divide, vec![num, RExpr::Slot(comp)]));
         }
         Ok(RExpr::Num(0.0))
     }

@@ -176,8 +176,8 @@ fn fast_subsystem(
 > {
     let mut conserved_deriv: HashMap<usize, RExpr> = HashMap::new();
     let mut conserved_init: HashMap<usize, RExpr> = HashMap::new();
-    let fast_terms = std::mem::take(&mut sy.fast_terms);
-    let fast_species = std::mem::take(&mut sy.fast_species);
+    let fast_terms = sy.fast_terms.clone();
+    let fast_species = sy.fast_species.clone();
     let na = fast_species.len();
     let mf = fast_terms.len();
     // A = N_f^T (mf x na)
@@ -268,8 +268,6 @@ fn fast_subsystem(
         };
         residuals.push(law);
     }
-    sy.fast_terms = fast_terms;
-    sy.fast_species = fast_species.clone();
     Ok((fast_species, residuals, conserved_deriv, conserved_init))
 }
 
