@@ -17,7 +17,6 @@ use crate::decide::{Advice, AdvisorSettings, PlanOutcome};
 use crate::engine::{Twin, TwinEngine, TwinError, TwinSettings};
 use crate::inputs::InputSchedule;
 use crate::model::Plan;
-use crate::prior::Prior;
 use medtwin_infer::Forecast;
 
 /// Filter stops of `medtwin twin fit`, minutes of twin time apart (one progress step each).
@@ -170,30 +169,7 @@ pub fn fit(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(Twin, Assimilated), TwinError> {
     check_stops(stop_every_min)?;
-    let prior = Prior::population().map_err(|e| TwinError::Params(e.to_string()))?;
-    fit_with_prior(
-        schedule,
-        settings,
-        prior,
-        until,
-        stop_every_min,
-        patient_id,
-        progress,
-    )
-}
-
-/// [`fit`] with an explicit prior.
-pub fn fit_with_prior(
-    schedule: &InputSchedule,
-    settings: TwinSettings,
-    prior: Prior,
-    until: Until,
-    stop_every_min: f64,
-    patient_id: Option<String>,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<(Twin, Assimilated), TwinError> {
-    check_stops(stop_every_min)?;
-    let mut engine = TwinEngine::start_with_prior(schedule, settings, prior)?;
+    let mut engine = TwinEngine::start(schedule, settings)?;
     progress(Progress::Calibrated(&engine.calibration));
     let done = engine.assimilate_to(schedule, until, stop_every_min, progress)?;
     Ok((engine.to_twin(schedule, patient_id), done))
