@@ -29,7 +29,7 @@
 //! nlme's alternating PNLS/LME iteration stops at a fixed point that is not the maximum of that
 //! likelihood. Typical values therefore differ by up to 1.7 % (Theoph KA) and 4 % (Phenobarb CL)
 //! on the natural scale. Proportional-only error cannot fit observations whose prediction is 0
-//! (Theoph's pre-dose samples): use `Combined` there.
+//! (Theoph's pre-dose samples): use `Combined` there; [`fit`] refuses such data, naming the level.
 //!
 //! ## Diagnostics
 //! PRED (`η = 0`), IPRED (`η̂`), IWRES, and CWRES (Hooker, Staatz & Karlsson 2007, Pharm Res
@@ -810,7 +810,8 @@ fn initial_guess(model: &PopModel, ds: &Dataset, opts: &FitOptions) -> Vec<f64> 
 /// Fit a population model by FOCE-I.
 ///
 /// Errors: a spec that does not match the data (unknown parameters, missing covariates), no
-/// observations, a non-finite objective at the start.
+/// observations, a non-finite objective at the start, and (proportional error only) a nonzero
+/// level predicted exactly 0 ([`FitError::Spec`] naming subject, time and line).
 pub fn fit(ds: &Dataset, model: &PopModel, opts: &FitOptions) -> Result<PopFit, FitError> {
     let started = std::time::Instant::now();
     let mut model = model.clone();
