@@ -585,7 +585,7 @@ mod tests {
     /// Analytic vs finite-difference Jacobian of `m` at a state perturbed away from the initial
     /// one; returns whether the analytic Jacobian was built, and the worst scaled difference.
     fn compare(m: &SbmlModel, t: f64) -> Option<f64> {
-        let mut jac = Jacobian::new(m);
+        let mut jac = crate::sparse::model_pattern(m);
         let mut ad = AnalyticJac::new(m, &jac)?;
         let n = m.state_slots.len();
         let y: Vec<f64> = m

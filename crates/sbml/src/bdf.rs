@@ -85,7 +85,7 @@ impl StiffStructures {
     }
 
     fn new(m: &SbmlModel) -> Self {
-        let jac = Jacobian::new(m);
+        let jac = crate::sparse::model_pattern(m);
         let lu = SparseLu::new(&jac);
         let ad = AnalyticJac::new(m, &jac);
         StiffStructures { jac, lu, ad }

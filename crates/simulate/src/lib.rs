@@ -31,6 +31,8 @@
 
 #![warn(missing_docs)]
 
+pub mod sparse;
+
 use medtwin_core::OdeModel;
 use thiserror::Error;
 
