@@ -70,14 +70,14 @@ pub(crate) fn compile(
 
 /// Resolve assignment rules, kinetic laws and stoichiometry math.
 fn resolve_definitions(sy: &Symbols, res: &Resolver) -> Result<Definitions, SbmlError> {
-    let (slots, assign_rules, stoich_math) = (&sy.slots, &sy.assign_rules, &sy.stoich_math);
+    let (slots, stoich_math) = (&sy.slots, &sy.stoich_math);
     let none = HashMap::new();
     // Resolved rule expressions.
     let mut ar: HashMap<usize, RExpr> = HashMap::new();
-    for (sl, e) in assign_rules {
+    for (sl, e) in sy.assign_rules_by_slot() {
         ar.insert(
-            *sl,
-            res.resolve(e, &none, &format!("assignmentRule '{}'", slots[*sl].id), 0)?,
+            sl,
+            res.resolve(e, &none, &format!("assignmentRule '{}'", slots[sl].id), 0)?,
         );
     }
     let mut rxn_law: HashMap<usize, RExpr> = HashMap::new();

@@ -275,4 +275,33 @@ mod tests {
         );
         assert!(msg.contains("'a'") || msg.contains("'b'"), "{msg}");
     }
+
+    #[test]
+    fn delay_operands_are_numbered_the_same_on_every_build() {
+        let mut params = String::from(r#"<parameter id="x" value="1" constant="false"/>"#);
+        let mut rules = format!(
+            r#"<rateRule variable="x">{}</rateRule>"#,
+            math("<cn>1</cn>")
+        );
+        for k in 1..=6 {
+            params.push_str(&format!(r#"<parameter id="d{k}" constant="false"/>"#));
+            let delayed = format!(
+                r#"<apply><csymbol encoding="text" definitionURL="http://www.sbml.org/sbml/symbols/delay">delay</csymbol><apply><times/><cn>{k}</cn><ci>x</ci></apply><cn>{k}</cn></apply>"#
+            );
+            rules.push_str(&format!(
+                r#"<assignmentRule variable="d{k}">{}</assignmentRule>"#,
+                math(&delayed)
+            ));
+        }
+        let text = doc(&format!(
+            "<listOfParameters>{params}</listOfParameters><listOfRules>{rules}</listOfRules>"
+        ));
+        let first = build(&text, 0.0, &[]).expect("builds");
+        assert_eq!(first.delays.len(), 6);
+        for _ in 0..20 {
+            let m = build(&text, 0.0, &[]).expect("builds");
+            assert_eq!(format!("{:?}", m.derived), format!("{:?}", first.derived));
+            assert_eq!(format!("{:?}", m.delays), format!("{:?}", first.delays));
+        }
+    }
 }

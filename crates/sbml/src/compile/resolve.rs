@@ -288,6 +288,14 @@ impl Symbols {
         Ok(())
     }
 
+    /// The assignment rules in slot order (so that resolving them, which numbers the `delay()`
+    /// operands and reports the first error, does not depend on hash order).
+    pub(crate) fn assign_rules_by_slot(&self) -> Vec<(usize, &Expr)> {
+        let mut v: Vec<(usize, &Expr)> = self.assign_rules.iter().map(|(s, e)| (*s, e)).collect();
+        v.sort_unstable_by_key(|p| p.0);
+        v
+    }
+
     /// A [`Resolver`] of expressions over these symbols; `delays` collects `delay()` operands.
     pub(crate) fn resolver<'m>(&'m self, delays: &'m RefCell<Vec<RExpr>>) -> Resolver<'m> {
         Resolver {

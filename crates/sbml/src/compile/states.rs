@@ -81,10 +81,10 @@ fn match_algebraic_rules(
     let mut alg_res = Vec::new();
     let none = HashMap::new();
     let mut ar0: HashMap<usize, RExpr> = HashMap::new();
-    for (sl, e) in assign_rules {
+    for (sl, e) in sy.assign_rules_by_slot() {
         ar0.insert(
-            *sl,
-            res.resolve(e, &none, &format!("assignmentRule '{}'", slots[*sl].id), 0)?,
+            sl,
+            res.resolve(e, &none, &format!("assignmentRule '{}'", slots[sl].id), 0)?,
         );
     }
     let candidate = |sl: usize| -> bool {
