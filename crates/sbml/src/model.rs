@@ -1,4 +1,5 @@
-//! Reading an SBML document (roxmltree) and building the compiled [`SbmlModel`].
+//! The compiled [`SbmlModel`] (built by the staged compiler in `compile/`: parse → resolve →
+//! compile → analyse), its initial values and the Newton solve of its algebraic unknowns.
 //!
 //! Representation (see the crate docs for the semantics):
 //! * every compartment, species, parameter, reaction (its flux), species reference (its
@@ -141,6 +142,7 @@ pub struct SbmlModel {
     pub(crate) species_ids: Vec<String>,
 }
 
+/// The compiler's entry point (see `crate::compile`).
 pub(crate) use crate::compile::build;
 
 impl SbmlModel {
