@@ -37,7 +37,9 @@ use medtwin_pk::pop::{
     PopModel,
 };
 use medtwin_pk::Dose;
-use medtwin_twin_core::pk::{recommend_for, Objective, Regimen, Target, TdmTwin};
+use medtwin_twin_core::pk::{
+    expected_posterior_sd, recommend_for, Objective, Regimen, Target, TdmTwin,
+};
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use std::collections::BTreeMap;
@@ -176,40 +178,6 @@ fn sd_log_trough(twin: &TdmTwin, reg: Regimen) -> f64 {
     (s2 / s0 - (s1 / s0).powi(2)).max(0.0).sqrt()
 }
 
-/// Inverse of a small symmetric positive-definite `k × k` matrix (row-major) by Gauss–Jordan
-/// elimination; `None` when singular.
-fn invert(a: &[f64], k: usize) -> Option<Vec<f64>> {
-    let mut m = a.to_vec();
-    let mut inv: Vec<f64> = (0..k * k)
-        .map(|i| if i / k == i % k { 1.0 } else { 0.0 })
-        .collect();
-    for c in 0..k {
-        let piv = (c..k).max_by(|&x, &y| m[x * k + c].abs().total_cmp(&m[y * k + c].abs()))?;
-        if m[piv * k + c].abs() < 1e-300 {
-            return None;
-        }
-        for j in 0..k {
-            m.swap(c * k + j, piv * k + j);
-            inv.swap(c * k + j, piv * k + j);
-        }
-        let d = m[c * k + c];
-        for j in 0..k {
-            m[c * k + j] /= d;
-            inv[c * k + j] /= d;
-        }
-        for r in 0..k {
-            if r != c {
-                let f = m[r * k + c];
-                for j in 0..k {
-                    m[r * k + j] -= f * m[c * k + j];
-                    inv[r * k + j] -= f * inv[c * k + j];
-                }
-            }
-        }
-    }
-    Some(inv)
-}
-
 /// Standard normal CDF (Abramowitz & Stegun 7.1.26 erf, absolute error < 1.5e-7).
 fn phi(x: f64) -> f64 {
     let z = x.abs() / std::f64::consts::SQRT_2;
@@ -226,71 +194,6 @@ fn phi(x: f64) -> f64 {
     }
 }
 
-/// Expected posterior SD of ln(SS trough per unit dose) for one patient (true random effects
-/// `eta`) after levels at `times`, by the Bayesian Fisher information at the truth (Laplace):
-/// `Σ = (Ω⁻¹ + Σ_i [J_i J_iᵀ / R_i + ∇R_i ∇R_iᵀ / (2 R_i²)])⁻¹` with `J_i = ∂C(t_i)/∂η`,
-/// `R_i` the residual variance, and SD = √(∇gᵀ Σ ∇g) for `g = ln trough_ss(η)`. Central
-/// differences in η (step 1e-4).
-fn laplace_sd(truth: &PopFit, s: &Subject, eta: &[f64], times: &[f64], reg: Regimen) -> f64 {
-    let k = truth.model.n_eta();
-    let h = 1e-4;
-    let ss = Dose {
-        time_h: 0.0,
-        amount: 1.0,
-        rate: 0.0,
-        cmt: reg.cmt,
-        ii_h: reg.interval_h,
-        addl: 0,
-        ss: true,
-    };
-    let eval = |e: &[f64]| -> (Vec<f64>, f64) {
-        let p = individual_params(&truth.model, &truth.estimates, s, e).unwrap();
-        let c = truth.model.pk.concentrations(&p, &s.doses, times).unwrap();
-        let g = truth
-            .model
-            .pk
-            .concentration(&p, std::slice::from_ref(&ss), reg.interval_h)
-            .unwrap()
-            .ln();
-        (c, g)
-    };
-    let (c0, _) = eval(eta);
-    let mut jac = vec![vec![0.0; k]; times.len()];
-    let mut rjac = vec![vec![0.0; k]; times.len()];
-    let mut grad = vec![0.0; k];
-    for a in 0..k {
-        let mut up = eta.to_vec();
-        let mut dn = eta.to_vec();
-        up[a] += h;
-        dn[a] -= h;
-        let (cu, gu) = eval(&up);
-        let (cd, gd) = eval(&dn);
-        grad[a] = (gu - gd) / (2.0 * h);
-        for i in 0..times.len() {
-            jac[i][a] = (cu[i] - cd[i]) / (2.0 * h);
-            rjac[i][a] = (residual_variance(&truth.estimates, cu[i])
-                - residual_variance(&truth.estimates, cd[i]))
-                / (2.0 * h);
-        }
-    }
-    let mut info = invert(&truth.estimates.omega, k).unwrap();
-    for i in 0..times.len() {
-        let r = residual_variance(&truth.estimates, c0[i]);
-        for a in 0..k {
-            for b in 0..k {
-                info[a * k + b] +=
-                    jac[i][a] * jac[i][b] / r + rjac[i][a] * rjac[i][b] / (2.0 * r * r);
-            }
-        }
-    }
-    let cov = invert(&info, k).unwrap();
-    let var: f64 = (0..k)
-        .flat_map(|a| (0..k).map(move |b| (a, b)))
-        .map(|(a, b)| grad[a] * cov[a * k + b] * grad[b])
-        .sum();
-    var.max(0.0).sqrt()
-}
-
 /// Success probability of a perfectly centred dose when ln trough has posterior SD `sd`:
 /// `2Φ(ln(1.2/0.8) / (2 sd)) − 1`.
 fn p_centred(sd: f64) -> f64 {
@@ -299,7 +202,7 @@ fn p_centred(sd: f64) -> f64 {
 }
 
 /// Bayesian c-optimal design scan: for every pair of candidate level times, the mean over
-/// `pts` of [`p_centred`] of the [`laplace_sd`] (the attainment a perfectly centred dose would
+/// `pts` of [`p_centred`] of the [`expected_posterior_sd`] (the attainment a perfectly centred dose would
 /// have with that posterior SD). Prints the best pairs whose later level is at or before each
 /// horizon, and returns the best pair per horizon.
 fn design_scan(
@@ -322,7 +225,16 @@ fn design_scan(
                         observations: vec![],
                         covariates: pt.covariates.clone(),
                     };
-                    laplace_sd(truth, &s, &pt.eta, &[t1, t2], reg)
+                    expected_posterior_sd(
+                        &truth.model,
+                        &truth.estimates,
+                        &s,
+                        &pt.eta,
+                        &[t1, t2],
+                        Target::Trough(1.0),
+                        reg,
+                    )
+                    .unwrap()
                 })
                 .collect();
             let p = sds.iter().map(|&sd| p_centred(sd)).sum::<f64>() / sds.len() as f64;
