@@ -3,13 +3,15 @@
 //! CLI.
 //!
 //! Usage: `cargo run --release -p medtwin-t1d --example bench_sim -- [--days 1] [--reps 5]
-//! [--noise] [--pid]` (single-threaded; `--noise` switches Dexcom noise on, `--pid` replaces
-//! basal-bolus by simglucose's PID controller, the trial's second arm).
+//! [--noise] [--pid] [--closed-form-insulin]` (single-threaded; `--noise` switches Dexcom noise
+//! on, `--pid` replaces basal-bolus by simglucose's PID controller, the trial's second arm;
+//! `--closed-form-insulin` solves the insulin block exactly and integrates only the gut/glucose
+//! states, `VirtualPatient::set_closed_form_insulin`).
 
 use medtwin_core::Timeline;
 use medtwin_simulate::SolverOptions;
 use medtwin_t1d::controller::{Controller, ControllerSpec};
-use medtwin_t1d::env::{simulate_patient_counted, SummaryAccumulator};
+use medtwin_t1d::env::{simulate_patient_integrated, SummaryAccumulator};
 use medtwin_t1d::scenario::{Scenario, CARBS_G};
 use std::time::Instant;
 
@@ -55,34 +57,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             target_mg_dl: 140.0,
         };
     }
+    let closed_form = args.iter().any(|a| a == "--closed-form-insulin");
     let params: Vec<_> = names
         .iter()
         .map(|n| medtwin_t1d::patient(n))
         .collect::<Result<_, _>>()?;
     let fingerprint = std::cell::Cell::new(0u64);
     let work = std::cell::Cell::new(medtwin_simulate::SolverStats::default());
-    let run = |i: usize,
-               p: &medtwin_t1d::PatientParams|
-     -> Result<f64, Box<dyn std::error::Error>> {
-        let mut acc = SummaryAccumulator::default();
-        let mut c = Controller::new(&scen.controller, p);
-        let mut fp = 0u64;
-        let s = simulate_patient_counted(p, &scen, i, 1, SolverOptions::default(), &mut c, |r| {
-            acc.push(r);
-            fp = fp.rotate_left(7) ^ r.sc_glucose_mg_dl.to_bits() ^ r.cgm_mg_dl.to_bits();
-        })?;
-        let mut w = work.get();
-        w.rhs_evals += s.rhs_evals;
-        w.accepted += s.accepted;
-        w.rejected += s.rejected;
-        w.restarts += s.restarts;
-        work.set(w);
-        fingerprint.set(fingerprint.get().rotate_left(3) ^ fp);
-        Ok(acc
-            .finish()
-            .map(|s| s.metrics.mean_mg_dl)
-            .unwrap_or(f64::NAN))
-    };
+    let run =
+        |i: usize, p: &medtwin_t1d::PatientParams| -> Result<f64, Box<dyn std::error::Error>> {
+            let mut acc = SummaryAccumulator::default();
+            let mut c = Controller::new(&scen.controller, p);
+            let mut fp = 0u64;
+            let s = simulate_patient_integrated(
+                p,
+                &scen,
+                i,
+                1,
+                SolverOptions::default(),
+                closed_form,
+                &mut c,
+                |r| {
+                    acc.push(r);
+                    fp = fp.rotate_left(7) ^ r.sc_glucose_mg_dl.to_bits() ^ r.cgm_mg_dl.to_bits();
+                },
+            )?;
+            let mut w = work.get();
+            w.rhs_evals += s.rhs_evals;
+            w.accepted += s.accepted;
+            w.rejected += s.rejected;
+            w.restarts += s.restarts;
+            work.set(w);
+            fingerprint.set(fingerprint.get().rotate_left(3) ^ fp);
+            Ok(acc
+                .finish()
+                .map(|s| s.metrics.mean_mg_dl)
+                .unwrap_or(f64::NAN))
+        };
     for (i, p) in params.iter().enumerate() {
         run(i, p)?;
     }

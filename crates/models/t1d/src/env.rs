@@ -121,9 +121,36 @@ pub fn simulate_patient_counted(
     sensor_seed: u64,
     opts: SolverOptions,
     controller: &mut Controller,
+    sink: impl FnMut(&MinuteRow),
+) -> Result<medtwin_simulate::SolverStats, SolveError> {
+    simulate_patient_integrated(
+        params,
+        scenario,
+        patient_index,
+        sensor_seed,
+        opts,
+        false,
+        controller,
+        sink,
+    )
+}
+
+/// As [`simulate_patient_counted`], choosing how the patient is integrated:
+/// `closed_form_insulin` as [`VirtualPatient::set_closed_form_insulin`] (off in every other
+/// entry point). For benchmarks of the two methods.
+#[allow(clippy::too_many_arguments)]
+pub fn simulate_patient_integrated(
+    params: &PatientParams,
+    scenario: &Scenario,
+    patient_index: usize,
+    sensor_seed: u64,
+    opts: SolverOptions,
+    closed_form_insulin: bool,
+    controller: &mut Controller,
     mut sink: impl FnMut(&MinuteRow),
 ) -> Result<medtwin_simulate::SolverStats, SolveError> {
     let mut patient = VirtualPatient::new(params.clone(), opts);
+    patient.set_closed_form_insulin(closed_form_insulin);
     let mut sensor = CgmSensor::new(scenario.sensor, scenario.sensor_noise, sensor_seed);
     let pump = scenario.pump.params();
     let mut random_meals = scenario

@@ -12,6 +12,7 @@
 
 pub mod controller;
 pub mod env;
+pub mod insulin;
 pub mod metrics;
 pub mod model;
 pub mod mpc;

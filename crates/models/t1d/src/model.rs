@@ -11,6 +11,7 @@
 //! states Gp, Gt, Ip, Il, Isc1, Isc2, Gs, and the meal-episode dose `Dbar` that grows during the
 //! meal (§3.4).
 
+use crate::insulin::{InsulinModes, InsulinTrajectory, BLOCK_STATES};
 use crate::params::PatientParams;
 use medtwin_core::units::INSULIN_PMOL_PER_U;
 use medtwin_core::{ModelInfo, OdeModel, VariableInfo};
@@ -159,6 +160,101 @@ impl OdeModel for UvaPadova {
     }
 }
 
+/// Positions in the 13-state vector of the six nonlinear states that [`VirtualPatient`]
+/// integrates numerically when the insulin block is solved in closed form:
+/// `[Qsto1, Qsto2, Qgut, Gp, Gt, Gs]`.
+pub const GUT_GLUCOSE_STATES: [usize; 6] = [0, 1, 2, 3, 4, 12];
+
+fn gut_glucose_info() -> &'static ModelInfo {
+    static INFO: OnceLock<ModelInfo> = OnceLock::new();
+    INFO.get_or_init(|| {
+        let full = info();
+        ModelInfo {
+            name: "uva-padova-s2008-gut-glucose".into(),
+            source: full.source.clone(),
+            states: GUT_GLUCOSE_STATES
+                .iter()
+                .map(|&i| full.states[i].clone())
+                .collect(),
+            inputs: full.inputs.clone(),
+            observables: full.observables.clone(),
+        }
+    })
+}
+
+/// The gut and glucose part of [`UvaPadova`] (states [`GUT_GLUCOSE_STATES`]) with the insulin
+/// signals `X` and `Id` it reads taken from the closed-form insulin solution at the stage time.
+/// The same equations and clamps as [`UvaPadova::rhs`]; inputs as [`input`] (the insulin input
+/// is in the trajectory and unused here).
+struct GutGlucose<'a> {
+    p: &'a PatientParams,
+    insulin: &'a InsulinTrajectory,
+    // (t, X, Id) of the last evaluation: DOPRI5's last two stages share their time
+    last: std::cell::Cell<(f64, f64, f64)>,
+}
+
+impl GutGlucose<'_> {
+    #[inline]
+    fn x_and_id(&self, t_min: f64) -> (f64, f64) {
+        let (t, x, id) = self.last.get();
+        if t == t_min {
+            return (x, id);
+        }
+        let (x, id) = self.insulin.x_and_id(t_min);
+        self.last.set((t_min, x, id));
+        (x, id)
+    }
+}
+
+impl OdeModel for GutGlucose<'_> {
+    fn info(&self) -> &ModelInfo {
+        gut_glucose_info()
+    }
+
+    #[inline]
+    fn rhs(&self, t_min: f64, x: &[f64], u: &[f64], dx: &mut [f64]) {
+        let (x, u, dx) = (&x[..6], &u[..3], &mut dx[..6]);
+        let p = self.p;
+        let (ins_x, ins_id) = self.x_and_id(t_min);
+        let d = u[input::CHO_G_PER_MIN] * 1000.0; // g/min -> mg/min
+        let dbar = u[input::MEAL_DOSE_MG];
+        let qsto = x[0] + x[1];
+        dx[0] = -p.kmax * x[0] + d;
+        let kgut = if dbar > 0.0 {
+            let aa = 5.0 / (2.0 * dbar * (1.0 - p.b));
+            let cc = 5.0 / (2.0 * dbar * p.d);
+            p.kmin
+                + (p.kmax - p.kmin) / 2.0
+                    * (tanh(aa * (qsto - p.b * dbar)) - tanh(cc * (qsto - p.d * dbar)) + 2.0)
+        } else {
+            p.kmax
+        };
+        dx[1] = p.kmax * x[0] - x[1] * kgut;
+        dx[2] = kgut * x[1] - p.kabs * x[2];
+        let ra = p.f * p.kabs * x[2] / p.bw;
+        let egp = p.kp1 - p.kp2 * x[3] - p.kp3 * ins_id;
+        let et = if x[3] > p.ke2 {
+            p.ke1 * (x[3] - p.ke2)
+        } else {
+            0.0
+        };
+        let clamp = |v: f64, s: f64| if s >= 0.0 { v } else { 0.0 };
+        dx[3] = clamp(
+            egp.max(0.0) + ra - p.fsnc - et - p.k1 * x[3] + p.k2 * x[4],
+            x[3],
+        );
+        let vm = p.vm0 + p.vmx * ins_x;
+        let uid = vm * x[4] / (p.km0 + x[4]);
+        dx[4] = clamp(-uid + p.k1 * x[3] - p.k2 * x[4], x[4]);
+        dx[5] = clamp(-p.ksc * x[5] + p.ksc * x[3], x[5]);
+    }
+
+    fn observe(&self, x: &[f64], out: &mut [f64]) {
+        out[observable::PLASMA_GLUCOSE_MG_DL] = x[3] / self.p.vg;
+        out[observable::SC_GLUCOSE_MG_DL] = x[5] / self.p.vg;
+    }
+}
+
 /// The dynamic state of a [`VirtualPatient`] (serialisable).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PatientSnapshot {
@@ -206,14 +302,30 @@ pub struct VirtualPatient {
     last_foodtaken_g: f64,
     last_cho_g_per_min: f64,
     is_eating: bool,
+    // all 13 states numerically: used when the closed-form insulin solution is not (see
+    // `closed_form_usable`)
     solver: Dopri5,
+    // the six gut/glucose states numerically, the insulin block in closed form (opt-in)
+    closed_form: bool,
+    gut_solver: Dopri5,
+    modes: InsulinModes,
+    // the insulin block's solution on the current constant-infusion interval, the block state it
+    // last wrote and the minute it wrote it at (an outside change of the state re-anchors)
+    insulin: Option<InsulinTrajectory>,
+    insulin_last: [f64; 7],
+    insulin_t_last: u64,
 }
+
+/// Per-state tolerance factors of the gut/glucose integrator (order of
+/// [`GUT_GLUCOSE_STATES`]): those of [`TOLERANCE_FACTORS`] for the same states.
+const GUT_GLUCOSE_TOLERANCE_FACTORS: [f64; 6] = [100.0, 100.0, 100.0, 1.0, 1.0, 1.0];
 
 impl VirtualPatient {
     /// A patient at its initial state `x0` (basal steady state), t = 0, with solver options
     /// `opts`.
     pub fn new(params: PatientParams, opts: SolverOptions) -> Self {
         let state = params.x0;
+        let modes = InsulinModes::new(&params);
         VirtualPatient {
             last_qsto_mg: state[0] + state[1],
             model: UvaPadova { p: params },
@@ -230,7 +342,55 @@ impl VirtualPatient {
                 debug_assert!(set.is_ok(), "{set:?}");
                 s
             },
+            closed_form: false,
+            gut_solver: {
+                let mut s = Dopri5::new(6, opts);
+                // 6 finite positive factors for 6 states: cannot fail
+                let set = s.set_tolerance_factors(&GUT_GLUCOSE_TOLERANCE_FACTORS);
+                debug_assert!(set.is_ok(), "{set:?}");
+                s
+            },
+            modes,
+            insulin: None,
+            insulin_last: [f64::NAN; 7],
+            insulin_t_last: 0,
         }
+    }
+
+    /// Solve the insulin block in closed form ([`crate::insulin`]) and integrate only the six
+    /// gut/glucose states numerically (`true`), or integrate all 13 states with DOPRI5 (`false`,
+    /// the default). Both agree to within the solver tolerance (the closed form is exact; the
+    /// simglucose reference test passes with either). Off by default because it is slower on
+    /// the scalar code path: measured on the `bench_sim` workload (issue 19,
+    /// benchmarks/sim_throughput.md) it needs 21 % fewer right-hand-side evaluations with the
+    /// PID controller and as many with basal-bolus (post-meal steps are accuracy-limited, not
+    /// stability-limited), but each evaluation pays six `exp` calls. Takes effect from the next
+    /// step; minutes whose state or inputs the closed form cannot take (negative insulin
+    /// compartments or infusion, near-coincident rates) use the 13-state integration anyway.
+    pub fn set_closed_form_insulin(&mut self, on: bool) {
+        self.closed_form = on;
+        self.insulin = None;
+    }
+
+    /// Whether this minute can use the closed-form insulin solution: it is switched on
+    /// ([`VirtualPatient::set_closed_form_insulin`]), the modes are usable for
+    /// the current parameters (recomputed if they changed), and the infusion and the four
+    /// clamped insulin compartments are non-negative, so that simglucose's positivity clamps
+    /// never act and the insulin block is exactly linear. Otherwise all 13 states are
+    /// integrated numerically, clamps included.
+    fn closed_form_usable(&mut self, insulin_u_per_min: f64) -> bool {
+        if !self.closed_form {
+            return false;
+        }
+        if !self.modes.matches(&self.model.p) {
+            self.modes = InsulinModes::new(&self.model.p);
+            self.insulin = None;
+        }
+        self.modes.usable
+            && insulin_u_per_min >= 0.0
+            && insulin_u_per_min.is_finite()
+            && BLOCK_STATES[..4].iter().all(|&i| self.state[i] >= 0.0)
+            && BLOCK_STATES.iter().all(|&i| self.state[i].is_finite())
     }
 
     /// The patient's parameters.
@@ -324,9 +484,45 @@ impl VirtualPatient {
         } else {
             f64::INFINITY
         };
-        self.solver
-            .integrate_stop(&self.model, t0, t1, &mut self.state, &u, t_stop)?;
+        if !self.closed_form_usable(insulin_u_per_min) {
+            self.insulin = None;
+            self.solver
+                .integrate_stop(&self.model, t0, t1, &mut self.state, &u, t_stop)?;
+            self.t_min += 1;
+            return Ok(to_eat);
+        }
+        let z0: [f64; 7] = std::array::from_fn(|i| self.state[BLOCK_STATES[i]]);
+        let trajectory = match self.insulin.take() {
+            Some(tr)
+                if tr.insulin_u_per_min == insulin_u_per_min
+                    && self.insulin_t_last == self.t_min
+                    && self.insulin_last == z0 =>
+            {
+                tr
+            }
+            _ => InsulinTrajectory::new(&self.model.p, &self.modes, t0, &z0, insulin_u_per_min),
+        };
+        // the anchor time is part of the inputs: a new anchor restarts the integration
+        let ur = [to_eat, insulin_u_per_min, dbar, trajectory.t0_min];
+        let mut g: [f64; 6] = std::array::from_fn(|i| self.state[GUT_GLUCOSE_STATES[i]]);
+        let model = GutGlucose {
+            p: &self.model.p,
+            insulin: &trajectory,
+            last: std::cell::Cell::new((f64::NAN, 0.0, 0.0)),
+        };
+        self.gut_solver
+            .integrate_stop(&model, t0, t1, &mut g, &ur, t_stop)?;
+        let z1 = trajectory.state_at(t1);
+        for (i, &k) in GUT_GLUCOSE_STATES.iter().enumerate() {
+            self.state[k] = g[i];
+        }
+        for (i, &k) in BLOCK_STATES.iter().enumerate() {
+            self.state[k] = z1[i];
+        }
+        self.insulin_last = z1;
         self.t_min += 1;
+        self.insulin_t_last = self.t_min;
+        self.insulin = Some(trajectory);
         Ok(to_eat)
     }
 
@@ -353,11 +549,20 @@ impl VirtualPatient {
         self.last_cho_g_per_min = s.last_cho_g_per_min;
         self.is_eating = s.is_eating;
         self.solver.reset();
+        self.gut_solver.reset();
+        self.insulin = None;
     }
 
-    /// Solver work counters.
+    /// Solver work counters (both integrators: the gut/glucose one with the closed-form insulin
+    /// block, and the 13-state fallback).
     pub fn solver_stats(&self) -> medtwin_simulate::SolverStats {
-        self.solver.stats()
+        let (a, b) = (self.solver.stats(), self.gut_solver.stats());
+        medtwin_simulate::SolverStats {
+            rhs_evals: a.rhs_evals + b.rhs_evals,
+            accepted: a.accepted + b.accepted,
+            rejected: a.rejected + b.rejected,
+            restarts: a.restarts + b.restarts,
+        }
     }
 }
 

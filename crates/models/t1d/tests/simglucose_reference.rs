@@ -160,3 +160,72 @@ fn solver_work_per_patient_day() {
         "more RHS evaluations than simglucose's dopri5 (24.7k)"
     );
 }
+
+/// The closed-form insulin block (`VirtualPatient::set_closed_form_insulin`, issue 19) meets the
+/// same bound against simglucose, and is really used (fewer RHS evaluations than the 13-state
+/// integration on the PID reference day, where the fast insulin mode restarts every 3 min).
+#[test]
+fn closed_form_insulin_matches_simglucose_within_0_01_mg_dl() {
+    use medtwin_t1d::controller::Controller;
+    use medtwin_t1d::env::simulate_patient_integrated;
+    let names = medtwin_t1d::patient_names();
+    let scen = Scenario::reference_day(names.clone());
+    let mut worst: f64 = 0.0;
+    for (i, name) in names.iter().enumerate() {
+        let p = medtwin_t1d::patient(name).unwrap();
+        let reference = read_ref(name);
+        let mut rows: Vec<MinuteRow> = Vec::with_capacity(1441);
+        let mut c = Controller::new(&scen.controller, &p);
+        let opts = SolverOptions::default();
+        simulate_patient_integrated(&p, &scen, i, 1, opts, true, &mut c, |r| rows.push(*r))
+            .unwrap();
+        assert_eq!(rows.len(), 1441, "{name}");
+        for (r, q) in rows.iter().zip(&reference) {
+            let d = (r.sc_glucose_mg_dl - q.bg).abs();
+            worst = worst.max(d);
+            assert!(
+                d <= 0.01,
+                "{name} t={}: {} vs {}",
+                r.t_min,
+                r.sc_glucose_mg_dl,
+                q.bg
+            );
+            let plasma_ref = q.gp / p.vg;
+            assert!(
+                (r.plasma_glucose_mg_dl - plasma_ref).abs() <= 0.01,
+                "{name} t={}",
+                r.t_min
+            );
+        }
+    }
+    eprintln!("closed-form insulin: max |sc glucose - simglucose BG| over 30 patients x 1441 min: {worst:.3e} mg/dL");
+    // work on a PID day, one patient: closed form vs 13 states
+    let mut pid = Scenario::reference_day(vec!["adult#001".into()]);
+    pid.controller = medtwin_t1d::controller::ControllerSpec::Pid {
+        p: 1e-3,
+        i: 1e-5,
+        d: 1e-3,
+        target_mg_dl: 140.0,
+    };
+    let p = medtwin_t1d::patient("adult#001").unwrap();
+    let evals = |closed: bool| {
+        let mut c = Controller::new(&pid.controller, &p);
+        simulate_patient_integrated(
+            &p,
+            &pid,
+            0,
+            1,
+            SolverOptions::default(),
+            closed,
+            &mut c,
+            |_| {},
+        )
+        .unwrap()
+        .rhs_evals
+    };
+    let (full, closed) = (evals(false), evals(true));
+    eprintln!(
+        "PID day, adult#001: {full} RHS evaluations (13 states), {closed} (closed-form insulin)"
+    );
+    assert!(closed < full, "{closed} vs {full}");
+}
