@@ -1,14 +1,15 @@
 //! Time-course simulation with events (SBML L3V2 §4.12): DOPRI5 between event times, trigger
 //! transitions located by bisection, delayed/prioritised/persistent event semantics. Stiff
-//! models switch to the Rosenbrock method (`stiff.rs`), models with `delay()` use the
+//! models switch to the BDF/NDF of `medtwin_simulate::bdf` (`bdf.rs` adapts the model; the
+//! Rosenbrock method of `medtwin_simulate::rosenbrock` on request), models with `delay()` use the
 //! method-of-steps integrator (`dde.rs`). With the environment variable `MEDTWIN_SBML_STATS`
 //! set, each simulation prints its solver work (right-hand sides, steps) to stderr.
 
-use crate::bdf::{stiffness_bound, Bdf};
+use crate::bdf::{stiffness_bound, ModelBdf};
 use crate::dde::{DdeCtx, DdeStepper};
 use crate::math::{Code, DelayHook, Tape};
 use crate::model::{Deriv, SbmlModel, Stoich};
-use crate::stiff::Rosenbrock;
+use crate::stiff::ModelRos;
 use crate::Method;
 use crate::{SbmlError, SimulateOptions, Table};
 use medtwin_core::OdeModel;
@@ -361,8 +362,8 @@ struct Sim<'a> {
 
 /// The stiff integrator in use.
 enum Stiff {
-    Bdf(Box<Bdf>),
-    Ros(Box<Rosenbrock>),
+    Bdf(Box<ModelBdf>),
+    Ros(Box<ModelRos>),
 }
 
 impl Stiff {
@@ -388,15 +389,15 @@ impl Stiff {
 
     fn set_deadline(&mut self, d: Option<Instant>) {
         match self {
-            Stiff::Bdf(b) => b.deadline = d,
-            Stiff::Ros(r) => r.deadline = d,
+            Stiff::Bdf(b) => b.core.deadline = d,
+            Stiff::Ros(r) => r.core.deadline = d,
         }
     }
 
     fn stats(&self) -> String {
         match self {
             Stiff::Bdf(b) => {
-                let s = b.stats;
+                let s = b.stats();
                 let (groups, fill) = b.structure();
                 let kind = if groups == 0 {
                     "analytic".to_string()
@@ -416,7 +417,7 @@ impl Stiff {
                 };
                 format!(
                     "Rosenbrock, {} rhs, {} steps, {} rejected, Jacobians {kind}",
-                    r.evals, r.steps, r.rejected
+                    r.core.evals, r.core.steps, r.core.rejected
                 )
             }
         }
@@ -688,7 +689,7 @@ impl<'a> Sim<'a> {
                 }
                 let intervals = ((t1 - self.t_begin) / self.dt_out).max(1.0);
                 if self.auto && steps > 500.0 && steps > 10.0 * intervals {
-                    let mut r = Stiff::Bdf(Box::new(Bdf::new(
+                    let mut r = Stiff::Bdf(Box::new(ModelBdf::new(
                         self.m,
                         self.rtol,
                         &self.atol,
@@ -702,7 +703,7 @@ impl<'a> Sim<'a> {
             Err(SolveError::TooManySteps { .. } | SolveError::StepTooSmall { .. }) if self.auto => {
                 // DOPRI5 gives up: the model is stiff here; continue with the BDF.
                 x.copy_from_slice(&x0);
-                let mut r = Stiff::Bdf(Box::new(Bdf::new(
+                let mut r = Stiff::Bdf(Box::new(ModelBdf::new(
                     self.m,
                     self.rtol,
                     &self.atol,
@@ -903,13 +904,13 @@ pub(crate) fn run(
     // BDF steps past output times (interpolated output) also with events: triggers are checked
     // on the interpolated solution at every sub-interval end.
     let h_max_bdf = (opts.end - opts.start).max(1e-300).min(max_step);
-    let bdf = || Stiff::Bdf(Box::new(Bdf::new(m, opts.rtol, &atol, h_max_bdf)));
+    let bdf = || Stiff::Bdf(Box::new(ModelBdf::new(m, opts.rtol, &atol, h_max_bdf)));
     let stiff = if !m.delays.is_empty() {
         None
     } else {
         match opts.method {
             Method::Stiff => Some(bdf()),
-            Method::Rosenbrock => Some(Stiff::Ros(Box::new(Rosenbrock::new(
+            Method::Rosenbrock => Some(Stiff::Ros(Box::new(ModelRos::new(
                 m,
                 opts.rtol,
                 &atol,

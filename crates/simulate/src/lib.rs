@@ -31,6 +31,8 @@
 
 #![warn(missing_docs)]
 
+pub mod bdf;
+pub mod rosenbrock;
 pub mod sparse;
 
 use medtwin_core::OdeModel;

@@ -293,6 +293,11 @@ impl SparseLu {
         }
     }
 
+    /// Order `n` of the matrix.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
     /// Non-zeros of L and U (without the diagonal).
     pub fn fill(&self) -> usize {
         self.l_col.len() + self.u_col.len()
@@ -538,6 +543,34 @@ mod tests {
         assert_eq!(lu.n_dense, 0, "diagonal pivots suffice here");
         // Minimum degree keeps the fill of a hub-and-cycle pattern linear, not quadratic.
         assert!(lu.fill() < 6 * n, "fill {}", lu.fill());
+    }
+
+    #[test]
+    fn pattern_from_rows_and_grouped_finite_differences() {
+        assert_eq!(
+            SparseJacobian::new(3, Some(&[vec![0], vec![1]])).unwrap_err(),
+            PatternError::RowCount { rows: 2, n: 3 }
+        );
+        // f = (x0·x1, x1², 2·x2 + x0): rows {0,1}, {1}, {0,2}; columns 1 and 2 share no row.
+        let rows = [vec![1, 0, 0], vec![1, 7], vec![2, 0]];
+        let mut j = SparseJacobian::new(3, Some(&rows)).unwrap();
+        assert_eq!(j.ptr, [0, 2, 3, 5]);
+        assert_eq!(j.col, [0, 1, 1, 0, 2]);
+        assert_eq!(j.n_groups(), 2);
+        let mut f = |_t: f64, x: &[f64], o: &mut [f64]| {
+            o[0] = x[0] * x[1];
+            o[1] = x[1] * x[1];
+            o[2] = 2.0 * x[2] + x[0];
+        };
+        let x = [2.0, 3.0, 5.0];
+        let mut f0 = [0.0; 3];
+        f(0.0, &x, &mut f0);
+        j.eval_fd(0.0, &x, &f0, &[1.0; 3], &mut f);
+        let want = [3.0, 2.0, 6.0, 1.0, 2.0];
+        for (g, w) in j.val.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-6, "{:?}", j.val);
+        }
+        assert_eq!(j.fd_evals, 2);
     }
 
     #[test]
