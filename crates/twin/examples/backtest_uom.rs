@@ -101,11 +101,11 @@ fn main() {
         if std::env::var("MT_COEF").is_ok_and(|v| v == "1") {
             for d in [3.0, 6.0, 9.0] {
                 for h in [60.0, 120.0, 240.0] {
-                    let r = medtwin_twin::hybrid::plan_response(&sched, d * 1440.0 + 720.0, h);
+                    let r = medtwin_twin::hybrid::plan_model(&sched, d * 1440.0 + 720.0, h, None);
                     if let Some(r) = r {
                         println!(
-                            "{pid} day {d} h {h}: mg/dL per net g {:.2}, carb ratio {:?} g/U ({} meal boluses)",
-                            r.fitted_mg_dl_per_net_g, r.carb_ratio_g_per_u, r.n_meal_boluses
+                            "{pid} day {d} h {h}: ridge mg/dL per feature (carbs tau 40/20/total, insulin tau 70/35/total) {:.2?} ({} meal boluses)",
+                            r.ridge_mg_dl, r.n_meal_boluses
                         );
                     }
                 }

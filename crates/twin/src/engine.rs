@@ -54,11 +54,11 @@ pub struct TwinSettings {
     #[serde(default = "default_true")]
     pub hybrid_boosting: bool,
     /// Plans' meals and boluses take the patient's learnt response
-    /// ([`crate::hybrid::PlanResponses`]) instead of the mechanistic twin's effect, when the
-    /// record identifies one. Default `false`: on the T1D-UOM records the learnt response is
-    /// 0.1–1.2 mg/dL per g (physiology: ~3–5), confounded by meal-time dosing, so insulin looks
-    /// weak and bolus advice would grow unsafe; its replay gain is small (README, "Replay
-    /// validation").
+    /// ([`crate::hybrid::PlanResponses`]: the change model refitted with planned-input
+    /// features, sign-constrained ridge and monotone boosted trees) instead of the mechanistic
+    /// twin's effect, when the record holds enough meal boluses. Default `false`: on the
+    /// T1D-UOM records its replay gain is ≤ 1.3 % (README, "Replay validation") and insulin
+    /// alone is weakly identified (meal-time dosing), so bolus advice would grow unsafe.
     #[serde(default)]
     pub learnt_plan_response: bool,
 }
@@ -155,6 +155,9 @@ pub struct TwinEngine {
     pub skipped_observations: usize,
     /// Boosted change models of the hybrid forecast, reused for a day.
     pub boost: crate::hybrid::BoostCache,
+    /// Boosted trees of the learnt response to planned inputs ([`crate::hybrid::PlanResponses`]),
+    /// cached like [`TwinEngine::boost`]; not saved.
+    pub plan_boost: crate::hybrid::BoostCache,
 }
 
 impl TwinEngine {
@@ -219,6 +222,7 @@ impl TwinEngine {
             filter,
             skipped_observations: 0,
             boost: Default::default(),
+            plan_boost: Default::default(),
         })
     }
 
@@ -419,7 +423,14 @@ impl TwinEngine {
             .any(|p| !p.meals.is_empty() || !p.boluses.is_empty());
         let t0 = self.filter.t_min;
         (self.settings.learnt_plan_response && hybrid && needed)
-            .then(|| crate::hybrid::PlanResponses::fit(&schedule.truncated(t0), t0, times))
+            .then(|| {
+                crate::hybrid::PlanResponses::fit(
+                    &schedule.truncated(t0),
+                    t0,
+                    times,
+                    self.settings.hybrid_boosting.then_some(&self.plan_boost),
+                )
+            })
             .flatten()
     }
 
@@ -441,16 +452,10 @@ impl TwinEngine {
     ) -> Result<medtwin_infer::EnsemblePaths, TwinError> {
         let mut mechanistic = plan.clone();
         let mut shift = vec![0.0; times.len()];
-        if let Some(e) = learnt.map(|r| r.effect(times, &plan.meals, &plan.boluses)) {
-            for (learnt, events) in [
-                (e.meals_mg_dl, &mut mechanistic.meals),
-                (e.boluses_mg_dl, &mut mechanistic.boluses),
-            ] {
-                if let Some(v) = learnt {
-                    shift.iter_mut().zip(v).for_each(|(s, v)| *s += v);
-                    events.clear();
-                }
-            }
+        if let Some(r) = learnt {
+            shift = r.effect(times, &plan.meals, &plan.boluses);
+            mechanistic.meals.clear();
+            mechanistic.boluses.clear();
         }
         let mut out = if mechanistic.is_empty() {
             base.clone()
@@ -584,6 +589,7 @@ impl TwinEngine {
             filter,
             skipped_observations: t.skipped_observations,
             boost: Default::default(),
+            plan_boost: Default::default(),
         })
     }
 }
