@@ -8,8 +8,8 @@
 //! ẋ = f(t, x, p),     σ̇_k = J(t, x) σ_k + p̄_k ∂f/∂p_k (t, x, p),     k = 1..np
 //! ```
 //!
-//! integrated by the engine's variable-order BDF/NDF stepper itself (`medtwin_simulate::bdf`: this module
-//! only supplies the augmented right-hand side through `BdfSystem`), with the error
+//! integrated by the engine's variable-order BDF/NDF stepper itself (`medtwin_simulate::bdf`:
+//! this module only supplies the augmented right-hand side through `BdfSystem`), with the error
 //! test over the states, or states *and* sensitivities (CVODES' `errconS`,
 //! [`SensOptions::error_test_sensitivities`]), and a block-diagonal Newton matrix `I − c·J`
 //! (one sparse LU for every block, the simultaneous-corrector approximation). `J = ∂f/∂x` is the analytic sparse Jacobian of
@@ -289,8 +289,8 @@ impl Aug<'_> {
     }
 }
 
-/// The engine's BDF/NDF (`medtwin_simulate::bdf`) integrates the augmented system `y = (x, σ_1, …, σ_np)`
-/// in blocks of the `n` states, one LU of `I − c·J` for every block.
+/// The engine's BDF/NDF (`medtwin_simulate::bdf`) integrates the augmented system
+/// `y = (x, σ_1, …, σ_np)` in blocks of the `n` states, one LU of `I − c·J` for every block.
 impl BdfSystem for Aug<'_> {
     fn rhs(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
         self.aug_rhs(t, y, out);
