@@ -4,6 +4,12 @@
 //! `t - d` (the initial state for times before the start, with `time` itself running back),
 //! after re-running the derived quantities it reads. Steps never exceed the smallest delay
 //! seen, so every lookup falls inside the recorded history.
+//!
+//! Not `medtwin_simulate::Dopri5`: this stepper records every accepted step's dense output
+//! into the history, caps each step at the smallest delay seen so far (which changes during
+//! the run), starts from `(t1 − t0)/100`, lands exactly on `t1`, and limits step growth to ×5
+//! with `powf`; `Dopri5` has none of the recording hooks, its own initial step, growth limit
+//! and fifth root, so sharing its stepping would change the delay models' results.
 
 use crate::math::DelayHook;
 use crate::model::SbmlModel;
