@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod bdf;
+pub mod ode_system;
 pub mod rosenbrock;
 pub mod sparse;
 
