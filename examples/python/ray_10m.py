@@ -18,9 +18,10 @@ DAYS days = 2·N·DAYS patient-days) and records:
 * a copy of every chunk's Parquet file as the driver writes it (``--keep-chunks DIR``), to
   compare with single-process re-runs of the same patient ranges (``--verify``).
 
-``--verify DIR --samples K`` (no Ray needed): re-simulates K random chunks' patient ranges in this
-process (``medtwin._native.trial_chunk``, one thread) and compares the bytes with the kept chunk
-files, and the rows with those of ``OUT/results.parquet``.
+``--verify DIR --samples K [--chunks NAME …]`` (no Ray needed): re-simulates K random chunks'
+patient ranges (and the named ones) in this process (``medtwin._native.trial_chunk``, one thread)
+and compares the bytes with the kept chunk files, and the rows with those of
+``OUT/results.parquet`` when the run finished.
 
 Prints one JSON object (also written to ``OUT.json``).
 """
@@ -161,7 +162,9 @@ def verify(a: argparse.Namespace) -> dict:
     files = sorted(glob.glob(os.path.join(a.verify, "chunk-*.parquet")))
     rng = random.Random(a.seed)
     picks = sorted(rng.sample(files, min(a.samples, len(files))))
-    full = pq.read_table(os.path.join(a.out, "results.parquet"))
+    picks += [os.path.join(a.verify, c) for c in a.chunks if os.path.join(a.verify, c) not in picks]
+    res_path = os.path.join(a.out, "results.parquet")
+    full = pq.read_table(res_path) if os.path.exists(res_path) else None  # absent when the run was stopped
     out = []
     for f in picks:
         start, end = _native.trial_chunk_range(f)
@@ -175,7 +178,7 @@ def verify(a: argparse.Namespace) -> dict:
         # (patient order, arms within a patient), as the single-machine run writes them
         k = mine.num_rows
         lo = start * k // (end - start)
-        rows_equal = full.slice(lo, k).equals(mine)
+        rows_equal = None if full is None else full.slice(lo, k).equals(mine)
         out.append({"chunk": os.path.basename(f), "patients": [start, end], "bytes_identical": bytes(data) == ray_bytes,
                     "rows_equal_to_results_parquet": rows_equal, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2)})
     return {"verify": out}
@@ -193,6 +196,7 @@ def main() -> None:
     ap.add_argument("--verify", default=None, help="directory of kept chunks to re-simulate and compare")
     ap.add_argument("--samples", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--chunks", nargs="*", default=[], help="chunk file names to verify besides the random sample")
     a = ap.parse_args()
     a.out = os.path.abspath(a.out)
     res = verify(a) if a.verify else run(a)
