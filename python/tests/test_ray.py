@@ -166,6 +166,12 @@ def test_killed_worker_recomputes_only_its_chunk(cluster, tmp_path):
     assert (killed["pid"], False) in att[killed["chunk"]], (killed, att)
     assert sorted(len(v) for v in att.values()) == [1, 1, 1, 1, 1, 2], (killed, att)
     assert len(att[killed["chunk"]]) == 2
+    # finished attempts record their CPU and wall time (benchmarks/ray_trials.md's accounting)
+    dones = sorted(log.glob("*.done"))
+    assert len(dones) == 6
+    for d in dones:
+        m = json.loads(d.read_text())
+        assert 0 <= m["cpu_s"] < 600 and 0 < m["wall_s"] < 600, m
     assert r.resumed_patients == 0
     assert local.summary == r.summary
 
