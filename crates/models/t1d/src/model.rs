@@ -99,6 +99,53 @@ pub struct UvaPadova {
     pub p: PatientParams,
 }
 
+/// Right-hand side of the gut (Qsto1, Qsto2, Qgut) and glucose (Gp, Gt) states, the first five
+/// of [`STATE_NAMES`], given the remote insulin action `ins_x` (X, pmol/L) and the delayed insulin
+/// `ins_id` (Id, pmol/L): Dalla Man et al. 2007 eqs. 1–11 as in simglucose's `T1DPatient.model`.
+/// Shared by the 13-state model and the closed-form-insulin path ([`crate::insulin`]), which reads
+/// X and Id from the exact insulin solution.
+#[inline(always)]
+fn gut_glucose_rhs(
+    p: &PatientParams,
+    x: &[f64],
+    u: &[f64],
+    ins_x: f64,
+    ins_id: f64,
+    dx: &mut [f64],
+) {
+    let (x, u, dx) = (&x[..5], &u[..3], &mut dx[..5]);
+    let d = u[input::CHO_G_PER_MIN] * 1000.0; // g/min -> mg/min
+    let dbar = u[input::MEAL_DOSE_MG];
+    let qsto = x[0] + x[1];
+    dx[0] = -p.kmax * x[0] + d;
+    let kgut = if dbar > 0.0 {
+        let aa = 5.0 / (2.0 * dbar * (1.0 - p.b));
+        let cc = 5.0 / (2.0 * dbar * p.d);
+        p.kmin
+            + (p.kmax - p.kmin) / 2.0
+                * (tanh(aa * (qsto - p.b * dbar)) - tanh(cc * (qsto - p.d * dbar)) + 2.0)
+    } else {
+        p.kmax
+    };
+    dx[1] = p.kmax * x[0] - x[1] * kgut;
+    dx[2] = kgut * x[1] - p.kabs * x[2];
+    let ra = p.f * p.kabs * x[2] / p.bw;
+    let egp = p.kp1 - p.kp2 * x[3] - p.kp3 * ins_id;
+    let et = if x[3] > p.ke2 {
+        p.ke1 * (x[3] - p.ke2)
+    } else {
+        0.0
+    };
+    let clamp = |v: f64, s: f64| if s >= 0.0 { v } else { 0.0 };
+    dx[3] = clamp(
+        egp.max(0.0) + ra - p.fsnc - et - p.k1 * x[3] + p.k2 * x[4],
+        x[3],
+    );
+    let vm = p.vm0 + p.vmx * ins_x;
+    let uid = vm * x[4] / (p.km0 + x[4]);
+    dx[4] = clamp(-uid + p.k1 * x[3] - p.k2 * x[4], x[4]);
+}
+
 impl OdeModel for UvaPadova {
     fn info(&self) -> &ModelInfo {
         info()
@@ -109,37 +156,9 @@ impl OdeModel for UvaPadova {
         // Fixed lengths up front: one check each instead of one per state access.
         let (x, u, dx) = (&x[..13], &u[..3], &mut dx[..13]);
         let p = &self.p;
-        let d = u[input::CHO_G_PER_MIN] * 1000.0; // g/min -> mg/min
         let ins = u[input::INSULIN_U_PER_MIN] * INSULIN_PMOL_PER_U / p.bw; // U/min -> pmol/kg/min
-        let dbar = u[input::MEAL_DOSE_MG];
-        let qsto = x[0] + x[1];
-        dx[0] = -p.kmax * x[0] + d;
-        let kgut = if dbar > 0.0 {
-            let aa = 5.0 / (2.0 * dbar * (1.0 - p.b));
-            let cc = 5.0 / (2.0 * dbar * p.d);
-            p.kmin
-                + (p.kmax - p.kmin) / 2.0
-                    * (tanh(aa * (qsto - p.b * dbar)) - tanh(cc * (qsto - p.d * dbar)) + 2.0)
-        } else {
-            p.kmax
-        };
-        dx[1] = p.kmax * x[0] - x[1] * kgut;
-        dx[2] = kgut * x[1] - p.kabs * x[2];
-        let ra = p.f * p.kabs * x[2] / p.bw;
-        let egp = p.kp1 - p.kp2 * x[3] - p.kp3 * x[8];
-        let et = if x[3] > p.ke2 {
-            p.ke1 * (x[3] - p.ke2)
-        } else {
-            0.0
-        };
+        gut_glucose_rhs(p, &x[..5], u, x[6], x[8], &mut dx[..5]);
         let clamp = |v: f64, s: f64| if s >= 0.0 { v } else { 0.0 };
-        dx[3] = clamp(
-            egp.max(0.0) + ra - p.fsnc - et - p.k1 * x[3] + p.k2 * x[4],
-            x[3],
-        );
-        let vm = p.vm0 + p.vmx * x[6];
-        let uid = vm * x[4] / (p.km0 + x[4]);
-        dx[4] = clamp(-uid + p.k1 * x[3] - p.k2 * x[4], x[4]);
         dx[5] = clamp(
             -(p.m2 + p.m4) * x[5] + p.m1 * x[9] + p.ka1 * x[10] + p.ka2 * x[11],
             x[5],
@@ -216,37 +235,12 @@ impl OdeModel for GutGlucose<'_> {
         let (x, u, dx) = (&x[..6], &u[..3], &mut dx[..6]);
         let p = self.p;
         let (ins_x, ins_id) = self.x_and_id(t_min);
-        let d = u[input::CHO_G_PER_MIN] * 1000.0; // g/min -> mg/min
-        let dbar = u[input::MEAL_DOSE_MG];
-        let qsto = x[0] + x[1];
-        dx[0] = -p.kmax * x[0] + d;
-        let kgut = if dbar > 0.0 {
-            let aa = 5.0 / (2.0 * dbar * (1.0 - p.b));
-            let cc = 5.0 / (2.0 * dbar * p.d);
-            p.kmin
-                + (p.kmax - p.kmin) / 2.0
-                    * (tanh(aa * (qsto - p.b * dbar)) - tanh(cc * (qsto - p.d * dbar)) + 2.0)
-        } else {
-            p.kmax
-        };
-        dx[1] = p.kmax * x[0] - x[1] * kgut;
-        dx[2] = kgut * x[1] - p.kabs * x[2];
-        let ra = p.f * p.kabs * x[2] / p.bw;
-        let egp = p.kp1 - p.kp2 * x[3] - p.kp3 * ins_id;
-        let et = if x[3] > p.ke2 {
-            p.ke1 * (x[3] - p.ke2)
+        gut_glucose_rhs(p, &x[..5], u, ins_x, ins_id, &mut dx[..5]);
+        dx[5] = if x[5] >= 0.0 {
+            -p.ksc * x[5] + p.ksc * x[3]
         } else {
             0.0
         };
-        let clamp = |v: f64, s: f64| if s >= 0.0 { v } else { 0.0 };
-        dx[3] = clamp(
-            egp.max(0.0) + ra - p.fsnc - et - p.k1 * x[3] + p.k2 * x[4],
-            x[3],
-        );
-        let vm = p.vm0 + p.vmx * ins_x;
-        let uid = vm * x[4] / (p.km0 + x[4]);
-        dx[4] = clamp(-uid + p.k1 * x[3] - p.k2 * x[4], x[4]);
-        dx[5] = clamp(-p.ksc * x[5] + p.ksc * x[3], x[5]);
     }
 
     fn observe(&self, x: &[f64], out: &mut [f64]) {
