@@ -589,7 +589,8 @@ fn inv_fifth_root(x: f64) -> f64 {
     y
 }
 
-fn state_name<M: OdeModel + ?Sized>(model: &M, i: usize) -> String {
+/// Name of state `i` of `model` (`#i` when the model has no such state), for error messages.
+pub(crate) fn state_name<M: OdeModel + ?Sized>(model: &M, i: usize) -> String {
     model
         .info()
         .states

@@ -56,12 +56,7 @@ impl<M: OdeModel + ?Sized> BdfSystem for OdeModelSystem<'_, M> {
     }
 
     fn name(&self, i: usize) -> String {
-        self.model
-            .info()
-            .states
-            .get(i)
-            .map(|s| s.name.clone())
-            .unwrap_or_else(|| format!("#{i}"))
+        crate::state_name(self.model, i)
     }
 }
 
