@@ -6,7 +6,8 @@
 //! replay validation (forecasts told the recorded future meals, boluses and basal changes);
 //! MT_LEARNT=1 gives plans the learnt response (`TwinSettings::learnt_plan_response`);
 //! MT_COEF=1 prints the learnt responses at days 3, 6 and 9 instead of backtesting;
-//! MT_CGM_ONLY=1 drops every meal and insulin entry (a CGM-only record).
+//! MT_CGM_ONLY=1 drops every meal and insulin entry (a CGM-only record); MT_EVERY=MIN sets the
+//! spacing of forecast origins (default 60).
 use medtwin_twin::backtest::{score, ScoredPoint};
 use medtwin_twin::{backtest, BacktestOptions, InputSchedule, TwinSettings};
 
@@ -116,7 +117,7 @@ fn main() {
             future_inputs_recorded: std::env::var("MT_REPLAY").is_ok_and(|v| v == "1"),
             from_min: 0.0,
             to_min: 1440.0 * (1.0 + days),
-            origin_every_min: 60.0,
+            origin_every_min: env("MT_EVERY").unwrap_or(60.0),
             horizons_min: horizons.clone(),
             settings: settings.clone(),
             n_cones: 0,

@@ -403,23 +403,19 @@ pub fn backtest(
                 origin + hmax.max(opts.cone_horizon_min) as f64,
             )
         });
-        let f = if save_cone {
-            let f = engine.forecast(
-                schedule,
-                opts.cone_horizon_min.max(hmax),
-                replay.as_ref(),
-                seed,
-            )?;
-            cones.push((origin, f.clone()));
-            f
+        let times = if save_cone {
+            let h = opts.cone_horizon_min.max(hmax);
+            (1..=h).map(|k| origin + f64::from(k)).collect()
         } else {
-            engine.forecast_at(
-                schedule,
-                &forecast_times(origin, &opts.horizons_min),
-                replay.as_ref(),
-                seed,
-            )?
+            forecast_times(origin, &opts.horizons_min)
         };
+        let f = match &replay {
+            Some(plan) => engine.forecast_complete_at(schedule, &times, plan, seed)?,
+            None => engine.forecast_at(schedule, &times, None, seed)?,
+        };
+        if save_cone {
+            cones.push((origin, f.clone()));
+        }
         n_origins += 1;
         // a cone forecast's probabilities cover its own horizon
         let risk_window = !save_cone || opts.cone_horizon_min.max(hmax) == hmax;

@@ -314,6 +314,74 @@ impl TwinEngine {
         Ok(paths.forecast_with_bands(bands, LOW_MG_DL, HIGH_MG_DL))
     }
 
+    /// Forecast at the given absolute times (increasing, after the filter time) for a plan
+    /// taken as the **complete** list of meals and boluses within the horizon: replay of the
+    /// recorded inputs (`twin backtest --future-inputs recorded`), or "what if exactly this
+    /// happens and nothing else" (an empty complete plan means no meal and no bolus, unlike no
+    /// plan, which expects the patient's usual day). Once the record holds enough history the
+    /// median and bands are the hybrid's complete-plan model ([`crate::hybrid`], "Complete
+    /// plans": the change model refitted with the features of the inputs recorded within each
+    /// training row's own horizon, evaluated at the plan's); the plan's basal overrides add
+    /// the mechanistic twin's effect path by path. Before that (or without
+    /// [`TwinSettings::hybrid_forecast`]) it is the mechanistic twin's forecast with the plan.
+    /// Errors: as [`TwinEngine::forecast_at`].
+    pub fn forecast_complete_at(
+        &self,
+        schedule: &InputSchedule,
+        times: &[f64],
+        plan: &Plan,
+        seed: u64,
+    ) -> Result<Forecast, TwinError> {
+        let t0 = self.filter.t_min;
+        let raw = medtwin_infer::simulate_paths(
+            &self.model(schedule, t0, None),
+            &self.filter,
+            times,
+            seed,
+        )?;
+        let mut paths = raw.clone();
+        let sorted = |e: &[(f64, f64)]| {
+            let mut v = e.to_vec();
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            v
+        };
+        let (meals, boluses) = (sorted(&plan.meals), sorted(&plan.boluses));
+        let complete = crate::hybrid::CompletePlan {
+            meals: &meals,
+            boluses: &boluses,
+        };
+        let hybrid = if self.settings.hybrid_forecast {
+            crate::hybrid::hybrid_forecast(
+                &schedule.truncated(t0),
+                t0,
+                &mut paths,
+                &raw.bands()?,
+                (LOW_MG_DL, HIGH_MG_DL),
+                self.settings.hybrid_boosting.then_some(&self.plan_boost),
+                Some(&complete),
+            )
+        } else {
+            None
+        };
+        let out = match hybrid {
+            None => medtwin_infer::simulate_paths(
+                &self.model(schedule, t0, Some(plan)),
+                &self.filter,
+                times,
+                seed,
+            )?,
+            Some(f) if plan.basal_rates.is_empty() => return Ok(f),
+            Some(_) => {
+                let basal = Plan {
+                    basal_rates: plan.basal_rates.clone(),
+                    ..Plan::default()
+                };
+                self.with_mechanistic_effect(schedule, times, &basal, seed, &paths, &raw)?
+            }
+        };
+        Ok(out.forecast_with_bands(out.bands()?, LOW_MG_DL, HIGH_MG_DL))
+    }
+
     /// Predictive paths at the given absolute times (common random numbers for a fixed
     /// `seed`): **one predictive distribution for every question**. The baseline is the plain
     /// forecast (the hybrid forecast's re-centred paths once the record holds enough history,
@@ -400,9 +468,9 @@ impl TwinEngine {
             t0,
             &mut paths,
             &twin_bands,
-            LOW_MG_DL,
-            HIGH_MG_DL,
+            (LOW_MG_DL, HIGH_MG_DL),
             self.settings.hybrid_boosting.then_some(&self.boost),
+            None,
         );
         Ok((paths, raw, hybrid.map(|f| f.bands)))
     }

@@ -73,6 +73,24 @@
 //! identified (boluses come with meals), so the setting stays off for advice (README, "Replay
 //! validation"). The learnt effect carries no uncertainty of its own: bands keep the plain
 //! forecast's widths.
+//!
+//! # Complete plans
+//! A plan can instead be taken as the **complete** list of meals and boluses within the
+//! horizon ([`CompletePlan`]; replay of recorded inputs, or "what if exactly this happens and
+//! nothing else"). Then each horizon's change model is refitted with the [`plan_features`] of
+//! the inputs recorded in each training row's own horizon `(s, s + h]` (so a training row's
+//! plan is, like a replayed one, everything that happened) and evaluated at the plan's
+//! features: a ridge with the plain model's penalty whose plan coefficients are
+//! sign-constrained as above, blended with the monotone boosted trees of the plan layout. Its
+//! median and its bands (leave-block-out residuals of that fit, with the finite-sample
+//! correction) replace the plain model's, so a replay is scored with bands of its own
+//! measured error. An empty complete plan means no meal and no bolus — unlike no plan, whose
+//! model averages over the patient's usual inputs. Why this and not an effect added to the
+//! plain forecast: the plain model already expects the usual day, so adding the effect of the
+//! recorded inputs counts the expected meals twice (offline prototype
+//! `benchmarks/twin_replay_prototype.py`: 0.967 / 0.979 / 0.987 × blind RMSE at 30 / 60 /
+//! 120 min as an effect, 0.969 / 0.972 / 0.949 as a complete plan, forecasts with an input
+//! in the horizon).
 
 use crate::inputs::InputSchedule;
 use medtwin_infer::boost::{BoostSettings, BoostedTrees};
@@ -378,20 +396,42 @@ impl<'a> Origin<'a> {
     }
 
     /// Fit the change model for horizon `h` and predict at the origin; with `boost`, blend in
-    /// the (cached or newly fitted) boosted trees.
-    fn fit(&self, h: f64, boost: Option<&BoostCache>) -> Option<HorizonModel> {
-        let (x, y, _) = self.training(h);
+    /// the (cached or newly fitted) boosted trees. With a complete plan (module docs,
+    /// "Complete plans") the model is the one with [`plan_features`], evaluated at the plan's
+    /// features; `boost` must then be a cache of that feature layout.
+    fn fit(
+        &self,
+        h: f64,
+        boost: Option<&BoostCache>,
+        complete: Option<&CompletePlan>,
+    ) -> Option<HorizonModel> {
+        let (mut x, y, ts) = self.training(h);
         if y.len() < MIN_TRAIN_ROWS {
             return None;
         }
-        let fit = RidgeFit::fit_blocked(&x, &y, LAMBDA_PER_ROW, cv_block_rows(h))?;
+        let mut row = self.row0.clone();
+        set_horizon(&mut row, self.s, self.t0, h);
+        let mut monotone = Vec::new();
+        if let Some(plan) = complete {
+            for (r, &t) in x.iter_mut().zip(&ts) {
+                r.extend(plan_features(&self.s.carbs, &self.s.boluses, t, h));
+            }
+            row.extend(plan_features(plan.meals, plan.boluses, self.t0, h));
+            monotone = vec![0i8; N_FEATURES];
+            monotone.extend(PLAN_MONOTONE);
+        }
+        let fit = if complete.is_some() {
+            sign_constrained_blocked_ridge(&mut x, &y, cv_block_rows(h))?
+        } else {
+            RidgeFit::fit_blocked(&x, &y, LAMBDA_PER_ROW, cv_block_rows(h))?
+        };
         let mut ys = y.clone();
         ys.sort_by(f64::total_cmp);
         let (lo, hi) = (quantile_sorted(&ys, 0.005), quantile_sorted(&ys, 0.995));
-        let mut row = self.row0.clone();
-        set_horizon(&mut row, self.s, self.t0, h);
         let ridge = fit.predict(&row);
-        let boosted = boost.and_then(|c| c.predict(h, self.t0, &x, &y, &row));
+        let boosted = boost
+            .and_then(|c| c.model(h, self.t0, &x, &y, &monotone))
+            .map(|m| m.predict(&row));
         let delta = match boosted {
             Some(b) => (1.0 - BOOST_WEIGHT) * ridge + BOOST_WEIGHT * b,
             None => ridge,
@@ -421,17 +461,12 @@ impl<'a> Origin<'a> {
 pub struct BoostCache(Mutex<BTreeMap<u32, (f64, BoostedTrees)>>);
 
 impl BoostCache {
-    /// The boosted prediction of the change over horizon `h` for origin row `row` at `t0`,
-    /// refitting on the training rows `x`, `y` (outcomes known at `t0`) when the cached model
-    /// for `h` is missing, older than [`BOOST_REFIT_MIN`] or fitted after `t0`. `None` with
-    /// fewer than [`MIN_BOOST_ROWS`] rows (and no valid cached model).
-    fn predict(&self, h: f64, t0: f64, x: &[Vec<f64>], y: &[f64], row: &[f64]) -> Option<f64> {
-        self.model(h, t0, x, y, &[]).map(|m| m.predict(row))
-    }
-
     /// The cached (or newly fitted, with monotone constraints `monotone` as in
-    /// [`BoostedTrees::fit_monotone`]) model for horizon `h` at origin `t0`, under the same
-    /// refit rule as [`BoostCache::predict`]. A cache holds models of one feature layout.
+    /// [`BoostedTrees::fit_monotone`]) model of the change over horizon `h` for an origin at
+    /// `t0`, refitted on the training rows `x`, `y` (outcomes known at `t0`) when the cached
+    /// model for `h` is missing, older than [`BOOST_REFIT_MIN`] or fitted after `t0`. `None`
+    /// with fewer than [`MIN_BOOST_ROWS`] rows (and no valid cached model). A cache holds
+    /// models of one feature layout.
     fn model(
         &self,
         h: f64,
@@ -492,7 +527,20 @@ pub fn fit_horizon(
     h: f64,
     boost: Option<&BoostCache>,
 ) -> Option<HorizonModel> {
-    Origin::new(schedule, t0)?.fit(h, boost)
+    Origin::new(schedule, t0)?.fit(h, boost, None)
+}
+
+/// [`fit_horizon`] for a complete plan (module docs, "Complete plans"): the change model with
+/// the plan features, evaluated at `plan`'s; `boost` must be a cache of that feature layout
+/// (not one shared with [`fit_horizon`]). `None` as for [`fit_horizon`].
+pub fn fit_horizon_complete(
+    schedule: &InputSchedule,
+    t0: f64,
+    h: f64,
+    boost: Option<&BoostCache>,
+    plan: &CompletePlan,
+) -> Option<HorizonModel> {
+    Origin::new(schedule, t0)?.fit(h, boost, Some(plan))
 }
 
 /// The patient's own carbohydrate ratio from the record: the median of carbohydrate / bolus
@@ -567,6 +615,35 @@ fn sign_constrained_plan_ridge(x: &mut [Vec<f64>], y: &[f64]) -> Option<[f64; N_
             Some(k) => x.iter_mut().for_each(|r| r[N_FEATURES + k] = 0.0),
         }
     }
+}
+
+/// The change model of a complete plan (module docs, "Complete plans"): ridge with penalty
+/// [`LAMBDA_PER_ROW`] and leave-block-out residuals (blocks of `block` rows) on rows whose last
+/// [`N_PLAN_FEATURES`] columns are plan features, those coefficients sign-constrained as in
+/// [`sign_constrained_plan_ridge`] (a wrong-signed feature is zeroed in `x` and the fit
+/// repeated; a zeroed, constant column gets coefficient 0, so the origin's value of it has no
+/// effect). `None` for a singular fit.
+fn sign_constrained_blocked_ridge(x: &mut [Vec<f64>], y: &[f64], block: usize) -> Option<RidgeFit> {
+    loop {
+        let fit = RidgeFit::fit_blocked(x, y, LAMBDA_PER_ROW, block)?;
+        let wrong = (0..N_PLAN_FEATURES)
+            .find(|&k| fit.coef[N_FEATURES + k] * f64::from(PLAN_MONOTONE[k]) < 0.0);
+        match wrong {
+            None => return Some(fit),
+            Some(k) => x.iter_mut().for_each(|r| r[N_FEATURES + k] = 0.0),
+        }
+    }
+}
+
+/// A plan taken as the **complete** list of meals and boluses within the forecast horizon
+/// (module docs, "Complete plans"): replay of recorded inputs, or "what if exactly this happens
+/// and nothing else". Times are absolute minutes, amounts g and U, each list in time order.
+#[derive(Debug, Clone, Copy)]
+pub struct CompletePlan<'a> {
+    /// Meals `(t_min, g)`.
+    pub meals: &'a [(f64, f64)],
+    /// Boluses `(t_min, U)`.
+    pub boluses: &'a [(f64, f64)],
 }
 
 /// The learnt response to planned inputs at one horizon, fitted at one origin (module docs,
@@ -816,15 +893,18 @@ fn rank_paths_onto_bands(paths: &mut EnsemblePaths, twin: &[Bands], bands: &[Ban
 /// 15-min CGM, too few rows) are interpolated over. Returns `None`, leaving `paths` untouched,
 /// if no horizon within 15 min of the longest can be fitted (the caller then keeps the
 /// mechanistic forecast); otherwise the paths are replaced in place by
-/// the hybrid's quantiles at each path's rank ([`rank_paths_onto_bands`]).
+/// the hybrid's quantiles at each path's rank ([`rank_paths_onto_bands`]). `(low_mg_dl,
+/// high_mg_dl)` are the thresholds of the forecast's P(below) and P(above). With `complete`,
+/// every horizon's model is the complete-plan model (module docs, "Complete plans"; `boost`
+/// must then be the cache of that feature layout, e.g. [`crate::TwinEngine::plan_boost`]).
 pub fn hybrid_forecast(
     schedule: &InputSchedule,
     t0: f64,
     paths: &mut EnsemblePaths,
     twin: &[Bands],
-    low_mg_dl: f64,
-    high_mg_dl: f64,
+    (low_mg_dl, high_mg_dl): (f64, f64),
     boost: Option<&BoostCache>,
+    complete: Option<&CompletePlan>,
 ) -> Option<Forecast> {
     if paths.t_min.is_empty() || twin.len() != paths.t_min.len() {
         return None;
@@ -836,7 +916,7 @@ pub fn hybrid_forecast(
     // interpolated over; the longest must be fitted, or one within 15 min of it
     let models: Vec<HorizonModel> = grid
         .into_iter()
-        .filter_map(|h| origin.fit(h, boost))
+        .filter_map(|h| origin.fit(h, boost, complete))
         .collect();
     if models.last()?.horizon_min < hmax - 15.0 {
         return None;
@@ -1039,6 +1119,52 @@ mod tests {
     /// Planned inputs: an empty plan is zero effect; more insulin never raises and more
     /// carbohydrate never lowers; telling the forecast the recorded meal and bolus beats not
     /// telling it.
+    #[test]
+    fn complete_plan_replay_beats_blind_is_monotone_and_has_its_own_bands() {
+        let s = synthetic_with(8.0, true);
+        let (mut se_blind, mut se_told, mut n) = (0.0, 0.0, 0);
+        let (boost, plan_boost) = (BoostCache::default(), BoostCache::default());
+        for d in 5..8 {
+            for hh in [7.5, 12.5, 19.0] {
+                let t0 = d as f64 * 1440.0 + hh * 60.0 - 20.0;
+                let within = |e: &[(f64, f64)]| -> Vec<(f64, f64)> {
+                    e.iter()
+                        .filter(|e| e.0 > t0 && e.0 <= t0 + 120.0)
+                        .copied()
+                        .collect()
+                };
+                let (meals, boluses) = (within(&s.carbs), within(&s.boluses));
+                let seen = s.truncated(t0);
+                let fit = |m: &[(f64, f64)], b: &[(f64, f64)]| {
+                    let plan = CompletePlan {
+                        meals: m,
+                        boluses: b,
+                    };
+                    fit_horizon_complete(&seen, t0, 120.0, Some(&plan_boost), &plan).unwrap()
+                };
+                let told = fit(&meals, &boluses);
+                let more_carbs: Vec<(f64, f64)> = meals.iter().map(|m| (m.0, m.1 + 20.0)).collect();
+                let more_insulin: Vec<(f64, f64)> =
+                    boluses.iter().map(|b| (b.0, b.1 + 2.0)).collect();
+                assert!(fit(&more_carbs, &boluses).delta_mg_dl >= told.delta_mg_dl);
+                assert!(fit(&meals, &more_insulin).delta_mg_dl <= told.delta_mg_dl);
+                // the bands are the complete-plan model's own residuals: narrower than the
+                // blind model's, which cannot know the meal
+                let blind = fit_horizon(&seen, t0, 120.0, Some(&boost)).unwrap();
+                assert!(
+                    told.residual_q[4] - told.residual_q[1]
+                        < blind.residual_q[4] - blind.residual_q[1]
+                );
+                let (g0, obs) = (cgm_at(&s.cgm, t0), cgm_at(&s.cgm, t0 + 120.0));
+                se_blind += (g0 + blind.delta_mg_dl - obs).powi(2);
+                se_told += (g0 + told.delta_mg_dl - obs).powi(2);
+                n += 1;
+            }
+        }
+        let (rb, rt) = ((se_blind / n as f64).sqrt(), (se_told / n as f64).sqrt());
+        assert!(rt < 0.5 * rb, "complete-plan RMSE {rt} vs blind {rb}");
+    }
+
     #[test]
     fn learnt_plan_effect_is_monotone_and_improves_replay() {
         let s = synthetic_with(8.0, true);
