@@ -1,5 +1,5 @@
 //! Where the integrator spends its steps in one control beat (diagnostic):
-//! `steps_profile [rtol] [max_step_ms]`.
+//! `steps_profile [rtol] [max_step_ms] [table_dv_mv] [be|exp] [beats]`.
 use medtwin_cardiac::model::{OrdParams, INITIAL_STATE_CL2000};
 use medtwin_cardiac::solver::{Integrator, SolverOptions};
 fn main() {
@@ -9,11 +9,18 @@ fn main() {
         SolverOptions {
             rtol,
             max_step_ms: std::env::args().nth(2).map_or(5.0, |s| s.parse().unwrap()),
+            markov_table_dv_mv: std::env::args().nth(3).map_or(0.0, |s| s.parse().unwrap()),
+            markov_be_predictor: std::env::args().nth(4).is_none_or(|s| s == "be"),
             ..Default::default()
         },
     );
+    let beats: usize = std::env::args().nth(5).map_or(1, |s| s.parse().unwrap());
     let mut y = INITIAL_STATE_CL2000;
-    let o = it.beat(&mut y, 2000.0, true).unwrap();
+    let mut o = it.beat(&mut y, 2000.0, true).unwrap();
+    for _ in 1..beats {
+        o = it.beat(&mut y, 2000.0, true).unwrap();
+    }
+    println!("table (computed, applied): {:?}", it.table_stats());
     let edges = [
         0.0, 1.0, 5.0, 20.0, 100.0, 250.0, 300.0, 400.0, 1000.0, 2000.0,
     ];

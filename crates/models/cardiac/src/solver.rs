@@ -4,9 +4,9 @@
 //! have `k > 0`; voltage, concentrations and CaMK have `k = 0`). One step of length `h`:
 //!
 //! 1. rates at `yₙ` (reused from the previous accepted step);
-//! 2. half step `y½ = yₙ + (p₀ − k₀yₙ)·φ(k₀h/2)·h/2`, hERG block by a backward-Euler predictor
-//!    `(I − Q(Vₙ)h/2)·x½ = xₙ` (one 9×9 solve; first order suffices for the midpoint stage, and it
-//!    is L-stable for the stiff IC1↔IC2 exchange; optionally the exact `exp(Q(Vₙ)h/2)·xₙ`);
+//! 2. half step `y½ = yₙ + (p₀ − k₀yₙ)·φ(k₀h/2)·h/2`, hERG block by the exact
+//!    `x½ = exp(Q(Vₙ)h/2)·xₙ` (optionally a backward-Euler predictor `(I − Q(Vₙ)h/2)·x½ = xₙ`,
+//!    one 9×9 solve: first order suffices for the midpoint stage and it is L-stable);
 //! 3. rates at `y½`; full step: for `k = 0` states the explicit midpoint rule
 //!    `yₙ₊₁ = yₙ + h·p½`; for relaxing states (`k > 0`) the exact solution of
 //!    `dy/dt = k½·(y∞(t) − y)` with the target `y∞ = p/k` varying linearly through its values at
@@ -18,10 +18,17 @@
 //! controls `h` (mixed absolute/relative tolerance per state; relaxing states with `k·h > 2` are
 //! slaved to their target and left out of the norm).
 //!
+//! The hERG propagators `exp(Q(V)h)` come from a lazily filled table over a 0.05-mV voltage
+//! grid ([`PropagatorTable`], linear interpolation in V), which is why step lengths are restricted
+//! to `max_step·2^(−l/4)`: paced beats then reuse the same propagators, and a step costs a few
+//! 9×9 matrix–vector products instead of a matrix exponential.
+//!
 //! The stimulus interval `[0, stim_duration]` is a step boundary, as is the end of the beat.
 //! qNet is accumulated with the midpoint rule on the stage-2 currents.
 
-use crate::markov::{backward_euler, expm_action, HergConstants, MARKOV_LEN};
+use crate::markov::{
+    backward_euler, expm_action, HergConstants, HergRates, PropagatorTable, MARKOV_LEN,
+};
 use crate::model::{rates, OrdParams, Rates, MARKOV0, N_STATES};
 
 /// Step-size control settings.
@@ -40,10 +47,17 @@ pub struct SolverOptions {
     /// Relaxing states with `k·h` above this are slaved to their (moving) target and left out of
     /// the error norm (default 2).
     pub slaved_z: f64,
-    /// Predictor of the Markov block at the half step: `true` (default) a backward-Euler step
-    /// (one 9×9 solve; first order, which keeps the midpoint scheme second order), `false` the
-    /// exact propagator `exp(Q(Vₙ)·h/2)` (a second matrix exponential per step).
+    /// Predictor of the Markov block at the half step: `true` a backward-Euler step (one 9×9
+    /// solve; first order, which keeps the midpoint scheme second order), `false` (default) the
+    /// exact propagator `exp(Q(Vₙ)·h/2)` (a table lookup with `markov_table_dv_mv > 0`,
+    /// otherwise a second matrix exponential per step).
     pub markov_be_predictor: bool,
+    /// Voltage spacing of the tabulated hERG propagators, mV ([`PropagatorTable`], default
+    /// 0.05); `0` turns
+    /// the table off (every step computes its matrix exponential). With the table on, step
+    /// lengths are restricted to `max_step_ms·2^(−l/4)` (except the last step of a stimulus or
+    /// beat interval) so that propagators can be reused across steps and beats.
+    pub markov_table_dv_mv: f64,
 }
 
 impl Default for SolverOptions {
@@ -55,7 +69,8 @@ impl Default for SolverOptions {
             max_step_ms: 5.0,
             first_step_ms: 0.005,
             slaved_z: 2.0,
-            markov_be_predictor: true,
+            markov_be_predictor: false,
+            markov_table_dv_mv: 0.05,
         }
     }
 }
@@ -122,6 +137,43 @@ pub struct Integrator {
     atol: [f64; MARKOV0],
     r0: Rates,
     r1: Rates,
+    table: Option<PropagatorTable>,
+}
+
+/// Shortest tabulated step, ms (shorter steps compute their propagator directly).
+const TABLE_H_MIN_MS: f64 = 1e-5;
+/// Voltage range of the propagator table, mV (outside it propagators are computed directly).
+const TABLE_V_RANGE_MV: (f64, f64) = (-150.0, 100.0);
+/// Most propagators one table holds (648 bytes each, ≈ 65 MB).
+const TABLE_MAX_CELLS: usize = 100_000;
+
+/// `exp(Q(V)·h)·x` (or the backward-Euler step `(I − Q(V)·h)⁻¹·x` with `be`) for the hERG
+/// rates `r` at voltage `v_mv`: from `table` when `level` is given and the table answers,
+/// otherwise computed.
+#[allow(clippy::too_many_arguments)]
+fn markov_step(
+    table: &mut Option<PropagatorTable>,
+    level: Option<usize>,
+    be: bool,
+    r: &HergRates,
+    c: &HergConstants,
+    v_mv: f64,
+    h: f64,
+    x: &[f64],
+) -> [f64; MARKOV_LEN] {
+    if !be {
+        if let (Some(t), Some(l)) = (table.as_mut(), level) {
+            if let Some(out) = t.apply(l, v_mv, x) {
+                return out;
+            }
+        }
+    }
+    let q = r.generator(c);
+    if be {
+        backward_euler(&q, h, x)
+    } else {
+        expm_action(&q, h, x)
+    }
 }
 
 impl Integrator {
@@ -132,6 +184,17 @@ impl Integrator {
         for (i, v) in a.iter_mut().enumerate() {
             *v = atol(i, opts.gate_atol) * opts.atol_scale;
         }
+        let table = (opts.markov_table_dv_mv > 0.0).then(|| {
+            PropagatorTable::new(
+                &herg,
+                opts.max_step_ms,
+                TABLE_H_MIN_MS,
+                TABLE_V_RANGE_MV.0,
+                TABLE_V_RANGE_MV.1,
+                opts.markov_table_dv_mv,
+                TABLE_MAX_CELLS,
+            )
+        });
         Integrator {
             params,
             herg,
@@ -139,7 +202,14 @@ impl Integrator {
             atol: a,
             r0: Rates::default(),
             r1: Rates::default(),
+            table,
         }
+    }
+
+    /// Propagator-table use so far: (propagators computed, applications answered from the
+    /// table); `None` without a table.
+    pub fn table_stats(&self) -> Option<(usize, usize)> {
+        self.table.as_ref().map(|t| (t.computed, t.applied))
     }
 
     /// The parameters in use.
@@ -175,9 +245,16 @@ impl Integrator {
             } else {
                 (bcl_ms, 0.0)
             };
-            let last = h >= seg_end - t;
-            let hh = if last { seg_end - t } else { h };
-            let err = self.step(y, hh, stim, &mut y_new);
+            let (mut level, hq) = match self.table.as_ref().and_then(|tb| tb.level_at_most(h)) {
+                Some((l, hl)) => (Some(l), hl),
+                None => (None, h),
+            };
+            let last = hq >= seg_end - t;
+            let hh = if last { seg_end - t } else { hq };
+            if hh != hq {
+                level = None;
+            }
+            let err = self.step(y, hh, level, stim, &mut y_new);
             if !err.is_finite() || !y_new[0].is_finite() {
                 if hh < 1e-9 {
                     return Err(SolverFailure { t_ms: t });
@@ -217,8 +294,16 @@ impl Integrator {
     }
 
     /// One exponential-midpoint step of `h` from `y` (rates `r0` at `y` already evaluated);
-    /// writes the result to `y_new` and returns the weighted RMS local-error estimate.
-    fn step(&mut self, y: &[f64; N_STATES], h: f64, stim: f64, y_new: &mut [f64; N_STATES]) -> f64 {
+    /// writes the result to `y_new` and returns the weighted RMS local-error estimate. `level`:
+    /// the propagator-table level of `h`, if it is one.
+    fn step(
+        &mut self,
+        y: &[f64; N_STATES],
+        h: f64,
+        level: Option<usize>,
+        stim: f64,
+        y_new: &mut [f64; N_STATES],
+    ) -> f64 {
         let half = 0.5 * h;
         let mut y_half = [0.0; N_STATES];
         let r0 = &self.r0;
@@ -237,12 +322,16 @@ impl Integrator {
             phi_full[i] = pf;
             y_half[i] = y[i] + (r0.p[i] - r0.k[i] * y[i]) * ph * half;
         }
-        let q0 = r0.herg.generator(&self.herg);
-        let x_half = if self.opts.markov_be_predictor {
-            backward_euler(&q0, half, &y[MARKOV0..])
-        } else {
-            expm_action(&q0, half, &y[MARKOV0..])
-        };
+        let x_half = markov_step(
+            &mut self.table,
+            level.map(|l| l + 4),
+            self.opts.markov_be_predictor,
+            &r0.herg,
+            &self.herg,
+            y[0],
+            half,
+            &y[MARKOV0..],
+        );
         y_half[MARKOV0..].copy_from_slice(&x_half);
         rates(stim, &y_half, &self.params, &self.herg, &mut self.r1);
         let r1 = &self.r1;
@@ -272,8 +361,16 @@ impl Integrator {
                 sum += e * e;
             }
         }
-        let q1 = r1.herg.generator(&self.herg);
-        let x_new = expm_action(&q1, h, &y[MARKOV0..]);
+        let x_new = markov_step(
+            &mut self.table,
+            level,
+            false,
+            &r1.herg,
+            &self.herg,
+            y_half[0],
+            h,
+            &y[MARKOV0..],
+        );
         y_new[MARKOV0..MARKOV0 + MARKOV_LEN].copy_from_slice(&x_new);
         (sum / MARKOV0 as f64).sqrt()
     }
