@@ -106,6 +106,9 @@ struct ModelBufs {
     fd_floor: Vec<f64>,
     vals: Vec<f64>,
     stack: Vec<f64>,
+    /// Times outside this interval are evaluated at its ends (`sim::switch_window`:
+    /// the right-hand side between two switch times; unbounded without switches).
+    window: (f64, f64),
 }
 
 fn model_rhs(
@@ -122,12 +125,14 @@ fn model_rhs(
 
 impl BdfSystem for ModelRhs<'_> {
     fn rhs(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
+        let t = t.clamp(self.bufs.window.0, self.bufs.window.1);
         model_rhs(self.m, &mut self.bufs.vals, &mut self.bufs.stack, t, y, out);
     }
 
     fn jacobian(&mut self, t: f64, y: &[f64], f: &[f64], jac: &mut Jacobian) {
         let m = self.m;
         let b = &mut *self.bufs;
+        let t = t.clamp(b.window.0, b.window.1);
         if let Some(ad) = b.ad.as_mut() {
             ad.eval(m, t, y, jac);
         } else {
@@ -170,8 +175,15 @@ impl ModelBdf {
             fd_floor: atol.iter().map(|a| a / rtol.max(1e-300)).collect(),
             vals: Vec::new(),
             stack: Vec::new(),
+            window: (f64::NEG_INFINITY, f64::INFINITY),
         };
         ModelBdf { core, model }
+    }
+
+    /// Evaluate the right-hand side (and Jacobian) at times clamped to `window` (`lo <= hi`;
+    /// see `sim::switch_window`).
+    pub(crate) fn set_window(&mut self, window: (f64, f64)) {
+        self.model.window = window;
     }
 
     /// Right-hand sides per finite-difference Jacobian (0 when the Jacobian is analytic), and

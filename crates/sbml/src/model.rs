@@ -130,6 +130,9 @@ pub struct SbmlModel {
     pub(crate) jac_rows: Option<Vec<Vec<usize>>>,
     /// Whether the right-hand side reads `time` (non-autonomous).
     pub(crate) time_dependent: bool,
+    /// Times at which a condition on `time` alone switches (compiled expressions of the slot
+    /// values; see `compile::analyse::switch_times`): the simulator restarts at each.
+    pub(crate) switch_times: Vec<Code>,
     pub(crate) info: ModelInfo,
     pub(crate) n_assignment_rules: usize,
     pub(crate) n_rate_rules: usize,

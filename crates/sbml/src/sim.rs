@@ -254,6 +254,59 @@ impl SbmlModel {
     }
 }
 
+impl SbmlModel {
+    /// The model's switch times (conditions on `time` alone, see
+    /// `compile::analyse::switch_times`) strictly inside `(start, end)`, evaluated at the
+    /// initial values (at `start`), sorted, without repeats; each with the index of its
+    /// expression in `switch_times`. Non-finite values (e.g. a zero slope) are dropped.
+    pub(crate) fn breakpoints(&self, start: f64, end: f64) -> Vec<(f64, usize)> {
+        if self.switch_times.is_empty() {
+            return Vec::new();
+        }
+        let (mut vals, mut stack) = (Vec::new(), Vec::new());
+        self.fill(start, &self.initial_state(), &mut vals, &mut stack);
+        self.breakpoints_from(&vals, &mut stack, start, end)
+    }
+
+    /// [`SbmlModel::breakpoints`] with the slot values `vals` given.
+    pub(crate) fn breakpoints_from(
+        &self,
+        vals: &[f64],
+        stack: &mut Vec<f64>,
+        start: f64,
+        end: f64,
+    ) -> Vec<(f64, usize)> {
+        let mut out: Vec<(f64, usize)> = self
+            .switch_times
+            .iter()
+            .enumerate()
+            .map(|(k, c)| (c.eval(vals, start, stack), k))
+            .filter(|&(t, _)| t.is_finite() && t > start && t < end)
+            .collect();
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        out.dedup_by(|a, b| a.0 == b.0);
+        out
+    }
+}
+
+/// The times at which the right-hand side is evaluated between the switch times `lo < hi`
+/// (infinite: no switch on that side): `[lo + δ, hi − δ]` with `δ = 10⁻¹²·max(|T|, 1)`, so that
+/// a condition on time has its value inside the interval at both ends and when an integrator
+/// steps past `hi` (the BDF does, interpolating back): the right-hand side is continued
+/// continuously instead of jumping, and the simulation restarts at `hi`. As AMICI's Heaviside
+/// variables, which change only at their roots.
+pub(crate) fn switch_window(lo: f64, hi: f64) -> (f64, f64) {
+    let d = |t: f64| 1e-12 * t.abs().max(1.0);
+    let a = if lo.is_finite() { lo + d(lo) } else { lo };
+    let b = if hi.is_finite() { hi - d(hi) } else { hi };
+    if a <= b {
+        (a, b)
+    } else {
+        let mid = 0.5 * (lo + hi);
+        (mid, mid)
+    }
+}
+
 /// Largest power of two `<= v` for `v` in (0, 1], at least 2^-900.
 fn pow2_floor(v: f64) -> f64 {
     if v >= 1.0 || v.is_nan() {
@@ -268,11 +321,13 @@ fn pow2_floor(v: f64) -> f64 {
     }
 }
 
-/// The model in the scaled states `y = x / w` (`w`: powers of two, so the scaling is exact):
-/// DOPRI5's scalar absolute tolerance on `y` is the per-state tolerance `atol·w` on `x`.
+/// The model in the scaled states `y = x / w` (`w`: powers of two, so the scaling is exact;
+/// None: unscaled): DOPRI5's scalar absolute tolerance on `y` is the per-state tolerance
+/// `atol·w` on `x`. Times are clamped to `window` ([`switch_window`]).
 struct Scaled<'a> {
     m: &'a SbmlModel,
-    w: &'a [f64],
+    w: Option<&'a [f64]>,
+    window: (f64, f64),
 }
 
 thread_local! {
@@ -285,20 +340,29 @@ impl OdeModel for Scaled<'_> {
     }
 
     fn rhs(&self, t_min: f64, y: &[f64], u: &[f64], dy: &mut [f64]) {
+        let t = t_min.clamp(self.window.0, self.window.1);
+        let Some(ws) = self.w else {
+            return self.m.rhs(t, y, u, dy);
+        };
         UNSCALED.with(|b| {
             let mut x = b.borrow_mut();
             x.clear();
-            x.extend(y.iter().zip(self.w).map(|(v, w)| v * w));
-            self.m.rhs(t_min, &x, u, dy);
+            x.extend(y.iter().zip(ws).map(|(v, w)| v * w));
+            self.m.rhs(t, &x, u, dy);
         });
-        for (d, w) in dy.iter_mut().zip(self.w) {
+        for (d, w) in dy.iter_mut().zip(ws) {
             *d /= w;
         }
     }
 
     fn observe(&self, y: &[f64], out: &mut [f64]) {
-        let x: Vec<f64> = y.iter().zip(self.w).map(|(v, w)| v * w).collect();
-        self.m.observe(&x, out)
+        match self.w {
+            None => self.m.observe(y, out),
+            Some(ws) => {
+                let x: Vec<f64> = y.iter().zip(ws).map(|(v, w)| v * w).collect();
+                self.m.observe(&x, out)
+            }
+        }
     }
 }
 
@@ -353,6 +417,9 @@ struct Sim<'a> {
     atol: Vec<f64>,
     weights: Option<Vec<f64>>,
     h_max_bdf: f64,
+    /// Times at which the right-hand side is evaluated ([`switch_window`]): between the
+    /// switch times around the current time; unbounded without switches.
+    window: (f64, f64),
     /// Start (or last state jump) time, DOPRI5's steps before it, and the output spacing
     /// (for DOPRI5's steps per output interval).
     t_begin: f64,
@@ -384,6 +451,14 @@ impl Stiff {
         match self {
             Stiff::Bdf(b) => b.reset(),
             Stiff::Ros(r) => r.reset(),
+        }
+    }
+
+    fn set_window(&mut self, window: (f64, f64)) {
+        match self {
+            Stiff::Bdf(b) => b.set_window(window),
+            // The Rosenbrock method sees real time (it still restarts at switch times).
+            Stiff::Ros(_) => {}
         }
     }
 
@@ -654,25 +729,41 @@ impl<'a> Sim<'a> {
         }
         let span = t1 - t0;
         if let (Some(r), false) = (self.stiff.as_mut(), span < 1e-9 * t0.abs().max(1.0)) {
+            r.set_window(self.window);
             return r.integrate(self.m, t0, t1, x);
         }
         if span < 1e-9 * t0.abs().max(1.0) {
             // Too short for the step-size controller: one explicit Euler step.
             let mut dx = vec![0.0; x.len()];
-            self.m.rhs(t0, x, &[], &mut dx);
+            self.m
+                .rhs(t0.clamp(self.window.0, self.window.1), x, &[], &mut dx);
             for (xi, d) in x.iter_mut().zip(&dx) {
                 *xi += span * d;
             }
             return Ok(());
         }
         let x0 = x.to_vec();
+        let unbounded = self.window == (f64::NEG_INFINITY, f64::INFINITY);
         let res = match &self.weights {
-            None => integ.integrate(self.m, t0, t1, x, &[]),
+            None if unbounded => integ.integrate(self.m, t0, t1, x, &[]),
+            None => {
+                let sys = Scaled {
+                    m: self.m,
+                    w: None,
+                    window: self.window,
+                };
+                integ.integrate(&sys, t0, t1, x, &[])
+            }
             Some(w) => {
                 for (v, w) in x.iter_mut().zip(w) {
                     *v /= w;
                 }
-                let r = integ.integrate(&Scaled { m: self.m, w }, t0, t1, x, &[]);
+                let sys = Scaled {
+                    m: self.m,
+                    w: Some(w),
+                    window: self.window,
+                };
+                let r = integ.integrate(&sys, t0, t1, x, &[]);
                 for (v, w) in x.iter_mut().zip(w) {
                     *v *= w;
                 }
@@ -730,11 +821,13 @@ impl<'a> Sim<'a> {
     }
 }
 
-/// One stop of a time course: an output row, doses, or both (doses after the row).
+/// One stop of a time course: an output row, doses, a switch time, or several (the row
+/// first, then the doses; at a switch time the integrators restart).
 struct Stop {
     t: f64,
     output: bool,
     doses: Vec<(usize, f64)>,
+    restart: bool,
 }
 
 /// The stops of a course: the output grid of `opts` (or `course.times`) merged with the dose
@@ -754,6 +847,7 @@ fn stops(
                 },
                 output: true,
                 doses: Vec::new(),
+                restart: false,
             })
             .collect(),
         Some(ts) => {
@@ -772,6 +866,7 @@ fn stops(
                     t,
                     output: true,
                     doses: Vec::new(),
+                    restart: false,
                 })
                 .collect()
         }
@@ -805,11 +900,31 @@ fn stops(
                 t: d.time,
                 output: false,
                 doses: vec![(d.state, d.amount)],
+                restart: false,
             }),
         }
     }
     out.sort_by(|a, b| a.t.total_cmp(&b.t));
     Ok(out)
+}
+
+/// Mark the stops at the switch times `at` (sorted) as restarts, adding stops where needed.
+fn add_restarts(stops: &mut Vec<Stop>, at: &[f64]) {
+    if at.is_empty() {
+        return;
+    }
+    for &t in at {
+        match stops.iter_mut().find(|s| s.t == t) {
+            Some(s) => s.restart = true,
+            None => stops.push(Stop {
+                t,
+                output: false,
+                doses: Vec::new(),
+                restart: true,
+            }),
+        }
+    }
+    stops.sort_by(|a, b| a.t.total_cmp(&b.t));
 }
 
 /// See [`crate::simulate_with_deadline`] and [`crate::simulate_course`].
@@ -846,6 +961,17 @@ pub(crate) fn run(
     } else {
         model
     };
+    // Switch times of conditions on time alone: the integrators stop and restart there.
+    let switches: Vec<f64> = if m.delays.is_empty() {
+        m.breakpoints(opts.start, opts.end)
+            .into_iter()
+            .map(|b| b.0)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut stops = stops;
+    add_restarts(&mut stops, &switches);
     // Output columns.
     let vars: Vec<String> = match &opts.vars {
         Some(v) => v.clone(),
@@ -968,6 +1094,10 @@ pub(crate) fn run(
             Some(weights.clone())
         },
         h_max_bdf,
+        window: switch_window(
+            f64::NEG_INFINITY,
+            switches.first().copied().unwrap_or(f64::INFINITY),
+        ),
         t_begin: opts.start,
         steps_at_reset: 0,
         dt_out: if dt > 0.0 { dt } else { 1.0 },
@@ -1133,6 +1263,11 @@ pub(crate) fn run(
         if stop.output {
             record(&mut sim, t, &x, &mut rows);
         }
+        if stop.restart {
+            let next = switches.iter().copied().find(|&b| b > tk);
+            sim.window = switch_window(tk, next.unwrap_or(f64::INFINITY));
+            sim.reset(&mut integ);
+        }
         if !stop.doses.is_empty() {
             for &(i, amount) in &stop.doses {
                 x[i] += amount;
@@ -1167,7 +1302,77 @@ pub(crate) fn run(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    /// `dx/dt = u(t) − k·x` with a drug input `u` written as piecewise functions of time, as
+    /// the PEtab benchmark models write them: `u = 0` while `time − Ton < 0`, `A` while
+    /// `time <= Toff`, then 0 (`Ton`, `Toff` parameters).
+    pub(crate) fn pulse_model(t_on: f64, t_off: f64) -> String {
+        let m = |x: &str| format!(r#"<math xmlns="http://www.w3.org/1998/Math/MathML">{x}</math>"#);
+        let time = r#"<csymbol encoding="text" definitionURL="http://www.sbml.org/sbml/symbols/time">time</csymbol>"#;
+        let u = format!(
+            "<piecewise><piece><cn>0</cn><apply><lt/><apply><minus/>{time}<ci>Ton</ci></apply><cn>0</cn></apply></piece>\
+             <piece><ci>A</ci><apply><leq/>{time}<ci>Toff</ci></apply></piece><otherwise><cn>0</cn></otherwise></piecewise>"
+        );
+        format!(
+            r#"<sbml xmlns="http://www.sbml.org/sbml/level3/version2/core" level="3" version="2"><model id="pulse">
+<listOfParameters><parameter id="x" value="0" constant="false"/><parameter id="u" value="0" constant="false"/>
+<parameter id="k" value="0.7" constant="true"/><parameter id="A" value="3" constant="true"/>
+<parameter id="Ton" value="{t_on}" constant="true"/><parameter id="Toff" value="{t_off}" constant="true"/></listOfParameters>
+<listOfRules><assignmentRule variable="u">{}</assignmentRule>
+<rateRule variable="x">{}</rateRule></listOfRules></model></sbml>"#,
+            m(&u),
+            m("<apply><minus/><ci>u</ci><apply><times/><ci>k</ci><ci>x</ci></apply></apply>")
+        )
+    }
+
+    /// The closed form of [`pulse_model`] (k = 0.7, A = 3).
+    fn pulse_exact(t: f64, t_on: f64, t_off: f64) -> f64 {
+        let (k, a) = (0.7, 3.0);
+        let rise = |s: f64| a / k * (1.0 - (-k * s).exp());
+        if t <= t_on {
+            0.0
+        } else if t <= t_off {
+            rise(t - t_on)
+        } else {
+            rise(t_off - t_on) * (-k * (t - t_off)).exp()
+        }
+    }
+
+    /// A short pulse between output times (which a step-size controller starting on the
+    /// constant zero solution would step over entirely) matches its closed form at the
+    /// default tolerances with every method: the switch times are found at compile time
+    /// and the integrators restart there.
+    #[test]
+    fn pulse_written_as_piecewise_of_time_matches_its_closed_form() {
+        use crate::{parse_sbml, simulate, Method, SimulateOptions};
+        let (t_on, t_off) = (3.3, 3.8);
+        let m = parse_sbml(&pulse_model(t_on, t_off)).unwrap();
+        let bps: Vec<f64> = m.breakpoints(0.0, 40.0).iter().map(|b| b.0).collect();
+        assert_eq!(bps, vec![t_on, t_off]);
+        for method in [Method::Auto, Method::Explicit, Method::Stiff] {
+            let opts = SimulateOptions {
+                end: 40.0,
+                steps: 4,
+                vars: Some(vec!["x".into()]),
+                method,
+                ..Default::default()
+            };
+            let tab = simulate(&m, &opts).unwrap();
+            for row in &tab.rows {
+                let want = pulse_exact(row[0], t_on, t_off);
+                assert!(
+                    (row[1] - want).abs() <= 1e-7 * want.abs().max(1e-3),
+                    "{method:?} at t = {}: {} vs closed form {want}",
+                    row[0],
+                    row[1]
+                );
+            }
+            assert!(
+                tab.rows[1][1] > 1e-3,
+                "{method:?}: the pulse was stepped over"
+            );
+        }
+    }
     /// Per-state absolute tolerances against libRoadRunner 2.10's
     /// `integrator.getAbsoluteToleranceVector()` for the same document at
     /// `absolute_tolerance = 1e-12` (printed by libroadrunner 2.10.0 from PyPI): libRoadRunner

@@ -1,12 +1,13 @@
 //! Stage 4, **analyse**: structure read off the compiled model: the dependency order of a
 //! program ([`topo`], used by stage 3), the structural Jacobian pattern, whether the
 //! right-hand side reads time, whether the derivatives are one sparse stoichiometry × flux
-//! product, the register-machine tape of the derived program, and the model description.
+//! product, the register-machine tape of the derived program, the model description, and the
+//! times at which conditions on `time` alone switch ([`switch_times`]).
 
 use super::codegen::Programs;
 use super::resolve::Symbols;
 use super::states::Unknowns;
-use crate::math::{Code, RExpr, Tape};
+use crate::math::{Code, Op, RExpr, Tape};
 use crate::model::{Deriv, Slot, Stoich};
 use crate::SbmlError;
 use medtwin_core::{ModelInfo, VariableInfo};
@@ -26,6 +27,8 @@ pub(crate) struct Analysis {
     pub info: ModelInfo,
     /// Species ids in document order.
     pub species_ids: Vec<String>,
+    /// The switch times of the right-hand side (see [`switch_times`]).
+    pub switch_times: Vec<Code>,
 }
 
 /// Order `nodes` (slot, expression) so each is evaluated after the nodes it reads (depth-first
@@ -102,6 +105,7 @@ pub(crate) fn analyse(sy: &Symbols, un: &Unknowns, pr: &Programs) -> Analysis {
         },
         info,
         species_ids,
+        switch_times: switch_times(un, pr),
     }
 }
 
@@ -205,4 +209,208 @@ fn model_info(sy: &Symbols, un: &Unknowns) -> (Vec<String>, ModelInfo) {
             .collect(),
     };
     (species_ids, info)
+}
+
+/// The times at which a condition of the right-hand side switches when that condition depends
+/// only on `time` and constants: every relational operator (`lt`, `leq`, `gt`, `geq`, with
+/// two operands) in an assignment rule, kinetic law or rate rule whose operands differ by an
+/// expression affine in `time`, `a − b = c₀ + c₁·time` with `c₀`, `c₁` free of time and state
+/// (constants, parameters, and assignment rules of those), gives the time `−c₀ / c₁` — e.g.
+/// `piecewise(0, time − T < 0, 1)`, `leq(time, T_end)`. The expressions are compiled (they read
+/// the model's slot values, so they follow parameter changes); the simulator evaluates them at
+/// its start and stops and restarts exactly at each (AMICI turns such conditions into events).
+/// Slots an event assigns are not constants (their switches are left to the integrator).
+/// Duplicates (same expression) are listed once; order is that of the first occurrence.
+pub(crate) fn switch_times(un: &Unknowns, pr: &Programs) -> Vec<Code> {
+    let mut varying: HashSet<usize> = un.state_slots.iter().copied().collect();
+    varying.extend(un.alg_vars.iter().copied());
+    for e in &pr.events {
+        varying.extend(e.assigns.iter().map(|(s, _)| *s));
+    }
+    let an = TimeAffine {
+        dmap: &pr.dmap,
+        varying,
+        memo: std::cell::RefCell::new(HashMap::new()),
+    };
+    // dmap is a HashMap: sort by slot so that the order does not depend on hashing.
+    let mut keyed: Vec<(usize, &RExpr)> = pr.dmap.iter().map(|(k, e)| (*k, e)).collect();
+    keyed.sort_by_key(|(k, _)| *k);
+    let exprs = keyed
+        .into_iter()
+        .map(|(_, e)| e)
+        .chain(pr.rule_exprs.iter());
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for e in exprs {
+        visit(e, &mut |node| {
+            let RExpr::Apply(op, args) = node else {
+                return;
+            };
+            if !matches!(op, Op::Lt | Op::Leq | Op::Gt | Op::Geq) || args.len() != 2 {
+                return;
+            }
+            let g = sub(args[0].clone(), args[1].clone());
+            let Some((c0, c1)) = an.affine(&g, 0) else {
+                return;
+            };
+            if c1 == RExpr::Num(0.0) {
+                return;
+            }
+            let t = RExpr::Apply(Op::Divide, vec![neg(c0), c1]);
+            if seen.insert(format!("{t:?}")) {
+                out.push(Code::compile(&t));
+            }
+        });
+    }
+    out
+}
+
+/// Call `f` on `e` and every subexpression evaluated at the current time (not inside the
+/// delayed operand of `delay()`).
+fn visit(e: &RExpr, f: &mut dyn FnMut(&RExpr)) {
+    f(e);
+    match e {
+        RExpr::Apply(_, a) => a.iter().for_each(|x| visit(x, f)),
+        RExpr::Piecewise(p, o) => {
+            for (v, c) in p {
+                visit(v, f);
+                visit(c, f);
+            }
+            if let Some(o) = o {
+                visit(o, f);
+            }
+        }
+        RExpr::Delay(_, _, d) => visit(d, f),
+        RExpr::RateOf(x) => visit(x, f),
+        _ => {}
+    }
+}
+
+fn sub(a: RExpr, b: RExpr) -> RExpr {
+    match b {
+        RExpr::Num(0.0) => a,
+        b => RExpr::Apply(Op::Minus, vec![a, b]),
+    }
+}
+
+fn neg(a: RExpr) -> RExpr {
+    match a {
+        RExpr::Num(v) => RExpr::Num(-v),
+        a => RExpr::Apply(Op::Minus, vec![a]),
+    }
+}
+
+fn add(a: RExpr, b: RExpr) -> RExpr {
+    match (a, b) {
+        (RExpr::Num(0.0), b) => b,
+        (a, RExpr::Num(0.0)) => a,
+        (a, b) => RExpr::Apply(Op::Plus, vec![a, b]),
+    }
+}
+
+fn mul(a: RExpr, b: RExpr) -> RExpr {
+    match (a, b) {
+        (RExpr::Num(0.0), _) | (_, RExpr::Num(0.0)) => RExpr::Num(0.0),
+        (RExpr::Num(1.0), b) => b,
+        (a, b) => RExpr::Apply(Op::Times, vec![a, b]),
+    }
+}
+
+/// Decomposition of expressions as `c₀ + c₁·time` with `c₀`, `c₁` constant.
+struct TimeAffine<'a> {
+    dmap: &'a HashMap<usize, RExpr>,
+    /// Slots that change during a simulation other than through `time` (states, algebraic
+    /// variables, event targets).
+    varying: HashSet<usize>,
+    memo: std::cell::RefCell<HashMap<usize, bool>>,
+}
+
+impl TimeAffine<'_> {
+    /// Whether `e` reads neither time nor anything that varies (through derived slots too).
+    fn constant(&self, e: &RExpr) -> bool {
+        match e {
+            RExpr::Num(_) => true,
+            RExpr::Time | RExpr::Delay(..) | RExpr::RateOf(_) => false,
+            RExpr::Slot(s) => self.slot_constant(*s),
+            RExpr::Apply(_, a) => a.iter().all(|x| self.constant(x)),
+            RExpr::Piecewise(p, o) => {
+                p.iter().all(|(v, c)| self.constant(v) && self.constant(c))
+                    && o.as_ref().is_none_or(|o| self.constant(o))
+            }
+        }
+    }
+
+    fn slot_constant(&self, s: usize) -> bool {
+        if self.varying.contains(&s) {
+            return false;
+        }
+        let Some(e) = self.dmap.get(&s) else {
+            return true;
+        };
+        if let Some(&k) = self.memo.borrow().get(&s) {
+            return k;
+        }
+        // Cycles were refused by the compiler; the provisional `false` only guards recursion.
+        self.memo.borrow_mut().insert(s, false);
+        let k = self.constant(e);
+        self.memo.borrow_mut().insert(s, k);
+        k
+    }
+
+    /// `(c₀, c₁)` with `e = c₀ + c₁·time`, or None when `e` is not of that form.
+    fn affine(&self, e: &RExpr, depth: usize) -> Option<(RExpr, RExpr)> {
+        if self.constant(e) {
+            return Some((e.clone(), RExpr::Num(0.0)));
+        }
+        if depth > 32 {
+            return None;
+        }
+        let d = depth + 1;
+        match e {
+            RExpr::Time => Some((RExpr::Num(0.0), RExpr::Num(1.0))),
+            RExpr::Slot(s) if !self.varying.contains(s) => self.affine(self.dmap.get(s)?, d),
+            RExpr::Apply(Op::Plus, a) => {
+                let mut acc = (RExpr::Num(0.0), RExpr::Num(0.0));
+                for x in a {
+                    let (c0, c1) = self.affine(x, d)?;
+                    acc = (add(acc.0, c0), add(acc.1, c1));
+                }
+                Some(acc)
+            }
+            RExpr::Apply(Op::Minus, a) if a.len() == 1 => {
+                let (c0, c1) = self.affine(&a[0], d)?;
+                Some((neg(c0), neg(c1)))
+            }
+            RExpr::Apply(Op::Minus, a) if a.len() == 2 => {
+                let (a0, a1) = self.affine(&a[0], d)?;
+                let (b0, b1) = self.affine(&a[1], d)?;
+                Some((sub(a0, b0), sub(a1, b1)))
+            }
+            RExpr::Apply(Op::Times, a) => {
+                // One factor may depend on time; the others scale it.
+                let mut k = RExpr::Num(1.0);
+                let mut lin = None;
+                for x in a {
+                    if self.constant(x) {
+                        k = mul(k, x.clone());
+                    } else if lin.is_none() {
+                        lin = Some(self.affine(x, d)?);
+                    } else {
+                        return None;
+                    }
+                }
+                let (c0, c1) = lin?;
+                Some((mul(k.clone(), c0), mul(k, c1)))
+            }
+            RExpr::Apply(Op::Divide, a) if a.len() == 2 && self.constant(&a[1]) => {
+                let (c0, c1) = self.affine(&a[0], d)?;
+                let div = |x: RExpr| match x {
+                    RExpr::Num(0.0) => x,
+                    x => RExpr::Apply(Op::Divide, vec![x, a[1].clone()]),
+                };
+                Some((div(c0), div(c1)))
+            }
+            _ => None,
+        }
+    }
 }

@@ -26,6 +26,9 @@ pub(crate) struct Programs {
     /// Per state: its derivative, and the slots it reads directly.
     pub derivs: Vec<Deriv>,
     pub deriv_reads: Vec<Vec<usize>>,
+    /// The expressions of the derivatives given by rules (rate rules, conserved moieties), for
+    /// the analysis of time switches.
+    pub rule_exprs: Vec<RExpr>,
     pub events: Vec<Event>,
     pub delays: Vec<DelayDef>,
 }
@@ -53,7 +56,7 @@ pub(crate) fn compile(
     let defs = resolve_definitions(sy, &res)?;
     let (derived, dmap) = derived_program(sy, &defs)?;
     let (init_prog, imap, declared_init) = initial_program(sy, un, &res, &defs)?;
-    let (derivs, deriv_reads) = derivatives(sy, un, &res)?;
+    let (derivs, deriv_reads, rule_exprs) = derivatives(sy, un, &res)?;
     let events = compile_events(sy, un, &res)?;
     let delays = delayed_expressions(sy, un, delay_exprs, &derived, &dmap, &imap)?;
     Ok(Programs {
@@ -63,6 +66,7 @@ pub(crate) fn compile(
         declared_init,
         derivs,
         deriv_reads,
+        rule_exprs,
         events,
         delays,
     })
@@ -215,14 +219,18 @@ fn initial_program(
 }
 
 /// Derivatives, and the slots each reads directly (for the Jacobian's sparsity pattern).
+/// Per state its derivative and the slots it reads; the rule expressions among them.
+type Derivatives = (Vec<Deriv>, Vec<Vec<usize>>, Vec<RExpr>);
+
 fn derivatives(
     sy: &Symbols,
     un: &Unknowns,
     res: &Resolver,
-) -> Result<(Vec<Deriv>, Vec<Vec<usize>>), SbmlError> {
+) -> Result<Derivatives, SbmlError> {
     let (slots, rate_rules, species_terms) = (&sy.slots, &sy.rate_rules, &sy.species_terms);
     let none = HashMap::new();
     let mut derivs = Vec::new();
+    let mut rule_exprs = Vec::new();
     let mut deriv_reads: Vec<Vec<usize>> = Vec::new();
     for src in &un.deriv_src {
         let mut reads = Vec::new();
@@ -246,9 +254,12 @@ fn derivatives(
                         );
                     }
                     e.deps(&mut reads);
-                    Deriv::Rule(Code::compile(&e))
+                    let c = Deriv::Rule(Code::compile(&e));
+                    rule_exprs.push(e);
+                    c
                 } else if let Some(e) = un.conserved_deriv.get(sl) {
                     e.deps(&mut reads);
+                    rule_exprs.push(e.clone());
                     Deriv::Rule(Code::compile(e))
                 } else if let Some(t) = species_terms.get(sl) {
                     for term in t {
@@ -269,7 +280,7 @@ fn derivatives(
         derivs.push(d);
         deriv_reads.push(reads);
     }
-    Ok((derivs, deriv_reads))
+    Ok((derivs, deriv_reads, rule_exprs))
 }
 
 /// Events: trigger, delay and priority, and the assignments (to states or species integrated

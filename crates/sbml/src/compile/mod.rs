@@ -55,6 +55,7 @@ pub(crate) fn build(
     let an = analyse::analyse(&sy, &un, &pr);
     let mut m = SbmlModel {
         time_dependent: an.time_dependent,
+        switch_times: an.switch_times,
         level: sy.level,
         version: sy.version,
         model_id: sy.model_id,
