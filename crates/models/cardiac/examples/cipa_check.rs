@@ -1,4 +1,4 @@
-//! Quick check against the reference: `cargo run --release -p medtwin-cardiac --example cipa_check -- [drug dose] [beats] [rtol] [gate_atol] [slaved_z] [be|exp] [table_dv_mv]`.
+//! Quick check against the reference: `cargo run --release -p medtwin-cardiac --example cipa_check -- [drug dose] [beats] [rtol] [gate_atol] [slaved_z] [be|exp] [table_dv_mv] [vtable_dv_mv]`.
 use medtwin_cardiac::assay::{run_dose, AssayOptions};
 use medtwin_cardiac::drug::bundled_drug;
 use std::time::Instant;
@@ -29,6 +29,9 @@ fn main() {
     }
     if let Some(d) = a.get(7) {
         opts.solver.markov_table_dv_mv = d.parse().unwrap();
+    }
+    if let Some(d) = a.get(8) {
+        opts.solver.voltage_table_dv_mv = d.parse().unwrap();
     }
     let t0 = Instant::now();
     let r = run_dose(drug.as_ref(), dose, &opts).unwrap();

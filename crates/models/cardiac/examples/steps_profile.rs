@@ -1,5 +1,5 @@
 //! Where the integrator spends its steps in one control beat (diagnostic):
-//! `steps_profile [rtol] [max_step_ms] [table_dv_mv] [be|exp] [beats]`.
+//! `steps_profile [rtol] [max_step_ms] [table_dv_mv] [be|exp] [beats] [vtable_dv_mv]`.
 use medtwin_cardiac::model::{OrdParams, INITIAL_STATE_CL2000};
 use medtwin_cardiac::solver::{Integrator, SolverOptions};
 fn main() {
@@ -11,6 +11,7 @@ fn main() {
             max_step_ms: std::env::args().nth(2).map_or(5.0, |s| s.parse().unwrap()),
             markov_table_dv_mv: std::env::args().nth(3).map_or(0.0, |s| s.parse().unwrap()),
             markov_be_predictor: std::env::args().nth(4).is_none_or(|s| s == "be"),
+            voltage_table_dv_mv: std::env::args().nth(6).map_or(0.0, |s| s.parse().unwrap()),
             ..Default::default()
         },
     );

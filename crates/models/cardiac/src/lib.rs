@@ -7,6 +7,7 @@
 //!   2017, Dutta et al. 2017 scalings), right-hand side in exponential form.
 //! * [`markov`]: the Li et al. (2017) hERG Markov model with dynamic drug binding and trapping.
 //! * [`solver`]: adaptive second-order exponential (generalised Rush–Larsen) integrator.
+//! * [`vtable`]: lookup table of the voltage-only terms (gate kinetics, hERG rates).
 //! * [`metrics`]: the reference's beat metrics (APD50/90, EAD `max_dv`) and beat selection.
 //! * [`drug`]: drugs (Hill block of six currents + hERG binding), TOML input, the 12 bundled CiPA
 //!   training drugs.
@@ -29,6 +30,7 @@ pub mod model;
 pub mod report;
 pub mod samples;
 pub mod solver;
+pub mod vtable;
 
 pub use assay::{run_assay, run_dose, AssayOptions, DoseResult};
 pub use drug::{bundled_drug, bundled_drugs, Drug};

@@ -282,6 +282,47 @@ const VJSR: f64 = 0.0048 * VCELL;
 const VSS: f64 = 0.02 * VCELL;
 const KM_CAMK: f64 = 0.15;
 
+/// Number of gates whose target and rate depend on the voltage only (and on `ko`): states
+/// `9..=29` and `31..=35` (every gate but `nca`, state 30, which depends on `cass`).
+const N_VGATES: usize = 26;
+/// Slot of voltage-only gate `state` in [`voltage_terms`] (`p` at `2·slot`, `k` at `2·slot + 1`).
+#[inline(always)]
+const fn vgate_slot(state: usize) -> usize {
+    if state <= 29 {
+        state - 9
+    } else {
+        state - 10
+    }
+}
+/// The states of the voltage-only gates, in slot order.
+const VGATE_STATES: [usize; N_VGATES] = [
+    9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 31, 32, 33,
+    34, 35,
+];
+// Other voltage-only terms (indices into the voltage-term array).
+const VT_AIF: usize = 2 * N_VGATES; // Ito fast-inactivation fraction
+const VT_AFCAF: usize = VT_AIF + 1; // ICaL fast Ca-inactivation fraction
+const VT_XKB: usize = VT_AIF + 2; // IKb gate
+const VT_RK1: usize = VT_AIF + 3; // IK1 rectification
+const VT_E1: usize = VT_AIF + 4; // exp(vF/RT)
+const VT_E2: usize = VT_AIF + 5; // exp(2vF/RT)
+const VT_HCA: usize = VT_AIF + 6; // NCX exp(0.1670 vF/RT)
+const VT_HNA: usize = VT_AIF + 7; // NCX exp(0.5224 vF/RT)
+const VT_KNAI: usize = VT_AIF + 8; // NaK Na affinity inside, mM
+const VT_KNAO: usize = VT_AIF + 9; // NaK Na affinity outside, mM
+const VT_HERG: usize = VT_AIF + 10; // 14 hERG gating rates, then the trapping release rate
+/// Number of voltage-only terms of the model (see [`voltage_terms`]).
+pub const N_VTERMS: usize = VT_HERG + 15;
+
+/// Store gate `state`'s target `inf` and time constant `tau_ms` as `p = inf/τ`, `k = 1/τ`.
+#[inline(always)]
+fn vgate(vt: &mut [f64; N_VTERMS], state: usize, inf: f64, tau_ms: f64) {
+    let k = 1.0 / tau_ms;
+    let s = vgate_slot(state);
+    vt[2 * s] = inf * k;
+    vt[2 * s + 1] = k;
+}
+
 /// Set gate `i` to relax to `inf` with time constant `tau_ms`.
 #[inline(always)]
 fn gate(r: &mut Rates, i: usize, inf: f64, tau_ms: f64) {
@@ -295,103 +336,147 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + x.exp())
 }
 
-/// Sodium currents INa, INaL and their gates; returns (INa, INaL).
-fn sodium(y: &[f64], p: &OrdParams, ena: f64, f_camk: f64, r: &mut Rates) -> (f64, f64) {
-    let v = y[0];
+/// Every term of the model that depends on the membrane potential `v_mv` only (for extracellular
+/// K+ `ko_mm` and the hERG constants `herg`), written to `vt` ([`N_VTERMS`] values): the
+/// exponential-form `p` (1/ms) and `k` (1/ms) of the 26 voltage-only gates (INa, INaL, Ito,
+/// ICaL except `nca`, IKs, IK1), the Ito and ICaL mixing fractions, the IKb gate, the IK1
+/// rectification, the GHK exponentials `exp(z·vF/RT)` (z = 1, 2), the NCX factors
+/// `exp(0.1670·vF/RT)`, `exp(0.5224·vF/RT)`, the NaK Na+ affinities (mM) and the hERG rates
+/// (1/ms). These are the ≈ 65 `exp` of a right-hand side that a voltage table
+/// ([`crate::vtable::VoltageTable`]) can interpolate. Equations as in [`rates`] (ORd 2011).
+pub fn voltage_terms(
+    v: f64,
+    ko: f64,
+    herg: &crate::markov::HergConstants,
+    vt: &mut [f64; N_VTERMS],
+) {
+    // INa, INaL
     let mss = sigmoid(-(v + 39.57) / 9.871);
     let tm = 1.0 / (6.765 * ((v + 11.64) / 34.77).exp() + 8.552 * (-(v + 77.42) / 5.955).exp());
-    gate(r, 9, mss, tm);
+    vgate(vt, 9, mss, tm);
     let hss = sigmoid((v + 82.90) / 6.086);
     let thf =
         1.0 / (1.432e-5 * (-(v + 1.196) / 6.285).exp() + 6.149 * ((v + 0.5096) / 20.27).exp());
     let ths =
         1.0 / (0.009794 * (-(v + 17.95) / 28.05).exp() + 0.3343 * ((v + 5.730) / 56.66).exp());
-    gate(r, 10, hss, thf);
-    gate(r, 11, hss, ths);
+    vgate(vt, 10, hss, thf);
+    vgate(vt, 11, hss, ths);
     let tj = 2.038
         + 1.0 / (0.02136 * (-(v + 100.6) / 8.281).exp() + 0.3052 * ((v + 0.9941) / 38.45).exp());
-    gate(r, 12, hss, tj);
+    vgate(vt, 12, hss, tj);
     let hssp = sigmoid((v + 89.1) / 6.086);
-    gate(r, 13, hssp, 3.0 * ths);
-    gate(r, 14, hss, 1.46 * tj);
-    let (m, hf, hs, j, hsp, jp) = (y[9], y[10], y[11], y[12], y[13], y[14]);
-    let h = 0.99 * hf + 0.01 * hs;
-    let hp = 0.99 * hf + 0.01 * hsp;
-    let gna = 75.0 * p.scale.gna;
-    let ina = gna * (v - ena) * m * m * m * ((1.0 - f_camk) * h * j + f_camk * hp * jp);
-
+    vgate(vt, 13, hssp, 3.0 * ths);
+    vgate(vt, 14, hss, 1.46 * tj);
     let mlss = sigmoid(-(v + 42.85) / 5.264);
-    gate(r, 15, mlss, tm);
-    gate(r, 16, sigmoid((v + 87.61) / 7.488), 200.0);
-    gate(r, 17, sigmoid((v + 93.81) / 7.488), 600.0);
-    let gnal = 0.0075 * p.scale.gnal;
-    let inal = gnal * (v - ena) * y[15] * ((1.0 - f_camk) * y[16] + f_camk * y[17]);
-    (ina, inal)
-}
-
-/// Transient outward current Ito and its gates (endocardial).
-fn transient_outward(y: &[f64], p: &OrdParams, ek: f64, f_camk: f64, r: &mut Rates) -> f64 {
-    let v = y[0];
+    vgate(vt, 15, mlss, tm);
+    vgate(vt, 16, sigmoid((v + 87.61) / 7.488), 200.0);
+    vgate(vt, 17, sigmoid((v + 93.81) / 7.488), 600.0);
+    // Ito (endocardial)
     let ass = sigmoid(-(v - 14.34) / 14.82);
     let ta = 1.0515
         / (1.0 / (1.2089 * (1.0 + (-(v - 18.4099) / 29.3814).exp()))
             + 3.5 / (1.0 + ((v + 100.0) / 29.3814).exp()));
-    gate(r, 18, ass, ta);
+    vgate(vt, 18, ass, ta);
     let iss = sigmoid((v + 43.94) / 5.711);
     let tif = 4.562
         + 1.0 / (0.3933 * (-(v + 100.0) / 100.0).exp() + 0.08004 * ((v + 50.0) / 16.59).exp());
     let tis = 23.62
         + 1.0 / (0.001416 * (-(v + 96.52) / 59.05).exp() + 1.780e-8 * ((v + 114.1) / 8.079).exp());
-    let aif = sigmoid((v - 213.6) / 151.2);
-    let ais = 1.0 - aif;
-    gate(r, 19, iss, tif);
-    gate(r, 20, iss, tis);
-    let i = aif * y[19] + ais * y[20];
+    vt[VT_AIF] = sigmoid((v - 213.6) / 151.2);
+    vgate(vt, 19, iss, tif);
+    vgate(vt, 20, iss, tis);
     let assp = sigmoid(-(v - 24.34) / 14.82);
-    gate(r, 21, assp, ta);
+    vgate(vt, 21, assp, ta);
     let dti_develop =
         1.354 + 1.0e-4 / (((v - 167.4) / 15.89).exp() + (-(v - 12.23) / 0.2154).exp());
     let dti_recover = 1.0 - 0.5 / (1.0 + ((v + 70.0) / 20.0).exp());
-    gate(r, 22, iss, dti_develop * dti_recover * tif);
-    gate(r, 23, iss, dti_develop * dti_recover * tis);
-    let ip = aif * y[22] + ais * y[23];
-    let gto = 0.02 * p.scale.gto;
-    gto * (v - ek) * ((1.0 - f_camk) * y[18] * i + f_camk * y[21] * ip)
-}
-
-/// GHK driving force of a cation of valence `z`, with `vffrt = vF²/RT`, `vfrt = vF/RT`.
-#[inline(always)]
-fn ghk(z: f64, vffrt: f64, vfrt: f64, inside: f64, outside: f64) -> f64 {
-    let e = (z * vfrt).exp();
-    z * z * vffrt * (inside * e - outside) / (e - 1.0)
-}
-
-/// L-type calcium current (ICaL, ICaNa, ICaK) and its gates; returns (ICaL, ICaNa, ICaK).
-fn calcium_l(y: &[f64], p: &OrdParams, f_camk: f64, r: &mut Rates) -> (f64, f64, f64) {
-    let v = y[0];
-    let (nass, kss, cass) = (y[2], y[4], y[6]);
+    vgate(vt, 22, iss, dti_develop * dti_recover * tif);
+    vgate(vt, 23, iss, dti_develop * dti_recover * tis);
+    // ICaL
     let dss = sigmoid(-(v + 3.940) / 4.230);
     let td = 0.6 + 1.0 / ((-0.05 * (v + 6.0)).exp() + (0.09 * (v + 14.0)).exp());
-    gate(r, 24, dss, td);
+    vgate(vt, 24, dss, td);
     let fss = sigmoid((v + 19.58) / 3.696);
     let tff =
         7.0 + 1.0 / (0.0045 * (-(v + 20.0) / 10.0).exp() + 0.0045 * ((v + 20.0) / 10.0).exp());
     let tfs =
         1000.0 + 1.0 / (0.000035 * (-(v + 5.0) / 4.0).exp() + 0.000035 * ((v + 5.0) / 6.0).exp());
-    gate(r, 25, fss, tff);
-    gate(r, 26, fss, tfs);
-    let f = 0.6 * y[25] + 0.4 * y[26];
+    vgate(vt, 25, fss, tff);
+    vgate(vt, 26, fss, tfs);
     let tfcaf = 7.0 + 1.0 / (0.04 * (-(v - 4.0) / 7.0).exp() + 0.04 * ((v - 4.0) / 7.0).exp());
     let tfcas = 100.0 + 1.0 / (0.00012 * (-v / 3.0).exp() + 0.00012 * (v / 7.0).exp());
-    let afcaf = 0.3 + 0.6 / (1.0 + ((v - 10.0) / 10.0).exp());
+    vt[VT_AFCAF] = 0.3 + 0.6 / (1.0 + ((v - 10.0) / 10.0).exp());
+    vgate(vt, 27, fss, tfcaf);
+    vgate(vt, 28, fss, tfcas);
+    vgate(vt, 29, fss, 75.0);
+    vgate(vt, 31, fss, 2.5 * tff);
+    vgate(vt, 32, fss, 2.5 * tfcaf);
+    // IKs, IK1, IKb
+    let xs1ss = sigmoid(-(v + 11.60) / 8.932);
+    let txs1 = 817.3
+        + 1.0 / (2.326e-4 * ((v + 48.28) / 17.80).exp() + 0.001292 * (-(v + 210.0) / 230.0).exp());
+    vgate(vt, 33, xs1ss, txs1);
+    let txs2 = 1.0 / (0.01 * ((v - 50.0) / 20.0).exp() + 0.0193 * (-(v + 66.54) / 31.0).exp());
+    vgate(vt, 34, xs1ss, txs2);
+    let xk1ss = 1.0 / (1.0 + (-(v + 2.5538 * ko + 144.59) / (1.5692 * ko + 3.8115)).exp());
+    let txk1 = 122.2 / ((-(v + 127.2) / 20.36).exp() + ((v + 236.8) / 69.33).exp());
+    vgate(vt, 35, xk1ss, txk1);
+    vt[VT_RK1] = sigmoid((v + 105.8 - 2.6 * ko) / 9.493);
+    vt[VT_XKB] = 1.0 / (1.0 + (-(v - 14.48) / 18.34).exp());
+    // GHK, NCX and NaK exponentials
+    let vfrt = v / RTF;
+    vt[VT_E1] = vfrt.exp();
+    vt[VT_E2] = (2.0 * vfrt).exp();
+    vt[VT_HCA] = (0.1670 * vfrt).exp();
+    vt[VT_HNA] = (0.5224 * vfrt).exp();
+    let delta = -0.1550;
+    vt[VT_KNAI] = 9.073 * (delta * v / (3.0 * RTF)).exp();
+    vt[VT_KNAO] = 27.78 * ((1.0 - delta) * v / (3.0 * RTF)).exp();
+    let mut hr = HergRates::default();
+    herg.rates_at(v, &mut hr);
+    vt[VT_HERG..VT_HERG + 14].copy_from_slice(&hr.r);
+    vt[VT_HERG + 14] = hr.trap;
+}
+
+/// Sodium currents INa, INaL; returns (INa, INaL).
+fn sodium(y: &[f64], p: &OrdParams, ena: f64, f_camk: f64) -> (f64, f64) {
+    let v = y[0];
+    let (m, hf, hs, j, hsp, jp) = (y[9], y[10], y[11], y[12], y[13], y[14]);
+    let h = 0.99 * hf + 0.01 * hs;
+    let hp = 0.99 * hf + 0.01 * hsp;
+    let gna = 75.0 * p.scale.gna;
+    let ina = gna * (v - ena) * m * m * m * ((1.0 - f_camk) * h * j + f_camk * hp * jp);
+    let gnal = 0.0075 * p.scale.gnal;
+    let inal = gnal * (v - ena) * y[15] * ((1.0 - f_camk) * y[16] + f_camk * y[17]);
+    (ina, inal)
+}
+
+/// Transient outward current Ito (endocardial).
+fn transient_outward(y: &[f64], p: &OrdParams, ek: f64, f_camk: f64, vt: &[f64]) -> f64 {
+    let v = y[0];
+    let aif = vt[VT_AIF];
+    let ais = 1.0 - aif;
+    let i = aif * y[19] + ais * y[20];
+    let ip = aif * y[22] + ais * y[23];
+    let gto = 0.02 * p.scale.gto;
+    gto * (v - ek) * ((1.0 - f_camk) * y[18] * i + f_camk * y[21] * ip)
+}
+
+/// GHK driving force of a cation of valence `z`, with `vffrt = vF²/RT` and `e = exp(z·vF/RT)`.
+#[inline(always)]
+fn ghk(z: f64, vffrt: f64, e: f64, inside: f64, outside: f64) -> f64 {
+    z * z * vffrt * (inside * e - outside) / (e - 1.0)
+}
+
+/// L-type calcium current (ICaL, ICaNa, ICaK) and the `nca` rates; returns (ICaL, ICaNa, ICaK).
+fn calcium_l(y: &[f64], p: &OrdParams, f_camk: f64, vt: &[f64], r: &mut Rates) -> (f64, f64, f64) {
+    let v = y[0];
+    let (nass, kss, cass) = (y[2], y[4], y[6]);
+    let f = 0.6 * y[25] + 0.4 * y[26];
+    let afcaf = vt[VT_AFCAF];
     let afcas = 1.0 - afcaf;
-    gate(r, 27, fss, tfcaf);
-    gate(r, 28, fss, tfcas);
     let fca = afcaf * y[27] + afcas * y[28];
-    gate(r, 29, fss, 75.0);
-    gate(r, 31, fss, 2.5 * tff);
     let fp = 0.6 * y[31] + 0.4 * y[26];
-    gate(r, 32, fss, 2.5 * tfcaf);
     let fcap = afcaf * y[32] + afcas * y[28];
     // nca: dn/dt = anca*k2n - n*km2n with km2n = jca
     let (jca, nca) = (y[29], y[30]);
@@ -401,11 +486,11 @@ fn calcium_l(y: &[f64], p: &OrdParams, f_camk: f64, r: &mut Rates) -> (f64, f64,
     r.p[30] = anca * k2n;
     r.k[30] = km2n;
 
-    let vfrt = v / RTF;
     let vffrt = v * FARADAY / RTF;
-    let phi_cal = ghk(2.0, vffrt, vfrt, cass, 0.341 * CAO);
-    let phi_cana = ghk(1.0, vffrt, vfrt, 0.75 * nass, 0.75 * NAO);
-    let phi_cak = ghk(1.0, vffrt, vfrt, 0.75 * kss, 0.75 * p.ko_mm);
+    let (e1, e2) = (vt[VT_E1], vt[VT_E2]);
+    let phi_cal = ghk(2.0, vffrt, e2, cass, 0.341 * CAO);
+    let phi_cana = ghk(1.0, vffrt, e1, 0.75 * nass, 0.75 * NAO);
+    let phi_cak = ghk(1.0, vffrt, e1, 0.75 * kss, 0.75 * p.ko_mm);
     let pca = 0.0001 * p.scale.pca;
     let pcap = 1.1 * pca;
     let gate_np = y[24] * (f * (1.0 - nca) + jca * fca * nca);
@@ -418,31 +503,22 @@ fn calcium_l(y: &[f64], p: &OrdParams, f_camk: f64, r: &mut Rates) -> (f64, f64,
     )
 }
 
-/// Slow and inward-rectifier potassium currents IKs, IK1 and their gates; returns (IKs, IK1).
-fn potassium(y: &[f64], p: &OrdParams, ek: f64, eks: f64, r: &mut Rates) -> (f64, f64) {
+/// Slow and inward-rectifier potassium currents; returns (IKs, IK1).
+fn potassium(y: &[f64], p: &OrdParams, ek: f64, eks: f64, vt: &[f64]) -> (f64, f64) {
     let v = y[0];
     let cai = y[5];
-    let xs1ss = sigmoid(-(v + 11.60) / 8.932);
-    let txs1 = 817.3
-        + 1.0 / (2.326e-4 * ((v + 48.28) / 17.80).exp() + 0.001292 * (-(v + 210.0) / 230.0).exp());
-    gate(r, 33, xs1ss, txs1);
-    let txs2 = 1.0 / (0.01 * ((v - 50.0) / 20.0).exp() + 0.0193 * (-(v + 66.54) / 31.0).exp());
-    gate(r, 34, xs1ss, txs2);
     let ksca = 1.0 + 0.6 / (1.0 + (3.8e-5 / cai).powf(1.4));
     let gks = 0.0034 * p.scale.gks;
     let iks = gks * ksca * y[33] * y[34] * (v - eks);
     let ko = p.ko_mm;
-    let xk1ss = 1.0 / (1.0 + (-(v + 2.5538 * ko + 144.59) / (1.5692 * ko + 3.8115)).exp());
-    let txk1 = 122.2 / ((-(v + 127.2) / 20.36).exp() + ((v + 236.8) / 69.33).exp());
-    gate(r, 35, xk1ss, txk1);
-    let rk1 = sigmoid((v + 105.8 - 2.6 * ko) / 9.493);
     let gk1 = 0.1908 * p.scale.gk1;
-    let ik1 = gk1 * ko.sqrt() * rk1 * y[35] * (v - ek);
+    let ik1 = gk1 * ko.sqrt() * vt[VT_RK1] * y[35] * (v - ek);
     (iks, ik1)
 }
 
-/// Na/Ca exchanger current into one compartment (`na`, `ca`: that compartment's Na+/Ca2+, mM).
-fn ncx(v: f64, na: f64, ca: f64, share: f64) -> f64 {
+/// Na/Ca exchanger current into one compartment (`na`, `ca`: that compartment's Na+/Ca2+, mM;
+/// `hca`, `hna`: the voltage factors `exp(0.1670·vF/RT)`, `exp(0.5224·vF/RT)`).
+fn ncx(hca: f64, hna: f64, na: f64, ca: f64, share: f64) -> f64 {
     const KNA1: f64 = 15.0;
     const KNA2: f64 = 5.0;
     const KNA3: f64 = 88.12;
@@ -452,8 +528,6 @@ fn ncx(v: f64, na: f64, ca: f64, share: f64) -> f64 {
     const WNACA: f64 = 5.0e3;
     const KCAON: f64 = 1.5e6;
     const KCAOFF: f64 = 5.0e3;
-    let hca = (0.1670 * v / RTF).exp();
-    let hna = (0.5224 * v / RTF).exp();
     let h1 = 1.0 + na / KNA3 * (1.0 + hna);
     let h2 = (na * hna) / (KNA3 * h1);
     let h3 = 1.0 / h1;
@@ -491,13 +565,11 @@ fn ncx(v: f64, na: f64, ca: f64, share: f64) -> f64 {
     share * 0.0008 * allo * (jncx_na + 2.0 * jncx_ca)
 }
 
-/// Na/K pump current INaK (endocardial).
-fn nak(v: f64, nai: f64, ki: f64, ko: f64) -> f64 {
+/// Na/K pump current INaK (endocardial); `knai`, `knao`: the voltage-dependent Na+ affinities,
+/// mM.
+fn nak(knai: f64, knao: f64, nai: f64, ki: f64, ko: f64) -> f64 {
     let (k1p, k1m, k2p, k2m) = (949.5, 182.4, 687.2, 39.4);
     let (k3p, k3m, k4p, k4m) = (1899.0, 79300.0, 639.0, 40.0);
-    let delta = -0.1550;
-    let knai = 9.073 * (delta * v / (3.0 * RTF)).exp();
-    let knao = 27.78 * ((1.0 - delta) * v / (3.0 * RTF)).exp();
     let (kki, kko) = (0.5, 0.3582);
     let (mgadp, mgatp, kmgatp) = (0.05, 9.8, 1.698e-7);
     let (h, ep, khp, knap, kxkur) = (1.0e-7, 4.2, 1.698e-7, 224.0, 292.0);
@@ -533,7 +605,21 @@ pub fn rates(
     herg: &crate::markov::HergConstants,
     r: &mut Rates,
 ) {
+    let mut vt = [0.0; N_VTERMS];
+    voltage_terms(y[0], p.ko_mm, herg, &mut vt);
+    rates_with(istim, y, p, &vt, r);
+}
+
+/// [`rates`] with the voltage-only terms `vt` supplied ([`voltage_terms`] at `y[0]`, or their
+/// interpolation from a [`crate::vtable::VoltageTable`]).
+pub fn rates_with(istim: f64, y: &[f64], p: &OrdParams, vt: &[f64; N_VTERMS], r: &mut Rates) {
     let v = y[0];
+    for (s, &i) in VGATE_STATES.iter().enumerate() {
+        r.p[i] = vt[2 * s];
+        r.k[i] = vt[2 * s + 1];
+    }
+    r.herg.r.copy_from_slice(&vt[VT_HERG..VT_HERG + 14]);
+    r.herg.trap = vt[VT_HERG + 14];
     let (nai, nass, ki, kss, cai, cass, cansr, cajsr) =
         (y[1], y[2], y[3], y[4], y[5], y[6], y[7], y[8]);
     // CaMK
@@ -550,23 +636,21 @@ pub fn rates(
     let pkna = 0.01833;
     let eks = RTF * ((ko + pkna * NAO) / (ki + pkna * nai)).ln();
 
-    let (ina, inal) = sodium(y, p, ena, f_camk, r);
-    let ito = transient_outward(y, p, ek, f_camk, r);
-    let (ical, icana, icak) = calcium_l(y, p, f_camk, r);
-    herg.rates_at(v, &mut r.herg);
+    let (ina, inal) = sodium(y, p, ena, f_camk);
+    let ito = transient_outward(y, p, ek, f_camk, vt);
+    let (ical, icana, icak) = calcium_l(y, p, f_camk, vt, r);
     let o = y[MARKOV0 + 4];
     let gkr = 0.046 * p.scale.gkr;
     let ikr = gkr * (ko / 5.4).sqrt() * o * (v - ek);
-    let (iks, ik1) = potassium(y, p, ek, eks, r);
-    let inaca_i = ncx(v, nai, cai, 0.8);
-    let inaca_ss = ncx(v, nass, cass, 0.2);
-    let inak = nak(v, nai, ki, ko);
-    let xkb = 1.0 / (1.0 + (-(v - 14.48) / 18.34).exp());
-    let ikb = 0.003 * xkb * (v - ek);
-    let vfrt = v / RTF;
+    let (iks, ik1) = potassium(y, p, ek, eks, vt);
+    let (hca, hna) = (vt[VT_HCA], vt[VT_HNA]);
+    let inaca_i = ncx(hca, hna, nai, cai, 0.8);
+    let inaca_ss = ncx(hca, hna, nass, cass, 0.2);
+    let inak = nak(vt[VT_KNAI], vt[VT_KNAO], nai, ki, ko);
+    let ikb = 0.003 * vt[VT_XKB] * (v - ek);
     let vffrt = v * FARADAY / RTF;
-    let inab = 3.75e-10 * ghk(1.0, vffrt, vfrt, nai, NAO);
-    let icab = 2.5e-8 * ghk(2.0, vffrt, vfrt, cai, 0.341 * CAO);
+    let inab = 3.75e-10 * ghk(1.0, vffrt, vt[VT_E1], nai, NAO);
+    let icab = 2.5e-8 * ghk(2.0, vffrt, vt[VT_E2], cai, 0.341 * CAO);
     let ipca = 0.0005 * cai / (0.0005 + cai);
     let dvdt = -(ina
         + inal

@@ -29,7 +29,8 @@
 use crate::markov::{
     backward_euler, expm_action, HergConstants, HergRates, PropagatorTable, MARKOV_LEN,
 };
-use crate::model::{rates, OrdParams, Rates, MARKOV0, N_STATES};
+use crate::model::{rates_with, voltage_terms, OrdParams, Rates, MARKOV0, N_STATES, N_VTERMS};
+use crate::vtable::VoltageTable;
 
 /// Step-size control settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,6 +59,10 @@ pub struct SolverOptions {
     /// lengths are restricted to `max_step_ms·2^(−l/4)` (except the last step of a stimulus or
     /// beat interval) so that propagators can be reused across steps and beats.
     pub markov_table_dv_mv: f64,
+    /// Row spacing of the lookup table of the voltage-only terms (gate kinetics, GHK/NCX/NaK
+    /// exponentials, hERG rates), mV ([`VoltageTable`], default 0.01, linear interpolation);
+    /// `0` computes them at every right-hand side.
+    pub voltage_table_dv_mv: f64,
 }
 
 impl Default for SolverOptions {
@@ -71,6 +76,7 @@ impl Default for SolverOptions {
             slaved_z: 2.0,
             markov_be_predictor: false,
             markov_table_dv_mv: 0.05,
+            voltage_table_dv_mv: 0.01,
         }
     }
 }
@@ -138,14 +144,35 @@ pub struct Integrator {
     r0: Rates,
     r1: Rates,
     table: Option<PropagatorTable>,
+    vtable: Option<VoltageTable>,
 }
 
 /// Shortest tabulated step, ms (shorter steps compute their propagator directly).
 const TABLE_H_MIN_MS: f64 = 1e-5;
 /// Voltage range of the propagator table, mV (outside it propagators are computed directly).
 const TABLE_V_RANGE_MV: (f64, f64) = (-150.0, 100.0);
+/// Voltage range of the voltage-term table, mV (outside it the terms are computed directly).
+const VTABLE_RANGE_MV: (f64, f64) = (-120.0, 80.0);
 /// Most propagators one table holds (648 bytes each, ≈ 65 MB).
 const TABLE_MAX_CELLS: usize = 100_000;
+
+/// The model's rates at state `y` with stimulus `stim` (µA/µF) into `r`, the voltage-only
+/// terms from `vtable` when there is one.
+fn eval(
+    vtable: &mut Option<VoltageTable>,
+    p: &OrdParams,
+    herg: &HergConstants,
+    stim: f64,
+    y: &[f64],
+    r: &mut Rates,
+) {
+    let mut vt = [0.0; N_VTERMS];
+    match vtable.as_mut() {
+        Some(t) => t.terms(y[0], &mut vt),
+        None => voltage_terms(y[0], p.ko_mm, herg, &mut vt),
+    }
+    rates_with(stim, y, p, &vt, r);
+}
 
 /// `exp(Q(V)·h)·x` (or the backward-Euler step `(I − Q(V)·h)⁻¹·x` with `be`) for the hERG
 /// rates `r` at voltage `v_mv`: from `table` when `level` is given and the table answers,
@@ -195,6 +222,15 @@ impl Integrator {
                 TABLE_MAX_CELLS,
             )
         });
+        let vtable = (opts.voltage_table_dv_mv > 0.0).then(|| {
+            VoltageTable::new(
+                params.ko_mm,
+                &herg,
+                VTABLE_RANGE_MV.0,
+                VTABLE_RANGE_MV.1,
+                opts.voltage_table_dv_mv,
+            )
+        });
         Integrator {
             params,
             herg,
@@ -203,6 +239,7 @@ impl Integrator {
             r0: Rates::default(),
             r1: Rates::default(),
             table,
+            vtable,
         }
     }
 
@@ -230,7 +267,14 @@ impl Integrator {
         let mut t = 0.0;
         let mut h = self.opts.first_step_ms;
         let amp = self.params.stim_amp_ua_per_uf;
-        rates(amp, y, &self.params, &self.herg, &mut self.r0);
+        eval(
+            &mut self.vtable,
+            &self.params,
+            &self.herg,
+            amp,
+            y,
+            &mut self.r0,
+        );
         if record {
             out.trace.push(TracePoint {
                 t_ms: 0.0,
@@ -269,7 +313,14 @@ impl Integrator {
                 t = if last { seg_end } else { t + hh };
                 *y = y_new;
                 let stim_next = if t < stim_end { amp } else { 0.0 };
-                rates(stim_next, y, &self.params, &self.herg, &mut self.r0);
+                eval(
+                    &mut self.vtable,
+                    &self.params,
+                    &self.herg,
+                    stim_next,
+                    y,
+                    &mut self.r0,
+                );
                 if record {
                     out.trace.push(TracePoint {
                         t_ms: t,
@@ -333,7 +384,14 @@ impl Integrator {
             &y[MARKOV0..],
         );
         y_half[MARKOV0..].copy_from_slice(&x_half);
-        rates(stim, &y_half, &self.params, &self.herg, &mut self.r1);
+        eval(
+            &mut self.vtable,
+            &self.params,
+            &self.herg,
+            stim,
+            &y_half,
+            &mut self.r1,
+        );
         let r1 = &self.r1;
         let mut sum = 0.0;
         for i in 0..MARKOV0 {
