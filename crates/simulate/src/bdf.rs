@@ -76,6 +76,8 @@ pub struct BdfStats {
     pub jacobians: u64,
     /// LU factorisations of `I − c·J`.
     pub factorizations: u64,
+    /// Starts from a given state at order 1 (calls that could not continue the history).
+    pub starts: u64,
 }
 
 /// Why a BDF integration failed. The messages are the ones the SBML crate has always shown
@@ -411,6 +413,7 @@ impl Bdf {
         self.c_lu = f64::NAN;
         self.crate_ = 1.0;
         self.started = true;
+        self.stats.starts += 1;
     }
 
     /// Whether `x` at `t0` is (to well within the tolerances) the current solution.

@@ -22,25 +22,36 @@
 //! * simglucose, the reference implementation of UVA/Padova, integrates with scipy's `dopri5`,
 //!   so the same scheme with tighter tolerances reproduces it to far below the verification bound.
 //!
-//! Stiff models (large SBML networks, PDE twins) need an implicit method; the [`Integrator`]
-//! trait is the seam where such a backend (e.g. diffsol's BDF/ESDIRK) plugs in without changing
-//! the models or anything above this crate.
+//! Stiff models (large SBML networks, PDE twins) need an implicit method: [`BdfIntegrator`]
+//! (variable-order BDF/NDF, [`bdf`]) and [`RosenbrockIntegrator`] ([`rosenbrock`]) implement
+//! the same [`Integrator`] trait over any [`OdeModel`], with a sparse LU ([`sparse`]) and the
+//! model's analytic Jacobian where it supplies one ([`OdeJacobian`], through
+//! [`Integrator::integrate_with_jacobian`]; finite differences otherwise), so code written
+//! against `Integrator` switches method by changing one constructor. Delay equations use
+//! [`dde::DdeDopri5`] (method of steps on the same Dormand–Prince tableau, recording a dense
+//! history). The SBML crate drives the steppers directly through [`bdf::BdfSystem`] (model
+//! plus forward sensitivities, its own analytic sparse Jacobian).
 //!
-//! Failures (non-finite state, step-size underflow, step budget exhausted) are returned as
-//! [`SolveError`] values, never panics.
+//! Failures (non-finite state, step-size underflow, step budget exhausted, setup, deadline,
+//! the stiff solvers' own failures with their messages) are returned as [`SolveError`]
+//! values, never panics.
 
 #![warn(missing_docs)]
 
 pub mod bdf;
+pub mod dde;
 mod dopri5;
 pub mod ode_system;
+mod rk_tableau;
 pub mod rosenbrock;
 pub mod sparse;
+mod stiff;
 
 use medtwin_core::OdeModel;
 use thiserror::Error;
 
 pub use dopri5::Dopri5;
+pub use stiff::{BdfIntegrator, RosenbrockIntegrator};
 
 /// Why an integration failed.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -71,6 +82,55 @@ pub enum SolveError {
         /// The step budget.
         max_steps: usize,
     },
+    /// A solver cannot run on what it was given: inputs, tolerances or state of the wrong
+    /// length, or a Jacobian pattern ([`OdeJacobian::jacobian_pattern`]) with the wrong number
+    /// of rows. The message is the solver's own (`BDF setup: …`, `Rosenbrock setup: …`).
+    #[error("{solver} setup: {why}")]
+    Setup {
+        /// The solver (`BDF`, `Rosenbrock`, `delay DOPRI5`).
+        solver: &'static str,
+        /// What is inconsistent.
+        why: String,
+    },
+    /// The deadline set on the solver (e.g. [`BdfIntegrator::deadline`]) passed.
+    #[error("time limit exceeded")]
+    TimeLimit,
+    /// The BDF/NDF failed ([`bdf::BdfError`], message unchanged): step-size underflow (the
+    /// Newton iteration — with a fresh Jacobian and LU, singular factors included — or the
+    /// error test kept failing down to 10 ulp of t; names the component whose derivative was
+    /// not finite, if any), more steps than its budget in one call, or a non-finite result.
+    /// Setup and time-limit failures convert to [`SolveError::Setup`] and
+    /// [`SolveError::TimeLimit`] instead.
+    #[error(transparent)]
+    Bdf(bdf::BdfError),
+    /// The Rosenbrock method failed ([`rosenbrock::RosenbrockError`], message unchanged):
+    /// step-size underflow, 500 000 steps in one call, or a non-finite result. Setup and
+    /// time-limit failures convert to [`SolveError::Setup`] and [`SolveError::TimeLimit`].
+    #[error(transparent)]
+    Rosenbrock(rosenbrock::RosenbrockError),
+}
+
+impl From<bdf::BdfError> for SolveError {
+    fn from(e: bdf::BdfError) -> Self {
+        match e {
+            bdf::BdfError::TimeLimit => SolveError::TimeLimit,
+            bdf::BdfError::Setup(why) => SolveError::Setup { solver: "BDF", why },
+            e => SolveError::Bdf(e),
+        }
+    }
+}
+
+impl From<rosenbrock::RosenbrockError> for SolveError {
+    fn from(e: rosenbrock::RosenbrockError) -> Self {
+        match e {
+            rosenbrock::RosenbrockError::TimeLimit => SolveError::TimeLimit,
+            rosenbrock::RosenbrockError::Setup(why) => SolveError::Setup {
+                solver: "Rosenbrock",
+                why,
+            },
+            e => SolveError::Rosenbrock(e),
+        }
+    }
 }
 
 /// A rejected per-state tolerance setting ([`Dopri5::set_tolerance_factors`]).
@@ -146,10 +206,53 @@ pub trait Integrator {
         x: &mut [f64],
         u: &[f64],
     ) -> Result<(), SolveError>;
+    /// [`Integrator::integrate`] for a model that may supply its Jacobian ([`OdeJacobian`]):
+    /// the implicit integrators ([`BdfIntegrator`], [`RosenbrockIntegrator`]) use its pattern
+    /// and analytic values; explicit ones ignore them (the default: plain `integrate`). Code
+    /// generic over `Integrator` calls this to give every backend what it can use.
+    /// Errors: as `integrate`.
+    fn integrate_with_jacobian<M: OdeJacobian + ?Sized>(
+        &mut self,
+        model: &M,
+        t0_min: f64,
+        t1_min: f64,
+        x: &mut [f64],
+        u: &[f64],
+    ) -> Result<(), SolveError> {
+        self.integrate(model, t0_min, t1_min, x, u)
+    }
     /// Forget step-size history (call after a discontinuous change of state).
     fn reset(&mut self);
     /// Work counters since creation.
     fn stats(&self) -> SolverStats;
+}
+
+/// The Jacobian `J = ∂f/∂x` of an [`OdeModel`], for the implicit integrators: optional in
+/// both parts. `impl OdeJacobian for MyModel {}` gives a dense pattern and column-grouped
+/// finite differences (the defaults); a structural pattern makes the finite differences
+/// cheaper (one right-hand side per group of columns sharing no row) and the sparse LU
+/// sparser; an analytic Jacobian replaces the finite differences.
+pub trait OdeJacobian: OdeModel {
+    /// Structural pattern: `rows[i]` lists the states `f_i` may depend on (any order,
+    /// duplicates allowed; the diagonal is always added). `None` (the default): dense. Read
+    /// once when an integrator first meets the model (and again if its state count changes).
+    fn jacobian_pattern(&self) -> Option<Vec<Vec<usize>>> {
+        None
+    }
+    /// Write `∂f_i/∂x_j` at `(t_min, x)` under inputs `u` into `jac.val[k]` for every
+    /// structural non-zero `k` in `jac.ptr[i]..jac.ptr[i + 1]` with `jac.col[k] = j` (units:
+    /// state unit per minute per state unit) and return true; return false (the default) to
+    /// have the integrator use finite differences instead.
+    fn analytic_jacobian(
+        &self,
+        t_min: f64,
+        x: &[f64],
+        u: &[f64],
+        jac: &mut sparse::SparseJacobian,
+    ) -> bool {
+        let _ = (t_min, x, u, jac);
+        false
+    }
 }
 
 /// Name of state `i` of `model` (`#i` when the model has no such state), for error messages.

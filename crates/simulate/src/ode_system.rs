@@ -1,31 +1,54 @@
 //! Any [`OdeModel`] as a [`BdfSystem`], so the stiff solvers ([`crate::bdf::Bdf`],
 //! [`crate::rosenbrock::Rosenbrock`]) integrate the same models as [`crate::Dopri5`]: inputs
 //! held constant at `u` over the call (zero-order hold, as in [`crate::Integrator`]), the
-//! Jacobian by column-grouped finite differences over the stepper's pattern (dense:
-//! [`SparseJacobian::new`]`(n, None)`; a sparse pattern saves right-hand sides).
+//! Jacobian analytic where the model supplies it ([`OdeModelSystem::with_jacobian`] on an
+//! [`OdeJacobian`] model), else by column-grouped finite differences over the stepper's
+//! pattern (dense: [`SparseJacobian::new`]`(n, None)`; a sparse pattern saves right-hand sides).
 //!
-//! Not (yet) an [`crate::Integrator`]: [`crate::SolveError`] has no place for the stiff
-//! solvers' setup and time-limit errors; callers drive the stepper directly.
+//! The [`crate::Integrator`]s over the stiff solvers ([`crate::BdfIntegrator`],
+//! [`crate::RosenbrockIntegrator`]) drive the steppers through this adapter; use it directly
+//! to drive a stepper yourself.
 
 use crate::bdf::{BdfError, BdfSystem};
 use crate::sparse::SparseJacobian;
+use crate::OdeJacobian;
 use medtwin_core::OdeModel;
+use std::borrow::Cow;
+
+/// An analytic Jacobian: [`OdeJacobian::analytic_jacobian`] of the model type.
+type JacFn<M> = fn(&M, f64, &[f64], &[f64], &mut SparseJacobian) -> bool;
 
 /// An [`OdeModel`] with inputs `u` held constant, as a one-block [`BdfSystem`].
 pub struct OdeModelSystem<'a, M: OdeModel + ?Sized> {
     model: &'a M,
     u: &'a [f64],
     /// Finite-difference increment floor per state.
-    floor: Vec<f64>,
+    floor: Cow<'a, [f64]>,
+    /// The model's analytic Jacobian, if it may have one (it may still decline).
+    analytic: Option<JacFn<M>>,
 }
 
 impl<'a, M: OdeModel + ?Sized> OdeModelSystem<'a, M> {
     /// `model` with inputs `u` (one value per model input, in the model's input units) and the
     /// finite-difference increment floor per state (`floor`, state units; usually
-    /// `atol / rtol`).
+    /// `atol / rtol`); the Jacobian by finite differences.
     ///
     /// Errors: [`BdfError::Setup`] when `u` or `floor` has the wrong length.
     pub fn new(model: &'a M, u: &'a [f64], floor: Vec<f64>) -> Result<Self, BdfError> {
+        Self::checked(model, u, Cow::Owned(floor), None)
+    }
+
+    /// As [`OdeModelSystem::new`] with the floor borrowed.
+    pub(crate) fn borrowed(model: &'a M, u: &'a [f64], floor: &'a [f64]) -> Result<Self, BdfError> {
+        Self::checked(model, u, Cow::Borrowed(floor), None)
+    }
+
+    fn checked(
+        model: &'a M,
+        u: &'a [f64],
+        floor: Cow<'a, [f64]>,
+        analytic: Option<JacFn<M>>,
+    ) -> Result<Self, BdfError> {
         let n = model.n_states();
         let n_in = model.info().inputs.len();
         if u.len() != n_in {
@@ -40,7 +63,31 @@ impl<'a, M: OdeModel + ?Sized> OdeModelSystem<'a, M> {
                 floor.len()
             )));
         }
-        Ok(OdeModelSystem { model, u, floor })
+        Ok(OdeModelSystem {
+            model,
+            u,
+            floor,
+            analytic,
+        })
+    }
+}
+
+impl<'a, M: OdeJacobian + ?Sized> OdeModelSystem<'a, M> {
+    /// As [`OdeModelSystem::new`], the Jacobian from [`OdeJacobian::analytic_jacobian`]
+    /// where the model supplies it (finite differences where it returns false).
+    ///
+    /// Errors: [`BdfError::Setup`] when `u` or `floor` has the wrong length.
+    pub fn with_jacobian(model: &'a M, u: &'a [f64], floor: Vec<f64>) -> Result<Self, BdfError> {
+        Self::checked(model, u, Cow::Owned(floor), Some(M::analytic_jacobian))
+    }
+
+    /// As [`OdeModelSystem::with_jacobian`] with the floor borrowed.
+    pub(crate) fn borrowed_with_jacobian(
+        model: &'a M,
+        u: &'a [f64],
+        floor: &'a [f64],
+    ) -> Result<Self, BdfError> {
+        Self::checked(model, u, Cow::Borrowed(floor), Some(M::analytic_jacobian))
     }
 }
 
@@ -51,6 +98,11 @@ impl<M: OdeModel + ?Sized> BdfSystem for OdeModelSystem<'_, M> {
 
     fn jacobian(&mut self, t: f64, y: &[f64], f: &[f64], jac: &mut SparseJacobian) {
         let (model, u) = (self.model, self.u);
+        if let Some(analytic) = self.analytic {
+            if analytic(model, t, y, u, jac) {
+                return;
+            }
+        }
         let mut rhs = |t: f64, y: &[f64], out: &mut [f64]| model.rhs(t, y, u, out);
         jac.eval_fd(t, y, f, &self.floor, &mut rhs);
     }
