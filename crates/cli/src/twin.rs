@@ -775,7 +775,7 @@ pub fn twin(c: TwinCmd) -> Result<(), CliError> {
                 cone_horizon_min: 0,
             };
             let mut pb: Option<ProgressBar> = None;
-            let (r, _) = medtwin_twin::backtest(&sched, &opts, &mut |d, n| {
+            let (r, _) = lifecycle::backtest(&sched, &opts, None, &mut |d, n| {
                 let p = pb.get_or_insert_with(|| bar(n as u64, "backtest"));
                 p.set_position(d as u64);
             })

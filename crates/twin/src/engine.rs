@@ -139,6 +139,14 @@ pub struct Twin {
     pub skipped_observations: usize,
 }
 
+impl Twin {
+    /// θ of every particle (log scale, [`crate::prior::THETA_NAMES`] order; weigh them by
+    /// [`Twin::weights`], uniform right after resampling).
+    pub fn theta_samples(&self) -> Vec<[f64; N_THETA]> {
+        self.particles.iter().map(|p| p.theta).collect()
+    }
+}
+
 /// A twin in memory.
 pub struct TwinEngine {
     /// Population prior.
@@ -582,11 +590,6 @@ impl TwinEngine {
         out.weights = keep.iter().map(|k| k.1 / total).collect();
         out.particle = keep.iter().map(|k| k.2).collect();
         Ok(out)
-    }
-
-    /// Posterior samples of θ (resampled by weight, log scale).
-    pub fn theta_samples(&self) -> Vec<[f64; N_THETA]> {
-        self.filter.particles.iter().map(|p| p.theta).collect()
     }
 
     /// Save as a [`Twin`] document with the data seen so far.

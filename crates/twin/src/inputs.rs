@@ -230,6 +230,22 @@ impl InputSchedule {
     }
 }
 
+/// The bundled T1D-UOM participant's (tests/data/t1d-uom, 2313) first `hours` of data, for
+/// tests.
+#[cfg(test)]
+pub(crate) fn bundled(hours: i64) -> InputSchedule {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/t1d-uom");
+    let (mut rec, _) = medtwin_io::import_t1d_uom(&dir, "2313").unwrap();
+    let first = rec
+        .of_kind(medtwin_io::RecordKind::Cgm)
+        .map(|e| e.time.as_second())
+        .min()
+        .unwrap();
+    rec.entries
+        .retain(|e| e.time.as_second() < first + hours * 3600);
+    InputSchedule::from_record(&rec).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

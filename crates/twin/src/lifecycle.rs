@@ -11,7 +11,11 @@
 //! its spacing fixed: the CLI's `twin fit` uses [`CLI_FIT_STOP_MIN`], its `twin update`
 //! [`f64::INFINITY`], the server [`SERVER_STOP_MIN`] (catch-up slices end at a CGM reading and
 //! restart their stops there).
+//!
+//! The report pipeline ([`crate::report`]) and the Python bindings call [`backtest`] here, so
+//! no caller outside this crate drives a [`TwinEngine`].
 
+use crate::backtest::{BacktestOptions, BacktestResult};
 use crate::calibrate::Calibration;
 use crate::decide::{Advice, AdvisorSettings, PlanOutcome};
 use crate::engine::{Twin, TwinEngine, TwinError, TwinSettings};
@@ -233,19 +237,24 @@ pub fn forecast_on(
 }
 
 /// Compare named plans over `horizon_min` minutes from a saved twin's time
-/// ([`crate::decide::whatif`]: one posterior, common random numbers).
+/// ([`crate::decide::whatif`]: one posterior, common random numbers seeded by the twin's
+/// settings).
 pub fn whatif(
     twin: &Twin,
     plans: &[(String, Plan)],
     horizon_min: u32,
 ) -> Result<Vec<PlanOutcome>, TwinError> {
-    crate::decide::whatif(
-        &resume(twin)?,
-        &twin.schedule,
-        plans,
-        horizon_min,
-        twin.settings.seed,
-    )
+    whatif_seeded(twin, plans, horizon_min, twin.settings.seed)
+}
+
+/// [`whatif`] with the common random numbers drawn from `seed` instead of the twin's.
+pub fn whatif_seeded(
+    twin: &Twin,
+    plans: &[(String, Plan)],
+    horizon_min: u32,
+    seed: u64,
+) -> Result<Vec<PlanOutcome>, TwinError> {
+    crate::decide::whatif(&resume(twin)?, &twin.schedule, plans, horizon_min, seed)
 }
 
 /// Bolus advice for `carbs_g` eaten `at_offset_min` after a saved twin's time
@@ -264,6 +273,21 @@ pub fn advise(
         settings,
         twin.settings.seed,
     )
+}
+
+/// Rolling-origin backtest over `schedule` ([`crate::backtest::backtest`]: a twin calibrated on
+/// its initial window, forecasts scored at every origin), and the twin after the whole record
+/// saved with `patient_id`. `progress(done, total)` counts origins.
+///
+/// Errors: those of [`crate::backtest::backtest`] (no CGM, calibration failed, inference).
+pub fn backtest(
+    schedule: &InputSchedule,
+    opts: &BacktestOptions,
+    patient_id: Option<String>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(BacktestResult, Twin), TwinError> {
+    let (result, engine) = crate::backtest::backtest(schedule, opts, progress)?;
+    Ok((result, engine.to_twin(schedule, patient_id)))
 }
 
 /// Past filter states of a running twin, for re-assimilating **late data** (a reading or an
@@ -335,21 +359,7 @@ pub fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
-
-    /// The bundled T1D-UOM participant's first `hours` of data.
-    fn bundled(hours: i64) -> InputSchedule {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/t1d-uom");
-        let (mut rec, _) = medtwin_io::import_t1d_uom(&dir, "2313").unwrap();
-        let first = rec
-            .of_kind(medtwin_io::RecordKind::Cgm)
-            .map(|e| e.time.as_second())
-            .min()
-            .unwrap();
-        rec.entries
-            .retain(|e| e.time.as_second() < first + hours * 3600);
-        InputSchedule::from_record(&rec).unwrap()
-    }
+    use crate::inputs::bundled;
 
     fn settings() -> TwinSettings {
         TwinSettings {

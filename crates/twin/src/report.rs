@@ -1,7 +1,7 @@
 //! The twin report pipeline: backtest over a record, cones at several origins, cones narrowing
 //! as data accrue, posterior against prior — assembled into a [`medtwin_report::TwinReport`].
 
-use crate::backtest::{backtest, BacktestOptions, BacktestResult};
+use crate::backtest::{BacktestOptions, BacktestResult};
 use crate::engine::{Twin, TwinError};
 use crate::inputs::InputSchedule;
 use crate::learning::{learning_curve, LearningCurve, LearningOptions};
@@ -82,9 +82,13 @@ pub fn twin_report(
 ) -> Result<ReportOutput, TwinError> {
     let schedule = InputSchedule::from_record(record)
         .ok_or_else(|| TwinError::Record("no CGM readings".into()))?;
-    let (bt, engine) = backtest(&schedule, &opts.backtest, &mut |d, n| {
-        progress("backtest", d, n)
-    })?;
+    let (bt, twin) = crate::lifecycle::backtest(
+        &schedule,
+        &opts.backtest,
+        Some(opts.patient_id.clone()),
+        &mut |d, n| progress("backtest", d, n),
+    )?;
+    let theta_samples = twin.theta_samples();
     // Learning from more data: the record's last days forecast by twins that saw d days
     // before them (crate::learning); the cones at the window's first origin are the figure.
     let hmax = opts
@@ -137,7 +141,7 @@ pub fn twin_report(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.backtest.settings.seed);
     let parameters: Vec<ParameterPosterior> = (0..N_THETA)
         .map(|k| {
-            let prior_samples = Normal::new(engine.prior.mean[k], engine.prior.sd[k])
+            let prior_samples = Normal::new(twin.prior.mean[k], twin.prior.sd[k])
                 .map(|n| (0..2000).map(|_| n.sample(&mut rng).exp()).collect())
                 .unwrap_or_default();
             ParameterPosterior {
@@ -145,7 +149,7 @@ pub fn twin_report(
                 unit: THETA_UNITS[k].into(),
                 description: THETA_DESCRIPTIONS[k].into(),
                 prior_samples,
-                posterior_samples: engine.theta_samples().iter().map(|t| t[k].exp()).collect(),
+                posterior_samples: theta_samples.iter().map(|t| t[k].exp()).collect(),
             }
         })
         .collect();
@@ -165,18 +169,18 @@ pub fn twin_report(
         .collect();
     let mut backtest_rows = backtest_rows;
     backtest_rows.sort_by_key(|r| r.horizon_min);
-    let c = &engine.calibration;
+    let c = &twin.calibration;
     let fmt = |v: f64| format!("{v:.4}");
     let calib_rows: Vec<Vec<String>> = (0..N_THETA)
         .map(|k| {
-            let post: Vec<f64> = engine.theta_samples().iter().map(|t| t[k].exp()).collect();
+            let post: Vec<f64> = theta_samples.iter().map(|t| t[k].exp()).collect();
             let mut sorted = post.clone();
             sorted.sort_by(f64::total_cmp);
             let med = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
             vec![
                 THETA_NAMES[k].into(),
                 THETA_UNITS[k].into(),
-                fmt(engine.prior.mean[k].exp()),
+                fmt(twin.prior.mean[k].exp()),
                 fmt(c.theta_map[k].exp()),
                 format!("{:.3}", c.cov[k * N_THETA + k].sqrt()),
                 fmt(med),
@@ -194,7 +198,7 @@ pub fn twin_report(
         vec![
             vec![
                 "base virtual patient".into(),
-                engine.prior.base_patient.clone(),
+                twin.prior.base_patient.clone(),
             ],
             vec![
                 "insulin dose scale (TDI_base / TDI_person)".into(),
@@ -269,7 +273,6 @@ pub fn twin_report(
         notes,
         tables,
     };
-    let twin = engine.to_twin(&schedule, Some(opts.patient_id.clone()));
     Ok(ReportOutput {
         report,
         backtest: bt,
