@@ -10,12 +10,14 @@
 //! information and overfit — the AR(1) effective-sample-size correction). The Laplace
 //! covariance is taken from the second pass's objective.
 
+use crate::generic::{UvaPadovaTwinModel, CGM};
 use crate::inputs::InputSchedule;
 use crate::model::solver_options;
-use crate::prior::{apply_theta, Prior, N_THETA};
+use crate::prior::{apply_theta, Prior, N_THETA, THETA_NAMES};
 use medtwin_infer::optim::{laplace, nelder_mead};
 use medtwin_t1d::model::PatientSnapshot;
 use medtwin_t1d::{PatientParams, VirtualPatient};
+use medtwin_twin_core::{Plan as DosePlan, TwinModel};
 use serde::{Deserialize, Serialize};
 
 /// Residual SD, lag-1 autocorrelation, (observed, model) pairs and the final patient of a fit.
@@ -84,14 +86,10 @@ pub enum CalibrationError {
     Simulation(String),
 }
 
-/// Initial state: the base patient's basal state with glucose states scaled to the first CGM.
-pub fn initial_patient(
-    base: &PatientParams,
-    theta: &[f64; N_THETA],
-    first_cgm_mg_dl: f64,
-) -> VirtualPatient {
-    let mut vp = VirtualPatient::new(apply_theta(base, theta), solver_options());
-    let ratio = (first_cgm_mg_dl / base.basal_glucose_mg_dl()).clamp(0.2, 5.0);
+/// Initial state: the basal state of `params` with glucose states scaled to the first CGM.
+pub fn initial_patient(params: &PatientParams, first_cgm_mg_dl: f64) -> VirtualPatient {
+    let mut vp = VirtualPatient::new(params.clone(), solver_options());
+    let ratio = (first_cgm_mg_dl / params.basal_glucose_mg_dl()).clamp(0.2, 5.0);
     let s = vp.state_mut();
     for k in [3, 4, 12] {
         s[k] *= ratio;
@@ -108,33 +106,79 @@ pub fn simulate_window(
     (t_start, t_end): (f64, f64),
     insulin_scale: f64,
 ) -> Result<(Vec<(f64, f64)>, VirtualPatient), String> {
+    let (ys, times) = window_cgm(schedule, (t_start, t_end));
+    let (g, vp) = simulate_minutes(
+        &apply_theta(base, theta),
+        theta[3].exp(),
+        schedule,
+        (t_start, t_end),
+        insulin_scale,
+        &times,
+    )?;
+    Ok((ys.into_iter().zip(g).collect(), vp))
+}
+
+/// The CGM readings a calibration window scores: values and times (whole minutes `t` with
+/// `t_start ≤ t` and `round(t_start) ≤ t ≤ round(t_end)`), time-ordered.
+pub fn window_cgm(schedule: &InputSchedule, (t_start, t_end): (f64, f64)) -> (Vec<f64>, Vec<f64>) {
+    let (a, b) = (t_start.round(), t_end.round());
+    schedule
+        .cgm
+        .iter()
+        .filter(|c| c.0 >= t_start && c.0 >= a && c.0 <= b && c.0.fract() == 0.0)
+        .map(|c| (c.1, c.0))
+        .unzip()
+}
+
+/// The deterministic UVA/Padova trajectory of `params` under `schedule`'s recorded inputs
+/// (carbohydrate × `carb_factor`, insulin × `insulin_scale`), stepped one minute at a time
+/// from `round(t_start)` to `round(t_end)`, starting from [`initial_patient`] at the first CGM
+/// reading at or after `t_start`: subcutaneous glucose (mg/dL) at `times` (sorted whole
+/// minutes in that span) and the patient at the end. The one simulation of calibration and
+/// of the generic-layer model ([`crate::generic::UvaPadovaTwinModel`]).
+///
+/// Errors: no CGM reading at or after `t_start`; a time that is not a whole minute in the
+/// span or out of order; the solver's error.
+pub fn simulate_minutes(
+    params: &PatientParams,
+    carb_factor: f64,
+    schedule: &InputSchedule,
+    (t_start, t_end): (f64, f64),
+    insulin_scale: f64,
+    times: &[f64],
+) -> Result<(Vec<f64>, VirtualPatient), String> {
     let i0 = schedule.cgm.partition_point(|c| c.0 < t_start);
     let first = schedule
         .cgm
         .get(i0)
         .map(|c| c.1)
         .ok_or("no CGM in the window")?;
-    let mut vp = initial_patient(base, theta, first);
-    let mut out = Vec::new();
-    let mut obs = schedule.cgm[i0..].iter().peekable();
-    let n = t_end.round() as i64;
-    for t in t_start.round() as i64..=n {
+    let mut vp = initial_patient(params, first);
+    let (a, n) = (t_start.round() as i64, t_end.round() as i64);
+    let mut out = Vec::with_capacity(times.len());
+    let mut next = times.iter().peekable();
+    for t in a..=n {
         let tf = t as f64;
-        while let Some(&&(to, y)) = obs.peek() {
-            if to > tf {
+        while next.next_if(|&&x| x == tf).is_some() {
+            out.push(vp.sc_glucose_mg_dl());
+        }
+        if let Some(&&x) = next.peek() {
+            if x < tf {
                 break;
             }
-            if to == tf {
-                out.push((y, vp.sc_glucose_mg_dl()));
-            }
-            obs.next();
         }
         if t == n {
             break;
         }
-        let carbs = schedule.carbs_g(tf, f64::INFINITY) * theta[3].exp();
+        let carbs = schedule.carbs_g(tf, f64::INFINITY) * carb_factor;
         let ins = schedule.insulin_u_per_min(tf, f64::INFINITY) * insulin_scale;
         vp.step(carbs, ins).map_err(|e| e.to_string())?;
+    }
+    if out.len() < times.len() {
+        return Err(format!(
+            "output time {} min is not a whole minute in [{a}, {n}] or is out of order",
+            times[out.len()]
+        ));
     }
     Ok((out, vp))
 }
@@ -171,14 +215,18 @@ pub fn calibrate(
     let (prior_pairs, _) = simulate_window(base, schedule, &prior.mean, win, scale)
         .map_err(CalibrationError::Simulation)?;
     // Negative log posterior with the likelihood of `n` autocorrelated residuals counted as
-    // `n / inflation` independent ones.
+    // `n / inflation` independent ones; the model simulated through the generic twin layer's
+    // interface (crate::generic).
+    let model = UvaPadovaTwinModel::new(base, schedule, scale, win);
+    let (ys, times) = window_cgm(schedule, win);
+    let observed = [CGM.to_string()];
     let nlp = |th: &[f64], sd: f64, inflation: f64| -> f64 {
-        let t: [f64; N_THETA] = std::array::from_fn(|i| th[i]);
-        match simulate_window(base, schedule, &t, win, scale) {
-            Ok((pairs, _)) => {
-                pairs
-                    .iter()
-                    .map(|(y, g)| 0.5 * ((y - g) / sd).powi(2))
+        let values: [(&str, f64); N_THETA] = std::array::from_fn(|k| (THETA_NAMES[k], th[k].exp()));
+        match model.simulate(&values, &DosePlan::default(), &times, &observed) {
+            Ok(rows) => {
+                ys.iter()
+                    .zip(&rows)
+                    .map(|(y, g)| 0.5 * ((y - g[0]) / sd).powi(2))
                     .sum::<f64>()
                     / inflation
                     + prior.neg_log_density(th)
@@ -252,7 +300,7 @@ pub fn calibrate(
             "MAP fit RMSE {map_rmse:.1} mg/dL is worse than the prior mean's {prior_rmse:.1} mg/dL"
         ));
     }
-    for (i, name) in crate::prior::THETA_NAMES.iter().enumerate() {
+    for (i, name) in THETA_NAMES.iter().enumerate() {
         let z = (theta_map[i] - prior.mean[i]) / prior.sd[i];
         if z.abs() > 3.0 {
             diagnostics.push(format!(

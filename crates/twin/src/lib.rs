@@ -8,7 +8,8 @@
 //! (particle-filter assimilation through `medtwin-infer`'s model-agnostic interface, forecasts,
 //! save/restore) → [`backtest`] (scored forecasts at rolling origins). [`lifecycle`] is what
 //! the CLI and the server call: fit, update (to a time or by catch-up slices), forecast,
-//! what-if, advice on a saved twin, and late-data replay.
+//! what-if, advice on a saved twin, and late-data replay. [`generic`] puts the model and the
+//! prior on the model-agnostic twin layer (`medtwin-twin-core`).
 
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod backtest;
 pub mod calibrate;
 pub mod decide;
 pub mod engine;
+pub mod generic;
 pub mod hybrid;
 pub mod inputs;
 pub mod learning;
