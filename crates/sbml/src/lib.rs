@@ -50,10 +50,11 @@
 //! Reichelt 1997) with modified Newton iterations that reuse the Jacobian and the LU factors
 //! over many steps (as CVODE), an analytic sparse Jacobian (forward differentiation of the
 //! compiled right-hand side; column-grouped finite differences where a construct is not
-//! differentiated) and a sparse LU with a minimum-degree ordering; an own DOPRI5 with recorded
-//! dense output for `delay()`. The BDF/NDF, Rosenbrock and sparse LU are model-independent
-//! (`medtwin_simulate::{bdf, rosenbrock, sparse}`); this crate supplies the model's right-hand
-//! side, analytic Jacobian and tolerances to them.
+//! differentiated) and a sparse LU with a minimum-degree ordering; for `delay()` the
+//! method-of-steps DOPRI5 with recorded dense output. The BDF/NDF, Rosenbrock, delay stepper
+//! and sparse LU are model-independent (`medtwin_simulate::{bdf, rosenbrock, dde, sparse}`);
+//! this crate supplies the model's right-hand side, analytic Jacobian, delayed-value lookups
+//! and tolerances to them.
 //! Every method uses per-state absolute tolerances scaled like libRoadRunner's (see
 //! [`SimulateOptions::atol`]).
 //! The previous stiff method, a Rosenbrock method with the exact sparse Jacobian per step and
