@@ -2,7 +2,8 @@
 //! A twin crosses the boundary as its JSON document (the CLI's `twin.json`).
 
 use crate::{f64_bytes, InputError, SimulationError};
-use medtwin_twin::{InputSchedule, Plan, Twin, TwinEngine, TwinSettings};
+use medtwin_twin::lifecycle::{self, no_progress, Until};
+use medtwin_twin::{InputSchedule, Plan, Twin, TwinError, TwinSettings};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
@@ -27,6 +28,15 @@ fn read_schedule(path: &std::path::Path) -> PyResult<(medtwin_io::Record, InputS
 
 fn parse_twin(json: &str) -> PyResult<Twin> {
     serde_json::from_str(json).map_err(|e| InputError::new_err(format!("twin document: {e}")))
+}
+
+/// A lifecycle error as a Python exception: a broken twin document or a bad argument is the
+/// caller's input ([`InputError`]), the rest a failed computation ([`SimulationError`]).
+fn twin_err(e: TwinError) -> PyErr {
+    match e {
+        TwinError::Document(_) | TwinError::Argument(_) => InputError::new_err(e.to_string()),
+        _ => SimulationError::new_err(e.to_string()),
+    }
 }
 
 /// Import a T1D-UOM participant and write medtwin's record CSV to `out`; returns the number of
@@ -84,14 +94,19 @@ fn twin_fit<'py>(
             settings.calibration_window_min
         )));
     }
-    let (doc, cal) = py
-        .detach(|| -> Result<_, medtwin_twin::TwinError> {
-            let mut engine = TwinEngine::start(&sched, settings)?;
-            engine.assimilate_until(&sched, until)?;
-            let cal = engine.calibration.clone();
-            Ok((engine.to_twin(&sched, rec.patient.id.clone()), cal))
+    let (doc, _) = py
+        .detach(|| {
+            lifecycle::fit(
+                &sched,
+                settings,
+                Until::Minute(until),
+                f64::INFINITY,
+                rec.patient.id.clone(),
+                &mut no_progress,
+            )
         })
         .map_err(|e| SimulationError::new_err(e.to_string()))?;
+    let cal = &doc.calibration;
     let d = PyDict::new(py);
     d.set_item("rmse_mg_dl", cal.rmse_mg_dl)?;
     d.set_item("prior_rmse_mg_dl", cal.prior_rmse_mg_dl)?;
@@ -119,28 +134,21 @@ fn twin_update(
 ) -> PyResult<String> {
     let doc = parse_twin(twin)?;
     let (_, sched) = read_schedule(&record)?;
-    if sched.origin_utc != doc.schedule.origin_utc {
-        return Err(InputError::new_err(format!(
-            "{}: the record starts at {} but the twin's origin is {}: give the patient's full record",
-            record.display(),
-            sched.origin_utc,
-            doc.schedule.origin_utc
-        )));
-    }
     let until = until_min.unwrap_or_else(|| sched.last_cgm_min());
-    if until < doc.t_min {
-        return Err(InputError::new_err(format!(
-            "until ({until:.0} min) is before the twin's time ({:.0} min)",
-            doc.t_min
-        )));
-    }
-    let updated = py
-        .detach(|| -> Result<_, medtwin_twin::TwinError> {
-            let mut engine = TwinEngine::from_twin(&doc)?;
-            engine.assimilate_until(&sched, until)?;
-            Ok(engine.to_twin(&sched, doc.patient_id.clone()))
+    let (updated, _) = py
+        .detach(|| {
+            lifecycle::update(
+                &doc,
+                &sched,
+                Until::Minute(until),
+                f64::INFINITY,
+                &mut no_progress,
+            )
         })
-        .map_err(|e| SimulationError::new_err(e.to_string()))?;
+        .map_err(|e| match e {
+            TwinError::Argument(m) => InputError::new_err(format!("{}: {m}", record.display())),
+            e => twin_err(e),
+        })?;
     serde_json::to_string(&updated).map_err(|e| SimulationError::new_err(e.to_string()))
 }
 
@@ -155,11 +163,8 @@ fn twin_forecast<'py>(py: Python<'py>, twin: &str, horizon: u32) -> PyResult<Bou
     }
     let doc = parse_twin(twin)?;
     let f = py
-        .detach(|| -> Result<_, medtwin_twin::TwinError> {
-            let engine = TwinEngine::from_twin(&doc)?;
-            engine.forecast(&doc.schedule, horizon, None, doc.settings.seed)
-        })
-        .map_err(|e| SimulationError::new_err(e.to_string()))?;
+        .detach(|| lifecycle::forecast(&doc, horizon, None))
+        .map_err(twin_err)?;
     let d = PyDict::new(py);
     let t: Vec<f64> = f.t_min.iter().map(|t| t - doc.t_min).collect();
     d.set_item("t_min", f64_bytes(py, &t)?)?;
@@ -224,7 +229,7 @@ fn twin_backtest(
         cone_horizon_min: 240,
     };
     let (r, _) = py
-        .detach(|| medtwin_twin::backtest::backtest(&sched, &opts, &mut |_, _| {}))
+        .detach(|| lifecycle::backtest(&sched, &opts, None, &mut |_, _| {}))
         .map_err(|e| SimulationError::new_err(e.to_string()))?;
     serde_json::to_string(&r).map_err(|e| SimulationError::new_err(e.to_string()))
 }
@@ -293,7 +298,6 @@ fn twin_whatif<'py>(
         return Err(InputError::new_err("whatif needs at least one plan"));
     }
     let doc = parse_twin(twin)?;
-    let engine = TwinEngine::from_twin(&doc).map_err(|e| InputError::new_err(e.to_string()))?;
     let mut parsed: Vec<(String, Plan)> = Vec::with_capacity(plans.len());
     for (name, text, json) in &plans {
         if parsed.iter().any(|(n, _)| n == name) {
@@ -313,8 +317,8 @@ fn twin_whatif<'py>(
     }
     let seed = seed.unwrap_or(doc.settings.seed);
     let outcomes = py
-        .detach(|| medtwin_twin::decide::whatif(&engine, &doc.schedule, &parsed, horizon, seed))
-        .map_err(|e| SimulationError::new_err(e.to_string()))?;
+        .detach(|| lifecycle::whatif_seeded(&doc, &parsed, horizon, seed))
+        .map_err(twin_err)?;
     outcomes
         .iter()
         .map(|o| outcome_dict(py, o, doc.t_min))
@@ -347,22 +351,12 @@ fn twin_advise(
     let doc = parse_twin(twin)?;
     medtwin_twin::decide::require_insulin_data(&doc.schedule, "bolus advice")
         .map_err(InputError::new_err)?;
-    let engine = TwinEngine::from_twin(&doc).map_err(|e| InputError::new_err(e.to_string()))?;
     let s = request
-        .settings(engine.calibration.window_tdi_u_per_day)
+        .settings(doc.calibration.window_tdi_u_per_day)
         .map_err(InputError::new_err)?;
     let a = py
-        .detach(|| {
-            medtwin_twin::decide::advise(
-                &engine,
-                &doc.schedule,
-                carbs_g,
-                at_min,
-                &s,
-                doc.settings.seed,
-            )
-        })
-        .map_err(|e| SimulationError::new_err(e.to_string()))?;
+        .detach(|| lifecycle::advise(&doc, carbs_g, at_min, &s))
+        .map_err(twin_err)?;
     serde_json::to_string(&a).map_err(|e| SimulationError::new_err(e.to_string()))
 }
 
