@@ -433,3 +433,42 @@ impl Integrator {
         (sum / MARKOV0 as f64).sqrt()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::INITIAL_STATE_CL2000;
+
+    fn beats(opts: SolverOptions, n: usize) -> (f64, Option<(usize, usize)>) {
+        let mut it = Integrator::new(OrdParams::control(), opts);
+        let mut y = INITIAL_STATE_CL2000;
+        let mut q = 0.0;
+        for _ in 0..n {
+            q = it.beat(&mut y, 2000.0, false).unwrap().qnet_nc_per_uf;
+        }
+        (q, it.table_stats())
+    }
+
+    #[test]
+    fn tables_change_a_beat_by_far_less_than_the_tolerance_and_are_reused() {
+        let on = SolverOptions::default();
+        let off = SolverOptions {
+            markov_table_dv_mv: 0.0,
+            voltage_table_dv_mv: 0.0,
+            ..on
+        };
+        let (q_on, stats) = beats(on, 20);
+        let (q_off, none) = beats(off, 20);
+        assert!(none.is_none());
+        // the table restricts step lengths, so the results differ, but well inside the
+        // reference comparison's 0.1 nC/µF
+        assert!((q_on - q_off).abs() < 0.01, "{q_on} vs {q_off}");
+        assert!(q_on != q_off);
+        // later beats reuse the propagators of the first (without reuse: 2 cells per application)
+        let (computed, applied) = stats.unwrap();
+        assert!(
+            computed * 5 < applied,
+            "{computed} computed for {applied} applications"
+        );
+    }
+}
