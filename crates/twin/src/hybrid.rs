@@ -619,18 +619,23 @@ fn sign_constrained_plan_ridge(x: &mut [Vec<f64>], y: &[f64]) -> Option<[f64; N_
 
 /// The change model of a complete plan (module docs, "Complete plans"): ridge with penalty
 /// [`LAMBDA_PER_ROW`] and leave-block-out residuals (blocks of `block` rows) on rows whose last
-/// [`N_PLAN_FEATURES`] columns are plan features, those coefficients sign-constrained as in
-/// [`sign_constrained_plan_ridge`] (a wrong-signed feature is zeroed in `x` and the fit
-/// repeated; a zeroed, constant column gets coefficient 0, so the origin's value of it has no
-/// effect). `None` for a singular fit.
+/// [`N_PLAN_FEATURES`] columns are plan features, those coefficients sign-constrained
+/// (carbohydrate ≥ 0, insulin ≤ 0): every feature whose coefficient comes out with the wrong
+/// sign is zeroed in `x` and the fit repeated until none is (an active set; a zeroed, constant
+/// column gets coefficient 0, so the origin's value of it has no effect). The active set is
+/// found with plain fits; only the final fit computes the leave-block-out residuals. `None`
+/// for a singular fit.
 fn sign_constrained_blocked_ridge(x: &mut [Vec<f64>], y: &[f64], block: usize) -> Option<RidgeFit> {
     loop {
-        let fit = RidgeFit::fit_blocked(x, y, LAMBDA_PER_ROW, block)?;
-        let wrong = (0..N_PLAN_FEATURES)
-            .find(|&k| fit.coef[N_FEATURES + k] * f64::from(PLAN_MONOTONE[k]) < 0.0);
-        match wrong {
-            None => return Some(fit),
-            Some(k) => x.iter_mut().for_each(|r| r[N_FEATURES + k] = 0.0),
+        let fit = RidgeFit::fit(x, y, LAMBDA_PER_ROW)?;
+        let wrong: Vec<usize> = (0..N_PLAN_FEATURES)
+            .filter(|&k| fit.coef[N_FEATURES + k] * f64::from(PLAN_MONOTONE[k]) < 0.0)
+            .collect();
+        if wrong.is_empty() {
+            return RidgeFit::fit_blocked(x, y, LAMBDA_PER_ROW, block);
+        }
+        for r in x.iter_mut() {
+            wrong.iter().for_each(|&k| r[N_FEATURES + k] = 0.0);
         }
     }
 }
