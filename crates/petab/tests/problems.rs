@@ -79,3 +79,28 @@ fn unknown_observable_names_file_and_line() {
         e => panic!("{e}"),
     }
 }
+
+/// Isensee_JCB2018's drug inputs are piecewise functions of time (`time − Fsk_time < 0` …):
+/// with the switch times located (the simulator restarts there) every one of its 123
+/// simulations succeeds at the default tolerances — no retry at looser ones (before, 60 of
+/// them underflowed the BDF's step size at t = 30 and were retried at rtol 1e-6) — and the
+/// llh matches AMICI's. Skipped when the shared benchmark collection is absent.
+#[test]
+fn isensee_needs_no_retry_at_its_drug_steps() {
+    let yaml = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/reference/petab-benchmarks/Benchmark-Models/Isensee_JCB2018/Isensee_JCB2018.yaml");
+    if !yaml.is_file() {
+        println!("SKIPPED: {} not present", yaml.display());
+        return;
+    }
+    let p = Problem::load(&yaml).unwrap();
+    let ev = Evaluator::new(&p, SimSettings::default()).unwrap();
+    let llh = ev.llh(&p.nominal()).unwrap();
+    assert_eq!(ev.retries(), 0, "simulations retried at looser tolerances");
+    // AMICI reference (tests/data/petab/amici_reference_llh_benchmark_models.yaml).
+    let amici = -3949.375966548649;
+    assert!(
+        (llh - amici).abs() / amici.abs() < 1e-6,
+        "llh {llh} vs AMICI {amici}"
+    );
+}
