@@ -222,11 +222,7 @@ fn initial_program(
 /// Per state its derivative and the slots it reads; the rule expressions among them.
 type Derivatives = (Vec<Deriv>, Vec<Vec<usize>>, Vec<RExpr>);
 
-fn derivatives(
-    sy: &Symbols,
-    un: &Unknowns,
-    res: &Resolver,
-) -> Result<Derivatives, SbmlError> {
+fn derivatives(sy: &Symbols, un: &Unknowns, res: &Resolver) -> Result<Derivatives, SbmlError> {
     let (slots, rate_rules, species_terms) = (&sy.slots, &sy.rate_rules, &sy.species_terms);
     let none = HashMap::new();
     let mut derivs = Vec::new();
