@@ -5,7 +5,7 @@
 //! `contd5`) and its evaluation.
 //!
 //! Step-size control is the caller's: [`crate::dde::DdeDopri5`] (method of steps for delay
-//! equations) uses these functions with its own controller. [`crate::Dopri5`] still carries its
+//! equations) uses these functions with its own controller. [`crate::Dopri5`] shares the coefficients but carries its
 //! own copy of the same arithmetic (`dopri5.rs`, being optimised separately); its `try_step`,
 //! `accept` and `interpolate` are [`dopri5_try_step`], [`dopri5_dense`] and
 //! [`dense_eval`] term for term and can be replaced by them.
