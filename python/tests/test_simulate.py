@@ -120,7 +120,8 @@ def _three_meals(patients):
 
 
 def test_all_30_patients_match_simglucose(data_dir):
-    """simglucose 0.2.11 reference (tests/data/simglucose): README claims max |dBG| = 2.4e-4 mg/dL."""
+    """simglucose 0.2.11 reference (tests/data/simglucose): README claims max |dBG| = 2.2e-3 mg/dL
+    (the per-state tolerances spend part of the 0.01 mg/dL verification bound of issue 19)."""
     traj = medtwin.simulate(_three_meals("all"))
     names = [p["patient"] for p in medtwin.patients().select(["patient"]).to_pylist()]
     assert len(names) == 30
@@ -138,7 +139,7 @@ def test_all_30_patients_match_simglucose(data_dir):
             worst = max(worst, abs(sc[k * 1441 + i] - float(r["BG"])))
             if i < 1440:
                 assert ins[k * 1441 + i] == pytest.approx(float(r["insulin_U_per_min"]), rel=1e-6, abs=1e-9)
-    assert worst < 1e-3, worst
+    assert worst < 3e-3, worst
 
 
 def test_matches_cli_output(tmp_path):
