@@ -194,6 +194,16 @@ pub struct SolverStats {
     pub restarts: u64,
 }
 
+impl std::ops::AddAssign for SolverStats {
+    /// Field-wise sum (work of several steppers or of a retired one).
+    fn add_assign(&mut self, o: SolverStats) {
+        self.rhs_evals += o.rhs_evals;
+        self.accepted += o.accepted;
+        self.rejected += o.rejected;
+        self.restarts += o.restarts;
+    }
+}
+
 /// Something that advances a model's state from `t0` to `t1` with the inputs `u` held constant.
 pub trait Integrator {
     /// Advance `x` (in place) from `t0_min` to `t1_min` under inputs `u`.

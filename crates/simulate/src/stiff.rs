@@ -108,11 +108,7 @@ impl BdfIntegrator {
         };
         if rebuild {
             if let Some((old, _)) = self.core.take() {
-                let s = Self::core_stats(&old);
-                self.retired.rhs_evals += s.rhs_evals;
-                self.retired.accepted += s.accepted;
-                self.retired.rejected += s.rejected;
-                self.retired.restarts += s.restarts;
+                self.retired += Self::core_stats(&old);
             }
             let (jac, lu) = structures("BDF", n, rows())?;
             let o = &self.opts;
@@ -178,11 +174,7 @@ impl Integrator for BdfIntegrator {
     fn stats(&self) -> SolverStats {
         let mut s = self.retired;
         if let Some((b, _)) = &self.core {
-            let c = Self::core_stats(b);
-            s.rhs_evals += c.rhs_evals;
-            s.accepted += c.accepted;
-            s.rejected += c.rejected;
-            s.restarts += c.restarts;
+            s += Self::core_stats(b);
         }
         s
     }
@@ -238,10 +230,7 @@ impl RosenbrockIntegrator {
         };
         if rebuild {
             if let Some((old, _)) = self.core.take() {
-                let s = Self::core_stats(&old);
-                self.retired.rhs_evals += s.rhs_evals;
-                self.retired.accepted += s.accepted;
-                self.retired.rejected += s.rejected;
+                self.retired += Self::core_stats(&old);
             }
             let (jac, lu) = structures("Rosenbrock", n, rows())?;
             let o = &self.opts;
@@ -300,10 +289,7 @@ impl Integrator for RosenbrockIntegrator {
     fn stats(&self) -> SolverStats {
         let mut s = self.retired;
         if let Some((r, _)) = &self.core {
-            let c = Self::core_stats(r);
-            s.rhs_evals += c.rhs_evals;
-            s.accepted += c.accepted;
-            s.rejected += c.rejected;
+            s += Self::core_stats(r);
         }
         s.restarts = self.calls;
         s
