@@ -348,12 +348,8 @@ impl TwinEngine {
             seed,
         )?;
         let mut paths = raw.clone();
-        let sorted = |e: &[(f64, f64)]| {
-            let mut v = e.to_vec();
-            v.sort_by(|a, b| a.0.total_cmp(&b.0));
-            v
-        };
-        let (meals, boluses) = (sorted(&plan.meals), sorted(&plan.boluses));
+        let meals = crate::hybrid::sorted_by_time(&plan.meals);
+        let boluses = crate::hybrid::sorted_by_time(&plan.boluses);
         let complete = crate::hybrid::CompletePlan {
             meals: &meals,
             boluses: &boluses,

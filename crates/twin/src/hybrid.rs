@@ -640,6 +640,14 @@ fn sign_constrained_blocked_ridge(x: &mut [Vec<f64>], y: &[f64], block: usize) -
     }
 }
 
+/// A copy of timed events `(t_min, amount)` in time order (stable for equal times), as
+/// [`plan_features`] and [`CompletePlan`] need them.
+pub fn sorted_by_time(events: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut v = events.to_vec();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
 /// A plan taken as the **complete** list of meals and boluses within the forecast horizon
 /// (module docs, "Complete plans"): replay of recorded inputs, or "what if exactly this happens
 /// and nothing else". Times are absolute minutes, amounts g and U, each list in time order.
@@ -756,12 +764,7 @@ impl PlanResponses {
     /// of the plan at that time's horizon through the grid models on either side, interpolated
     /// linearly. Zero for an empty plan; monotone in every planned amount.
     pub fn effect(&self, times: &[f64], meals: &[(f64, f64)], boluses: &[(f64, f64)]) -> Vec<f64> {
-        let sorted = |e: &[(f64, f64)]| {
-            let mut v = e.to_vec();
-            v.sort_by(|a, b| a.0.total_cmp(&b.0));
-            v
-        };
-        let (meals, boluses) = (sorted(meals), sorted(boluses));
+        let (meals, boluses) = (sorted_by_time(meals), sorted_by_time(boluses));
         let (grid, t0) = (&self.grid_min, self.t0_min);
         times
             .iter()
